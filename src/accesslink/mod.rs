@@ -1,0 +1,11 @@
+//! Polar's AccessLink API v3 as hookrace sees it: what a webhook delivery looks like and how it
+//! is signed. Both the daemon (receiving) and the simulator (sending) use these definitions, so
+//! the two sides cannot drift apart; they share no state, only these pure types and functions.
+
+pub mod payload;
+pub mod signature;
+
+/// Header naming the event of a delivery.
+pub const EVENT_HEADER: &str = "Polar-Webhook-Event";
+/// Header carrying the lowercase hex HMAC-SHA256 of the raw body.
+pub const SIGNATURE_HEADER: &str = "Polar-Webhook-Signature";

@@ -1,0 +1,300 @@
+//! Webhook delivery payloads: the JSON Polar posts, checked field by field, and the identity of the
+//! entity a delivery announces.
+//!
+//! A payload only notifies: `event`, `user_id`, `timestamp`, `url`, plus the identity fields of its
+//! event type (`entity_id` for exercises, `date` for daily data, `from`/`to` for SleepWise). An
+//! unknown event name is accepted (Polar adds types over time) and identified by whatever identity
+//! field it carries, or by its timestamp.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The event types AccessLink documents.
+pub const KNOWN_EVENTS: &[&str] = &[
+    "EXERCISE",
+    "SLEEP",
+    "CONTINUOUS_HEART_RATE",
+    "ACTIVITY_SUMMARY",
+    "SLEEP_WISE_CIRCADIAN_BEDTIME",
+    "SLEEP_WISE_ALERTNESS",
+    "PHYSICAL_INFORMATION",
+];
+
+/// One validated webhook delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub event: String,
+    pub user_id: u64,
+    /// When Polar sent the notification.
+    pub timestamp: DateTime<Utc>,
+    /// Where the data can be fetched (with the user's token).
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+/// A PING: `{"timestamp":"…","event":"PING"}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ping {
+    pub timestamp: Option<DateTime<Utc>>,
+}
+
+/// What a request body turned out to be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parsed {
+    Ping(Ping),
+    Delivery(Delivery),
+}
+
+/// Identifies one entity at the source: `(type, user, id)` where id is the hashed exercise id, a
+/// date, a date range, or a timestamp for types that carry no identity of their own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EntityRef {
+    pub kind: String,
+    pub user_id: u64,
+    pub entity_id: String,
+}
+
+impl EntityRef {
+    /// The store key: `TYPE/user/id`.
+    pub fn key(&self) -> String {
+        format!("{}/{}/{}", self.kind, self.user_id, self.entity_id)
+    }
+}
+
+impl Delivery {
+    /// The entity this delivery announces.
+    pub fn entity(&self) -> EntityRef {
+        let entity_id = match (&self.entity_id, &self.date, &self.from, &self.to) {
+            (Some(id), _, _, _) => id.clone(),
+            (None, Some(date), _, _) => date.clone(),
+            (None, None, Some(from), Some(to)) => format!("{from}..{to}"),
+            // PHYSICAL_INFORMATION (and unknown types without identity): the notification time.
+            _ => self
+                .timestamp
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        };
+        EntityRef {
+            kind: self.event.clone(),
+            user_id: self.user_id,
+            entity_id,
+        }
+    }
+}
+
+/// Parses a raw body: a PING (no signature needed) or a delivery whose every field is checked.
+/// The error is a short reason for a 400 answer.
+pub fn parse(body: &[u8]) -> Result<Parsed, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| "body is not a JSON object".to_string())?;
+    let event = match obj.get("event") {
+        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s.as_str(),
+        Some(_) => return Err("`event` must be a non-empty string".into()),
+        None => return Err("`event` is missing".into()),
+    };
+    if event == "PING" {
+        let timestamp = match obj.get("timestamp") {
+            Some(serde_json::Value::String(s)) => Some(timestamp(s)?),
+            None => None,
+            Some(_) => return Err("`timestamp` must be a string".into()),
+        };
+        return Ok(Parsed::Ping(Ping { timestamp }));
+    }
+    if event.len() > 64
+        || !event
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err("`event` must be an upper-case name like EXERCISE".into());
+    }
+    let user_id = match obj.get("user_id") {
+        Some(v) => v
+            .as_u64()
+            .filter(|id| *id > 0)
+            .ok_or_else(|| "`user_id` must be a positive integer".to_string())?,
+        None => return Err("`user_id` is missing".into()),
+    };
+    let timestamp = timestamp(required_str(obj, "timestamp")?)?;
+    let url = required_str(obj, "url")?.to_string();
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err("`url` must be an absolute http(s) URL".into());
+    }
+    let entity_id = optional_str(obj, "entity_id")?;
+    let date = optional_str(obj, "date")?;
+    let from = optional_str(obj, "from")?;
+    let to = optional_str(obj, "to")?;
+    for (name, d) in [("date", &date), ("from", &from), ("to", &to)] {
+        if let Some(d) = d {
+            NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                .map_err(|_| format!("`{name}` must be a date like 2024-05-31"))?;
+        }
+    }
+    if let Some(id) = &entity_id {
+        if id.is_empty() || id.len() > 128 || id.contains('/') {
+            return Err("`entity_id` must be a short id".into());
+        }
+    }
+    let need = |field: &str, present: bool| {
+        if present {
+            Ok(())
+        } else {
+            Err(format!("`{field}` is required for {event}"))
+        }
+    };
+    match event {
+        "EXERCISE" => need("entity_id", entity_id.is_some())?,
+        "SLEEP" | "CONTINUOUS_HEART_RATE" | "ACTIVITY_SUMMARY" => need("date", date.is_some())?,
+        "SLEEP_WISE_CIRCADIAN_BEDTIME" | "SLEEP_WISE_ALERTNESS" => {
+            need("from", from.is_some())?;
+            need("to", to.is_some())?;
+        }
+        _ => {}
+    }
+    Ok(Parsed::Delivery(Delivery {
+        event: event.to_string(),
+        user_id,
+        timestamp,
+        url,
+        entity_id,
+        date,
+        from,
+        to,
+    }))
+}
+
+fn timestamp(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| "`timestamp` must be an RFC 3339 time like 2018-05-15T14:22:24Z".to_string())
+}
+
+fn required_str<'a>(
+    obj: &'a serde_json::Map<String, serde_json::Value>,
+    name: &str,
+) -> Result<&'a str, String> {
+    match obj.get(name) {
+        Some(serde_json::Value::String(s)) => Ok(s),
+        Some(_) => Err(format!("`{name}` must be a string")),
+        None => Err(format!("`{name}` is missing")),
+    }
+}
+
+fn optional_str(
+    obj: &serde_json::Map<String, serde_json::Value>,
+    name: &str,
+) -> Result<Option<String>, String> {
+    match obj.get(name) {
+        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(_) => Err(format!("`{name}` must be a string")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(body: &str) -> Delivery {
+        match parse(body.as_bytes()).unwrap() {
+            Parsed::Delivery(d) => d,
+            other => panic!("expected a delivery, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn polar_example_exercise() {
+        let d = delivery(
+            r#"{"event":"EXERCISE","user_id":475,"entity_id":"aQlC83","timestamp":"2018-05-15T14:22:24Z","url":"https://www.polaraccesslink.com/v3/exercises/aQlC83"}"#,
+        );
+        assert_eq!(d.entity().key(), "EXERCISE/475/aQlC83");
+    }
+
+    #[test]
+    fn every_documented_event_type() {
+        let cases = [
+            (
+                r#""event":"SLEEP","date":"2024-05-31""#,
+                "SLEEP/7/2024-05-31",
+            ),
+            (
+                r#""event":"CONTINUOUS_HEART_RATE","date":"2024-05-31""#,
+                "CONTINUOUS_HEART_RATE/7/2024-05-31",
+            ),
+            (
+                r#""event":"ACTIVITY_SUMMARY","date":"2024-05-31""#,
+                "ACTIVITY_SUMMARY/7/2024-05-31",
+            ),
+            (
+                r#""event":"SLEEP_WISE_ALERTNESS","from":"2024-05-30","to":"2024-05-31""#,
+                "SLEEP_WISE_ALERTNESS/7/2024-05-30..2024-05-31",
+            ),
+            (
+                r#""event":"SLEEP_WISE_CIRCADIAN_BEDTIME","from":"2024-05-30","to":"2024-05-31""#,
+                "SLEEP_WISE_CIRCADIAN_BEDTIME/7/2024-05-30..2024-05-31",
+            ),
+            (
+                r#""event":"PHYSICAL_INFORMATION""#,
+                "PHYSICAL_INFORMATION/7/2024-05-31T10:00:00.000Z",
+            ),
+            (
+                r#""event":"NEW_THING","date":"2024-05-31""#,
+                "NEW_THING/7/2024-05-31",
+            ),
+        ];
+        for (fields, key) in cases {
+            let body = format!(
+                r#"{{{fields},"user_id":7,"timestamp":"2024-05-31T10:00:00Z","url":"https://www.polaraccesslink.com/v3/x"}}"#
+            );
+            assert_eq!(delivery(&body).entity().key(), key, "{body}");
+        }
+    }
+
+    #[test]
+    fn ping_needs_no_other_fields() {
+        assert!(matches!(
+            parse(br#"{"timestamp":"2019-01-11T08:25:10.02Z","event":"PING"}"#),
+            Ok(Parsed::Ping(_))
+        ));
+    }
+
+    #[test]
+    fn malformed_bodies_have_reasons() {
+        for (body, reason) in [
+            ("not json", "not JSON"),
+            ("[1,2]", "not a JSON object"),
+            (r#"{"user_id":1}"#, "`event` is missing"),
+            (
+                r#"{"event":"EXERCISE","user_id":"475","timestamp":"2018-05-15T14:22:24Z","url":"https://x/v3","entity_id":"a"}"#,
+                "user_id",
+            ),
+            (
+                r#"{"event":"EXERCISE","user_id":475,"timestamp":"yesterday","url":"https://x/v3","entity_id":"a"}"#,
+                "timestamp",
+            ),
+            (
+                r#"{"event":"EXERCISE","user_id":475,"timestamp":"2018-05-15T14:22:24Z","url":"https://x/v3"}"#,
+                "`entity_id` is required",
+            ),
+            (
+                r#"{"event":"SLEEP","user_id":475,"timestamp":"2018-05-15T14:22:24Z","url":"https://x/v3","date":"31.5.2024"}"#,
+                "`date`",
+            ),
+            (
+                r#"{"event":"EXERCISE","user_id":18446744073709551616,"timestamp":"2018-05-15T14:22:24Z","url":"https://x/v3","entity_id":"a"}"#,
+                "user_id",
+            ),
+        ] {
+            let err = parse(body.as_bytes()).unwrap_err();
+            assert!(err.contains(reason), "{body}: {err}");
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The private admin listener: `/healthz`, `/status`, `/entities`.
+//!
+//! It binds to loopback by default and, when `[admin].token` is set, every route requires
+//! `Authorization: Bearer <token>` (compared in constant time). Everything it shows comes from the
+//! store, plus the few facts only the running process knows ([`status::Runtime`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, RwLock};
+
+use subtle::ConstantTimeEq;
+use warp::Filter;
+use warp::http::{StatusCode, header};
+use warp::reply::{Reply, Response};
+
+use crate::config::Secret;
+use crate::status::{self, Runtime};
+use crate::store::Store;
+
+/// Background tasks report here whether they are alive; `/healthz` fails when one is not.
+#[derive(Debug, Default)]
+pub struct Liveness {
+    tasks: Mutex<BTreeMap<String, bool>>,
+}
+
+impl Liveness {
+    /// Marks a task alive (on start) or dead (when it stops unexpectedly).
+    pub fn set(&self, task: &str, alive: bool) {
+        if let Ok(mut t) = self.tasks.lock() {
+            t.insert(task.to_string(), alive);
+        }
+    }
+
+    /// Names of the tasks that are not alive.
+    pub fn dead(&self) -> Vec<String> {
+        match self.tasks.lock() {
+            Ok(t) => t
+                .iter()
+                .filter(|(_, alive)| !**alive)
+                .map(|(n, _)| n.clone())
+                .collect(),
+            Err(_) => vec!["liveness registry".into()],
+        }
+    }
+}
+
+/// What the admin routes need.
+pub struct AdminState {
+    pub store: Arc<Store>,
+    pub runtime: Arc<RwLock<Runtime>>,
+    pub liveness: Arc<Liveness>,
+    pub token: Option<Secret>,
+}
+
+/// All admin routes, behind the optional token.
+pub fn routes(
+    state: Arc<AdminState>,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let with_state = {
+        let state = state.clone();
+        warp::any().map(move || state.clone())
+    };
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .and(with_state.clone())
+        .map(|s: Arc<AdminState>| healthz(&s));
+    let status = warp::path!("status")
+        .and(warp::get())
+        .and(with_state.clone())
+        .map(|s: Arc<AdminState>| status(&s));
+    let entities = warp::path!("entities")
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_state.clone())
+        .map(|q: HashMap<String, String>, s: Arc<AdminState>| entities(&s, &q));
+    let authorized = warp::header::optional::<String>(header::AUTHORIZATION.as_str())
+        .and(with_state)
+        .and_then(|auth: Option<String>, s: Arc<AdminState>| async move {
+            match authorize(s.token.as_ref(), auth.as_deref()) {
+                Ok(()) => Ok(()),
+                Err(()) => Err(warp::reject::custom(Unauthorized)),
+            }
+        })
+        .untuple_one();
+    authorized
+        .and(healthz.or(status).unify().or(entities).unify())
+        .recover(|r: warp::Rejection| async move { Ok::<_, Infallible>(rejection(r)) })
+        .unify()
+}
+
+#[derive(Debug)]
+struct Unauthorized;
+impl warp::reject::Reject for Unauthorized {}
+
+fn authorize(token: Option<&Secret>, header: Option<&str>) -> Result<(), ()> {
+    let Some(token) = token else { return Ok(()) };
+    let given = header
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
+        Ok(())
+    } else {
+        Err(())
+    }
+}
+
+fn rejection(r: warp::Rejection) -> Response {
+    if r.find::<Unauthorized>().is_some() {
+        return warp::reply::with_header(
+            error(StatusCode::UNAUTHORIZED, "a valid bearer token is required"),
+            header::WWW_AUTHENTICATE,
+            "Bearer",
+        )
+        .into_response();
+    }
+    if r.find::<warp::reject::MethodNotAllowed>().is_some() {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+    }
+    if r.find::<warp::reject::InvalidQuery>().is_some() {
+        return error(StatusCode::BAD_REQUEST, "the query string is not valid");
+    }
+    error(
+        StatusCode::NOT_FOUND,
+        "no such route: try /healthz, /status or /entities",
+    )
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    warp::reply::with_status(
+        warp::reply::json(&serde_json::json!({ "error": message })),
+        status,
+    )
+    .into_response()
+}
+
+fn healthz(s: &AdminState) -> Response {
+    let dead = s.liveness.dead();
+    if !s.store.is_healthy() {
+        return warp::reply::with_status("store unavailable\n", StatusCode::SERVICE_UNAVAILABLE)
+            .into_response();
+    }
+    if !dead.is_empty() {
+        return warp::reply::with_status(
+            format!("stopped: {}\n", dead.join(", ")),
+            StatusCode::SERVICE_UNAVAILABLE,
+        )
+        .into_response();
+    }
+    warp::reply::with_status("ok\n", StatusCode::OK).into_response()
+}
+
+fn status(s: &AdminState) -> Response {
+    let runtime = match s.runtime.read() {
+        Ok(r) => r.clone(),
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "runtime state poisoned"),
+    };
+    match status::build(&s.store, &runtime) {
+        Ok(doc) => warp::reply::json(&doc).into_response(),
+        Err(e) => {
+            tracing::error!(error = format_args!("{e:#}"), "building /status");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("could not build the status: {e:#}"),
+            )
+        }
+    }
+}
+
+fn entities(s: &AdminState, q: &HashMap<String, String>) -> Response {
+    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => 100,
+        Some(Ok(n)) if (1..=10_000).contains(&n) => n,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "`limit` must be an integer from 1 to 10000",
+            );
+        }
+    };
+    let kind = q.get("type").map(String::as_str);
+    match s.store.newest_entities(limit, kind) {
+        Ok(list) => {
+            let views: Vec<_> = list.iter().map(|e| e.view()).collect();
+            warp::reply::json(&views).into_response()
+        }
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("could not read entities: {e:#}"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_check() {
+        let t = Secret::new("0123456789abcdef");
+        assert!(authorize(None, None).is_ok());
+        assert!(authorize(Some(&t), Some("Bearer 0123456789abcdef")).is_ok());
+        assert!(authorize(Some(&t), Some("Bearer 0123456789abcdeX")).is_err());
+        assert!(authorize(Some(&t), Some("0123456789abcdef")).is_err());
+        assert!(authorize(Some(&t), None).is_err());
+    }
+}

@@ -1,0 +1,667 @@
+//! The configuration file: parsing, validation and the typed result the rest of hookrace uses.
+//!
+//! Parsing happens in two steps so that a user sees *every* problem at once, not one per attempt:
+//! the TOML is read into [`RawConfig`] (strings where a value needs checking, unknown keys collected
+//! with `serde_ignored` rather than failing on the first), then [`RawConfig::validate`] checks every
+//! value and either returns a [`Config`] or the full list of problems. `check-config` and `run`
+//! both go through [`load`]; nothing binds or opens anything before validation has passed.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The embedded default configuration (the repository's `config.toml`): runs against the simulator.
+pub const DEFAULT_CONFIG: &str = include_str!("../config.toml");
+
+/// Environment variable that supplies `[accesslink].client_secret`.
+pub const ENV_CLIENT_SECRET: &str = "HOOKRACE_CLIENT_SECRET";
+/// Environment variable that supplies `[accesslink].webhook_secret`.
+pub const ENV_WEBHOOK_SECRET: &str = "HOOKRACE_WEBHOOK_SECRET";
+
+/// A secret string (client secret, webhook signature key, access token, admin token).
+///
+/// Its `Debug` and `Display` print a mask, so it can sit in structs that are logged.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret itself: call only where it is used (signing, an Authorization header).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub webhook: WebhookConfig,
+    pub admin: AdminConfig,
+    pub accesslink: AccessLinkConfig,
+    pub users: Vec<UserConfig>,
+    pub poller: PollerConfig,
+    pub store: StoreConfig,
+    pub simulator: SimulatorConfig,
+}
+
+/// The public listener Polar posts deliveries to.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub listen: SocketAddr,
+    /// The delivery path, starting with `/`.
+    pub path: String,
+    /// Largest accepted delivery body in bytes; larger gets 413.
+    pub max_body: usize,
+}
+
+/// The private listener: status, metrics, entities.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// When set, every admin route requires `Authorization: Bearer <token>`.
+    pub token: Option<Secret>,
+}
+
+/// The AccessLink client this daemon acts as.
+#[derive(Debug, Clone)]
+pub struct AccessLinkConfig {
+    /// Scheme, host and port, no trailing slash; only URLs under it are ever fetched.
+    pub base_url: String,
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    /// The webhook's `signature_secret_key`.
+    pub webhook_secret: Option<Secret>,
+}
+
+/// A user whose token is known up front.
+#[derive(Debug, Clone)]
+pub struct UserConfig {
+    pub user_id: u64,
+    pub access_token: Secret,
+}
+
+/// How the second channel polls.
+#[derive(Debug, Clone)]
+pub struct PollerConfig {
+    pub enabled: bool,
+    pub schedule: PollSchedule,
+    pub mode: PollMode,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PollSchedule {
+    Every(Duration),
+    /// A cron expression, seconds first, evaluated in UTC.
+    Cron(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollMode {
+    /// Pull notifications + transactions.
+    Transactions,
+    /// The non-transactional `GET /v3/exercises` per known user.
+    List,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+}
+
+/// The embedded simulator `run` may start.
+#[derive(Debug, Clone)]
+pub struct SimulatorConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    pub users: u32,
+    pub exercise_every: Duration,
+    pub webhook_delay: (Duration, Duration),
+    pub webhook_drop_rate: f64,
+    pub webhook_duplicate_rate: f64,
+}
+
+/// Every problem found in a configuration, reported together.
+#[derive(Debug)]
+pub struct ConfigErrors {
+    /// Where the configuration came from (a path, or "the embedded default").
+    pub source: String,
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} problem(s) in the configuration {}:",
+            self.problems.len(),
+            self.source
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Loads and validates the configuration at `path`, or the embedded default when `path` is `None`.
+/// Secrets missing from the file are taken from the environment.
+pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
+    let (text, source) = match path {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(t) => (t, p.display().to_string()),
+            Err(e) => {
+                return Err(ConfigErrors {
+                    source: p.display().to_string(),
+                    problems: vec![format!("cannot read {}: {e}", p.display())],
+                });
+            }
+        },
+        None => (
+            DEFAULT_CONFIG.to_string(),
+            "the embedded default".to_string(),
+        ),
+    };
+    parse(&text, &source, &|name| std::env::var(name).ok())
+}
+
+/// Parses and validates configuration text; `env` looks up environment variables (tests pass their own).
+pub fn parse(
+    text: &str,
+    source: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let fail = |problems| ConfigErrors {
+        source: source.to_string(),
+        problems,
+    };
+    let mut unknown = Vec::new();
+    let de = toml::Deserializer::new(text);
+    let raw: RawConfig = serde_ignored::deserialize(de, |path| unknown.push(path.to_string()))
+        .map_err(|e| fail(vec![format!("not valid: {}", e.to_string().trim())]))?;
+    let mut problems: Vec<String> = unknown
+        .into_iter()
+        .map(|k| format!("unknown key `{k}`"))
+        .collect();
+    match raw.validate(env, &mut problems) {
+        Some(cfg) if problems.is_empty() => Ok(cfg),
+        _ => Err(fail(problems)),
+    }
+}
+
+// ---- the raw, as-written form ----
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawConfig {
+    webhook: RawWebhook,
+    admin: RawAdmin,
+    accesslink: RawAccessLink,
+    users: Vec<RawUser>,
+    poller: RawPoller,
+    store: RawStore,
+    simulator: RawSimulator,
+}
+
+#[derive(Deserialize)]
+#[serde(default)]
+struct RawWebhook {
+    listen: String,
+    path: String,
+    max_body: i64,
+}
+impl Default for RawWebhook {
+    fn default() -> Self {
+        RawWebhook {
+            listen: "0.0.0.0:8080".into(),
+            path: "/acl_webhook".into(),
+            max_body: 65536,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default)]
+struct RawAdmin {
+    listen: String,
+    token: Option<Secret>,
+}
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: "127.0.0.1:9090".into(),
+            token: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default)]
+struct RawAccessLink {
+    base_url: String,
+    client_id: String,
+    client_secret: Option<Secret>,
+    webhook_secret: Option<Secret>,
+}
+impl Default for RawAccessLink {
+    fn default() -> Self {
+        RawAccessLink {
+            base_url: "https://www.polaraccesslink.com".into(),
+            client_id: String::new(),
+            client_secret: None,
+            webhook_secret: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawUser {
+    user_id: i64,
+    access_token: Secret,
+}
+
+#[derive(Deserialize)]
+#[serde(default)]
+struct RawPoller {
+    enabled: bool,
+    every: Option<String>,
+    cron: Option<String>,
+    mode: String,
+}
+impl Default for RawPoller {
+    fn default() -> Self {
+        RawPoller {
+            enabled: true,
+            every: None,
+            cron: None,
+            mode: "transactions".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default)]
+struct RawStore {
+    path: String,
+}
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore {
+            path: "./hookrace-data".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default)]
+struct RawSimulator {
+    enabled: bool,
+    listen: String,
+    users: i64,
+    exercise_every: String,
+    webhook_delay: String,
+    webhook_drop_rate: f64,
+    webhook_duplicate_rate: f64,
+}
+impl Default for RawSimulator {
+    fn default() -> Self {
+        RawSimulator {
+            enabled: false,
+            listen: "127.0.0.1:7070".into(),
+            users: 3,
+            exercise_every: "20s".into(),
+            webhook_delay: "20ms..400ms".into(),
+            webhook_drop_rate: 0.02,
+            webhook_duplicate_rate: 0.03,
+        }
+    }
+}
+
+fn addr(field: &str, value: &str, problems: &mut Vec<String>) -> Option<SocketAddr> {
+    match value.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            problems.push(format!(
+                "`{field}` = {value:?} is not an address like \"127.0.0.1:9090\""
+            ));
+            None
+        }
+    }
+}
+
+/// Parses a humantime duration (`500ms`, `30s`, `1h 30m`), reporting a problem on failure.
+fn duration(field: &str, value: &str, problems: &mut Vec<String>) -> Option<Duration> {
+    match humantime::parse_duration(value) {
+        Ok(d) if !d.is_zero() => Some(d),
+        Ok(_) => {
+            problems.push(format!("`{field}` must be longer than zero"));
+            None
+        }
+        Err(e) => {
+            problems.push(format!(
+                "`{field}` = {value:?} is not a duration like \"30s\" or \"5m\": {e}"
+            ));
+            None
+        }
+    }
+}
+
+/// Parses a delay range `"20ms..400ms"` (or a single duration for a fixed delay).
+pub fn parse_delay_range(value: &str) -> Result<(Duration, Duration), String> {
+    let (lo, hi) = match value.split_once("..") {
+        Some((lo, hi)) => (lo.trim(), hi.trim()),
+        None => (value.trim(), value.trim()),
+    };
+    let lo = humantime::parse_duration(lo).map_err(|e| format!("{lo:?}: {e}"))?;
+    let hi = humantime::parse_duration(hi).map_err(|e| format!("{hi:?}: {e}"))?;
+    if lo > hi {
+        return Err("the lower bound is above the upper bound".into());
+    }
+    Ok((lo, hi))
+}
+
+fn rate(field: &str, value: f64, problems: &mut Vec<String>) {
+    if !(0.0..=1.0).contains(&value) {
+        problems.push(format!("`{field}` = {value} must be between 0 and 1"));
+    }
+}
+
+impl RawConfig {
+    /// Checks every value, pushing one line per problem; returns the typed config when the
+    /// values could all be converted (the caller still refuses it if any problem was pushed).
+    fn validate(
+        self,
+        env: &dyn Fn(&str) -> Option<String>,
+        problems: &mut Vec<String>,
+    ) -> Option<Config> {
+        let webhook_listen = addr("webhook.listen", &self.webhook.listen, problems);
+        if !self.webhook.path.starts_with('/') || self.webhook.path.len() < 2 {
+            problems.push(format!(
+                "`webhook.path` = {:?} must start with '/' and name a path, like \"/acl_webhook\"",
+                self.webhook.path
+            ));
+        } else if self.webhook.path.starts_with("/oauth/") {
+            problems.push(
+                "`webhook.path` must not be under /oauth/ (the OAuth routes live there)".into(),
+            );
+        }
+        if self.webhook.max_body < 256 || self.webhook.max_body > 16 * 1024 * 1024 {
+            problems.push(format!(
+                "`webhook.max_body` = {} must be between 256 and 16777216 bytes",
+                self.webhook.max_body
+            ));
+        }
+        let admin_listen = addr("admin.listen", &self.admin.listen, problems);
+        if let (Some(w), Some(a)) = (webhook_listen, admin_listen) {
+            if w == a && w.port() != 0 {
+                problems.push(format!(
+                    "`webhook.listen` and `admin.listen` are both {w}: the admin listener must be separate"
+                ));
+            }
+        }
+        if let Some(t) = &self.admin.token {
+            if t.expose().len() < 16 {
+                problems.push("`admin.token` must be at least 16 characters".into());
+            }
+        }
+
+        let base_url = self.accesslink.base_url.trim_end_matches('/').to_string();
+        match reqwest::Url::parse(&base_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                if u.path() != "/" && !u.path().is_empty() {
+                    problems.push(format!(
+                        "`accesslink.base_url` = {base_url:?} must be scheme and host only, like \"https://www.polaraccesslink.com\""
+                    ));
+                }
+            }
+            _ => problems.push(format!(
+                "`accesslink.base_url` = {:?} is not an http(s) URL",
+                self.accesslink.base_url
+            )),
+        }
+        let client_secret = self
+            .accesslink
+            .client_secret
+            .or_else(|| env(ENV_CLIENT_SECRET).map(Secret));
+        let webhook_secret = self
+            .accesslink
+            .webhook_secret
+            .or_else(|| env(ENV_WEBHOOK_SECRET).map(Secret));
+        if !self.simulator.enabled {
+            if self.accesslink.client_id.trim().is_empty() {
+                problems.push(
+                    "`accesslink.client_id` is required when the simulator is disabled".into(),
+                );
+            }
+            if client_secret.is_none() {
+                problems.push(format!(
+                    "`accesslink.client_secret` is required when the simulator is disabled (or set {ENV_CLIENT_SECRET})"
+                ));
+            }
+        }
+
+        let mut users = Vec::new();
+        for (i, u) in self.users.into_iter().enumerate() {
+            if u.user_id <= 0 {
+                problems.push(format!(
+                    "`users[{i}].user_id` = {} must be a positive integer",
+                    u.user_id
+                ));
+            } else if u.access_token.expose().trim().is_empty() {
+                problems.push(format!("`users[{i}].access_token` is empty"));
+            } else if users
+                .iter()
+                .any(|x: &UserConfig| x.user_id == u.user_id as u64)
+            {
+                problems.push(format!(
+                    "`users[{i}].user_id` = {} appears twice",
+                    u.user_id
+                ));
+            } else {
+                users.push(UserConfig {
+                    user_id: u.user_id as u64,
+                    access_token: u.access_token,
+                });
+            }
+        }
+
+        let schedule = match (&self.poller.every, &self.poller.cron) {
+            (Some(_), Some(_)) => {
+                problems.push("`poller.every` and `poller.cron` are exclusive: give one".into());
+                None
+            }
+            (Some(e), None) => duration("poller.every", e, problems).map(PollSchedule::Every),
+            (None, Some(c)) => {
+                let fields = c.split_whitespace().count();
+                if !(6..=7).contains(&fields) {
+                    problems.push(format!(
+                        "`poller.cron` = {c:?} must have 6 or 7 fields, seconds first, like \"0 */5 * * * *\""
+                    ));
+                    None
+                } else {
+                    Some(PollSchedule::Cron(c.clone()))
+                }
+            }
+            (None, None) => Some(PollSchedule::Every(Duration::from_secs(30))),
+        };
+        let mode = match self.poller.mode.as_str() {
+            "transactions" => Some(PollMode::Transactions),
+            "list" => Some(PollMode::List),
+            other => {
+                problems.push(format!(
+                    "`poller.mode` = {other:?} must be \"transactions\" or \"list\""
+                ));
+                None
+            }
+        };
+
+        if self.store.path.trim().is_empty() {
+            problems.push("`store.path` is empty".into());
+        }
+
+        let sim_listen = addr("simulator.listen", &self.simulator.listen, problems);
+        if !(0..=100_000).contains(&self.simulator.users) {
+            problems.push(format!(
+                "`simulator.users` = {} must be between 0 and 100000",
+                self.simulator.users
+            ));
+        }
+        let exercise_every = duration(
+            "simulator.exercise_every",
+            &self.simulator.exercise_every,
+            problems,
+        );
+        let webhook_delay = match parse_delay_range(&self.simulator.webhook_delay) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                problems.push(format!(
+                    "`simulator.webhook_delay` = {:?} is not a range like \"20ms..400ms\": {e}",
+                    self.simulator.webhook_delay
+                ));
+                None
+            }
+        };
+        rate(
+            "simulator.webhook_drop_rate",
+            self.simulator.webhook_drop_rate,
+            problems,
+        );
+        rate(
+            "simulator.webhook_duplicate_rate",
+            self.simulator.webhook_duplicate_rate,
+            problems,
+        );
+
+        Some(Config {
+            webhook: WebhookConfig {
+                listen: webhook_listen?,
+                path: self.webhook.path,
+                max_body: usize::try_from(self.webhook.max_body).ok()?,
+            },
+            admin: AdminConfig {
+                listen: admin_listen?,
+                token: self.admin.token,
+            },
+            accesslink: AccessLinkConfig {
+                base_url,
+                client_id: self.accesslink.client_id,
+                client_secret,
+                webhook_secret,
+            },
+            users,
+            poller: PollerConfig {
+                enabled: self.poller.enabled,
+                schedule: schedule?,
+                mode: mode?,
+            },
+            store: StoreConfig {
+                path: PathBuf::from(self.store.path),
+            },
+            simulator: SimulatorConfig {
+                enabled: self.simulator.enabled,
+                listen: sim_listen?,
+                users: u32::try_from(self.simulator.users).ok()?,
+                exercise_every: exercise_every?,
+                webhook_delay: webhook_delay?,
+                webhook_drop_rate: self.simulator.webhook_drop_rate,
+                webhook_duplicate_rate: self.simulator.webhook_duplicate_rate,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let cfg = parse(DEFAULT_CONFIG, "default", &no_env).expect("the default config validates");
+        assert!(cfg.simulator.enabled);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = r#"
+            [webhook]
+            listen = "nowhere"
+            path = "acl"
+            colour = "blue"
+            [poller]
+            every = "soon"
+            mode = "sometimes"
+            [simulator]
+            webhook_drop_rate = 1.5
+            [accesslink]
+            client_id = ""
+        "#;
+        let err = parse(text, "t", &no_env).unwrap_err();
+        let all = err.problems.join("\n");
+        for needle in [
+            "unknown key `webhook.colour`",
+            "webhook.listen",
+            "webhook.path",
+            "poller.every",
+            "poller.mode",
+            "webhook_drop_rate",
+            "client_id",
+            "client_secret",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_and_never_print() {
+        let text = "[accesslink]\nclient_id = \"abc\"\n";
+        let env = |k: &str| {
+            (k == ENV_CLIENT_SECRET || k == ENV_WEBHOOK_SECRET).then(|| "s3cr3t-value".to_string())
+        };
+        let cfg = parse(text, "t", &env).unwrap();
+        assert_eq!(
+            cfg.accesslink.client_secret.as_ref().unwrap().expose(),
+            "s3cr3t-value"
+        );
+        assert_eq!(
+            cfg.accesslink.webhook_secret.as_ref().unwrap().expose(),
+            "s3cr3t-value"
+        );
+        assert!(!format!("{cfg:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn delay_ranges() {
+        assert_eq!(
+            parse_delay_range("20ms..400ms").unwrap(),
+            (Duration::from_millis(20), Duration::from_millis(400))
+        );
+        assert_eq!(
+            parse_delay_range("1s").unwrap(),
+            (Duration::from_secs(1), Duration::from_secs(1))
+        );
+        assert!(parse_delay_range("2s..1s").is_err());
+    }
+}

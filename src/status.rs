@@ -1,0 +1,178 @@
+//! The status document (`GET /status`): counters from the store plus the entity summary, in the
+//! exact shape `design.md` fixes. Built from the store alone, so `hookrace report` on the same store
+//! says the same numbers.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::race::{self, LatencyStats};
+use crate::store::{Store, counter};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusDoc {
+    pub service: String,
+    pub version: String,
+    pub started_at: DateTime<Utc>,
+    pub uptime_seconds: f64,
+    pub webhook: WebhookStatus,
+    pub poll: PollStatus,
+    pub entities: EntitiesStatus,
+    pub race: RaceStatus,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WebhookStatus {
+    pub deliveries: u64,
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub pings: u64,
+    pub rejected: Rejected,
+    pub fetches: Fetches,
+    pub latency_ms: LatencyStats,
+    pub last_delivery_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rejected {
+    pub signature: u64,
+    pub malformed: u64,
+    pub too_large: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fetches {
+    pub ok: u64,
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PollStatus {
+    pub enabled: bool,
+    pub cycles: u64,
+    pub empty_cycles: u64,
+    pub requests: u64,
+    pub requests_by_endpoint: BTreeMap<String, u64>,
+    pub errors: u64,
+    pub rate_limited: u64,
+    pub items: u64,
+    pub new_entities: u64,
+    pub latency_ms: LatencyStats,
+    pub last_cycle_at: Option<DateTime<Utc>>,
+    pub next_cycle_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntitiesStatus {
+    pub total: u64,
+    pub by_type: BTreeMap<String, u64>,
+    pub seen_by_both: u64,
+    pub webhook_only: u64,
+    pub poll_only: u64,
+    pub first_by_webhook: u64,
+    pub first_by_poll: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RaceStatus {
+    pub webhook_lead_ms: LatencyStats,
+    pub requests_per_entity: RequestsPerEntity,
+    pub wasted_poll_share: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestsPerEntity {
+    pub webhook: Option<f64>,
+    pub poll: Option<f64>,
+}
+
+/// What the running process knows that the store does not.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub started_at: DateTime<Utc>,
+    pub poll_enabled: bool,
+    pub last_cycle_at: Option<DateTime<Utc>>,
+    pub next_cycle_at: Option<DateTime<Utc>>,
+}
+
+/// Builds the status document from the store.
+pub fn build(store: &Store, rt: &Runtime) -> anyhow::Result<StatusDoc> {
+    let c = store.counters()?;
+    let get = |name: &str| c.get(name).copied().unwrap_or(0);
+    let summary = store.summary()?;
+
+    let requests_by_endpoint: BTreeMap<String, u64> = counter::POLL_ENDPOINTS
+        .iter()
+        .map(|e| {
+            (
+                e.to_string(),
+                get(&format!("{}{e}", counter::POLL_REQUESTS_PREFIX)),
+            )
+        })
+        .collect();
+    let poll_requests: u64 = requests_by_endpoint.values().sum();
+    let accepted = get(counter::WEBHOOK_ACCEPTED);
+    let duplicates = get(counter::WEBHOOK_DUPLICATES);
+    let fetches_ok = get(counter::WEBHOOK_FETCHES_OK);
+    let fetches_failed = get(counter::WEBHOOK_FETCHES_FAILED);
+    // A webhook's cost: each valid delivery plus each fetch of its data.
+    let webhook_requests = accepted + duplicates + fetches_ok + fetches_failed;
+    let cycles = get(counter::POLL_CYCLES);
+    let empty_cycles = get(counter::POLL_EMPTY_CYCLES);
+
+    Ok(StatusDoc {
+        service: "hookrace".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        started_at: rt.started_at,
+        uptime_seconds: ((Utc::now() - rt.started_at).num_milliseconds() as f64 / 1000.0).max(0.0),
+        webhook: WebhookStatus {
+            deliveries: get(counter::WEBHOOK_DELIVERIES),
+            accepted,
+            duplicates,
+            pings: get(counter::WEBHOOK_PINGS),
+            rejected: Rejected {
+                signature: get(counter::WEBHOOK_REJECTED_SIGNATURE),
+                malformed: get(counter::WEBHOOK_REJECTED_MALFORMED),
+                too_large: get(counter::WEBHOOK_REJECTED_TOO_LARGE),
+            },
+            fetches: Fetches {
+                ok: fetches_ok,
+                failed: fetches_failed,
+            },
+            latency_ms: summary.webhook_latency.stats(),
+            last_delivery_at: store.last_delivery_at(),
+        },
+        poll: PollStatus {
+            enabled: rt.poll_enabled,
+            cycles,
+            empty_cycles,
+            requests: poll_requests,
+            requests_by_endpoint,
+            errors: get(counter::POLL_ERRORS),
+            rate_limited: get(counter::POLL_RATE_LIMITED),
+            items: get(counter::POLL_ITEMS),
+            new_entities: get(counter::POLL_NEW_ENTITIES),
+            latency_ms: summary.poll_latency.stats(),
+            last_cycle_at: rt.last_cycle_at,
+            next_cycle_at: rt.next_cycle_at,
+        },
+        entities: EntitiesStatus {
+            total: summary.total,
+            by_type: summary.by_type.clone(),
+            seen_by_both: summary.seen_by_both,
+            webhook_only: summary.webhook_only,
+            poll_only: summary.poll_only,
+            first_by_webhook: summary.first_by_webhook,
+            first_by_poll: summary.first_by_poll,
+        },
+        race: RaceStatus {
+            webhook_lead_ms: summary.webhook_lead.stats(),
+            requests_per_entity: RequestsPerEntity {
+                webhook: race::requests_per_entity(webhook_requests, summary.first_by_webhook),
+                poll: race::requests_per_entity(poll_requests, summary.first_by_poll),
+            },
+            wasted_poll_share: race::wasted_share(empty_cycles, cycles),
+        },
+    })
+}

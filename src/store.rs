@@ -1,0 +1,441 @@
+//! The embedded sled store: everything hookrace knows survives a restart here.
+//!
+//! Trees:
+//! - `entities`: entity key → [`Entity`] (JSON), one record per piece of data at the source;
+//! - `recent`: creation sequence (u64 BE) → entity key, so `/entities` lists newest first cheaply;
+//! - `deliveries`: sequence (u64 BE) → the raw body and arrival time of each accepted delivery;
+//! - `counters`: name → u64 BE, incremented with a merge operator (no lost updates, no locks);
+//! - `meta`: creation time, last delivery time, a stored webhook secret and other single values.
+//!
+//! Durability: writes go to sled's log; [`Store::durable`] waits until a flush that *started after*
+//! the caller's writes has finished. Concurrent callers share one flush (group commit) run on the
+//! blocking pool, so a burst of deliveries costs a few fsyncs, not one each.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::accesslink::payload::Delivery;
+use crate::race::{self, Entity, Summary};
+
+/// Counter names shared by the code that counts and the code that reports.
+pub mod counter {
+    pub const WEBHOOK_DELIVERIES: &str = "webhook.deliveries";
+    pub const WEBHOOK_ACCEPTED: &str = "webhook.accepted";
+    pub const WEBHOOK_DUPLICATES: &str = "webhook.duplicates";
+    pub const WEBHOOK_PINGS: &str = "webhook.pings";
+    pub const WEBHOOK_REJECTED_SIGNATURE: &str = "webhook.rejected.signature";
+    pub const WEBHOOK_REJECTED_MALFORMED: &str = "webhook.rejected.malformed";
+    pub const WEBHOOK_REJECTED_TOO_LARGE: &str = "webhook.rejected.too_large";
+    pub const WEBHOOK_FETCHES_OK: &str = "webhook.fetches.ok";
+    pub const WEBHOOK_FETCHES_FAILED: &str = "webhook.fetches.failed";
+    pub const POLL_CYCLES: &str = "poll.cycles";
+    pub const POLL_EMPTY_CYCLES: &str = "poll.empty_cycles";
+    pub const POLL_ERRORS: &str = "poll.errors";
+    pub const POLL_RATE_LIMITED: &str = "poll.rate_limited";
+    pub const POLL_ITEMS: &str = "poll.items";
+    pub const POLL_NEW_ENTITIES: &str = "poll.new_entities";
+    /// Prefix of the per-endpoint poll request counters (`poll.requests.notifications`, …).
+    pub const POLL_REQUESTS_PREFIX: &str = "poll.requests.";
+    /// The poll endpoints the status document lists, in order.
+    pub const POLL_ENDPOINTS: &[&str] = &[
+        "notifications",
+        "create_transaction",
+        "list_transaction",
+        "get_item",
+        "commit",
+    ];
+}
+
+const META_CREATED_AT: &str = "created_at";
+const META_LAST_DELIVERY_AT: &str = "webhook.last_delivery_at";
+const META_WEBHOOK_SECRET: &str = "webhook.signature_secret_key";
+
+/// What recording a delivery did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// The first valid delivery for this entity: stored.
+    Accepted,
+    /// The entity already had a delivery: counted, not stored again.
+    Duplicate,
+}
+
+/// A raw accepted delivery as kept in the `deliveries` tree.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredDelivery {
+    pub received_at: DateTime<Utc>,
+    pub entity_key: String,
+    /// The body exactly as received (it was signed over these bytes).
+    pub body: String,
+}
+
+/// The open store. Cheap to share behind an `Arc`.
+pub struct Store {
+    path: PathBuf,
+    db: sled::Db,
+    entities: sled::Tree,
+    recent: sled::Tree,
+    deliveries: sled::Tree,
+    counters: sled::Tree,
+    meta: sled::Tree,
+    /// Bumped on every entity write, so the cached summary knows when it is stale.
+    generation: AtomicU64,
+    summary_cache: Mutex<Option<(u64, Arc<Summary>)>>,
+    group_commit: GroupCommit,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+fn add_u64(_key: &[u8], old: Option<&[u8]>, delta: &[u8]) -> Option<Vec<u8>> {
+    let old = old.map(be_u64).unwrap_or(0);
+    Some(old.wrapping_add(be_u64(delta)).to_be_bytes().to_vec())
+}
+
+/// Reads a big-endian u64; a value of another length (never written by hookrace) reads as 0.
+fn be_u64(bytes: &[u8]) -> u64 {
+    <[u8; 8]>::try_from(bytes)
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> anyhow::Result<Store> {
+        std::fs::create_dir_all(path)
+            .with_context(|| format!("creating the store directory {}", path.display()))?;
+        let db = sled::Config::new()
+            .path(path)
+            .flush_every_ms(Some(500))
+            .open()
+            .with_context(|| format!("opening the sled store at {}", path.display()))?;
+        let tree = |name: &str| {
+            db.open_tree(name)
+                .with_context(|| format!("opening tree {name} in {}", path.display()))
+        };
+        let counters = tree("counters")?;
+        counters.set_merge_operator(add_u64);
+        let store = Store {
+            path: path.to_path_buf(),
+            entities: tree("entities")?,
+            recent: tree("recent")?,
+            deliveries: tree("deliveries")?,
+            counters,
+            meta: tree("meta")?,
+            generation: AtomicU64::new(0),
+            summary_cache: Mutex::new(None),
+            group_commit: GroupCommit::new(),
+            db,
+        };
+        if store.meta.get(META_CREATED_AT)?.is_none() {
+            store
+                .meta
+                .insert(META_CREATED_AT, Utc::now().to_rfc3339().as_bytes())?;
+        }
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Adds `by` to a counter.
+    pub fn incr(&self, name: &str, by: u64) -> anyhow::Result<()> {
+        self.counters
+            .merge(name, by.to_be_bytes())
+            .with_context(|| format!("incrementing counter {name}"))?;
+        Ok(())
+    }
+
+    /// A counter's value (0 when never incremented).
+    pub fn counter(&self, name: &str) -> u64 {
+        match self.counters.get(name) {
+            Ok(Some(v)) => be_u64(&v),
+            _ => 0,
+        }
+    }
+
+    /// All counters by name.
+    pub fn counters(&self) -> anyhow::Result<BTreeMap<String, u64>> {
+        let mut out = BTreeMap::new();
+        for kv in self.counters.iter() {
+            let (k, v) = kv.context("reading counters")?;
+            out.insert(String::from_utf8_lossy(&k).into_owned(), be_u64(&v));
+        }
+        Ok(out)
+    }
+
+    fn meta_time(&self, key: &str) -> Option<DateTime<Utc>> {
+        let v = self.meta.get(key).ok()??;
+        DateTime::parse_from_rfc3339(std::str::from_utf8(&v).ok()?)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+
+    /// When the store was created.
+    pub fn created_at(&self) -> Option<DateTime<Utc>> {
+        self.meta_time(META_CREATED_AT)
+    }
+
+    /// When the last valid delivery arrived.
+    pub fn last_delivery_at(&self) -> Option<DateTime<Utc>> {
+        self.meta_time(META_LAST_DELIVERY_AT)
+    }
+
+    /// A webhook signature key saved by `hookrace webhook create`, if any.
+    pub fn webhook_secret(&self) -> Option<crate::config::Secret> {
+        let v = self.meta.get(META_WEBHOOK_SECRET).ok()??;
+        String::from_utf8(v.to_vec())
+            .ok()
+            .map(crate::config::Secret::new)
+    }
+
+    /// Saves the webhook signature key durably.
+    pub fn set_webhook_secret(&self, secret: &crate::config::Secret) -> anyhow::Result<()> {
+        self.meta
+            .insert(META_WEBHOOK_SECRET, secret.expose().as_bytes())
+            .context("saving the webhook secret")?;
+        self.db.flush().context("flushing the store")?;
+        Ok(())
+    }
+
+    /// Reads one entity.
+    pub fn entity(&self, key: &str) -> anyhow::Result<Option<Entity>> {
+        match self
+            .entities
+            .get(key)
+            .with_context(|| format!("reading entity {key}"))?
+        {
+            Some(v) => Ok(Some(decode_entity(key, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records a valid delivery: creates its entity, or marks an existing one (seen by the poller
+    /// first, or a duplicate). Not yet durable: call [`Store::durable`] before answering 200.
+    pub fn record_delivery(
+        &self,
+        delivery: &Delivery,
+        body: &[u8],
+        received_at: DateTime<Utc>,
+    ) -> anyhow::Result<Recorded> {
+        let r = delivery.entity();
+        let key = r.key();
+        let outcome = self.update_entity(&key, |current| {
+            let mut e = current.unwrap_or_else(|| Entity::new(&r.kind, r.user_id, &r.entity_id));
+            let first = e.webhook_at.is_none();
+            if first {
+                e.webhook_at = Some(received_at);
+                e.webhook_timestamp = Some(delivery.timestamp);
+                e.url = Some(delivery.url.clone());
+            }
+            e.webhook_deliveries = e.webhook_deliveries.saturating_add(1);
+            let outcome = if first {
+                Recorded::Accepted
+            } else {
+                Recorded::Duplicate
+            };
+            (e, outcome)
+        })?;
+        match outcome {
+            Recorded::Accepted => {
+                let stored = StoredDelivery {
+                    received_at,
+                    entity_key: key.clone(),
+                    body: String::from_utf8_lossy(body).into_owned(),
+                };
+                let id = self.db.generate_id().context("generating a delivery id")?;
+                self.deliveries
+                    .insert(id.to_be_bytes(), serde_json::to_vec(&stored)?)
+                    .context("storing the raw delivery")?;
+                self.incr(counter::WEBHOOK_ACCEPTED, 1)?;
+            }
+            Recorded::Duplicate => self.incr(counter::WEBHOOK_DUPLICATES, 1)?,
+        }
+        self.meta
+            .insert(META_LAST_DELIVERY_AT, received_at.to_rfc3339().as_bytes())
+            .context("saving the last delivery time")?;
+        Ok(outcome)
+    }
+
+    /// Atomically read-modify-writes the entity at `key` (compare-and-swap, retried on a race).
+    /// `f` gets the current entity (or `None`) and returns the new one and a result.
+    pub fn update_entity<T>(
+        &self,
+        key: &str,
+        mut f: impl FnMut(Option<Entity>) -> (Entity, T),
+    ) -> anyhow::Result<T> {
+        loop {
+            let old = self
+                .entities
+                .get(key)
+                .with_context(|| format!("reading entity {key}"))?;
+            let current = old.as_ref().map(|v| decode_entity(key, v)).transpose()?;
+            let created = current.is_none();
+            let (new, out) = f(current);
+            let bytes = serde_json::to_vec(&new).context("encoding an entity")?;
+            let swapped = self
+                .entities
+                .compare_and_swap(key, old, Some(bytes))
+                .with_context(|| format!("writing entity {key}"))?;
+            if swapped.is_ok() {
+                if created {
+                    let seq = self.db.generate_id().context("generating a sequence")?;
+                    self.recent
+                        .insert(seq.to_be_bytes(), key.as_bytes())
+                        .context("indexing a new entity")?;
+                }
+                self.generation.fetch_add(1, Ordering::Release);
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Up to `limit` entities, newest first, optionally of one type.
+    pub fn newest_entities(&self, limit: usize, kind: Option<&str>) -> anyhow::Result<Vec<Entity>> {
+        let mut out = Vec::new();
+        for kv in self.recent.iter().rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, key) = kv.context("reading the recent index")?;
+            let key = String::from_utf8_lossy(&key).into_owned();
+            if let Some(e) = self.entity(&key)? {
+                if kind.is_none_or(|k| k == e.kind) {
+                    out.push(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Calls `f` for every entity.
+    pub fn for_each_entity(&self, mut f: impl FnMut(Entity)) -> anyhow::Result<()> {
+        for kv in self.entities.iter() {
+            let (k, v) = kv.context("reading entities")?;
+            f(decode_entity(&String::from_utf8_lossy(&k), &v)?);
+        }
+        Ok(())
+    }
+
+    /// The summary of all entities, recomputed only when an entity changed since the last call.
+    pub fn summary(&self) -> anyhow::Result<Arc<Summary>> {
+        let generation = self.generation.load(Ordering::Acquire);
+        if let Some((g, s)) = self.summary_cache.lock().map_err(poisoned)?.as_ref() {
+            if *g == generation {
+                return Ok(s.clone());
+            }
+        }
+        let mut summary = race::Summary::default();
+        self.for_each_entity(|e| summary.add(&e))?;
+        let summary = Arc::new(summary);
+        *self.summary_cache.lock().map_err(poisoned)? = Some((generation, summary.clone()));
+        Ok(summary)
+    }
+
+    /// Raw accepted deliveries, oldest first.
+    pub fn deliveries(&self) -> anyhow::Result<Vec<StoredDelivery>> {
+        self.deliveries
+            .iter()
+            .values()
+            .map(|v| {
+                let v = v.context("reading deliveries")?;
+                serde_json::from_slice(&v).context("decoding a stored delivery")
+            })
+            .collect()
+    }
+
+    /// Returns once everything written before the call is on disk (shared flush, see module docs).
+    pub async fn durable(&self) -> anyhow::Result<()> {
+        self.group_commit.wait(&self.db).await
+    }
+
+    /// A blocking flush of everything written so far.
+    pub fn flush(&self) -> anyhow::Result<()> {
+        self.db
+            .flush()
+            .with_context(|| format!("flushing the store at {}", self.path.display()))?;
+        Ok(())
+    }
+
+    /// Whether the store still answers reads.
+    pub fn is_healthy(&self) -> bool {
+        self.meta.get(META_CREATED_AT).is_ok()
+    }
+}
+
+fn poisoned<T>(_: std::sync::PoisonError<T>) -> anyhow::Error {
+    anyhow::anyhow!("a store lock was poisoned by a panic")
+}
+
+fn decode_entity(key: &str, bytes: &[u8]) -> anyhow::Result<Entity> {
+    serde_json::from_slice(bytes).with_context(|| format!("decoding entity {key}"))
+}
+
+/// A caller waiting for a flush, with the database to flush (the task holds none between batches,
+/// so dropping the store closes the database at once).
+type Waiter = (oneshot::Sender<Result<(), String>>, sled::Db);
+
+/// Group commit: callers queue a waiter; one task takes every waiter queued so far, runs a single
+/// blocking `flush()` and answers them all. A waiter queued during a flush waits for the next one,
+/// so each answer comes from a flush that began after that caller's writes.
+struct GroupCommit {
+    queue: Mutex<Option<mpsc::UnboundedSender<Waiter>>>,
+}
+
+impl GroupCommit {
+    fn new() -> Self {
+        GroupCommit {
+            queue: Mutex::new(None),
+        }
+    }
+
+    /// The queue to the flushing task, started on first use (it needs a Tokio runtime).
+    fn sender(&self) -> anyhow::Result<mpsc::UnboundedSender<Waiter>> {
+        let mut q = self.queue.lock().map_err(poisoned)?;
+        if let Some(tx) = q.as_ref().filter(|tx| !tx.is_closed()) {
+            return Ok(tx.clone());
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        // The task ends when the store (holding the only sender) is dropped.
+        tokio::spawn(flush_loop(rx));
+        *q = Some(tx.clone());
+        Ok(tx)
+    }
+
+    async fn wait(&self, db: &sled::Db) -> anyhow::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.sender()?
+            .send((tx, db.clone()))
+            .map_err(|_| anyhow::anyhow!("the store's flush task has stopped"))?;
+        rx.await
+            .map_err(|_| anyhow::anyhow!("the store's flush task has stopped"))?
+            .map_err(|e| anyhow::anyhow!("flushing the store: {e}"))
+    }
+}
+
+async fn flush_loop(mut rx: mpsc::UnboundedReceiver<Waiter>) {
+    let mut batch: Vec<Waiter> = Vec::new();
+    // `recv_many` waits for at least one waiter, then takes all that are queued.
+    while rx.recv_many(&mut batch, usize::MAX).await > 0 {
+        let db = batch[0].1.clone();
+        let result = match tokio::task::spawn_blocking(move || db.flush()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("the flush task failed: {e}")),
+        };
+        for (waiter, _) in batch.drain(..) {
+            // A caller that went away (its request was cancelled) no longer needs the answer.
+            let _ = waiter.send(result.clone());
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! Logging: `tracing` to stderr, filtered by `RUST_LOG` (default `info`). Secrets never reach a
+//! log line: they live in [`crate::config::Secret`], whose `Debug`/`Display` print a mask.
+
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global subscriber once; later calls (tests) do nothing.
+pub fn init() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,295 @@
+//! The public listener's delivery route: Polar posts here, and the answer promises the data is safe.
+//!
+//! Checks run in the order `design.md` fixes, cheapest and least trusting first: body size (413),
+//! PING (200, counted, never stored), signature (401), JSON shape (400), then the delivery is
+//! recorded and flushed to disk before the **200** goes out. Anything that stops a delivery from
+//! being stored answers non-200, so Polar (or an operator) can see it; nothing is dropped silently.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use chrono::Utc;
+use futures_util::{Stream, StreamExt};
+use warp::Filter;
+use warp::http::{HeaderMap, Method, StatusCode, header};
+use warp::reply::{Reply, Response};
+
+use crate::accesslink::payload::{self, Parsed};
+use crate::accesslink::{EVENT_HEADER, SIGNATURE_HEADER, signature};
+use crate::config::Secret;
+use crate::store::{Recorded, Store, counter};
+
+/// How long a client may take to send a delivery's body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the delivery route needs.
+pub struct WebhookState {
+    pub store: Arc<Store>,
+    /// The route, e.g. `/acl_webhook`.
+    pub path: String,
+    pub max_body: usize,
+    /// The signature key from the config; when `None`, the key saved in the store is used.
+    pub secret: Option<Secret>,
+}
+
+impl WebhookState {
+    fn secret(&self) -> Option<Secret> {
+        self.secret.clone().or_else(|| self.store.webhook_secret())
+    }
+}
+
+/// The delivery route: `POST {path}`, 405 for other methods on it; rejects (404) other paths.
+pub fn route(
+    state: Arc<WebhookState>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let path = state.path.clone();
+    warp::path::full()
+        .and_then(move |full: warp::path::FullPath| {
+            let matches = full.as_str() == path;
+            async move {
+                if matches {
+                    Ok(())
+                } else {
+                    Err(warp::reject::not_found())
+                }
+            }
+        })
+        .untuple_one()
+        .and(warp::method())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .and(warp::any().map(move || state.clone()))
+        .and_then(
+            |method: Method, headers: HeaderMap, body, state: Arc<WebhookState>| async move {
+                if method != Method::POST {
+                    let reply = warp::reply::with_header(
+                        warp::reply::with_status("use POST\n", StatusCode::METHOD_NOT_ALLOWED),
+                        header::ALLOW,
+                        "POST",
+                    );
+                    return Ok::<_, Infallible>(reply.into_response());
+                }
+                Ok(handle(&state, &headers, body).await)
+            },
+        )
+}
+
+/// The outcome of one request, for the answer, the counters and the log line.
+enum Outcome {
+    Accepted,
+    Duplicate,
+    Ping,
+    TooLarge,
+    BodyError(String),
+    NoSecret,
+    BadSignature(signature::SignatureError),
+    Malformed(String),
+    StoreFailed(anyhow::Error),
+}
+
+async fn handle<S, B>(state: &WebhookState, headers: &HeaderMap, body: S) -> Response
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let started = Instant::now();
+    let received_at = Utc::now();
+    count(&state.store, counter::WEBHOOK_DELIVERIES);
+    let header_event = header_str(headers, EVENT_HEADER);
+
+    let (outcome, parsed) = match read_limited(headers, body, state.max_body).await {
+        Err(o) => (o, None),
+        Ok(body) => {
+            let parsed = payload::parse(&body);
+            let outcome = process(state, headers, &body, &parsed, received_at).await;
+            (outcome, parsed.ok())
+        }
+    };
+
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let (event, user, entity) = match &parsed {
+        Some(Parsed::Delivery(d)) => (d.event.as_str(), d.user_id, d.entity().entity_id),
+        Some(Parsed::Ping(_)) => ("PING", 0, String::new()),
+        None => (header_event.unwrap_or("-"), 0, String::new()),
+    };
+    if let (Some(Parsed::Delivery(d)), Some(h)) = (&parsed, header_event) {
+        if h != d.event {
+            tracing::warn!(header = h, body = %d.event, "delivery event header and body disagree; using the body");
+        }
+    }
+    let (status, text, counter_name) = match &outcome {
+        Outcome::Accepted => (StatusCode::OK, "ok\n".to_string(), None),
+        Outcome::Duplicate => (StatusCode::OK, "ok (duplicate)\n".to_string(), None),
+        Outcome::Ping => (
+            StatusCode::OK,
+            "pong\n".to_string(),
+            Some(counter::WEBHOOK_PINGS),
+        ),
+        Outcome::TooLarge => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {} bytes\n", state.max_body),
+            Some(counter::WEBHOOK_REJECTED_TOO_LARGE),
+        ),
+        Outcome::BodyError(e) => (
+            StatusCode::BAD_REQUEST,
+            format!("could not read the body: {e}\n"),
+            Some(counter::WEBHOOK_REJECTED_MALFORMED),
+        ),
+        Outcome::NoSecret => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no webhook secret is configured: deliveries cannot be verified\n".to_string(),
+            None,
+        ),
+        Outcome::BadSignature(e) => (
+            StatusCode::UNAUTHORIZED,
+            format!("{}\n", e.reason()),
+            Some(counter::WEBHOOK_REJECTED_SIGNATURE),
+        ),
+        Outcome::Malformed(reason) => (
+            StatusCode::BAD_REQUEST,
+            format!("malformed delivery: {reason}\n"),
+            Some(counter::WEBHOOK_REJECTED_MALFORMED),
+        ),
+        Outcome::StoreFailed(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the delivery could not be stored; please retry\n".to_string(),
+            None,
+        ),
+    };
+    if let Some(name) = counter_name {
+        count(&state.store, name);
+    }
+    let outcome_name = match &outcome {
+        Outcome::Accepted => "accepted",
+        Outcome::Duplicate => "duplicate",
+        Outcome::Ping => "ping",
+        Outcome::TooLarge => "too_large",
+        Outcome::BodyError(_) => "body_error",
+        Outcome::NoSecret => "no_secret",
+        Outcome::BadSignature(_) => "bad_signature",
+        Outcome::Malformed(_) => "malformed",
+        Outcome::StoreFailed(_) => "store_failed",
+    };
+    match &outcome {
+        Outcome::Accepted | Outcome::Duplicate | Outcome::Ping => tracing::info!(
+            event,
+            user,
+            entity = %entity,
+            outcome = outcome_name,
+            status = status.as_u16(),
+            latency_ms = format_args!("{latency_ms:.2}"),
+            "delivery"
+        ),
+        Outcome::StoreFailed(e) => tracing::error!(
+            event,
+            user,
+            entity = %entity,
+            outcome = outcome_name,
+            status = status.as_u16(),
+            latency_ms = format_args!("{latency_ms:.2}"),
+            error = format_args!("{e:#}"),
+            "delivery"
+        ),
+        _ => tracing::warn!(
+            event,
+            user,
+            outcome = outcome_name,
+            status = status.as_u16(),
+            reason = text.trim_end(),
+            latency_ms = format_args!("{latency_ms:.2}"),
+            "delivery refused"
+        ),
+    }
+    warp::reply::with_status(text, status).into_response()
+}
+
+/// The checks after the body is read: PING, signature, shape, then the durable record.
+async fn process(
+    state: &WebhookState,
+    headers: &HeaderMap,
+    body: &[u8],
+    parsed: &Result<Parsed, String>,
+    received_at: chrono::DateTime<Utc>,
+) -> Outcome {
+    if let Ok(Parsed::Ping(_)) = parsed {
+        return Outcome::Ping;
+    }
+    let Some(secret) = state.secret() else {
+        return Outcome::NoSecret;
+    };
+    if let Err(e) = signature::verify(secret.expose(), body, header_str(headers, SIGNATURE_HEADER))
+    {
+        return Outcome::BadSignature(e);
+    }
+    let delivery = match parsed {
+        Ok(Parsed::Delivery(d)) => d,
+        Ok(Parsed::Ping(_)) => return Outcome::Ping,
+        Err(reason) => return Outcome::Malformed(reason.clone()),
+    };
+    let recorded = match state.store.record_delivery(delivery, body, received_at) {
+        Ok(r) => r,
+        Err(e) => return Outcome::StoreFailed(e),
+    };
+    if let Err(e) = state.store.durable().await {
+        return Outcome::StoreFailed(e);
+    }
+    match recorded {
+        Recorded::Accepted => Outcome::Accepted,
+        Recorded::Duplicate => Outcome::Duplicate,
+    }
+}
+
+/// Reads the body, refusing more than `max` bytes (early, from `Content-Length`, when it is given)
+/// and bodies that take longer than [`BODY_TIMEOUT`].
+async fn read_limited<S, B>(headers: &HeaderMap, body: S, max: usize) -> Result<Vec<u8>, Outcome>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let declared =
+        header_str(headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(Outcome::TooLarge);
+    }
+    let read = async {
+        let mut body = std::pin::pin!(body);
+        let mut buf = BytesMut::with_capacity(declared.unwrap_or(1024).min(max as u64) as usize);
+        while let Some(chunk) = body.next().await {
+            let mut chunk = chunk.map_err(|e| Outcome::BodyError(e.to_string()))?;
+            if buf.len() + chunk.remaining() > max {
+                return Err(Outcome::TooLarge);
+            }
+            while chunk.has_remaining() {
+                let part = chunk.chunk();
+                let n = part.len();
+                buf.extend_from_slice(part);
+                chunk.advance(n);
+            }
+        }
+        Ok(buf.to_vec())
+    };
+    match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(r) => r,
+        Err(_) => Err(Outcome::BodyError(format!(
+            "not complete within {}s",
+            BODY_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Counts, logging (not failing the request) when the store refuses: the answer still tells the truth.
+fn count(store: &Store, name: &str) {
+    if let Err(e) = store.incr(name, 1) {
+        tracing::error!(
+            counter = name,
+            error = format_args!("{e:#}"),
+            "could not count"
+        );
+    }
+}
