@@ -1,7 +1,9 @@
 //! The command line: one binary, subcommands as `design.md` lists them. Parsing only; the work is
 //! done by the library functions each command calls, and `main` maps results to exit codes.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -31,9 +33,55 @@ pub enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+    /// Run the AccessLink simulator alone (for tests, demos and students).
+    Sim(SimArgs),
     /// Validate a configuration: exit 0, or print every problem and exit 64.
     CheckConfig {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+}
+
+/// Options of `hookrace sim`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimArgs {
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// Users created at start, registered, each with an access token.
+    #[arg(long, default_value_t = 3)]
+    pub users: u32,
+    /// Seed of the generator and of every random choice.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Mean time between new exercises per user (exponential); 0s turns the generator off.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub exercise_every: Duration,
+    /// Mean time between daily activity updates per user; 0s turns them off.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub activity_every: Duration,
+    /// Webhook delivery delay range.
+    #[arg(long, default_value = "20ms..400ms")]
+    pub webhook_delay: String,
+    /// Share of deliveries never sent.
+    #[arg(long, default_value_t = 0.0)]
+    pub drop_rate: f64,
+    /// Share of deliveries sent twice.
+    #[arg(long, default_value_t = 0.0)]
+    pub duplicate_rate: f64,
+    /// Share of API requests answered 500.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Lowered rate limits, `SHORT,LONG` requests per window (default: Polar's formula).
+    #[arg(long)]
+    pub rate_limit: Option<String>,
+    /// The client id the simulator accepts.
+    #[arg(long, default_value = "hookrace-sim")]
+    pub client_id: String,
+    /// The client secret the simulator accepts.
+    #[arg(long, default_value = "hookrace-sim-secret")]
+    pub client_secret: String,
+    /// Where OAuth authorize redirects when the request names no redirect_uri.
+    #[arg(long)]
+    pub redirect_uri: Option<String>,
 }

@@ -23,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod race;
+pub mod sim;
 pub mod status;
 pub mod store;
 pub mod telemetry;

@@ -29,6 +29,16 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_USAGE as u8)
             }
         },
+        Command::Sim(args) => {
+            let settings = match hookrace::sim::SimSettings::from_args(&args) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("hookrace sim: {e}");
+                    return ExitCode::from(EXIT_USAGE as u8);
+                }
+            };
+            exit(runtime().and_then(|rt| rt.block_on(run_sim(args, settings))))
+        }
         Command::Run { config } => {
             let cfg = match config::load(config.as_deref()) {
                 Ok(c) => c,
@@ -63,4 +73,34 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
             ExitCode::from(EXIT_FAILURE as u8)
         }
     }
+}
+
+/// `hookrace sim`: serve until SIGTERM/SIGINT, after printing what a student needs to start.
+async fn run_sim(
+    args: hookrace::cli::SimArgs,
+    settings: hookrace::sim::SimSettings,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let shutdown = CancellationToken::new();
+    daemon::spawn_signal_handler(shutdown.clone())?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding the simulator on {}", args.listen))?;
+    let running = hookrace::sim::start(listener, settings, shutdown)?;
+    println!("AccessLink simulator at {}", running.base_url);
+    println!(
+        "  client credentials (HTTP Basic): {}:{}",
+        args.client_id, args.client_secret
+    );
+    for uid in running.sim.active_user_ids() {
+        if let Some(token) = running.sim.token_of(uid) {
+            println!("  user {uid}: access token {token}");
+        }
+    }
+    println!(
+        "  ground truth: GET {}/sim/truth   (see docs/simulator.md)",
+        running.base_url
+    );
+    running.handle.await.context("the simulator task")?;
+    Ok(())
 }

@@ -50,7 +50,7 @@ pub async fn spawn_app(dir: &Path) -> App {
 }
 
 pub async fn spawn_with(cfg: Config) -> App {
-    hookrace::telemetry::init();
+    hookrace::telemetry::init_for_tests();
     let webhook = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let public_base = format!("http://{}", webhook.local_addr().unwrap());
@@ -135,3 +135,4 @@ pub fn exercise(user: u64, id: &str) -> String {
         r#"{{"event":"EXERCISE","user_id":{user},"entity_id":"{id}","timestamp":"2026-11-28T10:00:00Z","url":"https://www.polaraccesslink.com/v3/exercises/{id}"}}"#
     )
 }
+pub mod receiver;

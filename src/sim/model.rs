@@ -1,0 +1,331 @@
+//! The simulator's data: users, exercises, activity summaries and physical information, and how
+//! each is rendered in AccessLink's two dialects (transactional: hyphenated keys and integer ids;
+//! non-transactional: snake_case keys and hashed string ids). One exercise renders identically in
+//! both where a client must match them: start time, UTC offset, duration and device id.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// The three transaction kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    Exercise,
+    Activity,
+    PhysicalInformation,
+}
+
+impl Kind {
+    /// The `{kind}` path segment of `/v3/users/{id}/{kind}-transactions`.
+    pub fn segment(self) -> &'static str {
+        match self {
+            Kind::Exercise => "exercise",
+            Kind::Activity => "activity",
+            Kind::PhysicalInformation => "physical-information",
+        }
+    }
+    pub fn from_segment(s: &str) -> Option<Kind> {
+        match s {
+            "exercise" => Some(Kind::Exercise),
+            "activity" => Some(Kind::Activity),
+            "physical-information" => Some(Kind::PhysicalInformation),
+            _ => None,
+        }
+    }
+    /// The list key of a transaction and the item path segment.
+    pub fn list_key(self) -> &'static str {
+        match self {
+            Kind::Exercise => "exercises",
+            Kind::Activity => "activity-log",
+            Kind::PhysicalInformation => "physical-informations",
+        }
+    }
+    pub fn item_segment(self) -> &'static str {
+        match self {
+            Kind::Exercise => "exercises",
+            Kind::Activity => "activities",
+            Kind::PhysicalInformation => "physical-informations",
+        }
+    }
+    /// The pull-notification `data-type` and webhook event.
+    pub fn data_type(self) -> &'static str {
+        match self {
+            Kind::Exercise => "EXERCISE",
+            Kind::Activity => "ACTIVITY_SUMMARY",
+            Kind::PhysicalInformation => "PHYSICAL_INFORMATION",
+        }
+    }
+    pub const ALL: [Kind; 3] = [Kind::Exercise, Kind::Activity, Kind::PhysicalInformation];
+}
+
+/// A registered (or not yet registered) user of the simulated client.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: u64,
+    pub token: String,
+    pub registered: bool,
+    pub member_id: String,
+    pub registration_date: DateTime<Utc>,
+    /// When false, data endpoints answer 403 (mandatory consents not accepted).
+    pub consents: bool,
+    /// Deleted or disconnected: the token answers 401.
+    pub revoked: bool,
+}
+
+impl User {
+    pub fn json(&self, base: &str) -> Value {
+        json!({
+            "polar-user-id": self.id,
+            "member-id": self.member_id,
+            "registration-date": self.registration_date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "first-name": "Sim",
+            "last-name": format!("User {}", self.id),
+            "birthdate": "1990-01-01",
+            "gender": "MALE",
+            "weight": 70.0,
+            "height": 180.0,
+            "extra-info": [],
+            "polar-user": format!("{base}/v3/users/{}", self.id),
+        })
+    }
+}
+
+/// One transaction item: an exercise, one version of a day's activity, or a physical record.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// The transactional integer id.
+    pub id: u64,
+    pub user_id: u64,
+    pub kind: Kind,
+    /// When it became available to the client.
+    pub available_at: DateTime<Utc>,
+    /// Committed by the client: gone from transactions for good.
+    pub committed: bool,
+    pub data: ItemData,
+}
+
+#[derive(Debug, Clone)]
+pub enum ItemData {
+    Exercise(Exercise),
+    Activity(Activity),
+    Physical(Physical),
+}
+
+#[derive(Debug, Clone)]
+pub struct Exercise {
+    /// The non-transactional hashed id (what a webhook carries as `entity_id`).
+    pub hashed_id: String,
+    pub device: String,
+    pub device_id: String,
+    /// Local wall-clock start.
+    pub start_time: NaiveDateTime,
+    pub utc_offset_minutes: i32,
+    pub duration_s: u32,
+    pub sport: String,
+    pub calories: u32,
+    pub distance_m: u32,
+    pub hr_avg: u32,
+    pub hr_max: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Activity {
+    /// The day, `YYYY-MM-DD`.
+    pub date: String,
+    /// When the day's summary was first created (the same for every later version).
+    pub created: DateTime<Utc>,
+    pub calories: u32,
+    pub active_calories: u32,
+    pub duration_s: u32,
+    pub active_steps: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Physical {
+    pub weight: f64,
+    pub resting_heart_rate: u32,
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// ISO-8601 duration as AccessLink writes it: `PT2H44M45S`.
+pub fn iso_duration(total_s: u32) -> String {
+    let (h, m, s) = (total_s / 3600, total_s / 60 % 60, total_s % 60);
+    let mut out = String::from("PT");
+    if h > 0 {
+        out += &format!("{h}H");
+    }
+    if m > 0 {
+        out += &format!("{m}M");
+    }
+    if s > 0 || (h == 0 && m == 0) {
+        out += &format!("{s}S");
+    }
+    out
+}
+
+/// A short mixed-case id derived from the integer id and the seed, like Polar's `aQlC83`.
+pub fn hashed_id(seed: u64, id: u64) -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let digest = Sha256::digest([seed.to_be_bytes(), id.to_be_bytes()].concat());
+    let mut n = u64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8]));
+    (0..8)
+        .map(|_| {
+            let c = ALPHABET[(n % 62) as usize] as char;
+            n /= 62;
+            c
+        })
+        .collect()
+}
+
+impl Item {
+    /// The transactional rendering (hyphenated keys).
+    pub fn transactional_json(&self, base: &str, transaction_id: u64) -> Value {
+        let polar_user = format!("{base}/v3/users/{}", self.user_id);
+        match &self.data {
+            ItemData::Exercise(e) => json!({
+                "id": self.id,
+                "upload-time": rfc3339(self.available_at),
+                "polar-user": polar_user,
+                "transaction-id": transaction_id,
+                "device": e.device,
+                "device-id": e.device_id,
+                "start-time": e.start_time.format("%Y-%m-%dT%H:%M:%S").to_string(),
+                "start-time-utc-offset": e.utc_offset_minutes,
+                "duration": iso_duration(e.duration_s),
+                "calories": e.calories,
+                "distance": e.distance_m,
+                "heart-rate": { "average": e.hr_avg, "maximum": e.hr_max },
+                "training-load": (e.duration_s as f64 / 60.0 * 1.3 * 100.0).round() / 100.0,
+                "sport": e.sport,
+                "has-route": e.distance_m > 0,
+                "detailed-sport-info": e.sport,
+            }),
+            ItemData::Activity(a) => json!({
+                "id": self.id,
+                "polar-user": polar_user,
+                "transaction-id": transaction_id,
+                "date": a.date,
+                "created": rfc3339(a.created),
+                "calories": a.calories,
+                "active-calories": a.active_calories,
+                "duration": iso_duration(a.duration_s),
+                "active-steps": a.active_steps,
+            }),
+            ItemData::Physical(p) => json!({
+                "id": self.id,
+                "transaction-id": transaction_id,
+                "created": rfc3339(self.available_at),
+                "polar-user": polar_user,
+                "weight": p.weight,
+                "height": 180.0,
+                "maximum-heart-rate": 190,
+                "resting-heart-rate": p.resting_heart_rate,
+                "aerobic-threshold": 140,
+                "anaerobic-threshold": 170,
+                "vo2-max": 50,
+                "weight-source": "SOURCE_MEASURED",
+            }),
+        }
+    }
+
+    /// The non-transactional rendering (snake_case keys, hashed exercise id).
+    pub fn snake_json(&self, base: &str) -> Value {
+        let polar_user = format!("{base}/v3/users/{}", self.user_id);
+        match &self.data {
+            ItemData::Exercise(e) => json!({
+                "id": e.hashed_id,
+                "upload_time": rfc3339(self.available_at),
+                "polar_user": polar_user,
+                "device": e.device,
+                "device_id": e.device_id,
+                "start_time": e.start_time.format("%Y-%m-%dT%H:%M:%S").to_string(),
+                "start_time_utc_offset": e.utc_offset_minutes,
+                "duration": iso_duration(e.duration_s),
+                "calories": e.calories,
+                "distance": e.distance_m,
+                "heart_rate": { "average": e.hr_avg, "maximum": e.hr_max },
+                "training_load": null,
+                "sport": e.sport,
+                "has_route": e.distance_m > 0,
+                "detailed_sport_info": e.sport,
+                "running-index": null,
+            }),
+            ItemData::Activity(a) => json!({
+                "polar_user": polar_user,
+                "date": a.date,
+                "created": rfc3339(a.created),
+                "calories": a.calories,
+                "active_calories": a.active_calories,
+                "duration": iso_duration(a.duration_s),
+                "active_steps": a.active_steps,
+            }),
+            ItemData::Physical(p) => json!({
+                "created": rfc3339(self.available_at),
+                "polar_user": polar_user,
+                "weight": p.weight,
+                "resting_heart_rate": p.resting_heart_rate,
+            }),
+        }
+    }
+
+    /// The webhook payload announcing this item (without signature).
+    pub fn webhook_payload(&self, base: &str, sent_at: DateTime<Utc>) -> Value {
+        let timestamp = rfc3339(sent_at);
+        match &self.data {
+            ItemData::Exercise(e) => json!({
+                "event": "EXERCISE",
+                "user_id": self.user_id,
+                "entity_id": e.hashed_id,
+                "timestamp": timestamp,
+                "url": format!("{base}/v3/exercises/{}", e.hashed_id),
+            }),
+            ItemData::Activity(a) => json!({
+                "event": "ACTIVITY_SUMMARY",
+                "user_id": self.user_id,
+                "date": a.date,
+                "timestamp": timestamp,
+                "url": format!("{base}/v3/users/activities/{}", a.date),
+            }),
+            ItemData::Physical(_) => json!({
+                "event": "PHYSICAL_INFORMATION",
+                "user_id": self.user_id,
+                "timestamp": timestamp,
+                "url": format!("{base}/v3/users/physical-info"),
+            }),
+        }
+    }
+
+    /// The identity the ground truth lists it under (hashed id for exercises, date for activity).
+    pub fn source_id(&self) -> String {
+        match &self.data {
+            ItemData::Exercise(e) => e.hashed_id.clone(),
+            ItemData::Activity(a) => a.date.clone(),
+            ItemData::Physical(_) => rfc3339(self.available_at),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_durations() {
+        assert_eq!(iso_duration(2 * 3600 + 44 * 60 + 45), "PT2H44M45S");
+        assert_eq!(iso_duration(60), "PT1M");
+        assert_eq!(iso_duration(0), "PT0S");
+    }
+
+    #[test]
+    fn hashed_ids_are_stable_and_differ() {
+        assert_eq!(hashed_id(1, 5), hashed_id(1, 5));
+        assert_ne!(hashed_id(1, 5), hashed_id(1, 6));
+        assert_ne!(hashed_id(1, 5), hashed_id(2, 5));
+        assert_eq!(hashed_id(1, 5).len(), 8);
+    }
+}

@@ -1,0 +1,1084 @@
+//! The AccessLink simulator through HTTP: every documented behaviour and its error paths.
+
+mod common;
+
+use common::receiver::Receiver;
+use hookrace::accesslink::signature;
+use hookrace::sim::{self, SimSettings};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+const CLIENT: (&str, &str) = ("hookrace-sim", "hookrace-sim-secret");
+
+struct Polar {
+    base: String,
+    http: reqwest::Client,
+    _shutdown: tokio_util::sync::DropGuard,
+}
+
+async fn polar(settings: SimSettings) -> Polar {
+    hookrace::telemetry::init_for_tests();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let shutdown = CancellationToken::new();
+    let running = sim::start(listener, settings, shutdown.clone()).unwrap();
+    Polar {
+        base: running.base_url,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        _shutdown: shutdown.drop_guard(),
+    }
+}
+
+/// A simulator with `users` registered users and no generator.
+async fn quiet(users: u32) -> Polar {
+    polar(SimSettings {
+        users,
+        ..SimSettings::default()
+    })
+    .await
+}
+
+impl Polar {
+    fn url(&self, path: &str) -> String {
+        if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("{}{path}", self.base)
+        }
+    }
+    async fn basic(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut r = self
+            .http
+            .request(method, self.url(path))
+            .basic_auth(CLIENT.0, Some(CLIENT.1));
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        r.send().await.unwrap()
+    }
+    async fn bearer(&self, method: reqwest::Method, path: &str, token: &str) -> reqwest::Response {
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+    async fn get(&self, path: &str, token: &str) -> reqwest::Response {
+        self.bearer(reqwest::Method::GET, path, token).await
+    }
+    async fn control(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let res = self
+            .http
+            .request(method, self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "{path}: {}", res.status());
+        res.json().await.unwrap_or(Value::Null)
+    }
+    async fn add_user(&self) -> (u64, String) {
+        let v = self
+            .control(reqwest::Method::POST, "/sim/users", json!({}))
+            .await;
+        (
+            v["user_id"].as_u64().unwrap(),
+            v["access_token"].as_str().unwrap().to_string(),
+        )
+    }
+    async fn inject(&self, user: u64, kind: &str) -> Value {
+        self.control(
+            reqwest::Method::POST,
+            "/sim/inject",
+            json!({"user_id": user, "type": kind}),
+        )
+        .await
+    }
+    async fn faults(&self, patch: Value) {
+        let mut f: Value = self
+            .http
+            .get(self.url("/sim/faults"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for (k, v) in patch.as_object().unwrap() {
+            f[k] = v.clone();
+        }
+        self.control(reqwest::Method::PUT, "/sim/faults", f).await;
+    }
+    async fn truth(&self) -> Value {
+        self.http
+            .get(self.url("/sim/truth"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+    /// Creates the webhook pointing at `receiver`, returning its secret.
+    async fn create_webhook(&self, receiver: &Receiver, events: &[&str]) -> String {
+        let res = self
+            .basic(
+                reqwest::Method::POST,
+                "/v3/webhooks",
+                Some(json!({"events": events, "url": receiver.url})),
+            )
+            .await;
+        assert_eq!(res.status(), 201);
+        let v: Value = res.json().await.unwrap();
+        let ping = receiver.next().await;
+        assert_eq!(ping.event.as_deref(), Some("PING"));
+        v["data"]["signature_secret_key"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+fn location(res: &reqwest::Response) -> String {
+    res.headers()["location"].to_str().unwrap().to_string()
+}
+
+fn query_param(url: &str, name: &str) -> Option<String> {
+    let u = reqwest::Url::parse(url).unwrap();
+    u.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+#[tokio::test]
+async fn oauth_authorize_and_token_exchange() {
+    let p = quiet(0).await;
+    let redirect = "http://127.0.0.1:1/oauth/callback";
+    let authorize = |extra: &str| {
+        format!(
+            "{}/oauth2/authorization?response_type=code&client_id={}&redirect_uri={redirect}&state=xyz{extra}",
+            p.base, CLIENT.0
+        )
+    };
+    let res = p.http.get(authorize("")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::FOUND);
+    let loc = location(&res);
+    assert!(loc.starts_with(redirect), "{loc}");
+    assert_eq!(query_param(&loc, "state").as_deref(), Some("xyz"));
+    let code = query_param(&loc, "code").unwrap();
+
+    let exchange = |code: String, redirect_uri: Option<&str>, secret: &str| {
+        let mut form = vec![
+            ("grant_type", "authorization_code".to_string()),
+            ("code", code),
+        ];
+        if let Some(r) = redirect_uri {
+            form.push(("redirect_uri", r.to_string()));
+        }
+        p.http
+            .post(format!("{}/v2/oauth2/token", p.base))
+            .basic_auth(CLIENT.0, Some(secret))
+            .form(&form)
+            .send()
+    };
+    // Wrong client secret.
+    let res = exchange(code.clone(), Some(redirect), "nope")
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    // redirect_uri was sent to authorize, so it is required here.
+    let res = exchange(code.clone(), None, CLIENT.1).await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_grant");
+
+    let res = exchange(code.clone(), Some(redirect), CLIENT.1)
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let tok: Value = res.json().await.unwrap();
+    assert_eq!(tok["token_type"], "bearer");
+    assert_eq!(tok["expires_in"], 31_535_999);
+    let user = tok["x_user_id"].as_u64().unwrap();
+    let token = tok["access_token"].as_str().unwrap().to_string();
+    // The token works: register the user.
+    let res = p
+        .http
+        .post(format!("{}/v3/users", p.base))
+        .bearer_auth(&token)
+        .json(&json!({"member-id": "me"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["polar-user-id"], user);
+
+    // Reusing a code is refused and revokes the token issued with it.
+    let res = exchange(code, Some(redirect), CLIENT.1).await.unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(
+        p.get(&format!("/v3/users/{user}"), &token).await.status(),
+        401
+    );
+
+    // The user says no.
+    let res = p.http.get(authorize("&deny=1")).send().await.unwrap();
+    let loc = location(&res);
+    assert_eq!(query_param(&loc, "error").as_deref(), Some("access_denied"));
+    assert_eq!(query_param(&loc, "state").as_deref(), Some("xyz"));
+    // Unknown client.
+    let res = p
+        .http
+        .get(format!(
+            "{}/oauth2/authorization?response_type=code&client_id=other",
+            p.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+}
+
+#[tokio::test]
+async fn an_expired_code_is_refused() {
+    let p = quiet(0).await;
+    p.faults(json!({"code_ttl_s": 0})).await;
+    let res = p
+        .http
+        .get(format!(
+            "{}/oauth2/authorization?response_type=code&client_id={}&redirect_uri=http://x/cb",
+            p.base, CLIENT.0
+        ))
+        .send()
+        .await
+        .unwrap();
+    let code = query_param(&location(&res), "code").unwrap();
+    let res = p
+        .http
+        .post(format!("{}/v2/oauth2/token", p.base))
+        .basic_auth(CLIENT.0, Some(CLIENT.1))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", "http://x/cb"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_grant");
+}
+
+#[tokio::test]
+async fn users_register_get_delete_and_consents() {
+    let p = quiet(0).await;
+    let v = p
+        .control(
+            reqwest::Method::POST,
+            "/sim/users",
+            json!({"registered": false}),
+        )
+        .await;
+    let (user, token) = (
+        v["user_id"].as_u64().unwrap(),
+        v["access_token"].as_str().unwrap().to_string(),
+    );
+    let register = |member: &str| {
+        p.http
+            .post(format!("{}/v3/users", p.base))
+            .bearer_auth(&token)
+            .json(&json!({"member-id": member}))
+            .send()
+    };
+    let res = register("m-1").await.unwrap();
+    assert_eq!(res.status(), 200);
+    let u: Value = res.json().await.unwrap();
+    assert_eq!(u["polar-user-id"], user);
+    assert_eq!(u["member-id"], "m-1");
+    assert!(u["registration-date"].is_string());
+    assert_eq!(register("m-1").await.unwrap().status(), 409);
+    // Another user may not take the same member-id.
+    let v = p
+        .control(
+            reqwest::Method::POST,
+            "/sim/users",
+            json!({"registered": false}),
+        )
+        .await;
+    let other = v["access_token"].as_str().unwrap().to_string();
+    let res = p
+        .http
+        .post(format!("{}/v3/users", p.base))
+        .bearer_auth(&other)
+        .json(&json!({"member-id": "m-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 409);
+
+    assert_eq!(
+        p.get(&format!("/v3/users/{user}"), &token).await.status(),
+        200
+    );
+    // Someone else's user id.
+    assert_eq!(
+        p.get(&format!("/v3/users/{}", user + 1), &token)
+            .await
+            .status(),
+        403
+    );
+
+    // Consents withdrawn: data endpoints answer 403.
+    p.control(
+        reqwest::Method::PUT,
+        &format!("/sim/users/{user}/consents"),
+        json!({"granted": false}),
+    )
+    .await;
+    assert_eq!(p.get("/v3/exercises", &token).await.status(), 403);
+    p.control(
+        reqwest::Method::PUT,
+        &format!("/sim/users/{user}/consents"),
+        json!({"granted": true}),
+    )
+    .await;
+    assert_eq!(p.get("/v3/exercises", &token).await.status(), 200);
+
+    let res = p
+        .bearer(
+            reqwest::Method::DELETE,
+            &format!("/v3/users/{user}"),
+            &token,
+        )
+        .await;
+    assert_eq!(res.status(), 204);
+    assert_eq!(p.get("/v3/exercises", &token).await.status(), 401);
+}
+
+#[tokio::test]
+async fn webhook_create_list_patch_delete_with_pings() {
+    let p = quiet(1).await;
+    let rx = Receiver::start().await;
+    let secret = p.create_webhook(&rx, &["EXERCISE", "SLEEP"]).await;
+    assert_eq!(secret.len(), 36, "a uuid-like secret");
+
+    // One per client.
+    let res = p
+        .basic(
+            reqwest::Method::POST,
+            "/v3/webhooks",
+            Some(json!({"events": ["EXERCISE"], "url": rx.url})),
+        )
+        .await;
+    assert_eq!(res.status(), 409);
+
+    let list: Value = p
+        .basic(reqwest::Method::GET, "/v3/webhooks", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let hook = &list["data"][0];
+    assert_eq!(hook["url"], rx.url.as_str());
+    assert_eq!(hook["active"], true);
+    assert!(
+        hook.get("signature_secret_key").is_none(),
+        "the secret is shown only once"
+    );
+    let id = hook["id"].as_str().unwrap().to_string();
+
+    // Changing only the events sends no PING; changing the url does.
+    let res = p
+        .basic(
+            reqwest::Method::PATCH,
+            &format!("/v3/webhooks/{id}"),
+            Some(json!({"events": ["EXERCISE"]})),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["data"]["events"],
+        json!(["EXERCISE"])
+    );
+    let rx2 = Receiver::start().await;
+    let res = p
+        .basic(
+            reqwest::Method::PATCH,
+            &format!("/v3/webhooks/{id}"),
+            Some(json!({"url": rx2.url})),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(rx2.next().await.event.as_deref(), Some("PING"));
+    assert!(rx.drain().await.is_empty());
+    let res = p
+        .basic(
+            reqwest::Method::PATCH,
+            "/v3/webhooks/nope",
+            Some(json!({"events": ["EXERCISE"]})),
+        )
+        .await;
+    assert_eq!(res.status(), 404);
+
+    // Deactivate, then activate (with a PING).
+    assert_eq!(
+        p.basic(reqwest::Method::POST, "/v3/webhooks/deactivate", None)
+            .await
+            .status(),
+        200
+    );
+    let list: Value = p
+        .basic(reqwest::Method::GET, "/v3/webhooks", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["data"][0]["active"], false);
+    assert_eq!(
+        p.basic(reqwest::Method::POST, "/v3/webhooks/activate", None)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(rx2.next().await.event.as_deref(), Some("PING"));
+
+    assert_eq!(
+        p.basic(reqwest::Method::DELETE, &format!("/v3/webhooks/{id}"), None)
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(
+        p.basic(reqwest::Method::DELETE, &format!("/v3/webhooks/{id}"), None)
+            .await
+            .status(),
+        404
+    );
+    let list: Value = p
+        .basic(reqwest::Method::GET, "/v3/webhooks", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["data"], json!([]));
+    // No webhook: activate and deactivate answer 204.
+    assert_eq!(
+        p.basic(reqwest::Method::POST, "/v3/webhooks/activate", None)
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(
+        p.basic(reqwest::Method::POST, "/v3/webhooks/deactivate", None)
+            .await
+            .status(),
+        204
+    );
+}
+
+#[tokio::test]
+async fn a_failed_ping_fails_the_create_with_the_documented_body() {
+    let p = quiet(0).await;
+    let rx = Receiver::start().await;
+    rx.answer(400);
+    let res = p
+        .basic(
+            reqwest::Method::POST,
+            "/v3/webhooks",
+            Some(json!({"events": ["EXERCISE"], "url": rx.url})),
+        )
+        .await;
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["error_type"], "WebhookPingFailedException");
+    assert_eq!(body["error"]["status"], 400);
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("Response code was [400]"), "{msg}");
+    assert!(msg.contains(&rx.url), "{msg}");
+    // Nothing was created.
+    let list: Value = p
+        .basic(reqwest::Method::GET, "/v3/webhooks", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["data"], json!([]));
+    // Bad bodies.
+    let res = p
+        .basic(
+            reqwest::Method::POST,
+            "/v3/webhooks",
+            Some(json!({"events": ["NOPE"], "url": rx.url})),
+        )
+        .await;
+    assert_eq!(res.status(), 400);
+}
+
+#[tokio::test]
+async fn deliveries_are_signed_as_polar_signs_them() {
+    let p = quiet(1).await;
+    let rx = Receiver::start().await;
+    let secret = p
+        .create_webhook(&rx, &["EXERCISE", "ACTIVITY_SUMMARY"])
+        .await;
+    let user = p.truth().await;
+    let _ = user;
+    let (uid, token) = p.add_user().await;
+    let e = p.inject(uid, "EXERCISE").await;
+    let d = rx.next().await;
+    assert_eq!(d.event.as_deref(), Some("EXERCISE"));
+    let sig = d.signature.unwrap();
+    assert_eq!(sig, sig.to_lowercase());
+    signature::verify(&secret, d.body.as_bytes(), Some(&sig)).expect("valid signature");
+    let v: Value = serde_json::from_str(&d.body).unwrap();
+    assert_eq!(v["event"], "EXERCISE");
+    assert_eq!(v["user_id"], uid);
+    assert_eq!(v["entity_id"], e["entity_id"]);
+    assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
+    let url = v["url"].as_str().unwrap();
+    assert_eq!(
+        url,
+        format!(
+            "{}/v3/exercises/{}",
+            p.base,
+            e["entity_id"].as_str().unwrap()
+        )
+    );
+    // The payload's url serves the data with the user's token.
+    let ex: Value = p.get(url, &token).await.json().await.unwrap();
+    assert_eq!(ex["id"], e["entity_id"]);
+
+    p.inject(uid, "ACTIVITY_SUMMARY").await;
+    let d = rx.next().await;
+    let v: Value = serde_json::from_str(&d.body).unwrap();
+    assert_eq!(v["event"], "ACTIVITY_SUMMARY");
+    assert!(v["date"].is_string());
+    let act = p.get(v["url"].as_str().unwrap(), &token).await;
+    assert_eq!(act.status(), 200);
+
+    let truth = p.truth().await;
+    let sent: Vec<_> = truth["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["outcome"] == "sent")
+        .collect();
+    assert_eq!(sent.len(), 2);
+}
+
+#[tokio::test]
+async fn drop_duplicate_and_failure_faults() {
+    let p = quiet(0).await;
+    let rx = Receiver::start().await;
+    p.create_webhook(&rx, &["EXERCISE"]).await;
+    let (uid, _) = p.add_user().await;
+    p.faults(json!({"drop_rate": 1.0, "delay_ms": [0, 0]}))
+        .await;
+    p.inject(uid, "EXERCISE").await;
+    p.faults(json!({"drop_rate": 0.0, "duplicate_rate": 1.0}))
+        .await;
+    let e = p.inject(uid, "EXERCISE").await;
+    let a = rx.next().await;
+    let b = rx.next().await;
+    assert_eq!(a.body, b.body.replace(&ts(&b.body), &ts(&a.body)));
+    assert!(a.body.contains(e["entity_id"].as_str().unwrap()));
+    // The receiver fails: counted as failed, and with a zero deactivation period the webhook
+    // is switched off, so later data is not delivered at all.
+    p.faults(json!({"duplicate_rate": 0.0, "deactivate_after_s": 0}))
+        .await;
+    rx.answer(500);
+    p.inject(uid, "EXERCISE").await;
+    rx.next().await;
+    let wait_failed = async {
+        loop {
+            let t = p.truth().await;
+            if t["webhook"]["active"] == false {
+                return t;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    let truth = tokio::time::timeout(std::time::Duration::from_secs(10), wait_failed)
+        .await
+        .unwrap();
+    p.inject(uid, "EXERCISE").await;
+    let outcomes: Vec<_> = p.truth().await["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["outcome"].as_str().unwrap().to_string(),
+                d["duplicate"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("dropped".into(), false),
+            ("sent".into(), false),
+            ("sent".into(), true),
+            ("failed".into(), false),
+            ("inactive".into(), false)
+        ]
+    );
+    assert_eq!(truth["entities"].as_array().unwrap().len(), 3);
+}
+
+fn ts(body: &str) -> String {
+    serde_json::from_str::<Value>(body).unwrap()["timestamp"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn notifications_and_exercise_transactions_with_commit() {
+    let p = quiet(0).await;
+    let (uid, token) = p.add_user().await;
+    let res = p
+        .basic(reqwest::Method::GET, "/v3/notifications", None)
+        .await;
+    assert_eq!(res.status(), 204);
+    let create = format!("/v3/users/{uid}/exercise-transactions");
+    assert_eq!(
+        p.bearer(reqwest::Method::POST, &create, &token)
+            .await
+            .status(),
+        204
+    );
+
+    let e1 = p.inject(uid, "EXERCISE").await;
+    let e2 = p.inject(uid, "EXERCISE").await;
+    let n: Value = p
+        .basic(reqwest::Method::GET, "/v3/notifications", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let entries = n["available-user-data"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "one entry per (user, data-type)");
+    assert_eq!(entries[0]["user-id"], uid);
+    assert_eq!(entries[0]["data-type"], "EXERCISE");
+    assert_eq!(entries[0]["url"], format!("{}{create}", p.base));
+
+    let res = p.bearer(reqwest::Method::POST, &create, &token).await;
+    assert_eq!(res.status(), 201);
+    let t: Value = res.json().await.unwrap();
+    let uri = t["resource-uri"].as_str().unwrap().to_string();
+    assert!(uri.starts_with(&p.base), "absolute: {uri}");
+    assert_eq!(uri, format!("{}{create}/{}", p.base, t["transaction-id"]));
+    // Creating again while it is open offers the same transaction.
+    let again: Value = p
+        .bearer(reqwest::Method::POST, &create, &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["transaction-id"], t["transaction-id"]);
+
+    let list: Value = p.get(&uri, &token).await.json().await.unwrap();
+    let items = list["exercises"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    let mut matched = 0;
+    for item_url in items {
+        let item: Value = p
+            .get(item_url.as_str().unwrap(), &token)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert!(item["id"].is_u64(), "transactional ids are integers");
+        assert_eq!(item["transaction-id"], t["transaction-id"]);
+        for key in [
+            "upload-time",
+            "start-time",
+            "start-time-utc-offset",
+            "duration",
+            "device-id",
+            "heart-rate",
+        ] {
+            assert!(item.get(key).is_some(), "{key} in {item}");
+        }
+        // The same exercise through the non-transactional API: other id, same fingerprint.
+        for e in [&e1, &e2] {
+            let snake: Value = p
+                .get(
+                    &format!("/v3/exercises/{}", e["entity_id"].as_str().unwrap()),
+                    &token,
+                )
+                .await
+                .json()
+                .await
+                .unwrap();
+            if e["item_ids"][0] == item["id"] {
+                assert_ne!(snake["id"], item["id"]);
+                assert_eq!(snake["start_time"], item["start-time"]);
+                assert_eq!(
+                    snake["start_time_utc_offset"],
+                    item["start-time-utc-offset"]
+                );
+                assert_eq!(snake["duration"], item["duration"]);
+                assert_eq!(snake["device_id"], item["device-id"]);
+                assert_eq!(snake["upload_time"], item["upload-time"]);
+                matched += 1;
+            }
+        }
+    }
+    assert_eq!(matched, 2);
+
+    let res = p.bearer(reqwest::Method::PUT, &uri, &token).await;
+    assert_eq!(res.status(), 200);
+    // Committed: gone from transactions and notifications, still in the 30-day list.
+    assert_eq!(p.get(&uri, &token).await.status(), 404);
+    assert_eq!(
+        p.bearer(reqwest::Method::PUT, &uri, &token).await.status(),
+        404
+    );
+    assert_eq!(
+        p.bearer(reqwest::Method::POST, &create, &token)
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(
+        p.basic(reqwest::Method::GET, "/v3/notifications", None)
+            .await
+            .status(),
+        204
+    );
+    let all: Value = p.get("/v3/exercises", &token).await.json().await.unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 2);
+    assert!(all[0]["id"].is_string(), "hashed string ids");
+    assert!(all[0].get("upload_time").is_some(), "snake_case keys");
+    assert_eq!(p.get("/v3/exercises/nope", &token).await.status(), 404);
+    assert_eq!(
+        p.get(&format!("{create}/999999"), &token).await.status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn at_most_50_items_per_transaction_and_the_rest_later() {
+    let p = quiet(0).await;
+    let (uid, token) = p.add_user().await;
+    for _ in 0..60 {
+        p.inject(uid, "EXERCISE").await;
+    }
+    let create = format!("/v3/users/{uid}/exercise-transactions");
+    let t: Value = p
+        .bearer(reqwest::Method::POST, &create, &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let uri = t["resource-uri"].as_str().unwrap();
+    let list: Value = p.get(uri, &token).await.json().await.unwrap();
+    assert_eq!(list["exercises"].as_array().unwrap().len(), 50);
+    assert_eq!(
+        p.bearer(reqwest::Method::PUT, uri, &token).await.status(),
+        200
+    );
+    let t: Value = p
+        .bearer(reqwest::Method::POST, &create, &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let list: Value = p
+        .get(t["resource-uri"].as_str().unwrap(), &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["exercises"].as_array().unwrap().len(), 10);
+}
+
+#[tokio::test]
+async fn an_uncommitted_transaction_expires_and_its_data_comes_again() {
+    let p = quiet(0).await;
+    let (uid, token) = p.add_user().await;
+    p.inject(uid, "EXERCISE").await;
+    p.faults(json!({"transaction_ttl_s": 1})).await;
+    let create = format!("/v3/users/{uid}/exercise-transactions");
+    let t: Value = p
+        .bearer(reqwest::Method::POST, &create, &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let uri = t["resource-uri"].as_str().unwrap().to_string();
+    assert_eq!(p.get(&uri, &token).await.status(), 200);
+    // Past the expiry deadline (not a race: the deadline is fixed).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(p.get(&uri, &token).await.status(), 404);
+    assert_eq!(
+        p.bearer(reqwest::Method::PUT, &uri, &token).await.status(),
+        404
+    );
+    let t2: Value = p
+        .bearer(reqwest::Method::POST, &create, &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(t2["transaction-id"], t["transaction-id"]);
+    let list: Value = p
+        .get(t2["resource-uri"].as_str().unwrap(), &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["exercises"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn activity_and_physical_information_transactions() {
+    let p = quiet(0).await;
+    let (uid, token) = p.add_user().await;
+    p.inject(uid, "ACTIVITY_SUMMARY").await;
+    p.inject(uid, "ACTIVITY_SUMMARY").await;
+    p.inject(uid, "PHYSICAL_INFORMATION").await;
+    let truth = p.truth().await;
+    // Two versions of the same day are one entity.
+    assert_eq!(truth["entities"].as_array().unwrap().len(), 2);
+    for (kind, key, n) in [
+        ("activity", "activity-log", 2),
+        ("physical-information", "physical-informations", 1),
+    ] {
+        let res = p
+            .bearer(
+                reqwest::Method::POST,
+                &format!("/v3/users/{uid}/{kind}-transactions"),
+                &token,
+            )
+            .await;
+        assert_eq!(res.status(), 201, "{kind}");
+        let t: Value = res.json().await.unwrap();
+        let list: Value = p
+            .get(t["resource-uri"].as_str().unwrap(), &token)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let items = list[key].as_array().unwrap();
+        assert_eq!(items.len(), n, "{kind}");
+        let item: Value = p
+            .get(items[0].as_str().unwrap(), &token)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert!(item.get("created").is_some(), "{item}");
+        assert_eq!(
+            p.bearer(
+                reqwest::Method::PUT,
+                t["resource-uri"].as_str().unwrap(),
+                &token
+            )
+            .await
+            .status(),
+            200
+        );
+    }
+}
+
+#[tokio::test]
+async fn rate_limits_headers_429_and_reset() {
+    let p = quiet(2).await;
+    // Documented formula with 2 registered users: 540 / 5200.
+    let res = p
+        .basic(reqwest::Method::GET, "/v3/notifications", None)
+        .await;
+    assert_eq!(res.headers()["ratelimit-limit"], "540, 5200");
+    assert_eq!(res.headers()["ratelimit-usage"], "1, 1");
+    let reset = res.headers()["ratelimit-reset"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let parts: Vec<u64> = reset
+        .split(',')
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    assert!(parts[0] <= 900 && parts[1] <= 86_400, "{reset}");
+    // Even error answers carry the headers.
+    let res = p
+        .http
+        .get(format!("{}/v3/notifications", p.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(res.headers().contains_key("ratelimit-usage"));
+
+    p.faults(json!({"rate_limit": [3, 100], "short_window_s": 1}))
+        .await;
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(
+            p.basic(reqwest::Method::GET, "/v3/notifications", None)
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    // Usage was 2 before the change: the 2nd and 3rd go over the short limit of 3.
+    assert_eq!(statuses, [204, 429, 429]);
+    let res = p
+        .basic(reqwest::Method::GET, "/v3/notifications", None)
+        .await;
+    assert_eq!(res.status(), 429);
+    let reset: u64 = res.headers()["ratelimit-reset"]
+        .to_str()
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(reset <= 1);
+    tokio::time::sleep(std::time::Duration::from_millis(1050)).await;
+    let res = p
+        .basic(reqwest::Method::GET, "/v3/notifications", None)
+        .await;
+    assert_eq!(res.status(), 204, "a new short window");
+    // Refused requests still counted toward the long window.
+    let usage = res.headers()["ratelimit-usage"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(usage, "1, 7");
+}
+
+#[tokio::test]
+async fn auth_errors_basic_versus_bearer() {
+    let p = quiet(1).await;
+    let (uid, token) = p.add_user().await;
+    // Client-credential routes refuse tokens and missing or wrong credentials.
+    assert_eq!(p.get("/v3/notifications", &token).await.status(), 401);
+    assert_eq!(
+        p.http
+            .get(format!("{}/v3/webhooks", p.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let res = p
+        .http
+        .get(format!("{}/v3/notifications", p.base))
+        .basic_auth(CLIENT.0, Some("wrong"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let body: Value = res.json().await.unwrap();
+    for key in ["timestamp", "status", "errorType", "message", "corrId"] {
+        assert!(body.get(key).is_some(), "{key} in {body}");
+    }
+    // User routes refuse client credentials, no token and unknown tokens.
+    let create = format!("/v3/users/{uid}/exercise-transactions");
+    assert_eq!(
+        p.basic(reqwest::Method::POST, &create, None).await.status(),
+        401
+    );
+    assert_eq!(
+        p.http
+            .get(format!("{}/v3/exercises", p.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(p.get("/v3/exercises", "not-a-token").await.status(), 401);
+    // A token of another user for this user's transactions.
+    let (_, other) = p.add_user().await;
+    assert_eq!(
+        p.bearer(reqwest::Method::POST, &create, &other)
+            .await
+            .status(),
+        403
+    );
+    // Revoked (disconnected in Flow): 401.
+    p.control(
+        reqwest::Method::POST,
+        &format!("/sim/users/{uid}/revoke"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        p.bearer(reqwest::Method::POST, &create, &token)
+            .await
+            .status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn server_errors_on_demand() {
+    let p = quiet(0).await;
+    p.faults(json!({"fail_next": {"notifications": 2}})).await;
+    let codes = [
+        p.basic(reqwest::Method::GET, "/v3/notifications", None)
+            .await
+            .status()
+            .as_u16(),
+        p.basic(reqwest::Method::GET, "/v3/notifications", None)
+            .await
+            .status()
+            .as_u16(),
+        p.basic(reqwest::Method::GET, "/v3/notifications", None)
+            .await
+            .status()
+            .as_u16(),
+    ];
+    assert_eq!(codes, [500, 500, 204]);
+    let truth = p.truth().await;
+    assert_eq!(truth["requests"]["notifications"], 3);
+}
+
+#[tokio::test]
+async fn the_generator_is_reproducible_from_its_seed() {
+    async fn first_ids(seed: u64) -> Vec<(u64, String)> {
+        let p = polar(SimSettings {
+            seed,
+            users: 3,
+            exercise_every: Some(std::time::Duration::from_millis(20)),
+            ..SimSettings::default()
+        })
+        .await;
+        loop {
+            let t = p.truth().await;
+            let e = t["entities"].as_array().unwrap();
+            if e.len() >= 8 {
+                return e[..8]
+                    .iter()
+                    .map(|e| {
+                        (
+                            e["user_id"].as_u64().unwrap(),
+                            e["entity_id"].as_str().unwrap().to_string(),
+                        )
+                    })
+                    .collect();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    let a = first_ids(42).await;
+    assert_eq!(a, first_ids(42).await);
+    assert_ne!(a, first_ids(43).await);
+    let users: std::collections::BTreeSet<_> = a.iter().map(|(u, _)| *u).collect();
+    assert!(users.len() > 1, "exercises for several users: {a:?}");
+}
