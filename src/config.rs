@@ -24,7 +24,7 @@ pub const ENV_WEBHOOK_SECRET: &str = "HOOKRACE_WEBHOOK_SECRET";
 /// A secret string (client secret, webhook signature key, access token, admin token).
 ///
 /// Its `Debug` and `Display` print a mask, so it can sit in structs that are logged.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -133,6 +133,8 @@ pub struct SimulatorConfig {
     pub listen: SocketAddr,
     pub users: u32,
     pub exercise_every: Duration,
+    /// Mean time between daily activity updates per user.
+    pub activity_every: Duration,
     pub webhook_delay: (Duration, Duration),
     pub webhook_drop_rate: f64,
     pub webhook_duplicate_rate: f64,
@@ -318,6 +320,7 @@ struct RawSimulator {
     listen: String,
     users: i64,
     exercise_every: String,
+    activity_every: String,
     webhook_delay: String,
     webhook_drop_rate: f64,
     webhook_duplicate_rate: f64,
@@ -329,6 +332,7 @@ impl Default for RawSimulator {
             listen: "127.0.0.1:7070".into(),
             users: 3,
             exercise_every: "20s".into(),
+            activity_every: "60s".into(),
             webhook_delay: "20ms..400ms".into(),
             webhook_drop_rate: 0.02,
             webhook_duplicate_rate: 0.03,
@@ -492,9 +496,10 @@ impl RawConfig {
             (Some(e), None) => duration("poller.every", e, problems).map(PollSchedule::Every),
             (None, Some(c)) => {
                 let fields = c.split_whitespace().count();
-                if !(6..=7).contains(&fields) {
+                let parsed = crate::poller::valid_cron(c);
+                if !(6..=7).contains(&fields) || parsed.is_err() {
                     problems.push(format!(
-                        "`poller.cron` = {c:?} must have 6 or 7 fields, seconds first, like \"0 */5 * * * *\""
+                        "`poller.cron` = {c:?} must be a cron expression with 6 or 7 fields, seconds first, like \"0 */5 * * * *\""
                     ));
                     None
                 } else {
@@ -528,6 +533,11 @@ impl RawConfig {
         let exercise_every = duration(
             "simulator.exercise_every",
             &self.simulator.exercise_every,
+            problems,
+        );
+        let activity_every = duration(
+            "simulator.activity_every",
+            &self.simulator.activity_every,
             problems,
         );
         let webhook_delay = match parse_delay_range(&self.simulator.webhook_delay) {
@@ -581,6 +591,7 @@ impl RawConfig {
                 listen: sim_listen?,
                 users: u32::try_from(self.simulator.users).ok()?,
                 exercise_every: exercise_every?,
+                activity_every: activity_every?,
                 webhook_delay: webhook_delay?,
                 webhook_drop_rate: self.simulator.webhook_drop_rate,
                 webhook_duplicate_rate: self.simulator.webhook_duplicate_rate,

@@ -17,8 +17,15 @@ use tokio_util::sync::CancellationToken;
 use warp::Filter;
 use warp::reply::Reply;
 
+use tokio::task::JoinHandle;
+
+use crate::accesslink::client::{Client, Policy};
+use crate::accesslink::webhooks;
 use crate::admin::{self, AdminState, Liveness};
-use crate::config::Config;
+use crate::config::{Config, Secret};
+use crate::fetcher::Fetcher;
+use crate::poller::{self, Poller};
+use crate::sim;
 use crate::status::Runtime;
 use crate::store::Store;
 use crate::webhook::{self, WebhookState};
@@ -26,10 +33,11 @@ use crate::webhook::{self, WebhookState};
 /// How long in-flight requests may take to finish once shutdown begins.
 pub const GRACE: Duration = Duration::from_secs(10);
 
-/// The two bound listeners.
+/// The bound listeners: public, admin and (when `[simulator]` is enabled) the simulator's.
 pub struct Listeners {
     pub webhook: TcpListener,
     pub admin: TcpListener,
+    pub simulator: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -43,7 +51,34 @@ impl Listeners {
         Ok(Listeners {
             webhook: bind(config.webhook.listen, "webhook").await?,
             admin: bind(config.admin.listen, "admin").await?,
+            simulator: match config.simulator.enabled {
+                true => Some(bind(config.simulator.listen, "simulator").await?),
+                false => None,
+            },
         })
+    }
+}
+
+/// A started daemon: what callers in the same process (tests, the demo) may use.
+pub struct Running {
+    pub store: Arc<Store>,
+    pub client: Arc<Client>,
+    /// The receiver's URL, e.g. `http://127.0.0.1:8080/acl_webhook`.
+    pub webhook_url: String,
+    /// `http://host:port` of the admin listener.
+    pub admin_url: String,
+    /// The embedded simulator, when enabled.
+    pub simulator: Option<sim::RunningSim>,
+    pub runtime: Arc<RwLock<Runtime>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Waits until the daemon has shut down (after `shutdown` was cancelled).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let Running { task, store, .. } = self;
+        drop(store);
+        task.await.context("the daemon task panicked")?
     }
 }
 
@@ -54,29 +89,88 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    start(config, listeners, shutdown).await?.wait().await
+}
+
+/// Starts everything and returns once the listeners serve and the background tasks run.
+pub async fn start(
+    mut config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
     let store = Arc::new(Store::open(&config.store.path)?);
     let runtime = Arc::new(RwLock::new(Runtime {
         started_at: Utc::now(),
-        // The poller is not part of this build yet: the status says so rather than pretend.
-        poll_enabled: false,
+        poll_enabled: config.poller.enabled,
         last_cycle_at: None,
         next_cycle_at: None,
     }));
     let liveness = Arc::new(Liveness::default());
 
+    // The embedded simulator replaces AccessLink: its address and its client credentials.
+    let simulator = match listeners.simulator {
+        Some(listener) => {
+            let s = &config.simulator;
+            let settings = sim::SimSettings {
+                seed: rand::random(),
+                users: s.users,
+                exercise_every: Some(s.exercise_every),
+                activity_every: Some(s.activity_every),
+                faults: sim::Faults {
+                    drop_rate: s.webhook_drop_rate,
+                    duplicate_rate: s.webhook_duplicate_rate,
+                    delay_ms: (
+                        s.webhook_delay.0.as_millis() as u64,
+                        s.webhook_delay.1.as_millis() as u64,
+                    ),
+                    ..sim::Faults::default()
+                },
+                ..sim::SimSettings::default()
+            };
+            config.accesslink.client_id = settings.client_id.clone();
+            config.accesslink.client_secret = Some(Secret::new(settings.client_secret.clone()));
+            config.accesslink.webhook_secret = None;
+            let running = sim::start(listener, settings, shutdown.child_token())?;
+            config.accesslink.base_url = running.base_url.clone();
+            Some(running)
+        }
+        None => None,
+    };
+
+    for u in &config.users {
+        store.put_user(u.user_id, &u.access_token)?;
+    }
+    let client = Arc::new(Client::new(
+        &config.accesslink.base_url,
+        &config.accesslink.client_id,
+        config.accesslink.client_secret.clone(),
+        Policy::default(),
+    )?);
+
     let webhook_addr = listeners.webhook.local_addr()?;
     let admin_addr = listeners.admin.local_addr()?;
-    if config.accesslink.webhook_secret.is_none() && store.webhook_secret().is_none() {
+    let webhook_url = format!("http://{webhook_addr}{}", config.webhook.path);
+    let admin_url = format!("http://{admin_addr}");
+    if simulator.is_none()
+        && config.accesslink.webhook_secret.is_none()
+        && store.webhook_secret().is_none()
+    {
         tracing::warn!(
             "no webhook secret is configured or stored: deliveries will be refused with 503 until one is"
         );
     }
 
+    let fetcher = Fetcher::new(store.clone(), client.clone());
+    let recovered = fetcher.recover()?;
+    if recovered > 0 {
+        tracing::info!(recovered, "queued webhook fetches that were not done");
+    }
     let webhook_state = Arc::new(WebhookState {
         store: store.clone(),
         path: config.webhook.path.clone(),
         max_body: config.webhook.max_body,
         secret: config.accesslink.webhook_secret.clone(),
+        fetcher: Some(fetcher.clone()),
     });
     let public = webhook::route(webhook_state).recover(|_r: warp::Rejection| async move {
         Ok::<_, std::convert::Infallible>(
@@ -91,40 +185,144 @@ pub async fn run(
         token: config.admin.token.clone(),
     });
 
+    let servers = shutdown.child_token();
     let public_server = tokio::spawn(
         warp::serve(public)
             .incoming(listeners.webhook)
-            .graceful(shutdown.clone().cancelled_owned())
+            .graceful(servers.clone().cancelled_owned())
             .run(),
     );
     let admin_server = tokio::spawn(
         warp::serve(admin::routes(admin_state))
             .incoming(listeners.admin)
-            .graceful(shutdown.clone().cancelled_owned())
+            .graceful(servers.clone().cancelled_owned())
             .run(),
     );
+
+    // With the simulator: its users and a webhook pointing at this daemon (PING and all).
+    if let Some(sim) = &simulator {
+        connect_simulator(sim, &client, &store, &webhook_url).await?;
+    }
+
+    let background = shutdown.child_token();
+    let fetcher_task = supervise(
+        "fetcher",
+        &liveness,
+        &background,
+        fetcher.clone().run(background.clone()),
+    );
+    let poller_task = if config.poller.enabled {
+        let poller = Poller::new(
+            store.clone(),
+            client.clone(),
+            config.poller.mode,
+            runtime.clone(),
+        );
+        let schedule = config.poller.schedule.clone();
+        let token = background.clone();
+        Some(supervise("poller", &liveness, &background, async move {
+            if let Err(e) = poller::run_scheduled(poller, schedule, token, GRACE).await {
+                tracing::error!(error = format_args!("{e:#}"), "the poller stopped");
+            }
+        }))
+    } else {
+        None
+    };
     tracing::info!(
-        webhook = %format_args!("http://{webhook_addr}{}", config.webhook.path),
-        admin = %format_args!("http://{admin_addr}/status"),
+        webhook = %webhook_url,
+        admin = %format_args!("{admin_url}/status"),
         store = %config.store.path.display(),
+        accesslink = %client.base_url(),
+        poller = ?config.poller.schedule,
         "hookrace is running"
     );
 
-    shutdown.cancelled().await;
-    tracing::info!(
-        grace_s = GRACE.as_secs(),
-        "shutting down: draining in-flight requests"
-    );
-    let drained = tokio::time::timeout(GRACE, async {
-        let _ = public_server.await;
-        let _ = admin_server.await;
+    let task_store = store.clone();
+    let task = tokio::spawn(async move {
+        shutdown.cancelled().await;
+        tracing::info!(
+            grace_s = GRACE.as_secs(),
+            "shutting down: draining in-flight requests"
+        );
+        servers.cancel();
+        let drained = tokio::time::timeout(GRACE, async {
+            let _ = public_server.await;
+            let _ = admin_server.await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("requests still running after the grace period were cut off");
+        }
+        background.cancel();
+        if let Some(p) = poller_task {
+            let _ = p.await;
+        }
+        let _ = tokio::time::timeout(GRACE, fetcher_task).await;
+        task_store.flush()?;
+        tracing::info!("store flushed; bye");
+        Ok(())
+    });
+    Ok(Running {
+        store,
+        client,
+        webhook_url,
+        admin_url,
+        simulator,
+        runtime,
+        task,
     })
-    .await;
-    if drained.is_err() {
-        tracing::warn!("requests still running after the grace period were cut off");
+}
+
+/// Spawns a background task; marks it dead in `liveness` if it ends before shutdown.
+fn supervise(
+    name: &'static str,
+    liveness: &Arc<Liveness>,
+    shutdown: &CancellationToken,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    liveness.set(name, true);
+    let (liveness, shutdown) = (liveness.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        task.await;
+        if !shutdown.is_cancelled() {
+            tracing::error!(task = name, "a background task stopped unexpectedly");
+            liveness.set(name, false);
+        }
+    })
+}
+
+/// Takes the simulator's users (over HTTP, as any client of its control API would) and creates
+/// the webhook pointing at this daemon, keeping the returned secret in the store.
+async fn connect_simulator(
+    sim: &sim::RunningSim,
+    client: &Client,
+    store: &Store,
+    webhook_url: &str,
+) -> anyhow::Result<()> {
+    let users: serde_json::Value = reqwest::get(format!("{}/sim/users", sim.base_url))
+        .await
+        .context("asking the simulator for its users")?
+        .json()
+        .await
+        .context("reading the simulator's users")?;
+    for u in users.as_array().cloned().unwrap_or_default() {
+        if let (Some(id), Some(token), Some(true)) = (
+            u["user_id"].as_u64(),
+            u["access_token"].as_str(),
+            u["registered"].as_bool(),
+        ) {
+            store.put_user(id, &Secret::new(token))?;
+        }
     }
-    store.flush()?;
-    tracing::info!("store flushed; bye");
+    let events: Vec<String> = ["EXERCISE", "ACTIVITY_SUMMARY", "PHYSICAL_INFORMATION"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let created = webhooks::create(client, webhook_url, &events)
+        .await
+        .context("creating the webhook at the simulator")?;
+    store.set_webhook_secret(&created.secret)?;
+    tracing::info!(id = %created.webhook.id, url = webhook_url, "webhook registered with the simulator");
     Ok(())
 }
 

@@ -22,6 +22,8 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod fetcher;
+pub mod poller;
 pub mod race;
 pub mod sim;
 pub mod status;

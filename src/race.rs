@@ -44,6 +44,15 @@ pub struct Entity {
     /// Where the data is fetched from, as the delivery named it.
     #[serde(default)]
     pub url: Option<String>,
+    /// Links the records of this entity seen through different ids (see `accesslink::data`).
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    /// The webhook's data has been fetched (or the fetch gave up: see `fetch_error`).
+    #[serde(default)]
+    pub fetched: bool,
+    /// Why fetching the webhook's data failed for good.
+    #[serde(default)]
+    pub fetch_error: Option<String>,
 }
 
 impl Entity {
@@ -60,7 +69,34 @@ impl Entity {
             poll_at: None,
             webhook_deliveries: 0,
             url: None,
+            fingerprint: None,
+            fetched: false,
+            fetch_error: None,
         }
+    }
+
+    /// Folds `other`, another record of the same entity, into this one.
+    pub fn absorb(&mut self, other: &Entity) {
+        let earliest = |a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if other.webhook_at.is_some()
+            && (self.webhook_at.is_none() || other.webhook_at < self.webhook_at)
+        {
+            self.webhook_timestamp = other.webhook_timestamp;
+            self.url = other.url.clone().or(self.url.take());
+        }
+        self.webhook_at = earliest(self.webhook_at, other.webhook_at);
+        self.poll_at = earliest(self.poll_at, other.poll_at);
+        self.webhook_deliveries = self
+            .webhook_deliveries
+            .saturating_add(other.webhook_deliveries);
+        self.data_available_at = self.data_available_at.or(other.data_available_at);
+        self.webhook_timestamp = self.webhook_timestamp.or(other.webhook_timestamp);
+        self.url = self.url.take().or(other.url.clone());
+        self.fingerprint = self.fingerprint.take().or(other.fingerprint.clone());
+        self.fetched |= other.fetched;
     }
 
     /// When it became available: from the data when fetched, else the webhook's timestamp.

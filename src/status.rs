@@ -20,6 +20,15 @@ pub struct StatusDoc {
     pub poll: PollStatus,
     pub entities: EntitiesStatus,
     pub race: RaceStatus,
+    pub users: UsersStatus,
+}
+
+/// The users whose data hookrace reads (tokens are never shown).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UsersStatus {
+    pub known: u64,
+    /// Users whose token AccessLink refused (401): reconnect them.
+    pub disconnected: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,6 +39,8 @@ pub struct WebhookStatus {
     pub pings: u64,
     pub rejected: Rejected,
     pub fetches: Fetches,
+    /// HTTP requests made to fetch webhook data (retries included).
+    pub fetch_requests: u64,
     pub latency_ms: LatencyStats,
     pub last_delivery_at: Option<DateTime<Utc>>,
 }
@@ -54,6 +65,8 @@ pub struct PollStatus {
     pub empty_cycles: u64,
     pub requests: u64,
     pub requests_by_endpoint: BTreeMap<String, u64>,
+    /// Ticks skipped because the previous cycle was still running.
+    pub skipped: u64,
     pub errors: u64,
     pub rate_limited: u64,
     pub items: u64,
@@ -101,6 +114,7 @@ pub fn build(store: &Store, rt: &Runtime) -> anyhow::Result<StatusDoc> {
     let c = store.counters()?;
     let get = |name: &str| c.get(name).copied().unwrap_or(0);
     let summary = store.summary()?;
+    let users = store.users()?;
 
     let requests_by_endpoint: BTreeMap<String, u64> = counter::POLL_ENDPOINTS
         .iter()
@@ -116,8 +130,8 @@ pub fn build(store: &Store, rt: &Runtime) -> anyhow::Result<StatusDoc> {
     let duplicates = get(counter::WEBHOOK_DUPLICATES);
     let fetches_ok = get(counter::WEBHOOK_FETCHES_OK);
     let fetches_failed = get(counter::WEBHOOK_FETCHES_FAILED);
-    // A webhook's cost: each valid delivery plus each fetch of its data.
-    let webhook_requests = accepted + duplicates + fetches_ok + fetches_failed;
+    // A webhook's cost: each valid delivery plus each request made to fetch its data.
+    let webhook_requests = accepted + duplicates + get(counter::WEBHOOK_FETCH_REQUESTS);
     let cycles = get(counter::POLL_CYCLES);
     let empty_cycles = get(counter::POLL_EMPTY_CYCLES);
 
@@ -140,6 +154,7 @@ pub fn build(store: &Store, rt: &Runtime) -> anyhow::Result<StatusDoc> {
                 ok: fetches_ok,
                 failed: fetches_failed,
             },
+            fetch_requests: get(counter::WEBHOOK_FETCH_REQUESTS),
             latency_ms: summary.webhook_latency.stats(),
             last_delivery_at: store.last_delivery_at(),
         },
@@ -149,6 +164,7 @@ pub fn build(store: &Store, rt: &Runtime) -> anyhow::Result<StatusDoc> {
             empty_cycles,
             requests: poll_requests,
             requests_by_endpoint,
+            skipped: get(counter::POLL_SKIPPED),
             errors: get(counter::POLL_ERRORS),
             rate_limited: get(counter::POLL_RATE_LIMITED),
             items: get(counter::POLL_ITEMS),
@@ -173,6 +189,14 @@ pub fn build(store: &Store, rt: &Runtime) -> anyhow::Result<StatusDoc> {
                 poll: race::requests_per_entity(poll_requests, summary.first_by_poll),
             },
             wasted_poll_share: race::wasted_share(empty_cycles, cycles),
+        },
+        users: UsersStatus {
+            known: users.len() as u64,
+            disconnected: users
+                .iter()
+                .filter(|u| u.disconnected_at.is_some())
+                .map(|u| u.user_id)
+                .collect(),
         },
     })
 }

@@ -5,7 +5,12 @@
 //! - `recent`: creation sequence (u64 BE) → entity key, so `/entities` lists newest first cheaply;
 //! - `deliveries`: sequence (u64 BE) → the raw body and arrival time of each accepted delivery;
 //! - `counters`: name → u64 BE, incremented with a merge operator (no lost updates, no locks);
-//! - `meta`: creation time, last delivery time, a stored webhook secret and other single values.
+//! - `meta`: creation time, last delivery time, a stored webhook secret and other single values;
+//! - `fingerprints`: fingerprint → entity key, linking the records of one entity across channels;
+//! - `aliases`: entity key → the key it was merged into;
+//! - `data`: entity key → the newest data fetched or polled for it (JSON);
+//! - `fetch_queue`: entity key → [`FetchJob`], the webhook fetches still to do (survive restarts);
+//! - `users`: user id → [`StoredUser`] with the access token.
 //!
 //! Durability: writes go to sled's log; [`Store::durable`] waits until a flush that *started after*
 //! the caller's writes has finished. Concurrent callers share one flush (group commit) run on the
@@ -35,6 +40,14 @@ pub mod counter {
     pub const WEBHOOK_REJECTED_TOO_LARGE: &str = "webhook.rejected.too_large";
     pub const WEBHOOK_FETCHES_OK: &str = "webhook.fetches.ok";
     pub const WEBHOOK_FETCHES_FAILED: &str = "webhook.fetches.failed";
+    /// HTTP requests made to fetch webhook data (retries included).
+    pub const WEBHOOK_FETCH_REQUESTS: &str = "webhook.fetch_requests";
+    /// Ticks that found the previous cycle still running.
+    pub const POLL_SKIPPED: &str = "poll.skipped";
+    /// Prefix of the per-outcome poll request counters (`poll.outcome.empty`, …).
+    pub const POLL_OUTCOME_PREFIX: &str = "poll.outcome.";
+    /// Prefix of the per-outcome fetch request counters.
+    pub const FETCH_OUTCOME_PREFIX: &str = "webhook.fetch_outcome.";
     pub const POLL_CYCLES: &str = "poll.cycles";
     pub const POLL_EMPTY_CYCLES: &str = "poll.empty_cycles";
     pub const POLL_ERRORS: &str = "poll.errors";
@@ -50,6 +63,8 @@ pub mod counter {
         "list_transaction",
         "get_item",
         "commit",
+        "list_exercises",
+        "get_exercise",
     ];
 }
 
@@ -75,6 +90,41 @@ pub struct StoredDelivery {
     pub body: String,
 }
 
+/// A webhook fetch still to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FetchJob {
+    pub url: String,
+    pub user_id: u64,
+    pub event: String,
+    pub attempts: u32,
+    /// Not before this time (backoff after a failure).
+    pub next_at: DateTime<Utc>,
+}
+
+/// A user whose data hookrace may read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredUser {
+    pub user_id: u64,
+    pub access_token: crate::config::Secret,
+    pub added_at: DateTime<Utc>,
+    /// Set when AccessLink answered 401 for this user's token.
+    #[serde(default)]
+    pub disconnected_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub disconnect_reason: Option<String>,
+}
+
+/// What storing a polled item did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollRecorded {
+    /// No channel had seen this entity: a new entity, first seen by the poll.
+    New,
+    /// The webhook had it already; now the poll has seen it too.
+    SeenByWebhookFirst,
+    /// The poll had seen it before (an item offered again, an activity update).
+    Known,
+}
+
 /// The open store. Cheap to share behind an `Arc`.
 pub struct Store {
     path: PathBuf,
@@ -84,6 +134,14 @@ pub struct Store {
     deliveries: sled::Tree,
     counters: sled::Tree,
     meta: sled::Tree,
+    fingerprints: sled::Tree,
+    aliases: sled::Tree,
+    data: sled::Tree,
+    fetch_queue: sled::Tree,
+    users: sled::Tree,
+    /// Serialises the operations that link records across channels (polls and fetch results),
+    /// so two of them never merge the same records at once. Deliveries do not take it.
+    link_lock: Mutex<()>,
     /// Bumped on every entity write, so the cached summary knows when it is stale.
     generation: AtomicU64,
     summary_cache: Mutex<Option<(u64, Arc<Summary>)>>,
@@ -131,6 +189,12 @@ impl Store {
             deliveries: tree("deliveries")?,
             counters,
             meta: tree("meta")?,
+            fingerprints: tree("fingerprints")?,
+            aliases: tree("aliases")?,
+            data: tree("data")?,
+            fetch_queue: tree("fetch_queue")?,
+            users: tree("users")?,
+            link_lock: Mutex::new(()),
             generation: AtomicU64::new(0),
             summary_cache: Mutex::new(None),
             group_commit: GroupCommit::new(),
@@ -208,8 +272,13 @@ impl Store {
         Ok(())
     }
 
-    /// Reads one entity.
+    /// Reads one entity, following aliases.
     pub fn entity(&self, key: &str) -> anyhow::Result<Option<Entity>> {
+        let key = &self.resolve(key)?;
+        self.entity_exact(key)
+    }
+
+    fn entity_exact(&self, key: &str) -> anyhow::Result<Option<Entity>> {
         match self
             .entities
             .get(key)
@@ -267,21 +336,43 @@ impl Store {
         Ok(outcome)
     }
 
-    /// Atomically read-modify-writes the entity at `key` (compare-and-swap, retried on a race).
-    /// `f` gets the current entity (or `None`) and returns the new one and a result.
+    /// The key an entity key now lives under (itself unless it was merged into another).
+    pub fn resolve(&self, key: &str) -> anyhow::Result<String> {
+        let mut key = key.to_string();
+        // Aliases point at a record that existed when they were written; a chain is short.
+        for _ in 0..8 {
+            match self
+                .aliases
+                .get(&key)
+                .with_context(|| format!("reading alias {key}"))?
+            {
+                Some(to) => key = String::from_utf8_lossy(&to).into_owned(),
+                None => return Ok(key),
+            }
+        }
+        Ok(key)
+    }
+
+    /// Atomically read-modify-writes the entity at `key`, following aliases (compare-and-swap,
+    /// retried on a race). `f` gets the current entity (or `None`) and returns the new one and
+    /// a result; it may run more than once.
     pub fn update_entity<T>(
         &self,
         key: &str,
         mut f: impl FnMut(Option<Entity>) -> (Entity, T),
     ) -> anyhow::Result<T> {
         loop {
+            // Resolved on every try: a merge may have moved the record meanwhile.
+            let key = self.resolve(key)?;
+            let key = key.as_str();
             let old = self
                 .entities
                 .get(key)
                 .with_context(|| format!("reading entity {key}"))?;
             let current = old.as_ref().map(|v| decode_entity(key, v)).transpose()?;
             let created = current.is_none();
-            let (new, out) = f(current);
+            let (mut new, out) = f(current);
+            new.key = key.to_string();
             let bytes = serde_json::to_vec(&new).context("encoding an entity")?;
             let swapped = self
                 .entities
@@ -300,6 +391,239 @@ impl Store {
         }
     }
 
+    /// Stores a polled item: links it to its entity by fingerprint (or by key), creating the
+    /// entity when no channel has seen it. Not yet durable: call [`Store::durable`].
+    pub fn record_poll(
+        &self,
+        user_id: u64,
+        id: &crate::accesslink::data::Identity,
+        data: &serde_json::Value,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<PollRecorded> {
+        let _guard = self.link_lock.lock().map_err(poisoned)?;
+        let natural = format!("{}/{user_id}/{}", id.kind, id.entity_id);
+        let key = match &id.fingerprint {
+            Some(fp) => match self.fingerprints.get(fp).context("reading fingerprints")? {
+                Some(k) => String::from_utf8_lossy(&k).into_owned(),
+                None => natural,
+            },
+            None => natural,
+        };
+        let outcome = self.update_entity(&key, |current| {
+            let mut e = current.unwrap_or_else(|| Entity::new(&id.kind, user_id, &id.entity_id));
+            let outcome = match (e.poll_at, e.webhook_at) {
+                (Some(_), _) => PollRecorded::Known,
+                (None, Some(_)) => PollRecorded::SeenByWebhookFirst,
+                (None, None) => PollRecorded::New,
+            };
+            e.poll_at = e.poll_at.or(Some(at));
+            e.data_available_at = e.data_available_at.or(id.available_at);
+            e.fingerprint = e.fingerprint.take().or(id.fingerprint.clone());
+            (e, outcome)
+        })?;
+        let key = self.resolve(&key)?;
+        if let Some(fp) = &id.fingerprint {
+            self.fingerprints
+                .insert(fp.as_bytes(), key.as_bytes())
+                .context("indexing a fingerprint")?;
+        }
+        self.put_data(&key, data)?;
+        Ok(outcome)
+    }
+
+    /// Records the data fetched for a webhook's entity: its availability, its fingerprint and,
+    /// when the poller already holds the same entity under another key, merges the two records.
+    pub fn record_fetched(
+        &self,
+        key: &str,
+        id: &crate::accesslink::data::Identity,
+        data: &serde_json::Value,
+    ) -> anyhow::Result<()> {
+        let _guard = self.link_lock.lock().map_err(poisoned)?;
+        let key = self.resolve(key)?;
+        if let Some(fp) = &id.fingerprint {
+            let other = self
+                .fingerprints
+                .get(fp)
+                .context("reading fingerprints")?
+                .map(|k| String::from_utf8_lossy(&k).into_owned());
+            if let Some(other) = other {
+                let other = self.resolve(&other)?;
+                if other != key {
+                    self.merge(&other, &key)?;
+                }
+            }
+            self.fingerprints
+                .insert(fp.as_bytes(), key.as_bytes())
+                .context("indexing a fingerprint")?;
+        }
+        self.update_entity(&key, |current| {
+            let mut e = current.unwrap_or_else(|| Entity::new(&id.kind, 0, &id.entity_id));
+            e.data_available_at = id.available_at.or(e.data_available_at);
+            e.fingerprint = id.fingerprint.clone().or(e.fingerprint.take());
+            e.fetched = true;
+            e.fetch_error = None;
+            (e, ())
+        })?;
+        self.put_data(&key, data)
+    }
+
+    /// Moves the record at `from` into the one at `into`, leaving an alias behind.
+    fn merge(&self, from: &str, into: &str) -> anyhow::Result<()> {
+        loop {
+            let Some(old) = self.entities.get(from).context("reading a merged entity")? else {
+                return Ok(());
+            };
+            let absorbed = decode_entity(from, &old)?;
+            // The alias first: from now on deliveries and polls for `from` go to `into`.
+            self.aliases
+                .insert(from.as_bytes(), into.as_bytes())
+                .context("writing an alias")?;
+            // Delete only the version read; if it changed meanwhile, merge the new version.
+            let deleted = self
+                .entities
+                .compare_and_swap(from, Some(old), None as Option<&[u8]>)
+                .context("removing a merged entity")?;
+            if deleted.is_err() {
+                continue;
+            }
+            self.update_entity(into, |current| {
+                let mut e = current.unwrap_or_else(|| absorbed.clone());
+                if e.key != absorbed.key {
+                    e.absorb(&absorbed);
+                }
+                (e, ())
+            })?;
+            if let Some(d) = self.data.remove(from).context("moving data")? {
+                if self.data.get(into)?.is_none() {
+                    self.data.insert(into.as_bytes(), d)?;
+                }
+            }
+            self.generation.fetch_add(1, Ordering::Release);
+            tracing::debug!(from, into, "linked two records of one entity");
+            return Ok(());
+        }
+    }
+
+    /// Marks the webhook fetch of an entity as failed for good.
+    pub fn fetch_failed(&self, key: &str, reason: &str) -> anyhow::Result<()> {
+        self.update_entity(key, |current| {
+            let mut e = current.unwrap_or_else(|| Entity::new("UNKNOWN", 0, key));
+            e.fetch_error = Some(reason.to_string());
+            (e, ())
+        })
+    }
+
+    fn put_data(&self, key: &str, data: &serde_json::Value) -> anyhow::Result<()> {
+        self.data
+            .insert(key.as_bytes(), serde_json::to_vec(data)?)
+            .with_context(|| format!("storing data of {key}"))?;
+        Ok(())
+    }
+
+    /// The newest data stored for an entity.
+    pub fn data(&self, key: &str) -> anyhow::Result<Option<serde_json::Value>> {
+        let key = self.resolve(key)?;
+        match self.data.get(&key)? {
+            Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    // ---- the fetch queue ----
+
+    /// Queues (or re-queues) the fetch of an entity's webhook data.
+    pub fn enqueue_fetch(&self, key: &str, job: &FetchJob) -> anyhow::Result<()> {
+        self.fetch_queue
+            .insert(key.as_bytes(), serde_json::to_vec(job)?)
+            .with_context(|| format!("queueing the fetch of {key}"))?;
+        Ok(())
+    }
+
+    /// Every queued fetch.
+    pub fn queued_fetches(&self) -> anyhow::Result<Vec<(String, FetchJob)>> {
+        let mut out = Vec::new();
+        for kv in self.fetch_queue.iter() {
+            let (k, v) = kv.context("reading the fetch queue")?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            match serde_json::from_slice(&v) {
+                Ok(job) => out.push((key, job)),
+                Err(e) => tracing::error!(key, error = %e, "dropping an unreadable fetch job"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a queued fetch.
+    pub fn dequeue_fetch(&self, key: &str) -> anyhow::Result<()> {
+        self.fetch_queue
+            .remove(key.as_bytes())
+            .with_context(|| format!("dequeueing the fetch of {key}"))?;
+        Ok(())
+    }
+
+    // ---- users ----
+
+    /// Adds or replaces a user (and clears a disconnection: the token is new).
+    pub fn put_user(&self, user_id: u64, token: &crate::config::Secret) -> anyhow::Result<()> {
+        let user = StoredUser {
+            user_id,
+            access_token: token.clone(),
+            added_at: Utc::now(),
+            disconnected_at: None,
+            disconnect_reason: None,
+        };
+        if let Some(old) = self.user(user_id)? {
+            if old.access_token == *token && old.disconnected_at.is_none() {
+                return Ok(());
+            }
+        }
+        self.users
+            .insert(user_id.to_be_bytes(), serde_json::to_vec(&user)?)
+            .with_context(|| format!("storing user {user_id}"))?;
+        Ok(())
+    }
+
+    pub fn user(&self, user_id: u64) -> anyhow::Result<Option<StoredUser>> {
+        match self.users.get(user_id.to_be_bytes())? {
+            Some(v) => Ok(Some(
+                serde_json::from_slice(&v).with_context(|| format!("decoding user {user_id}"))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    pub fn users(&self) -> anyhow::Result<Vec<StoredUser>> {
+        self.users
+            .iter()
+            .values()
+            .map(|v| Ok(serde_json::from_slice(&v.context("reading users")?)?))
+            .collect()
+    }
+
+    /// Removes a user and their token.
+    pub fn remove_user(&self, user_id: u64) -> anyhow::Result<bool> {
+        Ok(self.users.remove(user_id.to_be_bytes())?.is_some())
+    }
+
+    /// Marks a user as disconnected (AccessLink answered 401 for the token).
+    pub fn mark_disconnected(&self, user_id: u64, reason: &str) -> anyhow::Result<()> {
+        if let Some(mut u) = self.user(user_id)? {
+            if u.disconnected_at.is_none() {
+                tracing::warn!(
+                    user = user_id,
+                    reason,
+                    "user disconnected: AccessLink refuses the token"
+                );
+                u.disconnected_at = Some(Utc::now());
+                u.disconnect_reason = Some(reason.to_string());
+                self.users
+                    .insert(user_id.to_be_bytes(), serde_json::to_vec(&u)?)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Up to `limit` entities, newest first, optionally of one type.
     pub fn newest_entities(&self, limit: usize, kind: Option<&str>) -> anyhow::Result<Vec<Entity>> {
         let mut out = Vec::new();
@@ -309,7 +633,8 @@ impl Store {
             }
             let (_, key) = kv.context("reading the recent index")?;
             let key = String::from_utf8_lossy(&key).into_owned();
-            if let Some(e) = self.entity(&key)? {
+            // A merged record's index entry finds nothing: its entity is listed under its own.
+            if let Some(e) = self.entity_exact(&key)? {
                 if kind.is_none_or(|k| k == e.kind) {
                     out.push(e);
                 }

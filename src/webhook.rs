@@ -32,6 +32,8 @@ pub struct WebhookState {
     pub max_body: usize,
     /// The signature key from the config; when `None`, the key saved in the store is used.
     pub secret: Option<Secret>,
+    /// Fetches each accepted delivery's data after the 200.
+    pub fetcher: Option<Arc<crate::fetcher::Fetcher>>,
 }
 
 impl WebhookState {
@@ -236,7 +238,19 @@ async fn process(
         return Outcome::StoreFailed(e);
     }
     match recorded {
-        Recorded::Accepted => Outcome::Accepted,
+        Recorded::Accepted => {
+            // The delivery is safe on disk; its data is fetched from the queue, after this
+            // answer (a crash before the queue write is repaired by `Fetcher::recover`).
+            if let Some(f) = &state.fetcher {
+                f.enqueue(
+                    &delivery.entity().key(),
+                    &delivery.url,
+                    delivery.user_id,
+                    &delivery.event,
+                );
+            }
+            Outcome::Accepted
+        }
         Recorded::Duplicate => Outcome::Duplicate,
     }
 }

@@ -292,7 +292,7 @@ async fn shutdown_drains_an_in_flight_delivery() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     drop(conn);
-    app.handle.await.unwrap().unwrap();
+    app.running.wait().await.unwrap();
 
     let store = hookrace::store::Store::open(dir.path()).unwrap();
     assert!(store.entity("EXERCISE/21/inflight").unwrap().is_some());

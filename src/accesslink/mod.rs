@@ -2,8 +2,11 @@
 //! is signed. Both the daemon (receiving) and the simulator (sending) use these definitions, so
 //! the two sides cannot drift apart; they share no state, only these pure types and functions.
 
+pub mod client;
+pub mod data;
 pub mod payload;
 pub mod signature;
+pub mod webhooks;
 
 /// Header naming the event of a delivery.
 pub const EVENT_HEADER: &str = "Polar-Webhook-Event";

@@ -5,9 +5,8 @@ use std::path::Path;
 
 use hookrace::accesslink::signature;
 use hookrace::config::{self, Config};
-use hookrace::daemon::{self, Listeners};
+use hookrace::daemon::{self, Listeners, Running};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Polar's documented example secret.
@@ -21,7 +20,7 @@ pub struct App {
     pub public_base: String,
     pub admin_base: String,
     pub shutdown: CancellationToken,
-    pub handle: JoinHandle<anyhow::Result<()>>,
+    pub running: Running,
     pub http: reqwest::Client,
 }
 
@@ -37,6 +36,8 @@ pub fn test_config(dir: &Path) -> Config {
         client_id = "test-client"
         client_secret = "test-client-secret"
         webhook_secret = "{SECRET}"
+        [poller]
+        enabled = false
         [store]
         path = "{}"
         "#,
@@ -56,18 +57,28 @@ pub async fn spawn_with(cfg: Config) -> App {
     let public_base = format!("http://{}", webhook.local_addr().unwrap());
     let admin_base = format!("http://{}", admin.local_addr().unwrap());
     let webhook_url = format!("{public_base}{}", cfg.webhook.path);
+    let simulator = match cfg.simulator.enabled {
+        true => Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+        false => None,
+    };
     let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(daemon::run(
+    let running = daemon::start(
         cfg,
-        Listeners { webhook, admin },
+        Listeners {
+            webhook,
+            admin,
+            simulator,
+        },
         shutdown.clone(),
-    ));
+    )
+    .await
+    .expect("the daemon starts");
     App {
         webhook_url,
         public_base,
         admin_base,
         shutdown,
-        handle,
+        running,
         http: reqwest::Client::new(),
     }
 }
@@ -122,10 +133,7 @@ impl App {
     /// Cancels, as SIGTERM does, and waits for a clean exit.
     pub async fn stop(self) {
         self.shutdown.cancel();
-        self.handle
-            .await
-            .expect("daemon task")
-            .expect("daemon exits cleanly");
+        self.running.wait().await.expect("daemon exits cleanly");
     }
 }
 

@@ -1,0 +1,180 @@
+//! What a fetched or polled data item says about its entity: when it became available and the
+//! fingerprint that recognises the same entity across channels.
+//!
+//! An exercise is named by a hashed string id through the non-transactional API (and webhooks)
+//! and by an integer id in transactions; nothing public maps one to the other. Both renderings
+//! carry the user, the local start time with its UTC offset, the duration and the device id, and
+//! together those name one exercise: that is its fingerprint. Daily data is named by user and date.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde_json::Value;
+
+/// What an item tells.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    /// The entity type (`EXERCISE`, `ACTIVITY_SUMMARY`, …).
+    pub kind: String,
+    /// The id this item gives its entity in a store key: the hashed exercise id (snake_case
+    /// rendering), `t<id>` for a transactional exercise, the date for daily data.
+    pub entity_id: String,
+    /// Links records of the same entity; `None` when the item lacks the fields.
+    pub fingerprint: Option<String>,
+    /// `upload-time`/`upload_time` of an exercise, `created` of activity and physical information.
+    pub available_at: Option<DateTime<Utc>>,
+}
+
+fn field<'a>(v: &'a Value, hyphen: &str) -> Option<&'a Value> {
+    v.get(hyphen)
+        .or_else(|| v.get(hyphen.replace('-', "_")))
+        .filter(|x| !x.is_null())
+}
+
+fn time(v: &Value, name: &str) -> Option<DateTime<Utc>> {
+    let s = field(v, name)?.as_str()?;
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .ok()
+        // Some renderings omit the zone on UTC times.
+        .or_else(|| {
+            NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+                .ok()
+                .map(|n| n.and_utc())
+        })
+}
+
+/// Seconds of an ISO-8601 duration like `PT2H44M45S` or `PT1H0.5S`.
+pub fn iso_duration_seconds(s: &str) -> Option<f64> {
+    let rest = s.strip_prefix("PT")?;
+    let (mut total, mut num) = (0.0, String::new());
+    for c in rest.chars() {
+        match c {
+            '0'..='9' | '.' => num.push(c),
+            'H' | 'M' | 'S' => {
+                let n: f64 = num.parse().ok()?;
+                total += n * match c {
+                    'H' => 3600.0,
+                    'M' => 60.0,
+                    _ => 1.0,
+                };
+                num.clear();
+            }
+            _ => return None,
+        }
+    }
+    num.is_empty().then_some(total)
+}
+
+/// The fingerprint of an exercise rendering (either dialect), if it has the fields.
+pub fn exercise_fingerprint(user_id: u64, v: &Value) -> Option<String> {
+    let start = field(v, "start-time")?.as_str()?;
+    let start = NaiveDateTime::parse_from_str(start, "%Y-%m-%dT%H:%M:%S%.f").ok()?;
+    let offset = field(v, "start-time-utc-offset")?.as_i64()?;
+    let duration = iso_duration_seconds(field(v, "duration")?.as_str()?)?;
+    let device = field(v, "device-id")?.as_str()?;
+    Some(format!(
+        "EXERCISE|{user_id}|{}|{offset}|{}|{device}",
+        start.format("%Y-%m-%dT%H:%M:%S"),
+        duration.round() as i64
+    ))
+}
+
+/// Identifies an item of `kind` (`EXERCISE`, `ACTIVITY_SUMMARY`, `PHYSICAL_INFORMATION`, …).
+pub fn identify(kind: &str, user_id: u64, v: &Value) -> Identity {
+    match kind {
+        "EXERCISE" => {
+            let entity_id = match v.get("id") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Number(n)) => format!("t{n}"),
+                _ => String::new(),
+            };
+            Identity {
+                kind: kind.into(),
+                entity_id,
+                fingerprint: exercise_fingerprint(user_id, v),
+                available_at: time(v, "upload-time"),
+            }
+        }
+        "PHYSICAL_INFORMATION" => {
+            let created = time(v, "created");
+            let id = created
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                .unwrap_or_default();
+            Identity {
+                kind: kind.into(),
+                fingerprint: created.map(|_| format!("{kind}|{user_id}|{id}")),
+                entity_id: id,
+                available_at: created,
+            }
+        }
+        _ => {
+            // Daily data: the date names it in both channels.
+            let date = field(v, "date")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            Identity {
+                kind: kind.into(),
+                fingerprint: (!date.is_empty()).then(|| format!("{kind}|{user_id}|{date}")),
+                entity_id: date,
+                available_at: time(v, "created"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn durations() {
+        assert_eq!(iso_duration_seconds("PT2H44M45S"), Some(9885.0));
+        assert_eq!(iso_duration_seconds("PT1M"), Some(60.0));
+        assert_eq!(iso_duration_seconds("PT0.5S"), Some(0.5));
+        assert_eq!(iso_duration_seconds("P1D"), None);
+        assert_eq!(iso_duration_seconds("PT5"), None);
+    }
+
+    #[test]
+    fn both_dialects_of_one_exercise_share_a_fingerprint() {
+        let hyphen = json!({"id": 1937529874, "upload-time": "2008-10-13T10:40:02Z", "device-id": "1111AAAA",
+            "start-time": "2008-10-13T10:40:02", "start-time-utc-offset": 180, "duration": "PT2H44M45S"});
+        let snake = json!({"id": "2AC312F", "upload_time": "2008-10-13T10:40:02.000Z", "device_id": "1111AAAA",
+            "start_time": "2008-10-13T10:40:02", "start_time_utc_offset": 180, "duration": "PT2H44M45S"});
+        let a = identify("EXERCISE", 475, &hyphen);
+        let b = identify("EXERCISE", 475, &snake);
+        assert_eq!(a.fingerprint, b.fingerprint);
+        assert!(a.fingerprint.is_some());
+        assert_eq!(a.available_at, b.available_at);
+        assert_eq!(a.entity_id, "t1937529874");
+        assert_eq!(b.entity_id, "2AC312F");
+        // Another user, offset, duration or device: another exercise.
+        assert_ne!(
+            identify("EXERCISE", 476, &hyphen).fingerprint,
+            a.fingerprint
+        );
+        let mut other = snake.clone();
+        other["start_time_utc_offset"] = json!(120);
+        assert_ne!(identify("EXERCISE", 475, &other).fingerprint, a.fingerprint);
+        let mut missing = snake;
+        missing["device_id"] = Value::Null;
+        assert_eq!(identify("EXERCISE", 475, &missing).fingerprint, None);
+    }
+
+    #[test]
+    fn daily_data_and_physical_information() {
+        let act = json!({"id": 1, "date": "2026-11-28", "created": "2026-11-28T08:00:00.000Z"});
+        let i = identify("ACTIVITY_SUMMARY", 7, &act);
+        assert_eq!(i.entity_id, "2026-11-28");
+        assert_eq!(
+            i.fingerprint.as_deref(),
+            Some("ACTIVITY_SUMMARY|7|2026-11-28")
+        );
+        assert!(i.available_at.is_some());
+        let phys = json!({"id": 3, "created": "2026-11-28T08:00:00Z", "weight": 70.0});
+        let p = identify("PHYSICAL_INFORMATION", 7, &phys);
+        assert_eq!(p.entity_id, "2026-11-28T08:00:00.000Z");
+        assert!(p.fingerprint.is_some());
+    }
+}

@@ -1,0 +1,386 @@
+//! The second channel: polling AccessLink on a schedule.
+//!
+//! `transactions` mode asks `GET /v3/notifications` (one request when nothing is waiting, however
+//! many users there are) and, for each entry, creates the user's transaction, lists it, fetches
+//! every item, stores every item durably and only then commits; on any failure the transaction is
+//! left uncommitted, so its data is offered again. `list` mode reads `GET /v3/exercises` per known
+//! user and fetches the ids it has not stored yet. Every request is counted by endpoint and
+//! outcome. A cycle never overlaps another: a tick that finds one running is skipped and counted.
+
+use std::sync::{Arc, RwLock};
+
+use chrono::Utc;
+use reqwest::Method;
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use crate::accesslink::client::{ApiError, Auth, Client, Outcome};
+use crate::accesslink::data;
+use crate::config::PollMode;
+use crate::status::Runtime;
+use crate::store::{PollRecorded, Store, counter};
+
+/// What one cycle did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CycleReport {
+    pub requests: u64,
+    pub items: u64,
+    pub new_entities: u64,
+    pub errors: u64,
+    pub committed: u64,
+}
+
+pub struct Poller {
+    pub store: Arc<Store>,
+    pub client: Arc<Client>,
+    pub mode: PollMode,
+    pub runtime: Arc<RwLock<Runtime>>,
+    running: Mutex<()>,
+}
+
+/// Maps a notification `data-type` to the entity type and the list key of its transaction.
+fn kind_of(data_type: &str) -> Option<(&'static str, &'static str)> {
+    match data_type {
+        "EXERCISE" => Some(("EXERCISE", "exercises")),
+        "ACTIVITY_SUMMARY" => Some(("ACTIVITY_SUMMARY", "activity-log")),
+        "PHYSICAL_INFORMATION" => Some(("PHYSICAL_INFORMATION", "physical-informations")),
+        _ => None,
+    }
+}
+
+impl Poller {
+    pub fn new(
+        store: Arc<Store>,
+        client: Arc<Client>,
+        mode: PollMode,
+        runtime: Arc<RwLock<Runtime>>,
+    ) -> Arc<Poller> {
+        Arc::new(Poller {
+            store,
+            client,
+            mode,
+            runtime,
+            running: Mutex::new(()),
+        })
+    }
+
+    /// A scheduled tick: runs a cycle unless one is still running (then counts a skip).
+    pub async fn tick(&self) -> Option<CycleReport> {
+        let Ok(_guard) = self.running.try_lock() else {
+            tracing::warn!("poll cycle still running: skipping this tick");
+            let _ = self.store.incr(counter::POLL_SKIPPED, 1);
+            return None;
+        };
+        Some(self.cycle_locked().await)
+    }
+
+    /// Runs one cycle now, waiting for a running one to end first.
+    pub async fn cycle(&self) -> CycleReport {
+        let _guard = self.running.lock().await;
+        self.cycle_locked().await
+    }
+
+    /// Waits until no cycle is running (for shutdown).
+    pub async fn idle(&self) {
+        let _guard = self.running.lock().await;
+    }
+
+    async fn cycle_locked(&self) -> CycleReport {
+        let started = Utc::now();
+        let mut report = CycleReport::default();
+        match self.mode {
+            PollMode::Transactions => self.transactions_cycle(&mut report).await,
+            PollMode::List => self.list_cycle(&mut report).await,
+        }
+        let store = &self.store;
+        let _ = store.incr(counter::POLL_CYCLES, 1);
+        if report.items == 0 {
+            let _ = store.incr(counter::POLL_EMPTY_CYCLES, 1);
+        }
+        let _ = store.incr(counter::POLL_ITEMS, report.items);
+        let _ = store.incr(counter::POLL_NEW_ENTITIES, report.new_entities);
+        let _ = store.incr(counter::POLL_ERRORS, report.errors);
+        if let Ok(mut rt) = self.runtime.write() {
+            rt.last_cycle_at = Some(started);
+        }
+        tracing::info!(
+            requests = report.requests,
+            items = report.items,
+            new = report.new_entities,
+            errors = report.errors,
+            ms = (Utc::now() - started).num_milliseconds(),
+            "poll cycle"
+        );
+        report
+    }
+
+    /// Sends a request counted under `endpoint`.
+    async fn request(
+        &self,
+        report: &mut CycleReport,
+        endpoint: &str,
+        method: Method,
+        url: &str,
+        auth: Auth<'_>,
+    ) -> Result<Option<Value>, ApiError> {
+        let store = &self.store;
+        let attempts = std::sync::atomic::AtomicU64::new(0);
+        let observe = |o: Outcome| {
+            attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let _ = store.incr(&format!("{}{endpoint}", counter::POLL_REQUESTS_PREFIX), 1);
+            let _ = store.incr(&format!("{}{}", counter::POLL_OUTCOME_PREFIX, o.name()), 1);
+            if o == Outcome::RateLimited {
+                let _ = store.incr(counter::POLL_RATE_LIMITED, 1);
+            }
+        };
+        let result = self
+            .client
+            .send(method.clone(), url, auth, None, &observe)
+            .await;
+        report.requests += attempts.load(std::sync::atomic::Ordering::Relaxed);
+        let answer = result?;
+        if answer.status == reqwest::StatusCode::NO_CONTENT || answer.body.is_empty() {
+            return Ok(None);
+        }
+        answer.json(&method, url).map(Some)
+    }
+
+    fn failed(&self, report: &mut CycleReport, user: Option<u64>, what: &str, e: &ApiError) {
+        report.errors += 1;
+        if let (ApiError::Unauthorized { .. }, Some(u)) = (e, user) {
+            let _ = self.store.mark_disconnected(u, "401 while polling");
+        }
+        tracing::warn!(user, error = %e, "{what}");
+    }
+
+    async fn transactions_cycle(&self, report: &mut CycleReport) {
+        let url = self.client.url("/v3/notifications");
+        let notes = match self
+            .request(report, "notifications", Method::GET, &url, Auth::Basic)
+            .await
+        {
+            Ok(Some(v)) => v,
+            Ok(None) => return,
+            Err(e) => return self.failed(report, None, "pull notifications failed", &e),
+        };
+        let entries = notes
+            .get("available-user-data")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for entry in entries {
+            let user = entry.get("user-id").and_then(Value::as_u64);
+            let data_type = entry.get("data-type").and_then(Value::as_str).unwrap_or("");
+            let create_url = entry.get("url").and_then(Value::as_str).unwrap_or("");
+            let (Some(user), Some((kind, list_key))) = (user, kind_of(data_type)) else {
+                tracing::warn!(%entry, "skipping a notification hookrace does not understand");
+                continue;
+            };
+            let token = match self.store.user(user) {
+                Ok(Some(u)) if u.disconnected_at.is_none() => u.access_token,
+                Ok(_) => {
+                    tracing::warn!(user, "data waiting for a user without a valid token");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = format_args!("{e:#}"), "reading a user");
+                    continue;
+                }
+            };
+            if let Err(e) = self
+                .transaction(report, user, &token, create_url, kind, list_key)
+                .await
+            {
+                self.failed(report, Some(user), "transaction left uncommitted", &e);
+            }
+        }
+    }
+
+    /// One transaction: create, list, fetch and store every item, flush, commit.
+    async fn transaction(
+        &self,
+        report: &mut CycleReport,
+        user: u64,
+        token: &crate::config::Secret,
+        create_url: &str,
+        kind: &str,
+        list_key: &str,
+    ) -> Result<(), ApiError> {
+        let auth = Auth::Bearer(token);
+        let created = self
+            .request(report, "create_transaction", Method::POST, create_url, auth)
+            .await?;
+        let Some(created) = created else {
+            return Ok(()); // 204: nothing new after all
+        };
+        let Some(uri) = created.get("resource-uri").and_then(Value::as_str) else {
+            return Err(ApiError::Decode {
+                method: Method::POST,
+                url: create_url.to_string(),
+                message: "no resource-uri in the transaction".into(),
+            });
+        };
+        let list = self
+            .request(report, "list_transaction", Method::GET, uri, auth)
+            .await?
+            .unwrap_or(Value::Null);
+        let items: Vec<String> = list
+            .get(list_key)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|u| u.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for item_url in &items {
+            let Some(item) = self
+                .request(report, "get_item", Method::GET, item_url, auth)
+                .await?
+            else {
+                continue;
+            };
+            self.store_item(report, user, kind, &item);
+        }
+        // Every item is on disk before the commit deletes it at the source.
+        if let Err(e) = self.store.durable().await {
+            tracing::error!(
+                error = format_args!("{e:#}"),
+                "flush failed: not committing"
+            );
+            report.errors += 1;
+            return Ok(());
+        }
+        self.request(report, "commit", Method::PUT, uri, auth)
+            .await?;
+        report.committed += 1;
+        Ok(())
+    }
+
+    fn store_item(&self, report: &mut CycleReport, user: u64, kind: &str, item: &Value) {
+        let id = data::identify(kind, user, item);
+        report.items += 1;
+        match self.store.record_poll(user, &id, item, Utc::now()) {
+            Ok(PollRecorded::New) => report.new_entities += 1,
+            Ok(_) => {}
+            Err(e) => {
+                report.errors += 1;
+                tracing::error!(error = format_args!("{e:#}"), "storing a polled item");
+            }
+        }
+    }
+
+    async fn list_cycle(&self, report: &mut CycleReport) {
+        let users = match self.store.users() {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::error!(error = format_args!("{e:#}"), "reading users");
+                report.errors += 1;
+                return;
+            }
+        };
+        let list_url = self.client.url("/v3/exercises");
+        for u in users.into_iter().filter(|u| u.disconnected_at.is_none()) {
+            let auth = Auth::Bearer(&u.access_token);
+            let list = match self
+                .request(report, "list_exercises", Method::GET, &list_url, auth)
+                .await
+            {
+                Ok(v) => v.unwrap_or(Value::Null),
+                Err(e) => {
+                    self.failed(report, Some(u.user_id), "listing exercises failed", &e);
+                    continue;
+                }
+            };
+            for ex in list.as_array().cloned().unwrap_or_default() {
+                let Some(id) = ex.get("id").and_then(Value::as_str) else {
+                    continue;
+                };
+                let key = format!("EXERCISE/{}/{id}", u.user_id);
+                let seen = matches!(self.store.entity(&key), Ok(Some(e)) if e.poll_at.is_some());
+                if seen {
+                    continue;
+                }
+                let url = self.client.url(&format!("/v3/exercises/{id}"));
+                match self
+                    .request(report, "get_exercise", Method::GET, &url, auth)
+                    .await
+                {
+                    Ok(Some(item)) => self.store_item(report, u.user_id, "EXERCISE", &item),
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.failed(report, Some(u.user_id), "fetching an exercise failed", &e)
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.store.durable().await {
+            report.errors += 1;
+            tracing::error!(error = format_args!("{e:#}"), "flushing polled items");
+        }
+    }
+}
+
+/// Runs the poller on its schedule until `shutdown`; a running cycle gets up to `grace` to end.
+pub async fn run_scheduled(
+    poller: Arc<Poller>,
+    schedule: crate::config::PollSchedule,
+    shutdown: tokio_util::sync::CancellationToken,
+    grace: std::time::Duration,
+) -> anyhow::Result<()> {
+    use tokio_cron_scheduler::{Job, JobScheduler};
+    let mut scheduler = JobScheduler::new()
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the poll scheduler: {e}"))?;
+    // The scheduler's internal tasks may outlive its shutdown: they hold only a weak handle,
+    // so the store closes when the daemon ends.
+    let weak = Arc::downgrade(&poller);
+    let run = move |id: uuid::Uuid, mut sched: JobScheduler| {
+        let weak = weak.clone();
+        Box::pin(async move {
+            let Some(p) = weak.upgrade() else { return };
+            p.tick().await;
+            if let Ok(next) = sched.next_tick_for_job(id).await {
+                if let Ok(mut rt) = p.runtime.write() {
+                    rt.next_cycle_at = next;
+                }
+            }
+        }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+    };
+    let job = match &schedule {
+        crate::config::PollSchedule::Every(d) => Job::new_repeated_async(*d, run),
+        crate::config::PollSchedule::Cron(expr) => Job::new_async(expr.as_str(), run),
+    }
+    .map_err(|e| anyhow::anyhow!("the poll schedule {schedule:?}: {e}"))?;
+    let id = scheduler
+        .add(job)
+        .await
+        .map_err(|e| anyhow::anyhow!("scheduling the poller: {e}"))?;
+    scheduler
+        .start()
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the poll scheduler: {e}"))?;
+    if let Ok(next) = scheduler.next_tick_for_job(id).await {
+        if let Ok(mut rt) = poller.runtime.write() {
+            rt.next_cycle_at = next;
+        }
+    }
+    // An interval poller starts with a cycle, as a real one would on start-up.
+    if matches!(schedule, crate::config::PollSchedule::Every(_)) {
+        let p = poller.clone();
+        tokio::spawn(async move { p.tick().await });
+    }
+    shutdown.cancelled().await;
+    let _ = scheduler.shutdown().await;
+    if tokio::time::timeout(grace, poller.idle()).await.is_err() {
+        tracing::warn!("the running poll cycle did not end within the grace period");
+    }
+    Ok(())
+}
+
+/// Whether `expr` is a cron expression the scheduler accepts (seconds first).
+pub fn valid_cron(expr: &str) -> Result<(), String> {
+    tokio_cron_scheduler::Job::new_async(expr, |_, _| Box::pin(async {}))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
