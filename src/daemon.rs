@@ -70,15 +70,31 @@ pub struct Running {
     /// The embedded simulator, when enabled.
     pub simulator: Option<sim::RunningSim>,
     pub runtime: Arc<RwLock<Runtime>>,
+    /// The poller, when enabled (tests run cycles on it directly).
+    pub poller: Option<Arc<Poller>>,
+    pub fetcher: Arc<Fetcher>,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Running {
     /// Waits until the daemon has shut down (after `shutdown` was cancelled).
     pub async fn wait(self) -> anyhow::Result<()> {
-        let Running { task, store, .. } = self;
-        drop(store);
-        task.await.context("the daemon task panicked")?
+        let Running {
+            task,
+            store,
+            client,
+            poller,
+            fetcher,
+            simulator,
+            ..
+        } = self;
+        // Only the task may keep the store open: it flushes it last.
+        drop((store, client, poller, fetcher));
+        let result = task.await;
+        if let Some(sim) = simulator {
+            let _ = sim.handle.await;
+        }
+        result.context("the daemon task panicked")?
     }
 }
 
@@ -211,23 +227,23 @@ pub async fn start(
         &background,
         fetcher.clone().run(background.clone()),
     );
-    let poller_task = if config.poller.enabled {
-        let poller = Poller::new(
+    let poller = config.poller.enabled.then(|| {
+        Poller::new(
             store.clone(),
             client.clone(),
             config.poller.mode,
             runtime.clone(),
-        );
+        )
+    });
+    let poller_task = poller.clone().map(|poller| {
         let schedule = config.poller.schedule.clone();
         let token = background.clone();
-        Some(supervise("poller", &liveness, &background, async move {
+        supervise("poller", &liveness, &background, async move {
             if let Err(e) = poller::run_scheduled(poller, schedule, token, GRACE).await {
                 tracing::error!(error = format_args!("{e:#}"), "the poller stopped");
             }
-        }))
-    } else {
-        None
-    };
+        })
+    });
     tracing::info!(
         webhook = %webhook_url,
         admin = %format_args!("{admin_url}/status"),
@@ -269,6 +285,8 @@ pub async fn start(
         admin_url,
         simulator,
         runtime,
+        poller,
+        fetcher,
         task,
     })
 }

@@ -1269,7 +1269,8 @@ impl State {
 
     fn notifications(&self, base: &str) -> SimResponse {
         let mut list = Vec::new();
-        for u in self.users.values().filter(|u| u.registered && !u.revoked) {
+        // A user who disconnected is not announced: their data stays listed, their token fails.
+        for u in self.users.values().filter(|u| u.registered) {
             for kind in Kind::ALL {
                 if self.pending(u.id, kind).next().is_some() {
                     list.push(json!({

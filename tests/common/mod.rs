@@ -144,3 +144,151 @@ pub fn exercise(user: u64, id: &str) -> String {
     )
 }
 pub mod receiver;
+
+/// A configuration running the embedded simulator: quiet generator (tests inject data), no
+/// delivery delay, no faults, and a poller that only runs when a test calls a cycle.
+pub fn sim_config(dir: &Path, users: u32, mode: &str) -> Config {
+    let text = format!(
+        r#"
+        [webhook]
+        listen = "127.0.0.1:0"
+        [admin]
+        listen = "127.0.0.1:0"
+        [poller]
+        enabled = true
+        cron = "0 0 0 1 1 *"
+        mode = "{mode}"
+        [store]
+        path = "{}"
+        [simulator]
+        enabled = true
+        listen = "127.0.0.1:0"
+        users = {users}
+        exercise_every = "1000h"
+        activity_every = "1000h"
+        webhook_delay = "0ms"
+        webhook_drop_rate = 0.0
+        webhook_duplicate_rate = 0.0
+        "#,
+        dir.display()
+    );
+    config::parse(&text, "test", &|_| None).expect("test config is valid")
+}
+
+/// Polls `check` until it returns `Some`, failing the test after 15 s.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+impl App {
+    /// The embedded simulator's base URL.
+    pub fn sim(&self) -> String {
+        self.running
+            .simulator
+            .as_ref()
+            .expect("the simulator is enabled")
+            .base_url
+            .clone()
+    }
+
+    /// Calls the simulator's control API.
+    pub async fn sim_control(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> serde_json::Value {
+        let res = self
+            .http
+            .request(method, format!("{}{path}", self.sim()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "{path}: {}", res.status());
+        res.json().await.unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Changes some simulator faults.
+    pub async fn faults(&self, patch: serde_json::Value) {
+        let mut f: serde_json::Value = self
+            .http
+            .get(format!("{}/sim/faults", self.sim()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for (k, v) in patch.as_object().unwrap() {
+            f[k] = v.clone();
+        }
+        self.sim_control(reqwest::Method::PUT, "/sim/faults", f)
+            .await;
+    }
+
+    pub async fn inject(&self, user: u64, kind: &str) -> serde_json::Value {
+        self.sim_control(
+            reqwest::Method::POST,
+            "/sim/inject",
+            serde_json::json!({"user_id": user, "type": kind}),
+        )
+        .await
+    }
+
+    pub async fn truth(&self) -> serde_json::Value {
+        self.http
+            .get(format!("{}/sim/truth", self.sim()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// The first user of the simulator.
+    pub async fn first_user(&self) -> u64 {
+        let users = self
+            .sim_control(reqwest::Method::GET, "/sim/users", serde_json::json!({}))
+            .await;
+        users[0]["user_id"].as_u64().unwrap()
+    }
+
+    /// Runs one poll cycle now.
+    pub async fn cycle(&self) -> hookrace::poller::CycleReport {
+        self.running
+            .poller
+            .as_ref()
+            .expect("the poller is enabled")
+            .cycle()
+            .await
+    }
+
+    /// Waits until the status satisfies `check`.
+    pub async fn status_until(
+        &self,
+        what: &str,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        eventually(what, || async {
+            let s = self.status().await;
+            check(&s).then_some(s)
+        })
+        .await
+    }
+}

@@ -1,0 +1,494 @@
+//! Both channels against the simulator on loopback: webhook + fetch, polling, and their meeting.
+
+mod common;
+
+use common::receiver::Receiver;
+use common::{App, eventually, sim_config, spawn_with};
+use hookrace::accesslink::signature;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+async fn app(dir: &std::path::Path, users: u32) -> App {
+    spawn_with(sim_config(dir, users, "transactions")).await
+}
+
+fn requests(s: &Value, endpoint: &str) -> u64 {
+    s["poll"]["requests_by_endpoint"][endpoint]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn webhook_only_the_data_is_fetched_and_dates_the_entity() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path(), 1).await;
+    let user = app.first_user().await;
+    let truth_entity = app.inject(user, "EXERCISE").await;
+    let s = app
+        .status_until("the fetch", |s| s["webhook"]["fetches"]["ok"] == 1)
+        .await;
+    assert_eq!(s["webhook"]["accepted"], 1);
+    assert_eq!(s["webhook"]["fetch_requests"], 1);
+    assert_eq!(s["entities"]["webhook_only"], 1);
+    assert_eq!(s["entities"]["first_by_webhook"], 1);
+    // Deliveries 1 + fetches 1 for one entity.
+    assert_eq!(s["race"]["requests_per_entity"]["webhook"], 2.0);
+    let e = &app.entities("").await[0];
+    assert_eq!(e["entity_id"], truth_entity["entity_id"]);
+    // available_at comes from the data (upload_time), not from the notification timestamp.
+    let upload: chrono::DateTime<chrono::Utc> = truth_entity["available_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let got: chrono::DateTime<chrono::Utc> = e["available_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        (got - upload).num_milliseconds().abs() <= 1,
+        "{got} vs {upload}"
+    );
+    assert!(s["webhook"]["latency_ms"]["count"] == 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn poll_only_a_dropped_delivery_is_found_by_the_poller() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path(), 1).await;
+    let user = app.first_user().await;
+    app.faults(json!({"drop_rate": 1.0})).await;
+    let e = app.inject(user, "EXERCISE").await;
+    let r = app.cycle().await;
+    assert_eq!(
+        (r.items, r.new_entities, r.committed, r.errors),
+        (1, 1, 1, 0)
+    );
+    let s = app.status().await;
+    assert_eq!(s["entities"]["poll_only"], 1);
+    assert_eq!(s["entities"]["first_by_poll"], 1);
+    assert_eq!(s["poll"]["cycles"], 1);
+    assert_eq!(s["poll"]["empty_cycles"], 0);
+    for endpoint in [
+        "notifications",
+        "create_transaction",
+        "list_transaction",
+        "get_item",
+        "commit",
+    ] {
+        assert_eq!(requests(&s, endpoint), 1, "{endpoint}");
+    }
+    assert_eq!(s["poll"]["requests"], 5);
+    assert_eq!(s["race"]["requests_per_entity"]["poll"], 5.0);
+    assert!(s["poll"]["last_cycle_at"].is_string());
+    // The simulator agrees: the delivery was dropped, the data committed.
+    let truth = app.truth().await;
+    assert_eq!(truth["deliveries"][0]["outcome"], "dropped");
+    assert_eq!(truth["requests"]["commit"], 1);
+    let list = app.entities("").await;
+    assert_eq!(list[0]["first_channel"], "poll");
+    assert_eq!(list[0]["entity_id"], format!("t{}", e["item_ids"][0]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn seen_by_both_channels_is_one_entity_with_both_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path(), 1).await;
+    let user = app.first_user().await;
+    // Webhook first.
+    let a = app.inject(user, "EXERCISE").await;
+    app.status_until("the fetch", |s| s["webhook"]["fetches"]["ok"] == 1)
+        .await;
+    app.cycle().await;
+    // Poll first: the delivery is held back until after the cycle.
+    app.faults(json!({"delay_ms": [1500, 1500]})).await;
+    let b = app.inject(user, "EXERCISE").await;
+    let r = app.cycle().await;
+    assert_eq!(r.items, 1);
+    assert_eq!(r.new_entities, 1, "the poller saw b first");
+    let s = app
+        .status_until("b's fetch", |s| s["webhook"]["fetches"]["ok"] == 2)
+        .await;
+    assert_eq!(s["entities"]["total"], 2, "{s}");
+    assert_eq!(s["entities"]["seen_by_both"], 2);
+    assert_eq!(s["entities"]["first_by_webhook"], 1);
+    assert_eq!(s["entities"]["first_by_poll"], 1);
+    assert_eq!(s["race"]["webhook_lead_ms"]["count"], 2);
+    let list = app.entities("").await;
+    let find = |id: &Value| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["entity_id"] == *id || e["entity_id"] == format!("t{}", id))
+            .cloned()
+    };
+    let ea = find(&a["entity_id"]).expect("a is listed under its hashed id");
+    assert_eq!(ea["first_channel"], "webhook");
+    assert!(ea["webhook_at"].is_string() && ea["poll_at"].is_string());
+    // b was first stored by the poller under its transaction id, then linked to its delivery.
+    let eb = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["first_channel"] == "poll")
+        .cloned()
+        .unwrap();
+    assert!(eb["webhook_at"].is_string() && eb["poll_at"].is_string());
+    assert!(
+        eb["entity_id"] == b["entity_id"] || eb["entity_id"] == format!("t{}", b["item_ids"][0])
+    );
+    // A repeated delivery for b after the merge is still a duplicate of the same entity.
+    let secret = app.running.store.webhook_secret().unwrap();
+    let body = json!({"event":"EXERCISE","user_id":user,"entity_id":b["entity_id"],"timestamp":"2026-11-28T10:00:00Z",
+        "url": format!("{}/v3/exercises/{}", app.sim(), b["entity_id"].as_str().unwrap())}).to_string();
+    let sig = signature::sign(secret.expose(), body.as_bytes());
+    assert_eq!(app.post(&body, Some(&sig)).await.status(), 200);
+    let s = app.status().await;
+    assert_eq!(s["webhook"]["duplicates"], 1);
+    assert_eq!(s["entities"]["total"], 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn duplicated_deliveries_store_and_fetch_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path(), 1).await;
+    let user = app.first_user().await;
+    app.faults(json!({"duplicate_rate": 1.0})).await;
+    app.inject(user, "EXERCISE").await;
+    let s = app
+        .status_until("both copies", |s| {
+            s["webhook"]["accepted"] == 1
+                && s["webhook"]["duplicates"] == 1
+                && s["webhook"]["fetches"]["ok"] == 1
+        })
+        .await;
+    assert_eq!(s["entities"]["total"], 1);
+    assert_eq!(s["webhook"]["fetch_requests"], 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_cycle_costs_one_request_with_1_or_50_users() {
+    for users in [1, 50] {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path(), users).await;
+        let r = app.cycle().await;
+        assert_eq!(r.requests, 1, "{users} users");
+        let s = app.status().await;
+        assert_eq!(s["poll"]["requests"], 1);
+        assert_eq!(s["poll"]["empty_cycles"], 1);
+        assert_eq!(s["race"]["wasted_poll_share"], 1.0);
+        assert_eq!(app.truth().await["requests"]["notifications"], 1);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn more_than_50_items_take_two_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path(), 1).await;
+    let user = app.first_user().await;
+    app.faults(json!({"drop_rate": 1.0})).await;
+    for _ in 0..60 {
+        app.inject(user, "EXERCISE").await;
+    }
+    let first = app.cycle().await;
+    assert_eq!((first.items, first.committed), (50, 1));
+    let second = app.cycle().await;
+    assert_eq!((second.items, second.committed), (10, 1));
+    let third = app.cycle().await;
+    assert_eq!((third.items, third.requests), (0, 1));
+    let s = app.status().await;
+    assert_eq!(s["entities"]["total"], 60);
+    assert_eq!(s["poll"]["new_entities"], 60);
+    assert_eq!(s["poll"]["items"], 60);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_5xx_mid_transaction_leaves_it_uncommitted_and_the_data_comes_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path(), 1).await;
+    let user = app.first_user().await;
+    app.faults(json!({"drop_rate": 1.0})).await;
+    app.inject(user, "EXERCISE").await;
+    app.inject(user, "EXERCISE").await;
+    // More failures than the client retries: the second item cannot be fetched this cycle.
+    app.faults(json!({"fail_next": {"get_item": 5}})).await;
+    let r = app.cycle().await;
+    assert_eq!(r.committed, 0);
+    assert_eq!(r.errors, 1);
+    assert_eq!(app.truth().await["requests"].get("commit"), None);
+    let s = app.status().await;
+    assert_eq!(s["poll"]["errors"], 1);
+    // Next cycle: the open transaction is offered again and committed; nothing counted twice.
+    let r = app.cycle().await;
+    assert_eq!((r.committed, r.errors), (1, 0));
+    let s = app.status().await;
+    assert_eq!(s["entities"]["total"], 2);
+    assert_eq!(app.truth().await["requests"]["commit"], 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_429_waits_for_the_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path(), 1).await;
+    // Use up the (lowered) short window from outside, so the poller's first request gets 429.
+    app.faults(json!({"rate_limit": [2, 1000], "short_window_s": 2}))
+        .await;
+    for _ in 0..3 {
+        app.http
+            .get(format!("{}/v3/notifications", app.sim()))
+            .basic_auth("hookrace-sim", Some("hookrace-sim-secret"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let r = app.cycle().await;
+    assert_eq!(r.errors, 1);
+    let s = app.status().await;
+    assert_eq!(s["poll"]["rate_limited"], 1);
+    let blocked = app
+        .running
+        .client
+        .rate_state()
+        .blocked_until
+        .expect("the client waits");
+    let started = tokio::time::Instant::now();
+    let r = app.cycle().await;
+    assert_eq!(
+        (r.errors, r.requests),
+        (0, 1),
+        "after the reset the cycle succeeds"
+    );
+    assert!(tokio::time::Instant::now() >= blocked);
+    assert!(
+        started.elapsed() > std::time::Duration::from_millis(500),
+        "it waited"
+    );
+    assert_eq!(app.status().await["poll"]["rate_limited"], 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_revoked_user_is_marked_disconnected_by_both_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path(), 2).await;
+    let users = app.sim_control(Method::GET, "/sim/users", json!({})).await;
+    let (u1, u2) = (
+        users[0]["user_id"].as_u64().unwrap(),
+        users[1]["user_id"].as_u64().unwrap(),
+    );
+    // Poll path: data waits for u1, whose token is then revoked.
+    app.faults(json!({"drop_rate": 1.0})).await;
+    app.inject(u1, "EXERCISE").await;
+    app.sim_control(Method::POST, &format!("/sim/users/{u1}/revoke"), json!({}))
+        .await;
+    let r = app.cycle().await;
+    assert_eq!(r.errors, 1);
+    let s = app.status().await;
+    assert_eq!(s["users"]["disconnected"], json!([u1]));
+    // The next cycle does not try that token again.
+    let before = app.truth().await["requests"]["create_transaction"]
+        .as_u64()
+        .unwrap();
+    app.cycle().await;
+    assert_eq!(
+        app.truth().await["requests"]["create_transaction"]
+            .as_u64()
+            .unwrap(),
+        before
+    );
+    // Fetch path: a delivery for u2 arrives, then u2's token is revoked before the fetch.
+    // Its fetches fail (500) until the token has been revoked, so the fetch that gets through
+    // meets the revoked token.
+    app.faults(json!({"drop_rate": 0.0, "delay_ms": [0, 0], "fail_next": {"get_exercise": 1000}}))
+        .await;
+    app.inject(u2, "EXERCISE").await;
+    app.status_until("the delivery", |s| s["webhook"]["accepted"] == 1)
+        .await;
+    app.sim_control(Method::POST, &format!("/sim/users/{u2}/revoke"), json!({}))
+        .await;
+    app.faults(json!({"fail_next": {}})).await;
+    let s = app
+        .status_until("the failed fetch", |s| {
+            s["webhook"]["fetches"]["failed"] == 1
+        })
+        .await;
+    let mut d = s["users"]["disconnected"].as_array().unwrap().clone();
+    d.sort_by_key(|v| v.as_u64());
+    assert_eq!(d, [json!(u1), json!(u2)]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_payload_url_on_a_foreign_host_is_never_fetched() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path(), 1).await;
+    let user = app.first_user().await;
+    let attacker = Receiver::start().await;
+    let secret = app.running.store.webhook_secret().unwrap();
+    let foreign = attacker.url.replace("/hook", "/v3/exercises/steal");
+    let body = json!({"event":"EXERCISE","user_id":user,"entity_id":"evil1","timestamp":"2026-11-28T10:00:00Z","url":foreign}).to_string();
+    let sig = signature::sign(secret.expose(), body.as_bytes());
+    assert_eq!(
+        app.post(&body, Some(&sig)).await.status(),
+        200,
+        "a valid delivery is kept"
+    );
+    let s = app
+        .status_until("the refused fetch", |s| {
+            s["webhook"]["fetches"]["failed"] == 1
+        })
+        .await;
+    assert_eq!(s["webhook"]["fetch_requests"], 0, "no request was made");
+    assert!(attacker.drain().await.is_empty());
+    app.stop().await;
+    let store = hookrace::store::Store::open(dir.path()).unwrap();
+    let e = store
+        .entity(&format!("EXERCISE/{user}/evil1"))
+        .unwrap()
+        .unwrap();
+    assert!(
+        e.fetch_error
+            .unwrap()
+            .contains("not under the AccessLink base URL")
+    );
+}
+
+#[tokio::test]
+async fn the_list_mode_polls_new_exercises_only_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_with(sim_config(dir.path(), 1, "list")).await;
+    let user = app.first_user().await;
+    app.faults(json!({"drop_rate": 1.0})).await;
+    let e = app.inject(user, "EXERCISE").await;
+    let r = app.cycle().await;
+    assert_eq!((r.items, r.new_entities, r.requests), (1, 1, 2));
+    let r = app.cycle().await;
+    assert_eq!(
+        (r.items, r.requests),
+        (0, 1),
+        "a known id is not fetched again"
+    );
+    let list = app.entities("").await;
+    assert_eq!(
+        list[0]["entity_id"], e["entity_id"],
+        "list mode sees hashed ids"
+    );
+    let s = app.status().await;
+    assert_eq!(requests(&s, "list_exercises"), 2);
+    assert_eq!(requests(&s, "get_exercise"), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_fetch_queue_resumes_after_a_restart() {
+    use hookrace::sim::{self, SimSettings};
+    hookrace::telemetry::init_for_tests();
+    // A simulator that outlives the daemon.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let token = tokio_util::sync::CancellationToken::new();
+    let polar = sim::start(
+        listener,
+        SimSettings {
+            users: 1,
+            ..SimSettings::default()
+        },
+        token.clone(),
+    )
+    .unwrap();
+    let http = reqwest::Client::new();
+    let users: Value = http
+        .get(format!("{}/sim/users", polar.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (user, access) = (
+        users[0]["user_id"].as_u64().unwrap(),
+        users[0]["access_token"].as_str().unwrap().to_string(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = |dir: &std::path::Path| {
+        let text = format!(
+            r#"
+            [webhook]
+            listen = "127.0.0.1:0"
+            [admin]
+            listen = "127.0.0.1:0"
+            [accesslink]
+            base_url = "{}"
+            client_id = "hookrace-sim"
+            client_secret = "hookrace-sim-secret"
+            [[users]]
+            user_id = {user}
+            access_token = "{access}"
+            [poller]
+            enabled = false
+            [store]
+            path = "{}"
+            "#,
+            polar.base_url,
+            dir.display()
+        );
+        hookrace::config::parse(&text, "t", &|_| None).unwrap()
+    };
+    let app = spawn_with(config(dir.path())).await;
+    let created = hookrace::accesslink::webhooks::create(
+        &app.running.client,
+        &app.webhook_url,
+        &["EXERCISE".to_string()],
+    )
+    .await
+    .unwrap();
+    app.running
+        .store
+        .set_webhook_secret(&created.secret)
+        .unwrap();
+    // Every fetch fails for now.
+    let set_faults = |f: Value| {
+        let http = http.clone();
+        let url = format!("{}/sim/faults", polar.base_url);
+        async move {
+            let mut cur: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+            for (k, v) in f.as_object().unwrap() {
+                cur[k] = v.clone();
+            }
+            assert!(
+                http.put(&url)
+                    .json(&cur)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .is_success()
+            );
+        }
+    };
+    set_faults(json!({"delay_ms": [0, 0], "fail_next": {"get_exercise": 1000}})).await;
+    http.post(format!("{}/sim/inject", polar.base_url))
+        .json(&json!({"user_id": user, "type": "EXERCISE"}))
+        .send()
+        .await
+        .unwrap();
+    app.status_until("a failed fetch attempt", |s| {
+        s["webhook"]["accepted"] == 1 && s["webhook"]["fetch_requests"].as_u64().unwrap() >= 4
+    })
+    .await;
+    app.stop().await;
+
+    set_faults(json!({"fail_next": {}})).await;
+    let app = spawn_with(config(dir.path())).await;
+    let s = app
+        .status_until("the resumed fetch", |s| s["webhook"]["fetches"]["ok"] == 1)
+        .await;
+    assert_eq!(s["webhook"]["fetches"]["failed"], 0);
+    assert_eq!(s["entities"]["total"], 1);
+    app.stop().await;
+    token.cancel();
+    let _ = eventually("the simulator to stop", || async { Some(()) }).await;
+}
