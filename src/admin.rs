@@ -1,4 +1,4 @@
-//! The private admin listener: `/healthz`, `/status`, `/entities`.
+//! The private admin listener: `/healthz`, `/status`, `/metrics`, `/entities`.
 //!
 //! It binds to loopback by default and, when `[admin].token` is set, every route requires
 //! `Authorization: Bearer <token>` (compared in constant time). Everything it shows comes from the
@@ -68,6 +68,10 @@ pub fn routes(
         .and(warp::get())
         .and(with_state.clone())
         .map(|s: Arc<AdminState>| status(&s));
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_state.clone())
+        .map(|s: Arc<AdminState>| metrics(&s));
     let entities = warp::path!("entities")
         .and(warp::get())
         .and(warp::query::<HashMap<String, String>>())
@@ -83,7 +87,15 @@ pub fn routes(
         })
         .untuple_one();
     authorized
-        .and(healthz.or(status).unify().or(entities).unify())
+        .and(
+            healthz
+                .or(status)
+                .unify()
+                .or(entities)
+                .unify()
+                .or(metrics)
+                .unify(),
+        )
         .recover(|r: warp::Rejection| async move { Ok::<_, Infallible>(rejection(r)) })
         .unify()
 }
@@ -122,7 +134,7 @@ fn rejection(r: warp::Rejection) -> Response {
     }
     error(
         StatusCode::NOT_FOUND,
-        "no such route: try /healthz, /status or /entities",
+        "no such route: try /healthz, /status, /metrics or /entities",
     )
 }
 
@@ -164,6 +176,21 @@ fn status(s: &AdminState) -> Response {
                 &format!("could not build the status: {e:#}"),
             )
         }
+    }
+}
+
+fn metrics(s: &AdminState) -> Response {
+    match crate::metrics::render(s.store.clone(), s.runtime.clone()) {
+        Ok(text) => warp::reply::with_header(
+            text,
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+        .into_response(),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "could not encode the metrics (see the log)",
+        ),
     }
 }
 

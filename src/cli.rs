@@ -33,6 +33,15 @@ pub enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+    /// The whole race on this machine: simulator + daemon on loopback, live progress, the report.
+    Demo(crate::demo::DemoArgs),
+    /// The comparison report from the store (works while the daemon runs, or after).
+    Report {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = crate::report::Format::Table)]
+        format: crate::report::Format,
+    },
     /// Run the AccessLink simulator alone (for tests, demos and students).
     Sim(SimArgs),
     /// Validate a configuration: exit 0, or print every problem and exit 64.

@@ -110,9 +110,19 @@ pub async fn run(
 
 /// Starts everything and returns once the listeners serve and the background tasks run.
 pub async fn start(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
+    start_with_seed(config, listeners, shutdown, None).await
+}
+
+/// [`start`], with the embedded simulator's seed chosen by the caller (the demo prints it).
+pub async fn start_with_seed(
     mut config: Config,
     listeners: Listeners,
     shutdown: CancellationToken,
+    seed: Option<u64>,
 ) -> anyhow::Result<Running> {
     let store = Arc::new(Store::open(&config.store.path)?);
     let runtime = Arc::new(RwLock::new(Runtime {
@@ -128,7 +138,7 @@ pub async fn start(
         Some(listener) => {
             let s = &config.simulator;
             let settings = sim::SimSettings {
-                seed: rand::random(),
+                seed: seed.unwrap_or_else(rand::random),
                 users: s.users,
                 exercise_every: Some(s.exercise_every),
                 activity_every: Some(s.activity_every),

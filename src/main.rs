@@ -17,8 +17,33 @@ fn main() -> ExitCode {
             return ExitCode::from(code as u8);
         }
     };
-    telemetry::init();
+    match &cli.command {
+        Command::Demo(_) | Command::Report { .. } => telemetry::init_with("warn"),
+        _ => telemetry::init(),
+    }
     match cli.command {
+        Command::Demo(args) => exit(runtime().and_then(|rt| {
+            rt.block_on(async {
+                let mut out = std::io::stdout();
+                hookrace::demo::run(&args, &mut out).await.map(|_| ())
+            })
+        })),
+        Command::Report { config, format } => {
+            let cfg = match config::load(config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint!("{e}");
+                    return ExitCode::from(EXIT_USAGE as u8);
+                }
+            };
+            exit(runtime().and_then(|rt| {
+                rt.block_on(async {
+                    let report = hookrace::report::from_config(&cfg).await?;
+                    print!("{}", hookrace::report::render(&report, format));
+                    Ok(())
+                })
+            }))
+        }
         Command::CheckConfig { config } => match config::load(config.as_deref()) {
             Ok(_) => {
                 println!("configuration is valid");

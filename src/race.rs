@@ -225,6 +225,30 @@ impl SignedHistogram {
         self.negative.len() + self.non_negative.len()
     }
 
+    /// Sum of all values in milliseconds.
+    pub fn sum_ms(&self) -> f64 {
+        self.sum_us as f64 / 1000.0
+    }
+
+    /// How many values are at most `ms` (within the histogram's precision): for buckets.
+    pub fn count_at_most_ms(&self, ms: f64) -> u64 {
+        let us = (ms * 1000.0).round() as i64;
+        if us < 0 {
+            let m = us.unsigned_abs();
+            if self.negative.is_empty() || m > self.negative.max() {
+                return 0;
+            }
+            self.negative.count_between(m, self.negative.max())
+        } else {
+            let pos = if self.non_negative.is_empty() {
+                0
+            } else {
+                self.non_negative.count_between(0, us as u64)
+            };
+            self.negative.len() + pos
+        }
+    }
+
     /// The value at quantile `q` (0..=1), in milliseconds.
     pub fn quantile_ms(&self, q: f64) -> Option<f64> {
         let n = self.count();

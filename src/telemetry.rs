@@ -5,7 +5,13 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber once; later calls (tests) do nothing.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with("info")
+}
+
+/// Like [`init`] with another default level (`RUST_LOG` still wins): the demo keeps the
+/// terminal for its progress and logs only warnings.
+pub fn init_with(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -193,7 +193,9 @@ async fn generate(sim: Arc<Sim>, shutdown: CancellationToken) {
             _ = async { match wake { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}
         }
         if let Some(((uid, kind), at)) = next {
-            if sim.generate(uid, kind).is_none() {
+            if sim.generator_paused() {
+                // Keep the schedule moving without making anything.
+            } else if sim.generate(uid, kind).is_none() {
                 due.remove(&(uid, kind));
                 continue;
             }

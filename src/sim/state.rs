@@ -78,6 +78,8 @@ pub struct Faults {
     pub transaction_ttl_s: u64,
     /// An authorization code is valid this long (Polar: 600).
     pub code_ttl_s: u64,
+    /// While true the generator makes nothing (injections still work).
+    pub generator_paused: bool,
 }
 
 impl Default for Faults {
@@ -94,6 +96,7 @@ impl Default for Faults {
             deactivate_after_s: 7 * 86_400,
             transaction_ttl_s: 600,
             code_ttl_s: 600,
+            generator_paused: false,
         }
     }
 }
@@ -389,6 +392,11 @@ impl Sim {
 
     pub fn truth(&self) -> Truth {
         self.lock().truth.clone()
+    }
+
+    /// Whether the generator is paused (fault `generator_paused`).
+    pub fn generator_paused(&self) -> bool {
+        self.lock().settings.faults.generator_paused
     }
 
     /// Creates a new item of `kind` for `user` now, announces it, returns its truth entry.

@@ -1,0 +1,316 @@
+//! `hookrace demo`: the whole race in one process on loopback.
+//!
+//! It starts the simulator and the daemon on free ports with a fresh store, lets the simulator's
+//! generator make data for `--duration` while both channels race (with live progress), then pauses
+//! the generator, waits for in-flight deliveries and fetches and for one more scheduled poll cycle
+//! (so every generated entity is accounted for), and prints the report with the simulator's ground
+//! truth beside it.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::daemon::{self, Listeners, Running};
+use crate::report::{self, Format, GroundTruth, RaceSettings, Report};
+use crate::status::{self, StatusDoc};
+
+/// Options of `hookrace demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// How long the simulator generates data.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// The poll interval.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub poll_every: Duration,
+    /// Simulated users.
+    #[arg(long, default_value_t = 3)]
+    pub users: u32,
+    /// Mean time between new exercises per user (random, exponential).
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub exercise_every: Duration,
+    /// Mean time between daily activity updates per user.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub activity_every: Duration,
+    /// Seed of the simulator's generator (default: random, printed so a run can be repeated).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Share of webhook deliveries the simulator never sends.
+    #[arg(long, default_value_t = 0.02)]
+    pub drop_rate: f64,
+    /// Share of webhook deliveries sent twice.
+    #[arg(long, default_value_t = 0.03)]
+    pub duplicate_rate: f64,
+    /// Delay range of webhook deliveries.
+    #[arg(long, default_value = "20ms..400ms")]
+    pub webhook_delay: String,
+    /// How the report is printed.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Keep the store in this directory (default: a temporary one, removed at the end).
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+}
+
+/// Runs the demo, writing progress and the report to `out`; returns the report.
+pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<Report> {
+    validate(args)?;
+    let temp = tempfile::Builder::new()
+        .prefix("hookrace-demo-")
+        .tempdir()
+        .context("creating a temporary store directory")?;
+    let store_path = args
+        .store
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let config = demo_config(args, &store_path)?;
+
+    let shutdown = CancellationToken::new();
+    let listeners = Listeners {
+        webhook: TcpListener::bind("127.0.0.1:0").await?,
+        admin: TcpListener::bind("127.0.0.1:0").await?,
+        simulator: Some(TcpListener::bind("127.0.0.1:0").await?),
+    };
+    let running = daemon::start_with_seed(config, listeners, shutdown.clone(), Some(seed)).await?;
+    let sim_url = running
+        .simulator
+        .as_ref()
+        .map(|s| s.base_url.clone())
+        .unwrap_or_default();
+    let human = args.format == Format::Table;
+    if human {
+        writeln!(
+            out,
+            "hookrace demo: webhooks versus polling, live on this machine"
+        )?;
+        writeln!(out, "  AccessLink simulator   {sim_url}   (seed {seed})")?;
+        writeln!(out, "  webhook receiver       {}", running.webhook_url)?;
+        writeln!(out, "  status while it runs   {}/status", running.admin_url)?;
+        writeln!(
+            out,
+            "  {} users, a new exercise every ~{} per user, polling every {}, {:.0}% of webhooks dropped",
+            args.users,
+            humantime::format_duration(args.exercise_every),
+            humantime::format_duration(args.poll_every),
+            args.drop_rate * 100.0
+        )?;
+        writeln!(out)?;
+    }
+
+    let result = race(args, &running, &sim_url, human, out).await;
+    shutdown.cancel();
+    let stopped = running.wait().await;
+    let report = result?;
+    stopped?;
+    if let Some(p) = &args.store {
+        if human {
+            writeln!(
+                out,
+                "\nThe store is kept in {}: `hookrace report` reads it.",
+                p.display()
+            )?;
+        }
+    }
+    Ok(report)
+}
+
+fn validate(args: &DemoArgs) -> anyhow::Result<()> {
+    for (name, v) in [
+        ("--drop-rate", args.drop_rate),
+        ("--duplicate-rate", args.duplicate_rate),
+    ] {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&v),
+            "{name} {v} must be between 0 and 1"
+        );
+    }
+    for (name, d) in [
+        ("--duration", args.duration),
+        ("--poll-every", args.poll_every),
+        ("--exercise-every", args.exercise_every),
+        ("--activity-every", args.activity_every),
+    ] {
+        anyhow::ensure!(!d.is_zero(), "{name} must be longer than zero");
+    }
+    anyhow::ensure!(args.users >= 1, "--users must be at least 1");
+    crate::config::parse_delay_range(&args.webhook_delay)
+        .map_err(|e| anyhow::anyhow!("--webhook-delay {:?}: {e}", args.webhook_delay))?;
+    Ok(())
+}
+
+fn demo_config(args: &DemoArgs, store: &std::path::Path) -> anyhow::Result<crate::config::Config> {
+    let text = format!(
+        r#"
+        [webhook]
+        listen = "127.0.0.1:0"
+        [admin]
+        listen = "127.0.0.1:0"
+        [poller]
+        enabled = true
+        every = "{poll}"
+        mode = "transactions"
+        [store]
+        path = {store:?}
+        [simulator]
+        enabled = true
+        listen = "127.0.0.1:0"
+        users = {users}
+        exercise_every = "{ex}"
+        activity_every = "{act}"
+        webhook_delay = "{delay}"
+        webhook_drop_rate = {drop}
+        webhook_duplicate_rate = {dup}
+        "#,
+        poll = humantime::format_duration(args.poll_every),
+        store = store.display().to_string(),
+        users = args.users,
+        ex = humantime::format_duration(args.exercise_every),
+        act = humantime::format_duration(args.activity_every),
+        delay = args.webhook_delay,
+        drop = args.drop_rate,
+        dup = args.duplicate_rate,
+    );
+    crate::config::parse(&text, "the demo settings", &|_| None).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn status_now(running: &Running) -> anyhow::Result<StatusDoc> {
+    let rt = running
+        .runtime
+        .read()
+        .map_err(|_| anyhow::anyhow!("runtime state poisoned"))?
+        .clone();
+    status::build(&running.store, &rt)
+}
+
+fn progress_line(s: &StatusDoc) -> String {
+    format!(
+        "webhook {} seen, {} first, {} req | poll {} seen, {} first, {} req, {}/{} cycles empty",
+        s.entities.seen_by_both + s.entities.webhook_only,
+        s.entities.first_by_webhook,
+        s.webhook.accepted + s.webhook.duplicates + s.webhook.fetch_requests,
+        s.entities.seen_by_both + s.entities.poll_only,
+        s.entities.first_by_poll,
+        s.poll.requests,
+        s.poll.empty_cycles,
+        s.poll.cycles,
+    )
+}
+
+async fn race(
+    args: &DemoArgs,
+    running: &Running,
+    sim_url: &str,
+    human: bool,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<Report> {
+    let http = reqwest::Client::new();
+    let started = tokio::time::Instant::now();
+    let end = started + args.duration;
+    let live = human && std::io::stdout().is_terminal();
+    let bar = if live {
+        let bar = indicatif::ProgressBar::new(args.duration.as_secs().max(1));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("  {bar:24.cyan/blue} {pos:>3}/{len}s  {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let mut last_line = started;
+    while tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let s = status_now(running)?;
+        let elapsed = started.elapsed();
+        if let Some(bar) = &bar {
+            bar.set_position(elapsed.as_secs().min(args.duration.as_secs()));
+            bar.set_message(progress_line(&s));
+        } else if human && elapsed >= last_line.duration_since(started) + Duration::from_secs(5) {
+            writeln!(out, "  {:>4}s  {}", elapsed.as_secs(), progress_line(&s))?;
+            last_line = tokio::time::Instant::now();
+        }
+    }
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+
+    // Stop making data; let deliveries, fetches and one more scheduled poll cycle finish.
+    set_paused(&http, sim_url, true).await?;
+    if human {
+        writeln!(
+            out,
+            "  generation stopped after {}; waiting for deliveries in flight and the next poll cycle…",
+            humantime::format_duration(args.duration)
+        )?;
+    }
+    let paused_at = chrono::Utc::now();
+    let cycles_at_pause = status_now(running)?.poll.cycles;
+    let deadline = tokio::time::Instant::now() + args.poll_every + Duration::from_secs(30);
+    loop {
+        let truth: crate::sim::Truth = http
+            .get(format!("{sim_url}/sim/truth"))
+            .send()
+            .await?
+            .json()
+            .await
+            .context("reading the simulator's ground truth")?;
+        let pending = truth.deliveries.iter().any(|d| d.outcome == "pending");
+        let fetching = !running.store.queued_fetches()?.is_empty();
+        let s = status_now(running)?;
+        // A cycle that started after the pause has finished (cycles are counted at their end).
+        let polled =
+            s.poll.cycles > cycles_at_pause && s.poll.last_cycle_at.is_some_and(|t| t >= paused_at);
+        if !pending && !fetching && polled {
+            let settings = RaceSettings {
+                poll_interval_s: Some(args.poll_every.as_secs_f64()),
+                poll_mode: "transactions".into(),
+                users: u64::from(args.users),
+                item_rate_per_user_s: [
+                    (
+                        "EXERCISE".to_string(),
+                        1.0 / args.exercise_every.as_secs_f64(),
+                    ),
+                    (
+                        "ACTIVITY_SUMMARY".to_string(),
+                        1.0 / args.activity_every.as_secs_f64(),
+                    ),
+                ]
+                .into(),
+                rates_from: "simulator settings".into(),
+            };
+            let report = report::build(&s, Some(settings), Some(GroundTruth::from_truth(&truth)));
+            if human {
+                writeln!(out)?;
+            }
+            write!(out, "{}", report::render(&report, args.format))?;
+            if args.format == Format::Json {
+                writeln!(out)?;
+            }
+            return Ok(report);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the race did not settle within {}s after generation stopped",
+            (args.poll_every + Duration::from_secs(30)).as_secs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn set_paused(http: &reqwest::Client, sim_url: &str, paused: bool) -> anyhow::Result<()> {
+    let url = format!("{sim_url}/sim/faults");
+    let mut faults: serde_json::Value = http.get(&url).send().await?.json().await?;
+    faults["generator_paused"] = serde_json::Value::Bool(paused);
+    let res = http.put(&url).json(&faults).send().await?;
+    anyhow::ensure!(
+        res.status().is_success(),
+        "pausing the generator: {}",
+        res.status()
+    );
+    Ok(())
+}
