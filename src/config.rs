@@ -89,6 +89,13 @@ pub struct AccessLinkConfig {
     pub client_secret: Option<Secret>,
     /// The webhook's `signature_secret_key`.
     pub webhook_secret: Option<Secret>,
+    /// Polar's OAuth2 authorization page.
+    pub authorize_url: String,
+    /// Polar's OAuth2 token endpoint.
+    pub token_url: String,
+    /// The public URL of `/oauth/callback` as registered with the client, sent to Polar on
+    /// authorize and token exchange; `None` uses the client's registered default.
+    pub redirect_uri: Option<String>,
 }
 
 /// A user whose token is known up front.
@@ -263,6 +270,9 @@ struct RawAccessLink {
     client_id: String,
     client_secret: Option<Secret>,
     webhook_secret: Option<Secret>,
+    authorize_url: String,
+    token_url: String,
+    redirect_uri: Option<String>,
 }
 impl Default for RawAccessLink {
     fn default() -> Self {
@@ -271,6 +281,9 @@ impl Default for RawAccessLink {
             client_id: String::new(),
             client_secret: None,
             webhook_secret: None,
+            authorize_url: "https://flow.polar.com/oauth2/authorization".into(),
+            token_url: "https://polarremote.com/v2/oauth2/token".into(),
+            redirect_uri: None,
         }
     }
 }
@@ -442,6 +455,24 @@ impl RawConfig {
                 self.accesslink.base_url
             )),
         }
+        for (field, value) in [
+            (
+                "accesslink.authorize_url",
+                Some(&self.accesslink.authorize_url),
+            ),
+            ("accesslink.token_url", Some(&self.accesslink.token_url)),
+            (
+                "accesslink.redirect_uri",
+                self.accesslink.redirect_uri.as_ref(),
+            ),
+        ] {
+            if let Some(v) = value {
+                if !matches!(reqwest::Url::parse(v), Ok(u) if matches!(u.scheme(), "http" | "https"))
+                {
+                    problems.push(format!("`{field}` = {v:?} is not an http(s) URL"));
+                }
+            }
+        }
         let client_secret = self
             .accesslink
             .client_secret
@@ -576,6 +607,9 @@ impl RawConfig {
                 client_id: self.accesslink.client_id,
                 client_secret,
                 webhook_secret,
+                authorize_url: self.accesslink.authorize_url,
+                token_url: self.accesslink.token_url,
+                redirect_uri: self.accesslink.redirect_uri,
             },
             users,
             poller: PollerConfig {

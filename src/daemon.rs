@@ -24,6 +24,7 @@ use crate::accesslink::webhooks;
 use crate::admin::{self, AdminState, Liveness};
 use crate::config::{Config, Secret};
 use crate::fetcher::Fetcher;
+use crate::oauth::{self, OAuth};
 use crate::poller::{self, Poller};
 use crate::sim;
 use crate::status::Runtime;
@@ -158,6 +159,8 @@ pub async fn start_with_seed(
             config.accesslink.webhook_secret = None;
             let running = sim::start(listener, settings, shutdown.child_token())?;
             config.accesslink.base_url = running.base_url.clone();
+            config.accesslink.authorize_url = format!("{}/oauth2/authorization", running.base_url);
+            config.accesslink.token_url = format!("{}/v2/oauth2/token", running.base_url);
             Some(running)
         }
         None => None,
@@ -175,7 +178,11 @@ pub async fn start_with_seed(
 
     let webhook_addr = listeners.webhook.local_addr()?;
     let admin_addr = listeners.admin.local_addr()?;
-    let webhook_url = format!("http://{webhook_addr}{}", config.webhook.path);
+    let public_base = format!("http://{webhook_addr}");
+    let webhook_url = format!("{public_base}{}", config.webhook.path);
+    if simulator.is_some() {
+        config.accesslink.redirect_uri = Some(format!("{public_base}/oauth/callback"));
+    }
     let admin_url = format!("http://{admin_addr}");
     if simulator.is_none()
         && config.accesslink.webhook_secret.is_none()
@@ -198,12 +205,27 @@ pub async fn start_with_seed(
         secret: config.accesslink.webhook_secret.clone(),
         fetcher: Some(fetcher.clone()),
     });
-    let public = webhook::route(webhook_state).recover(|_r: warp::Rejection| async move {
-        Ok::<_, std::convert::Infallible>(
-            warp::reply::with_status("not found\n", warp::http::StatusCode::NOT_FOUND)
-                .into_response(),
-        )
+    let oauth = Arc::new(OAuth {
+        store: store.clone(),
+        client: client.clone(),
+        client_id: config.accesslink.client_id.clone(),
+        client_secret: config.accesslink.client_secret.clone(),
+        authorize_url: config.accesslink.authorize_url.clone(),
+        token_url: config.accesslink.token_url.clone(),
+        redirect_uri: config.accesslink.redirect_uri.clone(),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .build()?,
     });
+    let public = webhook::route(webhook_state)
+        .or(oauth::routes(oauth))
+        .unify()
+        .recover(|_r: warp::Rejection| async move {
+            Ok::<_, std::convert::Infallible>(
+                warp::reply::with_status("not found\n", warp::http::StatusCode::NOT_FOUND)
+                    .into_response(),
+            )
+        });
     let admin_state = Arc::new(AdminState {
         store: store.clone(),
         runtime: runtime.clone(),
@@ -227,7 +249,7 @@ pub async fn start_with_seed(
 
     // With the simulator: its users and a webhook pointing at this daemon (PING and all).
     if let Some(sim) = &simulator {
-        connect_simulator(sim, &client, &store, &webhook_url).await?;
+        connect_simulator(sim, &client, &store, &public_base, &webhook_url).await?;
     }
 
     let background = shutdown.child_token();
@@ -319,28 +341,55 @@ fn supervise(
     })
 }
 
-/// Takes the simulator's users (over HTTP, as any client of its control API would) and creates
-/// the webhook pointing at this daemon, keeping the returned secret in the store.
+/// Connects the simulator's users through the OAuth flow, as a person in a browser would
+/// (connect → authorize → callback, all over HTTP), and creates the webhook pointing at this
+/// daemon (PING and all), keeping the returned secret in the store.
 async fn connect_simulator(
     sim: &sim::RunningSim,
     client: &Client,
     store: &Store,
+    public_base: &str,
     webhook_url: &str,
 ) -> anyhow::Result<()> {
-    let users: serde_json::Value = reqwest::get(format!("{}/sim/users", sim.base_url))
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let users: serde_json::Value = browser
+        .get(format!("{}/sim/users", sim.base_url))
+        .send()
         .await
         .context("asking the simulator for its users")?
         .json()
         .await
         .context("reading the simulator's users")?;
+    let location = |res: &reqwest::Response| -> anyhow::Result<String> {
+        res.headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+            .ok_or_else(|| {
+                anyhow::anyhow!("{} answered {} without a redirect", res.url(), res.status())
+            })
+    };
     for u in users.as_array().cloned().unwrap_or_default() {
-        if let (Some(id), Some(token), Some(true)) = (
-            u["user_id"].as_u64(),
-            u["access_token"].as_str(),
-            u["registered"].as_bool(),
-        ) {
-            store.put_user(id, &Secret::new(token))?;
-        }
+        let Some(id) = u["user_id"].as_u64() else {
+            continue;
+        };
+        let res = browser
+            .get(format!("{public_base}/oauth/connect"))
+            .send()
+            .await?;
+        // The simulator's consent page: `user_id` says which simulated person consents.
+        let authorize = format!("{}&user_id={id}", location(&res)?);
+        let res = browser.get(&authorize).send().await?;
+        let callback = location(&res)?;
+        let res = browser.get(&callback).send().await?;
+        anyhow::ensure!(
+            res.status().is_success(),
+            "connecting simulated user {id}: {}",
+            res.text().await.unwrap_or_default()
+        );
     }
     let events: Vec<String> = ["EXERCISE", "ACTIVITY_SUMMARY", "PHYSICAL_INFORMATION"]
         .iter()
@@ -350,7 +399,7 @@ async fn connect_simulator(
         .await
         .context("creating the webhook at the simulator")?;
     store.set_webhook_secret(&created.secret)?;
-    tracing::info!(id = %created.webhook.id, url = webhook_url, "webhook registered with the simulator");
+    tracing::info!(id = %created.webhook.id, url = webhook_url, users = store.users()?.len(), "connected to the simulator");
     Ok(())
 }
 

@@ -25,6 +25,7 @@ pub mod daemon;
 pub mod demo;
 pub mod fetcher;
 pub mod metrics;
+pub mod oauth;
 pub mod poller;
 pub mod race;
 pub mod report;

@@ -139,6 +139,7 @@ pub struct Store {
     data: sled::Tree,
     fetch_queue: sled::Tree,
     users: sled::Tree,
+    oauth_states: sled::Tree,
     /// Serialises the operations that link records across channels (polls and fetch results),
     /// so two of them never merge the same records at once. Deliveries do not take it.
     link_lock: Mutex<()>,
@@ -194,6 +195,7 @@ impl Store {
             data: tree("data")?,
             fetch_queue: tree("fetch_queue")?,
             users: tree("users")?,
+            oauth_states: tree("oauth_states")?,
             link_lock: Mutex::new(()),
             generation: AtomicU64::new(0),
             summary_cache: Mutex::new(None),
@@ -560,6 +562,30 @@ impl Store {
             .remove(key.as_bytes())
             .with_context(|| format!("dequeueing the fetch of {key}"))?;
         Ok(())
+    }
+
+    // ---- OAuth states ----
+
+    /// Remembers an OAuth `state` (flushed: the browser may come back after a restart).
+    pub fn put_oauth_state(&self, state: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
+        self.oauth_states
+            .insert(state.as_bytes(), at.to_rfc3339().as_bytes())
+            .context("saving an OAuth state")?;
+        self.db.flush().context("flushing the store")?;
+        Ok(())
+    }
+
+    /// Takes an OAuth `state` (single use): when it was issued, or `None` if unknown or used.
+    pub fn take_oauth_state(&self, state: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
+        let v = self
+            .oauth_states
+            .remove(state.as_bytes())
+            .context("reading an OAuth state")?;
+        Ok(v.and_then(|v| {
+            DateTime::parse_from_rfc3339(&String::from_utf8_lossy(&v))
+                .ok()
+                .map(|t| t.with_timezone(&Utc))
+        }))
     }
 
     // ---- users ----

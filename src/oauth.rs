@@ -1,0 +1,299 @@
+//! OAuth onboarding on the public listener: `GET /oauth/connect` sends the browser to Polar's
+//! authorization page with a fresh single-use `state`; `GET /oauth/callback` checks the state,
+//! exchanges the code for a token (with the same `redirect_uri`), registers the user with
+//! AccessLink (409 means already registered) and only then stores the token. Every failure shows
+//! a short page saying what happened and what to do, and stores nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use rand::Rng;
+use reqwest::Method;
+use serde_json::{Value, json};
+use warp::Filter;
+use warp::http::StatusCode;
+use warp::reply::{Reply, Response};
+
+use crate::accesslink::client::{ApiError, Auth, Client, error_message};
+use crate::config::Secret;
+use crate::store::Store;
+
+/// How long a `state` waits for the browser to come back.
+const STATE_TTL: Duration = Duration::from_secs(600);
+
+/// What the OAuth routes need.
+pub struct OAuth {
+    pub store: Arc<Store>,
+    pub client: Arc<Client>,
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub authorize_url: String,
+    pub token_url: String,
+    pub redirect_uri: Option<String>,
+    pub http: reqwest::Client,
+}
+
+/// A user connected through the flow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Connected {
+    pub user_id: u64,
+    /// False when AccessLink answered 409: the user was registered before.
+    pub newly_registered: bool,
+}
+
+/// Why connecting failed: the page to show.
+#[derive(Debug)]
+pub struct Failure {
+    pub status: StatusCode,
+    pub title: &'static str,
+    pub detail: String,
+}
+
+fn fail(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Failure {
+    Failure {
+        status,
+        title,
+        detail: detail.into(),
+    }
+}
+
+impl OAuth {
+    /// The authorization URL for a new, remembered state.
+    pub fn connect_url(&self) -> anyhow::Result<String> {
+        let state: String = rand::thread_rng()
+            .sample_iter(&rand::distributions::Alphanumeric)
+            .take(32)
+            .map(char::from)
+            .collect();
+        self.store.put_oauth_state(&state, Utc::now())?;
+        let mut url = reqwest::Url::parse(&self.authorize_url)?;
+        url.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &self.client_id)
+            .append_pair("scope", "accesslink.read_all")
+            .append_pair("state", &state);
+        if let Some(r) = &self.redirect_uri {
+            url.query_pairs_mut().append_pair("redirect_uri", r);
+        }
+        Ok(url.to_string())
+    }
+
+    /// Handles the browser's return from Polar.
+    pub async fn callback(&self, q: &HashMap<String, String>) -> Result<Connected, Failure> {
+        let state = q.get("state").map(String::as_str).unwrap_or("");
+        let issued = self.store.take_oauth_state(state).map_err(|e| {
+            fail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Could not read the connection request",
+                format!("{e:#}"),
+            )
+        })?;
+        let Some(issued) = issued else {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                "This link is not valid",
+                "The connection request is unknown or was already used. Start again from /oauth/connect.",
+            ));
+        };
+        if (Utc::now() - issued).to_std().unwrap_or_default() > STATE_TTL {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                "This link has expired",
+                "Connection requests are valid for 10 minutes. Start again from /oauth/connect.",
+            ));
+        }
+        if let Some(err) = q.get("error") {
+            let detail = if err == "access_denied" {
+                "You declined to share your Polar data with this service. Nothing was stored."
+                    .to_string()
+            } else {
+                format!("Polar answered `{err}`. Nothing was stored.")
+            };
+            return Err(fail(StatusCode::BAD_REQUEST, "Not connected", detail));
+        }
+        let Some(code) = q.get("code").filter(|c| !c.is_empty()) else {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                "Not connected",
+                "Polar sent no authorization code.",
+            ));
+        };
+        let (token, user_id) = self.exchange(code).await?;
+        let newly_registered = self.register(&token, user_id).await?;
+        self.store.put_user(user_id, &token).map_err(|e| {
+            fail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Could not store the connection",
+                format!("{e:#}"),
+            )
+        })?;
+        self.store.flush().map_err(|e| {
+            fail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Could not store the connection",
+                format!("{e:#}"),
+            )
+        })?;
+        tracing::info!(user = user_id, newly_registered, "Polar user connected");
+        Ok(Connected {
+            user_id,
+            newly_registered,
+        })
+    }
+
+    /// Exchanges a code for `(access_token, x_user_id)`.
+    async fn exchange(&self, code: &str) -> Result<(Secret, u64), Failure> {
+        let secret = self.client_secret.as_ref().ok_or_else(|| {
+            fail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Not configured",
+                "accesslink.client_secret is not set.",
+            )
+        })?;
+        let mut form = vec![("grant_type", "authorization_code"), ("code", code)];
+        if let Some(r) = &self.redirect_uri {
+            form.push(("redirect_uri", r));
+        }
+        let res = self
+            .http
+            .post(&self.token_url)
+            .basic_auth(&self.client_id, Some(secret.expose()))
+            .header("Accept", "application/json")
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| {
+                fail(
+                    StatusCode::BAD_GATEWAY,
+                    "Polar could not be reached",
+                    format!("POST {}: {e}", self.token_url),
+                )
+            })?;
+        let status = res.status();
+        let body = res.bytes().await.unwrap_or_default();
+        if !status.is_success() {
+            let message = error_message(&body);
+            let detail = if message.contains("invalid_grant") {
+                "The authorization code was refused (it is valid for 10 minutes and only once, and the redirect address must match). Start again from /oauth/connect.".to_string()
+            } else if status == StatusCode::UNAUTHORIZED {
+                "Polar refused this service's client credentials: check accesslink.client_id and client_secret.".to_string()
+            } else {
+                format!("Polar answered {status}: {message}")
+            };
+            return Err(fail(StatusCode::BAD_GATEWAY, "Not connected", detail));
+        }
+        let v: Value = serde_json::from_slice(&body).map_err(|e| {
+            fail(
+                StatusCode::BAD_GATEWAY,
+                "Not connected",
+                format!("Polar's token answer is not JSON: {e}"),
+            )
+        })?;
+        match (
+            v.get("access_token").and_then(Value::as_str),
+            v.get("x_user_id").and_then(Value::as_u64),
+        ) {
+            (Some(t), Some(u)) => Ok((Secret::new(t), u)),
+            _ => Err(fail(
+                StatusCode::BAD_GATEWAY,
+                "Not connected",
+                "Polar's token answer lacks access_token or x_user_id.",
+            )),
+        }
+    }
+
+    /// Registers the user with AccessLink; `Ok(false)` when already registered (409).
+    async fn register(&self, token: &Secret, user_id: u64) -> Result<bool, Failure> {
+        let body = json!({ "member-id": format!("hookrace-{user_id}") });
+        let result = self
+            .client
+            .send(
+                Method::POST,
+                &self.client.url("/v3/users"),
+                Auth::Bearer(token),
+                Some(&body),
+                &|_| {},
+            )
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(ApiError::Status { status: 409, .. }) => Ok(false),
+            Err(ApiError::Forbidden { .. }) => Err(fail(
+                StatusCode::FORBIDDEN,
+                "Consents missing",
+                "Polar needs you to accept its mandatory consents first: open Polar Flow, accept them, then connect again. Nothing was stored.",
+            )),
+            Err(e) => Err(fail(
+                StatusCode::BAD_GATEWAY,
+                "Not connected",
+                format!("Registering the user with AccessLink failed: {e}. Nothing was stored."),
+            )),
+        }
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A plain result page.
+pub fn page(status: StatusCode, title: &str, detail: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
+         <title>hookrace: {t}</title><style>body{{font:18px/1.5 system-ui,sans-serif;max-width:36em;margin:3em auto;padding:0 1em}}</style></head>\
+         <body><h1>{t}</h1><p>{d}</p></body></html>\n",
+        t = escape(title),
+        d = escape(detail)
+    );
+    warp::reply::with_status(warp::reply::html(html), status).into_response()
+}
+
+/// `GET /oauth/connect` and `GET /oauth/callback`.
+pub fn routes(
+    oauth: Arc<OAuth>,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let with = warp::any().map(move || oauth.clone());
+    let connect = warp::path!("oauth" / "connect")
+        .and(warp::get())
+        .and(with.clone())
+        .map(|o: Arc<OAuth>| match o.connect_url() {
+            Ok(url) => warp::reply::with_header(
+                warp::reply::with_status("", StatusCode::FOUND),
+                "Location",
+                url,
+            )
+            .into_response(),
+            Err(e) => page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Could not start",
+                &format!("{e:#}"),
+            ),
+        });
+    let callback = warp::path!("oauth" / "callback")
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with)
+        .then(|q: HashMap<String, String>, o: Arc<OAuth>| async move {
+            match o.callback(&q).await {
+                Ok(c) => page(
+                    StatusCode::OK,
+                    "Connected",
+                    &format!(
+                        "Polar user {} is connected{}. hookrace now receives and keeps this user's training data. You can close this page.",
+                        c.user_id,
+                        if c.newly_registered { "" } else { " (already registered)" }
+                    ),
+                ),
+                Err(f) => {
+                    tracing::warn!(title = f.title, detail = %f.detail, "OAuth connection failed");
+                    page(f.status, f.title, &f.detail)
+                }
+            }
+        });
+    connect.or(callback).unify()
+}
