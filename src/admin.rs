@@ -1,4 +1,5 @@
-//! The private admin listener: `/healthz`, `/status`, `/metrics`, `/entities`.
+//! The private admin listener: `/healthz`, `/status`, `/metrics`, `/entities`, and for the
+//! management commands `GET /users`, `DELETE /users/{id}` and `PUT /webhook/secret`.
 //!
 //! It binds to loopback by default and, when `[admin].token` is set, every route requires
 //! `Authorization: Bearer <token>` (compared in constant time). Everything it shows comes from the
@@ -50,6 +51,8 @@ pub struct AdminState {
     pub runtime: Arc<RwLock<Runtime>>,
     pub liveness: Arc<Liveness>,
     pub token: Option<Secret>,
+    /// For de-registering users at AccessLink.
+    pub client: Arc<crate::accesslink::client::Client>,
 }
 
 /// All admin routes, behind the optional token.
@@ -72,6 +75,41 @@ pub fn routes(
         .and(warp::get())
         .and(with_state.clone())
         .map(|s: Arc<AdminState>| metrics(&s));
+    let users = warp::path!("users")
+        .and(warp::get())
+        .and(with_state.clone())
+        .map(|s: Arc<AdminState>| users(&s));
+    let remove_user = warp::path!("users" / u64)
+        .and(warp::delete())
+        .and(with_state.clone())
+        .then(|id: u64, s: Arc<AdminState>| async move {
+            match crate::manage::remove_user(&s.store, &s.client, id).await {
+                Ok(true) => warp::reply::with_status("", StatusCode::NO_CONTENT).into_response(),
+                Ok(false) => error(StatusCode::NOT_FOUND, "no such user"),
+                Err(e) => error(StatusCode::BAD_GATEWAY, &format!("{e:#}")),
+            }
+        });
+    let webhook_secret = warp::path!("webhook" / "secret")
+        .and(warp::put())
+        .and(warp::body::content_length_limit(1024))
+        .and(warp::body::bytes())
+        .and(with_state.clone())
+        .map(|body: bytes::Bytes, s: Arc<AdminState>| {
+            let secret = String::from_utf8_lossy(&body).trim().to_string();
+            if secret.is_empty() {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "the body must be the signature secret",
+                );
+            }
+            match s.store.set_webhook_secret(&Secret::new(secret)) {
+                Ok(()) => {
+                    tracing::info!("a new webhook signature secret was saved");
+                    warp::reply::with_status("", StatusCode::NO_CONTENT).into_response()
+                }
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
+            }
+        });
     let entities = warp::path!("entities")
         .and(warp::get())
         .and(warp::query::<HashMap<String, String>>())
@@ -94,6 +132,12 @@ pub fn routes(
                 .or(entities)
                 .unify()
                 .or(metrics)
+                .unify()
+                .or(users)
+                .unify()
+                .or(remove_user)
+                .unify()
+                .or(webhook_secret)
                 .unify(),
         )
         .recover(|r: warp::Rejection| async move { Ok::<_, Infallible>(rejection(r)) })
@@ -191,6 +235,24 @@ fn metrics(s: &AdminState) -> Response {
             StatusCode::INTERNAL_SERVER_ERROR,
             "could not encode the metrics (see the log)",
         ),
+    }
+}
+
+fn users(s: &AdminState) -> Response {
+    match s.store.users() {
+        Ok(list) => {
+            let views: Vec<crate::manage::UserView> = list
+                .into_iter()
+                .map(|u| crate::manage::UserView {
+                    user_id: u.user_id,
+                    added_at: u.added_at,
+                    disconnected_at: u.disconnected_at,
+                    disconnect_reason: u.disconnect_reason,
+                })
+                .collect();
+            warp::reply::json(&views).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
     }
 }
 

@@ -42,6 +42,20 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = crate::report::Format::Table)]
         format: crate::report::Format,
     },
+    /// Manage the client's AccessLink webhook (client credentials).
+    Webhook {
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: WebhookCommand,
+    },
+    /// The users whose data hookrace reads.
+    Users {
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
     /// Run the AccessLink simulator alone (for tests, demos and students).
     Sim(SimArgs),
     /// Validate a configuration: exit 0, or print every problem and exit 64.
@@ -93,4 +107,51 @@ pub struct SimArgs {
     /// Where OAuth authorize redirects when the request names no redirect_uri.
     #[arg(long)]
     pub redirect_uri: Option<String>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum WebhookCommand {
+    /// Create the webhook; AccessLink PINGs the url first, so the receiver must be running.
+    Create {
+        /// The public URL of the receiver, e.g. https://example.org/acl_webhook.
+        #[arg(long)]
+        url: String,
+        /// Comma-separated events (default: every documented event).
+        #[arg(long)]
+        events: Option<String>,
+        /// Also print the signature secret (it is saved in the store either way).
+        #[arg(long)]
+        show_secret: bool,
+    },
+    /// Show the webhook.
+    List,
+    /// Change the webhook's url (PINGed) and/or events.
+    Update {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long)]
+        events: Option<String>,
+    },
+    /// Delete the webhook.
+    Delete {
+        #[arg(long)]
+        id: String,
+    },
+    /// Activate the webhook (AccessLink PINGs it).
+    Activate,
+    /// Deactivate the webhook.
+    Deactivate,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum UsersCommand {
+    /// List the users (never their tokens).
+    List,
+    /// De-register a user at AccessLink and forget their token.
+    Remove {
+        #[arg(long)]
+        user: u64,
+    },
 }

@@ -29,6 +29,7 @@ use crate::poller::{self, Poller};
 use crate::sim;
 use crate::status::Runtime;
 use crate::store::Store;
+use crate::systemd;
 use crate::webhook::{self, WebhookState};
 
 /// How long in-flight requests may take to finish once shutdown begins.
@@ -231,6 +232,7 @@ pub async fn start_with_seed(
         runtime: runtime.clone(),
         liveness: liveness.clone(),
         token: config.admin.token.clone(),
+        client: client.clone(),
     });
 
     let servers = shutdown.child_token();
@@ -285,9 +287,17 @@ pub async fn start_with_seed(
         "hookrace is running"
     );
 
+    systemd::ready(&store);
+    tokio::spawn(systemd::keep_alive(
+        store.clone(),
+        liveness.clone(),
+        background.clone(),
+    ));
+
     let task_store = store.clone();
     let task = tokio::spawn(async move {
         shutdown.cancelled().await;
+        systemd::stopping();
         tracing::info!(
             grace_s = GRACE.as_secs(),
             "shutting down: draining in-flight requests"
@@ -403,15 +413,22 @@ async fn connect_simulator(
     Ok(())
 }
 
-/// Cancels `shutdown` on the first SIGTERM or SIGINT.
+/// Cancels `shutdown` on the first SIGTERM or SIGINT. SIGHUP is logged and otherwise ignored:
+/// nothing is reloaded (restart the service to apply a new configuration).
 pub fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     tokio::spawn(async move {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
+        let name = loop {
+            tokio::select! {
+                _ = term.recv() => break "SIGTERM",
+                _ = int.recv() => break "SIGINT",
+                _ = hup.recv() => tracing::warn!(
+                    "SIGHUP: reloading is not supported; restart hookrace to apply a new configuration"
+                ),
+            }
         };
         tracing::info!(signal = name, "shutdown requested");
         shutdown.cancel();

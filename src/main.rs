@@ -18,7 +18,10 @@ fn main() -> ExitCode {
         }
     };
     match &cli.command {
-        Command::Demo(_) | Command::Report { .. } => telemetry::init_with("warn"),
+        Command::Demo(_)
+        | Command::Report { .. }
+        | Command::Webhook { .. }
+        | Command::Users { .. } => telemetry::init_with("warn"),
         _ => telemetry::init(),
     }
     match cli.command {
@@ -54,6 +57,39 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_USAGE as u8)
             }
         },
+        Command::Webhook { config, command } => with_config(config, |cfg| async move {
+            let mut out = std::io::stdout();
+            hookrace::manage::webhook_command(&cfg, &command, &mut out).await
+        }),
+        Command::Users { config, command } => with_config(config, |cfg| async move {
+            match command {
+                hookrace::cli::UsersCommand::List => {
+                    let users = hookrace::manage::list_users(&cfg).await?;
+                    if users.is_empty() {
+                        println!("no users: connect one at /oauth/connect on the public listener");
+                    }
+                    for u in users {
+                        match u.disconnected_at {
+                            None => println!("{}  connected since {}", u.user_id, u.added_at),
+                            Some(t) => println!(
+                                "{}  DISCONNECTED at {t}: {}",
+                                u.user_id,
+                                u.disconnect_reason.unwrap_or_default()
+                            ),
+                        }
+                    }
+                    Ok(())
+                }
+                hookrace::cli::UsersCommand::Remove { user } => {
+                    if hookrace::manage::remove_user_cmd(&cfg, user).await? {
+                        println!("user {user} de-registered and removed");
+                        Ok(())
+                    } else {
+                        anyhow::bail!("no user {user} is known")
+                    }
+                }
+            }
+        }),
         Command::Sim(args) => {
             let settings = match hookrace::sim::SimSettings::from_args(&args) {
                 Ok(s) => s,
@@ -128,4 +164,20 @@ async fn run_sim(
     );
     running.handle.await.context("the simulator task")?;
     Ok(())
+}
+
+/// Loads the configuration (exit 64 when invalid) and runs `f` with it on a runtime.
+fn with_config<F, Fut>(path: Option<std::path::PathBuf>, f: F) -> ExitCode
+where
+    F: FnOnce(hookrace::config::Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let cfg = match config::load(path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return ExitCode::from(EXIT_USAGE as u8);
+        }
+    };
+    exit(runtime().and_then(|rt| rt.block_on(f(cfg))))
 }

@@ -1224,6 +1224,13 @@ impl State {
         if self.users[&uid].registered {
             return SimResponse::error(StatusCode::CONFLICT, "Conflict", "user already registered");
         }
+        if !self.users[&uid].consents {
+            return SimResponse::error(
+                StatusCode::FORBIDDEN,
+                "ConsentMissing",
+                "the user has not accepted the mandatory consents",
+            );
+        }
         if self
             .users
             .values()

@@ -1,0 +1,278 @@
+//! The management commands: `hookrace webhook …` and `hookrace users …`.
+//!
+//! They speak to AccessLink with the configured client credentials (or, with `[simulator]`
+//! enabled, to the simulator `hookrace run` starts on `[simulator].listen`). What they keep goes
+//! into the store; while a running daemon holds the store open, they hand it to the daemon's
+//! admin listener instead (`PUT /webhook/secret`, `GET /users`, `DELETE /users/{id}`).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::accesslink::client::{ApiError, Auth, Client, Policy};
+use crate::accesslink::webhooks;
+use crate::config::{Config, Secret};
+use crate::store::Store;
+
+/// The AccessLink base URL and client credentials the configuration means.
+pub fn client_for(cfg: &Config) -> anyhow::Result<Client> {
+    if cfg.simulator.enabled {
+        let d = crate::sim::SimSettings::default();
+        return Client::new(
+            &format!("http://{}", cfg.simulator.listen),
+            &d.client_id,
+            Some(Secret::new(d.client_secret)),
+            Policy::default(),
+        );
+    }
+    Client::new(
+        &cfg.accesslink.base_url,
+        &cfg.accesslink.client_id,
+        cfg.accesslink.client_secret.clone(),
+        Policy::default(),
+    )
+}
+
+/// A user as `users list` shows it (never the token).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserView {
+    pub user_id: u64,
+    pub added_at: chrono::DateTime<chrono::Utc>,
+    pub disconnected_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub disconnect_reason: Option<String>,
+}
+
+/// De-registers a user at AccessLink (401/404 mean already gone) and forgets their token.
+pub async fn remove_user(store: &Store, client: &Client, user_id: u64) -> anyhow::Result<bool> {
+    let Some(user) = store.user(user_id)? else {
+        return Ok(false);
+    };
+    let url = client.url(&format!("/v3/users/{user_id}"));
+    match client
+        .send(
+            reqwest::Method::DELETE,
+            &url,
+            Auth::Bearer(&user.access_token),
+            None,
+            &|_| {},
+        )
+        .await
+    {
+        Ok(_) | Err(ApiError::Unauthorized { .. }) | Err(ApiError::Status { status: 404, .. }) => {}
+        Err(e) => return Err(e).context("de-registering the user at AccessLink"),
+    }
+    store.remove_user(user_id)?;
+    store.flush()?;
+    Ok(true)
+}
+
+/// Where the store is, or the running daemon's admin listener when it holds the store.
+enum Target {
+    Store(Arc<Store>),
+    Daemon { base: String, token: Option<Secret> },
+}
+
+fn target(cfg: &Config) -> Target {
+    match Store::open(&cfg.store.path) {
+        Ok(s) => Target::Store(Arc::new(s)),
+        Err(_) => Target::Daemon {
+            base: format!("http://{}", cfg.admin.listen),
+            token: cfg.admin.token.clone(),
+        },
+    }
+}
+
+fn admin_request(
+    method: reqwest::Method,
+    base: &str,
+    path: &str,
+    token: &Option<Secret>,
+) -> reqwest::RequestBuilder {
+    let mut r = reqwest::Client::new().request(method, format!("{base}{path}"));
+    if let Some(t) = token {
+        r = r.bearer_auth(t.expose());
+    }
+    r
+}
+
+async fn admin_ok(r: reqwest::RequestBuilder, what: &str) -> anyhow::Result<reqwest::Response> {
+    let res = r.send().await.with_context(|| {
+        format!("{what}: the store is in use and the daemon's admin listener did not answer")
+    })?;
+    if !res.status().is_success() {
+        let status = res.status();
+        let body = res.text().await.unwrap_or_default();
+        anyhow::bail!("{what}: the daemon answered {status}: {}", body.trim());
+    }
+    Ok(res)
+}
+
+/// Saves a new webhook secret where the daemon will use it; returns where it went.
+pub async fn save_webhook_secret(cfg: &Config, secret: &Secret) -> anyhow::Result<String> {
+    match target(cfg) {
+        Target::Store(store) => {
+            store.set_webhook_secret(secret)?;
+            Ok(format!("the store at {}", cfg.store.path.display()))
+        }
+        Target::Daemon { base, token } => {
+            let r = admin_request(reqwest::Method::PUT, &base, "/webhook/secret", &token)
+                .body(secret.expose().to_string());
+            admin_ok(r, "saving the webhook secret").await?;
+            Ok(format!("the running daemon's store (via {base})"))
+        }
+    }
+}
+
+/// The users hookrace knows.
+pub async fn list_users(cfg: &Config) -> anyhow::Result<Vec<UserView>> {
+    match target(cfg) {
+        Target::Store(store) => Ok(store
+            .users()?
+            .into_iter()
+            .map(|u| UserView {
+                user_id: u.user_id,
+                added_at: u.added_at,
+                disconnected_at: u.disconnected_at,
+                disconnect_reason: u.disconnect_reason,
+            })
+            .collect()),
+        Target::Daemon { base, token } => {
+            let r = admin_request(reqwest::Method::GET, &base, "/users", &token);
+            Ok(admin_ok(r, "listing users").await?.json().await?)
+        }
+    }
+}
+
+/// Removes a user (de-registering at AccessLink); `false` when unknown.
+pub async fn remove_user_cmd(cfg: &Config, user_id: u64) -> anyhow::Result<bool> {
+    match target(cfg) {
+        Target::Store(store) => remove_user(&store, &client_for(cfg)?, user_id).await,
+        Target::Daemon { base, token } => {
+            let r = admin_request(
+                reqwest::Method::DELETE,
+                &base,
+                &format!("/users/{user_id}"),
+                &token,
+            );
+            let res = r
+                .send()
+                .await
+                .context("asking the daemon to remove the user")?;
+            match res.status().as_u16() {
+                200..=299 => Ok(true),
+                404 => Ok(false),
+                s => anyhow::bail!(
+                    "the daemon answered {s}: {}",
+                    res.text().await.unwrap_or_default()
+                ),
+            }
+        }
+    }
+}
+
+/// `hookrace webhook …`.
+pub async fn webhook_command(
+    cfg: &Config,
+    cmd: &crate::cli::WebhookCommand,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<()> {
+    use crate::cli::WebhookCommand as W;
+    let client = client_for(cfg)?;
+    let events = |e: &Option<String>| -> Option<Vec<String>> {
+        e.as_ref().map(|s| {
+            s.split(',')
+                .map(|x| x.trim().to_uppercase())
+                .filter(|x| !x.is_empty())
+                .collect()
+        })
+    };
+    match cmd {
+        W::Create {
+            url,
+            events: ev,
+            show_secret,
+        } => {
+            let ev = events(ev).unwrap_or_else(|| {
+                crate::accesslink::payload::KNOWN_EVENTS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            });
+            let created = webhooks::create(&client, url, &ev).await?;
+            let place = save_webhook_secret(cfg, &created.secret).await?;
+            writeln!(
+                out,
+                "created webhook {} → {}",
+                created.webhook.id, created.webhook.url
+            )?;
+            writeln!(out, "  events: {}", created.webhook.events.join(", "))?;
+            writeln!(out, "  signature secret saved in {place}")?;
+            if *show_secret {
+                writeln!(out, "  signature_secret_key: {}", created.secret.expose())?;
+            } else {
+                writeln!(
+                    out,
+                    "  (AccessLink shows the secret only once; add --show-secret to print it)"
+                )?;
+            }
+        }
+        W::List => {
+            let hooks = webhooks::list(&client).await?;
+            if hooks.is_empty() {
+                writeln!(
+                    out,
+                    "no webhook: create one with `hookrace webhook create --url URL`"
+                )?;
+            }
+            for h in hooks {
+                let state = match h.active {
+                    Some(false) => "inactive",
+                    Some(true) => "active",
+                    None => "state unknown",
+                };
+                writeln!(
+                    out,
+                    "{}  {}  {}  [{}]",
+                    h.id,
+                    state,
+                    h.url,
+                    h.events.join(", ")
+                )?;
+            }
+        }
+        W::Update {
+            id,
+            url,
+            events: ev,
+        } => {
+            anyhow::ensure!(url.is_some() || ev.is_some(), "give --url and/or --events");
+            let h = webhooks::update(&client, id, url.as_deref(), events(ev).as_deref()).await?;
+            writeln!(
+                out,
+                "updated webhook {} → {} [{}]",
+                h.id,
+                h.url,
+                h.events.join(", ")
+            )?;
+        }
+        W::Delete { id } => {
+            webhooks::delete(&client, id).await?;
+            writeln!(out, "deleted webhook {id}")?;
+        }
+        W::Activate | W::Deactivate => {
+            let active = matches!(cmd, W::Activate);
+            let existed = webhooks::set_active(&client, active).await?;
+            if existed {
+                writeln!(
+                    out,
+                    "webhook {}",
+                    if active { "activated" } else { "deactivated" }
+                )?;
+            } else {
+                writeln!(out, "no webhook exists for this client")?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! systemd integration (`Type=notify`): READY once the listeners serve, STATUS lines with the
+//! race so far, WATCHDOG pings only while the store answers and every background task is alive,
+//! and STOPPING when shutdown begins. Without `NOTIFY_SOCKET` every call does nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::Liveness;
+use crate::store::{Store, counter};
+
+fn send(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::warn!(error = %e, "could not notify systemd");
+    }
+}
+
+/// A one-line summary for `systemctl status`.
+pub fn status_line(store: &Store) -> String {
+    let summary = store.summary();
+    let (total, wh, poll) = match &summary {
+        Ok(s) => (s.total, s.first_by_webhook, s.first_by_poll),
+        Err(_) => (0, 0, 0),
+    };
+    format!(
+        "{total} entities ({wh} first by webhook, {poll} first by poll); {} deliveries; {} poll cycles",
+        store.counter(counter::WEBHOOK_DELIVERIES),
+        store.counter(counter::POLL_CYCLES)
+    )
+}
+
+pub fn ready(store: &Store) {
+    let line = status_line(store);
+    send(&[NotifyState::Ready, NotifyState::Status(&line)]);
+}
+
+pub fn stopping() {
+    send(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
+}
+
+/// Keeps the watchdog fed (while healthy) and the status line fresh, until `shutdown`.
+pub async fn keep_alive(store: Arc<Store>, liveness: Arc<Liveness>, shutdown: CancellationToken) {
+    let mut usec = 0;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut usec);
+    let every = if watchdog {
+        Duration::from_micros(usec / 2).max(Duration::from_millis(50))
+    } else {
+        Duration::from_secs(10)
+    };
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let dead = liveness.dead();
+        let healthy = store.is_healthy() && dead.is_empty();
+        let line = if healthy {
+            status_line(&store)
+        } else {
+            format!("unhealthy: stopped tasks: {}", dead.join(", "))
+        };
+        if watchdog && healthy {
+            send(&[NotifyState::Watchdog, NotifyState::Status(&line)]);
+        } else {
+            // No ping: systemd restarts the service when the watchdog period passes.
+            send(&[NotifyState::Status(&line)]);
+        }
+    }
+}

@@ -1,0 +1,514 @@
+//! Real AccessLink operation against the simulator: OAuth onboarding and its failure pages, the
+//! webhook and users commands (with the daemon answering the PING), the admin token, and the
+//! systemd notifications of the real binary.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{eventually, sim_config, spawn_with};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn location(res: &reqwest::Response) -> String {
+    res.headers()["location"].to_str().unwrap().to_string()
+}
+
+/// Starts the browser flow: `/oauth/connect` → the simulator's authorize URL (not yet followed).
+async fn start_connect(public_base: &str) -> String {
+    let res = browser()
+        .get(format!("{public_base}/oauth/connect"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FOUND);
+    let url = location(&res);
+    assert!(url.contains("response_type=code"), "{url}");
+    assert!(url.contains("state="), "{url}");
+    url
+}
+
+/// The simulated person consents (or not): returns our callback URL as Polar redirects to it.
+async fn consent(authorize: &str, extra: &str) -> String {
+    let res = browser()
+        .get(format!("{authorize}{extra}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FOUND, "{authorize}{extra}");
+    location(&res)
+}
+
+#[tokio::test]
+async fn onboarding_connects_registers_and_the_token_fetches_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_with(sim_config(dir.path(), 0, "transactions")).await;
+    // A Polar user who has never used this client.
+    let v = app
+        .sim_control(Method::POST, "/sim/users", json!({"registered": false}))
+        .await;
+    let user = v["user_id"].as_u64().unwrap();
+    let authorize = start_connect(&app.public_base).await;
+    let callback = consent(&authorize, &format!("&user_id={user}")).await;
+    assert!(
+        callback.starts_with(&format!("{}/oauth/callback?code=", app.public_base)),
+        "{callback}"
+    );
+    let res = browser().get(&callback).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let page = res.text().await.unwrap();
+    assert!(
+        page.contains(&format!("Polar user {user} is connected")),
+        "{page}"
+    );
+    assert!(!page.contains("already registered"));
+    // Registered at AccessLink, known here, token never shown.
+    let users = app.sim_control(Method::GET, "/sim/users", json!({})).await;
+    let sim_user = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["user_id"] == user)
+        .unwrap();
+    assert_eq!(sim_user["registered"], true);
+    let s = app.status().await;
+    assert_eq!(s["users"]["known"], 1);
+    assert!(
+        !s.to_string()
+            .contains(sim_user["access_token"].as_str().unwrap())
+    );
+    // A delivery for that user is fetched with that token.
+    app.inject(user, "EXERCISE").await;
+    app.status_until("the fetch", |s| s["webhook"]["fetches"]["ok"] == 1)
+        .await;
+    // Replaying the same callback: the state was single use.
+    let res = browser().get(&callback).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("not valid"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_onboarding_failure_shows_a_page_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_with(sim_config(dir.path(), 0, "transactions")).await;
+    let new_user = || async {
+        app.sim_control(Method::POST, "/sim/users", json!({"registered": false}))
+            .await["user_id"]
+            .as_u64()
+            .unwrap()
+    };
+    let get = |url: String| async move { browser().get(url).send().await.unwrap() };
+
+    // The user declines.
+    let u = new_user().await;
+    let cb = consent(
+        &start_connect(&app.public_base).await,
+        &format!("&user_id={u}&deny=1"),
+    )
+    .await;
+    let res = get(cb).await;
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("declined"));
+
+    // A state nobody issued.
+    let res = get(format!(
+        "{}/oauth/callback?code=abc&state=forged",
+        app.public_base
+    ))
+    .await;
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("not valid"));
+
+    // An expired code.
+    app.faults(json!({"code_ttl_s": 0})).await;
+    let cb = consent(
+        &start_connect(&app.public_base).await,
+        &format!("&user_id={u}"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // past the code's fixed deadline
+    let res = get(cb).await;
+    assert_eq!(res.status(), 502);
+    assert!(res.text().await.unwrap().contains("refused"));
+    app.faults(json!({"code_ttl_s": 600})).await;
+
+    // A code used twice (invalid_grant): connect once, then present the code with a new state.
+    let cb1 = consent(
+        &start_connect(&app.public_base).await,
+        &format!("&user_id={u}"),
+    )
+    .await;
+    assert_eq!(get(cb1.clone()).await.status(), 200);
+    assert_eq!(app.status().await["users"]["known"], 1);
+    let code = reqwest::Url::parse(&cb1)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let authorize2 = start_connect(&app.public_base).await;
+    let state2 = reqwest::Url::parse(&authorize2)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let res = get(format!(
+        "{}/oauth/callback?code={code}&state={state2}",
+        app.public_base
+    ))
+    .await;
+    assert_eq!(res.status(), 502);
+    assert!(res.text().await.unwrap().contains("refused"));
+
+    // Consents not accepted: registration answers 403.
+    let u2 = new_user().await;
+    app.sim_control(
+        Method::PUT,
+        &format!("/sim/users/{u2}/consents"),
+        json!({"granted": false}),
+    )
+    .await;
+    let cb = consent(
+        &start_connect(&app.public_base).await,
+        &format!("&user_id={u2}"),
+    )
+    .await;
+    let res = get(cb).await;
+    assert_eq!(res.status(), 403);
+    assert!(res.text().await.unwrap().contains("consents"));
+
+    // Only the one successful connection was stored.
+    let s = app.status().await;
+    assert_eq!(s["users"]["known"], 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_admin_token_guards_every_admin_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::test_config(dir.path());
+    cfg.admin.token = Some(hookrace::config::Secret::new("a-long-admin-token-123"));
+    let app = spawn_with(cfg).await;
+    for path in ["/healthz", "/status", "/metrics", "/entities", "/users"] {
+        let url = format!("{}{path}", app.admin_base);
+        let res = app.http.get(&url).send().await.unwrap();
+        assert_eq!(res.status(), 401, "{path}");
+        assert_eq!(res.headers()["www-authenticate"], "Bearer");
+        let res = app
+            .http
+            .get(&url)
+            .bearer_auth("a-long-admin-token-12X")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "{path}");
+        let res = app
+            .http
+            .get(&url)
+            .bearer_auth("a-long-admin-token-123")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+    }
+    // The public listener serves deliveries and OAuth only.
+    for path in ["/status", "/metrics", "/healthz", "/users"] {
+        let res = app
+            .http
+            .get(format!("{}{path}", app.public_base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 404, "{path}");
+    }
+    app.stop().await;
+}
+
+fn hookrace() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hookrace"))
+}
+
+#[tokio::test]
+async fn webhook_and_users_commands_work_against_a_running_daemon() {
+    use hookrace::sim::{self, SimSettings};
+    hookrace::telemetry::init_for_tests();
+    let token = tokio_util::sync::CancellationToken::new();
+    let polar = sim::start(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        SimSettings {
+            users: 1,
+            ..SimSettings::default()
+        },
+        token.clone(),
+    )
+    .unwrap();
+    let http = reqwest::Client::new();
+    let users: Value = http
+        .get(format!("{}/sim/users", polar.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (user, access) = (
+        users[0]["user_id"].as_u64().unwrap(),
+        users[0]["access_token"].as_str().unwrap().to_string(),
+    );
+
+    // The daemon, with its admin port known so the commands can reach it.
+    let dir = tempfile::tempdir().unwrap();
+    let webhook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let webhook_url = format!("http://{}/acl_webhook", webhook.local_addr().unwrap());
+    let cfg_text = format!(
+        r#"
+        [admin]
+        listen = "{}"
+        [accesslink]
+        base_url = "{}"
+        client_id = "hookrace-sim"
+        client_secret = "hookrace-sim-secret"
+        [[users]]
+        user_id = {user}
+        access_token = "{access}"
+        [poller]
+        enabled = false
+        [store]
+        path = "{}"
+        "#,
+        admin.local_addr().unwrap(),
+        polar.base_url,
+        dir.path().join("store").display()
+    );
+    let cfg_path = dir.path().join("hookrace.toml");
+    std::fs::write(&cfg_path, &cfg_text).unwrap();
+    let cfg = hookrace::config::parse(&cfg_text, "t", &|_| None).unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = hookrace::daemon::start(
+        cfg,
+        hookrace::daemon::Listeners {
+            webhook,
+            admin,
+            simulator: None,
+        },
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+
+    let run = |args: &[&str]| {
+        let cfg_path = cfg_path.clone();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                hookrace()
+                    .args(&args)
+                    .arg("-c")
+                    .arg(&cfg_path)
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    // Create: AccessLink PINGs the daemon, which answers without knowing the secret yet.
+    let out = run(&[
+        "webhook",
+        "create",
+        "--url",
+        &webhook_url,
+        "--events",
+        "EXERCISE",
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        stdout.contains("signature secret saved in the running daemon's store"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("signature_secret_key"),
+        "the secret is not printed: {stdout}"
+    );
+    // The daemon now verifies deliveries with it.
+    http.post(format!("{}/sim/inject", polar.base_url))
+        .json(&json!({"user_id": user, "type": "EXERCISE"}))
+        .send()
+        .await
+        .unwrap();
+    eventually("the signed delivery", || async {
+        (running
+            .store
+            .counter(hookrace::store::counter::WEBHOOK_ACCEPTED)
+            == 1)
+            .then_some(())
+    })
+    .await;
+
+    // A second create: 409, explained.
+    let out = run(&["webhook", "create", "--url", &webhook_url]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("already exists") && err.contains("hookrace webhook list"),
+        "{err}"
+    );
+
+    let out = run(&["webhook", "list"]).await;
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        listed.contains(&webhook_url) && listed.contains("active"),
+        "{listed}"
+    );
+    let id = listed.split_whitespace().next().unwrap().to_string();
+    let out = run(&[
+        "webhook",
+        "update",
+        "--id",
+        &id,
+        "--events",
+        "EXERCISE,SLEEP",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("EXERCISE, SLEEP"));
+    assert_eq!(run(&["webhook", "deactivate"]).await.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&run(&["webhook", "list"]).await.stdout).contains("inactive"));
+    assert_eq!(run(&["webhook", "activate"]).await.status.code(), Some(0));
+    let out = run(&["webhook", "update", "--id", "nope", "--events", "EXERCISE"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no webhook with id nope"));
+    assert_eq!(
+        run(&["webhook", "delete", "--id", &id]).await.status.code(),
+        Some(0)
+    );
+    assert!(
+        String::from_utf8_lossy(&run(&["webhook", "list"]).await.stdout).contains("no webhook")
+    );
+
+    // Users: listed without tokens, removed (de-registered at AccessLink).
+    let out = run(&["users", "list"]).await;
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        listed.contains(&user.to_string()) && !listed.contains(&access),
+        "{listed}"
+    );
+    let out = run(&["users", "remove", "--user", &user.to_string()]).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let users: Value = http
+        .get(format!("{}/sim/users", polar.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(users[0]["registered"], false);
+    assert!(running.store.users().unwrap().is_empty());
+
+    shutdown.cancel();
+    running.wait().await.unwrap();
+    token.cancel();
+}
+
+#[test]
+fn the_binary_notifies_systemd_and_feeds_the_watchdog() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+            [webhook]
+            listen = "127.0.0.1:0"
+            [admin]
+            listen = "127.0.0.1:0"
+            [poller]
+            every = "1h"
+            [store]
+            path = "{}"
+            [simulator]
+            enabled = true
+            listen = "127.0.0.1:0"
+            users = 1
+            "#,
+            dir.path().join("store").display()
+        ),
+    )
+    .unwrap();
+    // systemd names the watched process: WATCHDOG_PID is the shell's pid, which `exec` keeps.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("WATCHDOG_PID=$$ exec \"$0\" run -c \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_hookrace"))
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "200000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let mut next = || {
+        let n = socket.recv(&mut buf).expect("a notification within 30 s");
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    let first = next();
+    assert!(first.contains("READY=1"), "{first}");
+    assert!(first.contains("STATUS="), "{first}");
+    let mut fed = false;
+    for _ in 0..10 {
+        if next().contains("WATCHDOG=1") {
+            fed = true;
+            break;
+        }
+    }
+    assert!(fed, "the watchdog is fed while healthy");
+    // SIGHUP is not a reason to stop.
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(next().contains("WATCHDOG=1"), "still running after SIGHUP");
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let stopping = loop {
+        let m = next();
+        if m.contains("STOPPING=1") {
+            break m;
+        }
+    };
+    assert!(stopping.contains("STOPPING=1"));
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
