@@ -332,6 +332,10 @@ fn num(v: f64) -> String {
     out
 }
 
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn opt(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "–".into())
 }
@@ -537,8 +541,14 @@ pub fn render_table(r: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "  {} entities in all, {} seen by both; {} repeated deliveries (duplicates, activity updates) answered 200 and stored once",
-        r.entities_total, r.seen_by_both, r.duplicate_deliveries
+        "  {} in all, {} seen by both; {} (duplicates, activity updates) answered 200 and stored once",
+        plural(r.entities_total, "entity", "entities"),
+        r.seen_by_both,
+        plural(
+            r.duplicate_deliveries,
+            "repeated delivery",
+            "repeated deliveries"
+        )
     );
     if let Some(t) = &r.truth {
         let _ = writeln!(

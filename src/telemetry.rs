@@ -11,7 +11,10 @@ pub fn init() {
 /// Like [`init`] with another default level (`RUST_LOG` still wins): the demo keeps the
 /// terminal for its progress and logs only warnings.
 pub fn init_with(default: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // warp logs every connection a graceful shutdown cuts (or a client drops) as an error; those
+    // are not actionable, so its server module is quiet unless RUST_LOG asks for it.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default},warp::server=off")));
     use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -512,3 +512,46 @@ fn the_binary_notifies_systemd_and_feeds_the_watchdog() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn the_systemd_unit_verifies() {
+    let Ok(analyze) = which("systemd-analyze") else {
+        eprintln!("systemd-analyze is not installed: unit not verified here");
+        return;
+    };
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/deploy/hookrace.service"
+    ))
+    .unwrap();
+    // Verified against the binary just built (the unit names its installed path).
+    let unit = unit.replace("/usr/local/bin/hookrace", env!("CARGO_BIN_EXE_hookrace"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hookrace.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = Command::new(analyze)
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        !text.contains("hookrace.service:"),
+        "warnings about the unit: {text}"
+    );
+}
+
+fn which(name: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
+        .ok_or(())
+}
