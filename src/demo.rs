@@ -48,6 +48,12 @@ pub struct DemoArgs {
     /// Delay range of webhook deliveries.
     #[arg(long, default_value = "20ms..400ms")]
     pub webhook_delay: String,
+    /// Lowered AccessLink rate limits, `SHORT,LONG` requests per window (default: Polar's formula).
+    #[arg(long)]
+    pub rate_limit: Option<String>,
+    /// Length of the short rate-limit window (Polar: 15m); with --rate-limit.
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    pub rate_window: Duration,
     /// How the report is printed.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -82,6 +88,9 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
         .as_ref()
         .map(|s| s.base_url.clone())
         .unwrap_or_default();
+    if let Some(limit) = &args.rate_limit {
+        set_rate_limit(&sim_url, limit, args.rate_window).await?;
+    }
     let human = args.format == Format::Table;
     if human {
         writeln!(
@@ -138,6 +147,9 @@ fn validate(args: &DemoArgs) -> anyhow::Result<()> {
         anyhow::ensure!(!d.is_zero(), "{name} must be longer than zero");
     }
     anyhow::ensure!(args.users >= 1, "--users must be at least 1");
+    if let Some(l) = &args.rate_limit {
+        parse_limit(l)?;
+    }
     crate::config::parse_delay_range(&args.webhook_delay)
         .map_err(|e| anyhow::anyhow!("--webhook-delay {:?}: {e}", args.webhook_delay))?;
     Ok(())
@@ -310,6 +322,27 @@ async fn set_paused(http: &reqwest::Client, sim_url: &str, paused: bool) -> anyh
     anyhow::ensure!(
         res.status().is_success(),
         "pausing the generator: {}",
+        res.status()
+    );
+    Ok(())
+}
+
+fn parse_limit(s: &str) -> anyhow::Result<(u64, u64)> {
+    crate::accesslink::client::parse_pair(s)
+        .ok_or_else(|| anyhow::anyhow!("--rate-limit {s:?} must be SHORT,LONG like 30,1000"))
+}
+
+async fn set_rate_limit(sim_url: &str, limit: &str, window: Duration) -> anyhow::Result<()> {
+    let (short, long) = parse_limit(limit)?;
+    let http = reqwest::Client::new();
+    let url = format!("{sim_url}/sim/faults");
+    let mut faults: serde_json::Value = http.get(&url).send().await?.json().await?;
+    faults["rate_limit"] = serde_json::json!([short, long]);
+    faults["short_window_s"] = serde_json::json!(window.as_secs().max(1));
+    let res = http.put(&url).json(&faults).send().await?;
+    anyhow::ensure!(
+        res.status().is_success(),
+        "setting the rate limit: {}",
         res.status()
     );
     Ok(())

@@ -67,7 +67,7 @@ impl Poller {
     /// A scheduled tick: runs a cycle unless one is still running (then counts a skip).
     pub async fn tick(&self) -> Option<CycleReport> {
         let Ok(_guard) = self.running.try_lock() else {
-            tracing::warn!("poll cycle still running: skipping this tick");
+            tracing::info!("poll cycle still running: skipping this tick");
             let _ = self.store.incr(counter::POLL_SKIPPED, 1);
             return None;
         };

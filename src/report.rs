@@ -131,6 +131,8 @@ pub struct Report {
     /// How much earlier the webhook saw what both saw (negative: polling won).
     pub webhook_lead_ms: LatencyStats,
     pub duplicate_deliveries: u64,
+    /// 429 answers the poller received (it then waits for the window to reset).
+    pub poll_rate_limited: u64,
     pub theory: Theory,
     pub cost_per_day: Vec<CostRow>,
     pub truth: Option<GroundTruth>,
@@ -202,6 +204,7 @@ pub fn build(
         webhook_missed_poll_caught: e.poll_only,
         webhook_lead_ms: status.race.webhook_lead_ms.clone(),
         duplicate_deliveries: w.duplicates,
+        poll_rate_limited: p.rate_limited,
         theory,
         cost_per_day,
         settings,

@@ -32,6 +32,8 @@ fn short_demo(format: Format, store: Option<std::path::PathBuf>) -> DemoArgs {
         webhook_delay: "0ms..50ms".into(),
         format,
         store,
+        rate_limit: None,
+        rate_window: Duration::from_secs(900),
     }
 }
 
