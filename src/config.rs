@@ -70,6 +70,8 @@ pub struct WebhookConfig {
     pub path: String,
     /// Largest accepted delivery body in bytes; larger gets 413.
     pub max_body: usize,
+    /// How long a client may take to send a body; slower gets 408.
+    pub body_timeout: Duration,
 }
 
 /// The private listener: status, metrics, entities.
@@ -237,6 +239,7 @@ struct RawWebhook {
     listen: String,
     path: String,
     max_body: i64,
+    body_timeout: String,
 }
 impl Default for RawWebhook {
     fn default() -> Self {
@@ -244,6 +247,7 @@ impl Default for RawWebhook {
             listen: "0.0.0.0:8080".into(),
             path: "/acl_webhook".into(),
             max_body: 65536,
+            body_timeout: "10s".into(),
         }
     }
 }
@@ -427,6 +431,7 @@ impl RawConfig {
                 self.webhook.max_body
             ));
         }
+        let body_timeout = duration("webhook.body_timeout", &self.webhook.body_timeout, problems);
         let admin_listen = addr("admin.listen", &self.admin.listen, problems);
         if let (Some(w), Some(a)) = (webhook_listen, admin_listen) {
             if w == a && w.port() != 0 {
@@ -597,6 +602,7 @@ impl RawConfig {
                 listen: webhook_listen?,
                 path: self.webhook.path,
                 max_body: usize::try_from(self.webhook.max_body).ok()?,
+                body_timeout: body_timeout?,
             },
             admin: AdminConfig {
                 listen: admin_listen?,

@@ -203,6 +203,7 @@ pub async fn start_with_seed(
         store: store.clone(),
         path: config.webhook.path.clone(),
         max_body: config.webhook.max_body,
+        body_timeout: config.webhook.body_timeout,
         secret: config.accesslink.webhook_secret.clone(),
         fetcher: Some(fetcher.clone()),
     });

@@ -263,7 +263,11 @@ async fn race(
     let paused_at = chrono::Utc::now();
     let cycles_at_pause = status_now(running)?.poll.cycles;
     let deadline = tokio::time::Instant::now() + args.poll_every + Duration::from_secs(30);
+    let poller_idle = || running.poller.as_ref().is_none_or(|p| p.is_idle());
     loop {
+        // A consistent snapshot: nothing in flight before and after reading both sides.
+        let idle_before = poller_idle();
+        let before = status_now(running)?;
         let truth: crate::sim::Truth = http
             .get(format!("{sim_url}/sim/truth"))
             .send()
@@ -274,10 +278,16 @@ async fn race(
         let pending = truth.deliveries.iter().any(|d| d.outcome == "pending");
         let fetching = !running.store.queued_fetches()?.is_empty();
         let s = status_now(running)?;
+        let quiet = idle_before
+            && poller_idle()
+            && before.poll.cycles == s.poll.cycles
+            && before.poll.requests == s.poll.requests
+            && before.webhook.deliveries == s.webhook.deliveries
+            && before.webhook.fetch_requests == s.webhook.fetch_requests;
         // A cycle that started after the pause has finished (cycles are counted at their end).
         let polled =
             s.poll.cycles > cycles_at_pause && s.poll.last_cycle_at.is_some_and(|t| t >= paused_at);
-        if !pending && !fetching && polled {
+        if quiet && !pending && !fetching && polled {
             let settings = RaceSettings {
                 poll_interval_s: Some(args.poll_every.as_secs_f64()),
                 poll_mode: "transactions".into(),

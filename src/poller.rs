@@ -80,6 +80,11 @@ impl Poller {
         self.cycle_locked().await
     }
 
+    /// Whether no cycle is running right now.
+    pub fn is_idle(&self) -> bool {
+        self.running.try_lock().is_ok()
+    }
+
     /// Waits until no cycle is running (for shutdown).
     pub async fn idle(&self) {
         let _guard = self.running.lock().await;

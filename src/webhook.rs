@@ -21,15 +21,14 @@ use crate::accesslink::{EVENT_HEADER, SIGNATURE_HEADER, signature};
 use crate::config::Secret;
 use crate::store::{Recorded, Store, counter};
 
-/// How long a client may take to send a delivery's body.
-const BODY_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// What the delivery route needs.
 pub struct WebhookState {
     pub store: Arc<Store>,
     /// The route, e.g. `/acl_webhook`.
     pub path: String,
     pub max_body: usize,
+    /// How long a client may take to send the body.
+    pub body_timeout: Duration,
     /// The signature key from the config; when `None`, the key saved in the store is used.
     pub secret: Option<Secret>,
     /// Fetches each accepted delivery's data after the 200.
@@ -85,6 +84,8 @@ enum Outcome {
     Ping,
     TooLarge,
     BodyError(String),
+    SlowBody,
+    NotJson(String),
     NoSecret,
     BadSignature(signature::SignatureError),
     Malformed(String),
@@ -101,14 +102,15 @@ where
     count(&state.store, counter::WEBHOOK_DELIVERIES);
     let header_event = header_str(headers, EVENT_HEADER);
 
-    let (outcome, parsed) = match read_limited(headers, body, state.max_body).await {
-        Err(o) => (o, None),
-        Ok(body) => {
-            let parsed = payload::parse(&body);
-            let outcome = process(state, headers, &body, &parsed, received_at).await;
-            (outcome, parsed.ok())
-        }
-    };
+    let (outcome, parsed) =
+        match read_limited(headers, body, state.max_body, state.body_timeout).await {
+            Err(o) => (o, None),
+            Ok(body) => {
+                let parsed = payload::parse(&body);
+                let outcome = process(state, headers, &body, &parsed, received_at).await;
+                (outcome, parsed.ok())
+            }
+        };
 
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let (event, user, entity) = match &parsed {
@@ -137,6 +139,19 @@ where
         Outcome::BodyError(e) => (
             StatusCode::BAD_REQUEST,
             format!("could not read the body: {e}\n"),
+            Some(counter::WEBHOOK_REJECTED_MALFORMED),
+        ),
+        Outcome::SlowBody => (
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the body did not arrive within {}\n",
+                humantime::format_duration(state.body_timeout)
+            ),
+            Some(counter::WEBHOOK_REJECTED_MALFORMED),
+        ),
+        Outcome::NotJson(ct) => (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type {ct:?} is not application/json\n"),
             Some(counter::WEBHOOK_REJECTED_MALFORMED),
         ),
         Outcome::NoSecret => (
@@ -169,6 +184,8 @@ where
         Outcome::Ping => "ping",
         Outcome::TooLarge => "too_large",
         Outcome::BodyError(_) => "body_error",
+        Outcome::SlowBody => "slow_body",
+        Outcome::NotJson(_) => "not_json",
         Outcome::NoSecret => "no_secret",
         Outcome::BadSignature(_) => "bad_signature",
         Outcome::Malformed(_) => "malformed",
@@ -225,6 +242,12 @@ async fn process(
     {
         return Outcome::BadSignature(e);
     }
+    if let Some(ct) = header_str(headers, header::CONTENT_TYPE.as_str()) {
+        let media = ct.split(';').next().unwrap_or("").trim();
+        if !media.eq_ignore_ascii_case("application/json") {
+            return Outcome::NotJson(ct.to_string());
+        }
+    }
     let delivery = match parsed {
         Ok(Parsed::Delivery(d)) => d,
         Ok(Parsed::Ping(_)) => return Outcome::Ping,
@@ -256,8 +279,13 @@ async fn process(
 }
 
 /// Reads the body, refusing more than `max` bytes (early, from `Content-Length`, when it is given)
-/// and bodies that take longer than [`BODY_TIMEOUT`].
-async fn read_limited<S, B>(headers: &HeaderMap, body: S, max: usize) -> Result<Vec<u8>, Outcome>
+/// and bodies that take longer than `timeout`.
+async fn read_limited<S, B>(
+    headers: &HeaderMap,
+    body: S,
+    max: usize,
+    timeout: Duration,
+) -> Result<Vec<u8>, Outcome>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
@@ -284,12 +312,9 @@ where
         }
         Ok(buf.to_vec())
     };
-    match tokio::time::timeout(BODY_TIMEOUT, read).await {
+    match tokio::time::timeout(timeout, read).await {
         Ok(r) => r,
-        Err(_) => Err(Outcome::BodyError(format!(
-            "not complete within {}s",
-            BODY_TIMEOUT.as_secs()
-        ))),
+        Err(_) => Err(Outcome::SlowBody),
     }
 }
 

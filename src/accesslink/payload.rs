@@ -91,11 +91,16 @@ impl Delivery {
 /// Parses a raw body: a PING (no signature needed) or a delivery whose every field is checked.
 /// The error is a short reason for a 400 answer.
 pub fn parse(body: &[u8]) -> Result<Parsed, String> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| "body is not a JSON object".to_string())?;
+    // Parsers disagree on which of two equal keys wins; a signed body must mean one thing, so
+    // the top-level object is read with a visitor that refuses duplicates.
+    let StrictObject(map) = serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data if e.to_string().starts_with("duplicate key") => {
+            format!("body has a {e}")
+        }
+        serde_json::error::Category::Data => "body is not a JSON object".to_string(),
+        _ => format!("body is not JSON: {e}"),
+    })?;
+    let obj = &map;
     let event = match obj.get("event") {
         Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s.as_str(),
         Some(_) => return Err("`event` must be a non-empty string".into()),
@@ -139,8 +144,11 @@ pub fn parse(body: &[u8]) -> Result<Parsed, String> {
         }
     }
     if let Some(id) = &entity_id {
-        if id.is_empty() || id.len() > 128 || id.contains('/') {
-            return Err("`entity_id` must be a short id".into());
+        let plain = id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if id.is_empty() || id.len() > 128 || !plain {
+            return Err("`entity_id` must be a short id of letters, digits, - and _".into());
         }
     }
     let need = |field: &str, present: bool| {
@@ -169,6 +177,35 @@ pub fn parse(body: &[u8]) -> Result<Parsed, String> {
         from,
         to,
     }))
+}
+
+/// A JSON object whose keys are all distinct (serde_json alone keeps the last of two).
+struct StrictObject(serde_json::Map<String, serde_json::Value>);
+
+impl<'de> Deserialize<'de> for StrictObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = StrictObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<StrictObject, A::Error> {
+                let mut map = serde_json::Map::new();
+                while let Some((k, v)) = a.next_entry::<String, serde_json::Value>()? {
+                    if map.contains_key(&k) {
+                        return Err(serde::de::Error::custom(format!("duplicate key `{k}`")));
+                    }
+                    map.insert(k, v);
+                }
+                Ok(StrictObject(map))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 fn timestamp(s: &str) -> Result<DateTime<Utc>, String> {

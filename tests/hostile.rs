@@ -1,0 +1,202 @@
+//! Hostile and malformed requests: each gets the right 4xx (or a 200 that stores nothing new),
+//! and the daemon serves normally afterwards.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{SECRET, exercise, spawn_with, test_config};
+use hookrace::accesslink::signature::sign;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends raw bytes, returns the status code of the answer (0 if the connection closed first).
+async fn raw(host: &str, bytes: &[u8]) -> u16 {
+    let mut conn = TcpStream::connect(host).await.unwrap();
+    // The server may answer (and close) before it has read everything: ignore write errors.
+    let _ = conn.write_all(bytes).await;
+    read_status(&mut conn).await
+}
+
+async fn read_status(conn: &mut TcpStream) -> u16 {
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    answer.extend_from_slice(&buf[..n]);
+                    if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("an answer within 20 s");
+    let text = String::from_utf8_lossy(&answer);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A POST to `path` with the given body, signature and extra header lines.
+fn post(host: &str, path: &str, body: &[u8], sig: Option<&str>, extra: &str) -> Vec<u8> {
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nPolar-Webhook-Event: EXERCISE\r\nContent-Length: {}\r\n{extra}",
+        body.len()
+    );
+    if !extra.to_ascii_lowercase().contains("content-type") {
+        head.push_str("Content-Type: application/json\r\n");
+    }
+    if let Some(s) = sig {
+        head.push_str(&format!("Polar-Webhook-Signature: {s}\r\n"));
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+fn signed(host: &str, body: &[u8]) -> Vec<u8> {
+    post(host, "/acl_webhook", body, Some(&sign(SECRET, body)), "")
+}
+
+fn fields(extra: &str) -> String {
+    format!(
+        r#"{{"event":"EXERCISE","user_id":475,"entity_id":"h1","timestamp":"2026-11-28T10:00:00Z","url":"https://www.polaraccesslink.com/v3/exercises/h1"{extra}}}"#
+    )
+}
+
+#[tokio::test]
+async fn forty_hostile_requests_are_refused_and_the_daemon_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.webhook.body_timeout = Duration::from_millis(300);
+    let app = spawn_with(cfg).await;
+    let host = app.public_base.trim_start_matches("http://").to_string();
+    let h = host.as_str();
+    let good = exercise(475, "h1");
+    let good_sig = sign(SECRET, good.as_bytes());
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    let deep_obj = format!(r#"{{"event":"EXERCISE","x":{deep}}}"#);
+    let big_fields = fields(&format!(r#","pad":"{}""#, "x".repeat(70_000)));
+    let huge_header = format!("X-Pad: {}\r\n", "a".repeat(600_000));
+
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("no signature", post(h, "/acl_webhook", good.as_bytes(), None, ""), 401),
+        ("empty signature", post(h, "/acl_webhook", good.as_bytes(), Some(""), ""), 401),
+        ("63 hex digits", post(h, "/acl_webhook", good.as_bytes(), Some(&good_sig[..63]), ""), 401),
+        ("65 hex digits", post(h, "/acl_webhook", good.as_bytes(), Some(&format!("{good_sig}0")), ""), 401),
+        ("non-hex signature", post(h, "/acl_webhook", good.as_bytes(), Some(&"zz".repeat(32)), ""), 401),
+        ("sha256= prefix", post(h, "/acl_webhook", good.as_bytes(), Some(&format!("sha256={good_sig}")), ""), 401),
+        ("signature of another body", post(h, "/acl_webhook", good.as_bytes(), Some(&sign(SECRET, b"{}")), ""), 401),
+        ("signature with another key", post(h, "/acl_webhook", good.as_bytes(), Some(&sign("guess", good.as_bytes())), ""), 401),
+        ("partial signature (first half)", post(h, "/acl_webhook", good.as_bytes(), Some(&good_sig[..32]), ""), 401),
+        ("unsigned garbage", post(h, "/acl_webhook", b"\x00\x01\x02", None, ""), 401),
+        ("invalid UTF-8, signed", signed(h, b"{\"event\":\"\xff\xfe\"}"), 400),
+        ("deeply nested JSON, signed", signed(h, deep_obj.as_bytes()), 400),
+        ("deeply nested JSON, unsigned", post(h, "/acl_webhook", deep_obj.as_bytes(), None, ""), 401),
+        ("JSON array", signed(h, b"[1,2,3]"), 400),
+        ("JSON string", signed(h, b"\"EXERCISE\""), 400),
+        ("empty body", signed(h, b""), 400),
+        ("user_id as string", signed(h, fields("").replace("475", "\"475\"").as_bytes()), 400),
+        ("user_id negative", signed(h, fields("").replace("475", "-475").as_bytes()), 400),
+        ("user_id float", signed(h, fields("").replace("475", "475.5").as_bytes()), 400),
+        ("user_id overflowing u64", signed(h, fields("").replace("475", "18446744073709551616").as_bytes()), 400),
+        ("user_id zero", signed(h, fields("").replace("475", "0").as_bytes()), 400),
+        ("event missing", signed(h, fields("").replace(r#""event":"EXERCISE","#, "").as_bytes()), 400),
+        ("event a number", signed(h, fields("").replace(r#""EXERCISE""#, "7").as_bytes()), 400),
+        ("event lower case", signed(h, fields("").replace("EXERCISE", "exercise").as_bytes()), 400),
+        ("event too long", signed(h, fields("").replace("EXERCISE", &"E".repeat(100)).as_bytes()), 400),
+        ("timestamp missing", signed(h, fields("").replace(r#""timestamp":"2026-11-28T10:00:00Z","#, "").as_bytes()), 400),
+        ("timestamp not a time", signed(h, fields("").replace("2026-11-28T10:00:00Z", "yesterday").as_bytes()), 400),
+        ("url missing", signed(h, br#"{"event":"EXERCISE","user_id":475,"entity_id":"h1","timestamp":"2026-11-28T10:00:00Z"}"#), 400),
+        ("url javascript:", signed(h, fields("").replace("https://www.polaraccesslink.com/v3/exercises/h1", "javascript:alert(1)").as_bytes()), 400),
+        ("entity_id missing", signed(h, fields("").replace(r#""entity_id":"h1","#, "").as_bytes()), 400),
+        ("entity_id with a slash", signed(h, fields("").replace(r#""h1""#, r#""../x""#).as_bytes()), 400),
+        ("entity_id with a NUL", signed(h, fields("").replace(r#""h1""#, r#""h\u0000""#).as_bytes()), 400),
+        ("entity_id a number", signed(h, fields("").replace(r#""h1""#, "1").as_bytes()), 400),
+        ("SLEEP without date", signed(h, fields("").replace("EXERCISE", "SLEEP").replace(r#""entity_id":"h1","#, "").as_bytes()), 400),
+        ("SLEEP with a bad date", signed(h, fields(r#","date":"2024-02-30""#).replace("EXERCISE", "SLEEP").as_bytes()), 400),
+        ("duplicate keys", signed(h, fields(r#","event":"SLEEP""#).as_bytes()), 400),
+        ("text/plain content type", post(h, "/acl_webhook", good.as_bytes(), Some(&good_sig), "Content-Type: text/plain\r\n"), 415),
+        ("form content type", post(h, "/acl_webhook", good.as_bytes(), Some(&good_sig), "Content-Type: application/x-www-form-urlencoded\r\n"), 415),
+        ("body over max_body", signed(h, big_fields.as_bytes()), 413),
+        ("Content-Length over max_body", format!("POST /acl_webhook HTTP/1.1\r\nHost: {h}\r\nContent-Length: 99999999\r\nConnection: close\r\n\r\n").into_bytes(), 413),
+        ("oversized header", post(h, "/acl_webhook", good.as_bytes(), Some(&good_sig), &huge_header), 431),
+        // RFC 9112: chunked wins over Content-Length; the (empty, unsigned) body is refused.
+        ("Content-Length and chunked (smuggling)", format!("POST /acl_webhook HTTP/1.1\r\nHost: {h}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n").into_bytes(), 401),
+        ("GET on the path", format!("GET /acl_webhook HTTP/1.1\r\nHost: {h}\r\nConnection: close\r\n\r\n").into_bytes(), 405),
+        ("DELETE on the path", format!("DELETE /acl_webhook HTTP/1.1\r\nHost: {h}\r\nConnection: close\r\n\r\n").into_bytes(), 405),
+        ("a trailing slash", post(h, "/acl_webhook/", good.as_bytes(), Some(&good_sig), ""), 404),
+        ("path traversal", post(h, "/acl_webhook/../status", good.as_bytes(), Some(&good_sig), ""), 404),
+        ("not HTTP at all", b"HELLO\r\n\r\n".to_vec(), 400),
+    ];
+    assert!(cases.len() >= 40, "{} cases", cases.len());
+    for (name, bytes, expected) in &cases {
+        let got = raw(h, bytes).await;
+        assert_eq!(got, *expected, "{name}");
+    }
+    let s = app.status().await;
+    assert_eq!(s["entities"]["total"], 0, "nothing hostile was stored");
+    assert_eq!(s["webhook"]["accepted"], 0);
+
+    // A slow body: 408 after body_timeout.
+    let mut conn = TcpStream::connect(h).await.unwrap();
+    let body = good.as_bytes();
+    let head = post(h, "/acl_webhook", body, Some(&good_sig), "");
+    let cut = head.len() - body.len() + 10;
+    conn.write_all(&head[..cut]).await.unwrap();
+    assert_eq!(read_status(&mut conn).await, 408, "slow body");
+    // A truncated body: the client goes away; nothing is stored.
+    let mut conn = TcpStream::connect(h).await.unwrap();
+    conn.write_all(&head[..cut]).await.unwrap();
+    drop(conn);
+
+    // Replays of a valid delivery: one entity, the rest answered 200 as duplicates.
+    for _ in 0..50 {
+        assert_eq!(raw(h, &signed(h, good.as_bytes())).await, 200);
+    }
+    // A PING flood: answered, counted, never stored.
+    let ping = br#"{"timestamp":"2026-11-28T10:00:00Z","event":"PING"}"#;
+    let mut flood = Vec::new();
+    for _ in 0..500 {
+        let app_url = app.webhook_url.clone();
+        let http = app.http.clone();
+        flood.push(tokio::spawn(async move {
+            http.post(app_url)
+                .header("Content-Type", "application/json")
+                .body(&ping[..])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    for f in flood {
+        assert_eq!(f.await.unwrap(), 200);
+    }
+    let s = app.status().await;
+    assert_eq!(s["entities"]["total"], 1);
+    assert_eq!(s["webhook"]["accepted"], 1);
+    assert_eq!(s["webhook"]["duplicates"], 49);
+    assert_eq!(s["webhook"]["pings"], 500);
+
+    // And it still serves normally.
+    assert_eq!(app.deliver(&exercise(475, "after")).await.status(), 200);
+    let health = app
+        .http
+        .get(format!("{}/healthz", app.admin_base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(app.status().await["entities"]["total"], 2);
+    app.stop().await;
+}
