@@ -529,7 +529,14 @@ impl RawConfig {
                 problems.push("`poller.every` and `poller.cron` are exclusive: give one".into());
                 None
             }
-            (Some(e), None) => duration("poller.every", e, problems).map(PollSchedule::Every),
+            (Some(e), None) => match duration("poller.every", e, problems) {
+                // The scheduler counts in whole seconds.
+                Some(d) if d < Duration::from_secs(1) => {
+                    problems.push(format!("`poller.every` = {e:?} must be at least 1s"));
+                    None
+                }
+                d => d.map(PollSchedule::Every),
+            },
             (None, Some(c)) => {
                 let fields = c.split_whitespace().count();
                 let parsed = crate::poller::valid_cron(c);

@@ -147,6 +147,10 @@ fn validate(args: &DemoArgs) -> anyhow::Result<()> {
         anyhow::ensure!(!d.is_zero(), "{name} must be longer than zero");
     }
     anyhow::ensure!(args.users >= 1, "--users must be at least 1");
+    anyhow::ensure!(
+        args.poll_every >= Duration::from_secs(1),
+        "--poll-every must be at least 1s"
+    );
     if let Some(l) = &args.rate_limit {
         parse_limit(l)?;
     }

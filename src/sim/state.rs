@@ -465,6 +465,14 @@ impl Sim {
             *s.truth.requests.entry(endpoint.to_string()).or_default() += 1;
             s.rate_limit()
         };
+        if limited {
+            *self
+                .lock()
+                .truth
+                .requests
+                .entry("rate_limited".to_string())
+                .or_default() += 1;
+        }
         let mut resp = if limited {
             SimResponse::error(
                 StatusCode::TOO_MANY_REQUESTS,

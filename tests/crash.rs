@@ -1,0 +1,220 @@
+//! The real binary under load: SIGKILL mid-stream loses no delivery that got a 200, and SIGTERM
+//! drains every accepted delivery and exits 0 within the grace period.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{SECRET, exercise};
+use hookrace::accesslink::signature::sign;
+use hookrace::store::{Store, counter};
+
+const CONNECTIONS: usize = 32;
+
+fn write_config(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("hookrace.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+            [webhook]
+            listen = "127.0.0.1:0"
+            [admin]
+            listen = "127.0.0.1:0"
+            [accesslink]
+            client_id = "crash-test"
+            client_secret = "not-used"
+            webhook_secret = "{SECRET}"
+            [poller]
+            enabled = false
+            [store]
+            path = "{}"
+            "#,
+            dir.join("store").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Starts `hookrace run` and returns it with its webhook URL (read from its start-up log line).
+fn start(config: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hookrace"))
+        .args(["run", "-c"])
+        .arg(config)
+        .env("RUST_LOG", "hookrace=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Keep draining the log so the child never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(url) = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("webhook="))
+            {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the daemon logs its webhook URL");
+    (child, url)
+}
+
+/// Sends deliveries for ids 0..total from many connections until the daemon goes away; returns
+/// the ids that were answered 200. `ok` counts them as they come.
+async fn load(url: String, total: usize, ok: Arc<AtomicUsize>) -> Vec<usize> {
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let (url, acked, next, ok) = (url.clone(), acked.clone(), next.clone(), ok.clone());
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap();
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= total {
+                    return;
+                }
+                let body = exercise(1, &format!("c{i}"));
+                let res = http
+                    .post(&url)
+                    .header("Content-Type", "application/json")
+                    .header("Polar-Webhook-Signature", sign(SECRET, body.as_bytes()))
+                    .body(body)
+                    .send()
+                    .await;
+                match res {
+                    Ok(r) if r.status() == 200 => {
+                        acked.lock().unwrap().push(i);
+                        ok.fetch_add(1, Ordering::SeqCst);
+                    }
+                    // The daemon is gone (killed or stopped): stop this connection.
+                    _ => return,
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let out = acked.lock().unwrap().clone();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_loses_no_acknowledged_delivery() {
+    for kill_at in [150usize, 900, 2200] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(dir.path());
+        let (mut child, url) = start(&config);
+        let ok = Arc::new(AtomicUsize::new(0));
+        let sender = tokio::spawn(load(url, 3000, ok.clone()));
+        // Kill as soon as `kill_at` deliveries were acknowledged, with the other connections
+        // mid-request.
+        while ok.load(Ordering::SeqCst) < kill_at {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let acked = sender.await.unwrap();
+        assert!(acked.len() >= kill_at, "{} acknowledged", acked.len());
+        {
+            let store = Store::open(&dir.path().join("store")).unwrap();
+            for i in &acked {
+                let key = format!("EXERCISE/1/c{i}");
+                assert!(
+                    store.entity(&key).unwrap().is_some(),
+                    "kill at {kill_at}: {key} was acknowledged but is lost"
+                );
+            }
+            let entities = store.summary().unwrap().total;
+            assert!(entities as usize >= acked.len());
+            assert!(store.counter(counter::WEBHOOK_ACCEPTED) as usize >= acked.len());
+            assert!(store.counter(counter::WEBHOOK_ACCEPTED) <= entities);
+        }
+        // Restart on the same store; every acknowledged delivery again is a duplicate.
+        let (mut child, url) = start(&config);
+        let http = reqwest::Client::new();
+        for i in acked.iter().take(200) {
+            let body = exercise(1, &format!("c{i}"));
+            let res = http
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .header("Polar-Webhook-Signature", sign(SECRET, body.as_bytes()))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let dups = store.counter(counter::WEBHOOK_DUPLICATES) as usize;
+        assert_eq!(
+            dups,
+            acked.len().min(200),
+            "counted once: the replays are duplicates"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drains_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let (mut child, url) = start(&config);
+    let pid = child.id();
+    let ok = Arc::new(AtomicUsize::new(0));
+    let load = tokio::spawn(load(url, 100_000, ok.clone()));
+    // Let the load run, then ask for shutdown while requests are in flight.
+    while ok.load(Ordering::SeqCst) < 500 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let asked = Instant::now();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let took = asked.elapsed();
+    assert_eq!(status.code(), Some(0), "exit 0 after SIGTERM");
+    assert!(
+        took < hookrace::daemon::GRACE + Duration::from_secs(2),
+        "took {took:?}"
+    );
+    let acked = load.await.unwrap();
+    assert!(acked.len() >= 500);
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    for i in &acked {
+        assert!(
+            store.entity(&format!("EXERCISE/1/c{i}")).unwrap().is_some(),
+            "c{i} lost"
+        );
+    }
+    assert_eq!(
+        store.counter(counter::WEBHOOK_ACCEPTED) as usize,
+        store.summary().unwrap().total as usize
+    );
+}

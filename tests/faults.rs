@@ -1,0 +1,152 @@
+//! One long scenario with every fault the simulator has: dropped, duplicated and delayed
+//! deliveries, 5xx answers, a lowered rate limit and a revoked token. No entity is lost (but the
+//! revoked user's), none is counted twice, and no rate limit is broken.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{App, eventually, spawn_with};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+fn config(dir: &std::path::Path) -> hookrace::config::Config {
+    let text = format!(
+        r#"
+        [webhook]
+        listen = "127.0.0.1:0"
+        [admin]
+        listen = "127.0.0.1:0"
+        [poller]
+        every = "1s"
+        [store]
+        path = "{}"
+        [simulator]
+        enabled = true
+        listen = "127.0.0.1:0"
+        users = 4
+        exercise_every = "1s"
+        activity_every = "1s"
+        webhook_delay = "0ms..300ms"
+        webhook_drop_rate = 0.2
+        webhook_duplicate_rate = 0.2
+        "#,
+        dir.display()
+    );
+    hookrace::config::parse(&text, "t", &|_| None).unwrap()
+}
+
+/// The keys a truth entity may be stored under (hashed id, transaction id, or date).
+fn keys(e: &Value) -> Vec<String> {
+    let (kind, user, id) = (
+        e["type"].as_str().unwrap(),
+        e["user_id"].as_u64().unwrap(),
+        e["entity_id"].as_str().unwrap(),
+    );
+    let mut k = vec![format!("{kind}/{user}/{id}")];
+    for item in e["item_ids"].as_array().unwrap() {
+        k.push(format!("{kind}/{user}/t{item}"));
+    }
+    k
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_at_once_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let app: App = spawn_with(config(dir.path())).await;
+    app.faults(json!({"error_rate": 0.1, "rate_limit": [60, 100000], "short_window_s": 2}))
+        .await;
+    let users = app.sim_control(Method::GET, "/sim/users", json!({})).await;
+    let revoked = users[3]["user_id"].as_u64().unwrap();
+
+    tokio::time::sleep(Duration::from_secs(3)).await; // the generator runs: a fixed scenario length
+    app.sim_control(
+        Method::POST,
+        &format!("/sim/users/{revoked}/revoke"),
+        json!({}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    app.faults(json!({"generator_paused": true, "error_rate": 0.0}))
+        .await;
+
+    // Wait until every entity of the other users is in the store.
+    let truth = eventually("every entity accounted for", || async {
+        let truth = app.truth().await;
+        let pending = truth["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["outcome"] == "pending");
+        let all = truth["entities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["user_id"] != revoked)
+            .all(|e| {
+                keys(e)
+                    .iter()
+                    .any(|k| app.running.store.entity(k).ok().flatten().is_some())
+            });
+        (!pending && all && app.running.store.queued_fetches().unwrap().is_empty()).then_some(truth)
+    })
+    .await;
+
+    let entities = truth["entities"].as_array().unwrap();
+    let mine: Vec<&Value> = entities
+        .iter()
+        .filter(|e| e["user_id"] != revoked)
+        .collect();
+    assert!(mine.len() >= 20, "a busy scenario: {} entities", mine.len());
+    let dropped = truth["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["outcome"] == "dropped")
+        .count();
+    let duplicated = truth["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["duplicate"] == true)
+        .count();
+    assert!(
+        dropped > 0 && duplicated > 0,
+        "the faults happened: {dropped} dropped, {duplicated} duplicated"
+    );
+
+    // Counted once: the store holds exactly the other users' entities, plus whatever of the
+    // revoked user's it had seen before the token was revoked.
+    let mut stored_other = 0;
+    let mut stored_revoked = 0;
+    app.running
+        .store
+        .for_each_entity(|e| {
+            if e.user_id == revoked {
+                stored_revoked += 1
+            } else {
+                stored_other += 1
+            }
+        })
+        .unwrap();
+    assert_eq!(stored_other, mine.len(), "no entity lost or doubled");
+    let revoked_generated = entities.len() - mine.len();
+    assert!(stored_revoked <= revoked_generated);
+
+    // No limit broken: the client paced itself and never got a 429.
+    let requests = &truth["requests"];
+    assert_eq!(requests.get("rate_limited"), None, "{requests}");
+    let s = app.status().await;
+    assert_eq!(s["poll"]["rate_limited"], 0);
+    assert!(
+        s["poll"]["errors"].as_u64().unwrap() > 0,
+        "5xx answers were met: {s}"
+    );
+    assert!(
+        s["users"]["disconnected"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(revoked))
+    );
+    app.stop().await;
+}
