@@ -115,8 +115,7 @@ async fn load(url: String, total: usize, ok: Arc<AtomicUsize>) -> Vec<usize> {
     for t in tasks {
         t.await.unwrap();
     }
-    let out = acked.lock().unwrap().clone();
-    out
+    std::mem::take(&mut *acked.lock().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
