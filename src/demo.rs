@@ -280,7 +280,7 @@ async fn race(
             .await
             .context("reading the simulator's ground truth")?;
         let pending = truth.deliveries.iter().any(|d| d.outcome == "pending");
-        let fetching = !running.store.queued_fetches()?.is_empty();
+        let fetching = !running.store.fetch_queue_is_empty();
         let s = status_now(running)?;
         let quiet = idle_before
             && poller_idle()

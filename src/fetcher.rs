@@ -1,7 +1,7 @@
 //! The webhook data fetcher: after a delivery has been answered 200, fetch the data its `url`
 //! points to with the user's token, and record it with the entity.
 //!
-//! Jobs live in the store's `fetch_queue` (keyed by entity), so they survive a restart; a job that
+//! Jobs live in the store's `fetch_queue` (ordered by due time), so they survive a restart; a job that
 //! fails for a passing reason (5xx, timeout, 429) is retried with growing delays; one that cannot
 //! succeed (401: the user disconnected; 403; 404; a URL outside the AccessLink base) is given up
 //! and recorded on the entity. The fetcher never requests a URL outside the configured base URL.
@@ -82,30 +82,27 @@ impl Fetcher {
         Ok(missing.len())
     }
 
-    /// Runs until cancelled: takes due jobs oldest-first, one at a time.
+    /// Runs until cancelled: takes due jobs in due order, one at a time.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
-            let jobs = match self.store.queued_fetches() {
-                Ok(j) => j,
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let next = match self.store.next_fetch() {
+                Ok(n) => n,
                 Err(e) => {
                     tracing::error!(error = format_args!("{e:#}"), "reading the fetch queue");
-                    Vec::new()
+                    None
                 }
             };
-            let now = Utc::now();
-            let (mut due, waiting): (Vec<_>, Vec<_>) =
-                jobs.into_iter().partition(|(_, j)| j.next_at <= now);
-            due.sort_by_key(|(_, j)| j.next_at);
-            for (key, job) in due {
-                if shutdown.is_cancelled() {
-                    return;
+            let sleep = match next {
+                Some((queue_key, key, job)) if job.next_at <= Utc::now() => {
+                    self.fetch_one(&queue_key, &key, job).await;
+                    continue;
                 }
-                self.fetch_one(&key, job).await;
-            }
-            let next = waiting.iter().map(|(_, j)| j.next_at).min();
-            let sleep = next
-                .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
-                .unwrap_or(Duration::from_secs(3600));
+                Some((_, _, job)) => (job.next_at - Utc::now()).to_std().unwrap_or(Duration::ZERO),
+                None => Duration::from_secs(3600),
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = self.wake.notified() => {}
@@ -114,7 +111,7 @@ impl Fetcher {
         }
     }
 
-    async fn fetch_one(&self, key: &str, mut job: FetchJob) {
+    async fn fetch_one(&self, queue_key: &[u8], key: &str, mut job: FetchJob) {
         let store = &self.store;
         let observe = |o: Outcome| {
             let _ = store.incr(counter::WEBHOOK_FETCH_REQUESTS, 1);
@@ -122,8 +119,8 @@ impl Fetcher {
         };
         let user = match store.user(job.user_id) {
             Ok(Some(u)) if u.disconnected_at.is_none() => u,
-            Ok(Some(_)) => return self.give_up(key, "the user is disconnected"),
-            Ok(None) => return self.give_up(key, "no access token is known for this user"),
+            Ok(Some(_)) => return self.give_up(queue_key, key, "the user is disconnected"),
+            Ok(None) => return self.give_up(queue_key, key, "no access token is known for this user"),
             Err(e) => {
                 tracing::error!(error = format_args!("{e:#}"), "reading a user");
                 return;
@@ -139,39 +136,27 @@ impl Fetcher {
                 match store.record_fetched(key, &id, &v) {
                     Ok(()) => {
                         let _ = store.incr(counter::WEBHOOK_FETCHES_OK, 1);
-                        let _ = store.dequeue_fetch(key);
-                        tracing::info!(
-                            entity = key,
-                            fingerprint = id.fingerprint.as_deref().unwrap_or("-"),
-                            "fetched webhook data"
-                        );
+                        let _ = store.dequeue_fetch(queue_key);
+                        tracing::info!(entity = key, fingerprint = id.fingerprint.as_deref().unwrap_or("-"), "fetched webhook data");
                     }
                     Err(e) => {
-                        tracing::error!(
-                            entity = key,
-                            error = format_args!("{e:#}"),
-                            "storing fetched data"
-                        );
+                        tracing::error!(entity = key, error = format_args!("{e:#}"), "storing fetched data");
                     }
                 }
             }
-            Ok(None) => self.give_up(key, "AccessLink has no data at the delivery's url (204)"),
+            Ok(None) => self.give_up(queue_key, key, "AccessLink has no data at the delivery's url (204)"),
             Err(ApiError::Unauthorized { .. }) => {
                 let _ = store.mark_disconnected(job.user_id, "401 while fetching webhook data");
-                self.give_up(key, "401: the user's token is no longer valid");
+                self.give_up(queue_key, key, "401: the user's token is no longer valid");
             }
-            Err(
-                e @ (ApiError::ForeignUrl { .. }
-                | ApiError::Forbidden { .. }
-                | ApiError::Decode { .. }),
-            ) => {
-                self.give_up(key, &e.to_string());
+            Err(e @ (ApiError::ForeignUrl { .. } | ApiError::Forbidden { .. } | ApiError::Decode { .. })) => {
+                self.give_up(queue_key, key, &e.to_string());
             }
-            Err(e @ ApiError::Status { status: 404, .. }) => self.give_up(key, &e.to_string()),
+            Err(e @ ApiError::Status { status: 404, .. }) => self.give_up(queue_key, key, &e.to_string()),
             Err(e) => {
                 job.attempts += 1;
                 if job.attempts >= MAX_ATTEMPTS {
-                    return self.give_up(key, &format!("{e} (after {} attempts)", job.attempts));
+                    return self.give_up(queue_key, key, &format!("{e} (after {} attempts)", job.attempts));
                 }
                 let delay = match &e {
                     ApiError::RateLimited { reset, .. } => *reset,
@@ -179,17 +164,20 @@ impl Fetcher {
                 };
                 job.next_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
                 tracing::warn!(entity = key, error = %e, retry_in_s = delay.as_secs(), "fetch failed; will retry");
+                // The new entry first: a crash in between leaves a job twice, never none.
                 if let Err(e) = store.enqueue_fetch(key, &job) {
                     tracing::error!(error = format_args!("{e:#}"), "requeueing a fetch");
+                } else {
+                    let _ = store.dequeue_fetch(queue_key);
                 }
             }
         }
     }
 
-    fn give_up(&self, key: &str, reason: &str) {
+    fn give_up(&self, queue_key: &[u8], key: &str, reason: &str) {
         tracing::warn!(entity = key, reason, "webhook data not fetched");
         let _ = self.store.incr(counter::WEBHOOK_FETCHES_FAILED, 1);
         let _ = self.store.fetch_failed(key, reason);
-        let _ = self.store.dequeue_fetch(key);
+        let _ = self.store.dequeue_fetch(queue_key);
     }
 }

@@ -9,7 +9,7 @@
 //! - `fingerprints`: fingerprint → entity key, linking the records of one entity across channels;
 //! - `aliases`: entity key → the key it was merged into;
 //! - `data`: entity key → the newest data fetched or polled for it (JSON);
-//! - `fetch_queue`: entity key → [`FetchJob`], the webhook fetches still to do (survive restarts);
+//! - `fetch_queue`: (due time, entity key) → [`FetchJob`], the webhook fetches still to do;
 //! - `users`: user id → [`StoredUser`] with the access token.
 //!
 //! Durability: writes go to sled's log; [`Store::durable`] waits until a flush that *started after*
@@ -145,6 +145,8 @@ pub struct Store {
     link_lock: Mutex<()>,
     /// Bumped on every entity write, so the cached summary knows when it is stale.
     generation: AtomicU64,
+    /// The newest delivery time in milliseconds (persisted in `meta` at most once a second).
+    last_delivery_ms: std::sync::atomic::AtomicI64,
     summary_cache: Mutex<Option<(u64, Arc<Summary>)>>,
     group_commit: GroupCommit,
 }
@@ -198,10 +200,16 @@ impl Store {
             oauth_states: tree("oauth_states")?,
             link_lock: Mutex::new(()),
             generation: AtomicU64::new(0),
+            last_delivery_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
             summary_cache: Mutex::new(None),
             group_commit: GroupCommit::new(),
             db,
         };
+        if let Some(t) = store.meta_time(META_LAST_DELIVERY_AT) {
+            store
+                .last_delivery_ms
+                .store(t.timestamp_millis(), Ordering::Release);
+        }
         if store.meta.get(META_CREATED_AT)?.is_none() {
             store
                 .meta
@@ -254,7 +262,10 @@ impl Store {
 
     /// When the last valid delivery arrived.
     pub fn last_delivery_at(&self) -> Option<DateTime<Utc>> {
-        self.meta_time(META_LAST_DELIVERY_AT)
+        let ms = self.last_delivery_ms.load(Ordering::Acquire);
+        (ms != i64::MIN)
+            .then(|| DateTime::from_timestamp_millis(ms))
+            .flatten()
     }
 
     /// A webhook signature key saved by `hookrace webhook create`, if any.
@@ -332,9 +343,15 @@ impl Store {
             }
             Recorded::Duplicate => self.incr(counter::WEBHOOK_DUPLICATES, 1)?,
         }
-        self.meta
-            .insert(META_LAST_DELIVERY_AT, received_at.to_rfc3339().as_bytes())
-            .context("saving the last delivery time")?;
+        // The last delivery time is written at most once a second: under load it would otherwise
+        // be the one write every delivery shares. A crash may lose under a second of it.
+        let ms = received_at.timestamp_millis();
+        let previous = self.last_delivery_ms.fetch_max(ms, Ordering::AcqRel);
+        if ms / 1000 > previous / 1000 {
+            self.meta
+                .insert(META_LAST_DELIVERY_AT, received_at.to_rfc3339().as_bytes())
+                .context("saving the last delivery time")?;
+        }
         Ok(outcome)
     }
 
@@ -533,34 +550,65 @@ impl Store {
     }
 
     // ---- the fetch queue ----
+    //
+    // Keys are the due time (milliseconds, big-endian) followed by the entity key, so the first
+    // entry is always the next job due and the worker never scans the queue.
 
-    /// Queues (or re-queues) the fetch of an entity's webhook data.
+    fn fetch_key(key: &str, job: &FetchJob) -> Vec<u8> {
+        let due = job.next_at.timestamp_millis().max(0) as u64;
+        let mut k = due.to_be_bytes().to_vec();
+        k.extend_from_slice(key.as_bytes());
+        k
+    }
+
+    /// Queues the fetch of an entity's webhook data for `job.next_at`.
     pub fn enqueue_fetch(&self, key: &str, job: &FetchJob) -> anyhow::Result<()> {
         self.fetch_queue
-            .insert(key.as_bytes(), serde_json::to_vec(job)?)
+            .insert(Self::fetch_key(key, job), serde_json::to_vec(job)?)
             .with_context(|| format!("queueing the fetch of {key}"))?;
         Ok(())
     }
 
-    /// Every queued fetch.
+    /// The job due first: its queue key, its entity key and the job.
+    pub fn next_fetch(&self) -> anyhow::Result<Option<(sled::IVec, String, FetchJob)>> {
+        loop {
+            let Some((k, v)) = self.fetch_queue.first().context("reading the fetch queue")? else {
+                return Ok(None);
+            };
+            let entity = String::from_utf8_lossy(k.get(8..).unwrap_or_default()).into_owned();
+            match serde_json::from_slice(&v) {
+                Ok(job) => return Ok(Some((k, entity, job))),
+                Err(e) => {
+                    tracing::error!(entity, error = %e, "dropping an unreadable fetch job");
+                    self.fetch_queue.remove(&k)?;
+                }
+            }
+        }
+    }
+
+    /// Every queued fetch, by entity key (a full scan: for start-up and tests).
     pub fn queued_fetches(&self) -> anyhow::Result<Vec<(String, FetchJob)>> {
         let mut out = Vec::new();
         for kv in self.fetch_queue.iter() {
             let (k, v) = kv.context("reading the fetch queue")?;
-            let key = String::from_utf8_lossy(&k).into_owned();
-            match serde_json::from_slice(&v) {
-                Ok(job) => out.push((key, job)),
-                Err(e) => tracing::error!(key, error = %e, "dropping an unreadable fetch job"),
+            let key = String::from_utf8_lossy(k.get(8..).unwrap_or_default()).into_owned();
+            if let Ok(job) = serde_json::from_slice(&v) {
+                out.push((key, job));
             }
         }
         Ok(out)
     }
 
-    /// Removes a queued fetch.
-    pub fn dequeue_fetch(&self, key: &str) -> anyhow::Result<()> {
+    /// Whether no fetch is queued.
+    pub fn fetch_queue_is_empty(&self) -> bool {
+        self.fetch_queue.is_empty()
+    }
+
+    /// Removes a queued fetch by its queue key.
+    pub fn dequeue_fetch(&self, queue_key: &[u8]) -> anyhow::Result<()> {
         self.fetch_queue
-            .remove(key.as_bytes())
-            .with_context(|| format!("dequeueing the fetch of {key}"))?;
+            .remove(queue_key)
+            .context("dequeueing a fetch")?;
         Ok(())
     }
 
@@ -712,6 +760,11 @@ impl Store {
 
     /// A blocking flush of everything written so far.
     pub fn flush(&self) -> anyhow::Result<()> {
+        if let Some(t) = self.last_delivery_at() {
+            self.meta
+                .insert(META_LAST_DELIVERY_AT, t.to_rfc3339().as_bytes())
+                .context("saving the last delivery time")?;
+        }
         self.db
             .flush()
             .with_context(|| format!("flushing the store at {}", self.path.display()))?;

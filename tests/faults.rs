@@ -88,7 +88,7 @@ async fn every_fault_at_once_loses_and_doubles_nothing() {
                     .iter()
                     .any(|k| app.running.store.entity(k).ok().flatten().is_some())
             });
-        (!pending && all && app.running.store.queued_fetches().unwrap().is_empty()).then_some(truth)
+        (!pending && all && app.running.store.fetch_queue_is_empty()).then_some(truth)
     })
     .await;
 

@@ -1,0 +1,138 @@
+//! `cargo bench --bench ingest`: signed deliveries over loopback from 32 concurrent connections,
+//! each answered only once durable, against an empty warp route measured in the same run.
+//! Prints requests/s, p50 and p99 for both and their ratio. Targets (issue 7): durable ingest at
+//! least 0.3 × the empty route's rate, p99 at most 10 ms.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use hookrace::accesslink::signature::sign;
+use tokio_util::sync::CancellationToken;
+use warp::Filter;
+
+const SECRET: &str = "abe1f3ae-fd33-11e8-8eb2-f2801f1b9fd1";
+const CONNECTIONS: usize = 32;
+
+struct Run {
+    requests: u64,
+    seconds: f64,
+    latency_us: Histogram<u64>,
+}
+
+/// Drives `url` from `CONNECTIONS` connections for `warmup + measure`; `body(i)` makes request i.
+async fn drive(url: String, warmup: Duration, measure: Duration, body: Arc<dyn Fn(u64) -> (String, String) + Send + Sync>) -> Run {
+    let counter = Arc::new(AtomicU64::new(0));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let (url, counter, measuring, stop, body) =
+            (url.clone(), counter.clone(), measuring.clone(), stop.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+            let mut hist = Histogram::<u64>::new(3).unwrap();
+            let mut done = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let i = counter.fetch_add(1, Ordering::Relaxed);
+                let (b, sig) = body(i);
+                let t = Instant::now();
+                let res = http
+                    .post(&url)
+                    .header("Content-Type", "application/json")
+                    .header("Polar-Webhook-Signature", sig)
+                    .body(b)
+                    .send()
+                    .await
+                    .expect("request");
+                assert_eq!(res.status(), 200);
+                let _ = res.bytes().await;
+                if measuring.load(Ordering::Relaxed) {
+                    hist.record(t.elapsed().as_micros() as u64).expect("an auto-resizing histogram");
+                    done += 1;
+                }
+            }
+            (done, hist)
+        }));
+    }
+    tokio::time::sleep(warmup).await;
+    measuring.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    tokio::time::sleep(measure).await;
+    stop.store(true, Ordering::Relaxed);
+    let seconds = start.elapsed().as_secs_f64();
+    let mut latency_us = Histogram::<u64>::new(3).unwrap();
+    let mut requests = 0;
+    for t in tasks {
+        let (n, h) = t.await.unwrap();
+        requests += n;
+        latency_us.add(&h).unwrap();
+    }
+    Run { requests, seconds, latency_us }
+}
+
+fn line(name: &str, r: &Run) -> f64 {
+    let rate = r.requests as f64 / r.seconds;
+    println!(
+        "{name:<28} {rate:>10.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms   ({} requests)",
+        r.latency_us.value_at_quantile(0.5) as f64 / 1000.0,
+        r.latency_us.value_at_quantile(0.99) as f64 / 1000.0,
+        r.requests
+    );
+    rate
+}
+
+fn main() {
+    let secs = |name: &str, default: u64| {
+        std::env::var(name).ok().and_then(|v| v.parse().ok()).map(Duration::from_secs).unwrap_or(Duration::from_secs(default))
+    };
+    let (warmup, measure) = (secs("BENCH_WARMUP_S", 2), secs("BENCH_MEASURE_S", 8));
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        // The baseline: a warp route that reads the body and answers 200.
+        let empty = warp::post()
+            .and(warp::path("acl_webhook"))
+            .and(warp::body::bytes())
+            .map(|_b: bytes::Bytes| "ok\n");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let empty_url = format!("http://{}/acl_webhook", listener.local_addr().unwrap());
+        tokio::spawn(warp::serve(empty).incoming(listener).run());
+
+        // hookrace: a real daemon with a fresh store, the poller off.
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[webhook]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[accesslink]\nclient_id = \"bench\"\nclient_secret = \"x\"\nwebhook_secret = \"{SECRET}\"\n[poller]\nenabled = false\n[store]\npath = \"{}\"\n",
+            dir.path().display()
+        );
+        let cfg = hookrace::config::parse(&text, "bench", &|_| None).unwrap();
+        let shutdown = CancellationToken::new();
+        let listeners = hookrace::daemon::Listeners {
+            webhook: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            simulator: None,
+        };
+        let running = hookrace::daemon::start(cfg, listeners, shutdown.clone()).await.unwrap();
+        let url = running.webhook_url.clone();
+
+        let make: Arc<dyn Fn(u64) -> (String, String) + Send + Sync> = Arc::new(|i| {
+            let body = format!(
+                r#"{{"event":"EXERCISE","user_id":475,"entity_id":"b{i}","timestamp":"2026-11-28T10:00:00Z","url":"https://www.polaraccesslink.com/v3/exercises/b{i}"}}"#
+            );
+            let sig = sign(SECRET, body.as_bytes());
+            (body, sig)
+        });
+        println!("{CONNECTIONS} connections, {}s warm-up, {}s measured each, on {} cores", warmup.as_secs(), measure.as_secs(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        let base = drive(empty_url, warmup, measure, make.clone()).await;
+        let base_rate = line("empty warp route", &base);
+        let ours = drive(url, warmup, measure, make).await;
+        let our_rate = line("hookrace (durable 200)", &ours);
+        let p99 = ours.latency_us.value_at_quantile(0.99) as f64 / 1000.0;
+        println!("ratio hookrace / empty route: {:.2}  (target ≥ 0.30)", our_rate / base_rate);
+        println!("hookrace p99: {p99:.2} ms  (target ≤ 10 ms)");
+        let accepted = running.store.counter(hookrace::store::counter::WEBHOOK_ACCEPTED);
+        println!("deliveries stored durably: {accepted}");
+        shutdown.cancel();
+        running.wait().await.unwrap();
+    });
+}
