@@ -22,16 +22,29 @@ struct Run {
 }
 
 /// Drives `url` from `CONNECTIONS` connections for `warmup + measure`; `body(i)` makes request i.
-async fn drive(url: String, warmup: Duration, measure: Duration, body: Arc<dyn Fn(u64) -> (String, String) + Send + Sync>) -> Run {
+async fn drive(
+    url: String,
+    warmup: Duration,
+    measure: Duration,
+    body: Arc<dyn Fn(u64) -> (String, String) + Send + Sync>,
+) -> Run {
     let counter = Arc::new(AtomicU64::new(0));
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for _ in 0..CONNECTIONS {
-        let (url, counter, measuring, stop, body) =
-            (url.clone(), counter.clone(), measuring.clone(), stop.clone(), body.clone());
+        let (url, counter, measuring, stop, body) = (
+            url.clone(),
+            counter.clone(),
+            measuring.clone(),
+            stop.clone(),
+            body.clone(),
+        );
         tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+            let http = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .unwrap();
             let mut hist = Histogram::<u64>::new(3).unwrap();
             let mut done = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -49,7 +62,8 @@ async fn drive(url: String, warmup: Duration, measure: Duration, body: Arc<dyn F
                 assert_eq!(res.status(), 200);
                 let _ = res.bytes().await;
                 if measuring.load(Ordering::Relaxed) {
-                    hist.record(t.elapsed().as_micros() as u64).expect("an auto-resizing histogram");
+                    hist.record(t.elapsed().as_micros() as u64)
+                        .expect("an auto-resizing histogram");
                     done += 1;
                 }
             }
@@ -69,7 +83,11 @@ async fn drive(url: String, warmup: Duration, measure: Duration, body: Arc<dyn F
         requests += n;
         latency_us.add(&h).unwrap();
     }
-    Run { requests, seconds, latency_us }
+    Run {
+        requests,
+        seconds,
+        latency_us,
+    }
 }
 
 fn line(name: &str, r: &Run) -> f64 {
@@ -85,10 +103,17 @@ fn line(name: &str, r: &Run) -> f64 {
 
 fn main() {
     let secs = |name: &str, default: u64| {
-        std::env::var(name).ok().and_then(|v| v.parse().ok()).map(Duration::from_secs).unwrap_or(Duration::from_secs(default))
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(Duration::from_secs(default))
     };
     let (warmup, measure) = (secs("BENCH_WARMUP_S", 2), secs("BENCH_MEASURE_S", 8));
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         // The baseline: a warp route that reads the body and answers 200.
         let empty = warp::post()

@@ -25,7 +25,8 @@ fn cpu_ticks(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = s.rsplit(')').next().unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
-    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
 fn daemon_config(dir: &Path, simulator: bool) -> std::path::PathBuf {
@@ -52,7 +53,8 @@ fn start_to_ready_and_idle() {
         let cfg = daemon_config(dir.path(), simulator);
         let sock_path = dir.path().join("n.sock");
         let sock = UnixDatagram::bind(&sock_path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let t = Instant::now();
         let mut child = Command::new(BIN)
             .args(["run", "-c"])
@@ -81,24 +83,36 @@ fn start_to_ready_and_idle() {
         let hz = 100.0; // USER_HZ on Linux
         println!(
             "{:<34} ready in {:>6.1} ms   idle RSS {:>5.1} MB   idle CPU {:.2}% over {}s (poller every 30s)",
-            if simulator { "hookrace run (embedded simulator)" } else { "hookrace run" },
+            if simulator {
+                "hookrace run (embedded simulator)"
+            } else {
+                "hookrace run"
+            },
             ready.as_secs_f64() * 1000.0,
             rss_kb as f64 / 1024.0,
             ticks as f64 / hz / idle.as_secs_f64() * 100.0,
             idle.as_secs()
         );
-        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
         child.wait().unwrap();
     }
 }
 
 fn report_on_a_million() {
-    let n: u64 = std::env::var("BENCH_ENTITIES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let n: u64 = std::env::var("BENCH_ENTITIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let dir = tempfile::tempdir().unwrap();
     let store_path = dir.path().join("store");
     let t = Instant::now();
     generate_store(&store_path, n);
-    println!("generated a store of {n} entities in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "generated a store of {n} entities in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     let cfg = dir.path().join("r.toml");
     std::fs::write(
         &cfg,

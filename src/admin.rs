@@ -1,4 +1,5 @@
-//! The private admin listener: `/healthz`, `/status`, `/metrics`, `/entities`, and for the
+//! The private admin listener: the dashboard (`/`, `/events`), `/healthz`, `/status`,
+//! `/metrics`, `/entities`, and for the
 //! management commands `GET /users`, `DELETE /users/{id}` and `PUT /webhook/secret`.
 //!
 //! It binds to loopback by default and, when `[admin].token` is set, every route requires
@@ -53,6 +54,8 @@ pub struct AdminState {
     pub token: Option<Secret>,
     /// For de-registering users at AccessLink.
     pub client: Arc<crate::accesslink::client::Client>,
+    /// Cancelled at shutdown: ends the dashboard's event streams, which would outlive the drain.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// All admin routes, behind the optional token.
@@ -110,19 +113,39 @@ pub fn routes(
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
             }
         });
+    let dashboard = warp::path::end()
+        .and(warp::get())
+        .map(|| warp::reply::html(crate::dashboard::PAGE).into_response());
+    let events = warp::path!("events")
+        .and(warp::get())
+        .and(with_state.clone())
+        .map(|s: Arc<AdminState>| {
+            warp::sse::reply(warp::sse::keep_alive().stream(crate::dashboard::events(s)))
+                .into_response()
+        });
     let entities = warp::path!("entities")
         .and(warp::get())
         .and(warp::query::<HashMap<String, String>>())
         .and(with_state.clone())
         .map(|q: HashMap<String, String>, s: Arc<AdminState>| entities(&s, &q));
+    // The token comes in the Authorization header, or (for the dashboard in a browser, whose
+    // EventSource cannot set headers) as `?token=`.
     let authorized = warp::header::optional::<String>(header::AUTHORIZATION.as_str())
+        .and(
+            warp::query::<HashMap<String, String>>()
+                .or(warp::any().map(HashMap::new))
+                .unify(),
+        )
         .and(with_state)
-        .and_then(|auth: Option<String>, s: Arc<AdminState>| async move {
-            match authorize(s.token.as_ref(), auth.as_deref()) {
-                Ok(()) => Ok(()),
-                Err(()) => Err(warp::reject::custom(Unauthorized)),
-            }
-        })
+        .and_then(
+            |auth: Option<String>, q: HashMap<String, String>, s: Arc<AdminState>| async move {
+                let from_query = q.get("token").map(|t| format!("Bearer {t}"));
+                match authorize(s.token.as_ref(), auth.as_deref().or(from_query.as_deref())) {
+                    Ok(()) => Ok(()),
+                    Err(()) => Err(warp::reject::custom(Unauthorized)),
+                }
+            },
+        )
         .untuple_one();
     authorized
         .and(
@@ -138,6 +161,10 @@ pub fn routes(
                 .or(remove_user)
                 .unify()
                 .or(webhook_secret)
+                .unify()
+                .or(dashboard)
+                .unify()
+                .or(events)
                 .unify(),
         )
         .recover(|r: warp::Rejection| async move { Ok::<_, Infallible>(rejection(r)) })
@@ -178,7 +205,7 @@ fn rejection(r: warp::Rejection) -> Response {
     }
     error(
         StatusCode::NOT_FOUND,
-        "no such route: try /healthz, /status, /metrics or /entities",
+        "no such route: try /, /healthz, /status, /metrics or /entities",
     )
 }
 

@@ -234,6 +234,7 @@ pub async fn start_with_seed(
         liveness: liveness.clone(),
         token: config.admin.token.clone(),
         client: client.clone(),
+        shutdown: shutdown.child_token(),
     });
 
     let servers = shutdown.child_token();

@@ -57,6 +57,9 @@ pub struct DemoArgs {
     /// How the report is printed.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Open the live dashboard in a browser (its address is printed either way).
+    #[arg(long)]
+    pub open: bool,
     /// Keep the store in this directory (default: a temporary one, removed at the end).
     #[arg(long)]
     pub store: Option<PathBuf>,
@@ -88,6 +91,9 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
         .as_ref()
         .map(|s| s.base_url.clone())
         .unwrap_or_default();
+    if args.open {
+        open_browser(&format!("{}/", running.admin_url));
+    }
     if let Some(limit) = &args.rate_limit {
         set_rate_limit(&sim_url, limit, args.rate_window).await?;
     }
@@ -99,6 +105,7 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
         )?;
         writeln!(out, "  AccessLink simulator   {sim_url}   (seed {seed})")?;
         writeln!(out, "  webhook receiver       {}", running.webhook_url)?;
+        writeln!(out, "  live dashboard         {}/", running.admin_url)?;
         writeln!(out, "  status while it runs   {}/status", running.admin_url)?;
         writeln!(
             out,
@@ -360,4 +367,19 @@ async fn set_rate_limit(sim_url: &str, limit: &str, window: Duration) -> anyhow:
         res.status()
     );
     Ok(())
+}
+
+/// Opens `url` with the desktop's browser when there is one; says so when there is none.
+fn open_browser(url: &str) {
+    for opener in ["xdg-open", "sensible-browser", "open"] {
+        let spawned = std::process::Command::new(opener)
+            .arg(url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        if spawned.is_ok() {
+            return;
+        }
+    }
+    eprintln!("no browser found to open {url}: open it yourself");
 }

@@ -100,7 +100,9 @@ impl Fetcher {
                     self.fetch_one(&queue_key, &key, job).await;
                     continue;
                 }
-                Some((_, _, job)) => (job.next_at - Utc::now()).to_std().unwrap_or(Duration::ZERO),
+                Some((_, _, job)) => (job.next_at - Utc::now())
+                    .to_std()
+                    .unwrap_or(Duration::ZERO),
                 None => Duration::from_secs(3600),
             };
             tokio::select! {
@@ -120,7 +122,9 @@ impl Fetcher {
         let user = match store.user(job.user_id) {
             Ok(Some(u)) if u.disconnected_at.is_none() => u,
             Ok(Some(_)) => return self.give_up(queue_key, key, "the user is disconnected"),
-            Ok(None) => return self.give_up(queue_key, key, "no access token is known for this user"),
+            Ok(None) => {
+                return self.give_up(queue_key, key, "no access token is known for this user");
+            }
             Err(e) => {
                 tracing::error!(error = format_args!("{e:#}"), "reading a user");
                 return;
@@ -137,26 +141,48 @@ impl Fetcher {
                     Ok(()) => {
                         let _ = store.incr(counter::WEBHOOK_FETCHES_OK, 1);
                         let _ = store.dequeue_fetch(queue_key);
-                        tracing::info!(entity = key, fingerprint = id.fingerprint.as_deref().unwrap_or("-"), "fetched webhook data");
+                        tracing::info!(
+                            entity = key,
+                            fingerprint = id.fingerprint.as_deref().unwrap_or("-"),
+                            "fetched webhook data"
+                        );
                     }
                     Err(e) => {
-                        tracing::error!(entity = key, error = format_args!("{e:#}"), "storing fetched data");
+                        tracing::error!(
+                            entity = key,
+                            error = format_args!("{e:#}"),
+                            "storing fetched data"
+                        );
                     }
                 }
             }
-            Ok(None) => self.give_up(queue_key, key, "AccessLink has no data at the delivery's url (204)"),
+            Ok(None) => self.give_up(
+                queue_key,
+                key,
+                "AccessLink has no data at the delivery's url (204)",
+            ),
             Err(ApiError::Unauthorized { .. }) => {
                 let _ = store.mark_disconnected(job.user_id, "401 while fetching webhook data");
                 self.give_up(queue_key, key, "401: the user's token is no longer valid");
             }
-            Err(e @ (ApiError::ForeignUrl { .. } | ApiError::Forbidden { .. } | ApiError::Decode { .. })) => {
+            Err(
+                e @ (ApiError::ForeignUrl { .. }
+                | ApiError::Forbidden { .. }
+                | ApiError::Decode { .. }),
+            ) => {
                 self.give_up(queue_key, key, &e.to_string());
             }
-            Err(e @ ApiError::Status { status: 404, .. }) => self.give_up(queue_key, key, &e.to_string()),
+            Err(e @ ApiError::Status { status: 404, .. }) => {
+                self.give_up(queue_key, key, &e.to_string())
+            }
             Err(e) => {
                 job.attempts += 1;
                 if job.attempts >= MAX_ATTEMPTS {
-                    return self.give_up(queue_key, key, &format!("{e} (after {} attempts)", job.attempts));
+                    return self.give_up(
+                        queue_key,
+                        key,
+                        &format!("{e} (after {} attempts)", job.attempts),
+                    );
                 }
                 let delay = match &e {
                     ApiError::RateLimited { reset, .. } => *reset,

@@ -149,6 +149,8 @@ pub struct Store {
     last_delivery_ms: std::sync::atomic::AtomicI64,
     summary_cache: Mutex<Option<(u64, Arc<Summary>)>>,
     group_commit: GroupCommit,
+    /// Ticks on every entity or counter change: the dashboard's event stream waits on it.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -203,6 +205,7 @@ impl Store {
             last_delivery_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
             summary_cache: Mutex::new(None),
             group_commit: GroupCommit::new(),
+            changes: tokio::sync::watch::channel(0).0,
             db,
         };
         if let Some(t) = store.meta_time(META_LAST_DELIVERY_AT) {
@@ -227,7 +230,17 @@ impl Store {
         self.counters
             .merge(name, by.to_be_bytes())
             .with_context(|| format!("incrementing counter {name}"))?;
+        self.changed();
         Ok(())
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that wakes on every change to entities or counters.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// A counter's value (0 when never incremented).
@@ -405,6 +418,7 @@ impl Store {
                         .context("indexing a new entity")?;
                 }
                 self.generation.fetch_add(1, Ordering::Release);
+                self.changed();
                 return Ok(out);
             }
         }
@@ -572,7 +586,11 @@ impl Store {
     /// The job due first: its queue key, its entity key and the job.
     pub fn next_fetch(&self) -> anyhow::Result<Option<(sled::IVec, String, FetchJob)>> {
         loop {
-            let Some((k, v)) = self.fetch_queue.first().context("reading the fetch queue")? else {
+            let Some((k, v)) = self
+                .fetch_queue
+                .first()
+                .context("reading the fetch queue")?
+            else {
                 return Ok(None);
             };
             let entity = String::from_utf8_lossy(k.get(8..).unwrap_or_default()).into_owned();

@@ -33,6 +33,7 @@ fn short_demo(format: Format, store: Option<std::path::PathBuf>) -> DemoArgs {
         format,
         store,
         rate_limit: None,
+        open: false,
         rate_window: Duration::from_secs(900),
     }
 }

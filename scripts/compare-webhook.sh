@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Side-by-side: hookrace versus adnanh/webhook (Debian's `webhook` package) with an HMAC-SHA256
+# rule, under the same wrk load on loopback. Both must verify the signature before answering;
+# hookrace also stores each delivery durably before its 200, webhook runs a command (/bin/true).
+#   apt-get install -y wrk webhook && cargo build --release && scripts/compare-webhook.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-32}
+SECRET=abe1f3ae-fd33-11e8-8eb2-f2801f1b9fd1
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+BIN=${BIN:-target/release/hookrace}
+
+# 20,000 distinct signed deliveries, cycled by wrk.
+python3 - "$WORK" "$SECRET" <<'PY'
+import hmac, hashlib, sys
+work, secret = sys.argv[1], sys.argv[2].encode()
+with open(f"{work}/requests.lua", "w") as f:
+    f.write("local bodies = {}\nlocal sigs = {}\n")
+    for i in range(20000):
+        body = ('{"event":"EXERCISE","user_id":475,"entity_id":"w%d","timestamp":"2026-11-28T10:00:00Z",'
+                '"url":"https://www.polaraccesslink.com/v3/exercises/w%d"}') % (i, i)
+        sig = hmac.new(secret, body.encode(), hashlib.sha256).hexdigest()
+        f.write('bodies[%d]=%r\nsigs[%d]="%s"\n' % (i + 1, body, i + 1, sig))
+    f.write("""
+local i = 0
+request = function()
+  i = i % #bodies + 1
+  return wrk.format("POST", nil, {["Content-Type"]="application/json",
+    ["Polar-Webhook-Event"]="EXERCISE", ["Polar-Webhook-Signature"]=sigs[i]}, bodies[i])
+end
+""")
+PY
+
+cat > "$WORK/hookrace.toml" <<TOML
+[webhook]
+listen = "127.0.0.1:18080"
+[admin]
+listen = "127.0.0.1:19090"
+[accesslink]
+client_id = "bench"
+client_secret = "x"
+webhook_secret = "$SECRET"
+[poller]
+enabled = false
+[store]
+path = "$WORK/store"
+TOML
+cat > "$WORK/hooks.json" <<JSON
+[{"id": "polar", "execute-command": "/bin/true", "response-message": "ok",
+  "trigger-rule": {"match": {"type": "payload-hmac-sha256", "secret": "$SECRET",
+                             "parameter": {"source": "header", "name": "Polar-Webhook-Signature"}}}}]
+JSON
+
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+run_wrk() { wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$WORK/requests.lua" "$1" | grep -E "Requests/sec|50%|99%|Non-2xx|Socket errors"; }
+
+echo "== hookrace ($("$BIN" --version)), durable 200"
+RUST_LOG=warn "$BIN" run -c "$WORK/hookrace.toml" & wait_port 18080
+run_wrk http://127.0.0.1:18080/acl_webhook
+kill %1; wait %1 2>/dev/null || true
+
+echo "== adnanh/webhook ($(webhook -version 2>&1 | head -1)), HMAC rule, runs /bin/true"
+webhook -hooks "$WORK/hooks.json" -ip 127.0.0.1 -port 18081 > /dev/null 2>&1 & wait_port 18081
+run_wrk http://127.0.0.1:18081/hooks/polar

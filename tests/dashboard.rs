@@ -1,0 +1,219 @@
+//! The live dashboard: the SSE stream's format, and the page in a real (headless) browser.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{sim_config, spawn_with};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+/// Reads the event stream until `n` events arrived; returns (event name, data) pairs.
+async fn read_events(url: &str, n: usize) -> (String, Vec<(String, String)>) {
+    let res = reqwest::get(url).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let mut body = res.bytes_stream();
+    let mut text = String::new();
+    let read = async {
+        while text.matches("\n\n").count() < n + 1 {
+            let chunk = body.next().await.expect("the stream stays open").unwrap();
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(15), read)
+        .await
+        .expect("events within 15 s");
+    let mut events = Vec::new();
+    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let mut name = String::from("message");
+        let mut data = String::new();
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("event:") {
+                name = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.trim_start());
+            }
+        }
+        events.push((name, data));
+    }
+    (text, events)
+}
+
+#[tokio::test]
+async fn the_event_stream_pushes_status_and_entities_on_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_with(sim_config(dir.path(), 1, "transactions")).await;
+    let user = app.first_user().await;
+    app.inject(user, "EXERCISE").await;
+    app.status_until("the fetch", |s| s["webhook"]["fetches"]["ok"] == 1)
+        .await;
+    let (raw, events) = read_events(&format!("{}/events", app.admin_base), 3).await;
+    assert!(
+        raw.starts_with("retry:2000\n\n") || raw.starts_with("retry: 2000\n\n"),
+        "{raw}"
+    );
+    let status: Value =
+        serde_json::from_str(&events.iter().find(|e| e.0 == "status").unwrap().1).unwrap();
+    assert_eq!(status["entities"]["total"], 1);
+    assert_eq!(status["service"], "hookrace");
+    let entities: Value =
+        serde_json::from_str(&events.iter().find(|e| e.0 == "entities").unwrap().1).unwrap();
+    assert_eq!(entities[0]["type"], "EXERCISE");
+    assert_eq!(entities[0]["first_channel"], "webhook");
+
+    // A change is pushed without being asked for.
+    let url = format!("{}/events", app.admin_base);
+    let reader = tokio::spawn(async move { read_events(&url, 5).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.inject(user, "EXERCISE").await;
+    let (_, events) = reader.await.unwrap();
+    let last_status = events.iter().rev().find(|e| e.0 == "status").unwrap();
+    let s: Value = serde_json::from_str(&last_status.1).unwrap();
+    assert!(s["webhook"]["accepted"].as_u64().unwrap() >= 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_page_and_events_respect_the_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::test_config(dir.path());
+    cfg.admin.token = Some(hookrace::config::Secret::new("dashboard-token-0123"));
+    let app = spawn_with(cfg).await;
+    for path in ["/", "/events"] {
+        let res = reqwest::get(format!("{}{path}", app.admin_base))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "{path}");
+    }
+    let res = reqwest::get(format!("{}/?token=dashboard-token-0123", app.admin_base))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("<title>hookrace"));
+    let (_, events) = read_events(
+        &format!("{}/events?token=dashboard-token-0123", app.admin_base),
+        2,
+    )
+    .await;
+    assert!(events.iter().any(|e| e.0 == "status"));
+    app.stop().await;
+}
+
+fn chromium() -> Option<String> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|name| {
+            std::env::var_os("PATH").and_then(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join(name))
+                    .find(|p| p.is_file())
+                    .map(|p| p.display().to_string())
+            })
+        })
+}
+
+fn headless(browser: &str, extra: &[&str], url: &str) -> std::process::Output {
+    let profile = tempfile::tempdir().unwrap();
+    Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--window-size=1280,1100",
+            "--virtual-time-budget=4000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_race_in_a_real_browser() {
+    let Some(browser) = chromium() else {
+        assert!(
+            std::env::var_os("HOOKRACE_REQUIRE_BROWSER").is_none(),
+            "HOOKRACE_REQUIRE_BROWSER is set but no chromium is installed"
+        );
+        eprintln!("SKIPPED: no chromium on this machine (CI installs it: see .ci/run)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_with(sim_config(dir.path(), 2, "transactions")).await;
+    let users = app
+        .sim_control(reqwest::Method::GET, "/sim/users", json!({}))
+        .await;
+    let (u1, u2) = (
+        users[0]["user_id"].as_u64().unwrap(),
+        users[1]["user_id"].as_u64().unwrap(),
+    );
+    app.inject(u1, "EXERCISE").await;
+    app.inject(u2, "EXERCISE").await;
+    app.faults(json!({"drop_rate": 1.0})).await;
+    app.inject(u1, "ACTIVITY_SUMMARY").await;
+    app.status_until("two fetches", |s| s["webhook"]["fetches"]["ok"] == 2)
+        .await;
+    app.cycle().await;
+    let status = app.status().await;
+    assert_eq!(status["entities"]["total"], 3);
+
+    // Snapshot mode closes the stream after the first update, so the headless page settles.
+    let url = format!("{}/?snapshot=1", app.admin_base);
+    let b = browser.clone();
+    let u = url.clone();
+    let dom = tokio::task::spawn_blocking(move || headless(&b, &["--dump-dom"], &u))
+        .await
+        .unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout).to_string();
+    let grab = |id: &str| -> String {
+        let start = dom
+            .find(&format!("id=\"{id}\""))
+            .unwrap_or_else(|| panic!("#{id} in the page:\n{dom}"));
+        let rest = &dom[start..];
+        let open = rest.find('>').unwrap() + 1;
+        rest[open..open + rest[open..].find('<').unwrap()].to_string()
+    };
+    assert!(
+        dom.contains(">snapshot<"),
+        "the event stream delivered:\n{dom}"
+    );
+    assert_eq!(grab("total"), status["entities"]["total"].to_string());
+    assert_eq!(
+        grab("first-wh"),
+        status["entities"]["first_by_webhook"].to_string()
+    );
+    assert_eq!(
+        grab("first-po"),
+        status["entities"]["first_by_poll"].to_string()
+    );
+    assert_eq!(grab("req-po"), status["poll"]["requests"].to_string());
+    let dots_at = dom.find("data-dots=\"").expect("the timeline") + "data-dots=\"".len();
+    let dots: usize = dom[dots_at..dots_at + dom[dots_at..].find('"').unwrap()]
+        .parse()
+        .unwrap();
+    // Two exercises seen by both channels, the activity by the poll only: five sightings.
+    assert_eq!(dots, 5, "dots on the timeline");
+
+    // A screenshot, kept as a test artifact.
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let arg = format!("--screenshot={}", shot.display());
+    let out = tokio::task::spawn_blocking(move || headless(&browser, &[&arg], &url))
+        .await
+        .unwrap();
+    assert!(
+        shot.is_file(),
+        "screenshot written: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("dashboard screenshot: {}", shot.display());
+    app.stop().await;
+}
