@@ -16,7 +16,8 @@ pub enum Channel {
     Poll,
 }
 
-/// One piece of new data at the source, as both channels saw it.
+/// One piece of new data at the source, as both channels saw it. Stored as JSON with times in
+/// microseconds since the epoch (a report reads a million of them: integers decode fast).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entity {
     /// Store key: `TYPE/user/id`.
@@ -27,16 +28,16 @@ pub struct Entity {
     /// The hashed exercise id, a date, or another source identity.
     pub entity_id: String,
     /// When the source says the data became available (`upload-time`, `created`), once fetched.
-    #[serde(default)]
+    #[serde(default, with = "chrono::serde::ts_microseconds_option")]
     pub data_available_at: Option<DateTime<Utc>>,
     /// The `timestamp` of the first valid delivery: stands in for availability until data is fetched.
-    #[serde(default)]
+    #[serde(default, with = "chrono::serde::ts_microseconds_option")]
     pub webhook_timestamp: Option<DateTime<Utc>>,
     /// When the first valid delivery was received.
-    #[serde(default)]
+    #[serde(default, with = "chrono::serde::ts_microseconds_option")]
     pub webhook_at: Option<DateTime<Utc>>,
     /// When the poller first stored it.
-    #[serde(default)]
+    #[serde(default, with = "chrono::serde::ts_microseconds_option")]
     pub poll_at: Option<DateTime<Utc>>,
     /// Valid deliveries received for it (more than one means duplicates).
     #[serde(default)]
@@ -106,12 +107,7 @@ impl Entity {
 
     /// The channel that saw it first (a tie goes to the webhook, which was not worse).
     pub fn first_channel(&self) -> Option<Channel> {
-        match (self.webhook_at, self.poll_at) {
-            (Some(w), Some(p)) if p < w => Some(Channel::Poll),
-            (Some(_), _) => Some(Channel::Webhook),
-            (None, Some(_)) => Some(Channel::Poll),
-            (None, None) => None,
-        }
+        first_channel(self.webhook_at, self.poll_at)
     }
 
     /// Milliseconds from availability to the webhook (clamped at 0: clocks differ).
@@ -156,6 +152,18 @@ pub struct EntityView {
     pub webhook_at: Option<DateTime<Utc>>,
     pub poll_at: Option<DateTime<Utc>>,
     pub first_channel: Option<Channel>,
+}
+
+fn first_channel(
+    webhook_at: Option<DateTime<Utc>>,
+    poll_at: Option<DateTime<Utc>>,
+) -> Option<Channel> {
+    match (webhook_at, poll_at) {
+        (Some(w), Some(p)) if p < w => Some(Channel::Poll),
+        (Some(_), _) => Some(Channel::Webhook),
+        (None, Some(_)) => Some(Channel::Poll),
+        (None, None) => None,
+    }
 }
 
 fn millis(d: chrono::TimeDelta) -> f64 {
@@ -312,29 +320,64 @@ pub struct Summary {
     pub webhook_lead: SignedHistogram,
 }
 
+/// The parts of a stored entity the summary needs, decoded without allocating its strings.
+#[derive(Deserialize)]
+pub struct EntityTimes<'a> {
+    #[serde(rename = "type", borrow)]
+    pub kind: std::borrow::Cow<'a, str>,
+    #[serde(default, with = "chrono::serde::ts_microseconds_option")]
+    pub data_available_at: Option<DateTime<Utc>>,
+    #[serde(default, with = "chrono::serde::ts_microseconds_option")]
+    pub webhook_timestamp: Option<DateTime<Utc>>,
+    #[serde(default, with = "chrono::serde::ts_microseconds_option")]
+    pub webhook_at: Option<DateTime<Utc>>,
+    #[serde(default, with = "chrono::serde::ts_microseconds_option")]
+    pub poll_at: Option<DateTime<Utc>>,
+}
+
 impl Summary {
     pub fn add(&mut self, e: &Entity) {
+        self.add_times(&EntityTimes {
+            kind: std::borrow::Cow::Borrowed(&e.kind),
+            data_available_at: e.data_available_at,
+            webhook_timestamp: e.webhook_timestamp,
+            webhook_at: e.webhook_at,
+            poll_at: e.poll_at,
+        });
+    }
+
+    /// Adds one entity given only its times (see [`EntityTimes`]).
+    pub fn add_times(&mut self, t: &EntityTimes<'_>) {
         self.total += 1;
-        *self.by_type.entry(e.kind.clone()).or_default() += 1;
-        match (e.webhook_at.is_some(), e.poll_at.is_some()) {
+        match self.by_type.get_mut(t.kind.as_ref()) {
+            Some(n) => *n += 1,
+            None => {
+                self.by_type.insert(t.kind.to_string(), 1);
+            }
+        }
+        match (t.webhook_at.is_some(), t.poll_at.is_some()) {
             (true, true) => self.seen_by_both += 1,
             (true, false) => self.webhook_only += 1,
             (false, true) => self.poll_only += 1,
             (false, false) => {}
         }
-        match e.first_channel() {
+        match first_channel(t.webhook_at, t.poll_at) {
             Some(Channel::Webhook) => self.first_by_webhook += 1,
             Some(Channel::Poll) => self.first_by_poll += 1,
             None => {}
         }
-        if let Some(ms) = e.webhook_latency_ms() {
+        let available = t.data_available_at.or(t.webhook_timestamp);
+        if let Some(ms) = available
+            .zip(t.webhook_at)
+            .and_then(|(a, w)| delay_ms(a, w))
+        {
             self.webhook_latency.record_ms(ms);
         }
-        if let Some(ms) = e.poll_latency_ms() {
+        if let Some(ms) = available.zip(t.poll_at).and_then(|(a, p)| delay_ms(a, p)) {
             self.poll_latency.record_ms(ms);
         }
-        if let Some(ms) = e.webhook_lead_ms() {
-            self.webhook_lead.record_ms(ms);
+        if let (Some(w), Some(p)) = (t.webhook_at, t.poll_at) {
+            self.webhook_lead.record_ms(millis(p - w));
         }
     }
 }
