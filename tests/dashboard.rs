@@ -17,7 +17,7 @@ async fn read_events(url: &str, n: usize) -> (String, Vec<(String, String)>) {
     let mut body = res.bytes_stream();
     let mut text = String::new();
     let read = async {
-        while text.matches("\n\n").count() < n + 1 {
+        while text.matches("\n\n").count() < n {
             let chunk = body.next().await.expect("the stream stays open").unwrap();
             text.push_str(&String::from_utf8_lossy(&chunk));
         }
