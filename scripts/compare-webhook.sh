@@ -12,25 +12,30 @@ WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 BIN=${BIN:-target/release/hookrace}
 
-# 20,000 distinct signed deliveries, cycled by wrk.
+# 150,000 distinct signed deliveries (more than a 10 s run sends), cycled by wrk.
 python3 - "$WORK" "$SECRET" <<'PY'
 import hmac, hashlib, sys
 work, secret = sys.argv[1], sys.argv[2].encode()
-with open(f"{work}/requests.lua", "w") as f:
-    f.write("local bodies = {}\nlocal sigs = {}\n")
-    for i in range(20000):
+with open(f"{work}/requests.txt", "w") as f:
+    for i in range(150000):
         body = ('{"event":"EXERCISE","user_id":475,"entity_id":"w%d","timestamp":"2026-11-28T10:00:00Z",'
                 '"url":"https://www.polaraccesslink.com/v3/exercises/w%d"}') % (i, i)
-        sig = hmac.new(secret, body.encode(), hashlib.sha256).hexdigest()
-        f.write('bodies[%d]=%r\nsigs[%d]="%s"\n' % (i + 1, body, i + 1, sig))
+        f.write(hmac.new(secret, body.encode(), hashlib.sha256).hexdigest() + "\t" + body + "\n")
+with open(f"{work}/requests.lua", "w") as f:
     f.write("""
+local sigs, bodies = {}, {}
+for line in io.lines("%s/requests.txt") do
+  local tab = line:find("\t", 1, true)
+  sigs[#sigs + 1] = line:sub(1, tab - 1)
+  bodies[#bodies + 1] = line:sub(tab + 1)
+end
 local i = 0
 request = function()
-  i = i % #bodies + 1
+  i = i %% #bodies + 1
   return wrk.format("POST", nil, {["Content-Type"]="application/json",
     ["Polar-Webhook-Event"]="EXERCISE", ["Polar-Webhook-Signature"]=sigs[i]}, bodies[i])
 end
-""")
+""" % work)
 PY
 
 cat > "$WORK/hookrace.toml" <<TOML
@@ -57,7 +62,7 @@ wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/nul
 run_wrk() { wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$WORK/requests.lua" "$1" | grep -E "Requests/sec|50%|99%|Non-2xx|Socket errors"; }
 
 echo "== hookrace ($("$BIN" --version)), durable 200"
-RUST_LOG=warn "$BIN" run -c "$WORK/hookrace.toml" & wait_port 18080
+RUST_LOG=error "$BIN" run -c "$WORK/hookrace.toml" 2>/dev/null & wait_port 18080
 run_wrk http://127.0.0.1:18080/acl_webhook
 kill %1; wait %1 2>/dev/null || true
 
