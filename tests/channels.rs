@@ -235,7 +235,7 @@ async fn a_429_waits_for_the_reset() {
     let dir = tempfile::tempdir().unwrap();
     let app = app(dir.path(), 1).await;
     // Use up the (lowered) short window from outside, so the poller's first request gets 429.
-    app.faults(json!({"rate_limit": [2, 1000], "short_window_s": 2}))
+    app.faults(json!({"rate_limit": [2, 1000], "short_window_s": 4}))
         .await;
     for _ in 0..3 {
         app.http
@@ -255,18 +255,14 @@ async fn a_429_waits_for_the_reset() {
         .rate_state()
         .blocked_until
         .expect("the client waits");
-    let started = tokio::time::Instant::now();
     let r = app.cycle().await;
     assert_eq!(
         (r.errors, r.requests),
         (0, 1),
         "after the reset the cycle succeeds"
     );
+    // It waited for the reset the 429 announced before asking again.
     assert!(tokio::time::Instant::now() >= blocked);
-    assert!(
-        started.elapsed() > std::time::Duration::from_millis(500),
-        "it waited"
-    );
     assert_eq!(app.status().await["poll"]["rate_limited"], 1);
     app.stop().await;
 }
