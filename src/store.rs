@@ -541,10 +541,13 @@ impl Store {
         }
     }
 
-    /// Marks the webhook fetch of an entity as failed for good.
+    /// Marks the webhook fetch of an entity as failed for good (an entity that is gone stays gone).
     pub fn fetch_failed(&self, key: &str, reason: &str) -> anyhow::Result<()> {
+        let Some(existing) = self.entity(key)? else {
+            return Ok(());
+        };
         self.update_entity(key, |current| {
-            let mut e = current.unwrap_or_else(|| Entity::new("UNKNOWN", 0, key));
+            let mut e = current.unwrap_or_else(|| existing.clone());
             e.fetch_error = Some(reason.to_string());
             (e, ())
         })
