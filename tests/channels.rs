@@ -3,7 +3,7 @@
 mod common;
 
 use common::receiver::Receiver;
-use common::{App, eventually, sim_config, spawn_with};
+use common::{App, sim_config, spawn_with};
 use hookrace::accesslink::signature;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -381,33 +381,10 @@ async fn the_list_mode_polls_new_exercises_only_once() {
 
 #[tokio::test]
 async fn the_fetch_queue_resumes_after_a_restart() {
-    use hookrace::sim::{self, SimSettings};
-    hookrace::telemetry::init_for_tests();
     // A simulator that outlives the daemon.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let token = tokio_util::sync::CancellationToken::new();
-    let polar = sim::start(
-        listener,
-        SimSettings {
-            users: 1,
-            ..SimSettings::default()
-        },
-        token.clone(),
-    )
-    .unwrap();
+    let polar = common::external_sim().await;
+    let (user, access) = (polar.user, polar.access_token.clone());
     let http = reqwest::Client::new();
-    let users: Value = http
-        .get(format!("{}/sim/users", polar.base_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let (user, access) = (
-        users[0]["user_id"].as_u64().unwrap(),
-        users[0]["access_token"].as_str().unwrap().to_string(),
-    );
     let dir = tempfile::tempdir().unwrap();
     let config = |dir: &std::path::Path| {
         let text = format!(
@@ -485,6 +462,4 @@ async fn the_fetch_queue_resumes_after_a_restart() {
     assert_eq!(s["webhook"]["fetches"]["failed"], 0);
     assert_eq!(s["entities"]["total"], 1);
     app.stop().await;
-    token.cancel();
-    let _ = eventually("the simulator to stop", || async { Some(()) }).await;
 }

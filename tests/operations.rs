@@ -242,31 +242,9 @@ fn hookrace() -> Command {
 
 #[tokio::test]
 async fn webhook_and_users_commands_work_against_a_running_daemon() {
-    use hookrace::sim::{self, SimSettings};
-    hookrace::telemetry::init_for_tests();
-    let token = tokio_util::sync::CancellationToken::new();
-    let polar = sim::start(
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        SimSettings {
-            users: 1,
-            ..SimSettings::default()
-        },
-        token.clone(),
-    )
-    .unwrap();
+    let polar = common::external_sim().await;
+    let (user, access) = (polar.user, polar.access_token.clone());
     let http = reqwest::Client::new();
-    let users: Value = http
-        .get(format!("{}/sim/users", polar.base_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let (user, access) = (
-        users[0]["user_id"].as_u64().unwrap(),
-        users[0]["access_token"].as_str().unwrap().to_string(),
-    );
 
     // The daemon, with its admin port known so the commands can reach it.
     let dir = tempfile::tempdir().unwrap();
@@ -423,7 +401,6 @@ async fn webhook_and_users_commands_work_against_a_running_daemon() {
 
     shutdown.cancel();
     running.wait().await.unwrap();
-    token.cancel();
 }
 
 #[test]

@@ -292,3 +292,39 @@ impl App {
         .await
     }
 }
+
+/// A simulator of its own (it outlives any daemon a test starts), with one registered user.
+pub struct ExternalSim {
+    pub base_url: String,
+    pub user: u64,
+    pub access_token: String,
+    /// Stops the simulator when dropped.
+    pub _stop: tokio_util::sync::DropGuard,
+}
+
+pub async fn external_sim() -> ExternalSim {
+    use hookrace::sim::{self, SimSettings};
+    hookrace::telemetry::init_for_tests();
+    let token = CancellationToken::new();
+    let polar = sim::start(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        SimSettings {
+            users: 1,
+            ..SimSettings::default()
+        },
+        token.clone(),
+    )
+    .unwrap();
+    let users: serde_json::Value = reqwest::get(format!("{}/sim/users", polar.base_url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    ExternalSim {
+        base_url: polar.base_url,
+        user: users[0]["user_id"].as_u64().unwrap(),
+        access_token: users[0]["access_token"].as_str().unwrap().to_string(),
+        _stop: token.drop_guard(),
+    }
+}
