@@ -263,7 +263,13 @@ async fn race(
     }
 
     // Stop making data; let deliveries, fetches and one more scheduled poll cycle finish.
-    set_paused(&http, sim_url, true).await?;
+    crate::sim::patch_faults(
+        &http,
+        sim_url,
+        serde_json::json!({"generator_paused": true}),
+    )
+    .await
+    .context("pausing the generator")?;
     if human {
         writeln!(
             out,
@@ -335,19 +341,6 @@ async fn race(
     }
 }
 
-async fn set_paused(http: &reqwest::Client, sim_url: &str, paused: bool) -> anyhow::Result<()> {
-    let url = format!("{sim_url}/sim/faults");
-    let mut faults: serde_json::Value = http.get(&url).send().await?.json().await?;
-    faults["generator_paused"] = serde_json::Value::Bool(paused);
-    let res = http.put(&url).json(&faults).send().await?;
-    anyhow::ensure!(
-        res.status().is_success(),
-        "pausing the generator: {}",
-        res.status()
-    );
-    Ok(())
-}
-
 fn parse_limit(s: &str) -> anyhow::Result<(u64, u64)> {
     crate::accesslink::client::parse_pair(s)
         .ok_or_else(|| anyhow::anyhow!("--rate-limit {s:?} must be SHORT,LONG like 30,1000"))
@@ -355,17 +348,11 @@ fn parse_limit(s: &str) -> anyhow::Result<(u64, u64)> {
 
 async fn set_rate_limit(sim_url: &str, limit: &str, window: Duration) -> anyhow::Result<()> {
     let (short, long) = parse_limit(limit)?;
-    let http = reqwest::Client::new();
-    let url = format!("{sim_url}/sim/faults");
-    let mut faults: serde_json::Value = http.get(&url).send().await?.json().await?;
-    faults["rate_limit"] = serde_json::json!([short, long]);
-    faults["short_window_s"] = serde_json::json!(window.as_secs().max(1));
-    let res = http.put(&url).json(&faults).send().await?;
-    anyhow::ensure!(
-        res.status().is_success(),
-        "setting the rate limit: {}",
-        res.status()
-    );
+    let patch = serde_json::json!({
+        "rate_limit": [short, long],
+        "short_window_s": window.as_secs().max(1),
+    });
+    crate::sim::patch_faults(&reqwest::Client::new(), sim_url, patch).await?;
     Ok(())
 }
 

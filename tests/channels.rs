@@ -5,6 +5,7 @@ mod common;
 use common::receiver::Receiver;
 use common::{App, sim_config, spawn_with};
 use hookrace::accesslink::signature;
+use hookrace::sim;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -424,22 +425,9 @@ async fn the_fetch_queue_resumes_after_a_restart() {
         .unwrap();
     // Every fetch fails for now.
     let set_faults = |f: Value| {
-        let http = http.clone();
-        let url = format!("{}/sim/faults", polar.base_url);
+        let (http, base) = (http.clone(), polar.base_url.clone());
         async move {
-            let mut cur: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
-            for (k, v) in f.as_object().unwrap() {
-                cur[k] = v.clone();
-            }
-            assert!(
-                http.put(&url)
-                    .json(&cur)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .is_success()
-            );
+            sim::patch_faults(&http, &base, f).await.unwrap();
         }
     };
     set_faults(json!({"delay_ms": [0, 0], "fail_next": {"get_exercise": 1000}})).await;

@@ -104,19 +104,9 @@ impl Polar {
         .await
     }
     async fn faults(&self, patch: Value) {
-        let mut f: Value = self
-            .http
-            .get(self.url("/sim/faults"))
-            .send()
-            .await
-            .unwrap()
-            .json()
+        sim::patch_faults(&self.http, &self.base, patch)
             .await
             .unwrap();
-        for (k, v) in patch.as_object().unwrap() {
-            f[k] = v.clone();
-        }
-        self.control(reqwest::Method::PUT, "/sim/faults", f).await;
     }
     async fn truth(&self) -> Value {
         self.http

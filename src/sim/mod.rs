@@ -252,3 +252,27 @@ impl SimSettings {
         })
     }
 }
+
+/// Changes some of a running simulator's faults over its control API (`GET` then `PUT
+/// /sim/faults`), leaving the others as they are; returns the faults now in force.
+pub async fn patch_faults(
+    http: &reqwest::Client,
+    base_url: &str,
+    patch: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let url = format!("{base_url}/sim/faults");
+    let mut faults: serde_json::Value = http.get(&url).send().await?.json().await?;
+    if let Some(fields) = patch.as_object() {
+        for (k, v) in fields {
+            faults[k] = v.clone();
+        }
+    }
+    let res = http.put(&url).json(&faults).send().await?;
+    let status = res.status();
+    anyhow::ensure!(
+        status.is_success(),
+        "changing the simulator's faults at {url}: {status}: {}",
+        res.text().await.unwrap_or_default()
+    );
+    Ok(res.json().await?)
+}

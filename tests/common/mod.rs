@@ -225,20 +225,9 @@ impl App {
 
     /// Changes some simulator faults.
     pub async fn faults(&self, patch: serde_json::Value) {
-        let mut f: serde_json::Value = self
-            .http
-            .get(format!("{}/sim/faults", self.sim()))
-            .send()
+        hookrace::sim::patch_faults(&self.http, &self.sim(), patch)
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        for (k, v) in patch.as_object().unwrap() {
-            f[k] = v.clone();
-        }
-        self.sim_control(reqwest::Method::PUT, "/sim/faults", f)
-            .await;
+            .expect("the simulator takes the faults");
     }
 
     pub async fn inject(&self, user: u64, kind: &str) -> serde_json::Value {
