@@ -195,10 +195,6 @@ pub async fn start_with_seed(
     }
 
     let fetcher = Fetcher::new(store.clone(), client.clone());
-    let recovered = fetcher.recover()?;
-    if recovered > 0 {
-        tracing::info!(recovered, "queued webhook fetches that were not done");
-    }
     let webhook_state = Arc::new(WebhookState {
         store: store.clone(),
         path: config.webhook.path.clone(),

@@ -84,6 +84,17 @@ impl Fetcher {
 
     /// Runs until cancelled: takes due jobs in due order, one at a time.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        // The repair scan reads every entity: it runs here, in the background, so a large
+        // store does not delay start-up (deliveries are accepted meanwhile).
+        let me = self.clone();
+        match tokio::task::spawn_blocking(move || me.recover()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(recovered = n, "queued webhook fetches that were not done"),
+            Ok(Err(e)) => {
+                tracing::error!(error = format_args!("{e:#}"), "scanning for lost fetches")
+            }
+            Err(e) => tracing::error!(error = %e, "the scan for lost fetches failed"),
+        }
         loop {
             if shutdown.is_cancelled() {
                 return;
