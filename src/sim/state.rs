@@ -480,6 +480,12 @@ impl Sim {
                 "rate limit exceeded: see the RateLimit-* headers",
             )
         } else if self.lock().inject_error(endpoint) {
+            *self
+                .lock()
+                .truth
+                .requests
+                .entry("server_error".to_string())
+                .or_default() += 1;
             SimResponse::error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "InternalServerError",
