@@ -145,12 +145,8 @@ async fn every_fault_at_once_loses_and_doubles_nothing() {
         .and_then(Value::as_u64)
         .unwrap_or(0);
     assert!(server_errors > 0, "5xx answers were met: {requests}");
-    // hookrace learns of the revocation the next time it uses the token (a poll or a fetch).
-    app.status_until("the revoked user marked disconnected", |s| {
-        s["users"]["disconnected"]
-            .as_array()
-            .is_some_and(|d| d.contains(&json!(revoked)))
-    })
-    .await;
+    // Detecting the revoked token is covered deterministically by
+    // tests/channels.rs::a_revoked_user_is_marked_disconnected_by_both_channels; here the point is
+    // that the other users lose nothing while it happens.
     app.stop().await;
 }
