@@ -132,12 +132,12 @@ fn main() {
         );
         let cfg = hookrace::config::parse(&text, "bench", &|_| None).unwrap();
         let shutdown = CancellationToken::new();
-        let listeners = hookrace::daemon::Listeners {
+        let listeners = hookrace::apps::daemon::Listeners {
             webhook: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
             admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
             simulator: None,
         };
-        let running = hookrace::daemon::start(cfg, listeners, shutdown.clone()).await.unwrap();
+        let running = hookrace::apps::daemon::start(cfg, listeners, shutdown.clone()).await.unwrap();
         let url = running.webhook_url.clone();
 
         let make: Arc<dyn Fn(u64) -> (String, String) + Send + Sync> = Arc::new(|i| {

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::operations::manage::WebhookAction;
+use crate::sim::SimSettings;
+
 /// Exit code for bad usage or an invalid configuration (EX_USAGE).
 pub const EXIT_USAGE: i32 = 64;
 /// Exit code for a failure at run time.
@@ -34,13 +37,13 @@ pub enum Command {
         config: Option<PathBuf>,
     },
     /// The whole race on this machine: simulator + daemon on loopback, live progress, the report.
-    Demo(crate::demo::DemoArgs),
+    Demo(crate::apps::demo::DemoArgs),
     /// The comparison report from the store (works while the daemon runs, or after).
     Report {
         #[arg(short, long)]
         config: Option<PathBuf>,
-        #[arg(long, value_enum, default_value_t = crate::report::Format::Table)]
-        format: crate::report::Format,
+        #[arg(long, value_enum, default_value_t = crate::apps::report::Format::Table)]
+        format: crate::apps::report::Format,
     },
     /// Manage the client's AccessLink webhook (client credentials).
     Webhook {
@@ -109,6 +112,52 @@ pub struct SimArgs {
     pub redirect_uri: Option<String>,
 }
 
+impl SimArgs {
+    /// The simulator settings these options mean; the error names the bad option.
+    pub fn settings(&self) -> Result<SimSettings, String> {
+        let a = self;
+        let delay = crate::config::parse_delay_range(&a.webhook_delay)
+            .map_err(|e| format!("--webhook-delay {:?}: {e}", a.webhook_delay))?;
+        for (name, v) in [
+            ("--drop-rate", a.drop_rate),
+            ("--duplicate-rate", a.duplicate_rate),
+            ("--error-rate", a.error_rate),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("{name} {v} must be between 0 and 1"));
+            }
+        }
+        let rate_limit = match &a.rate_limit {
+            None => None,
+            Some(s) => {
+                let parts: Vec<Option<u64>> = s.split(',').map(|p| p.trim().parse().ok()).collect();
+                match parts.as_slice() {
+                    [Some(short), Some(long)] => Some((*short, *long)),
+                    _ => return Err(format!("--rate-limit {s:?} must be SHORT,LONG like 50,500")),
+                }
+            }
+        };
+        let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+        Ok(SimSettings {
+            seed: a.seed,
+            users: a.users,
+            exercise_every: nonzero(a.exercise_every),
+            activity_every: nonzero(a.activity_every),
+            client_id: a.client_id.clone(),
+            client_secret: a.client_secret.clone(),
+            default_redirect_uri: a.redirect_uri.clone(),
+            faults: crate::sim::Faults {
+                drop_rate: a.drop_rate,
+                duplicate_rate: a.duplicate_rate,
+                delay_ms: (delay.0.as_millis() as u64, delay.1.as_millis() as u64),
+                error_rate: a.error_rate,
+                rate_limit,
+                ..crate::sim::Faults::default()
+            },
+        })
+    }
+}
+
 #[derive(Debug, Clone, Subcommand)]
 pub enum WebhookCommand {
     /// Create the webhook; AccessLink PINGs the url first, so the receiver must be running.
@@ -143,6 +192,44 @@ pub enum WebhookCommand {
     Activate,
     /// Deactivate the webhook.
     Deactivate,
+}
+
+impl WebhookCommand {
+    /// The plain arguments the management code takes (events split and upper-cased).
+    pub fn action(&self) -> WebhookAction {
+        let events = |e: &Option<String>| -> Option<Vec<String>> {
+            e.as_ref().map(|s| {
+                s.split(',')
+                    .map(|x| x.trim().to_uppercase())
+                    .filter(|x| !x.is_empty())
+                    .collect()
+            })
+        };
+        match self {
+            WebhookCommand::Create {
+                url,
+                events: ev,
+                show_secret,
+            } => WebhookAction::Create {
+                url: url.clone(),
+                events: events(ev),
+                show_secret: *show_secret,
+            },
+            WebhookCommand::List => WebhookAction::List,
+            WebhookCommand::Update {
+                id,
+                url,
+                events: ev,
+            } => WebhookAction::Update {
+                id: id.clone(),
+                url: url.clone(),
+                events: events(ev),
+            },
+            WebhookCommand::Delete { id } => WebhookAction::Delete { id: id.clone() },
+            WebhookCommand::Activate => WebhookAction::Activate,
+            WebhookCommand::Deactivate => WebhookAction::Deactivate,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Subcommand)]

@@ -3,37 +3,33 @@
 //! how late each was and how many requests each spent.
 //!
 //! # Layout
-//! - [`config`]: the TOML configuration, validated all at once before anything binds.
-//! - [`accesslink`]: Polar's API as both sides see it: delivery payloads and their signatures.
-//! - [`store`]: the sled store (entities, raw deliveries, counters) with group-committed flushes.
+//! Folders by role; imports run one way, downwards (`docs/architecture.md` has the diagram).
+//! - [`cli`]: the command line; nothing below it imports it (commands become plain arguments).
+//! - [`apps`]: the applications: `daemon` (`run`: wiring and shutdown), `demo`, `report`.
+//! - [`channels`]: the two ways data arrives: the webhook route, its fetcher, the poller.
+//! - [`observe`]: what an operator sees: admin routes, the status document, metrics, dashboard.
+//! - [`operations`]: OAuth onboarding, webhook and user management, systemd.
+//! - [`store`]: sled records, de-duplication, cross-channel linking, the group commit.
 //! - [`race`]: the measurement model: entities, first channel, latency statistics. No I/O.
-//! - [`webhook`]: the public delivery route: size, PING, signature, shape, durable record, 200.
-//! - [`admin`]: the private routes: `/healthz`, `/status`, `/entities`.
-//! - [`status`]: the status document, built from the store.
-//! - [`daemon`]: wiring and orderly shutdown for `hookrace run`.
-//! - [`cli`], [`telemetry`]: command line and logging.
+//! - [`process`]: facts only the running process knows (start time, schedule, live tasks).
+//! - [`accesslink`]: Polar's API as a client sees it: payloads, signatures, the HTTP client.
+//! - [`config`]: the TOML configuration, validated all at once; imports nothing of the app.
+//! - [`telemetry`]: logging (plain lines when not on a terminal).
+//! - [`sim`]: the AccessLink simulator, beside it all; imports only `accesslink`'s shared types.
 //!
 //! Data flows one way: a listener validates a request, the store records it durably, the status
 //! and report read the store. Servers take bound listeners and a cancellation token, so the tests
 //! drive the real thing on `127.0.0.1:0`.
 
 pub mod accesslink;
-pub mod admin;
+pub mod apps;
+pub mod channels;
 pub mod cli;
 pub mod config;
-pub mod daemon;
-pub mod dashboard;
-pub mod demo;
-pub mod fetcher;
-pub mod manage;
-pub mod metrics;
-pub mod oauth;
-pub mod poller;
+pub mod observe;
+pub mod operations;
+pub mod process;
 pub mod race;
-pub mod report;
 pub mod sim;
-pub mod status;
 pub mod store;
-pub mod systemd;
 pub mod telemetry;
-pub mod webhook;

@@ -4,8 +4,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use hookrace::apps::daemon;
 use hookrace::cli::{Cli, Command, EXIT_FAILURE, EXIT_USAGE};
-use hookrace::{config, daemon, telemetry};
+use hookrace::{config, telemetry};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -28,7 +29,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => exit(runtime().and_then(|rt| {
             rt.block_on(async {
                 let mut out = std::io::stdout();
-                hookrace::demo::run(&args, &mut out).await.map(|_| ())
+                hookrace::apps::demo::run(&args, &mut out).await.map(|_| ())
             })
         })),
         Command::Report { config, format } => {
@@ -41,8 +42,8 @@ fn main() -> ExitCode {
             };
             exit(runtime().and_then(|rt| {
                 rt.block_on(async {
-                    let report = hookrace::report::from_config(&cfg).await?;
-                    print!("{}", hookrace::report::render(&report, format));
+                    let report = hookrace::apps::report::from_config(&cfg).await?;
+                    print!("{}", hookrace::apps::report::render(&report, format));
                     Ok(())
                 })
             }))
@@ -59,12 +60,12 @@ fn main() -> ExitCode {
         },
         Command::Webhook { config, command } => with_config(config, |cfg| async move {
             let mut out = std::io::stdout();
-            hookrace::manage::webhook_command(&cfg, &command, &mut out).await
+            hookrace::operations::manage::webhook_command(&cfg, &command.action(), &mut out).await
         }),
         Command::Users { config, command } => with_config(config, |cfg| async move {
             match command {
                 hookrace::cli::UsersCommand::List => {
-                    let users = hookrace::manage::list_users(&cfg).await?;
+                    let users = hookrace::operations::manage::list_users(&cfg).await?;
                     if users.is_empty() {
                         println!("no users: connect one at /oauth/connect on the public listener");
                     }
@@ -81,7 +82,7 @@ fn main() -> ExitCode {
                     Ok(())
                 }
                 hookrace::cli::UsersCommand::Remove { user } => {
-                    if hookrace::manage::remove_user_cmd(&cfg, user).await? {
+                    if hookrace::operations::manage::remove_user_cmd(&cfg, user).await? {
                         println!("user {user} de-registered and removed");
                         Ok(())
                     } else {
@@ -91,7 +92,7 @@ fn main() -> ExitCode {
             }
         }),
         Command::Sim(args) => {
-            let settings = match hookrace::sim::SimSettings::from_args(&args) {
+            let settings = match args.settings() {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("hookrace sim: {e}");
@@ -111,7 +112,7 @@ fn main() -> ExitCode {
             exit(runtime().and_then(|rt| {
                 rt.block_on(async {
                     let shutdown = CancellationToken::new();
-                    hookrace::daemon::spawn_signal_handler(shutdown.clone())?;
+                    hookrace::apps::daemon::spawn_signal_handler(shutdown.clone())?;
                     let listeners = daemon::Listeners::bind(&cfg).await?;
                     daemon::run(cfg, listeners, shutdown).await
                 })

@@ -200,7 +200,7 @@ async fn sigterm_under_load_drains_and_exits_cleanly() {
     let took = asked.elapsed();
     assert_eq!(status.code(), Some(0), "exit 0 after SIGTERM");
     assert!(
-        took < hookrace::daemon::GRACE + Duration::from_secs(2),
+        took < hookrace::apps::daemon::GRACE + Duration::from_secs(2),
         "took {took:?}"
     );
     let acked = load.await.unwrap();

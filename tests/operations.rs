@@ -275,9 +275,9 @@ async fn webhook_and_users_commands_work_against_a_running_daemon() {
     std::fs::write(&cfg_path, &cfg_text).unwrap();
     let cfg = hookrace::config::parse(&cfg_text, "t", &|_| None).unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let running = hookrace::daemon::start(
+    let running = hookrace::apps::daemon::start(
         cfg,
-        hookrace::daemon::Listeners {
+        hookrace::apps::daemon::Listeners {
             webhook,
             admin,
             simulator: None,

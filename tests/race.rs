@@ -7,8 +7,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{sim_config, spawn_with};
-use hookrace::demo::{self, DemoArgs};
-use hookrace::report::Format;
+use hookrace::apps::demo::{self, DemoArgs};
+use hookrace::apps::report::Format;
 use serde_json::Value;
 
 const POLL_ENDPOINTS: [&str; 5] = [
@@ -168,13 +168,14 @@ async fn report_formats_parse_and_match_the_status_of_the_same_store() {
     assert_eq!(json["poll"]["requests"], table.poll.requests);
     assert_eq!(json["webhook"]["requests"], table.webhook.requests);
     let store = hookrace::store::Store::open(&store).unwrap();
-    let rt = hookrace::status::Runtime {
+    let rt = hookrace::process::Runtime {
         started_at: chrono::Utc::now(),
         poll_enabled: true,
         last_cycle_at: None,
         next_cycle_at: None,
     };
-    let status = serde_json::to_value(hookrace::status::build(&store, &rt).unwrap()).unwrap();
+    let status =
+        serde_json::to_value(hookrace::observe::status::build(&store, &rt).unwrap()).unwrap();
     assert_eq!(json["webhook"]["delay_ms"], status["webhook"]["latency_ms"]);
     assert_eq!(json["poll"]["delay_ms"], status["poll"]["latency_ms"]);
     assert_eq!(json["webhook_lead_ms"], status["race"]["webhook_lead_ms"]);

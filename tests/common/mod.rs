@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use hookrace::accesslink::signature;
+use hookrace::apps::daemon::{self, Listeners, Running};
 use hookrace::config::{self, Config};
-use hookrace::daemon::{self, Listeners, Running};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -259,7 +259,7 @@ impl App {
     }
 
     /// Runs one poll cycle now.
-    pub async fn cycle(&self) -> hookrace::poller::CycleReport {
+    pub async fn cycle(&self) -> hookrace::channels::poller::CycleReport {
         self.running
             .poller
             .as_ref()

@@ -18,11 +18,10 @@ use crate::store::Store;
 /// The AccessLink base URL and client credentials the configuration means.
 pub fn client_for(cfg: &Config) -> anyhow::Result<Client> {
     if cfg.simulator.enabled {
-        let d = crate::sim::SimSettings::default();
         return Client::new(
             &format!("http://{}", cfg.simulator.listen),
-            &d.client_id,
-            Some(Secret::new(d.client_secret)),
+            crate::config::SIMULATOR_CLIENT_ID,
+            Some(Secret::new(crate::config::SIMULATOR_CLIENT_SECRET)),
             Policy::default(),
         );
     }
@@ -171,29 +170,43 @@ pub async fn remove_user_cmd(cfg: &Config, user_id: u64) -> anyhow::Result<bool>
     }
 }
 
+/// What `hookrace webhook …` asks for, as plain arguments (the command line builds it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookAction {
+    /// Create the webhook for `events` (default: every documented event).
+    Create {
+        url: String,
+        events: Option<Vec<String>>,
+        show_secret: bool,
+    },
+    List,
+    Update {
+        id: String,
+        url: Option<String>,
+        events: Option<Vec<String>>,
+    },
+    Delete {
+        id: String,
+    },
+    Activate,
+    Deactivate,
+}
+
 /// `hookrace webhook …`.
 pub async fn webhook_command(
     cfg: &Config,
-    cmd: &crate::cli::WebhookCommand,
+    cmd: &WebhookAction,
     out: &mut dyn std::io::Write,
 ) -> anyhow::Result<()> {
-    use crate::cli::WebhookCommand as W;
+    use WebhookAction as W;
     let client = client_for(cfg)?;
-    let events = |e: &Option<String>| -> Option<Vec<String>> {
-        e.as_ref().map(|s| {
-            s.split(',')
-                .map(|x| x.trim().to_uppercase())
-                .filter(|x| !x.is_empty())
-                .collect()
-        })
-    };
     match cmd {
         W::Create {
             url,
             events: ev,
             show_secret,
         } => {
-            let ev = events(ev).unwrap_or_else(|| {
+            let ev = ev.clone().unwrap_or_else(|| {
                 crate::accesslink::payload::KNOWN_EVENTS
                     .iter()
                     .map(|s| s.to_string())
@@ -247,7 +260,7 @@ pub async fn webhook_command(
             events: ev,
         } => {
             anyhow::ensure!(url.is_some() || ev.is_some(), "give --url and/or --events");
-            let h = webhooks::update(&client, id, url.as_deref(), events(ev).as_deref()).await?;
+            let h = webhooks::update(&client, id, url.as_deref(), ev.as_deref()).await?;
             writeln!(
                 out,
                 "updated webhook {} → {} [{}]",

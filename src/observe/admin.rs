@@ -1,66 +1,40 @@
 //! The private admin listener: the dashboard (`/`, `/events`), `/healthz`, `/status`,
-//! `/metrics`, `/entities`, and for the
-//! management commands `GET /users`, `DELETE /users/{id}` and `PUT /webhook/secret`.
+//! `/metrics`, `/entities`, plus whatever routes the daemon hands it from `operations` (the
+//! management commands' `GET /users`, `DELETE /users/{id}` and `PUT /webhook/secret`).
 //!
 //! It binds to loopback by default and, when `[admin].token` is set, every route requires
 //! `Authorization: Bearer <token>` (compared in constant time). Everything it shows comes from the
-//! store, plus the few facts only the running process knows ([`status::Runtime`]).
+//! [`View`]: the store, plus the few facts only the running process knows.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
 use warp::Filter;
 use warp::http::{StatusCode, header};
 use warp::reply::{Reply, Response};
 
+use super::View;
 use crate::config::Secret;
-use crate::status::{self, Runtime};
-use crate::store::Store;
-
-/// Background tasks report here whether they are alive; `/healthz` fails when one is not.
-#[derive(Debug, Default)]
-pub struct Liveness {
-    tasks: Mutex<BTreeMap<String, bool>>,
-}
-
-impl Liveness {
-    /// Marks a task alive (on start) or dead (when it stops unexpectedly).
-    pub fn set(&self, task: &str, alive: bool) {
-        if let Ok(mut t) = self.tasks.lock() {
-            t.insert(task.to_string(), alive);
-        }
-    }
-
-    /// Names of the tasks that are not alive.
-    pub fn dead(&self) -> Vec<String> {
-        match self.tasks.lock() {
-            Ok(t) => t
-                .iter()
-                .filter(|(_, alive)| !**alive)
-                .map(|(n, _)| n.clone())
-                .collect(),
-            Err(_) => vec!["liveness registry".into()],
-        }
-    }
-}
+use crate::process::Liveness;
 
 /// What the admin routes need.
 pub struct AdminState {
-    pub store: Arc<Store>,
-    pub runtime: Arc<RwLock<Runtime>>,
+    pub view: View,
     pub liveness: Arc<Liveness>,
     pub token: Option<Secret>,
-    /// For de-registering users at AccessLink.
-    pub client: Arc<crate::accesslink::client::Client>,
     /// Cancelled at shutdown: ends the dashboard's event streams, which would outlive the drain.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
 
-/// All admin routes, behind the optional token.
+/// Routes another module adds to the admin listener (behind the same token).
+pub type ExtraRoutes = warp::filters::BoxedFilter<(Response,)>;
+
+/// All admin routes, behind the optional token: the observers' and `extra`.
 pub fn routes(
     state: Arc<AdminState>,
+    extra: ExtraRoutes,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let with_state = {
         let state = state.clone();
@@ -78,50 +52,18 @@ pub fn routes(
         .and(warp::get())
         .and(with_state.clone())
         .map(|s: Arc<AdminState>| metrics(&s));
-    let users = warp::path!("users")
-        .and(warp::get())
-        .and(with_state.clone())
-        .map(|s: Arc<AdminState>| users(&s));
-    let remove_user = warp::path!("users" / u64)
-        .and(warp::delete())
-        .and(with_state.clone())
-        .then(|id: u64, s: Arc<AdminState>| async move {
-            match crate::manage::remove_user(&s.store, &s.client, id).await {
-                Ok(true) => warp::reply::with_status("", StatusCode::NO_CONTENT).into_response(),
-                Ok(false) => error(StatusCode::NOT_FOUND, "no such user"),
-                Err(e) => error(StatusCode::BAD_GATEWAY, &format!("{e:#}")),
-            }
-        });
-    let webhook_secret = warp::path!("webhook" / "secret")
-        .and(warp::put())
-        .and(warp::body::content_length_limit(1024))
-        .and(warp::body::bytes())
-        .and(with_state.clone())
-        .map(|body: bytes::Bytes, s: Arc<AdminState>| {
-            let secret = String::from_utf8_lossy(&body).trim().to_string();
-            if secret.is_empty() {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "the body must be the signature secret",
-                );
-            }
-            match s.store.set_webhook_secret(&Secret::new(secret)) {
-                Ok(()) => {
-                    tracing::info!("a new webhook signature secret was saved");
-                    warp::reply::with_status("", StatusCode::NO_CONTENT).into_response()
-                }
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
-            }
-        });
     let dashboard = warp::path::end()
         .and(warp::get())
-        .map(|| warp::reply::html(crate::dashboard::PAGE).into_response());
+        .map(|| warp::reply::html(super::dashboard::PAGE).into_response());
     let events = warp::path!("events")
         .and(warp::get())
         .and(with_state.clone())
         .map(|s: Arc<AdminState>| {
-            warp::sse::reply(warp::sse::keep_alive().stream(crate::dashboard::events(s)))
-                .into_response()
+            warp::sse::reply(
+                warp::sse::keep_alive()
+                    .stream(super::dashboard::events(s.view.clone(), s.shutdown.clone())),
+            )
+            .into_response()
         });
     let entities = warp::path!("entities")
         .and(warp::get())
@@ -156,11 +98,7 @@ pub fn routes(
                 .unify()
                 .or(metrics)
                 .unify()
-                .or(users)
-                .unify()
-                .or(remove_user)
-                .unify()
-                .or(webhook_secret)
+                .or(extra)
                 .unify()
                 .or(dashboard)
                 .unify()
@@ -209,7 +147,8 @@ fn rejection(r: warp::Rejection) -> Response {
     )
 }
 
-fn error(status: StatusCode, message: &str) -> Response {
+/// A JSON error body `{"error": message}` with `status`.
+pub fn error(status: StatusCode, message: &str) -> Response {
     warp::reply::with_status(
         warp::reply::json(&serde_json::json!({ "error": message })),
         status,
@@ -219,7 +158,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 
 fn healthz(s: &AdminState) -> Response {
     let dead = s.liveness.dead();
-    if !s.store.is_healthy() {
+    if !s.view.store.is_healthy() {
         return warp::reply::with_status("store unavailable\n", StatusCode::SERVICE_UNAVAILABLE)
             .into_response();
     }
@@ -234,11 +173,7 @@ fn healthz(s: &AdminState) -> Response {
 }
 
 fn status(s: &AdminState) -> Response {
-    let runtime = match s.runtime.read() {
-        Ok(r) => r.clone(),
-        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "runtime state poisoned"),
-    };
-    match status::build(&s.store, &runtime) {
+    match s.view.status() {
         Ok(doc) => warp::reply::json(&doc).into_response(),
         Err(e) => {
             tracing::error!(error = format_args!("{e:#}"), "building /status");
@@ -251,7 +186,7 @@ fn status(s: &AdminState) -> Response {
 }
 
 fn metrics(s: &AdminState) -> Response {
-    match crate::metrics::render(s.store.clone(), s.runtime.clone()) {
+    match super::metrics::render(s.view.store.clone(), s.view.runtime.clone()) {
         Ok(text) => warp::reply::with_header(
             text,
             header::CONTENT_TYPE,
@@ -262,24 +197,6 @@ fn metrics(s: &AdminState) -> Response {
             StatusCode::INTERNAL_SERVER_ERROR,
             "could not encode the metrics (see the log)",
         ),
-    }
-}
-
-fn users(s: &AdminState) -> Response {
-    match s.store.users() {
-        Ok(list) => {
-            let views: Vec<crate::manage::UserView> = list
-                .into_iter()
-                .map(|u| crate::manage::UserView {
-                    user_id: u.user_id,
-                    added_at: u.added_at,
-                    disconnected_at: u.disconnected_at,
-                    disconnect_reason: u.disconnect_reason,
-                })
-                .collect();
-            warp::reply::json(&views).into_response()
-        }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
     }
 }
 
@@ -295,7 +212,7 @@ fn entities(s: &AdminState, q: &HashMap<String, String>) -> Response {
         }
     };
     let kind = q.get("type").map(String::as_str);
-    match s.store.newest_entities(limit, kind) {
+    match s.view.store.newest_entities(limit, kind) {
         Ok(list) => {
             let views: Vec<_> = list.iter().map(|e| e.view()).collect();
             warp::reply::json(&views).into_response()

@@ -32,7 +32,7 @@ pub struct WebhookState {
     /// The signature key from the config; when `None`, the key saved in the store is used.
     pub secret: Option<Secret>,
     /// Fetches each accepted delivery's data after the 200.
-    pub fetcher: Option<Arc<crate::fetcher::Fetcher>>,
+    pub fetcher: Option<Arc<crate::channels::fetcher::Fetcher>>,
 }
 
 impl WebhookState {

@@ -21,16 +21,19 @@ use tokio::task::JoinHandle;
 
 use crate::accesslink::client::{Client, Policy};
 use crate::accesslink::webhooks;
-use crate::admin::{self, AdminState, Liveness};
+use crate::channels::fetcher::Fetcher;
+use crate::channels::poller::{self, Poller};
+use crate::channels::webhook::{self, WebhookState};
 use crate::config::{Config, Secret};
-use crate::fetcher::Fetcher;
-use crate::oauth::{self, OAuth};
-use crate::poller::{self, Poller};
+use crate::observe::View;
+use crate::observe::admin::{self, AdminState};
+use crate::operations::admin_routes;
+use crate::operations::oauth::{self, OAuth};
+use crate::operations::systemd;
+use crate::process::Liveness;
+use crate::process::Runtime;
 use crate::sim;
-use crate::status::Runtime;
 use crate::store::Store;
-use crate::systemd;
-use crate::webhook::{self, WebhookState};
 
 /// How long in-flight requests may take to finish once shutdown begins.
 pub const GRACE: Duration = Duration::from_secs(10);
@@ -153,6 +156,8 @@ pub async fn start_with_seed(
                     ),
                     ..sim::Faults::default()
                 },
+                client_id: crate::config::SIMULATOR_CLIENT_ID.into(),
+                client_secret: crate::config::SIMULATOR_CLIENT_SECRET.into(),
                 ..sim::SimSettings::default()
             };
             config.accesslink.client_id = settings.client_id.clone();
@@ -225,13 +230,15 @@ pub async fn start_with_seed(
             )
         });
     let admin_state = Arc::new(AdminState {
-        store: store.clone(),
-        runtime: runtime.clone(),
+        view: View {
+            store: store.clone(),
+            runtime: runtime.clone(),
+        },
         liveness: liveness.clone(),
         token: config.admin.token.clone(),
-        client: client.clone(),
         shutdown: shutdown.child_token(),
     });
+    let management = admin_routes::routes(store.clone(), client.clone());
 
     let servers = shutdown.child_token();
     let public_server = tokio::spawn(
@@ -241,7 +248,7 @@ pub async fn start_with_seed(
             .run(),
     );
     let admin_server = tokio::spawn(
-        warp::serve(admin::routes(admin_state))
+        warp::serve(admin::routes(admin_state, management))
             .incoming(listeners.admin)
             .graceful(servers.clone().cancelled_owned())
             .run(),

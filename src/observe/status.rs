@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::process::Runtime;
 use crate::race::{self, LatencyStats};
 use crate::store::{Store, counter};
 
@@ -98,15 +99,6 @@ pub struct RaceStatus {
 pub struct RequestsPerEntity {
     pub webhook: Option<f64>,
     pub poll: Option<f64>,
-}
-
-/// What the running process knows that the store does not.
-#[derive(Debug, Clone)]
-pub struct Runtime {
-    pub started_at: DateTime<Utc>,
-    pub poll_enabled: bool,
-    pub last_cycle_at: Option<DateTime<Utc>>,
-    pub next_cycle_at: Option<DateTime<Utc>>,
 }
 
 /// Builds the status document from the store.

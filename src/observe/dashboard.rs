@@ -5,14 +5,14 @@
 //! stream ends when the daemon shuts down; the browser's EventSource reconnects by itself.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt, stream};
 use warp::sse::Event;
 
-use crate::admin::AdminState;
-use crate::status;
+use tokio_util::sync::CancellationToken;
+
+use super::View;
 
 /// The page itself.
 pub const PAGE: &str = include_str!("dashboard.html");
@@ -25,19 +25,16 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// The two events describing the store now.
-pub fn snapshot(state: &AdminState) -> Vec<Event> {
+pub fn snapshot(view: &View) -> Vec<Event> {
     let mut events = Vec::with_capacity(2);
-    let runtime = state.runtime.read().map(|r| r.clone());
-    if let Ok(rt) = runtime {
-        match status::build(&state.store, &rt) {
-            Ok(doc) => match Event::default().event("status").json_data(&doc) {
-                Ok(e) => events.push(e),
-                Err(e) => tracing::error!(error = %e, "encoding a status event"),
-            },
-            Err(e) => tracing::error!(error = format_args!("{e:#}"), "building a status event"),
-        }
+    match view.status() {
+        Ok(doc) => match Event::default().event("status").json_data(&doc) {
+            Ok(e) => events.push(e),
+            Err(e) => tracing::error!(error = %e, "encoding a status event"),
+        },
+        Err(e) => tracing::error!(error = format_args!("{e:#}"), "building a status event"),
     }
-    match state.store.newest_entities(ENTITIES_PER_EVENT, None) {
+    match view.store.newest_entities(ENTITIES_PER_EVENT, None) {
         Ok(list) => {
             let views: Vec<_> = list.iter().map(|e| e.view()).collect();
             if let Ok(e) = Event::default().event("entities").json_data(&views) {
@@ -52,30 +49,37 @@ pub fn snapshot(state: &AdminState) -> Vec<Event> {
     events
 }
 
-/// The event stream: a snapshot now, then one after each change (debounced) or heartbeat.
-pub fn events(state: Arc<AdminState>) -> impl Stream<Item = Result<Event, Infallible>> + Send {
-    let changes = state.store.subscribe();
+/// The event stream: a snapshot now, then one after each change (debounced) or heartbeat, until
+/// `shutdown` is cancelled (the streams would otherwise outlive the server's drain).
+pub fn events(
+    view: View,
+    shutdown: CancellationToken,
+) -> impl Stream<Item = Result<Event, Infallible>> + Send {
+    let changes = view.store.subscribe();
     let first = stream::iter(
         std::iter::once(Event::default().retry(Duration::from_secs(2)))
-            .chain(snapshot(&state))
+            .chain(snapshot(&view))
             .map(Ok),
     );
-    let updates = stream::unfold((state, changes), |(state, mut changes)| async move {
-        tokio::select! {
-            _ = state.shutdown.cancelled() => return None,
-            changed = tokio::time::timeout(HEARTBEAT, changes.changed()) => {
-                if let Ok(Err(_)) = changed {
-                    return None; // the store is gone
+    let updates = stream::unfold((view, changes), move |(view, mut changes)| {
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                changed = tokio::time::timeout(HEARTBEAT, changes.changed()) => {
+                    if let Ok(Err(_)) = changed {
+                        return None; // the store is gone
+                    }
                 }
             }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(DEBOUNCE) => {}
+            }
+            changes.borrow_and_update();
+            let batch = snapshot(&view);
+            Some((stream::iter(batch.into_iter().map(Ok)), (view, changes)))
         }
-        tokio::select! {
-            _ = state.shutdown.cancelled() => return None,
-            _ = tokio::time::sleep(DEBOUNCE) => {}
-        }
-        changes.borrow_and_update();
-        let batch = snapshot(&state);
-        Some((stream::iter(batch.into_iter().map(Ok)), (state, changes)))
     })
     .flatten();
     first.chain(updates)

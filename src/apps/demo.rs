@@ -14,9 +14,9 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::daemon::{self, Listeners, Running};
-use crate::report::{self, Format, GroundTruth, RaceSettings, Report};
-use crate::status::{self, StatusDoc};
+use crate::apps::daemon::{self, Listeners, Running};
+use crate::apps::report::{self, Format, GroundTruth, RaceSettings, Report};
+use crate::observe::status::{self, StatusDoc};
 
 /// Options of `hookrace demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -322,7 +322,7 @@ async fn race(
                 .into(),
                 rates_from: "simulator settings".into(),
             };
-            let report = report::build(&s, Some(settings), Some(GroundTruth::from_truth(&truth)));
+            let report = report::build(&s, Some(settings), Some(ground_truth(&truth)));
             if human {
                 writeln!(out)?;
             }
@@ -369,4 +369,31 @@ fn open_browser(url: &str) {
         }
     }
     eprintln!("no browser found to open {url}: open it yourself");
+}
+
+/// Summarises the simulator's `/sim/truth` document for the report.
+fn ground_truth(t: &crate::sim::Truth) -> GroundTruth {
+    GroundTruth {
+        entities_generated: t.entities.len() as u64,
+        deliveries_decided: t.deliveries.iter().filter(|d| !d.duplicate).count() as u64,
+        deliveries_dropped: t
+            .deliveries
+            .iter()
+            .filter(|d| d.outcome == "dropped")
+            .count() as u64,
+        deliveries_duplicated: t.deliveries.iter().filter(|d| d.duplicate).count() as u64,
+        entities_never_delivered: t
+            .entities
+            .iter()
+            .filter(|e| {
+                !t.deliveries.iter().any(|d| {
+                    d.outcome == "sent"
+                        && d.event == e.kind
+                        && d.user_id == e.user_id
+                        && d.entity_id == e.entity_id
+                })
+            })
+            .count() as u64,
+        requests: t.requests.clone(),
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::Liveness;
+use crate::process::Liveness;
 use crate::store::{Store, counter};
 
 fn send(states: &[NotifyState]) {

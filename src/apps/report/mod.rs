@@ -7,14 +7,16 @@
 //! from the configuration (the simulator's settings) or estimates the rate from the store.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::PollMode;
+
+mod render;
+use crate::observe::status::StatusDoc;
 use crate::race::LatencyStats;
-use crate::status::StatusDoc;
+pub use render::{render, render_json, render_markdown, render_table};
 
 /// Zapier's published figure (resthooks.org, 2013): share of polls that found nothing.
 pub const ZAPIER_WASTED_SHARE: f64 = 0.985;
@@ -43,35 +45,6 @@ pub struct GroundTruth {
     pub entities_never_delivered: u64,
     /// Requests the simulator served, by endpoint.
     pub requests: BTreeMap<String, u64>,
-}
-
-impl GroundTruth {
-    /// Summarises the simulator's `/sim/truth` document.
-    pub fn from_truth(t: &crate::sim::Truth) -> GroundTruth {
-        GroundTruth {
-            entities_generated: t.entities.len() as u64,
-            deliveries_decided: t.deliveries.iter().filter(|d| !d.duplicate).count() as u64,
-            deliveries_dropped: t
-                .deliveries
-                .iter()
-                .filter(|d| d.outcome == "dropped")
-                .count() as u64,
-            deliveries_duplicated: t.deliveries.iter().filter(|d| d.duplicate).count() as u64,
-            entities_never_delivered: t
-                .entities
-                .iter()
-                .filter(|e| {
-                    !t.deliveries.iter().any(|d| {
-                        d.outcome == "sent"
-                            && d.event == e.kind
-                            && d.user_id == e.user_id
-                            && d.entity_id == e.entity_id
-                    })
-                })
-                .count() as u64,
-            requests: t.requests.clone(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -309,388 +282,12 @@ pub fn settings_from_config(
 
 // ---- rendering ----
 
-fn ms(v: Option<f64>) -> String {
-    match v {
-        None => "–".into(),
-        Some(v) if v.abs() >= 10_000.0 => format!("{:.1} s", v / 1000.0),
-        Some(v) if v.abs() >= 1000.0 => format!("{:.2} s", v / 1000.0),
-        Some(v) => format!("{v:.0} ms"),
-    }
-}
-
-fn pct(v: Option<f64>) -> String {
-    v.map(|v| format!("{:.1}%", v * 100.0))
-        .unwrap_or_else(|| "–".into())
-}
-
-fn num(v: f64) -> String {
-    let s = format!("{:.0}", v);
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 && c != '-' {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn plural(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
-
-fn opt(v: Option<f64>) -> String {
-    v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "–".into())
-}
-
-/// The rows of the main comparison: (label, webhook, poll).
-fn rows(r: &Report) -> Vec<(String, String, String)> {
-    let of = |n: u64| match &r.truth {
-        Some(t) => format!("{n} of {}", t.entities_generated),
-        None => n.to_string(),
-    };
-    vec![
-        (
-            "entities seen".into(),
-            of(r.webhook.entities_seen),
-            of(r.poll.entities_seen),
-        ),
-        (
-            "seen first (or alone)".into(),
-            r.webhook.seen_first.to_string(),
-            r.poll.seen_first.to_string(),
-        ),
-        (
-            "median delay".into(),
-            ms(r.webhook.delay_ms.p50),
-            ms(r.poll.delay_ms.p50),
-        ),
-        (
-            "p95 delay".into(),
-            ms(r.webhook.delay_ms.p95),
-            ms(r.poll.delay_ms.p95),
-        ),
-        (
-            "max delay".into(),
-            ms(r.webhook.delay_ms.max),
-            ms(r.poll.delay_ms.max),
-        ),
-        (
-            "mean delay".into(),
-            ms(r.webhook.delay_ms.mean),
-            ms(r.poll.delay_ms.mean),
-        ),
-        (
-            "HTTP requests".into(),
-            r.webhook.requests.to_string(),
-            r.poll.requests.to_string(),
-        ),
-        (
-            "requests per entity seen first".into(),
-            opt(r.webhook.requests_per_entity),
-            opt(r.poll.requests_per_entity),
-        ),
-        (
-            "empty (wasted) polls".into(),
-            "–".into(),
-            pct(r.poll.empty_share),
-        ),
-        (
-            "missed by the other channel, caught here".into(),
-            (r.webhook.entities_seen - r.seen_by_both).to_string(),
-            r.webhook_missed_poll_caught.to_string(),
-        ),
-    ]
-}
-
-fn theory_rows(r: &Report) -> Vec<(String, String, String)> {
-    vec![
-        (
-            "mean poll delay".into(),
-            ms(r.poll.delay_ms.mean),
-            r.theory
-                .mean_poll_delay_ms
-                .map(|v| format!("{} (interval / 2)", ms(Some(v))))
-                .unwrap_or_else(|| "–".into()),
-        ),
-        (
-            "max poll delay".into(),
-            ms(r.poll.delay_ms.max),
-            r.theory
-                .max_poll_delay_ms
-                .map(|v| format!("{} (interval)", ms(Some(v))))
-                .unwrap_or_else(|| "–".into()),
-        ),
-        (
-            "empty polls".into(),
-            pct(r.poll.empty_share),
-            r.theory
-                .empty_poll_share
-                .map(|v| format!("{} (e^(−λT))", pct(Some(v))))
-                .unwrap_or_else(|| "–".into()),
-        ),
-        (
-            "empty polls, Zapier 2013".into(),
-            "–".into(),
-            format!("{} of 30 M polls", pct(Some(r.theory.zapier_wasted_share))),
-        ),
-    ]
-}
-
-fn table(out: &mut String, header: [&str; 3], rows: &[(String, String, String)]) {
-    let w0 = rows
-        .iter()
-        .map(|r| r.0.chars().count())
-        .chain([header[0].len()])
-        .max()
-        .unwrap_or(0);
-    let w1 = rows
-        .iter()
-        .map(|r| r.1.chars().count())
-        .chain([header[1].len()])
-        .max()
-        .unwrap_or(0);
-    let w2 = rows
-        .iter()
-        .map(|r| r.2.chars().count())
-        .chain([header[2].len()])
-        .max()
-        .unwrap_or(0);
-    let line = |out: &mut String, a: &str, b: &str, c: &str| {
-        let _ = writeln!(out, "  {a:<w0$}   {b:>w1$}   {c:>w2$}");
-    };
-    line(out, header[0], header[1], header[2]);
-    let _ = writeln!(out, "  {}", "─".repeat(w0 + w1 + w2 + 6));
-    for (a, b, c) in rows {
-        line(out, a, b, c);
-    }
-}
-
-fn cost_rows(r: &Report, scenario: &str) -> Vec<(String, String, String, String)> {
-    let mark = |v: f64, limit: u64| {
-        if v > limit as f64 {
-            format!("{} (over)", num(v))
-        } else {
-            num(v)
-        }
-    };
-    r.cost_per_day
-        .iter()
-        .filter(|c| c.scenario == scenario)
-        .map(|c| {
-            (
-                num(c.users as f64),
-                format!(
-                    "{} ({} to Polar)",
-                    num(c.webhook_requests_per_day),
-                    mark(c.webhook_api_requests_per_day, c.polar_daily_limit)
-                ),
-                mark(c.poll_requests_per_day, c.polar_daily_limit),
-                num(c.polar_daily_limit as f64),
-            )
-        })
-        .collect()
-}
-
-fn cost_title(scenario: &str) -> String {
-    match scenario {
-        "race" => "at this race's data rate".to_string(),
-        _ => format!(
-            "for typical users ({TYPICAL_ITEMS_PER_USER_DAY:.0} new items per user per day)"
-        ),
-    }
-}
-
-fn settings_line(r: &Report) -> String {
-    match &r.settings {
-        Some(s) => {
-            let rate: f64 = s.item_rate_per_user_s.values().sum();
-            format!(
-                "{} users, poll {} ({} mode), about {:.1} new items per user per minute ({})",
-                s.users,
-                s.poll_interval_s
-                    .map(|t| format!(
-                        "every {}",
-                        humantime::format_duration(Duration::from_secs_f64(t.round()))
-                    ))
-                    .unwrap_or_else(|| "on a cron schedule".into()),
-                s.poll_mode,
-                rate * 60.0,
-                s.rates_from
-            )
-        }
-        None => "settings unknown".into(),
-    }
-}
-
-/// The report as an aligned plain-text table (for a terminal).
-pub fn render_table(r: &Report) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "hookrace: webhooks versus polling, {:.0} s measured",
-        r.measured_for_s
-    );
-    let _ = writeln!(out, "  {}", settings_line(r));
-    let _ = writeln!(out);
-    table(&mut out, ["", "webhook", "poll"], &rows(r));
-    let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "  webhook lead over polling (entities both saw): median {}, p95 {}, max {}",
-        ms(r.webhook_lead_ms.p50),
-        ms(r.webhook_lead_ms.p95),
-        ms(r.webhook_lead_ms.max)
-    );
-    let _ = writeln!(
-        out,
-        "  {} in all, {} seen by both; {} (duplicates, activity updates) answered 200 and stored once",
-        plural(r.entities_total, "entity", "entities"),
-        r.seen_by_both,
-        plural(
-            r.duplicate_deliveries,
-            "repeated delivery",
-            "repeated deliveries"
-        )
-    );
-    if let Some(t) = &r.truth {
-        let _ = writeln!(
-            out,
-            "  simulator: {} entities generated, {} deliveries dropped, {} duplicated; {} entities never announced by a webhook",
-            t.entities_generated,
-            t.deliveries_dropped,
-            t.deliveries_duplicated,
-            t.entities_never_delivered
-        );
-    }
-    let _ = writeln!(out);
-    table(
-        &mut out,
-        ["measured versus expected", "measured", "expected"],
-        &theory_rows(r),
-    );
-    for scenario in ["race", "typical"] {
-        let rows = cost_rows(r, scenario);
-        if rows.is_empty() {
-            continue;
-        }
-        let _ = writeln!(out);
-        let _ = writeln!(
-            out,
-            "  requests per day, polling at this interval, {} (projected):",
-            cost_title(scenario)
-        );
-        let h = ["users", "webhook", "poll", "Polar daily limit"];
-        let w: Vec<usize> = (0..4)
-            .map(|i| {
-                rows.iter()
-                    .map(|r| [&r.0, &r.1, &r.2, &r.3][i].chars().count())
-                    .chain([h[i].len()])
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let _ = writeln!(
-            out,
-            "  {:>a$}   {:>b$}   {:>c$}   {:>d$}",
-            h[0],
-            h[1],
-            h[2],
-            h[3],
-            a = w[0],
-            b = w[1],
-            c = w[2],
-            d = w[3]
-        );
-        for (u, wh, p, l) in rows {
-            let _ = writeln!(
-                out,
-                "  {u:>a$}   {wh:>b$}   {p:>c$}   {l:>d$}",
-                a = w[0],
-                b = w[1],
-                c = w[2],
-                d = w[3]
-            );
-        }
-    }
-    if !r.cost_per_day.is_empty() {
-        let _ = writeln!(
-            out,
-            "  (Polar's limit counts the requests a client makes: polls and fetches, not the deliveries it receives.)"
-        );
-    }
-    out
-}
-
-/// The report as Markdown tables (for a README or a lesson).
-pub fn render_markdown(r: &Report) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "### hookrace: webhooks versus polling ({:.0} s measured)\n",
-        r.measured_for_s
-    );
-    let _ = writeln!(out, "{}\n", settings_line(r));
-    let _ = writeln!(out, "| | webhook | poll |\n|---|---:|---:|");
-    for (a, b, c) in rows(r) {
-        let _ = writeln!(out, "| {a} | {b} | {c} |");
-    }
-    let _ = writeln!(
-        out,
-        "| webhook lead (median / p95) | {} / {} | |",
-        ms(r.webhook_lead_ms.p50),
-        ms(r.webhook_lead_ms.p95)
-    );
-    let _ = writeln!(
-        out,
-        "\n| measured versus expected | measured | expected |\n|---|---:|---:|"
-    );
-    for (a, b, c) in theory_rows(r) {
-        let _ = writeln!(out, "| {a} | {b} | {c} |");
-    }
-    for scenario in ["race", "typical"] {
-        let rows = cost_rows(r, scenario);
-        if rows.is_empty() {
-            continue;
-        }
-        let _ = writeln!(
-            out,
-            "\nRequests per day, polling at this interval, {} (projected):\n\n| users | webhook | poll | Polar daily limit |\n|---:|---:|---:|---:|",
-            cost_title(scenario)
-        );
-        for (u, w, p, l) in rows {
-            let _ = writeln!(out, "| {u} | {w} | {p} | {l} |");
-        }
-    }
-    if let Some(t) = &r.truth {
-        let _ = writeln!(
-            out,
-            "\nSimulator ground truth: {} entities generated, {} deliveries dropped, {} duplicated.",
-            t.entities_generated, t.deliveries_dropped, t.deliveries_duplicated
-        );
-    }
-    out
-}
-
-/// The report as pretty JSON.
-pub fn render_json(r: &Report) -> String {
-    serde_json::to_string_pretty(r).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
-}
-
 /// Output formats of `report` and `demo`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Table,
     Json,
     Markdown,
-}
-
-pub fn render(r: &Report, format: Format) -> String {
-    match format {
-        Format::Table => render_table(r),
-        Format::Json => render_json(r),
-        Format::Markdown => render_markdown(r),
-    }
 }
 
 /// `hookrace report`: the report for the store the configuration names. When the daemon holds
@@ -700,13 +297,13 @@ pub async fn from_config(cfg: &crate::config::Config) -> anyhow::Result<Report> 
     let (status, age) = match crate::store::Store::open(&cfg.store.path) {
         Ok(store) => {
             let created = store.created_at().unwrap_or_else(chrono::Utc::now);
-            let rt = crate::status::Runtime {
+            let rt = crate::process::Runtime {
                 started_at: created,
                 poll_enabled: cfg.poller.enabled,
                 last_cycle_at: None,
                 next_cycle_at: None,
             };
-            let doc = crate::status::build(&store, &rt)?;
+            let doc = crate::observe::status::build(&store, &rt)?;
             (doc, (chrono::Utc::now() - created).to_std().ok())
         }
         Err(open_err) => {
@@ -730,6 +327,7 @@ pub async fn from_config(cfg: &crate::config::Config) -> anyhow::Result<Report> 
 
 #[cfg(test)]
 mod tests {
+    use super::render::{ms, num, pct};
     use super::*;
 
     fn settings() -> RaceSettings {

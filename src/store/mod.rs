@@ -24,10 +24,15 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
 
 use crate::accesslink::payload::Delivery;
 use crate::race::{self, Entity, Summary};
+
+mod commit;
+mod fetch_queue;
+mod users;
+
+use commit::GroupCommit;
 
 /// Counter names shared by the code that counts and the code that reports.
 pub mod counter {
@@ -574,154 +579,6 @@ impl Store {
     // Keys are the due time (milliseconds, big-endian) followed by the entity key, so the first
     // entry is always the next job due and the worker never scans the queue.
 
-    fn fetch_key(key: &str, job: &FetchJob) -> Vec<u8> {
-        let due = job.next_at.timestamp_millis().max(0) as u64;
-        let mut k = due.to_be_bytes().to_vec();
-        k.extend_from_slice(key.as_bytes());
-        k
-    }
-
-    /// Queues the fetch of an entity's webhook data for `job.next_at`.
-    pub fn enqueue_fetch(&self, key: &str, job: &FetchJob) -> anyhow::Result<()> {
-        self.fetch_queue
-            .insert(Self::fetch_key(key, job), serde_json::to_vec(job)?)
-            .with_context(|| format!("queueing the fetch of {key}"))?;
-        Ok(())
-    }
-
-    /// The job due first: its queue key, its entity key and the job.
-    pub fn next_fetch(&self) -> anyhow::Result<Option<(sled::IVec, String, FetchJob)>> {
-        loop {
-            let Some((k, v)) = self
-                .fetch_queue
-                .first()
-                .context("reading the fetch queue")?
-            else {
-                return Ok(None);
-            };
-            let entity = String::from_utf8_lossy(k.get(8..).unwrap_or_default()).into_owned();
-            match serde_json::from_slice(&v) {
-                Ok(job) => return Ok(Some((k, entity, job))),
-                Err(e) => {
-                    tracing::error!(entity, error = %e, "dropping an unreadable fetch job");
-                    self.fetch_queue.remove(&k)?;
-                }
-            }
-        }
-    }
-
-    /// Every queued fetch, by entity key (a full scan: for start-up and tests).
-    pub fn queued_fetches(&self) -> anyhow::Result<Vec<(String, FetchJob)>> {
-        let mut out = Vec::new();
-        for kv in self.fetch_queue.iter() {
-            let (k, v) = kv.context("reading the fetch queue")?;
-            let key = String::from_utf8_lossy(k.get(8..).unwrap_or_default()).into_owned();
-            if let Ok(job) = serde_json::from_slice(&v) {
-                out.push((key, job));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Whether no fetch is queued.
-    pub fn fetch_queue_is_empty(&self) -> bool {
-        self.fetch_queue.is_empty()
-    }
-
-    /// Removes a queued fetch by its queue key.
-    pub fn dequeue_fetch(&self, queue_key: &[u8]) -> anyhow::Result<()> {
-        self.fetch_queue
-            .remove(queue_key)
-            .context("dequeueing a fetch")?;
-        Ok(())
-    }
-
-    // ---- OAuth states ----
-
-    /// Remembers an OAuth `state` (flushed: the browser may come back after a restart).
-    pub fn put_oauth_state(&self, state: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
-        self.oauth_states
-            .insert(state.as_bytes(), at.to_rfc3339().as_bytes())
-            .context("saving an OAuth state")?;
-        self.db.flush().context("flushing the store")?;
-        Ok(())
-    }
-
-    /// Takes an OAuth `state` (single use): when it was issued, or `None` if unknown or used.
-    pub fn take_oauth_state(&self, state: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
-        let v = self
-            .oauth_states
-            .remove(state.as_bytes())
-            .context("reading an OAuth state")?;
-        Ok(v.and_then(|v| {
-            DateTime::parse_from_rfc3339(&String::from_utf8_lossy(&v))
-                .ok()
-                .map(|t| t.with_timezone(&Utc))
-        }))
-    }
-
-    // ---- users ----
-
-    /// Adds or replaces a user (and clears a disconnection: the token is new).
-    pub fn put_user(&self, user_id: u64, token: &crate::config::Secret) -> anyhow::Result<()> {
-        let user = StoredUser {
-            user_id,
-            access_token: token.clone(),
-            added_at: Utc::now(),
-            disconnected_at: None,
-            disconnect_reason: None,
-        };
-        if let Some(old) = self.user(user_id)? {
-            if old.access_token == *token && old.disconnected_at.is_none() {
-                return Ok(());
-            }
-        }
-        self.users
-            .insert(user_id.to_be_bytes(), serde_json::to_vec(&user)?)
-            .with_context(|| format!("storing user {user_id}"))?;
-        Ok(())
-    }
-
-    pub fn user(&self, user_id: u64) -> anyhow::Result<Option<StoredUser>> {
-        match self.users.get(user_id.to_be_bytes())? {
-            Some(v) => Ok(Some(
-                serde_json::from_slice(&v).with_context(|| format!("decoding user {user_id}"))?,
-            )),
-            None => Ok(None),
-        }
-    }
-
-    pub fn users(&self) -> anyhow::Result<Vec<StoredUser>> {
-        self.users
-            .iter()
-            .values()
-            .map(|v| Ok(serde_json::from_slice(&v.context("reading users")?)?))
-            .collect()
-    }
-
-    /// Removes a user and their token.
-    pub fn remove_user(&self, user_id: u64) -> anyhow::Result<bool> {
-        Ok(self.users.remove(user_id.to_be_bytes())?.is_some())
-    }
-
-    /// Marks a user as disconnected (AccessLink answered 401 for the token).
-    pub fn mark_disconnected(&self, user_id: u64, reason: &str) -> anyhow::Result<()> {
-        if let Some(mut u) = self.user(user_id)? {
-            if u.disconnected_at.is_none() {
-                tracing::warn!(
-                    user = user_id,
-                    reason,
-                    "user disconnected: AccessLink refuses the token"
-                );
-                u.disconnected_at = Some(Utc::now());
-                u.disconnect_reason = Some(reason.to_string());
-                self.users
-                    .insert(user_id.to_be_bytes(), serde_json::to_vec(&u)?)?;
-            }
-        }
-        Ok(())
-    }
-
     /// Up to `limit` entities, newest first, optionally of one type.
     pub fn newest_entities(&self, limit: usize, kind: Option<&str>) -> anyhow::Result<Vec<Entity>> {
         let mut out = Vec::new();
@@ -812,63 +669,4 @@ fn poisoned<T>(_: std::sync::PoisonError<T>) -> anyhow::Error {
 
 fn decode_entity(key: &str, bytes: &[u8]) -> anyhow::Result<Entity> {
     serde_json::from_slice(bytes).with_context(|| format!("decoding entity {key}"))
-}
-
-/// A caller waiting for a flush, with the database to flush (the task holds none between batches,
-/// so dropping the store closes the database at once).
-type Waiter = (oneshot::Sender<Result<(), String>>, sled::Db);
-
-/// Group commit: callers queue a waiter; one task takes every waiter queued so far, runs a single
-/// blocking `flush()` and answers them all. A waiter queued during a flush waits for the next one,
-/// so each answer comes from a flush that began after that caller's writes.
-struct GroupCommit {
-    queue: Mutex<Option<mpsc::UnboundedSender<Waiter>>>,
-}
-
-impl GroupCommit {
-    fn new() -> Self {
-        GroupCommit {
-            queue: Mutex::new(None),
-        }
-    }
-
-    /// The queue to the flushing task, started on first use (it needs a Tokio runtime).
-    fn sender(&self) -> anyhow::Result<mpsc::UnboundedSender<Waiter>> {
-        let mut q = self.queue.lock().map_err(poisoned)?;
-        if let Some(tx) = q.as_ref().filter(|tx| !tx.is_closed()) {
-            return Ok(tx.clone());
-        }
-        let (tx, rx) = mpsc::unbounded_channel();
-        // The task ends when the store (holding the only sender) is dropped.
-        tokio::spawn(flush_loop(rx));
-        *q = Some(tx.clone());
-        Ok(tx)
-    }
-
-    async fn wait(&self, db: &sled::Db) -> anyhow::Result<()> {
-        let (tx, rx) = oneshot::channel();
-        self.sender()?
-            .send((tx, db.clone()))
-            .map_err(|_| anyhow::anyhow!("the store's flush task has stopped"))?;
-        rx.await
-            .map_err(|_| anyhow::anyhow!("the store's flush task has stopped"))?
-            .map_err(|e| anyhow::anyhow!("flushing the store: {e}"))
-    }
-}
-
-async fn flush_loop(mut rx: mpsc::UnboundedReceiver<Waiter>) {
-    let mut batch: Vec<Waiter> = Vec::new();
-    // `recv_many` waits for at least one waiter, then takes all that are queued.
-    while rx.recv_many(&mut batch, usize::MAX).await > 0 {
-        let db = batch[0].1.clone();
-        let result = match tokio::task::spawn_blocking(move || db.flush()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(format!("the flush task failed: {e}")),
-        };
-        for (waiter, _) in batch.drain(..) {
-            // A caller that went away (its request was cancelled) no longer needs the answer.
-            let _ = waiter.send(result.clone());
-        }
-    }
 }

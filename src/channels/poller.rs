@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 use crate::accesslink::client::{ApiError, Auth, Client, Outcome};
 use crate::accesslink::data;
 use crate::config::PollMode;
-use crate::status::Runtime;
+use crate::process::Runtime;
 use crate::store::{PollRecorded, Store, counter};
 
 /// What one cycle did.
@@ -381,11 +381,4 @@ pub async fn run_scheduled(
         tracing::warn!("the running poll cycle did not end within the grace period");
     }
     Ok(())
-}
-
-/// Whether `expr` is a cron expression the scheduler accepts (seconds first).
-pub fn valid_cron(expr: &str) -> Result<(), String> {
-    tokio_cron_scheduler::Job::new_async(expr, |_, _| Box::pin(async {}))
-        .map(|_| ())
-        .map_err(|e| e.to_string())
 }

@@ -11,8 +11,9 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use crate::observe::status;
+use crate::process::Runtime;
 use crate::race::SignedHistogram;
-use crate::status::{self, Runtime};
 use crate::store::{Store, counter};
 
 /// Bucket bounds, in seconds, of the delay histograms (availability → seen).

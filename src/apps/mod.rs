@@ -1,0 +1,9 @@
+//! The applications, on top of everything else: `hookrace run` ([`daemon`]: the wiring of the
+//! channels, observers and operations, and the orderly shutdown), `hookrace demo` ([`demo`]: the
+//! simulator and the daemon in one process, then the report) and the comparison [`report`].
+//!
+//! They may import any module below them; nothing below imports them.
+
+pub mod daemon;
+pub mod demo;
+pub mod report;

@@ -1,0 +1,382 @@
+//! The report as text: a terminal table, Markdown, or JSON (the [`Report`] as it is).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::{Format, Report, TYPICAL_ITEMS_PER_USER_DAY};
+
+pub(super) fn ms(v: Option<f64>) -> String {
+    match v {
+        None => "–".into(),
+        Some(v) if v.abs() >= 10_000.0 => format!("{:.1} s", v / 1000.0),
+        Some(v) if v.abs() >= 1000.0 => format!("{:.2} s", v / 1000.0),
+        Some(v) => format!("{v:.0} ms"),
+    }
+}
+
+pub(super) fn pct(v: Option<f64>) -> String {
+    v.map(|v| format!("{:.1}%", v * 100.0))
+        .unwrap_or_else(|| "–".into())
+}
+
+pub(super) fn num(v: f64) -> String {
+    let s = format!("{:.0}", v);
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 && c != '-' {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "–".into())
+}
+
+/// The rows of the main comparison: (label, webhook, poll).
+fn rows(r: &Report) -> Vec<(String, String, String)> {
+    let of = |n: u64| match &r.truth {
+        Some(t) => format!("{n} of {}", t.entities_generated),
+        None => n.to_string(),
+    };
+    vec![
+        (
+            "entities seen".into(),
+            of(r.webhook.entities_seen),
+            of(r.poll.entities_seen),
+        ),
+        (
+            "seen first (or alone)".into(),
+            r.webhook.seen_first.to_string(),
+            r.poll.seen_first.to_string(),
+        ),
+        (
+            "median delay".into(),
+            ms(r.webhook.delay_ms.p50),
+            ms(r.poll.delay_ms.p50),
+        ),
+        (
+            "p95 delay".into(),
+            ms(r.webhook.delay_ms.p95),
+            ms(r.poll.delay_ms.p95),
+        ),
+        (
+            "max delay".into(),
+            ms(r.webhook.delay_ms.max),
+            ms(r.poll.delay_ms.max),
+        ),
+        (
+            "mean delay".into(),
+            ms(r.webhook.delay_ms.mean),
+            ms(r.poll.delay_ms.mean),
+        ),
+        (
+            "HTTP requests".into(),
+            r.webhook.requests.to_string(),
+            r.poll.requests.to_string(),
+        ),
+        (
+            "requests per entity seen first".into(),
+            opt(r.webhook.requests_per_entity),
+            opt(r.poll.requests_per_entity),
+        ),
+        (
+            "empty (wasted) polls".into(),
+            "–".into(),
+            pct(r.poll.empty_share),
+        ),
+        (
+            "missed by the other channel, caught here".into(),
+            (r.webhook.entities_seen - r.seen_by_both).to_string(),
+            r.webhook_missed_poll_caught.to_string(),
+        ),
+    ]
+}
+
+fn theory_rows(r: &Report) -> Vec<(String, String, String)> {
+    vec![
+        (
+            "mean poll delay".into(),
+            ms(r.poll.delay_ms.mean),
+            r.theory
+                .mean_poll_delay_ms
+                .map(|v| format!("{} (interval / 2)", ms(Some(v))))
+                .unwrap_or_else(|| "–".into()),
+        ),
+        (
+            "max poll delay".into(),
+            ms(r.poll.delay_ms.max),
+            r.theory
+                .max_poll_delay_ms
+                .map(|v| format!("{} (interval)", ms(Some(v))))
+                .unwrap_or_else(|| "–".into()),
+        ),
+        (
+            "empty polls".into(),
+            pct(r.poll.empty_share),
+            r.theory
+                .empty_poll_share
+                .map(|v| format!("{} (e^(−λT))", pct(Some(v))))
+                .unwrap_or_else(|| "–".into()),
+        ),
+        (
+            "empty polls, Zapier 2013".into(),
+            "–".into(),
+            format!("{} of 30 M polls", pct(Some(r.theory.zapier_wasted_share))),
+        ),
+    ]
+}
+
+fn table(out: &mut String, header: [&str; 3], rows: &[(String, String, String)]) {
+    let w0 = rows
+        .iter()
+        .map(|r| r.0.chars().count())
+        .chain([header[0].len()])
+        .max()
+        .unwrap_or(0);
+    let w1 = rows
+        .iter()
+        .map(|r| r.1.chars().count())
+        .chain([header[1].len()])
+        .max()
+        .unwrap_or(0);
+    let w2 = rows
+        .iter()
+        .map(|r| r.2.chars().count())
+        .chain([header[2].len()])
+        .max()
+        .unwrap_or(0);
+    let line = |out: &mut String, a: &str, b: &str, c: &str| {
+        let _ = writeln!(out, "  {a:<w0$}   {b:>w1$}   {c:>w2$}");
+    };
+    line(out, header[0], header[1], header[2]);
+    let _ = writeln!(out, "  {}", "─".repeat(w0 + w1 + w2 + 6));
+    for (a, b, c) in rows {
+        line(out, a, b, c);
+    }
+}
+
+fn cost_rows(r: &Report, scenario: &str) -> Vec<(String, String, String, String)> {
+    let mark = |v: f64, limit: u64| {
+        if v > limit as f64 {
+            format!("{} (over)", num(v))
+        } else {
+            num(v)
+        }
+    };
+    r.cost_per_day
+        .iter()
+        .filter(|c| c.scenario == scenario)
+        .map(|c| {
+            (
+                num(c.users as f64),
+                format!(
+                    "{} ({} to Polar)",
+                    num(c.webhook_requests_per_day),
+                    mark(c.webhook_api_requests_per_day, c.polar_daily_limit)
+                ),
+                mark(c.poll_requests_per_day, c.polar_daily_limit),
+                num(c.polar_daily_limit as f64),
+            )
+        })
+        .collect()
+}
+
+fn cost_title(scenario: &str) -> String {
+    match scenario {
+        "race" => "at this race's data rate".to_string(),
+        _ => format!(
+            "for typical users ({TYPICAL_ITEMS_PER_USER_DAY:.0} new items per user per day)"
+        ),
+    }
+}
+
+fn settings_line(r: &Report) -> String {
+    match &r.settings {
+        Some(s) => {
+            let rate: f64 = s.item_rate_per_user_s.values().sum();
+            format!(
+                "{} users, poll {} ({} mode), about {:.1} new items per user per minute ({})",
+                s.users,
+                s.poll_interval_s
+                    .map(|t| format!(
+                        "every {}",
+                        humantime::format_duration(Duration::from_secs_f64(t.round()))
+                    ))
+                    .unwrap_or_else(|| "on a cron schedule".into()),
+                s.poll_mode,
+                rate * 60.0,
+                s.rates_from
+            )
+        }
+        None => "settings unknown".into(),
+    }
+}
+
+/// The report as an aligned plain-text table (for a terminal).
+pub fn render_table(r: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "hookrace: webhooks versus polling, {:.0} s measured",
+        r.measured_for_s
+    );
+    let _ = writeln!(out, "  {}", settings_line(r));
+    let _ = writeln!(out);
+    table(&mut out, ["", "webhook", "poll"], &rows(r));
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "  webhook lead over polling (entities both saw): median {}, p95 {}, max {}",
+        ms(r.webhook_lead_ms.p50),
+        ms(r.webhook_lead_ms.p95),
+        ms(r.webhook_lead_ms.max)
+    );
+    let _ = writeln!(
+        out,
+        "  {} in all, {} seen by both; {} (duplicates, activity updates) answered 200 and stored once",
+        plural(r.entities_total, "entity", "entities"),
+        r.seen_by_both,
+        plural(
+            r.duplicate_deliveries,
+            "repeated delivery",
+            "repeated deliveries"
+        )
+    );
+    if let Some(t) = &r.truth {
+        let _ = writeln!(
+            out,
+            "  simulator: {} entities generated, {} deliveries dropped, {} duplicated; {} entities never announced by a webhook",
+            t.entities_generated,
+            t.deliveries_dropped,
+            t.deliveries_duplicated,
+            t.entities_never_delivered
+        );
+    }
+    let _ = writeln!(out);
+    table(
+        &mut out,
+        ["measured versus expected", "measured", "expected"],
+        &theory_rows(r),
+    );
+    for scenario in ["race", "typical"] {
+        let rows = cost_rows(r, scenario);
+        if rows.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "  requests per day, polling at this interval, {} (projected):",
+            cost_title(scenario)
+        );
+        let h = ["users", "webhook", "poll", "Polar daily limit"];
+        let w: Vec<usize> = (0..4)
+            .map(|i| {
+                rows.iter()
+                    .map(|r| [&r.0, &r.1, &r.2, &r.3][i].chars().count())
+                    .chain([h[i].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "  {:>a$}   {:>b$}   {:>c$}   {:>d$}",
+            h[0],
+            h[1],
+            h[2],
+            h[3],
+            a = w[0],
+            b = w[1],
+            c = w[2],
+            d = w[3]
+        );
+        for (u, wh, p, l) in rows {
+            let _ = writeln!(
+                out,
+                "  {u:>a$}   {wh:>b$}   {p:>c$}   {l:>d$}",
+                a = w[0],
+                b = w[1],
+                c = w[2],
+                d = w[3]
+            );
+        }
+    }
+    if !r.cost_per_day.is_empty() {
+        let _ = writeln!(
+            out,
+            "  (Polar's limit counts the requests a client makes: polls and fetches, not the deliveries it receives.)"
+        );
+    }
+    out
+}
+
+/// The report as Markdown tables (for a README or a lesson).
+pub fn render_markdown(r: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### hookrace: webhooks versus polling ({:.0} s measured)\n",
+        r.measured_for_s
+    );
+    let _ = writeln!(out, "{}\n", settings_line(r));
+    let _ = writeln!(out, "| | webhook | poll |\n|---|---:|---:|");
+    for (a, b, c) in rows(r) {
+        let _ = writeln!(out, "| {a} | {b} | {c} |");
+    }
+    let _ = writeln!(
+        out,
+        "| webhook lead (median / p95) | {} / {} | |",
+        ms(r.webhook_lead_ms.p50),
+        ms(r.webhook_lead_ms.p95)
+    );
+    let _ = writeln!(
+        out,
+        "\n| measured versus expected | measured | expected |\n|---|---:|---:|"
+    );
+    for (a, b, c) in theory_rows(r) {
+        let _ = writeln!(out, "| {a} | {b} | {c} |");
+    }
+    for scenario in ["race", "typical"] {
+        let rows = cost_rows(r, scenario);
+        if rows.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "\nRequests per day, polling at this interval, {} (projected):\n\n| users | webhook | poll | Polar daily limit |\n|---:|---:|---:|---:|",
+            cost_title(scenario)
+        );
+        for (u, w, p, l) in rows {
+            let _ = writeln!(out, "| {u} | {w} | {p} | {l} |");
+        }
+    }
+    if let Some(t) = &r.truth {
+        let _ = writeln!(
+            out,
+            "\nSimulator ground truth: {} entities generated, {} deliveries dropped, {} duplicated.",
+            t.entities_generated, t.deliveries_dropped, t.deliveries_duplicated
+        );
+    }
+    out
+}
+
+/// The report as pretty JSON.
+pub fn render_json(r: &Report) -> String {
+    serde_json::to_string_pretty(r).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+pub fn render(r: &Report, format: Format) -> String {
+    match format {
+        Format::Table => render_table(r),
+        Format::Json => render_json(r),
+        Format::Markdown => render_markdown(r),
+    }
+}

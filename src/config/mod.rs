@@ -1,0 +1,306 @@
+//! The configuration file: parsing, validation and the typed result the rest of hookrace uses.
+//!
+//! Parsing happens in two steps so that a user sees *every* problem at once, not one per attempt:
+//! the TOML is read into [`RawConfig`] (strings where a value needs checking, unknown keys collected
+//! with `serde_ignored` rather than failing on the first), then [`RawConfig::validate`] checks every
+//! value and either returns a [`Config`] or the full list of problems. `check-config` and `run`
+//! both go through [`load`]; nothing binds or opens anything before validation has passed.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+mod raw;
+
+use raw::RawConfig;
+pub use raw::parse_delay_range;
+
+/// The embedded default configuration (the repository's `config.toml`): runs against the simulator.
+pub const DEFAULT_CONFIG: &str = include_str!("../../config.toml");
+
+/// Environment variable that supplies `[accesslink].client_secret`.
+pub const ENV_CLIENT_SECRET: &str = "HOOKRACE_CLIENT_SECRET";
+/// The client credentials the embedded simulator is started with (`[simulator]` enabled): the
+/// daemon gives them to the simulator and the management commands use them to reach it.
+pub const SIMULATOR_CLIENT_ID: &str = "hookrace-sim";
+pub const SIMULATOR_CLIENT_SECRET: &str = "hookrace-sim-secret";
+/// Environment variable that supplies `[accesslink].webhook_secret`.
+pub const ENV_WEBHOOK_SECRET: &str = "HOOKRACE_WEBHOOK_SECRET";
+
+/// A secret string (client secret, webhook signature key, access token, admin token).
+///
+/// Its `Debug` and `Display` print a mask, so it can sit in structs that are logged.
+#[derive(Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret itself: call only where it is used (signing, an Authorization header).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub webhook: WebhookConfig,
+    pub admin: AdminConfig,
+    pub accesslink: AccessLinkConfig,
+    pub users: Vec<UserConfig>,
+    pub poller: PollerConfig,
+    pub store: StoreConfig,
+    pub simulator: SimulatorConfig,
+}
+
+/// The public listener Polar posts deliveries to.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub listen: SocketAddr,
+    /// The delivery path, starting with `/`.
+    pub path: String,
+    /// Largest accepted delivery body in bytes; larger gets 413.
+    pub max_body: usize,
+    /// How long a client may take to send a body; slower gets 408.
+    pub body_timeout: Duration,
+}
+
+/// The private listener: status, metrics, entities.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// When set, every admin route requires `Authorization: Bearer <token>`.
+    pub token: Option<Secret>,
+}
+
+/// The AccessLink client this daemon acts as.
+#[derive(Debug, Clone)]
+pub struct AccessLinkConfig {
+    /// Scheme, host and port, no trailing slash; only URLs under it are ever fetched.
+    pub base_url: String,
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    /// The webhook's `signature_secret_key`.
+    pub webhook_secret: Option<Secret>,
+    /// Polar's OAuth2 authorization page.
+    pub authorize_url: String,
+    /// Polar's OAuth2 token endpoint.
+    pub token_url: String,
+    /// The public URL of `/oauth/callback` as registered with the client, sent to Polar on
+    /// authorize and token exchange; `None` uses the client's registered default.
+    pub redirect_uri: Option<String>,
+}
+
+/// A user whose token is known up front.
+#[derive(Debug, Clone)]
+pub struct UserConfig {
+    pub user_id: u64,
+    pub access_token: Secret,
+}
+
+/// How the second channel polls.
+#[derive(Debug, Clone)]
+pub struct PollerConfig {
+    pub enabled: bool,
+    pub schedule: PollSchedule,
+    pub mode: PollMode,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PollSchedule {
+    Every(Duration),
+    /// A cron expression, seconds first, evaluated in UTC.
+    Cron(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollMode {
+    /// Pull notifications + transactions.
+    Transactions,
+    /// The non-transactional `GET /v3/exercises` per known user.
+    List,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+}
+
+/// The embedded simulator `run` may start.
+#[derive(Debug, Clone)]
+pub struct SimulatorConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    pub users: u32,
+    pub exercise_every: Duration,
+    /// Mean time between daily activity updates per user.
+    pub activity_every: Duration,
+    pub webhook_delay: (Duration, Duration),
+    pub webhook_drop_rate: f64,
+    pub webhook_duplicate_rate: f64,
+}
+
+/// Every problem found in a configuration, reported together.
+#[derive(Debug)]
+pub struct ConfigErrors {
+    /// Where the configuration came from (a path, or "the embedded default").
+    pub source: String,
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} problem(s) in the configuration {}:",
+            self.problems.len(),
+            self.source
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Loads and validates the configuration at `path`, or the embedded default when `path` is `None`.
+/// Secrets missing from the file are taken from the environment.
+pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
+    let (text, source) = match path {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(t) => (t, p.display().to_string()),
+            Err(e) => {
+                return Err(ConfigErrors {
+                    source: p.display().to_string(),
+                    problems: vec![format!("cannot read {}: {e}", p.display())],
+                });
+            }
+        },
+        None => (
+            DEFAULT_CONFIG.to_string(),
+            "the embedded default".to_string(),
+        ),
+    };
+    parse(&text, &source, &|name| std::env::var(name).ok())
+}
+
+/// Parses and validates configuration text; `env` looks up environment variables (tests pass their own).
+pub fn parse(
+    text: &str,
+    source: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let fail = |problems| ConfigErrors {
+        source: source.to_string(),
+        problems,
+    };
+    let mut unknown = Vec::new();
+    let de = toml::Deserializer::new(text);
+    let raw: RawConfig = serde_ignored::deserialize(de, |path| unknown.push(path.to_string()))
+        .map_err(|e| fail(vec![format!("not valid: {}", e.to_string().trim())]))?;
+    let mut problems: Vec<String> = unknown
+        .into_iter()
+        .map(|k| format!("unknown key `{k}`"))
+        .collect();
+    match raw.validate(env, &mut problems) {
+        Some(cfg) if problems.is_empty() => Ok(cfg),
+        _ => Err(fail(problems)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let cfg = parse(DEFAULT_CONFIG, "default", &no_env).expect("the default config validates");
+        assert!(cfg.simulator.enabled);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = r#"
+            [webhook]
+            listen = "nowhere"
+            path = "acl"
+            colour = "blue"
+            [poller]
+            every = "soon"
+            mode = "sometimes"
+            [simulator]
+            webhook_drop_rate = 1.5
+            [accesslink]
+            client_id = ""
+        "#;
+        let err = parse(text, "t", &no_env).unwrap_err();
+        let all = err.problems.join("\n");
+        for needle in [
+            "unknown key `webhook.colour`",
+            "webhook.listen",
+            "webhook.path",
+            "poller.every",
+            "poller.mode",
+            "webhook_drop_rate",
+            "client_id",
+            "client_secret",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_and_never_print() {
+        let text = "[accesslink]\nclient_id = \"abc\"\n";
+        let env = |k: &str| {
+            (k == ENV_CLIENT_SECRET || k == ENV_WEBHOOK_SECRET).then(|| "s3cr3t-value".to_string())
+        };
+        let cfg = parse(text, "t", &env).unwrap();
+        assert_eq!(
+            cfg.accesslink.client_secret.as_ref().unwrap().expose(),
+            "s3cr3t-value"
+        );
+        assert_eq!(
+            cfg.accesslink.webhook_secret.as_ref().unwrap().expose(),
+            "s3cr3t-value"
+        );
+        assert!(!format!("{cfg:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn delay_ranges() {
+        assert_eq!(
+            parse_delay_range("20ms..400ms").unwrap(),
+            (Duration::from_millis(20), Duration::from_millis(400))
+        );
+        assert_eq!(
+            parse_delay_range("1s").unwrap(),
+            (Duration::from_secs(1), Duration::from_secs(1))
+        );
+        assert!(parse_delay_range("2s..1s").is_err());
+    }
+}

@@ -1,0 +1,40 @@
+//! What an operator sees: the [`admin`] listener's routes, the [`status`] document, the
+//! [`metrics`] exposition and the live [`dashboard`].
+//!
+//! Observers only read. They import `store`, `race`, `process` and `config`'s `Secret`; each of
+//! them works from a [`View`], never from another observer's state. Routes that change things
+//! (user management, the webhook secret) belong to `operations` and are handed to
+//! [`admin::routes`] by the daemon.
+
+pub mod admin;
+pub mod dashboard;
+pub mod metrics;
+pub mod status;
+
+use std::sync::{Arc, RwLock};
+
+use crate::process::Runtime;
+use crate::store::Store;
+
+/// The read-only view every observer works from: the store and the process's own facts.
+#[derive(Clone)]
+pub struct View {
+    pub store: Arc<Store>,
+    pub runtime: Arc<RwLock<Runtime>>,
+}
+
+impl View {
+    /// A copy of the process's facts (a poisoned lock still holds valid data: every writer
+    /// replaces whole fields).
+    pub fn runtime(&self) -> Runtime {
+        match self.runtime.read() {
+            Ok(r) => r.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// The status document as of now.
+    pub fn status(&self) -> anyhow::Result<status::StatusDoc> {
+        status::build(&self.store, &self.runtime())
+    }
+}

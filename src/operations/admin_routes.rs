@@ -1,0 +1,96 @@
+//! The admin routes the management commands use while a daemon holds the store open: `GET /users`,
+//! `DELETE /users/{id}` (de-registers at AccessLink) and `PUT /webhook/secret`. The daemon hands
+//! them to the admin listener, which puts them behind its token.
+
+use std::sync::Arc;
+
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::{Reply, Response};
+
+use super::manage::{self, UserView};
+use crate::accesslink::client::Client;
+use crate::config::Secret;
+use crate::store::Store;
+
+/// The management routes over `store`, de-registering users through `client`.
+pub fn routes(store: Arc<Store>, client: Arc<Client>) -> BoxedFilter<(Response,)> {
+    let with_store = {
+        let store = store.clone();
+        warp::any().map(move || store.clone())
+    };
+    let users = warp::path!("users")
+        .and(warp::get())
+        .and(with_store.clone())
+        .map(|store: Arc<Store>| users(&store));
+    let remove_user = warp::path!("users" / u64)
+        .and(warp::delete())
+        .and(with_store.clone())
+        .and(warp::any().map(move || client.clone()))
+        .then(
+            |id: u64, store: Arc<Store>, client: Arc<Client>| async move {
+                match manage::remove_user(&store, &client, id).await {
+                    Ok(true) => {
+                        warp::reply::with_status("", StatusCode::NO_CONTENT).into_response()
+                    }
+                    Ok(false) => error(StatusCode::NOT_FOUND, "no such user"),
+                    Err(e) => error(StatusCode::BAD_GATEWAY, &format!("{e:#}")),
+                }
+            },
+        );
+    let webhook_secret = warp::path!("webhook" / "secret")
+        .and(warp::put())
+        .and(warp::body::content_length_limit(1024))
+        .and(warp::body::bytes())
+        .and(with_store)
+        .map(|body: bytes::Bytes, store: Arc<Store>| {
+            let secret = String::from_utf8_lossy(&body).trim().to_string();
+            if secret.is_empty() {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "the body must be the signature secret",
+                );
+            }
+            match store.set_webhook_secret(&Secret::new(secret)) {
+                Ok(()) => {
+                    tracing::info!("a new webhook signature secret was saved");
+                    warp::reply::with_status("", StatusCode::NO_CONTENT).into_response()
+                }
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
+            }
+        });
+    users
+        .or(remove_user)
+        .unify()
+        .or(webhook_secret)
+        .unify()
+        .boxed()
+}
+
+fn users(store: &Store) -> Response {
+    match store.users() {
+        Ok(list) => {
+            let views: Vec<UserView> = list
+                .into_iter()
+                .map(|u| UserView {
+                    user_id: u.user_id,
+                    added_at: u.added_at,
+                    disconnected_at: u.disconnected_at,
+                    disconnect_reason: u.disconnect_reason,
+                })
+                .collect();
+            warp::reply::json(&views).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
+    }
+}
+
+/// A JSON error body, as the rest of the admin listener answers.
+fn error(status: StatusCode, message: &str) -> Response {
+    warp::reply::with_status(
+        warp::reply::json(&serde_json::json!({ "error": message })),
+        status,
+    )
+    .into_response()
+}

@@ -1,0 +1,160 @@
+//! The control API (`/sim/...`): add users, inject an entity at a known time, read the ground
+//! truth, change the faults. Not part of AccessLink; tests, the demo and students drive it.
+
+use serde_json::{Value, json};
+use warp::http::{Method, StatusCode};
+
+use super::model::Kind;
+use super::*;
+
+impl Sim {
+    pub(super) fn control(&self, req: &SimRequest, rest: &str) -> SimResponse {
+        let m = &req.method;
+        let segs: Vec<&str> = rest.split('/').collect();
+        match segs.as_slice() {
+            ["users"] if *m == Method::POST => {
+                let body: Value = serde_json::from_slice(&req.body).unwrap_or(json!({}));
+                let registered = body
+                    .get("registered")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true);
+                let (id, token) = self.add_user(registered);
+                SimResponse::json(
+                    StatusCode::CREATED,
+                    json!({"user_id": id, "access_token": token, "registered": registered}),
+                )
+            }
+            ["users"] if *m == Method::GET => {
+                let s = self.lock();
+                let list: Vec<Value> = s
+                    .users
+                    .values()
+                    .map(|u| json!({"user_id": u.id, "access_token": u.token, "registered": u.registered, "consents": u.consents, "revoked": u.revoked}))
+                    .collect();
+                SimResponse::json(StatusCode::OK, Value::Array(list))
+            }
+            ["users", id, "consents"] if *m == Method::PUT => {
+                let granted = serde_json::from_slice::<Value>(&req.body)
+                    .ok()
+                    .and_then(|v| v.get("granted").and_then(Value::as_bool));
+                let mut s = self.lock();
+                match (
+                    id.parse::<u64>().ok().and_then(|i| s.users.get_mut(&i)),
+                    granted,
+                ) {
+                    (Some(u), Some(g)) => {
+                        u.consents = g;
+                        SimResponse::empty(StatusCode::NO_CONTENT)
+                    }
+                    (None, _) => SimResponse::text(StatusCode::NOT_FOUND, "no such user\n"),
+                    (_, None) => SimResponse::text(
+                        StatusCode::BAD_REQUEST,
+                        "body must be {\"granted\": true|false}\n",
+                    ),
+                }
+            }
+            ["users", id, "revoke"] if *m == Method::POST => {
+                let mut s = self.lock();
+                match id.parse::<u64>().ok().and_then(|i| s.users.get_mut(&i)) {
+                    Some(u) => {
+                        u.revoked = true;
+                        SimResponse::empty(StatusCode::NO_CONTENT)
+                    }
+                    None => SimResponse::text(StatusCode::NOT_FOUND, "no such user\n"),
+                }
+            }
+            ["inject"] if *m == Method::POST => {
+                let body: Value = match serde_json::from_slice(&req.body) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        return SimResponse::text(
+                            StatusCode::BAD_REQUEST,
+                            format!("body is not JSON: {e}\n"),
+                        );
+                    }
+                };
+                let kind = match body
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("EXERCISE")
+                {
+                    "EXERCISE" => Kind::Exercise,
+                    "ACTIVITY_SUMMARY" => Kind::Activity,
+                    "PHYSICAL_INFORMATION" => Kind::PhysicalInformation,
+                    other => {
+                        return SimResponse::text(
+                            StatusCode::BAD_REQUEST,
+                            format!("cannot inject {other}\n"),
+                        );
+                    }
+                };
+                let Some(uid) = body.get("user_id").and_then(Value::as_u64) else {
+                    return SimResponse::text(StatusCode::BAD_REQUEST, "user_id is required\n");
+                };
+                match self.generate(uid, kind) {
+                    Some(e) => SimResponse::json(
+                        StatusCode::CREATED,
+                        serde_json::to_value(e).unwrap_or(Value::Null),
+                    ),
+                    None => SimResponse::text(StatusCode::NOT_FOUND, "no such registered user\n"),
+                }
+            }
+            ["faults"] if *m == Method::GET => {
+                let s = self.lock();
+                SimResponse::json(
+                    StatusCode::OK,
+                    serde_json::to_value(&s.settings.faults).unwrap_or(Value::Null),
+                )
+            }
+            ["faults"] if *m == Method::PUT => match serde_json::from_slice::<Faults>(&req.body) {
+                Ok(f) => {
+                    let mut s = self.lock();
+                    s.settings.faults = f;
+                    SimResponse::json(
+                        StatusCode::OK,
+                        serde_json::to_value(&s.settings.faults).unwrap_or(Value::Null),
+                    )
+                }
+                Err(e) => {
+                    SimResponse::text(StatusCode::BAD_REQUEST, format!("faults not valid: {e}\n"))
+                }
+            },
+            ["truth"] if *m == Method::GET => {
+                let s = self.lock();
+                let hook = s.hook.as_ref().map(Hook::json);
+                let mut v = serde_json::to_value(&s.truth).unwrap_or(Value::Null);
+                v["webhook"] = hook.unwrap_or(Value::Null);
+                v["client_id"] = json!(s.settings.client_id);
+                SimResponse::json(StatusCode::OK, v)
+            }
+            _ => SimResponse::text(
+                StatusCode::NOT_FOUND,
+                "no such control route: see docs/simulator.md\n",
+            ),
+        }
+    }
+}
+
+/// Changes some of a running simulator's faults over its control API (`GET` then `PUT
+/// /sim/faults`), leaving the others as they are; returns the faults now in force.
+pub async fn patch_faults(
+    http: &reqwest::Client,
+    base_url: &str,
+    patch: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let url = format!("{base_url}/sim/faults");
+    let mut faults: serde_json::Value = http.get(&url).send().await?.json().await?;
+    if let Some(fields) = patch.as_object() {
+        for (k, v) in fields {
+            faults[k] = v.clone();
+        }
+    }
+    let res = http.put(&url).json(&faults).send().await?;
+    let status = res.status();
+    anyhow::ensure!(
+        status.is_success(),
+        "changing the simulator's faults at {url}: {status}: {}",
+        res.text().await.unwrap_or_default()
+    );
+    Ok(res.json().await?)
+}

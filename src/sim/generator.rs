@@ -1,0 +1,192 @@
+//! The generator: new exercises and activity updates per user at exponential intervals, made
+//! from the seed alone, recorded in the ground truth and announced as deliveries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use rand::Rng;
+
+use super::model::{Activity, Exercise, Item, ItemData, Kind, Physical, hashed_id};
+use super::*;
+use rand_distr::{Distribution, Exp};
+use tokio_util::sync::CancellationToken;
+
+impl Sim {
+    /// Creates a new item of `kind` for `user` now, announces it, returns its truth entry.
+    pub fn generate(&self, user_id: u64, kind: Kind) -> Option<TruthEntity> {
+        let (entity, job) = {
+            let mut s = self.lock();
+            if !s
+                .users
+                .get(&user_id)
+                .is_some_and(|u| u.registered && !u.revoked)
+            {
+                return None;
+            }
+            let item = s.new_item(user_id, kind, &self.base);
+            let index = s.record_entity(&item);
+            let job = s.announce(&item, &self.base);
+            (s.truth.entities[index].clone(), job)
+        };
+        for j in job {
+            let _ = self.deliveries.send(j);
+        }
+        Some(entity)
+    }
+}
+
+impl State {
+    /// Makes a new item with plausible random content.
+    pub(super) fn new_item(&mut self, uid: u64, kind: Kind, _base: &str) -> Item {
+        let id = self.next_item_id;
+        self.next_item_id += self.rng.gen_range(1..40);
+        let now = Utc::now();
+        // Each user lives in one time zone, chosen from their id.
+        let offset = [-300, 0, 60, 120, 180, 330][(uid % 6) as usize];
+        let local_now = now.naive_utc() + chrono::Duration::minutes(offset as i64);
+        let data = match kind {
+            Kind::Exercise => {
+                let duration_s = self.rng.gen_range(15 * 60..2 * 3600);
+                let sports = [
+                    "RUNNING",
+                    "CYCLING",
+                    "WALKING",
+                    "SWIMMING",
+                    "STRENGTH_TRAINING",
+                ];
+                let sport = sports[self.rng.gen_range(0..sports.len())].to_string();
+                let start = local_now
+                    - chrono::Duration::seconds(duration_s as i64 + self.rng.gen_range(60..900));
+                let start = start.with_nanosecond_zero();
+                ItemData::Exercise(Exercise {
+                    hashed_id: hashed_id(self.settings.seed, id),
+                    device: "Polar Vantage V3".into(),
+                    device_id: format!("{:08X}", (uid * 2_654_435_761) as u32),
+                    start_time: start,
+                    utc_offset_minutes: offset,
+                    duration_s,
+                    distance_m: if sport == "STRENGTH_TRAINING" {
+                        0
+                    } else {
+                        duration_s * 3
+                    },
+                    sport,
+                    calories: duration_s / 6,
+                    hr_avg: self.rng.gen_range(110..160),
+                    hr_max: self.rng.gen_range(160..195),
+                })
+            }
+            Kind::Activity => {
+                let date = local_now.date().format("%Y-%m-%d").to_string();
+                let created = self
+                    .entity_index
+                    .get(&(Kind::Activity, uid, date.clone()))
+                    .map(|&i| self.truth.entities[i].available_at)
+                    .unwrap_or(now);
+                let steps = self.rng.gen_range(500..4000);
+                ItemData::Activity(Activity {
+                    date,
+                    created,
+                    calories: 1800 + steps / 20,
+                    active_calories: steps / 20,
+                    duration_s: 86_400,
+                    active_steps: steps,
+                })
+            }
+            Kind::PhysicalInformation => ItemData::Physical(Physical {
+                weight: 60.0 + self.rng.gen_range(0.0..30.0f64).round(),
+                resting_heart_rate: self.rng.gen_range(45..70),
+            }),
+        };
+        let item = Item {
+            id,
+            user_id: uid,
+            kind,
+            available_at: now,
+            committed: false,
+            data,
+        };
+        self.items.insert(id, item.clone());
+        item
+    }
+
+    /// Adds the item to the ground truth (a new entity, or a new version of a day's activity).
+    pub(super) fn record_entity(&mut self, item: &Item) -> usize {
+        let key = (item.kind, item.user_id, item.source_id());
+        if let Some(&i) = self.entity_index.get(&key) {
+            self.truth.entities[i].item_ids.push(item.id);
+            return i;
+        }
+        self.truth.entities.push(TruthEntity {
+            kind: item.kind.data_type().to_string(),
+            user_id: item.user_id,
+            entity_id: item.source_id(),
+            item_ids: vec![item.id],
+            available_at: item.available_at,
+        });
+        let i = self.truth.entities.len() - 1;
+        self.entity_index.insert(key, i);
+        i
+    }
+}
+
+pub(super) trait ZeroNanos {
+    fn with_nanosecond_zero(self) -> Self;
+}
+impl ZeroNanos for chrono::NaiveDateTime {
+    fn with_nanosecond_zero(self) -> Self {
+        use chrono::Timelike;
+        self.with_nanosecond(0).unwrap_or(self)
+    }
+}
+
+/// Creates exercises and activity updates per user at exponential intervals (seeded).
+pub(super) async fn run(sim: Arc<Sim>, shutdown: CancellationToken) {
+    let settings = sim.settings();
+    let streams: Vec<(Kind, Duration)> = [
+        (Kind::Exercise, settings.exercise_every),
+        (Kind::Activity, settings.activity_every),
+    ]
+    .into_iter()
+    .filter_map(|(k, d)| d.filter(|d| !d.is_zero()).map(|d| (k, d)))
+    .collect();
+    if streams.is_empty() {
+        return;
+    }
+    let mut due: std::collections::BTreeMap<(u64, Kind), tokio::time::Instant> =
+        std::collections::BTreeMap::new();
+    let draw = |sim: &Sim, mean: Duration| {
+        let exp = Exp::new(1.0 / mean.as_secs_f64()).expect("a positive mean gives a valid rate");
+        Duration::from_secs_f64(sim.with_rng(|r| exp.sample(r)))
+    };
+    loop {
+        let now = tokio::time::Instant::now();
+        for uid in sim.active_user_ids() {
+            for (kind, mean) in &streams {
+                due.entry((uid, *kind))
+                    .or_insert_with(|| now + draw(&sim, *mean));
+            }
+        }
+        let next = due.iter().min_by_key(|(_, t)| **t).map(|(k, t)| (*k, *t));
+        let wake = next.map(|(_, t)| t);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = sim.users_changed.notified() => continue,
+            _ = async { match wake { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}
+        }
+        if let Some(((uid, kind), at)) = next {
+            if sim.generator_paused() {
+                // Keep the schedule moving without making anything.
+            } else if sim.generate(uid, kind).is_none() {
+                due.remove(&(uid, kind));
+                continue;
+            }
+            let mean = streams.iter().find(|(k, _)| *k == kind).map(|(_, m)| *m);
+            if let Some(mean) = mean {
+                // From the planned time, not from now: the schedule depends on the seed alone.
+                due.insert((uid, kind), at + draw(&sim, mean));
+            }
+        }
+    }
+}

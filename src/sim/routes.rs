@@ -1,0 +1,386 @@
+//! The simulator's HTTP layer: requests and responses as plain values, the one route table
+//! ([`Sim::handle`]), the client and user authentication guards, and the ground-truth name of each
+//! endpoint. Every endpoint's logic lives in the file of its family.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use chrono::Utc;
+use serde_json::{Value, json};
+use warp::http::{HeaderMap, Method, StatusCode};
+
+use super::model::Kind;
+use super::*;
+use warp::reply::Reply;
+
+/// A request as the simulator sees it.
+pub struct SimRequest {
+    pub method: Method,
+    pub path: String,
+    pub query: String,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+/// A response before it becomes HTTP.
+#[derive(Debug)]
+pub struct SimResponse {
+    pub status: StatusCode,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Value>,
+    pub text: Option<String>,
+}
+
+impl SimResponse {
+    pub(super) fn json(status: StatusCode, body: Value) -> Self {
+        SimResponse {
+            status,
+            headers: Vec::new(),
+            body: Some(body),
+            text: None,
+        }
+    }
+    pub(super) fn empty(status: StatusCode) -> Self {
+        SimResponse {
+            status,
+            headers: Vec::new(),
+            body: None,
+            text: None,
+        }
+    }
+    pub(super) fn text(status: StatusCode, text: impl Into<String>) -> Self {
+        SimResponse {
+            status,
+            headers: Vec::new(),
+            body: None,
+            text: Some(text.into()),
+        }
+    }
+    pub(super) fn redirect(location: String) -> Self {
+        SimResponse {
+            status: StatusCode::FOUND,
+            headers: vec![("Location".into(), location)],
+            body: None,
+            text: None,
+        }
+    }
+    /// AccessLink's documented error body.
+    pub(super) fn error(status: StatusCode, error_type: &str, message: &str) -> Self {
+        Self::json(
+            status,
+            json!({
+                "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                "status": status.as_u16(),
+                "errorType": error_type,
+                "message": message,
+                "corrId": corr_id(),
+            }),
+        )
+    }
+}
+
+pub(super) fn corr_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+pub(super) trait IntoOk {
+    fn into_ok(self) -> SimResponse;
+}
+impl IntoOk for Value {
+    fn into_ok(self) -> SimResponse {
+        SimResponse::json(StatusCode::OK, self)
+    }
+}
+
+pub(super) fn unauthorized(message: &str) -> SimResponse {
+    let mut r = SimResponse::error(StatusCode::UNAUTHORIZED, "Unauthorized", message);
+    r.headers.push((
+        "WWW-Authenticate".into(),
+        "Basic realm=\"AccessLink\"".into(),
+    ));
+    r
+}
+
+pub(super) fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let v = headers.get("authorization")?.to_str().ok()?;
+    let b64 = v.strip_prefix("Basic ")?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let raw = String::from_utf8(raw).ok()?;
+    let (id, secret) = raw.split_once(':')?;
+    Some((id.to_string(), secret.to_string()))
+}
+
+/// The ground-truth name of a `/v3` endpoint (the poll ones match the daemon's counters).
+pub fn endpoint_name(method: &Method, path: &str) -> &'static str {
+    let segs: Vec<&str> = path.trim_start_matches("/v3/").split('/').collect();
+    match (method.as_str(), segs.as_slice()) {
+        ("GET", ["notifications"]) => "notifications",
+        ("POST", ["users", _, t]) if t.ends_with("-transactions") => "create_transaction",
+        ("GET", ["users", _, t, _]) if t.ends_with("-transactions") => "list_transaction",
+        ("PUT", ["users", _, t, _]) if t.ends_with("-transactions") => "commit",
+        ("GET", ["users", _, t, _, _, _]) if t.ends_with("-transactions") => "get_item",
+        ("GET", ["exercises"]) => "list_exercises",
+        ("GET", ["exercises", _]) => "get_exercise",
+        ("GET", ["users", "activities", _]) => "get_activity",
+        ("GET", ["users", "physical-info"]) => "get_physical_info",
+        (_, ["webhooks", ..]) => "webhooks",
+        (_, ["users", ..]) => "users",
+        _ => "other",
+    }
+}
+
+impl Sim {
+    /// Answers one request.
+    pub async fn handle(&self, req: SimRequest) -> SimResponse {
+        let path = req.path.trim_end_matches('/').to_string();
+        if let Some(rest) = path.strip_prefix("/sim/") {
+            return self.control(&req, rest);
+        }
+        match (req.method.clone(), path.as_str()) {
+            (Method::GET, "/oauth2/authorization") => return self.authorize(&req),
+            (Method::POST, "/v2/oauth2/token") => return self.token(&req),
+            _ => {}
+        }
+        if !path.starts_with("/v3/") {
+            return SimResponse::error(StatusCode::NOT_FOUND, "NotFound", "no such resource");
+        }
+        let endpoint = endpoint_name(&req.method, &path);
+        let (limited, headers) = {
+            let mut s = self.lock();
+            *s.truth.requests.entry(endpoint.to_string()).or_default() += 1;
+            s.rate_limit()
+        };
+        if limited {
+            *self
+                .lock()
+                .truth
+                .requests
+                .entry("rate_limited".to_string())
+                .or_default() += 1;
+        }
+        let mut resp = if limited {
+            SimResponse::error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "RateLimitExceeded",
+                "rate limit exceeded: see the RateLimit-* headers",
+            )
+        } else if self.lock().inject_error(endpoint) {
+            *self
+                .lock()
+                .truth
+                .requests
+                .entry("server_error".to_string())
+                .or_default() += 1;
+            SimResponse::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerError",
+                "simulated server error",
+            )
+        } else {
+            self.v3(&req, &path).await
+        };
+        resp.headers.extend(headers);
+        resp
+    }
+
+    pub(super) async fn v3(&self, req: &SimRequest, path: &str) -> SimResponse {
+        let segs: Vec<&str> = path.trim_start_matches("/v3/").split('/').collect();
+        let m = &req.method;
+        match segs.as_slice() {
+            ["notifications"] if *m == Method::GET => {
+                self.basic(req, |s| s.notifications(&self.base))
+            }
+            ["webhooks"] if *m == Method::GET => self.basic(req, |s| s.list_webhooks()),
+            ["webhooks"] if *m == Method::POST => match self.check_basic(req) {
+                Err(r) => r,
+                Ok(()) => self.create_webhook(req).await,
+            },
+            ["webhooks", "activate"] if *m == Method::POST => match self.check_basic(req) {
+                Err(r) => r,
+                Ok(()) => self.set_webhook_active(true).await,
+            },
+            ["webhooks", "deactivate"] if *m == Method::POST => match self.check_basic(req) {
+                Err(r) => r,
+                Ok(()) => self.set_webhook_active(false).await,
+            },
+            ["webhooks", id] if *m == Method::PATCH => match self.check_basic(req) {
+                Err(r) => r,
+                Ok(()) => self.patch_webhook(req, id).await,
+            },
+            ["webhooks", id] if *m == Method::DELETE => self.basic(req, |s| s.delete_webhook(id)),
+            ["users"] if *m == Method::POST => {
+                self.bearer(req, false, |s, uid| s.register(uid, &req.body, &self.base))
+            }
+            ["users", id] if *m == Method::GET => self.bearer(req, false, |s, uid| {
+                s.own(uid, id)
+                    .unwrap_or_else(|| s.users[&uid].json(&self.base).into_ok())
+            }),
+            ["users", id] if *m == Method::DELETE => self.bearer(req, false, |s, uid| {
+                s.own(uid, id).unwrap_or_else(|| s.deregister(uid))
+            }),
+            ["users", id, tx] if *m == Method::POST && tx.ends_with("-transactions") => self
+                .bearer(req, true, |s, uid| {
+                    s.own(uid, id).unwrap_or_else(|| {
+                        match Kind::from_segment(tx.trim_end_matches("-transactions")) {
+                            Some(kind) => s.create_transaction(uid, kind, &self.base),
+                            None => SimResponse::error(
+                                StatusCode::NOT_FOUND,
+                                "NotFound",
+                                "no such transaction kind",
+                            ),
+                        }
+                    })
+                }),
+            ["users", id, tx, tid]
+                if tx.ends_with("-transactions") && (*m == Method::GET || *m == Method::PUT) =>
+            {
+                let commit = *m == Method::PUT;
+                self.bearer(req, true, |s, uid| {
+                    s.own(uid, id)
+                        .unwrap_or_else(|| s.transaction(uid, tx, tid, commit, &self.base))
+                })
+            }
+            ["users", id, tx, tid, _, item]
+                if tx.ends_with("-transactions") && *m == Method::GET =>
+            {
+                self.bearer(req, true, |s, uid| {
+                    s.own(uid, id)
+                        .unwrap_or_else(|| s.item(uid, tid, item, &self.base))
+                })
+            }
+            ["exercises"] if *m == Method::GET => {
+                self.bearer(req, true, |s, uid| s.list_exercises(uid, &self.base))
+            }
+            ["exercises", hid] if *m == Method::GET => {
+                self.bearer(req, true, |s, uid| s.exercise(uid, hid, &self.base))
+            }
+            ["users", "activities", date] if *m == Method::GET => {
+                self.bearer(req, true, |s, uid| s.activity(uid, date, &self.base))
+            }
+            ["users", "physical-info"] if *m == Method::GET => {
+                self.bearer(req, true, |s, uid| s.physical(uid, &self.base))
+            }
+            _ => SimResponse::error(StatusCode::NOT_FOUND, "NotFound", "no such resource"),
+        }
+    }
+
+    pub(super) fn check_basic(&self, req: &SimRequest) -> Result<(), SimResponse> {
+        let s = self.lock();
+        let given = basic_credentials(&req.headers);
+        match given {
+            Some((id, secret))
+                if id == s.settings.client_id && secret == s.settings.client_secret =>
+            {
+                Ok(())
+            }
+            _ => Err(unauthorized(
+                "client credentials (HTTP Basic) are missing or wrong",
+            )),
+        }
+    }
+
+    pub(super) fn basic(
+        &self,
+        req: &SimRequest,
+        f: impl FnOnce(&mut State) -> SimResponse,
+    ) -> SimResponse {
+        match self.check_basic(req) {
+            Err(r) => r,
+            Ok(()) => f(&mut self.lock()),
+        }
+    }
+
+    /// Runs `f` with the user the bearer token names; `data` endpoints also need consents.
+    pub(super) fn bearer(
+        &self,
+        req: &SimRequest,
+        data: bool,
+        f: impl FnOnce(&mut State, u64) -> SimResponse,
+    ) -> SimResponse {
+        let mut s = self.lock();
+        let token = req
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let Some(uid) = token.and_then(|t| s.tokens.get(t).copied()) else {
+            return unauthorized("a valid user access token (Bearer) is required");
+        };
+        let user = &s.users[&uid];
+        if user.revoked {
+            return unauthorized("the access token has been revoked");
+        }
+        if data && !user.consents {
+            return SimResponse::error(
+                StatusCode::FORBIDDEN,
+                "ConsentMissing",
+                "the user has not accepted the mandatory consents",
+            );
+        }
+        if data && !user.registered {
+            return SimResponse::error(
+                StatusCode::FORBIDDEN,
+                "UserNotRegistered",
+                "register the user (POST /v3/users) before reading data",
+            );
+        }
+        f(&mut s, uid)
+    }
+}
+
+/// The warp filter that turns every HTTP request into a [`SimRequest`] for [`Sim::handle`].
+pub(super) fn filter(
+    sim: Arc<Sim>,
+) -> impl warp::Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    use warp::Filter;
+    warp::method()
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::bytes())
+        .and_then(
+            move |method: Method,
+                  path: warp::path::FullPath,
+                  query: String,
+                  headers: HeaderMap,
+                  body: bytes::Bytes| {
+                let sim = sim.clone();
+                async move {
+                    let resp = sim
+                        .handle(SimRequest {
+                            method,
+                            path: path.as_str().to_string(),
+                            query,
+                            headers,
+                            body,
+                        })
+                        .await;
+                    Ok::<_, std::convert::Infallible>(to_http(resp))
+                }
+            },
+        )
+}
+
+pub(super) fn to_http(resp: SimResponse) -> warp::reply::Response {
+    let mut r = match (resp.body, resp.text) {
+        (Some(json), _) => warp::reply::json(&json).into_response(),
+        (None, Some(text)) => text.into_response(),
+        (None, None) => warp::reply::reply().into_response(),
+    };
+    *r.status_mut() = resp.status;
+    for (k, v) in resp.headers {
+        if let (Ok(k), Ok(v)) = (
+            warp::http::HeaderName::from_bytes(k.as_bytes()),
+            warp::http::HeaderValue::from_str(&v),
+        ) {
+            r.headers_mut().insert(k, v);
+        }
+    }
+    if resp.status == StatusCode::NO_CONTENT {
+        *r.body_mut() = warp::reply::reply().into_response().into_body();
+    }
+    r
+}

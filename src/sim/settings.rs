@@ -1,0 +1,88 @@
+//! What the simulator is started with ([`SimSettings`]) and the faults and limits that can be
+//! changed while it runs ([`Faults`], through `PUT /sim/faults`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// What the simulator is started with.
+#[derive(Debug, Clone)]
+pub struct SimSettings {
+    pub seed: u64,
+    /// Users created (registered, with tokens) at start.
+    pub users: u32,
+    /// Mean time between new exercises per user; `None` = no generator.
+    pub exercise_every: Option<Duration>,
+    /// Mean time between activity updates per user; `None` = none.
+    pub activity_every: Option<Duration>,
+    pub client_id: String,
+    pub client_secret: String,
+    /// Where authorize redirects when the request names no `redirect_uri`.
+    pub default_redirect_uri: Option<String>,
+    pub faults: Faults,
+}
+
+impl Default for SimSettings {
+    fn default() -> Self {
+        SimSettings {
+            seed: 1,
+            users: 0,
+            exercise_every: None,
+            activity_every: None,
+            client_id: "hookrace-sim".into(),
+            client_secret: "hookrace-sim-secret".into(),
+            default_redirect_uri: None,
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// Faults and limits, changeable at run time through `PUT /sim/faults`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Share of deliveries never sent.
+    pub drop_rate: f64,
+    /// Share of deliveries sent twice.
+    pub duplicate_rate: f64,
+    /// Delivery delay range in milliseconds.
+    pub delay_ms: (u64, u64),
+    /// Share of `/v3` requests answered 500.
+    pub error_rate: f64,
+    /// The next N requests to an endpoint (by ground-truth name) answer 500.
+    pub fail_next: BTreeMap<String, u32>,
+    /// Replaces the documented per-window limits `(short, long)`.
+    pub rate_limit: Option<(u64, u64)>,
+    /// Length of the short rate-limit window in seconds (Polar: 900).
+    pub short_window_s: u64,
+    /// Length of the long window in seconds (Polar: 86400).
+    pub long_window_s: u64,
+    /// Failed deliveries for this long deactivate the webhook (Polar: 7 days).
+    pub deactivate_after_s: u64,
+    /// An uncommitted transaction expires after this long (the simulator's choice: 600).
+    pub transaction_ttl_s: u64,
+    /// An authorization code is valid this long (Polar: 600).
+    pub code_ttl_s: u64,
+    /// While true the generator makes nothing (injections still work).
+    pub generator_paused: bool,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            drop_rate: 0.0,
+            duplicate_rate: 0.0,
+            delay_ms: (20, 400),
+            error_rate: 0.0,
+            fail_next: BTreeMap::new(),
+            rate_limit: None,
+            short_window_s: 900,
+            long_window_s: 86_400,
+            deactivate_after_s: 7 * 86_400,
+            transaction_ttl_s: 600,
+            code_ttl_s: 600,
+            generator_paused: false,
+        }
+    }
+}

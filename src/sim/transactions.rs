@@ -1,0 +1,154 @@
+//! Pull notifications and the three transaction kinds: create (an open transaction is offered
+//! again), list, get an item, commit (deletes what it listed); transactions expire after the TTL.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::time::Instant;
+use warp::http::StatusCode;
+
+use super::model::{Item, Kind};
+use super::*;
+
+#[derive(Debug, Clone)]
+pub(super) struct Transaction {
+    pub(super) id: u64,
+    pub(super) user_id: u64,
+    pub(super) kind: Kind,
+    pub(super) items: Vec<u64>,
+    pub(super) created: Instant,
+}
+
+impl State {
+    /// Items of `uid`/`kind` not yet committed.
+    pub(super) fn pending(&self, uid: u64, kind: Kind) -> impl Iterator<Item = &Item> {
+        self.items
+            .values()
+            .filter(move |i| i.user_id == uid && i.kind == kind && !i.committed)
+    }
+
+    pub(super) fn notifications(&self, base: &str) -> SimResponse {
+        let mut list = Vec::new();
+        // A user who disconnected is not announced: their data stays listed, their token fails.
+        for u in self.users.values().filter(|u| u.registered) {
+            for kind in Kind::ALL {
+                if self.pending(u.id, kind).next().is_some() {
+                    list.push(json!({
+                        "user-id": u.id,
+                        "data-type": kind.data_type(),
+                        "url": format!("{base}/v3/users/{}/{}-transactions", u.id, kind.segment()),
+                    }));
+                }
+            }
+        }
+        if list.is_empty() {
+            SimResponse::empty(StatusCode::NO_CONTENT)
+        } else {
+            json!({ "available-user-data": list }).into_ok()
+        }
+    }
+
+    pub(super) fn tx_uri(base: &str, t: &Transaction) -> String {
+        format!(
+            "{base}/v3/users/{}/{}-transactions/{}",
+            t.user_id,
+            t.kind.segment(),
+            t.id
+        )
+    }
+
+    pub(super) fn ttl(&self) -> Duration {
+        Duration::from_secs(self.settings.faults.transaction_ttl_s.max(1))
+    }
+
+    pub(super) fn create_transaction(&mut self, uid: u64, kind: Kind, base: &str) -> SimResponse {
+        let ttl = self.ttl();
+        self.transactions.retain(|_, t| t.created.elapsed() < ttl);
+        // An open transaction is offered again rather than hiding its items.
+        if let Some(t) = self
+            .transactions
+            .values()
+            .find(|t| t.user_id == uid && t.kind == kind)
+        {
+            return SimResponse::json(
+                StatusCode::CREATED,
+                json!({"transaction-id": t.id, "resource-uri": Self::tx_uri(base, t)}),
+            );
+        }
+        let items: Vec<u64> = self.pending(uid, kind).take(50).map(|i| i.id).collect();
+        if items.is_empty() {
+            return SimResponse::empty(StatusCode::NO_CONTENT);
+        }
+        let id = self.next_tx_id;
+        self.next_tx_id += 1;
+        let t = Transaction {
+            id,
+            user_id: uid,
+            kind,
+            items,
+            created: Instant::now(),
+        };
+        let uri = Self::tx_uri(base, &t);
+        self.transactions.insert(id, t);
+        SimResponse::json(
+            StatusCode::CREATED,
+            json!({"transaction-id": id, "resource-uri": uri}),
+        )
+    }
+
+    pub(super) fn live_transaction(&self, uid: u64, seg: &str, tid: &str) -> Option<Transaction> {
+        let kind = Kind::from_segment(seg.trim_end_matches("-transactions"))?;
+        let t = self.transactions.get(&tid.parse::<u64>().ok()?)?;
+        (t.user_id == uid && t.kind == kind && t.created.elapsed() < self.ttl()).then(|| t.clone())
+    }
+
+    pub(super) fn transaction(
+        &mut self,
+        uid: u64,
+        seg: &str,
+        tid: &str,
+        commit: bool,
+        base: &str,
+    ) -> SimResponse {
+        let Some(t) = self.live_transaction(uid, seg, tid) else {
+            return SimResponse::error(StatusCode::NOT_FOUND, "NotFound", "no such transaction");
+        };
+        if commit {
+            for id in &t.items {
+                if let Some(i) = self.items.get_mut(id) {
+                    i.committed = true;
+                }
+            }
+            self.transactions.remove(&t.id);
+            return SimResponse::empty(StatusCode::OK);
+        }
+        let urls: Vec<String> = t
+            .items
+            .iter()
+            .map(|id| format!("{}/{}/{id}", Self::tx_uri(base, &t), t.kind.item_segment()))
+            .collect();
+        json!({ t.kind.list_key(): urls }).into_ok()
+    }
+
+    pub(super) fn item(&self, uid: u64, tid: &str, item: &str, base: &str) -> SimResponse {
+        let found = tid
+            .parse::<u64>()
+            .ok()
+            .zip(item.parse::<u64>().ok())
+            .and_then(|(tid, iid)| {
+                let t = self.transactions.get(&tid)?;
+                (t.user_id == uid && t.items.contains(&iid) && t.created.elapsed() < self.ttl())
+                    .then(|| self.items.get(&iid))
+                    .flatten()
+                    .map(|i| i.transactional_json(base, tid))
+            });
+        match found {
+            Some(v) => v.into_ok(),
+            None => SimResponse::error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "no such item in this transaction",
+            ),
+        }
+    }
+}

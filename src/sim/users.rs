@@ -1,0 +1,104 @@
+//! Users: tokens, registration (`POST /v3/users`), de-registration and the ownership check that
+//! every `/v3/users/{id}/…` route makes.
+
+use chrono::Utc;
+use rand::Rng;
+use serde_json::Value;
+use warp::http::StatusCode;
+
+use super::model::User;
+use super::*;
+
+impl State {
+    pub(super) fn random_token(&mut self, len: usize) -> String {
+        const A: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        (0..len)
+            .map(|_| A[self.rng.gen_range(0..A.len())] as char)
+            .collect()
+    }
+
+    pub(super) fn new_user(&mut self, registered: bool) -> (u64, String) {
+        let id = self.next_user_id;
+        self.next_user_id += 1;
+        let token = self.random_token(24);
+        self.tokens.insert(token.clone(), id);
+        self.users.insert(
+            id,
+            User {
+                id,
+                token: token.clone(),
+                registered,
+                member_id: format!("sim-member-{id}"),
+                registration_date: Utc::now(),
+                consents: true,
+                revoked: false,
+            },
+        );
+        (id, token)
+    }
+
+    pub(super) fn registered_users(&self) -> u64 {
+        self.users.values().filter(|u| u.registered).count() as u64
+    }
+
+    /// `Some(403)` when `uid` (the token's user) is not the user in the path.
+    pub(super) fn own(&self, uid: u64, path_id: &str) -> Option<SimResponse> {
+        (path_id.parse::<u64>().ok() != Some(uid)).then(|| {
+            SimResponse::error(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "the token does not belong to this user",
+            )
+        })
+    }
+
+    pub(super) fn register(&mut self, uid: u64, body: &[u8], base: &str) -> SimResponse {
+        let member = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v.get("member-id").and_then(Value::as_str).map(String::from));
+        let Some(member) = member.filter(|m| !m.is_empty()) else {
+            return SimResponse::error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "body must be {\"member-id\": \"…\"}",
+            );
+        };
+        if self.users[&uid].registered {
+            return SimResponse::error(StatusCode::CONFLICT, "Conflict", "user already registered");
+        }
+        if !self.users[&uid].consents {
+            return SimResponse::error(
+                StatusCode::FORBIDDEN,
+                "ConsentMissing",
+                "the user has not accepted the mandatory consents",
+            );
+        }
+        if self
+            .users
+            .values()
+            .any(|u| u.id != uid && u.registered && u.member_id == member)
+        {
+            return SimResponse::error(
+                StatusCode::CONFLICT,
+                "Conflict",
+                "member-id already in use",
+            );
+        }
+        let u = self
+            .users
+            .get_mut(&uid)
+            .expect("bearer() checked the user exists");
+        u.registered = true;
+        u.member_id = member;
+        u.registration_date = Utc::now();
+        u.json(base).into_ok()
+    }
+
+    pub(super) fn deregister(&mut self, uid: u64) -> SimResponse {
+        if let Some(u) = self.users.get_mut(&uid) {
+            u.registered = false;
+            u.revoked = true;
+        }
+        SimResponse::empty(StatusCode::NO_CONTENT)
+    }
+}

@@ -1,0 +1,391 @@
+//! The client's one webhook (create with PING, update, activate, deactivate, delete), the signed
+//! deliveries announced for new data, and the outcome of each (a webhook that keeps failing is
+//! deactivated).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use warp::http::StatusCode;
+
+use super::model::Item;
+use super::*;
+use crate::accesslink::payload::KNOWN_EVENTS;
+
+#[derive(Debug, Clone)]
+pub(super) struct Hook {
+    pub(super) id: String,
+    pub(super) events: Vec<String>,
+    pub(super) url: String,
+    pub(super) secret: String,
+    pub(super) active: bool,
+    pub(super) failing_since: Option<DateTime<Utc>>,
+}
+
+impl Hook {
+    pub(super) fn json(&self) -> Value {
+        json!({ "id": self.id, "events": self.events, "url": self.url, "active": self.active })
+    }
+}
+
+/// A delivery waiting to be sent.
+pub struct DeliveryJob {
+    pub truth_index: usize,
+    /// The receiver's URL.
+    pub url: String,
+    /// The payload; its `timestamp` is set when it is sent, then it is signed.
+    pub payload: Value,
+    pub secret: String,
+    pub event: String,
+    pub delay: Duration,
+}
+
+impl Sim {
+    pub(super) async fn ping(&self, url: &str, secret: &str) -> Result<(), String> {
+        let body = json!({
+            "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "event": "PING",
+        })
+        .to_string();
+        let sig = crate::accesslink::signature::sign(secret, body.as_bytes());
+        let res = self
+            .http
+            .post(url)
+            .header("Content-Type", "application/json")
+            .header(crate::accesslink::EVENT_HEADER, "PING")
+            .header(crate::accesslink::SIGNATURE_HEADER, sig)
+            .body(body)
+            .send()
+            .await;
+        match res {
+            Ok(r) if r.status() == StatusCode::OK => Ok(()),
+            Ok(r) => Err(format!("Response code was [{}]", r.status().as_u16())),
+            Err(e) => Err(format!("No response ({e})")),
+        }
+    }
+
+    pub(super) fn ping_failed(url: &str, why: &str) -> SimResponse {
+        // The one real error body seen in public uses this nested shape.
+        SimResponse::json(
+            StatusCode::BAD_REQUEST,
+            json!({"error": {
+                "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                "status": 400,
+                "error_type": "WebhookPingFailedException",
+                "message": format!("Ping failed to URL {url}. {why}"),
+                "corr_id": corr_id(),
+            }}),
+        )
+    }
+
+    pub(super) async fn create_webhook(&self, req: &SimRequest) -> SimResponse {
+        let (events, url) = match parse_webhook_body(&req.body, true) {
+            Ok((Some(e), Some(u))) => (e, u),
+            Ok(_) => return unreachable_fields(),
+            Err(r) => return r,
+        };
+        let secret = {
+            let mut s = self.lock();
+            if s.hook.is_some() {
+                return SimResponse::error(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    "a webhook already exists for this client",
+                );
+            }
+            uuid_like(&mut s.rng)
+        };
+        if let Err(why) = self.ping(&url, &secret).await {
+            return Self::ping_failed(&url, &why);
+        }
+        let mut s = self.lock();
+        if s.hook.is_some() {
+            return SimResponse::error(
+                StatusCode::CONFLICT,
+                "Conflict",
+                "a webhook already exists for this client",
+            );
+        }
+        let id = s.random_token(6);
+        let hook = Hook {
+            id: id.clone(),
+            events: events.clone(),
+            url: url.clone(),
+            secret: secret.clone(),
+            active: true,
+            failing_since: None,
+        };
+        s.hook = Some(hook);
+        SimResponse::json(
+            StatusCode::CREATED,
+            json!({"data": {"id": id, "events": events, "url": url, "signature_secret_key": secret}}),
+        )
+    }
+
+    pub(super) async fn patch_webhook(&self, req: &SimRequest, id: &str) -> SimResponse {
+        let (events, url) = match parse_webhook_body(&req.body, false) {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+        let (needs_ping, secret) = {
+            let s = self.lock();
+            match &s.hook {
+                Some(h) if h.id == id => (
+                    url.as_ref().filter(|u| **u != h.url).cloned(),
+                    h.secret.clone(),
+                ),
+                _ => {
+                    return SimResponse::error(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        "no webhook with this id",
+                    );
+                }
+            }
+        };
+        if let Some(u) = &needs_ping {
+            if let Err(why) = self.ping(u, &secret).await {
+                return Self::ping_failed(u, &why);
+            }
+        }
+        let mut s = self.lock();
+        match s.hook.as_mut() {
+            Some(h) if h.id == id => {
+                if let Some(e) = events {
+                    h.events = e;
+                }
+                if let Some(u) = url {
+                    h.url = u;
+                }
+                SimResponse::json(StatusCode::OK, json!({"data": h.json()}))
+            }
+            _ => SimResponse::error(StatusCode::NOT_FOUND, "NotFound", "no webhook with this id"),
+        }
+    }
+
+    pub(super) async fn set_webhook_active(&self, active: bool) -> SimResponse {
+        let target = {
+            let s = self.lock();
+            match &s.hook {
+                None => return SimResponse::empty(StatusCode::NO_CONTENT),
+                Some(h) => (h.url.clone(), h.secret.clone()),
+            }
+        };
+        if active {
+            if let Err(why) = self.ping(&target.0, &target.1).await {
+                return Self::ping_failed(&target.0, &why);
+            }
+        }
+        let mut s = self.lock();
+        match s.hook.as_mut() {
+            None => SimResponse::empty(StatusCode::NO_CONTENT),
+            Some(h) => {
+                h.active = active;
+                if active {
+                    h.failing_since = None;
+                }
+                SimResponse::empty(StatusCode::OK)
+            }
+        }
+    }
+
+    /// Records the outcome of a delivery attempt (called by the sender task).
+    pub fn delivery_done(&self, index: usize, status: Option<u16>) {
+        let mut s = self.lock();
+        let now = Utc::now();
+        let ok = status == Some(200);
+        if let Some(d) = s.truth.deliveries.get_mut(index) {
+            d.outcome = if ok { "sent" } else { "failed" }.into();
+            d.status = status;
+            d.sent_at = Some(now);
+        }
+        let after = Duration::from_secs(s.settings.faults.deactivate_after_s);
+        if let Some(h) = s.hook.as_mut() {
+            if ok {
+                h.failing_since = None;
+            } else {
+                let since = *h.failing_since.get_or_insert(now);
+                if (now - since).to_std().unwrap_or_default() >= after {
+                    h.active = false;
+                    tracing::warn!(url = %h.url, "simulator: webhook deactivated after failing deliveries");
+                }
+            }
+        }
+    }
+}
+
+impl State {
+    pub(super) fn list_webhooks(&self) -> SimResponse {
+        let data: Vec<Value> = self.hook.iter().map(Hook::json).collect();
+        json!({ "data": data }).into_ok()
+    }
+
+    pub(super) fn delete_webhook(&mut self, id: &str) -> SimResponse {
+        match &self.hook {
+            Some(h) if h.id == id => {
+                self.hook = None;
+                SimResponse::empty(StatusCode::NO_CONTENT)
+            }
+            _ => SimResponse::error(StatusCode::NOT_FOUND, "NotFound", "no webhook with this id"),
+        }
+    }
+
+    /// Decides the deliveries for a new item: none, dropped, one, or two.
+    pub(super) fn announce(&mut self, item: &Item, base: &str) -> Vec<DeliveryJob> {
+        let event = item.kind.data_type().to_string();
+        let hook = match &self.hook {
+            Some(h) if h.events.contains(&event) => h.clone(),
+            _ => return Vec::new(),
+        };
+        let payload = item.webhook_payload(base, Utc::now());
+        let url = payload["url"].as_str().unwrap_or_default().to_string();
+        let record = |s: &mut State, outcome: &str, duplicate: bool| {
+            s.truth.deliveries.push(TruthDelivery {
+                event: event.clone(),
+                user_id: item.user_id,
+                entity_id: item.source_id(),
+                url: url.clone(),
+                outcome: outcome.into(),
+                status: None,
+                duplicate,
+                decided_at: Utc::now(),
+                sent_at: None,
+            });
+            s.truth.deliveries.len() - 1
+        };
+        if !hook.active {
+            record(self, "inactive", false);
+            return Vec::new();
+        }
+        let f = self.settings.faults.clone();
+        if f.drop_rate > 0.0 && self.rng.gen_bool(f.drop_rate.min(1.0)) {
+            record(self, "dropped", false);
+            return Vec::new();
+        }
+        let copies = if f.duplicate_rate > 0.0 && self.rng.gen_bool(f.duplicate_rate.min(1.0)) {
+            2
+        } else {
+            1
+        };
+        (0..copies)
+            .map(|n| {
+                let (lo, hi) = f.delay_ms;
+                let delay = Duration::from_millis(if hi > lo {
+                    self.rng.gen_range(lo..=hi)
+                } else {
+                    lo
+                });
+                DeliveryJob {
+                    truth_index: record(self, "pending", n > 0),
+                    url: hook.url.clone(),
+                    payload: payload.clone(),
+                    secret: hook.secret.clone(),
+                    event: event.clone(),
+                    delay,
+                }
+            })
+            .collect()
+    }
+}
+
+pub(super) fn unreachable_fields() -> SimResponse {
+    SimResponse::error(
+        StatusCode::BAD_REQUEST,
+        "BadRequest",
+        "events and url are required",
+    )
+}
+
+/// `(events, url)` from a create (both required) or patch (either) body.
+pub(super) fn parse_webhook_body(
+    body: &[u8],
+    create: bool,
+) -> Result<(Option<Vec<String>>, Option<String>), SimResponse> {
+    let bad = |m: &str| SimResponse::error(StatusCode::BAD_REQUEST, "BadRequest", m);
+    let v: Value = serde_json::from_slice(body).map_err(|_| bad("body must be JSON"))?;
+    let events = match v.get("events") {
+        None if !create => None,
+        Some(Value::Array(a)) if !a.is_empty() => {
+            let mut out = Vec::new();
+            for e in a {
+                match e.as_str() {
+                    Some(e) if KNOWN_EVENTS.contains(&e) => out.push(e.to_string()),
+                    _ => return Err(bad(&format!("unknown event {e}"))),
+                }
+            }
+            Some(out)
+        }
+        _ => return Err(bad("`events` must be a non-empty array of event names")),
+    };
+    let url = match v.get("url") {
+        None if !create => None,
+        Some(Value::String(u)) if u.starts_with("http://") || u.starts_with("https://") => {
+            Some(u.clone())
+        }
+        _ => return Err(bad("`url` must be an http(s) URL")),
+    };
+    if events.is_none() && url.is_none() {
+        return Err(bad("give `events` and/or `url`"));
+    }
+    Ok((events, url))
+}
+
+pub(super) fn uuid_like(rng: &mut ChaCha8Rng) -> String {
+    let b: [u8; 16] = rng.r#gen();
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// Sends each delivery after its delay, each in its own task so a slow receiver delays no other.
+pub(super) async fn send_deliveries(
+    sim: Arc<Sim>,
+    mut rx: mpsc::UnboundedReceiver<DeliveryJob>,
+    shutdown: CancellationToken,
+) {
+    let http = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "simulator: cannot build the delivery client");
+            return;
+        }
+    };
+    while let Some(job) = rx.recv().await {
+        let (sim, http, shutdown) = (sim.clone(), http.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(job.delay) => {}
+            }
+            let mut payload = job.payload;
+            payload["timestamp"] = serde_json::Value::String(
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            );
+            let body = payload.to_string();
+            let signature = crate::accesslink::signature::sign(&job.secret, body.as_bytes());
+            let res = http
+                .post(&job.url)
+                .header("Content-Type", "application/json")
+                .header(crate::accesslink::EVENT_HEADER, &job.event)
+                .header(crate::accesslink::SIGNATURE_HEADER, signature)
+                .body(body)
+                .send()
+                .await;
+            let status = res.ok().map(|r| r.status().as_u16());
+            sim.delivery_done(job.truth_index, status);
+        });
+    }
+}
