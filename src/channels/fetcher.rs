@@ -36,65 +36,13 @@ impl Fetcher {
         })
     }
 
-    /// Queues the fetch for a just-accepted delivery and wakes the worker.
-    pub fn enqueue(&self, entity_key: &str, url: &str, user_id: u64, event: &str) {
-        let job = FetchJob {
-            url: url.to_string(),
-            user_id,
-            event: event.to_string(),
-            attempts: 0,
-            next_at: Utc::now(),
-        };
-        if let Err(e) = self.store.enqueue_fetch(entity_key, &job) {
-            tracing::error!(
-                entity = entity_key,
-                error = format_args!("{e:#}"),
-                "could not queue a fetch"
-            );
-        }
+    /// Wakes the worker: a delivery's batch queued a job.
+    pub fn wake(&self) {
         self.wake.notify_one();
-    }
-
-    /// Queues the fetches that a crash between a 200 and the queue write could have lost:
-    /// entities with a delivery, a URL, no data and no final failure.
-    pub fn recover(&self) -> anyhow::Result<usize> {
-        let queued: std::collections::HashSet<String> = self
-            .store
-            .queued_fetches()?
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        let mut missing = Vec::new();
-        self.store.for_each_entity(|e| {
-            if e.webhook_at.is_some()
-                && !e.fetched
-                && e.fetch_error.is_none()
-                && !queued.contains(&e.key)
-            {
-                if let Some(url) = &e.url {
-                    missing.push((e.key.clone(), url.clone(), e.user_id, e.kind.clone()));
-                }
-            }
-        })?;
-        for (key, url, user, kind) in &missing {
-            self.enqueue(key, url, *user, kind);
-        }
-        Ok(missing.len())
     }
 
     /// Runs until cancelled: takes due jobs in due order, one at a time.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        // The repair scan reads every entity: it runs here, in the background, so a large
-        // store does not delay start-up (deliveries are accepted meanwhile).
-        let me = self.clone();
-        match tokio::task::spawn_blocking(move || me.recover()).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(recovered = n, "queued webhook fetches that were not done"),
-            Ok(Err(e)) => {
-                tracing::error!(error = format_args!("{e:#}"), "scanning for lost fetches")
-            }
-            Err(e) => tracing::error!(error = %e, "the scan for lost fetches failed"),
-        }
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -126,6 +74,22 @@ impl Fetcher {
 
     async fn fetch_one(&self, queue_key: &[u8], key: &str, mut job: FetchJob) {
         let store = &self.store;
+        // A job for data already fetched (or given up) has nothing left to do: fetch once.
+        match store.entity(key) {
+            Ok(Some(e)) if e.fetched || e.fetch_error.is_some() => {
+                let _ = store.dequeue_fetch(queue_key);
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(
+                    entity = key,
+                    error = format_args!("{e:#}"),
+                    "reading an entity"
+                );
+                return;
+            }
+        }
         let observe = |o: Outcome| {
             let _ = store.incr(counter::WEBHOOK_FETCH_REQUESTS, 1);
             let _ = store.incr(&format!("{}{}", counter::FETCH_OUTCOME_PREFIX, o.name()), 1);
@@ -201,11 +165,9 @@ impl Fetcher {
                 };
                 job.next_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
                 tracing::warn!(entity = key, error = %e, retry_in_s = delay.as_secs(), "fetch failed; will retry");
-                // The new entry first: a crash in between leaves a job twice, never none.
+                // One transaction replaces the entity's entry with the later one.
                 if let Err(e) = store.enqueue_fetch(key, &job) {
                     tracing::error!(error = format_args!("{e:#}"), "requeueing a fetch");
-                } else {
-                    let _ = store.dequeue_fetch(queue_key);
                 }
             }
         }

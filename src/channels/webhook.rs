@@ -253,27 +253,26 @@ async fn process(
         Ok(Parsed::Ping(_)) => return Outcome::Ping,
         Err(reason) => return Outcome::Malformed(reason.clone()),
     };
-    let recorded = match state.store.record_delivery(delivery, body, received_at) {
+    // One transaction: the entity, its raw body and its fetch job (a duplicate of an entity whose
+    // data was never fetched queues the fetch again); then one shared commit before the 200.
+    let fetch = state.fetcher.is_some();
+    let (recorded, queued) = match state
+        .store
+        .record_delivery(delivery, body, received_at, fetch)
+    {
         Ok(r) => r,
         Err(e) => return Outcome::StoreFailed(e),
     };
     if let Err(e) = state.store.durable().await {
         return Outcome::StoreFailed(e);
     }
-    match recorded {
-        Recorded::Accepted => {
-            // The delivery is safe on disk; its data is fetched from the queue, after this
-            // answer (a crash before the queue write is repaired by `Fetcher::recover`).
-            if let Some(f) = &state.fetcher {
-                f.enqueue(
-                    &delivery.entity().key(),
-                    &delivery.url,
-                    delivery.user_id,
-                    &delivery.event,
-                );
-            }
-            Outcome::Accepted
+    if queued {
+        if let Some(f) = &state.fetcher {
+            f.wake();
         }
+    }
+    match recorded {
+        Recorded::Accepted => Outcome::Accepted,
         Recorded::Duplicate => Outcome::Duplicate,
     }
 }

@@ -12,18 +12,27 @@
 //! - `fetch_queue`: (due time, entity key) → [`FetchJob`], the webhook fetches still to do;
 //! - `users`: user id → [`StoredUser`] with the access token.
 //!
-//! Durability: writes go to sled's log; [`Store::durable`] waits until a flush that *started after*
-//! the caller's writes has finished. Concurrent callers share one flush (group commit) run on the
-//! blocking pool, so a burst of deliveries costs a few fsyncs, not one each.
+//! - `fetch_index`: entity key → its key in `fetch_queue` (at most one job per entity).
+//!
+//! One delivery is one sled transaction: its entity, its place in `recent`, its raw body and its
+//! fetch job are written together or not at all. Counters live in memory and are written with
+//! every commit.
+//!
+//! Durability: writes go to sled's log; [`Store::durable`] waits until a commit that *started
+//! after* the caller's writes has finished: sled's flush followed by a real `fdatasync` of the log
+//! (see `commit.rs`). Concurrent callers share one commit (group commit) run on the blocking pool,
+//! so a burst of deliveries costs a few syncs, not one each.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::accesslink::payload::Delivery;
 use crate::race::{self, Entity, Summary};
@@ -32,7 +41,7 @@ mod commit;
 mod fetch_queue;
 mod users;
 
-use commit::GroupCommit;
+use commit::{Counters, Durable, GroupCommit};
 
 /// Counter names shared by the code that counts and the code that reports.
 pub mod counter {
@@ -76,6 +85,9 @@ pub mod counter {
 const META_CREATED_AT: &str = "created_at";
 const META_LAST_DELIVERY_AT: &str = "webhook.last_delivery_at";
 const META_WEBHOOK_SECRET: &str = "webhook.signature_secret_key";
+/// Present while a process has the store open; found at open, it means the last one stopped
+/// without closing it (a crash, SIGKILL, power loss).
+const META_OPEN: &str = "open";
 
 /// What recording a delivery did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,12 +149,12 @@ pub struct Store {
     entities: sled::Tree,
     recent: sled::Tree,
     deliveries: sled::Tree,
-    counters: sled::Tree,
     meta: sled::Tree,
     fingerprints: sled::Tree,
     aliases: sled::Tree,
     data: sled::Tree,
     fetch_queue: sled::Tree,
+    fetch_index: sled::Tree,
     users: sled::Tree,
     oauth_states: sled::Tree,
     /// Serialises the operations that link records across channels (polls and fetch results),
@@ -150,9 +162,13 @@ pub struct Store {
     link_lock: Mutex<()>,
     /// Bumped on every entity write, so the cached summary knows when it is stale.
     generation: AtomicU64,
-    /// The newest delivery time in milliseconds (persisted in `meta` at most once a second).
-    last_delivery_ms: std::sync::atomic::AtomicI64,
+    /// The newest delivery time in milliseconds (persisted in `meta` with each commit).
+    last_delivery_ms: Arc<AtomicI64>,
     summary_cache: Mutex<Option<(u64, Arc<Summary>)>>,
+    /// The counters (in memory; persisted with each commit).
+    counters: Arc<Counters>,
+    /// What a commit makes durable, shared with the group-commit task.
+    durable: Arc<Durable>,
     group_commit: GroupCommit,
     /// Ticks on every entity or counter change: the dashboard's event stream waits on it.
     changes: tokio::sync::watch::Sender<u64>,
@@ -193,51 +209,110 @@ impl Store {
             db.open_tree(name)
                 .with_context(|| format!("opening tree {name} in {}", path.display()))
         };
-        let counters = tree("counters")?;
-        counters.set_merge_operator(add_u64);
+        let counters_tree = tree("counters")?;
+        // Stores written before counters moved to memory increment through this operator.
+        counters_tree.set_merge_operator(add_u64);
+        let meta = tree("meta")?;
+        let counters = Arc::new(Counters::load(&counters_tree)?);
+        let last_delivery_ms = Arc::new(AtomicI64::new(i64::MIN));
+        let meta_time = |key: &str| -> Option<DateTime<Utc>> {
+            let v = meta.get(key).ok()??;
+            DateTime::parse_from_rfc3339(std::str::from_utf8(&v).ok()?)
+                .ok()
+                .map(|t| t.with_timezone(&Utc))
+        };
+        if let Some(t) = meta_time(META_LAST_DELIVERY_AT) {
+            last_delivery_ms.store(t.timestamp_millis(), Ordering::Release);
+        }
+        let durable = Arc::new(Durable::new(
+            db.clone(),
+            counters_tree,
+            meta.clone(),
+            counters.clone(),
+            last_delivery_ms.clone(),
+            path,
+        )?);
         let store = Store {
             path: path.to_path_buf(),
             entities: tree("entities")?,
             recent: tree("recent")?,
             deliveries: tree("deliveries")?,
-            counters,
-            meta: tree("meta")?,
+            meta,
             fingerprints: tree("fingerprints")?,
             aliases: tree("aliases")?,
             data: tree("data")?,
             fetch_queue: tree("fetch_queue")?,
+            fetch_index: tree("fetch_index")?,
             users: tree("users")?,
             oauth_states: tree("oauth_states")?,
             link_lock: Mutex::new(()),
             generation: AtomicU64::new(0),
-            last_delivery_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
+            last_delivery_ms,
             summary_cache: Mutex::new(None),
+            counters,
+            durable,
             group_commit: GroupCommit::new(),
             changes: tokio::sync::watch::channel(0).0,
             db,
         };
-        if let Some(t) = store.meta_time(META_LAST_DELIVERY_AT) {
-            store
-                .last_delivery_ms
-                .store(t.timestamp_millis(), Ordering::Release);
-        }
         if store.meta.get(META_CREATED_AT)?.is_none() {
             store
                 .meta
                 .insert(META_CREATED_AT, Utc::now().to_rfc3339().as_bytes())?;
         }
+        if store.meta.get(META_OPEN)?.is_some() {
+            tracing::warn!(
+                store = %path.display(),
+                "the store was not closed cleanly: recounting from its records"
+            );
+            store.recount()?;
+        }
+        store.meta.insert(META_OPEN, &[1u8])?;
+        store.durable.commit()?;
         Ok(store)
+    }
+
+    /// Recounts the counters that describe records (after an unclean stop, the counters on disk
+    /// may lag the records by the last unfinished commit): accepted deliveries are the raw
+    /// deliveries kept, duplicates the deliveries beyond them, fetches the entities fetched or
+    /// given up.
+    fn recount(&self) -> anyhow::Result<()> {
+        #[derive(Deserialize)]
+        struct Counted {
+            #[serde(default)]
+            webhook_deliveries: u32,
+            #[serde(default)]
+            fetched: bool,
+            #[serde(default)]
+            fetch_error: Option<String>,
+        }
+        let accepted = self.deliveries.len() as u64;
+        let (mut deliveries, mut fetched, mut failed) = (0u64, 0u64, 0u64);
+        for kv in self.entities.iter() {
+            let (k, v) = kv.context("reading entities")?;
+            let c: Counted = serde_json::from_slice(&v)
+                .with_context(|| format!("decoding entity {}", String::from_utf8_lossy(&k)))?;
+            deliveries += u64::from(c.webhook_deliveries);
+            fetched += u64::from(c.fetched && c.webhook_deliveries > 0);
+            failed += u64::from(c.fetch_error.is_some());
+        }
+        self.counters.set(counter::WEBHOOK_ACCEPTED, accepted);
+        self.counters.set(
+            counter::WEBHOOK_DUPLICATES,
+            deliveries.saturating_sub(accepted),
+        );
+        self.counters.set(counter::WEBHOOK_FETCHES_OK, fetched);
+        self.counters.set(counter::WEBHOOK_FETCHES_FAILED, failed);
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Adds `by` to a counter.
+    /// Adds `by` to a counter (in memory; written to disk with the next commit).
     pub fn incr(&self, name: &str, by: u64) -> anyhow::Result<()> {
-        self.counters
-            .merge(name, by.to_be_bytes())
-            .with_context(|| format!("incrementing counter {name}"))?;
+        self.counters.add(name, by);
         self.changed();
         Ok(())
     }
@@ -253,20 +328,12 @@ impl Store {
 
     /// A counter's value (0 when never incremented).
     pub fn counter(&self, name: &str) -> u64 {
-        match self.counters.get(name) {
-            Ok(Some(v)) => be_u64(&v),
-            _ => 0,
-        }
+        self.counters.get(name)
     }
 
     /// All counters by name.
     pub fn counters(&self) -> anyhow::Result<BTreeMap<String, u64>> {
-        let mut out = BTreeMap::new();
-        for kv in self.counters.iter() {
-            let (k, v) = kv.context("reading counters")?;
-            out.insert(String::from_utf8_lossy(&k).into_owned(), be_u64(&v));
-        }
-        Ok(out)
+        Ok(self.counters.all())
     }
 
     fn meta_time(&self, key: &str) -> Option<DateTime<Utc>> {
@@ -302,7 +369,7 @@ impl Store {
         self.meta
             .insert(META_WEBHOOK_SECRET, secret.expose().as_bytes())
             .context("saving the webhook secret")?;
-        self.db.flush().context("flushing the store")?;
+        self.flush()?;
         Ok(())
     }
 
@@ -323,57 +390,102 @@ impl Store {
         }
     }
 
-    /// Records a valid delivery: creates its entity, or marks an existing one (seen by the poller
-    /// first, or a duplicate). Not yet durable: call [`Store::durable`] before answering 200.
+    /// Records a valid delivery in one transaction: creates its entity with its raw body and, when
+    /// `fetch` is set, its fetch job; or marks an existing one (seen by the poller first, or a
+    /// duplicate), queueing the fetch again if its data was never fetched and no job is queued.
+    /// Returns what it did and whether a fetch was queued. Not yet durable: call
+    /// [`Store::durable`] before answering 200.
     pub fn record_delivery(
         &self,
         delivery: &Delivery,
         body: &[u8],
         received_at: DateTime<Utc>,
-    ) -> anyhow::Result<Recorded> {
+        fetch: bool,
+    ) -> anyhow::Result<(Recorded, bool)> {
         let r = delivery.entity();
-        let key = r.key();
-        let outcome = self.update_entity(&key, |current| {
-            let mut e = current.unwrap_or_else(|| Entity::new(&r.kind, r.user_id, &r.entity_id));
-            let first = e.webhook_at.is_none();
-            if first {
-                e.webhook_at = Some(received_at);
-                e.webhook_timestamp = Some(delivery.timestamp);
-                e.url = Some(delivery.url.clone());
-            }
-            e.webhook_deliveries = e.webhook_deliveries.saturating_add(1);
-            let outcome = if first {
-                Recorded::Accepted
-            } else {
-                Recorded::Duplicate
-            };
-            (e, outcome)
-        })?;
-        match outcome {
-            Recorded::Accepted => {
-                let stored = StoredDelivery {
-                    received_at,
-                    entity_key: key.clone(),
-                    body: String::from_utf8_lossy(body).into_owned(),
+        let natural = r.key();
+        let raw = serde_json::to_vec(&StoredDelivery {
+            received_at,
+            entity_key: natural.clone(),
+            body: String::from_utf8_lossy(body).into_owned(),
+        })
+        .context("encoding a raw delivery")?;
+        let abort = |e: anyhow::Error| ConflictableTransactionError::Abort(e);
+        let trees = (
+            &self.entities,
+            &self.recent,
+            &self.deliveries,
+            &self.fetch_queue,
+            &self.fetch_index,
+            &self.aliases,
+        );
+        let (outcome, queued) = trees
+            .transaction(|(entities, recent, deliveries, queue, index, aliases)| {
+                // Follow aliases: a merge may have moved the record (a chain is short).
+                let mut key = natural.clone();
+                for _ in 0..8 {
+                    match aliases.get(key.as_bytes())? {
+                        Some(to) => key = String::from_utf8_lossy(&to).into_owned(),
+                        None => break,
+                    }
+                }
+                let old = entities.get(key.as_bytes())?;
+                let created = old.is_none();
+                let mut e = match old {
+                    Some(v) => decode_entity(&key, &v).map_err(abort)?,
+                    None => Entity::new(&r.kind, r.user_id, &r.entity_id),
                 };
-                let id = self.db.generate_id().context("generating a delivery id")?;
-                self.deliveries
-                    .insert(id.to_be_bytes(), serde_json::to_vec(&stored)?)
-                    .context("storing the raw delivery")?;
-                self.incr(counter::WEBHOOK_ACCEPTED, 1)?;
-            }
+                let first = e.webhook_at.is_none();
+                if first {
+                    e.webhook_at = Some(received_at);
+                    e.webhook_timestamp = Some(delivery.timestamp);
+                    e.url = Some(delivery.url.clone());
+                }
+                e.webhook_deliveries = e.webhook_deliveries.saturating_add(1);
+                e.key = key.clone();
+                let bytes = serde_json::to_vec(&e)
+                    .map_err(|err| abort(anyhow::Error::new(err).context("encoding an entity")))?;
+                entities.insert(key.as_bytes(), bytes)?;
+                if created {
+                    let seq = recent.generate_id()?;
+                    recent.insert(&seq.to_be_bytes(), key.as_bytes())?;
+                }
+                if first {
+                    let id = deliveries.generate_id()?;
+                    deliveries.insert(&id.to_be_bytes(), raw.clone())?;
+                }
+                let mut queued = false;
+                if let Some(url) = e.url.as_ref().filter(|_| fetch) {
+                    if !e.fetched && e.fetch_error.is_none() && index.get(key.as_bytes())?.is_none()
+                    {
+                        let job = FetchJob {
+                            url: url.clone(),
+                            user_id: e.user_id,
+                            event: e.kind.clone(),
+                            attempts: 0,
+                            next_at: received_at,
+                        };
+                        fetch_queue::put(queue, index, &key, &job)?;
+                        queued = true;
+                    }
+                }
+                let outcome = if first {
+                    Recorded::Accepted
+                } else {
+                    Recorded::Duplicate
+                };
+                Ok((outcome, queued))
+            })
+            .map_err(tx_error)
+            .with_context(|| format!("recording a delivery for {natural}"))?;
+        self.generation.fetch_add(1, Ordering::Release);
+        match outcome {
+            Recorded::Accepted => self.incr(counter::WEBHOOK_ACCEPTED, 1)?,
             Recorded::Duplicate => self.incr(counter::WEBHOOK_DUPLICATES, 1)?,
         }
-        // The last delivery time is written at most once a second: under load it would otherwise
-        // be the one write every delivery shares. A crash may lose under a second of it.
-        let ms = received_at.timestamp_millis();
-        let previous = self.last_delivery_ms.fetch_max(ms, Ordering::AcqRel);
-        if ms / 1000 > previous / 1000 {
-            self.meta
-                .insert(META_LAST_DELIVERY_AT, received_at.to_rfc3339().as_bytes())
-                .context("saving the last delivery time")?;
-        }
-        Ok(outcome)
+        self.last_delivery_ms
+            .fetch_max(received_at.timestamp_millis(), Ordering::AcqRel);
+        Ok((outcome, queued))
     }
 
     /// The key an entity key now lives under (itself unless it was merged into another).
@@ -641,25 +753,44 @@ impl Store {
 
     /// Returns once everything written before the call is on disk (shared flush, see module docs).
     pub async fn durable(&self) -> anyhow::Result<()> {
-        self.group_commit.wait(&self.db).await
+        self.group_commit.wait(&self.durable).await
     }
 
-    /// A blocking flush of everything written so far.
+    /// A blocking commit of everything written so far (counters, sled's flush, the sync).
     pub fn flush(&self) -> anyhow::Result<()> {
-        if let Some(t) = self.last_delivery_at() {
-            self.meta
-                .insert(META_LAST_DELIVERY_AT, t.to_rfc3339().as_bytes())
-                .context("saving the last delivery time")?;
-        }
-        self.db
-            .flush()
-            .with_context(|| format!("flushing the store at {}", self.path.display()))?;
-        Ok(())
+        self.durable.commit()
     }
 
     /// Whether the store still answers reads.
     pub fn is_healthy(&self) -> bool {
         self.meta.get(META_CREATED_AT).is_ok()
+    }
+}
+
+impl Drop for Store {
+    /// Closes the store cleanly: the last counters and the "open" mark's removal made durable,
+    /// so the next open trusts the counters.
+    fn drop(&mut self) {
+        let closed = self
+            .durable
+            .commit()
+            .and_then(|()| Ok(self.meta.remove(META_OPEN)?))
+            .and_then(|_| self.durable.commit());
+        if let Err(e) = closed {
+            tracing::error!(
+                store = %self.path.display(),
+                error = format_args!("{e:#}"),
+                "closing the store"
+            );
+        }
+    }
+}
+
+/// A transaction's error as an `anyhow` error.
+fn tx_error(e: TransactionError<anyhow::Error>) -> anyhow::Error {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => anyhow::Error::new(e),
     }
 }
 

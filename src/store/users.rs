@@ -13,7 +13,7 @@ impl Store {
         self.oauth_states
             .insert(state.as_bytes(), at.to_rfc3339().as_bytes())
             .context("saving an OAuth state")?;
-        self.db.flush().context("flushing the store")?;
+        self.flush()?;
         Ok(())
     }
 
