@@ -41,6 +41,9 @@ mod commit;
 mod fetch_queue;
 mod users;
 
+#[cfg(test)]
+mod tests;
+
 use commit::{Counters, Durable, GroupCommit};
 
 /// Counter names shared by the code that counts and the code that reports.

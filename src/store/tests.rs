@@ -1,0 +1,133 @@
+//! The store's write path at the record level: what one delivery writes, what a duplicate does to
+//! a fetch that never happened, and counters across a clean and an unclean close.
+
+use chrono::Utc;
+
+use super::*;
+use crate::accesslink::payload::{self, Parsed};
+
+fn delivery(id: &str) -> (Delivery, Vec<u8>) {
+    let body = format!(
+        r#"{{"event":"EXERCISE","user_id":7,"entity_id":"{id}","timestamp":"2026-11-28T10:00:00Z","url":"https://www.polaraccesslink.com/v3/exercises/{id}"}}"#
+    );
+    match payload::parse(body.as_bytes()) {
+        Ok(Parsed::Delivery(d)) => (d, body.into_bytes()),
+        other => panic!("not a delivery: {other:?}"),
+    }
+}
+
+fn queued(store: &Store) -> Vec<String> {
+    store
+        .queued_fetches()
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect()
+}
+
+#[test]
+fn one_delivery_writes_its_entity_raw_body_and_fetch_job_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (d, body) = delivery("a1");
+    let (outcome, job) = store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+    assert_eq!((outcome, job), (Recorded::Accepted, true));
+    assert!(store.entity("EXERCISE/7/a1").unwrap().is_some());
+    assert_eq!(store.deliveries().unwrap().len(), 1);
+    assert_eq!(queued(&store), ["EXERCISE/7/a1"]);
+    assert!(store.fetch_queued("EXERCISE/7/a1").unwrap());
+    assert_eq!(store.counter(counter::WEBHOOK_ACCEPTED), 1);
+
+    // A duplicate while the job is queued adds no second job.
+    let (outcome, job) = store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+    assert_eq!((outcome, job), (Recorded::Duplicate, false));
+    assert_eq!(queued(&store).len(), 1);
+    assert_eq!(
+        store.deliveries().unwrap().len(),
+        1,
+        "a duplicate's body is not kept"
+    );
+}
+
+#[test]
+fn a_duplicate_queues_the_fetch_that_was_never_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (d, body) = delivery("b2");
+    // Recorded without a job (as a daemon without a fetcher would, or an older version that
+    // queued after the flush and lost the job with the connection).
+    let (_, job) = store.record_delivery(&d, &body, Utc::now(), false).unwrap();
+    assert!(!job);
+    assert!(queued(&store).is_empty());
+    // Polar sends it again: the data was never fetched, so the fetch is queued now.
+    let (outcome, job) = store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+    assert_eq!((outcome, job), (Recorded::Duplicate, true));
+    assert_eq!(queued(&store), ["EXERCISE/7/b2"]);
+    // Once it is dequeued and the data is stored, another duplicate queues nothing.
+    let (qk, key, _) = store.next_fetch().unwrap().unwrap();
+    store.dequeue_fetch(&qk).unwrap();
+    assert!(!store.fetch_queued(&key).unwrap());
+    store
+        .update_entity(&key, |e| {
+            let mut e = e.unwrap();
+            e.fetched = true;
+            (e, ())
+        })
+        .unwrap();
+    let (_, job) = store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+    assert!(!job);
+}
+
+#[test]
+fn a_retry_replaces_the_job_instead_of_adding_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (d, body) = delivery("c3");
+    store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+    let (_, key, mut job) = store.next_fetch().unwrap().unwrap();
+    job.attempts += 1;
+    job.next_at = Utc::now() + chrono::Duration::seconds(60);
+    store.enqueue_fetch(&key, &job).unwrap();
+    let all = store.queued_fetches().unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].1.attempts, 1);
+}
+
+#[test]
+fn counters_survive_a_clean_close_and_are_recounted_after_an_unclean_one() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        for id in ["d1", "d2", "d3"] {
+            let (d, body) = delivery(id);
+            store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+        }
+        let (d, body) = delivery("d1");
+        store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+        store.incr(counter::WEBHOOK_PINGS, 2).unwrap();
+    } // closed cleanly: the counters are written as they are
+    {
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.counter(counter::WEBHOOK_ACCEPTED), 3);
+        assert_eq!(store.counter(counter::WEBHOOK_DUPLICATES), 1);
+        assert_eq!(store.counter(counter::WEBHOOK_PINGS), 2);
+    }
+    {
+        // What a killed process leaves: the "open" mark still set, and a count that lags the
+        // records (the crash came between a write and the commit that would have saved it).
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert(META_OPEN, &[1u8])
+            .unwrap();
+        db.open_tree("counters")
+            .unwrap()
+            .insert(counter::WEBHOOK_ACCEPTED, &2u64.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.counter(counter::WEBHOOK_ACCEPTED), 3);
+    assert_eq!(store.counter(counter::WEBHOOK_DUPLICATES), 1);
+    assert_eq!(store.counter(counter::WEBHOOK_PINGS), 2);
+}

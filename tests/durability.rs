@@ -1,0 +1,123 @@
+//! A 200 means the delivery reached the device: the real binary runs under `strace`, which delays
+//! every `fdatasync` by 1.5 s, and a delivery's 200 must not arrive before that sync returned.
+//!
+//! sled's own `flush()` ends in `sync_file_range` on Linux, which survives a killed process but not
+//! a power cut; without the group commit's `fdatasync` this delivery is answered in milliseconds.
+//! Needs `strace` (Debian's package; `.ci/run` installs it and sets `HOOKRACE_REQUIRE_STRACE=1`).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{SECRET, exercise};
+use hookrace::accesslink::signature::sign;
+
+/// How long each `fdatasync` is held back.
+const SYNC_DELAY: Duration = Duration::from_millis(1500);
+
+fn strace_available() -> bool {
+    let found = Command::new("strace")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found && std::env::var_os("HOOKRACE_REQUIRE_STRACE").is_some() {
+        panic!("HOOKRACE_REQUIRE_STRACE is set but strace is not installed");
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_waits_for_the_fdatasync_of_its_commit() {
+    if !strace_available() {
+        eprintln!("skipped: strace is not installed (apt-get install strace)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookrace.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[webhook]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [accesslink]\nclient_id = \"t\"\nclient_secret = \"t\"\nwebhook_secret = \"{SECRET}\"\n\
+             [poller]\nenabled = false\n[store]\npath = \"{}\"\n",
+            dir.path().join("store").display()
+        ),
+    )
+    .unwrap();
+    let delay_us = SYNC_DELAY.as_micros().to_string();
+    let mut child = Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "trace=fdatasync",
+            "-e",
+        ])
+        .arg(format!("inject=fdatasync:delay_exit={delay_us}"))
+        .arg(env!("CARGO_BIN_EXE_hookrace"))
+        .args(["run", "-c"])
+        .arg(&config)
+        .env("RUST_LOG", "hookrace=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting hookrace under strace");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(url) = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("webhook="))
+            {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the daemon logs its webhook URL");
+
+    let http = reqwest::Client::new();
+    for id in ["sync-1", "sync-2"] {
+        let body = exercise(1, id);
+        let sent = Instant::now();
+        let res = http
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .header("Polar-Webhook-Signature", sign(SECRET, body.as_bytes()))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let took = sent.elapsed();
+        assert_eq!(res.status(), 200);
+        // A lower bound only: the answer may come later on a loaded machine, never sooner.
+        assert!(
+            took >= SYNC_DELAY - Duration::from_millis(100),
+            "{id} was answered 200 after {took:?}, before its fdatasync (held {SYNC_DELAY:?}) returned"
+        );
+    }
+    // strace holds SIGTERM back while it runs a command: stop hookrace itself, its only child.
+    let children = format!("/proc/{0}/task/{0}/children", child.id());
+    let hookrace = std::fs::read_to_string(&children).expect("strace's child list");
+    let pid = hookrace
+        .split_whitespace()
+        .next()
+        .expect("hookrace runs under strace");
+    let _ = Command::new("kill").args(["-TERM", pid]).status();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "hookrace under strace exited with {status}"
+    );
+}
