@@ -1,7 +1,10 @@
 //! `cargo bench --bench ingest`: signed deliveries over loopback from 32 concurrent connections,
 //! each answered only once durable, against an empty warp route measured in the same run.
-//! Prints requests/s, p50 and p99 for both and their ratio. Targets (issue 7): durable ingest at
-//! least 0.3 × the empty route's rate, p99 at most 10 ms.
+//! Prints requests/s, p50 and p99 for each phase and the ratios to the empty route:
+//! - distinct deliveries, durable 200 (target: at least 0.35 × the empty route, p99 ≤ 10 ms);
+//! - the same without the `fdatasync` (sled's flush only), to show what the real sync costs;
+//! - repeated deliveries (the duplicate path; target: at least 0.5 × the empty route).
+//! The load generator runs on the same cores as the server.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -150,11 +153,33 @@ fn main() {
         println!("{CONNECTIONS} connections, {}s warm-up, {}s measured each, on {} cores", warmup.as_secs(), measure.as_secs(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
         let base = drive(empty_url, warmup, measure, make.clone()).await;
         let base_rate = line("empty warp route", &base);
-        let ours = drive(url, warmup, measure, make).await;
+        let ours = drive(url.clone(), warmup, measure, make.clone()).await;
         let our_rate = line("hookrace (durable 200)", &ours);
+
+        // The same, distinct again, with sled's flush but without the fdatasync after it.
+        hookrace::store::BENCHMARK_SKIP_FDATASYNC.store(true, Ordering::Relaxed);
+        let offset = running.store.counter(hookrace::store::counter::WEBHOOK_ACCEPTED) + 1_000_000;
+        let unsynced: Arc<dyn Fn(u64) -> (String, String) + Send + Sync> = {
+            let make = make.clone();
+            Arc::new(move |i| make(i + offset))
+        };
+        let nosync = drive(url.clone(), warmup, measure, unsynced).await;
+        let nosync_rate = line("hookrace (no fdatasync)", &nosync);
+        hookrace::store::BENCHMARK_SKIP_FDATASYNC.store(false, Ordering::Relaxed);
+
+        // Repeated deliveries: 1,000 entities stored above, sent again and again.
+        let repeated: Arc<dyn Fn(u64) -> (String, String) + Send + Sync> = {
+            let make = make.clone();
+            Arc::new(move |i| make(i % 1000))
+        };
+        let dups = drive(url, warmup, measure, repeated).await;
+        let dup_rate = line("hookrace (duplicates)", &dups);
+
         let p99 = ours.latency_us.value_at_quantile(0.99) as f64 / 1000.0;
-        println!("ratio hookrace / empty route: {:.2}  (target ≥ 0.30)", our_rate / base_rate);
-        println!("hookrace p99: {p99:.2} ms  (target ≤ 10 ms)");
+        println!("ratio durable / empty route:     {:.2}  (target ≥ 0.35)", our_rate / base_rate);
+        println!("ratio no-fdatasync / empty:      {:.2}  (what the sync costs: durable is {:.0}% of it)", nosync_rate / base_rate, 100.0 * our_rate / nosync_rate);
+        println!("ratio duplicates / empty route:  {:.2}  (target ≥ 0.50)", dup_rate / base_rate);
+        println!("hookrace p99 (durable): {p99:.2} ms  (target ≤ 10 ms)");
         let accepted = running.store.counter(hookrace::store::counter::WEBHOOK_ACCEPTED);
         println!("deliveries stored durably: {accepted}");
         shutdown.cancel();

@@ -44,6 +44,8 @@ mod users;
 #[cfg(test)]
 mod tests;
 
+#[doc(hidden)]
+pub use commit::BENCHMARK_SKIP_FDATASYNC;
 use commit::{Counters, Durable, GroupCommit};
 
 /// Counter names shared by the code that counts and the code that reports.
