@@ -4,6 +4,7 @@
 //! - distinct deliveries, durable 200 (target: at least 0.35 × the empty route, p99 ≤ 10 ms);
 //! - the same without the `fdatasync` (sled's flush only), to show what the real sync costs;
 //! - repeated deliveries (the duplicate path; target: at least 0.5 × the empty route).
+//!
 //! The load generator runs on the same cores as the server.
 
 use std::sync::Arc;

@@ -253,8 +253,8 @@ async fn process(
         Ok(Parsed::Ping(_)) => return Outcome::Ping,
         Err(reason) => return Outcome::Malformed(reason.clone()),
     };
-    // One transaction: the entity, its raw body and its fetch job (a duplicate of an entity whose
-    // data was never fetched queues the fetch again); then one shared commit before the 200.
+    // One write: the entity's record with its raw body and its fetch job (a duplicate of an entity
+    // whose data was never fetched queues the fetch again); then one shared commit before the 200.
     let fetch = state.fetcher.is_some();
     let (recorded, queued) = match state
         .store

@@ -21,9 +21,10 @@ use anyhow::Context;
 use chrono::DateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{META_LAST_DELIVERY_AT, poisoned};
+use super::{META_COUNTERS, META_LAST_DELIVERY_AT, poisoned};
 
-/// The counters, kept in memory and written to the `counters` tree with every commit.
+/// The counters, kept in memory and written with every commit as one value (`meta` key
+/// `counters`: a single insert, so a commit never takes sled's global batch lock).
 ///
 /// Counting is then a map update, not a sled write per event. After a crash the counters on disk
 /// may lag the records by the writes of the last unfinished commit; the counters that describe
@@ -36,11 +37,18 @@ pub(super) struct Counters {
 }
 
 impl Counters {
-    pub(super) fn load(tree: &sled::Tree) -> anyhow::Result<Counters> {
+    /// The counters as the last commit wrote them (a store of an earlier version kept them in
+    /// the `counters` tree, one key each: read those first).
+    pub(super) fn load(legacy: &sled::Tree, meta: &sled::Tree) -> anyhow::Result<Counters> {
         let mut values = BTreeMap::new();
-        for kv in tree.iter() {
+        for kv in legacy.iter() {
             let (k, v) = kv.context("reading counters")?;
             values.insert(String::from_utf8_lossy(&k).into_owned(), super::be_u64(&v));
+        }
+        if let Some(v) = meta.get(META_COUNTERS).context("reading counters")? {
+            let saved: BTreeMap<String, u64> =
+                serde_json::from_slice(&v).context("decoding the counters")?;
+            values.extend(saved);
         }
         Ok(Counters {
             values: Mutex::new(values),
@@ -78,16 +86,12 @@ impl Counters {
             .clone()
     }
 
-    /// A batch of every counter, if any changed since the last one.
-    fn take_batch(&self) -> Option<sled::Batch> {
+    /// Every counter as one value, if any changed since the last call.
+    fn take_changed(&self) -> Option<Vec<u8>> {
         if !self.dirty.swap(false, Ordering::AcqRel) {
             return None;
         }
-        let mut batch = sled::Batch::default();
-        for (k, v) in self.all() {
-            batch.insert(k.as_bytes(), &v.to_be_bytes());
-        }
-        Some(batch)
+        serde_json::to_vec(&self.all()).ok()
     }
 }
 
@@ -95,7 +99,6 @@ impl Counters {
 /// the store closes the database at once.
 pub(super) struct Durable {
     pub(super) db: sled::Db,
-    pub(super) counters_tree: sled::Tree,
     pub(super) meta: sled::Tree,
     pub(super) counters: Arc<Counters>,
     /// The newest delivery time in milliseconds (`i64::MIN`: none yet).
@@ -108,7 +111,6 @@ pub(super) struct Durable {
 impl Durable {
     pub(super) fn new(
         db: sled::Db,
-        counters_tree: sled::Tree,
         meta: sled::Tree,
         counters: Arc<Counters>,
         last_delivery_ms: Arc<AtomicI64>,
@@ -117,7 +119,6 @@ impl Durable {
         let persisted = last_delivery_ms.load(Ordering::Acquire);
         Ok(Durable {
             db,
-            counters_tree,
             meta,
             counters,
             last_delivery_ms,
@@ -129,9 +130,9 @@ impl Durable {
     /// Makes everything written before the call durable: counters and the last delivery time
     /// into their trees, sled's log written, then synced to the device. Blocking.
     pub(super) fn commit(&self) -> anyhow::Result<()> {
-        if let Some(batch) = self.counters.take_batch() {
-            self.counters_tree
-                .apply_batch(batch)
+        if let Some(counters) = self.counters.take_changed() {
+            self.meta
+                .insert(META_COUNTERS, counters)
                 .context("saving the counters")?;
         }
         let ms = self.last_delivery_ms.load(Ordering::Acquire);

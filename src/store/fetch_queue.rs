@@ -1,111 +1,141 @@
-//! The persistent fetch queue: the webhook fetches still to do.
+//! The webhook fetches still to do.
 //!
-//! `fetch_queue` maps `(due time in ms, big-endian) ++ entity key` to a [`FetchJob`], so its first
-//! entry is always the job due next and the fetcher never scans. `fetch_index` maps an entity key
-//! to its queue key, so an entity has at most one job: a delivery's batch asks it whether a fetch
-//! is already queued, and a retry replaces the entry instead of adding one. Both trees change
-//! together, in one sled transaction.
+//! A pending fetch is part of its entity's record ([`FetchJob`] in `Record::fetch`): it is written
+//! in the same single write as the delivery that calls for it, so no crash can separate the two.
+//! This module keeps the in-memory order of those jobs by due time, so the fetcher takes the next
+//! one without scanning; the order is rebuilt from the records when the fetcher starts
+//! ([`Store::load_fetch_queue`]). An entry here is only a pointer: the record decides whether a
+//! fetch is still due, so a stale entry costs one read, never a second fetch.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
 
 use anyhow::Context;
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use chrono::{DateTime, Utc};
 
 use super::{FetchJob, Store};
 
-/// The queue key of `job` for the entity at `key`.
-pub(super) fn queue_key(key: &str, job: &FetchJob) -> Vec<u8> {
-    let due = job.next_at.timestamp_millis().max(0) as u64;
-    let mut k = due.to_be_bytes().to_vec();
-    k.extend_from_slice(key.as_bytes());
-    k
+#[derive(Debug, Default)]
+pub(super) struct FetchQueue {
+    inner: Mutex<Queue>,
 }
 
-/// Inside a transaction: queues `job` for `key`, replacing a job queued for it before.
-pub(super) fn put(
-    queue: &TransactionalTree,
-    index: &TransactionalTree,
-    key: &str,
-    job: &FetchJob,
-) -> Result<(), ConflictableTransactionError<anyhow::Error>> {
-    let bytes = serde_json::to_vec(job)
-        .map_err(|e| ConflictableTransactionError::Abort(anyhow::Error::new(e)))?;
-    let qk = queue_key(key, job);
-    if let Some(old) = index.insert(key.as_bytes(), qk.clone())? {
-        if old != qk.as_slice() {
-            queue.remove(old)?;
+#[derive(Debug, Default)]
+struct Queue {
+    by_due: BTreeSet<(i64, String)>,
+    due: HashMap<String, i64>,
+}
+
+impl FetchQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // Every change keeps the two maps consistent before it can panic; a poisoned queue is whole.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts (or moves) the entity at `key` to `due`.
+    pub(super) fn put(&self, key: &str, due: DateTime<Utc>) {
+        let ms = due.timestamp_millis();
+        let mut q = self.lock();
+        if let Some(old) = q.due.insert(key.to_string(), ms) {
+            q.by_due.remove(&(old, key.to_string()));
+        }
+        q.by_due.insert((ms, key.to_string()));
+    }
+
+    pub(super) fn remove(&self, key: &str) {
+        let mut q = self.lock();
+        if let Some(old) = q.due.remove(key) {
+            q.by_due.remove(&(old, key.to_string()));
         }
     }
-    queue.insert(qk, bytes)?;
-    Ok(())
+
+    fn first(&self) -> Option<String> {
+        self.lock().by_due.first().map(|(_, k)| k.clone())
+    }
+
+    fn keys(&self) -> Vec<String> {
+        self.lock().by_due.iter().map(|(_, k)| k.clone()).collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lock().due.is_empty()
+    }
 }
 
 impl Store {
-    /// Queues (or re-schedules) the fetch of an entity's webhook data for `job.next_at`.
-    pub fn enqueue_fetch(&self, key: &str, job: &FetchJob) -> anyhow::Result<()> {
-        (&self.fetch_queue, &self.fetch_index)
-            .transaction(|(queue, index)| put(queue, index, key, job))
-            .map_err(super::tx_error)
-            .with_context(|| format!("queueing the fetch of {key}"))
-    }
-
-    /// Whether a fetch is queued for the entity at `key`.
-    pub fn fetch_queued(&self, key: &str) -> anyhow::Result<bool> {
-        self.fetch_index
-            .contains_key(key.as_bytes())
-            .context("reading the fetch index")
-    }
-
-    /// The job due first: its queue key, its entity key and the job.
-    pub fn next_fetch(&self) -> anyhow::Result<Option<(sled::IVec, String, FetchJob)>> {
-        loop {
-            let Some((k, v)) = self
-                .fetch_queue
-                .first()
-                .context("reading the fetch queue")?
-            else {
-                return Ok(None);
-            };
-            let entity = String::from_utf8_lossy(k.get(8..).unwrap_or_default()).into_owned();
-            match serde_json::from_slice(&v) {
-                Ok(job) => return Ok(Some((k, entity, job))),
-                Err(e) => {
-                    tracing::error!(entity, error = %e, "dropping an unreadable fetch job");
-                    self.dequeue_fetch(&k)?;
+    /// The job due first, as its record holds it: the entity key and the job.
+    pub fn next_fetch(&self) -> anyhow::Result<Option<(String, FetchJob)>> {
+        while let Some(key) = self.fetch_queue.first() {
+            match self
+                .record(&key)?
+                .and_then(|(k, r)| r.fetch.map(|j| (k, j)))
+            {
+                Some((at, job)) => {
+                    if at != key {
+                        // Merged meanwhile: the job moved with the record.
+                        self.fetch_queue.remove(&key);
+                        self.fetch_queue.put(&at, job.next_at);
+                    }
+                    return Ok(Some((at, job)));
                 }
+                // Done or given up meanwhile: nothing left to do for it.
+                None => self.fetch_queue.remove(&key),
             }
         }
+        Ok(None)
     }
 
-    /// Every queued fetch, by entity key (a full scan: for tests and diagnostics).
+    /// Schedules the entity's pending fetch again (a retry with its new attempt count and time).
+    pub fn reschedule_fetch(&self, key: &str, job: &FetchJob) -> anyhow::Result<()> {
+        let key = self
+            .update_record(key, |r| {
+                r.fetch = Some(job.clone());
+            })
+            .with_context(|| format!("rescheduling the fetch of {key}"))?;
+        self.fetch_queue.put(&key, job.next_at);
+        Ok(())
+    }
+
+    /// Every pending fetch, by entity key, in due order.
     pub fn queued_fetches(&self) -> anyhow::Result<Vec<(String, FetchJob)>> {
         let mut out = Vec::new();
-        for kv in self.fetch_queue.iter() {
-            let (k, v) = kv.context("reading the fetch queue")?;
-            let key = String::from_utf8_lossy(k.get(8..).unwrap_or_default()).into_owned();
-            if let Ok(job) = serde_json::from_slice(&v) {
-                out.push((key, job));
+        for key in self.fetch_queue.keys() {
+            if let Some((k, r)) = self.record(&key)? {
+                if let Some(job) = r.fetch {
+                    out.push((k, job));
+                }
             }
         }
         Ok(out)
     }
 
-    /// Whether no fetch is queued.
+    /// Whether no fetch is pending.
     pub fn fetch_queue_is_empty(&self) -> bool {
         self.fetch_queue.is_empty()
     }
 
-    /// Removes a queued fetch by its queue key (and its index entry, if it still points there).
-    pub fn dequeue_fetch(&self, queue_key: &[u8]) -> anyhow::Result<()> {
-        let entity = queue_key.get(8..).unwrap_or_default();
-        (&self.fetch_queue, &self.fetch_index)
-            .transaction(|(queue, index)| {
-                queue.remove(queue_key)?;
-                if index.get(entity)?.is_some_and(|k| k == queue_key) {
-                    index.remove(entity)?;
+    /// Reads every record once (blocking; the fetcher runs it on the blocking pool at start):
+    /// puts each pending fetch in due order and, after an unclean stop, restores the newest-first
+    /// index entries that a crash between a record and its index entry left out. Returns the
+    /// number of pending fetches.
+    pub fn load_fetch_queue(&self) -> anyhow::Result<usize> {
+        let mut pending = 0;
+        for kv in self.entities.iter() {
+            let (k, v) = kv.context("reading entities")?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let r = super::decode_record(&key, &v)?;
+            if let Some(job) = &r.fetch {
+                self.fetch_queue.put(&key, job.next_at);
+                pending += 1;
+            }
+            if self.unclean {
+                if let Some(seq) = r.seq {
+                    if self.recent.get(seq.to_be_bytes())?.is_none() {
+                        self.recent.insert(seq.to_be_bytes(), key.as_bytes())?;
+                    }
                 }
-                Ok::<_, ConflictableTransactionError<anyhow::Error>>(())
-            })
-            .map_err(super::tx_error)
-            .context("dequeueing a fetch")
+            }
+        }
+        Ok(pending)
     }
 }

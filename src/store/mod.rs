@@ -1,22 +1,23 @@
 //! The embedded sled store: everything hookrace knows survives a restart here.
 //!
 //! Trees:
-//! - `entities`: entity key → [`Entity`] (JSON), one record per piece of data at the source;
+//! - `entities`: entity key → its record (JSON): the [`Entity`], and with it the raw body of its
+//!   first delivery, its pending webhook fetch ([`FetchJob`]) and its creation sequence;
 //! - `recent`: creation sequence (u64 BE) → entity key, so `/entities` lists newest first cheaply;
-//! - `deliveries`: sequence (u64 BE) → the raw body and arrival time of each accepted delivery;
-//! - `counters`: name → u64 BE, incremented with a merge operator (no lost updates, no locks);
-//! - `meta`: creation time, last delivery time, a stored webhook secret and other single values;
+//! - `meta`: creation time, last delivery time, the counters, a stored webhook secret, the "open"
+//!   mark;
 //! - `fingerprints`: fingerprint → entity key, linking the records of one entity across channels;
 //! - `aliases`: entity key → the key it was merged into;
 //! - `data`: entity key → the newest data fetched or polled for it (JSON);
-//! - `fetch_queue`: (due time, entity key) → [`FetchJob`], the webhook fetches still to do;
-//! - `users`: user id → [`StoredUser`] with the access token.
+//! - `users`: user id → [`StoredUser`] with the access token;
+//! - `counters`, `deliveries`, `fetch_queue`: read only to upgrade a store of an earlier version.
 //!
-//! - `fetch_index`: entity key → its key in `fetch_queue` (at most one job per entity).
-//!
-//! One delivery is one sled transaction: its entity, its place in `recent`, its raw body and its
-//! fetch job are written together or not at all. Counters live in memory and are written with
-//! every commit.
+//! One delivery is one write: a compare-and-swap of its entity's record, which carries the raw
+//! body and the fetch job with it, so a crash can never keep one without the other. Its
+//! newest-first index entry follows (an index, repaired from the records after an unclean stop).
+//! Nothing on the write path takes sled's global transaction lock: sled's `flush()` holds a
+//! shared lock while it writes, and any transaction or batch would wait for every flush.
+//! Counters live in memory and are written with every commit.
 //!
 //! Durability: writes go to sled's log; [`Store::durable`] waits until a commit that *started
 //! after* the caller's writes has finished: sled's flush followed by a real `fdatasync` of the log
@@ -31,11 +32,10 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::accesslink::payload::Delivery;
 use crate::race::{self, Entity, Summary};
+use fetch_queue::FetchQueue;
 
 mod commit;
 mod fetch_queue;
@@ -93,6 +93,8 @@ const META_WEBHOOK_SECRET: &str = "webhook.signature_secret_key";
 /// Present while a process has the store open; found at open, it means the last one stopped
 /// without closing it (a crash, SIGKILL, power loss).
 const META_OPEN: &str = "open";
+/// Every counter, as one JSON object (written with each commit).
+const META_COUNTERS: &str = "counters";
 
 /// What recording a delivery did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,13 +105,37 @@ pub enum Recorded {
     Duplicate,
 }
 
-/// A raw accepted delivery as kept in the `deliveries` tree.
+/// A raw accepted delivery, kept in its entity's record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredDelivery {
     pub received_at: DateTime<Utc>,
     pub entity_key: String,
     /// The body exactly as received (it was signed over these bytes).
     pub body: String,
+}
+
+/// The raw body of an entity's first delivery, as its record keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RawDelivery {
+    #[serde(with = "chrono::serde::ts_microseconds")]
+    received_at: DateTime<Utc>,
+    body: String,
+}
+
+/// An entity's record in the `entities` tree: what one delivery writes, in one write.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    #[serde(flatten)]
+    entity: Entity,
+    /// Its key in `recent` (newest-first index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+    /// The first delivery's body, exactly as signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    raw: Option<RawDelivery>,
+    /// The webhook fetch still to do, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fetch: Option<FetchJob>,
 }
 
 /// A webhook fetch still to do.
@@ -153,13 +179,12 @@ pub struct Store {
     db: sled::Db,
     entities: sled::Tree,
     recent: sled::Tree,
-    deliveries: sled::Tree,
     meta: sled::Tree,
     fingerprints: sled::Tree,
     aliases: sled::Tree,
     data: sled::Tree,
-    fetch_queue: sled::Tree,
-    fetch_index: sled::Tree,
+    /// The pending fetches in due order (in memory; the records hold the jobs).
+    fetch_queue: FetchQueue,
     users: sled::Tree,
     oauth_states: sled::Tree,
     /// Serialises the operations that link records across channels (polls and fetch results),
@@ -175,6 +200,8 @@ pub struct Store {
     /// What a commit makes durable, shared with the group-commit task.
     durable: Arc<Durable>,
     group_commit: GroupCommit,
+    /// The last process did not close the store: indexes are checked when the records are read.
+    unclean: bool,
     /// Ticks on every entity or counter change: the dashboard's event stream waits on it.
     changes: tokio::sync::watch::Sender<u64>,
 }
@@ -218,7 +245,7 @@ impl Store {
         // Stores written before counters moved to memory increment through this operator.
         counters_tree.set_merge_operator(add_u64);
         let meta = tree("meta")?;
-        let counters = Arc::new(Counters::load(&counters_tree)?);
+        let counters = Arc::new(Counters::load(&counters_tree, &meta)?);
         let last_delivery_ms = Arc::new(AtomicI64::new(i64::MIN));
         let meta_time = |key: &str| -> Option<DateTime<Utc>> {
             let v = meta.get(key).ok()??;
@@ -231,23 +258,21 @@ impl Store {
         }
         let durable = Arc::new(Durable::new(
             db.clone(),
-            counters_tree,
             meta.clone(),
             counters.clone(),
             last_delivery_ms.clone(),
             path,
         )?);
-        let store = Store {
+        let old_trees = (tree("deliveries")?, tree("fetch_queue")?);
+        let mut store = Store {
             path: path.to_path_buf(),
             entities: tree("entities")?,
             recent: tree("recent")?,
-            deliveries: tree("deliveries")?,
             meta,
             fingerprints: tree("fingerprints")?,
             aliases: tree("aliases")?,
             data: tree("data")?,
-            fetch_queue: tree("fetch_queue")?,
-            fetch_index: tree("fetch_index")?,
+            fetch_queue: FetchQueue::default(),
             users: tree("users")?,
             oauth_states: tree("oauth_states")?,
             link_lock: Mutex::new(()),
@@ -257,6 +282,7 @@ impl Store {
             counters,
             durable,
             group_commit: GroupCommit::new(),
+            unclean: false,
             changes: tokio::sync::watch::channel(0).0,
             db,
         };
@@ -265,7 +291,9 @@ impl Store {
                 .meta
                 .insert(META_CREATED_AT, Utc::now().to_rfc3339().as_bytes())?;
         }
+        store.upgrade(&old_trees.0, &old_trees.1)?;
         if store.meta.get(META_OPEN)?.is_some() {
+            store.unclean = true;
             tracing::warn!(
                 store = %path.display(),
                 "the store was not closed cleanly: recounting from its records"
@@ -278,9 +306,8 @@ impl Store {
     }
 
     /// Recounts the counters that describe records (after an unclean stop, the counters on disk
-    /// may lag the records by the last unfinished commit): accepted deliveries are the raw
-    /// deliveries kept, duplicates the deliveries beyond them, fetches the entities fetched or
-    /// given up.
+    /// may lag the records by the last unfinished commit): accepted deliveries are the raw bodies
+    /// kept, duplicates the deliveries beyond them, fetches the entities fetched or given up.
     fn recount(&self) -> anyhow::Result<()> {
         #[derive(Deserialize)]
         struct Counted {
@@ -290,15 +317,17 @@ impl Store {
             fetched: bool,
             #[serde(default)]
             fetch_error: Option<String>,
+            #[serde(default)]
+            raw: Option<serde::de::IgnoredAny>,
         }
-        let accepted = self.deliveries.len() as u64;
-        let (mut deliveries, mut fetched, mut failed) = (0u64, 0u64, 0u64);
+        let (mut accepted, mut deliveries, mut fetched, mut failed) = (0u64, 0u64, 0u64, 0u64);
         for kv in self.entities.iter() {
             let (k, v) = kv.context("reading entities")?;
             let c: Counted = serde_json::from_slice(&v)
                 .with_context(|| format!("decoding entity {}", String::from_utf8_lossy(&k)))?;
+            accepted += u64::from(c.raw.is_some());
             deliveries += u64::from(c.webhook_deliveries);
-            fetched += u64::from(c.fetched && c.webhook_deliveries > 0);
+            fetched += u64::from(c.fetched && c.fetch_error.is_none() && c.webhook_deliveries > 0);
             failed += u64::from(c.fetch_error.is_some());
         }
         self.counters.set(counter::WEBHOOK_ACCEPTED, accepted);
@@ -309,6 +338,42 @@ impl Store {
         self.counters.set(counter::WEBHOOK_FETCHES_OK, fetched);
         self.counters.set(counter::WEBHOOK_FETCHES_FAILED, failed);
         Ok(())
+    }
+
+    /// Moves what a store of an earlier version kept in the `deliveries` and `fetch_queue` trees
+    /// into the records, once.
+    fn upgrade(&self, deliveries: &sled::Tree, queue: &sled::Tree) -> anyhow::Result<()> {
+        if deliveries.is_empty() && queue.is_empty() {
+            return Ok(());
+        }
+        tracing::info!("moving raw deliveries and fetch jobs into the entity records");
+        for kv in deliveries.iter() {
+            let (k, v) = kv.context("reading an old delivery")?;
+            let d: StoredDelivery =
+                serde_json::from_slice(&v).context("decoding an old delivery")?;
+            if self.entity_exact(&d.entity_key)?.is_some() {
+                self.update_record(&d.entity_key, |r| {
+                    r.raw.get_or_insert(RawDelivery {
+                        received_at: d.received_at,
+                        body: d.body.clone(),
+                    });
+                })?;
+            }
+            deliveries.remove(k)?;
+        }
+        for kv in queue.iter() {
+            let (k, v) = kv.context("reading an old fetch job")?;
+            let key = String::from_utf8_lossy(k.get(8..).unwrap_or_default()).into_owned();
+            if let Ok(job) = serde_json::from_slice::<FetchJob>(&v) {
+                if self.entity_exact(&key)?.is_some() {
+                    self.update_record(&key, |r| {
+                        r.fetch.get_or_insert(job.clone());
+                    })?;
+                }
+            }
+            queue.remove(k)?;
+        }
+        self.durable.commit()
     }
 
     pub fn path(&self) -> &Path {
@@ -395,10 +460,23 @@ impl Store {
         }
     }
 
-    /// Records a valid delivery in one transaction: creates its entity with its raw body and, when
+    /// The record at `key` (following aliases), with the key it lives under.
+    fn record(&self, key: &str) -> anyhow::Result<Option<(String, Record)>> {
+        let key = self.resolve(key)?;
+        match self
+            .entities
+            .get(&key)
+            .with_context(|| format!("reading entity {key}"))?
+        {
+            Some(v) => Ok(Some((key.clone(), decode_record(&key, &v)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Records a valid delivery in one write: creates its entity with its raw body and, when
     /// `fetch` is set, its fetch job; or marks an existing one (seen by the poller first, or a
-    /// duplicate), queueing the fetch again if its data was never fetched and no job is queued.
-    /// Returns what it did and whether a fetch was queued. Not yet durable: call
+    /// duplicate), queueing the fetch again if its data was never fetched and no job is pending.
+    /// Returns what it did and whether a fetch is pending for it. Not yet durable: call
     /// [`Store::durable`] before answering 200.
     pub fn record_delivery(
         &self,
@@ -409,88 +487,86 @@ impl Store {
     ) -> anyhow::Result<(Recorded, bool)> {
         let r = delivery.entity();
         let natural = r.key();
-        let raw = serde_json::to_vec(&StoredDelivery {
-            received_at,
-            entity_key: natural.clone(),
-            body: String::from_utf8_lossy(body).into_owned(),
-        })
-        .context("encoding a raw delivery")?;
-        let abort = |e: anyhow::Error| ConflictableTransactionError::Abort(e);
-        let trees = (
-            &self.entities,
-            &self.recent,
-            &self.deliveries,
-            &self.fetch_queue,
-            &self.fetch_index,
-            &self.aliases,
-        );
-        let (outcome, queued) = trees
-            .transaction(|(entities, recent, deliveries, queue, index, aliases)| {
-                // Follow aliases: a merge may have moved the record (a chain is short).
-                let mut key = natural.clone();
-                for _ in 0..8 {
-                    match aliases.get(key.as_bytes())? {
-                        Some(to) => key = String::from_utf8_lossy(&to).into_owned(),
-                        None => break,
-                    }
+        let mut body = Some(String::from_utf8_lossy(body).into_owned());
+        loop {
+            // Resolved on every try: a merge may have moved the record meanwhile.
+            let key = self.resolve(&natural)?;
+            let old = self
+                .entities
+                .get(&key)
+                .with_context(|| format!("reading entity {key}"))?;
+            let created = old.is_none();
+            let mut rec = match &old {
+                Some(v) => decode_record(&key, v)?,
+                None => Record {
+                    entity: Entity::new(&r.kind, r.user_id, &r.entity_id),
+                    seq: Some(self.db.generate_id().context("generating a sequence")?),
+                    raw: None,
+                    fetch: None,
+                },
+            };
+            let e = &mut rec.entity;
+            let first = e.webhook_at.is_none();
+            if first {
+                e.webhook_at = Some(received_at);
+                e.webhook_timestamp = Some(delivery.timestamp);
+                e.url = Some(delivery.url.clone());
+                rec.raw = Some(RawDelivery {
+                    received_at,
+                    body: body.take().unwrap_or_default(),
+                });
+            }
+            e.webhook_deliveries = e.webhook_deliveries.saturating_add(1);
+            e.key = key.clone();
+            if fetch && rec.fetch.is_none() && !e.fetched && e.fetch_error.is_none() {
+                if let Some(url) = &e.url {
+                    rec.fetch = Some(FetchJob {
+                        url: url.clone(),
+                        user_id: e.user_id,
+                        event: e.kind.clone(),
+                        attempts: 0,
+                        next_at: received_at,
+                    });
                 }
-                let old = entities.get(key.as_bytes())?;
-                let created = old.is_none();
-                let mut e = match old {
-                    Some(v) => decode_entity(&key, &v).map_err(abort)?,
-                    None => Entity::new(&r.kind, r.user_id, &r.entity_id),
-                };
-                let first = e.webhook_at.is_none();
-                if first {
-                    e.webhook_at = Some(received_at);
-                    e.webhook_timestamp = Some(delivery.timestamp);
-                    e.url = Some(delivery.url.clone());
+            }
+            let bytes = serde_json::to_vec(&rec).context("encoding an entity")?;
+            let swapped = self
+                .entities
+                .compare_and_swap(&key, old, Some(bytes))
+                .with_context(|| format!("writing entity {key}"))?;
+            if swapped.is_err() {
+                // Lost a race: give the body back for the next try.
+                if let Some(raw) = rec.raw.take().filter(|_| first) {
+                    body = Some(raw.body);
                 }
-                e.webhook_deliveries = e.webhook_deliveries.saturating_add(1);
-                e.key = key.clone();
-                let bytes = serde_json::to_vec(&e)
-                    .map_err(|err| abort(anyhow::Error::new(err).context("encoding an entity")))?;
-                entities.insert(key.as_bytes(), bytes)?;
-                if created {
-                    let seq = recent.generate_id()?;
-                    recent.insert(&seq.to_be_bytes(), key.as_bytes())?;
+                continue;
+            }
+            if created {
+                if let Some(seq) = rec.seq {
+                    self.recent
+                        .insert(seq.to_be_bytes(), key.as_bytes())
+                        .context("indexing a new entity")?;
                 }
-                if first {
-                    let id = deliveries.generate_id()?;
-                    deliveries.insert(&id.to_be_bytes(), raw.clone())?;
+            }
+            let pending = match &rec.fetch {
+                Some(job) if fetch => {
+                    self.fetch_queue.put(&key, job.next_at);
+                    true
                 }
-                let mut queued = false;
-                if let Some(url) = e.url.as_ref().filter(|_| fetch) {
-                    if !e.fetched && e.fetch_error.is_none() && index.get(key.as_bytes())?.is_none()
-                    {
-                        let job = FetchJob {
-                            url: url.clone(),
-                            user_id: e.user_id,
-                            event: e.kind.clone(),
-                            attempts: 0,
-                            next_at: received_at,
-                        };
-                        fetch_queue::put(queue, index, &key, &job)?;
-                        queued = true;
-                    }
-                }
-                let outcome = if first {
-                    Recorded::Accepted
-                } else {
-                    Recorded::Duplicate
-                };
-                Ok((outcome, queued))
-            })
-            .map_err(tx_error)
-            .with_context(|| format!("recording a delivery for {natural}"))?;
-        self.generation.fetch_add(1, Ordering::Release);
-        match outcome {
-            Recorded::Accepted => self.incr(counter::WEBHOOK_ACCEPTED, 1)?,
-            Recorded::Duplicate => self.incr(counter::WEBHOOK_DUPLICATES, 1)?,
+                _ => false,
+            };
+            self.generation.fetch_add(1, Ordering::Release);
+            let outcome = if first {
+                self.incr(counter::WEBHOOK_ACCEPTED, 1)?;
+                Recorded::Accepted
+            } else {
+                self.incr(counter::WEBHOOK_DUPLICATES, 1)?;
+                Recorded::Duplicate
+            };
+            self.last_delivery_ms
+                .fetch_max(received_at.timestamp_millis(), Ordering::AcqRel);
+            return Ok((outcome, pending));
         }
-        self.last_delivery_ms
-            .fetch_max(received_at.timestamp_millis(), Ordering::AcqRel);
-        Ok((outcome, queued))
     }
 
     /// The key an entity key now lives under (itself unless it was merged into another).
@@ -512,7 +588,7 @@ impl Store {
 
     /// Atomically read-modify-writes the entity at `key`, following aliases (compare-and-swap,
     /// retried on a race). `f` gets the current entity (or `None`) and returns the new one and
-    /// a result; it may run more than once.
+    /// a result; it may run more than once. The rest of the record is kept.
     pub fn update_entity<T>(
         &self,
         key: &str,
@@ -526,25 +602,72 @@ impl Store {
                 .entities
                 .get(key)
                 .with_context(|| format!("reading entity {key}"))?;
-            let current = old.as_ref().map(|v| decode_entity(key, v)).transpose()?;
+            let current = old.as_ref().map(|v| decode_record(key, v)).transpose()?;
             let created = current.is_none();
-            let (mut new, out) = f(current);
+            let (entity, rest) = match current {
+                Some(r) => (Some(r.entity), Some((r.seq, r.raw, r.fetch))),
+                None => (None, None),
+            };
+            let (mut new, out) = f(entity);
             new.key = key.to_string();
-            let bytes = serde_json::to_vec(&new).context("encoding an entity")?;
+            let (seq, raw, fetch) = match rest {
+                Some(rest) => rest,
+                None => (
+                    Some(self.db.generate_id().context("generating a sequence")?),
+                    None,
+                    None,
+                ),
+            };
+            let rec = Record {
+                entity: new,
+                seq,
+                raw,
+                fetch,
+            };
+            let bytes = serde_json::to_vec(&rec).context("encoding an entity")?;
             let swapped = self
                 .entities
                 .compare_and_swap(key, old, Some(bytes))
                 .with_context(|| format!("writing entity {key}"))?;
             if swapped.is_ok() {
                 if created {
-                    let seq = self.db.generate_id().context("generating a sequence")?;
-                    self.recent
-                        .insert(seq.to_be_bytes(), key.as_bytes())
-                        .context("indexing a new entity")?;
+                    if let Some(seq) = seq {
+                        self.recent
+                            .insert(seq.to_be_bytes(), key.as_bytes())
+                            .context("indexing a new entity")?;
+                    }
                 }
                 self.generation.fetch_add(1, Ordering::Release);
                 self.changed();
                 return Ok(out);
+            }
+        }
+    }
+
+    /// Read-modify-writes an existing record (compare-and-swap, retried on a race); returns the
+    /// key it lives under. `f` may run more than once.
+    fn update_record(&self, key: &str, mut f: impl FnMut(&mut Record)) -> anyhow::Result<String> {
+        loop {
+            let key = self.resolve(key)?;
+            let Some(old) = self
+                .entities
+                .get(&key)
+                .with_context(|| format!("reading entity {key}"))?
+            else {
+                anyhow::bail!("no entity {key}");
+            };
+            let mut rec = decode_record(&key, &old)?;
+            f(&mut rec);
+            let bytes = serde_json::to_vec(&rec).context("encoding an entity")?;
+            if self
+                .entities
+                .compare_and_swap(&key, Some(old), Some(bytes))
+                .with_context(|| format!("writing entity {key}"))?
+                .is_ok()
+            {
+                self.generation.fetch_add(1, Ordering::Release);
+                self.changed();
+                return Ok(key);
             }
         }
     }
@@ -615,15 +738,18 @@ impl Store {
                 .insert(fp.as_bytes(), key.as_bytes())
                 .context("indexing a fingerprint")?;
         }
-        self.update_entity(&key, |current| {
-            let mut e = current.unwrap_or_else(|| Entity::new(&id.kind, 0, &id.entity_id));
+        // The data first: a crash before the record says "fetched" fetches again, harmlessly.
+        self.put_data(&key, data)?;
+        let key = self.update_record(&key, |r| {
+            let e = &mut r.entity;
             e.data_available_at = id.available_at.or(e.data_available_at);
             e.fingerprint = id.fingerprint.clone().or(e.fingerprint.take());
             e.fetched = true;
             e.fetch_error = None;
-            (e, ())
+            r.fetch = None;
         })?;
-        self.put_data(&key, data)
+        self.fetch_queue.remove(&key);
+        Ok(())
     }
 
     /// Moves the record at `from` into the one at `into`, leaving an alias behind.
@@ -632,7 +758,7 @@ impl Store {
             let Some(old) = self.entities.get(from).context("reading a merged entity")? else {
                 return Ok(());
             };
-            let absorbed = decode_entity(from, &old)?;
+            let absorbed = decode_record(from, &old)?;
             // The alias first: from now on deliveries and polls for `from` go to `into`.
             self.aliases
                 .insert(from.as_bytes(), into.as_bytes())
@@ -645,13 +771,18 @@ impl Store {
             if deleted.is_err() {
                 continue;
             }
-            self.update_entity(into, |current| {
-                let mut e = current.unwrap_or_else(|| absorbed.clone());
-                if e.key != absorbed.key {
-                    e.absorb(&absorbed);
+            let into = self.update_record(into, |r| {
+                if r.entity.key != absorbed.entity.key {
+                    r.entity.absorb(&absorbed.entity);
                 }
-                (e, ())
+                r.raw = r.raw.take().or(absorbed.raw.clone());
+                r.fetch = r.fetch.take().or(absorbed.fetch.clone());
             })?;
+            if let Some(job) = &absorbed.fetch {
+                self.fetch_queue.remove(from);
+                self.fetch_queue.put(&into, job.next_at);
+            }
+            let into = into.as_str();
             if let Some(d) = self.data.remove(from).context("moving data")? {
                 if self.data.get(into)?.is_none() {
                     self.data.insert(into.as_bytes(), d)?;
@@ -663,16 +794,19 @@ impl Store {
         }
     }
 
-    /// Marks the webhook fetch of an entity as failed for good (an entity that is gone stays gone).
+    /// Marks the webhook fetch of an entity as failed for good (an entity that is gone stays gone)
+    /// and ends its pending fetch.
     pub fn fetch_failed(&self, key: &str, reason: &str) -> anyhow::Result<()> {
-        let Some(existing) = self.entity(key)? else {
+        if self.entity(key)?.is_none() {
+            self.fetch_queue.remove(key);
             return Ok(());
-        };
-        self.update_entity(key, |current| {
-            let mut e = current.unwrap_or_else(|| existing.clone());
-            e.fetch_error = Some(reason.to_string());
-            (e, ())
-        })
+        }
+        let key = self.update_record(key, |r| {
+            r.entity.fetch_error = Some(reason.to_string());
+            r.fetch = None;
+        })?;
+        self.fetch_queue.remove(&key);
+        Ok(())
     }
 
     fn put_data(&self, key: &str, data: &serde_json::Value) -> anyhow::Result<()> {
@@ -744,16 +878,22 @@ impl Store {
         Ok(summary)
     }
 
-    /// Raw accepted deliveries, oldest first.
+    /// Raw accepted deliveries, oldest first (a full scan).
     pub fn deliveries(&self) -> anyhow::Result<Vec<StoredDelivery>> {
-        self.deliveries
-            .iter()
-            .values()
-            .map(|v| {
-                let v = v.context("reading deliveries")?;
-                serde_json::from_slice(&v).context("decoding a stored delivery")
-            })
-            .collect()
+        let mut out = Vec::new();
+        for kv in self.entities.iter() {
+            let (k, v) = kv.context("reading entities")?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            if let Some(raw) = decode_record(&key, &v)?.raw {
+                out.push(StoredDelivery {
+                    received_at: raw.received_at,
+                    entity_key: key,
+                    body: raw.body,
+                });
+            }
+        }
+        out.sort_by_key(|d| d.received_at);
+        Ok(out)
     }
 
     /// Returns once everything written before the call is on disk (shared flush, see module docs).
@@ -791,16 +931,12 @@ impl Drop for Store {
     }
 }
 
-/// A transaction's error as an `anyhow` error.
-fn tx_error(e: TransactionError<anyhow::Error>) -> anyhow::Error {
-    match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => anyhow::Error::new(e),
-    }
-}
-
 fn poisoned<T>(_: std::sync::PoisonError<T>) -> anyhow::Error {
     anyhow::anyhow!("a store lock was poisoned by a panic")
+}
+
+fn decode_record(key: &str, bytes: &[u8]) -> anyhow::Result<Record> {
+    serde_json::from_slice(bytes).with_context(|| format!("decoding entity {key}"))
 }
 
 fn decode_entity(key: &str, bytes: &[u8]) -> anyhow::Result<Entity> {

@@ -1,5 +1,6 @@
 //! The store's write path at the record level: what one delivery writes, what a duplicate does to
-//! a fetch that never happened, and counters across a clean and an unclean close.
+//! a fetch that never happened, pending fetches across a restart, and counters across a clean and
+//! an unclean close.
 
 use chrono::Utc;
 
@@ -35,12 +36,11 @@ fn one_delivery_writes_its_entity_raw_body_and_fetch_job_together() {
     assert!(store.entity("EXERCISE/7/a1").unwrap().is_some());
     assert_eq!(store.deliveries().unwrap().len(), 1);
     assert_eq!(queued(&store), ["EXERCISE/7/a1"]);
-    assert!(store.fetch_queued("EXERCISE/7/a1").unwrap());
     assert_eq!(store.counter(counter::WEBHOOK_ACCEPTED), 1);
 
-    // A duplicate while the job is queued adds no second job.
-    let (outcome, job) = store.record_delivery(&d, &body, Utc::now(), true).unwrap();
-    assert_eq!((outcome, job), (Recorded::Duplicate, false));
+    // A duplicate while the job is pending adds no second job: still the one.
+    let (outcome, pending) = store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+    assert_eq!((outcome, pending), (Recorded::Duplicate, true));
     assert_eq!(queued(&store).len(), 1);
     assert_eq!(
         store.deliveries().unwrap().len(),
@@ -63,19 +63,16 @@ fn a_duplicate_queues_the_fetch_that_was_never_queued() {
     let (outcome, job) = store.record_delivery(&d, &body, Utc::now(), true).unwrap();
     assert_eq!((outcome, job), (Recorded::Duplicate, true));
     assert_eq!(queued(&store), ["EXERCISE/7/b2"]);
-    // Once it is dequeued and the data is stored, another duplicate queues nothing.
-    let (qk, key, _) = store.next_fetch().unwrap().unwrap();
-    store.dequeue_fetch(&qk).unwrap();
-    assert!(!store.fetch_queued(&key).unwrap());
+    // Once its data is stored, another duplicate queues nothing.
+    let (key, _) = store.next_fetch().unwrap().unwrap();
+    let id = crate::accesslink::data::identify("EXERCISE", 7, &serde_json::json!({}));
     store
-        .update_entity(&key, |e| {
-            let mut e = e.unwrap();
-            e.fetched = true;
-            (e, ())
-        })
+        .record_fetched(&key, &id, &serde_json::json!({}))
         .unwrap();
+    assert!(store.next_fetch().unwrap().is_none());
     let (_, job) = store.record_delivery(&d, &body, Utc::now(), true).unwrap();
     assert!(!job);
+    assert!(queued(&store).is_empty());
 }
 
 #[test]
@@ -84,13 +81,36 @@ fn a_retry_replaces_the_job_instead_of_adding_one() {
     let store = Store::open(dir.path()).unwrap();
     let (d, body) = delivery("c3");
     store.record_delivery(&d, &body, Utc::now(), true).unwrap();
-    let (_, key, mut job) = store.next_fetch().unwrap().unwrap();
+    let (key, mut job) = store.next_fetch().unwrap().unwrap();
     job.attempts += 1;
     job.next_at = Utc::now() + chrono::Duration::seconds(60);
-    store.enqueue_fetch(&key, &job).unwrap();
+    store.reschedule_fetch(&key, &job).unwrap();
     let all = store.queued_fetches().unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].1.attempts, 1);
+}
+
+#[test]
+fn pending_fetches_survive_a_restart_in_their_records() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        for id in ["e1", "e2"] {
+            let (d, body) = delivery(id);
+            store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+        }
+        store.fetch_failed("EXERCISE/7/e2", "404").unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert!(
+        store.fetch_queue_is_empty(),
+        "loaded by the fetcher, not by open"
+    );
+    assert_eq!(store.load_fetch_queue().unwrap(), 1);
+    assert_eq!(queued(&store), ["EXERCISE/7/e1"]);
+    let raw = store.deliveries().unwrap();
+    assert_eq!(raw.len(), 2, "each record keeps its first body");
+    assert!(raw[0].body.contains("\"entity_id\":\"e1\""));
 }
 
 #[test]
