@@ -59,13 +59,26 @@ cat > "$WORK/hooks.json" <<JSON
 JSON
 
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
-run_wrk() { wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$WORK/requests.lua" "$1" | grep -E "Requests/sec|50%|99%|Non-2xx|Socket errors"; }
+# Prints wrk's summary lines and saves them in $WORK/$2.txt for the ratio at the end.
+run_wrk() {
+  wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$WORK/requests.lua" "$1" \
+    | grep -E "Requests/sec|50%|99%|Non-2xx|Socket errors" | tee "$WORK/$2.txt"
+}
+# wrk's latency as milliseconds ("850.00us", "1.20ms", "1.02s").
+ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) print v/1000; else if (v ~ /ms$/) print v+0; else if (v ~ /s$/) print v*1000; else print v }'; }
+rate() { awk '/Requests\/sec/ { print $2 }' "$WORK/$1.txt"; }
+p99() { ms "$(awk '$1 == "99%" { print $2 }' "$WORK/$1.txt")"; }
 
 echo "== hookrace ($("$BIN" --version)), durable 200"
 RUST_LOG=error "$BIN" run -c "$WORK/hookrace.toml" 2>/dev/null & wait_port 18080
-run_wrk http://127.0.0.1:18080/acl_webhook
+run_wrk http://127.0.0.1:18080/acl_webhook hookrace
 kill %1; wait %1 2>/dev/null || true
 
 echo "== adnanh/webhook ($(webhook -version 2>&1 | head -1)), HMAC rule, runs /bin/true"
 webhook -hooks "$WORK/hooks.json" -ip 127.0.0.1 -port 18081 > /dev/null 2>&1 & wait_port 18081
-run_wrk http://127.0.0.1:18081/hooks/polar
+run_wrk http://127.0.0.1:18081/hooks/polar webhook
+kill %1; wait %1 2>/dev/null || true
+
+echo "== same run: hookrace $(rate hookrace) req/s (p99 $(p99 hookrace) ms), webhook $(rate webhook) req/s (p99 $(p99 webhook) ms)"
+awk -v a="$(rate hookrace)" -v b="$(rate webhook)" -v pa="$(p99 hookrace)" -v pb="$(p99 webhook)" \
+  'BEGIN { printf "ratio hookrace / webhook: %.2f x the request rate (target >= 3), p99 %s (%.2f vs %.2f ms)\n", a / b, (pa < pb ? "lower" : "NOT lower"), pa, pb }'

@@ -17,10 +17,12 @@ pub enum Channel {
 }
 
 /// One piece of new data at the source, as both channels saw it. Stored as JSON with times in
-/// microseconds since the epoch (a report reads a million of them: integers decode fast).
+/// microseconds since the epoch (a report reads a million of them: integers decode fast); absent
+/// values and the key (the store's key for the record) are not written, to keep records small.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entity {
-    /// Store key: `TYPE/user/id`.
+    /// Store key: `TYPE/user/id` (not serialized: the store sets it from the record's key).
+    #[serde(default, skip_serializing)]
     pub key: String,
     #[serde(rename = "type")]
     pub kind: String,
@@ -28,32 +30,52 @@ pub struct Entity {
     /// The hashed exercise id, a date, or another source identity.
     pub entity_id: String,
     /// When the source says the data became available (`upload-time`, `created`), once fetched.
-    #[serde(default, with = "chrono::serde::ts_microseconds_option")]
+    #[serde(
+        default,
+        with = "chrono::serde::ts_microseconds_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub data_available_at: Option<DateTime<Utc>>,
     /// The `timestamp` of the first valid delivery: stands in for availability until data is fetched.
-    #[serde(default, with = "chrono::serde::ts_microseconds_option")]
+    #[serde(
+        default,
+        with = "chrono::serde::ts_microseconds_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub webhook_timestamp: Option<DateTime<Utc>>,
     /// When the first valid delivery was received.
-    #[serde(default, with = "chrono::serde::ts_microseconds_option")]
+    #[serde(
+        default,
+        with = "chrono::serde::ts_microseconds_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub webhook_at: Option<DateTime<Utc>>,
     /// When the poller first stored it.
-    #[serde(default, with = "chrono::serde::ts_microseconds_option")]
+    #[serde(
+        default,
+        with = "chrono::serde::ts_microseconds_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub poll_at: Option<DateTime<Utc>>,
     /// Valid deliveries received for it (more than one means duplicates).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub webhook_deliveries: u32,
     /// Where the data is fetched from, as the delivery named it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// Links the records of this entity seen through different ids (see `accesslink::data`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
     /// The webhook's data has been fetched (or the fetch gave up: see `fetch_error`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fetched: bool,
     /// Why fetching the webhook's data failed for good.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fetch_error: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Entity {

@@ -797,15 +797,21 @@ impl Store {
     /// Marks the webhook fetch of an entity as failed for good (an entity that is gone stays gone)
     /// and ends its pending fetch.
     pub fn fetch_failed(&self, key: &str, reason: &str) -> anyhow::Result<()> {
-        if self.entity(key)?.is_none() {
-            self.fetch_queue.remove(key);
-            return Ok(());
-        }
-        let key = self.update_record(key, |r| {
+        match self.update_record(key, |r| {
             r.entity.fetch_error = Some(reason.to_string());
             r.fetch = None;
-        })?;
-        self.fetch_queue.remove(&key);
+        }) {
+            Ok(at) => self.fetch_queue.remove(&at),
+            Err(e) if self.entity(key)?.is_none() => {
+                tracing::debug!(
+                    entity = key,
+                    error = format_args!("{e:#}"),
+                    "no record to mark"
+                );
+                self.fetch_queue.remove(key);
+            }
+            Err(e) => return Err(e),
+        }
         Ok(())
     }
 
@@ -936,9 +942,15 @@ fn poisoned<T>(_: std::sync::PoisonError<T>) -> anyhow::Error {
 }
 
 fn decode_record(key: &str, bytes: &[u8]) -> anyhow::Result<Record> {
-    serde_json::from_slice(bytes).with_context(|| format!("decoding entity {key}"))
+    let mut r: Record =
+        serde_json::from_slice(bytes).with_context(|| format!("decoding entity {key}"))?;
+    r.entity.key = key.to_string();
+    Ok(r)
 }
 
 fn decode_entity(key: &str, bytes: &[u8]) -> anyhow::Result<Entity> {
-    serde_json::from_slice(bytes).with_context(|| format!("decoding entity {key}"))
+    let mut e: Entity =
+        serde_json::from_slice(bytes).with_context(|| format!("decoding entity {key}"))?;
+    e.key = key.to_string();
+    Ok(e)
 }
