@@ -254,24 +254,27 @@ async fn process(
         Err(reason) => return Outcome::Malformed(reason.clone()),
     };
     // One write: the entity's record with its raw body and its fetch job (a duplicate of an entity
-    // whose data was never fetched queues the fetch again); then one shared commit before the 200.
+    // whose data was never fetched queues the fetch again); then one shared commit before the 200,
+    // unless the record was durable already (a duplicate that changed only its count).
     let fetch = state.fetcher.is_some();
-    let (recorded, queued) = match state
+    let recorded = match state
         .store
         .record_delivery(delivery, body, received_at, fetch)
     {
         Ok(r) => r,
         Err(e) => return Outcome::StoreFailed(e),
     };
-    if let Err(e) = state.store.durable().await {
-        return Outcome::StoreFailed(e);
+    if !recorded.already_durable {
+        if let Err(e) = state.store.durable().await {
+            return Outcome::StoreFailed(e);
+        }
     }
-    if queued {
+    if recorded.fetch_pending {
         if let Some(f) = &state.fetcher {
             f.wake();
         }
     }
-    match recorded {
+    match recorded.outcome {
         Recorded::Accepted => Outcome::Accepted,
         Recorded::Duplicate => Outcome::Duplicate,
     }

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -99,6 +99,10 @@ impl Counters {
 /// the store closes the database at once.
 pub(super) struct Durable {
     pub(super) db: sled::Db,
+    /// The highest creation sequence written; read when a commit starts.
+    written_seq: Arc<AtomicU64>,
+    /// Raised to that mark when the commit has finished.
+    durable_seq: Arc<AtomicU64>,
     pub(super) meta: sled::Tree,
     pub(super) counters: Arc<Counters>,
     /// The newest delivery time in milliseconds (`i64::MIN`: none yet).
@@ -111,6 +115,8 @@ pub(super) struct Durable {
 impl Durable {
     pub(super) fn new(
         db: sled::Db,
+        written_seq: Arc<AtomicU64>,
+        durable_seq: Arc<AtomicU64>,
         meta: sled::Tree,
         counters: Arc<Counters>,
         last_delivery_ms: Arc<AtomicI64>,
@@ -119,6 +125,8 @@ impl Durable {
         let persisted = last_delivery_ms.load(Ordering::Acquire);
         Ok(Durable {
             db,
+            written_seq,
+            durable_seq,
             meta,
             counters,
             last_delivery_ms,
@@ -130,6 +138,8 @@ impl Durable {
     /// Makes everything written before the call durable: counters and the last delivery time
     /// into their trees, sled's log written, then synced to the device. Blocking.
     pub(super) fn commit(&self) -> anyhow::Result<()> {
+        // Records written before this point are in the flush below.
+        let mark = self.written_seq.load(Ordering::Acquire);
         if let Some(counters) = self.counters.take_changed() {
             self.meta
                 .insert(META_COUNTERS, counters)
@@ -146,7 +156,9 @@ impl Durable {
         self.db
             .flush()
             .with_context(|| format!("flushing the store at {}", self.files.dir.display()))?;
-        self.files.sync()
+        self.files.sync()?;
+        self.durable_seq.fetch_max(mark, Ordering::AcqRel);
+        Ok(())
     }
 }
 

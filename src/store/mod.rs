@@ -96,7 +96,19 @@ const META_OPEN: &str = "open";
 /// Every counter, as one JSON object (written with each commit).
 const META_COUNTERS: &str = "counters";
 
-/// What recording a delivery did.
+/// What recording a delivery did, and what its answer must wait for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryRecorded {
+    pub outcome: Recorded,
+    /// A webhook fetch is pending for the entity (the fetcher should look).
+    pub fetch_pending: bool,
+    /// Everything the answer vouches for is durable already: a duplicate of an entity whose
+    /// record reached the disk in an earlier commit, that queued no fetch. Its 200 need not wait
+    /// for a commit (only its delivery count is in the air).
+    pub already_durable: bool,
+}
+
+/// Whether a delivery was the entity's first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
     /// The first valid delivery for this entity: stored.
@@ -202,6 +214,10 @@ pub struct Store {
     group_commit: GroupCommit,
     /// The last process did not close the store: indexes are checked when the records are read.
     unclean: bool,
+    /// The highest creation sequence whose record has been written (set after the write).
+    written_seq: Arc<AtomicU64>,
+    /// Every record with a creation sequence up to this one is durable.
+    durable_seq: Arc<AtomicU64>,
     /// Ticks on every entity or counter change: the dashboard's event stream waits on it.
     changes: tokio::sync::watch::Sender<u64>,
 }
@@ -256,8 +272,14 @@ impl Store {
         if let Some(t) = meta_time(META_LAST_DELIVERY_AT) {
             last_delivery_ms.store(t.timestamp_millis(), Ordering::Release);
         }
+        // Records created before now were written by an earlier process: durable, or recovered.
+        let base_seq = db.generate_id().context("generating a sequence")?;
+        let written_seq = Arc::new(AtomicU64::new(base_seq));
+        let durable_seq = Arc::new(AtomicU64::new(base_seq));
         let durable = Arc::new(Durable::new(
             db.clone(),
+            written_seq.clone(),
+            durable_seq.clone(),
             meta.clone(),
             counters.clone(),
             last_delivery_ms.clone(),
@@ -283,6 +305,8 @@ impl Store {
             durable,
             group_commit: GroupCommit::new(),
             unclean: false,
+            written_seq,
+            durable_seq,
             changes: tokio::sync::watch::channel(0).0,
             db,
         };
@@ -484,7 +508,7 @@ impl Store {
         body: &[u8],
         received_at: DateTime<Utc>,
         fetch: bool,
-    ) -> anyhow::Result<(Recorded, bool)> {
+    ) -> anyhow::Result<DeliveryRecorded> {
         let r = delivery.entity();
         let natural = r.key();
         let mut body = Some(String::from_utf8_lossy(body).into_owned());
@@ -505,6 +529,7 @@ impl Store {
                     fetch: None,
                 },
             };
+            let had_job = rec.fetch.is_some();
             let e = &mut rec.entity;
             let first = e.webhook_at.is_none();
             if first {
@@ -546,8 +571,14 @@ impl Store {
                     self.recent
                         .insert(seq.to_be_bytes(), key.as_bytes())
                         .context("indexing a new entity")?;
+                    // After the write: a commit that reads this mark flushes the record.
+                    self.written_seq.fetch_max(seq, Ordering::AcqRel);
                 }
             }
+            let queued_now = !had_job && rec.fetch.is_some();
+            let record_durable = rec
+                .seq
+                .is_none_or(|s| s <= self.durable_seq.load(Ordering::Acquire));
             let pending = match &rec.fetch {
                 Some(job) if fetch => {
                     self.fetch_queue.put(&key, job.next_at);
@@ -565,7 +596,11 @@ impl Store {
             };
             self.last_delivery_ms
                 .fetch_max(received_at.timestamp_millis(), Ordering::AcqRel);
-            return Ok((outcome, pending));
+            return Ok(DeliveryRecorded {
+                outcome,
+                fetch_pending: pending,
+                already_durable: !first && !queued_now && record_durable,
+            });
         }
     }
 
@@ -635,6 +670,7 @@ impl Store {
                         self.recent
                             .insert(seq.to_be_bytes(), key.as_bytes())
                             .context("indexing a new entity")?;
+                        self.written_seq.fetch_max(seq, Ordering::AcqRel);
                     }
                 }
                 self.generation.fetch_add(1, Ordering::Release);

@@ -31,7 +31,8 @@ fn one_delivery_writes_its_entity_raw_body_and_fetch_job_together() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let (d, body) = delivery("a1");
-    let (outcome, job) = store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+    let r = store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+    let (outcome, job) = (r.outcome, r.fetch_pending);
     assert_eq!((outcome, job), (Recorded::Accepted, true));
     assert!(store.entity("EXERCISE/7/a1").unwrap().is_some());
     assert_eq!(store.deliveries().unwrap().len(), 1);
@@ -39,7 +40,8 @@ fn one_delivery_writes_its_entity_raw_body_and_fetch_job_together() {
     assert_eq!(store.counter(counter::WEBHOOK_ACCEPTED), 1);
 
     // A duplicate while the job is pending adds no second job: still the one.
-    let (outcome, pending) = store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+    let r = store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+    let (outcome, pending) = (r.outcome, r.fetch_pending);
     assert_eq!((outcome, pending), (Recorded::Duplicate, true));
     assert_eq!(queued(&store).len(), 1);
     assert_eq!(
@@ -49,6 +51,36 @@ fn one_delivery_writes_its_entity_raw_body_and_fetch_job_together() {
     );
 }
 
+#[tokio::test]
+async fn a_duplicate_waits_for_a_commit_only_while_its_record_is_not_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (d, body) = delivery("f1");
+    let first = store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+    assert!(!first.already_durable, "a first delivery always waits");
+    // A copy that arrives before the first one's commit has finished must wait too.
+    let early = store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+    assert!(!early.already_durable);
+    store.durable().await.unwrap();
+    let late = store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+    assert_eq!(late.outcome, Recorded::Duplicate);
+    assert!(
+        late.already_durable,
+        "the record is on disk; only the count changed"
+    );
+    // A duplicate that queues a fetch again has something new to make durable.
+    let (d2, body2) = delivery("f2");
+    store
+        .record_delivery(&d2, &body2, Utc::now(), false)
+        .unwrap();
+    store.durable().await.unwrap();
+    let requeued = store
+        .record_delivery(&d2, &body2, Utc::now(), true)
+        .unwrap();
+    assert!(requeued.fetch_pending);
+    assert!(!requeued.already_durable);
+}
+
 #[test]
 fn a_duplicate_queues_the_fetch_that_was_never_queued() {
     let dir = tempfile::tempdir().unwrap();
@@ -56,11 +88,13 @@ fn a_duplicate_queues_the_fetch_that_was_never_queued() {
     let (d, body) = delivery("b2");
     // Recorded without a job (as a daemon without a fetcher would, or an older version that
     // queued after the flush and lost the job with the connection).
-    let (_, job) = store.record_delivery(&d, &body, Utc::now(), false).unwrap();
+    let r = store.record_delivery(&d, &body, Utc::now(), false).unwrap();
+    let job = r.fetch_pending;
     assert!(!job);
     assert!(queued(&store).is_empty());
     // Polar sends it again: the data was never fetched, so the fetch is queued now.
-    let (outcome, job) = store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+    let r = store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+    let (outcome, job) = (r.outcome, r.fetch_pending);
     assert_eq!((outcome, job), (Recorded::Duplicate, true));
     assert_eq!(queued(&store), ["EXERCISE/7/b2"]);
     // Once its data is stored, another duplicate queues nothing.
@@ -70,7 +104,8 @@ fn a_duplicate_queues_the_fetch_that_was_never_queued() {
         .record_fetched(&key, &id, &serde_json::json!({}))
         .unwrap();
     assert!(store.next_fetch().unwrap().is_none());
-    let (_, job) = store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+    let r = store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+    let job = r.fetch_pending;
     assert!(!job);
     assert!(queued(&store).is_empty());
 }
