@@ -1,0 +1,175 @@
+//! Linking the two channels: a polled item and a webhook's fetched data find their entity by
+//! fingerprint, and two records of one entity are merged into one (see `docs/architecture.md`).
+
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+
+use super::*;
+
+impl Store {
+    /// Stores a polled item: links it to its entity by fingerprint (or by key), creating the
+    /// entity when no channel has seen it. Not yet durable: call [`Store::durable`].
+    pub fn record_poll(
+        &self,
+        user_id: u64,
+        id: &crate::accesslink::data::Identity,
+        data: &serde_json::Value,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<PollRecorded> {
+        let _guard = self.link_lock.lock().map_err(poisoned)?;
+        let natural = format!("{}/{user_id}/{}", id.kind, id.entity_id);
+        let key = match &id.fingerprint {
+            Some(fp) => match self.fingerprints.get(fp).context("reading fingerprints")? {
+                Some(k) => String::from_utf8_lossy(&k).into_owned(),
+                None => natural,
+            },
+            None => natural,
+        };
+        let outcome = self.update_entity(&key, |current| {
+            let mut e = current.unwrap_or_else(|| Entity::new(&id.kind, user_id, &id.entity_id));
+            let outcome = match (e.poll_at, e.webhook_at) {
+                (Some(_), _) => PollRecorded::Known,
+                (None, Some(_)) => PollRecorded::SeenByWebhookFirst,
+                (None, None) => PollRecorded::New,
+            };
+            e.poll_at = e.poll_at.or(Some(at));
+            e.data_available_at = e.data_available_at.or(id.available_at);
+            e.fingerprint = e.fingerprint.take().or(id.fingerprint.clone());
+            (e, outcome)
+        })?;
+        let key = self.resolve(&key)?;
+        if let Some(fp) = &id.fingerprint {
+            self.fingerprints
+                .insert(fp.as_bytes(), key.as_bytes())
+                .context("indexing a fingerprint")?;
+        }
+        self.put_data(&key, data)?;
+        Ok(outcome)
+    }
+
+    /// Records the data fetched for a webhook's entity: its availability, its fingerprint and,
+    /// when the poller already holds the same entity under another key, merges the two records.
+    pub fn record_fetched(
+        &self,
+        key: &str,
+        id: &crate::accesslink::data::Identity,
+        data: &serde_json::Value,
+    ) -> anyhow::Result<()> {
+        let _guard = self.link_lock.lock().map_err(poisoned)?;
+        let key = self.resolve(key)?;
+        if let Some(fp) = &id.fingerprint {
+            let other = self
+                .fingerprints
+                .get(fp)
+                .context("reading fingerprints")?
+                .map(|k| String::from_utf8_lossy(&k).into_owned());
+            if let Some(other) = other {
+                let other = self.resolve(&other)?;
+                if other != key {
+                    self.merge(&other, &key)?;
+                }
+            }
+            self.fingerprints
+                .insert(fp.as_bytes(), key.as_bytes())
+                .context("indexing a fingerprint")?;
+        }
+        // The data first: a crash before the record says "fetched" fetches again, harmlessly.
+        self.put_data(&key, data)?;
+        let key = self.update_record(&key, |r| {
+            let e = &mut r.entity;
+            e.data_available_at = id.available_at.or(e.data_available_at);
+            e.fingerprint = id.fingerprint.clone().or(e.fingerprint.take());
+            e.fetched = true;
+            e.fetch_error = None;
+            r.fetch = None;
+        })?;
+        self.fetch_queue.remove(&key);
+        Ok(())
+    }
+
+    /// Moves the record at `from` into the one at `into`, leaving an alias behind.
+    pub(super) fn merge(&self, from: &str, into: &str) -> anyhow::Result<()> {
+        loop {
+            let Some(old) = self.entities.get(from).context("reading a merged entity")? else {
+                return Ok(());
+            };
+            let absorbed = decode_record(from, &old)?;
+            // The alias first: from now on deliveries and polls for `from` go to `into`.
+            self.aliases
+                .insert(from.as_bytes(), into.as_bytes())
+                .context("writing an alias")?;
+            // Delete only the version read; if it changed meanwhile, merge the new version.
+            let deleted = self
+                .entities
+                .compare_and_swap(from, Some(old), None as Option<&[u8]>)
+                .context("removing a merged entity")?;
+            if deleted.is_err() {
+                continue;
+            }
+            let into = self.update_record(into, |r| {
+                if r.entity.key != absorbed.entity.key {
+                    r.entity.absorb(&absorbed.entity);
+                }
+                r.raw = r.raw.take().or(absorbed.raw.clone());
+                r.fetch = r.fetch.take().or(absorbed.fetch.clone());
+            })?;
+            if let Some(job) = &absorbed.fetch {
+                self.fetch_queue.remove(from);
+                self.fetch_queue.put(&into, job.next_at);
+            }
+            let into = into.as_str();
+            if let Some(d) = self.data.remove(from).context("moving data")? {
+                if self.data.get(into)?.is_none() {
+                    self.data.insert(into.as_bytes(), d)?;
+                }
+            }
+            self.generation.fetch_add(1, Ordering::Release);
+            tracing::debug!(from, into, "linked two records of one entity");
+            return Ok(());
+        }
+    }
+
+    /// Marks the webhook fetch of an entity as failed for good (an entity that is gone stays gone)
+    /// and ends its pending fetch.
+    pub fn fetch_failed(&self, key: &str, reason: &str) -> anyhow::Result<()> {
+        match self.update_record(key, |r| {
+            r.entity.fetch_error = Some(reason.to_string());
+            r.fetch = None;
+        }) {
+            Ok(at) => self.fetch_queue.remove(&at),
+            Err(e) if self.entity(key)?.is_none() => {
+                tracing::debug!(
+                    entity = key,
+                    error = format_args!("{e:#}"),
+                    "no record to mark"
+                );
+                self.fetch_queue.remove(key);
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    pub(super) fn put_data(&self, key: &str, data: &serde_json::Value) -> anyhow::Result<()> {
+        self.data
+            .insert(key.as_bytes(), serde_json::to_vec(data)?)
+            .with_context(|| format!("storing data of {key}"))?;
+        Ok(())
+    }
+
+    /// The newest data stored for an entity.
+    pub fn data(&self, key: &str) -> anyhow::Result<Option<serde_json::Value>> {
+        let key = self.resolve(key)?;
+        match self.data.get(&key)? {
+            Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    // ---- the fetch queue ----
+    //
+    // Keys are the due time (milliseconds, big-endian) followed by the entity key, so the first
+    // entry is always the next job due and the worker never scans the queue.
+}

@@ -1,0 +1,240 @@
+//! The write path of one record: a delivery ([`Store::record_delivery`]: one compare-and-swap of
+//! the entity's record, carrying its raw body and fetch job), and the read-modify-write every other
+//! change goes through, keeping the rest of the record.
+
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+
+use super::*;
+
+impl Store {
+    /// The record at `key` (following aliases), with the key it lives under.
+    pub(super) fn record(&self, key: &str) -> anyhow::Result<Option<(String, Record)>> {
+        let key = self.resolve(key)?;
+        match self
+            .entities
+            .get(&key)
+            .with_context(|| format!("reading entity {key}"))?
+        {
+            Some(v) => Ok(Some((key.clone(), decode_record(&key, &v)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Records a valid delivery in one write: creates its entity with its raw body and, when
+    /// `fetch` is set, its fetch job; or marks an existing one (seen by the poller first, or a
+    /// duplicate), queueing the fetch again if its data was never fetched and no job is pending.
+    /// Returns what it did and whether a fetch is pending for it. Not yet durable: call
+    /// [`Store::durable`] before answering 200.
+    pub fn record_delivery(
+        &self,
+        delivery: &Delivery,
+        body: &[u8],
+        received_at: DateTime<Utc>,
+        fetch: bool,
+    ) -> anyhow::Result<DeliveryRecorded> {
+        let r = delivery.entity();
+        let natural = r.key();
+        let mut body = Some(String::from_utf8_lossy(body).into_owned());
+        loop {
+            // Resolved on every try: a merge may have moved the record meanwhile.
+            let key = self.resolve(&natural)?;
+            let old = self
+                .entities
+                .get(&key)
+                .with_context(|| format!("reading entity {key}"))?;
+            let created = old.is_none();
+            let mut rec = match &old {
+                Some(v) => decode_record(&key, v)?,
+                None => Record {
+                    entity: Entity::new(&r.kind, r.user_id, &r.entity_id),
+                    seq: Some(self.db.generate_id().context("generating a sequence")?),
+                    raw: None,
+                    fetch: None,
+                },
+            };
+            let had_job = rec.fetch.is_some();
+            let e = &mut rec.entity;
+            let first = e.webhook_at.is_none();
+            if first {
+                e.webhook_at = Some(received_at);
+                e.webhook_timestamp = Some(delivery.timestamp);
+                e.url = Some(delivery.url.clone());
+                rec.raw = Some(RawDelivery {
+                    received_at,
+                    body: body.take().unwrap_or_default(),
+                });
+            }
+            e.webhook_deliveries = e.webhook_deliveries.saturating_add(1);
+            e.key = key.clone();
+            if fetch && rec.fetch.is_none() && !e.fetched && e.fetch_error.is_none() {
+                if let Some(url) = &e.url {
+                    rec.fetch = Some(FetchJob {
+                        url: url.clone(),
+                        user_id: e.user_id,
+                        event: e.kind.clone(),
+                        attempts: 0,
+                        next_at: received_at,
+                    });
+                }
+            }
+            let bytes = serde_json::to_vec(&rec).context("encoding an entity")?;
+            let swapped = self
+                .entities
+                .compare_and_swap(&key, old, Some(bytes))
+                .with_context(|| format!("writing entity {key}"))?;
+            if swapped.is_err() {
+                // Lost a race: give the body back for the next try.
+                if let Some(raw) = rec.raw.take().filter(|_| first) {
+                    body = Some(raw.body);
+                }
+                continue;
+            }
+            if created {
+                if let Some(seq) = rec.seq {
+                    self.recent
+                        .insert(seq.to_be_bytes(), key.as_bytes())
+                        .context("indexing a new entity")?;
+                    // After the write: a commit that reads this mark flushes the record.
+                    self.written_seq.fetch_max(seq, Ordering::AcqRel);
+                }
+            }
+            let queued_now = !had_job && rec.fetch.is_some();
+            let record_durable = rec
+                .seq
+                .is_none_or(|s| s <= self.durable_seq.load(Ordering::Acquire));
+            let pending = match &rec.fetch {
+                Some(job) if fetch => {
+                    self.fetch_queue.put(&key, job.next_at);
+                    true
+                }
+                _ => false,
+            };
+            self.generation.fetch_add(1, Ordering::Release);
+            let outcome = if first {
+                self.incr(counter::WEBHOOK_ACCEPTED, 1)?;
+                Recorded::Accepted
+            } else {
+                self.incr(counter::WEBHOOK_DUPLICATES, 1)?;
+                Recorded::Duplicate
+            };
+            self.last_delivery_ms
+                .fetch_max(received_at.timestamp_millis(), Ordering::AcqRel);
+            return Ok(DeliveryRecorded {
+                outcome,
+                fetch_pending: pending,
+                already_durable: !first && !queued_now && record_durable,
+            });
+        }
+    }
+
+    /// The key an entity key now lives under (itself unless it was merged into another).
+    pub fn resolve(&self, key: &str) -> anyhow::Result<String> {
+        let mut key = key.to_string();
+        // Aliases point at a record that existed when they were written; a chain is short.
+        for _ in 0..8 {
+            match self
+                .aliases
+                .get(&key)
+                .with_context(|| format!("reading alias {key}"))?
+            {
+                Some(to) => key = String::from_utf8_lossy(&to).into_owned(),
+                None => return Ok(key),
+            }
+        }
+        Ok(key)
+    }
+
+    /// Atomically read-modify-writes the entity at `key`, following aliases (compare-and-swap,
+    /// retried on a race). `f` gets the current entity (or `None`) and returns the new one and
+    /// a result; it may run more than once. The rest of the record is kept.
+    pub fn update_entity<T>(
+        &self,
+        key: &str,
+        mut f: impl FnMut(Option<Entity>) -> (Entity, T),
+    ) -> anyhow::Result<T> {
+        loop {
+            // Resolved on every try: a merge may have moved the record meanwhile.
+            let key = self.resolve(key)?;
+            let key = key.as_str();
+            let old = self
+                .entities
+                .get(key)
+                .with_context(|| format!("reading entity {key}"))?;
+            let current = old.as_ref().map(|v| decode_record(key, v)).transpose()?;
+            let created = current.is_none();
+            let (entity, rest) = match current {
+                Some(r) => (Some(r.entity), Some((r.seq, r.raw, r.fetch))),
+                None => (None, None),
+            };
+            let (mut new, out) = f(entity);
+            new.key = key.to_string();
+            let (seq, raw, fetch) = match rest {
+                Some(rest) => rest,
+                None => (
+                    Some(self.db.generate_id().context("generating a sequence")?),
+                    None,
+                    None,
+                ),
+            };
+            let rec = Record {
+                entity: new,
+                seq,
+                raw,
+                fetch,
+            };
+            let bytes = serde_json::to_vec(&rec).context("encoding an entity")?;
+            let swapped = self
+                .entities
+                .compare_and_swap(key, old, Some(bytes))
+                .with_context(|| format!("writing entity {key}"))?;
+            if swapped.is_ok() {
+                if created {
+                    if let Some(seq) = seq {
+                        self.recent
+                            .insert(seq.to_be_bytes(), key.as_bytes())
+                            .context("indexing a new entity")?;
+                        self.written_seq.fetch_max(seq, Ordering::AcqRel);
+                    }
+                }
+                self.generation.fetch_add(1, Ordering::Release);
+                self.changed();
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Read-modify-writes an existing record (compare-and-swap, retried on a race); returns the
+    /// key it lives under. `f` may run more than once.
+    pub(super) fn update_record(
+        &self,
+        key: &str,
+        mut f: impl FnMut(&mut Record),
+    ) -> anyhow::Result<String> {
+        loop {
+            let key = self.resolve(key)?;
+            let Some(old) = self
+                .entities
+                .get(&key)
+                .with_context(|| format!("reading entity {key}"))?
+            else {
+                anyhow::bail!("no entity {key}");
+            };
+            let mut rec = decode_record(&key, &old)?;
+            f(&mut rec);
+            let bytes = serde_json::to_vec(&rec).context("encoding an entity")?;
+            if self
+                .entities
+                .compare_and_swap(&key, Some(old), Some(bytes))
+                .with_context(|| format!("writing entity {key}"))?
+                .is_ok()
+            {
+                self.generation.fetch_add(1, Ordering::Release);
+                self.changed();
+                return Ok(key);
+            }
+        }
+    }
+}
