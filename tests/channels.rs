@@ -422,6 +422,7 @@ async fn the_fetch_queue_resumes_after_a_restart() {
     app.running
         .store
         .set_webhook_secret(&created.secret)
+        .await
         .unwrap();
     // Every fetch fails for now.
     let set_faults = |f: Value| {

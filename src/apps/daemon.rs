@@ -413,7 +413,7 @@ async fn connect_simulator(
     let created = webhooks::create(client, webhook_url, &events)
         .await
         .context("creating the webhook at the simulator")?;
-    store.set_webhook_secret(&created.secret)?;
+    store.set_webhook_secret(&created.secret).await?;
     tracing::info!(id = %created.webhook.id, url = webhook_url, users = store.users()?.len(), "connected to the simulator");
     Ok(())
 }

@@ -44,7 +44,7 @@ pub fn routes(store: Arc<Store>, client: Arc<Client>) -> BoxedFilter<(Response,)
         .and(warp::body::content_length_limit(1024))
         .and(warp::body::bytes())
         .and(with_store)
-        .map(|body: bytes::Bytes, store: Arc<Store>| {
+        .then(|body: bytes::Bytes, store: Arc<Store>| async move {
             let secret = String::from_utf8_lossy(&body).trim().to_string();
             if secret.is_empty() {
                 return error(
@@ -52,7 +52,7 @@ pub fn routes(store: Arc<Store>, client: Arc<Client>) -> BoxedFilter<(Response,)
                     "the body must be the signature secret",
                 );
             }
-            match store.set_webhook_secret(&Secret::new(secret)) {
+            match store.set_webhook_secret(&Secret::new(secret)).await {
                 Ok(()) => {
                     tracing::info!("a new webhook signature secret was saved");
                     warp::reply::with_status("", StatusCode::NO_CONTENT).into_response()

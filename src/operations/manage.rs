@@ -62,7 +62,7 @@ pub async fn remove_user(store: &Store, client: &Client, user_id: u64) -> anyhow
         Err(e) => return Err(e).context("de-registering the user at AccessLink"),
     }
     store.remove_user(user_id)?;
-    store.flush()?;
+    store.durable().await?;
     Ok(true)
 }
 
@@ -111,7 +111,7 @@ async fn admin_ok(r: reqwest::RequestBuilder, what: &str) -> anyhow::Result<reqw
 pub async fn save_webhook_secret(cfg: &Config, secret: &Secret) -> anyhow::Result<String> {
     match target(cfg) {
         Target::Store(store) => {
-            store.set_webhook_secret(secret)?;
+            store.set_webhook_secret(secret).await?;
             Ok(format!("the store at {}", cfg.store.path.display()))
         }
         Target::Daemon { base, token } => {

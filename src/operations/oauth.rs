@@ -61,13 +61,13 @@ fn fail(status: StatusCode, title: &'static str, detail: impl Into<String>) -> F
 
 impl OAuth {
     /// The authorization URL for a new, remembered state.
-    pub fn connect_url(&self) -> anyhow::Result<String> {
+    pub async fn connect_url(&self) -> anyhow::Result<String> {
         let state: String = rand::thread_rng()
             .sample_iter(&rand::distributions::Alphanumeric)
             .take(32)
             .map(char::from)
             .collect();
-        self.store.put_oauth_state(&state, Utc::now())?;
+        self.store.put_oauth_state(&state, Utc::now()).await?;
         let mut url = reqwest::Url::parse(&self.authorize_url)?;
         url.query_pairs_mut()
             .append_pair("response_type", "code")
@@ -129,7 +129,7 @@ impl OAuth {
                 format!("{e:#}"),
             )
         })?;
-        self.store.flush().map_err(|e| {
+        self.store.durable().await.map_err(|e| {
             fail(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Could not store the connection",
@@ -261,18 +261,20 @@ pub fn routes(
     let connect = warp::path!("oauth" / "connect")
         .and(warp::get())
         .and(with.clone())
-        .map(|o: Arc<OAuth>| match o.connect_url() {
-            Ok(url) => warp::reply::with_header(
-                warp::reply::with_status("", StatusCode::FOUND),
-                "Location",
-                url,
-            )
-            .into_response(),
-            Err(e) => page(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Could not start",
-                &format!("{e:#}"),
-            ),
+        .then(|o: Arc<OAuth>| async move {
+            match o.connect_url().await {
+                Ok(url) => warp::reply::with_header(
+                    warp::reply::with_status("", StatusCode::FOUND),
+                    "Location",
+                    url,
+                )
+                .into_response(),
+                Err(e) => page(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Could not start",
+                    &format!("{e:#}"),
+                ),
+            }
         });
     let callback = warp::path!("oauth" / "callback")
         .and(warp::get())

@@ -460,12 +460,13 @@ impl Store {
             .map(crate::config::Secret::new)
     }
 
-    /// Saves the webhook signature key durably.
-    pub fn set_webhook_secret(&self, secret: &crate::config::Secret) -> anyhow::Result<()> {
+    /// Saves the webhook signature key durably (through the group commit: never blocks the
+    /// runtime).
+    pub async fn set_webhook_secret(&self, secret: &crate::config::Secret) -> anyhow::Result<()> {
         self.meta
             .insert(META_WEBHOOK_SECRET, secret.expose().as_bytes())
             .context("saving the webhook secret")?;
-        self.flush()?;
+        self.durable().await?;
         Ok(())
     }
 

@@ -9,11 +9,11 @@ impl Store {
     // ---- OAuth states ----
 
     /// Remembers an OAuth `state` (flushed: the browser may come back after a restart).
-    pub fn put_oauth_state(&self, state: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
+    pub async fn put_oauth_state(&self, state: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
         self.oauth_states
             .insert(state.as_bytes(), at.to_rfc3339().as_bytes())
             .context("saving an OAuth state")?;
-        self.flush()?;
+        self.durable().await?;
         Ok(())
     }
 
