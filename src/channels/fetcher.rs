@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use chrono::Utc;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -53,26 +54,45 @@ impl Fetcher {
             Ok(Err(e)) => tracing::error!(error = format_args!("{e:#}"), "loading pending fetches"),
             Err(e) => tracing::error!(error = %e, "the scan for pending fetches failed"),
         }
+        // After a store error the worker pauses, doubling up to a minute, instead of taking the
+        // same job again at once (which would request AccessLink in a tight loop).
+        let mut store_trouble = Duration::ZERO;
         loop {
             if shutdown.is_cancelled() {
                 return;
             }
-            let next = match self.store.next_fetch() {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::error!(error = format_args!("{e:#}"), "reading the fetch queue");
-                    None
+            let outcome = match self.store.next_fetch() {
+                Ok(Some((key, job))) if job.next_at <= Utc::now() => {
+                    self.fetch_one(&key, job).await.map(|()| None)
                 }
+                Ok(Some((_, job))) => Ok(Some(
+                    (job.next_at - Utc::now())
+                        .to_std()
+                        .unwrap_or(Duration::ZERO),
+                )),
+                // Nothing pending: a delivery that queues a job wakes the worker.
+                Ok(None) => Ok(Some(Duration::from_secs(3600))),
+                Err(e) => Err(e.context("reading the fetch queue")),
             };
-            let sleep = match next {
-                Some((key, job)) if job.next_at <= Utc::now() => {
-                    self.fetch_one(&key, job).await;
+            let sleep = match outcome {
+                Ok(None) => {
+                    store_trouble = Duration::ZERO;
                     continue;
                 }
-                Some((_, job)) => (job.next_at - Utc::now())
-                    .to_std()
-                    .unwrap_or(Duration::ZERO),
-                None => Duration::from_secs(3600),
+                Ok(Some(sleep)) => {
+                    store_trouble = Duration::ZERO;
+                    sleep
+                }
+                Err(e) => {
+                    store_trouble =
+                        (store_trouble * 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+                    tracing::error!(
+                        error = format_args!("{e:#}"),
+                        retry_in_s = store_trouble.as_secs(),
+                        "the fetcher cannot use the store"
+                    );
+                    store_trouble
+                }
             };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -82,7 +102,9 @@ impl Fetcher {
         }
     }
 
-    async fn fetch_one(&self, key: &str, mut job: FetchJob) {
+    /// Fetches one due job. Every outcome ends the job (done or given up) or reschedules it; an
+    /// error means the store could not record either, and the caller pauses.
+    async fn fetch_one(&self, key: &str, job: FetchJob) -> anyhow::Result<()> {
         // The job came from the entity's record (`next_fetch`): it is still due.
         let store = &self.store;
         let observe = |o: Outcome| {
@@ -95,10 +117,7 @@ impl Fetcher {
             Ok(None) => {
                 return self.give_up(key, "no access token is known for this user");
             }
-            Err(e) => {
-                tracing::error!(error = format_args!("{e:#}"), "reading a user");
-                return;
-            }
+            Err(e) => return self.retry_later(key, job, &format!("reading the user: {e:#}"), None),
         };
         let result = self
             .client
@@ -117,48 +136,70 @@ impl Fetcher {
                         );
                     }
                     Err(e) => {
-                        tracing::error!(
-                            entity = key,
-                            error = format_args!("{e:#}"),
-                            "storing fetched data"
+                        return self.retry_later(
+                            key,
+                            job,
+                            &format!("storing the fetched data: {e:#}"),
+                            None,
                         );
                     }
                 }
+                Ok(())
             }
             Ok(None) => self.give_up(key, "AccessLink has no data at the delivery's url (204)"),
             Err(ApiError::Unauthorized { .. }) => {
-                let _ = store.mark_disconnected(job.user_id, "401 while fetching webhook data");
-                self.give_up(key, "401: the user's token is no longer valid");
+                store
+                    .mark_disconnected(job.user_id, "401 while fetching webhook data")
+                    .context("marking the user disconnected")?;
+                self.give_up(key, "401: the user's token is no longer valid")
             }
             Err(
                 e @ (ApiError::ForeignUrl { .. }
                 | ApiError::Forbidden { .. }
                 | ApiError::Decode { .. }),
-            ) => {
-                self.give_up(key, &e.to_string());
-            }
+            ) => self.give_up(key, &e.to_string()),
             Err(e @ ApiError::Status { status: 404, .. }) => self.give_up(key, &e.to_string()),
             Err(e) => {
-                job.attempts += 1;
-                if job.attempts >= MAX_ATTEMPTS {
-                    return self.give_up(key, &format!("{e} (after {} attempts)", job.attempts));
-                }
-                let delay = match &e {
-                    ApiError::RateLimited { reset, .. } => *reset,
-                    _ => Duration::from_secs(2u64.pow(job.attempts).min(600)),
+                let wait = match &e {
+                    ApiError::RateLimited { reset, .. } => Some(*reset),
+                    _ => None,
                 };
-                job.next_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                tracing::warn!(entity = key, error = %e, retry_in_s = delay.as_secs(), "fetch failed; will retry");
-                if let Err(e) = store.reschedule_fetch(key, &job) {
-                    tracing::error!(error = format_args!("{e:#}"), "requeueing a fetch");
-                }
+                self.retry_later(key, job, &e.to_string(), wait)
             }
         }
     }
 
-    fn give_up(&self, key: &str, reason: &str) {
+    /// The one path for a failure that may pass: try again after `wait` (default: growing with
+    /// the attempts), or give up after `MAX_ATTEMPTS`.
+    fn retry_later(
+        &self,
+        key: &str,
+        mut job: FetchJob,
+        reason: &str,
+        wait: Option<Duration>,
+    ) -> anyhow::Result<()> {
+        job.attempts += 1;
+        if job.attempts >= MAX_ATTEMPTS {
+            return self.give_up(key, &format!("{reason} (after {} attempts)", job.attempts));
+        }
+        let delay = wait.unwrap_or_else(|| Duration::from_secs(2u64.pow(job.attempts).min(600)));
+        job.next_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+        tracing::warn!(
+            entity = key,
+            reason,
+            retry_in_s = delay.as_secs(),
+            "fetch failed; will retry"
+        );
+        self.store
+            .reschedule_fetch(key, &job)
+            .with_context(|| format!("rescheduling the fetch of {key}"))
+    }
+
+    fn give_up(&self, key: &str, reason: &str) -> anyhow::Result<()> {
         tracing::warn!(entity = key, reason, "webhook data not fetched");
-        let _ = self.store.incr(counter::WEBHOOK_FETCHES_FAILED, 1);
-        let _ = self.store.fetch_failed(key, reason);
+        self.store
+            .fetch_failed(key, reason)
+            .with_context(|| format!("recording that the fetch of {key} failed"))?;
+        self.store.incr(counter::WEBHOOK_FETCHES_FAILED, 1)
     }
 }
