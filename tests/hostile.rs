@@ -200,3 +200,85 @@ async fn forty_hostile_requests_are_refused_and_the_daemon_carries_on() {
     assert_eq!(app.status().await["entities"]["total"], 2);
     app.stop().await;
 }
+
+/// Attack: an empty webhook key (`webhook_secret = ""` or `HOOKRACE_WEBHOOK_SECRET=`) would let anyone
+/// sign deliveries with the empty key. The configuration is refused, and a blank key that reached
+/// the store anyway verifies nothing (503, nothing stored).
+#[tokio::test]
+async fn an_empty_webhook_secret_is_refused_and_never_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = |secret: &str| {
+        format!(
+            "[accesslink]\nclient_id = \"c\"\nclient_secret = \"s\"\n{secret}\n[poller]\nenabled = false\n[store]\npath = \"{}\"\n",
+            dir.path().display()
+        )
+    };
+    for (file, env) in [
+        ("webhook_secret = \"\"", None),
+        ("webhook_secret = \"   \"", None),
+        ("", Some("")),
+    ] {
+        let env = move |name: &str| {
+            (name == "HOOKRACE_WEBHOOK_SECRET")
+                .then(|| env.map(String::from))
+                .flatten()
+        };
+        let err = hookrace::config::parse(&text(file), "test", &env)
+            .expect_err("an empty webhook secret is refused");
+        assert!(
+            err.to_string().contains("webhook_secret"),
+            "the problem names the key: {err}"
+        );
+    }
+    let err = hookrace::config::parse(
+        &text("webhook_secret = \"x\"").replace("client_secret = \"s\"", "client_secret = \"\""),
+        "test",
+        &|_| None,
+    )
+    .expect_err("an empty client secret is refused");
+    assert!(err.to_string().contains("client_secret"), "{err}");
+
+    // A blank key in the store (as an older version could save) is no key.
+    let mut cfg = test_config(dir.path());
+    cfg.accesslink.webhook_secret = None;
+    let app = spawn_with(cfg).await;
+    app.running
+        .store
+        .set_webhook_secret(&hookrace::config::Secret::new(""))
+        .await
+        .unwrap();
+    let body = exercise(7, "empty-key");
+    let res = app.post(&body, Some(&sign("", body.as_bytes()))).await;
+    assert_eq!(res.status(), 503, "a delivery signed with the empty key");
+    assert!(
+        app.running
+            .store
+            .entity("EXERCISE/7/empty-key")
+            .unwrap()
+            .is_none()
+    );
+    app.stop().await;
+}
+
+/// A secret saved with `PUT /webhook/secret` while the configuration holds one would be shadowed
+/// for good: the daemon answers 409 and says where the secret lives, instead of 204.
+#[tokio::test]
+async fn saving_a_secret_the_configuration_shadows_is_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_with(test_config(dir.path())).await;
+    let res = app
+        .http
+        .put(format!("{}/webhook/secret", app.admin_base))
+        .body("a-new-secret-from-webhook-create")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 409);
+    let text = res.text().await.unwrap();
+    assert!(text.contains("HOOKRACE_WEBHOOK_SECRET"), "{text}");
+    assert!(
+        app.running.store.webhook_secret().is_none(),
+        "nothing saved"
+    );
+    app.stop().await;
+}

@@ -198,6 +198,17 @@ pub async fn start_with_seed(
             "no webhook secret is configured or stored: deliveries will be refused with 503 until one is"
         );
     }
+    if let (Some(configured), Some(saved)) =
+        (&config.accesslink.webhook_secret, store.webhook_secret())
+    {
+        if configured.expose() != saved.expose() {
+            tracing::warn!(
+                "the store holds a webhook secret (saved by `hookrace webhook create`) that differs \
+                 from the configured one; the configured one is used: remove it from the \
+                 configuration to use the saved one"
+            );
+        }
+    }
 
     let fetcher = Fetcher::new(store.clone(), client.clone());
     let webhook_state = Arc::new(WebhookState {
@@ -238,7 +249,11 @@ pub async fn start_with_seed(
         token: config.admin.token.clone(),
         shutdown: shutdown.child_token(),
     });
-    let management = admin_routes::routes(store.clone(), client.clone());
+    let management = admin_routes::routes(
+        store.clone(),
+        client.clone(),
+        config.accesslink.webhook_secret.is_some(),
+    );
 
     let servers = shutdown.child_token();
     let public_server = tokio::spawn(

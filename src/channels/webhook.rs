@@ -36,8 +36,13 @@ pub struct WebhookState {
 }
 
 impl WebhookState {
+    /// The configured key, else the one `hookrace webhook create` saved. A blank key is no key:
+    /// checking a signature against it would accept anyone's.
     fn secret(&self) -> Option<Secret> {
-        self.secret.clone().or_else(|| self.store.webhook_secret())
+        self.secret
+            .clone()
+            .or_else(|| self.store.webhook_secret())
+            .filter(|s| !s.expose().trim().is_empty())
     }
 }
 

@@ -274,6 +274,22 @@ impl RawConfig {
             .accesslink
             .webhook_secret
             .or_else(|| env(ENV_WEBHOOK_SECRET).map(Secret));
+        // An empty key would make every delivery "signed" by anyone who signs with it too.
+        for (name, env_name, value) in [
+            ("webhook_secret", ENV_WEBHOOK_SECRET, &webhook_secret),
+            ("client_secret", ENV_CLIENT_SECRET, &client_secret),
+        ] {
+            if value.as_ref().is_some_and(|s| s.expose().trim().is_empty()) {
+                problems.push(format!(
+                    "`accesslink.{name}` (or {env_name}) is empty: leave it out instead{}",
+                    if name == "webhook_secret" {
+                        " (hookrace then uses the secret `hookrace webhook create` saved)"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
         if !self.simulator.enabled {
             if self.accesslink.client_id.trim().is_empty() {
                 problems.push(

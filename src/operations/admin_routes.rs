@@ -14,8 +14,15 @@ use crate::accesslink::client::Client;
 use crate::config::Secret;
 use crate::store::Store;
 
-/// The management routes over `store`, de-registering users through `client`.
-pub fn routes(store: Arc<Store>, client: Arc<Client>) -> BoxedFilter<(Response,)> {
+/// The management routes over `store`, de-registering users through `client`. With
+/// `configured_secret`, the webhook secret comes from the configuration or the environment, which a
+/// saved secret would not override: `PUT /webhook/secret` then answers 409 instead of saving a key
+/// that would never be used.
+pub fn routes(
+    store: Arc<Store>,
+    client: Arc<Client>,
+    configured_secret: bool,
+) -> BoxedFilter<(Response,)> {
     let with_store = {
         let store = store.clone();
         warp::any().map(move || store.clone())
@@ -44,7 +51,15 @@ pub fn routes(store: Arc<Store>, client: Arc<Client>) -> BoxedFilter<(Response,)
         .and(warp::body::content_length_limit(1024))
         .and(warp::body::bytes())
         .and(with_store)
-        .then(|body: bytes::Bytes, store: Arc<Store>| async move {
+        .then(move |body: bytes::Bytes, store: Arc<Store>| async move {
+            if configured_secret {
+                return error(
+                    StatusCode::CONFLICT,
+                    "the webhook secret is set in the configuration (accesslink.webhook_secret or \
+                     HOOKRACE_WEBHOOK_SECRET), which takes precedence: put the new secret there and \
+                     restart, or remove it there to use the saved one",
+                );
+            }
             let secret = String::from_utf8_lossy(&body).trim().to_string();
             if secret.is_empty() {
                 return error(
