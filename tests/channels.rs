@@ -452,3 +452,78 @@ async fn the_fetch_queue_resumes_after_a_restart() {
     assert_eq!(s["entities"]["total"], 1);
     app.stop().await;
 }
+
+/// A commit deletes the data at Polar. An upstream whose transaction list lacks the expected key
+/// (here `exercise` instead of `exercises`) must leave the transaction uncommitted: before the fix
+/// the poller read "no items" and committed, deleting data it never stored.
+#[tokio::test]
+async fn a_transaction_list_hookrace_cannot_read_is_never_committed() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use warp::Filter;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let commits = Arc::new(AtomicUsize::new(0));
+    let upstream = {
+        let (base, commits) = (base.clone(), commits.clone());
+        let notes = {
+            let base = base.clone();
+            warp::path!("v3" / "notifications").map(move || {
+                warp::reply::json(&serde_json::json!({ "available-user-data": [
+                    { "user-id": 5, "data-type": "EXERCISE",
+                      "url": format!("{base}/v3/users/5/exercise-transactions") }
+                ]}))
+            })
+        };
+        let create = warp::post()
+            .and(warp::path!("v3" / "users" / u64 / "exercise-transactions"))
+            .map(move |_u| {
+                warp::reply::with_status(
+                    warp::reply::json(&serde_json::json!({
+                        "transaction-id": 9,
+                        "resource-uri": format!("{base}/v3/users/5/exercise-transactions/9")
+                    })),
+                    warp::http::StatusCode::CREATED,
+                )
+            });
+        let list = warp::get()
+            .and(warp::path!(
+                "v3" / "users" / u64 / "exercise-transactions" / u64
+            ))
+            .map(|_u, _t| warp::reply::json(&serde_json::json!({ "exercise": ["https://x/1"] })));
+        let commit = warp::put()
+            .and(warp::path!(
+                "v3" / "users" / u64 / "exercise-transactions" / u64
+            ))
+            .map(move |_u, _t| {
+                commits.fetch_add(1, Ordering::SeqCst);
+                warp::reply()
+            });
+        notes.or(create).or(list).or(commit)
+    };
+    tokio::spawn(warp::serve(upstream).incoming(listener).run());
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[webhook]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [accesslink]\nbase_url = \"{base}\"\nclient_id = \"c\"\nclient_secret = \"s\"\nwebhook_secret = \"{}\"\n\
+         [[users]]\nuser_id = 5\naccess_token = \"token-of-five\"\n\
+         [poller]\nenabled = true\nevery = \"1h\"\n[store]\npath = \"{}\"\n",
+        common::SECRET,
+        dir.path().display()
+    );
+    let cfg = hookrace::config::parse(&text, "test", &|_| None).unwrap();
+    let app = spawn_with(cfg).await;
+    let report = app.cycle().await;
+    assert!(
+        report.errors >= 1,
+        "the unreadable list is an error: {report:?}"
+    );
+    assert_eq!(report.committed, 0);
+    assert_eq!(
+        commits.load(Ordering::SeqCst),
+        0,
+        "nothing was committed at Polar"
+    );
+    app.stop().await;
+}

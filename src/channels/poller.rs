@@ -229,15 +229,19 @@ impl Poller {
             .request(report, "list_transaction", Method::GET, uri, auth)
             .await?
             .unwrap_or(Value::Null);
-        let items: Vec<String> = list
-            .get(list_key)
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|u| u.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
+        // A commit deletes the data at Polar: a list hookrace cannot read is never committed.
+        let Some(listed) = list.get(list_key).and_then(Value::as_array) else {
+            return Err(ApiError::Decode {
+                method: Method::GET,
+                url: uri.to_string(),
+                message: format!("the transaction's list has no `{list_key}` array"),
+            });
+        };
+        let items: Vec<String> = listed
+            .iter()
+            .filter_map(|u| u.as_str().map(String::from))
+            .collect();
+        let mut all_stored = items.len() == listed.len();
         for item_url in &items {
             let Some(item) = self
                 .request(report, "get_item", Method::GET, item_url, auth)
@@ -245,7 +249,15 @@ impl Poller {
             else {
                 continue;
             };
-            self.store_item(report, user, kind, &item);
+            all_stored &= self.store_item(report, user, kind, &item);
+        }
+        if !all_stored {
+            tracing::error!(
+                user,
+                transaction = uri,
+                "an item could not be read or stored: not committing (its data is offered again)"
+            );
+            return Ok(());
         }
         // Every item is on disk before the commit deletes it at the source.
         if let Err(e) = self.store.durable().await {
@@ -262,15 +274,20 @@ impl Poller {
         Ok(())
     }
 
-    fn store_item(&self, report: &mut CycleReport, user: u64, kind: &str, item: &Value) {
+    /// Stores one polled item; false when the store refused it.
+    fn store_item(&self, report: &mut CycleReport, user: u64, kind: &str, item: &Value) -> bool {
         let id = data::identify(kind, user, item);
         report.items += 1;
         match self.store.record_poll(user, &id, item, Utc::now()) {
-            Ok(PollRecorded::New) => report.new_entities += 1,
-            Ok(_) => {}
+            Ok(PollRecorded::New) => {
+                report.new_entities += 1;
+                true
+            }
+            Ok(_) => true,
             Err(e) => {
                 report.errors += 1;
                 tracing::error!(error = format_args!("{e:#}"), "storing a polled item");
+                false
             }
         }
     }
@@ -311,7 +328,10 @@ impl Poller {
                     .request(report, "get_exercise", Method::GET, &url, auth)
                     .await
                 {
-                    Ok(Some(item)) => self.store_item(report, u.user_id, "EXERCISE", &item),
+                    Ok(Some(item)) => {
+                        // List mode commits nothing: a failed store is read again next cycle.
+                        self.store_item(report, u.user_id, "EXERCISE", &item);
+                    }
                     Ok(None) => {}
                     Err(e) => {
                         self.failed(report, Some(u.user_id), "fetching an exercise failed", &e)
