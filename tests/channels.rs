@@ -527,3 +527,94 @@ async fn a_transaction_list_hookrace_cannot_read_is_never_committed() {
     );
     app.stop().await;
 }
+
+/// Attacks from upstream (or from whoever answers for it): a redirect from a data URL to another
+/// port is not followed (the user's token would go with it, past the base-URL guard), and a
+/// `RateLimit-Reset` of 2^64−1 seconds neither panics the poller nor stops it for longer than a day.
+#[tokio::test]
+async fn upstream_redirects_are_not_followed_and_absurd_resets_do_not_panic() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use warp::Filter;
+
+    // B: where the redirect points. It must never be asked.
+    let b_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b_base = format!("http://{}", b_listener.local_addr().unwrap());
+    let b_hits = Arc::new(AtomicUsize::new(0));
+    let b = {
+        let hits = b_hits.clone();
+        warp::any().map(move || {
+            hits.fetch_add(1, Ordering::SeqCst);
+            warp::reply::json(
+                &serde_json::json!({ "id": "r1", "upload_time": "2026-11-28T10:00:00Z" }),
+            )
+        })
+    };
+    tokio::spawn(warp::serve(b).incoming(b_listener).run());
+
+    // A: the configured AccessLink. Its notifications carry the absurd reset once `absurd` is set
+    // (the poller's first cycle runs at start; a day's block then would hold up the fetch).
+    let absurd = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let a_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a_base = format!("http://{}", a_listener.local_addr().unwrap());
+    let a = {
+        let b_base = b_base.clone();
+        let exercise = warp::path!("v3" / "exercises" / String).map(move |id: String| {
+            warp::http::Response::builder()
+                .status(302)
+                .header("Location", format!("{b_base}/v3/exercises/{id}"))
+                .body(String::new())
+                .unwrap()
+        });
+        let absurd = absurd.clone();
+        let notes = warp::path!("v3" / "notifications").map(move || {
+            let reply = warp::http::Response::builder().status(204);
+            let reply = if absurd.load(Ordering::SeqCst) {
+                reply
+                    .header("RateLimit-Usage", "499, 1")
+                    .header("RateLimit-Limit", "500, 5000")
+                    .header("RateLimit-Reset", "18446744073709551615, 1")
+            } else {
+                reply
+            };
+            reply.body(String::new()).unwrap()
+        });
+        exercise.or(notes)
+    };
+    tokio::spawn(warp::serve(a).incoming(a_listener).run());
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[webhook]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [accesslink]\nbase_url = \"{a_base}\"\nclient_id = \"c\"\nclient_secret = \"s\"\nwebhook_secret = \"{}\"\n\
+         [[users]]\nuser_id = 5\naccess_token = \"token-of-five\"\n\
+         [poller]\nenabled = true\nevery = \"1h\"\n[store]\npath = \"{}\"\n",
+        common::SECRET,
+        dir.path().display()
+    );
+    let app = spawn_with(hookrace::config::parse(&text, "test", &|_| None).unwrap()).await;
+    let body = format!(
+        r#"{{"event":"EXERCISE","user_id":5,"entity_id":"r1","timestamp":"2026-11-28T10:00:00Z","url":"{a_base}/v3/exercises/r1"}}"#
+    );
+    assert_eq!(app.deliver(&body).await.status(), 200);
+    let error = common::eventually("the fetch to end", || async {
+        app.running
+            .store
+            .entity("EXERCISE/5/r1")
+            .unwrap()
+            .and_then(|e| e.fetch_error)
+    })
+    .await;
+    assert!(error.contains("redirect"), "{error}");
+    assert_eq!(
+        b_hits.load(Ordering::SeqCst),
+        0,
+        "the redirect was followed"
+    );
+
+    // The absurd reset: the cycle ends normally (before the fix: overflow panic in the client).
+    absurd.store(true, Ordering::SeqCst);
+    let report = app.cycle().await;
+    assert_eq!(report.errors, 0, "{report:?}");
+    app.stop().await;
+}

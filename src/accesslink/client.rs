@@ -188,6 +188,9 @@ impl Client {
         let http = reqwest::Client::builder()
             .timeout(policy.timeout)
             .connect_timeout(Duration::from_secs(5))
+            // A redirect would leave the base-URL guard behind (it checks the first URL only):
+            // AccessLink's documented answers never redirect, so none is followed.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("hookrace/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Client {
@@ -412,7 +415,11 @@ impl Client {
                 None
             };
             if let Some(s) = wait {
-                let until = Instant::now() + Duration::from_secs(s);
+                // A reset is never longer than the daily window; a larger value is an upstream
+                // error (and `Instant + huge` would panic).
+                let wait = Duration::from_secs(s.min(MAX_RESET_S));
+                let now = Instant::now();
+                let until = now.checked_add(wait).unwrap_or(now);
                 r.blocked_until = Some(r.blocked_until.map_or(until, |b| b.max(until)));
             }
         }
@@ -432,6 +439,9 @@ impl Client {
         until - now
     }
 }
+
+/// The longest rate-limit reset hookrace believes: AccessLink's long window is 24 hours.
+const MAX_RESET_S: u64 = 24 * 3600 + 60;
 
 /// `"12, 40"` → (12, 40); spaces optional.
 pub fn parse_pair(s: &str) -> Option<(u64, u64)> {

@@ -229,6 +229,8 @@ pub async fn start_with_seed(
         redirect_uri: config.accesslink.redirect_uri.clone(),
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(15))
+            // The token endpoint answers directly; a redirect would carry the code elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?,
     });
     let public = webhook::route(webhook_state)

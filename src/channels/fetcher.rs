@@ -159,6 +159,13 @@ impl Fetcher {
                 | ApiError::Decode { .. }),
             ) => self.give_up(key, &e.to_string()),
             Err(e @ ApiError::Status { status: 404, .. }) => self.give_up(key, &e.to_string()),
+            // AccessLink's data URLs answer directly; a redirect is never followed (it could lead
+            // past the base-URL guard with the user's token).
+            Err(
+                e @ ApiError::Status {
+                    status: 300..=399, ..
+                },
+            ) => self.give_up(key, &format!("{e} (redirects are not followed)")),
             Err(e) => {
                 let wait = match &e {
                     ApiError::RateLimited { reset, .. } => Some(*reset),
