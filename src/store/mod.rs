@@ -235,6 +235,32 @@ fn add_u64(_key: &[u8], old: Option<&[u8]>, delta: &[u8]) -> Option<Vec<u8>> {
     Some(old.wrapping_add(be_u64(delta)).to_be_bytes().to_vec())
 }
 
+/// Makes the store directory 0700 and sled's files in it (`db`, `conf`, `snap.*`, `blobs/`)
+/// 0600; anything else an operator keeps there is left alone.
+fn restrict(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fn set(p: &Path, mode: u32) -> anyhow::Result<()> {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("restricting the permissions of {}", p.display()))
+    }
+    set(dir, 0o700)?;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let path = entry.path();
+        if name == "blobs" && entry.file_type()?.is_dir() {
+            set(&path, 0o700)?;
+            for blob in std::fs::read_dir(&path)? {
+                set(&blob?.path(), 0o600)?;
+            }
+        } else if name == "db" || name == "conf" || name.starts_with("snap.") {
+            set(&path, 0o600)?;
+        }
+    }
+    Ok(())
+}
+
 /// Reads a big-endian u64; a value of another length (never written by hookrace) reads as 0.
 fn be_u64(bytes: &[u8]) -> u64 {
     <[u8; 8]>::try_from(bytes)
@@ -247,6 +273,9 @@ impl Store {
     pub fn open(path: &Path) -> anyhow::Result<Store> {
         std::fs::create_dir_all(path)
             .with_context(|| format!("creating the store directory {}", path.display()))?;
+        // The store holds access tokens and the webhook secret: only its owner may enter it,
+        // whatever the umask (systemd's StateDirectory sets 0700 too; a manual run may not).
+        restrict(path)?;
         // sled's default page cache is 1 GB; reading a large store through it (a report on a
         // million entities) would keep most of that resident. 64 MB holds the working set.
         let db = sled::Config::new()
@@ -328,6 +357,8 @@ impl Store {
         }
         store.meta.insert(META_OPEN, &[1u8])?;
         store.durable.commit()?;
+        // The files sled has just created (on a new store) get the same treatment.
+        restrict(path)?;
         Ok(store)
     }
 

@@ -186,3 +186,29 @@ fn counters_survive_a_clean_close_and_are_recounted_after_an_unclean_one() {
     assert_eq!(store.counter(counter::WEBHOOK_DUPLICATES), 1);
     assert_eq!(store.counter(counter::WEBHOOK_PINGS), 2);
 }
+
+#[test]
+fn the_store_is_private_to_its_owner_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    // Created as a permissive umask would, then opened.
+    std::fs::create_dir_all(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let store = Store::open(&path).unwrap();
+    store
+        .put_user(7, &crate::config::Secret::new("a-token"))
+        .expect("writing a token");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o700, "the store directory");
+    for entry in std::fs::read_dir(&path).unwrap().flatten() {
+        if entry.file_type().unwrap().is_file() {
+            assert_eq!(
+                mode(&entry.path()) & 0o077,
+                0,
+                "{} is readable by others",
+                entry.path().display()
+            );
+        }
+    }
+}
