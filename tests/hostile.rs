@@ -282,3 +282,76 @@ async fn saving_a_secret_the_configuration_shadows_is_a_conflict() {
     );
     app.stop().await;
 }
+
+/// Attack: the admin listener reached by other means than its own address. Beyond loopback it
+/// needs a token (refused at configuration); on loopback, a request naming another host (a web
+/// page that rebound its DNS name to 127.0.0.1) is refused, and so is a change asked by a page of
+/// another origin, while the operator's own requests work.
+#[tokio::test]
+async fn the_admin_listener_answers_only_to_its_own_address_and_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[admin]\nlisten = \"0.0.0.0:9999\"\n[accesslink]\nclient_id = \"c\"\nclient_secret = \"s\"\n[store]\npath = \"{}\"\n",
+        dir.path().display()
+    );
+    let err =
+        hookrace::config::parse(&text, "test", &|_| None).expect_err("open admin without token");
+    assert!(err.to_string().contains("admin.token"), "{err}");
+
+    let app = spawn_with(test_config(dir.path())).await;
+    let port = app.admin_base.rsplit(':').next().unwrap().to_string();
+    let status = |host: String, method: reqwest::Method, path: &str, origin: Option<&str>| {
+        let mut req = app
+            .http
+            .request(method, format!("{}{path}", app.admin_base))
+            .header("Host", host);
+        if let Some(o) = origin {
+            req = req.header("Origin", o);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let own = format!("127.0.0.1:{port}");
+    assert_eq!(
+        status(own.clone(), reqwest::Method::GET, "/status", None).await,
+        200
+    );
+    assert_eq!(
+        status(
+            format!("localhost:{port}"),
+            reqwest::Method::GET,
+            "/healthz",
+            None
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        status(
+            format!("evil.example:{port}"),
+            reqwest::Method::GET,
+            "/users",
+            None
+        )
+        .await,
+        403,
+        "DNS rebinding"
+    );
+    assert_eq!(
+        status(
+            own.clone(),
+            reqwest::Method::DELETE,
+            "/users/1",
+            Some("http://evil.example")
+        )
+        .await,
+        403,
+        "a change from another origin"
+    );
+    // The operator's own change (no Origin, as the CLI sends) reaches the route.
+    assert_eq!(
+        status(own, reqwest::Method::DELETE, "/users/1", None).await,
+        404,
+        "no such user"
+    );
+    app.stop().await;
+}

@@ -249,6 +249,12 @@ pub async fn start_with_seed(
         },
         liveness: liveness.clone(),
         token: config.admin.token.clone(),
+        // Without a token, the listener's own address is its protection (against DNS rebinding
+        // and cross-origin changes); with one, the token is, and a proxy may name another host.
+        allowed_hosts: match config.admin.token {
+            None => admin::loopback_hosts(admin_addr),
+            Some(_) => None,
+        },
         shutdown: shutdown.child_token(),
     });
     let management = admin_routes::routes(

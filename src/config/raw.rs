@@ -229,8 +229,18 @@ impl RawConfig {
             }
         }
         if let Some(t) = &self.admin.token {
-            if t.expose().len() < 16 {
+            if t.expose().trim().len() < 16 {
                 problems.push("`admin.token` must be at least 16 characters".into());
+            }
+        }
+        // Beyond loopback, anyone who reaches the port could list users, de-register them at
+        // Polar and replace the webhook secret.
+        if let Some(a) = admin_listen {
+            if !a.ip().is_loopback() && self.admin.token.is_none() {
+                problems.push(format!(
+                    "`admin.listen` = {a} is reachable beyond this machine: set `admin.token` too \
+                     (or listen on 127.0.0.1)"
+                ));
             }
         }
 

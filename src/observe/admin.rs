@@ -24,6 +24,10 @@ pub struct AdminState {
     pub view: View,
     pub liveness: Arc<Liveness>,
     pub token: Option<Secret>,
+    /// On a loopback listener, the `Host` values a request may carry (`127.0.0.1:9090`,
+    /// `localhost:9090`, …): any other name is a web page that rebound its DNS name to loopback.
+    /// `None` when a token is required (beyond loopback it must be), which protects instead.
+    pub allowed_hosts: Option<Vec<String>>,
     /// Cancelled at shutdown: ends the dashboard's event streams, which would outlive the drain.
     pub shutdown: tokio_util::sync::CancellationToken,
 }
@@ -78,9 +82,32 @@ pub fn routes(
                 .or(warp::any().map(HashMap::new))
                 .unify(),
         )
+        .and(warp::header::optional::<String>(header::HOST.as_str()))
+        .and(warp::header::optional::<String>(header::ORIGIN.as_str()))
+        .and(warp::method())
         .and(with_state)
         .and_then(
-            |auth: Option<String>, q: HashMap<String, String>, s: Arc<AdminState>| async move {
+            |auth: Option<String>,
+             q: HashMap<String, String>,
+             host: Option<String>,
+             origin: Option<String>,
+             method: warp::http::Method,
+             s: Arc<AdminState>| async move {
+                if let Some(allowed) = &s.allowed_hosts {
+                    if !host.as_ref().is_some_and(|h| allowed.contains(h)) {
+                        return Err(warp::reject::custom(WrongHost));
+                    }
+                    // A change asked by a page of another origin (a browser adds `Origin`).
+                    let reads =
+                        method == warp::http::Method::GET || method == warp::http::Method::HEAD;
+                    let same_origin = origin.as_ref().is_none_or(|o| {
+                        o.strip_prefix("http://")
+                            .is_some_and(|h| allowed.iter().any(|a| a == h))
+                    });
+                    if !reads && !same_origin {
+                        return Err(warp::reject::custom(WrongHost));
+                    }
+                }
                 let from_query = q.get("token").map(|t| format!("Bearer {t}"));
                 match authorize(s.token.as_ref(), auth.as_deref().or(from_query.as_deref())) {
                     Ok(()) => Ok(()),
@@ -113,6 +140,30 @@ pub fn routes(
 struct Unauthorized;
 impl warp::reject::Reject for Unauthorized {}
 
+/// A request for another host name (DNS rebinding) or a change from another origin.
+#[derive(Debug)]
+struct WrongHost;
+impl warp::reject::Reject for WrongHost {}
+
+/// The `Host` values a loopback listener at `addr` answers to; `None` beyond loopback.
+pub fn loopback_hosts(addr: std::net::SocketAddr) -> Option<Vec<String>> {
+    if !addr.ip().is_loopback() {
+        return None;
+    }
+    let port = addr.port();
+    let mut hosts = vec![
+        addr.to_string(),
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+    ];
+    if port == 80 {
+        // Clients leave the default port out of `Host`.
+        hosts.extend(["localhost", "127.0.0.1", "[::1]"].map(String::from));
+    }
+    Some(hosts)
+}
+
 fn authorize(token: Option<&Secret>, header: Option<&str>) -> Result<(), ()> {
     let Some(token) = token else { return Ok(()) };
     let given = header
@@ -127,6 +178,13 @@ fn authorize(token: Option<&Secret>, header: Option<&str>) -> Result<(), ()> {
 }
 
 fn rejection(r: warp::Rejection) -> Response {
+    if r.find::<WrongHost>().is_some() {
+        return error(
+            StatusCode::FORBIDDEN,
+            "this admin listener answers only to its own address (Host) and, for changes, to its \
+             own origin",
+        );
+    }
     if r.find::<Unauthorized>().is_some() {
         return warp::reply::with_header(
             error(StatusCode::UNAUTHORIZED, "a valid bearer token is required"),
