@@ -355,3 +355,100 @@ async fn the_admin_listener_answers_only_to_its_own_address_and_origin() {
     );
     app.stop().await;
 }
+
+/// Attack: a flood of badly signed deliveries must not flood the log, and nothing an unverified
+/// body says (its `user_id` here) may appear in it. The real binary's log is read; the counters
+/// stay exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refusals_is_counted_exactly_but_logged_sparingly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookrace.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[webhook]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [accesslink]\nclient_id = \"t\"\nclient_secret = \"t\"\nwebhook_secret = \"{SECRET}\"\n\
+             [poller]\nenabled = false\n[store]\npath = \"{}\"\n",
+            dir.path().join("store").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hookrace"))
+        .args(["run", "-c"])
+        .arg(&config)
+        .env("RUST_LOG", "hookrace=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (url_tx, url_rx) = std::sync::mpsc::channel();
+    let lines = std::thread::spawn(move || {
+        let mut url_tx = Some(url_tx);
+        let mut all = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(url) = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("webhook="))
+            {
+                if let Some(tx) = url_tx.take() {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+            all.push(line);
+        }
+        all
+    });
+    let url = url_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the webhook URL");
+    const FLOOD: usize = 400;
+    let http = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    for i in 0..FLOOD {
+        let body = exercise(424242, &format!("flood{i}"));
+        let res = http
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .header(
+                "Polar-Webhook-Signature",
+                sign("not-the-secret", body.as_bytes()),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401);
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(
+        tokio::task::spawn_blocking(move || child.wait().unwrap())
+            .await
+            .unwrap()
+            .success()
+    );
+    let lines = lines.join().unwrap();
+    let refused = lines
+        .iter()
+        .filter(|l| l.contains("delivery refused"))
+        .count();
+    assert!(
+        refused as u64 <= seconds * u64::from(hookrace::channels::webhook::REFUSALS_LOGGED_PER_S),
+        "{refused} refusal lines for {FLOOD} refusals in {seconds} s"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("424242")),
+        "a line repeats what an unverified body says"
+    );
+    let store = hookrace::store::Store::open(&dir.path().join("store")).unwrap();
+    assert_eq!(
+        store.counter(hookrace::store::counter::WEBHOOK_REJECTED_SIGNATURE),
+        FLOOD as u64,
+        "every refusal counted"
+    );
+}

@@ -218,6 +218,7 @@ pub async fn start_with_seed(
         body_timeout: config.webhook.body_timeout,
         secret: config.accesslink.webhook_secret.clone(),
         fetcher: Some(fetcher.clone()),
+        refusals: Default::default(),
     });
     let oauth = Arc::new(OAuth {
         store: store.clone(),

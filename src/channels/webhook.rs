@@ -33,6 +33,38 @@ pub struct WebhookState {
     pub secret: Option<Secret>,
     /// Fetches each accepted delivery's data after the 200.
     pub fetcher: Option<Arc<crate::channels::fetcher::Fetcher>>,
+    /// Keeps a flood of refused requests from flooding the log.
+    pub refusals: RefusalLog,
+}
+
+/// Refused requests are logged at most [`REFUSALS_LOGGED_PER_S`] a second; the others are
+/// counted (the counters stay exact) and summed up in one line when a later one is logged.
+#[derive(Debug, Default)]
+pub struct RefusalLog {
+    /// (the second, lines logged in it, refusals not logged since the last line)
+    state: std::sync::Mutex<(i64, u32, u64)>,
+}
+
+/// Refusal lines per second before the rest are only counted.
+pub const REFUSALS_LOGGED_PER_S: u32 = 10;
+
+impl RefusalLog {
+    /// Whether to log a refusal at `now_s`, and how many went unlogged before it.
+    fn admit(&self, now_s: i64) -> Option<u64> {
+        // A poisoned lock holds plain numbers, valid as they are.
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.0 != now_s {
+            s.0 = now_s;
+            s.1 = 0;
+        }
+        if s.1 < REFUSALS_LOGGED_PER_S {
+            s.1 += 1;
+            Some(std::mem::take(&mut s.2))
+        } else {
+            s.2 += 1;
+            None
+        }
+    }
 }
 
 impl WebhookState {
@@ -118,12 +150,19 @@ where
         };
 
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    // Nothing from a body is logged before its signature has been verified.
+    let verified = matches!(
+        outcome,
+        Outcome::Accepted | Outcome::Duplicate | Outcome::StoreFailed(_)
+    );
     let (event, user, entity) = match &parsed {
-        Some(Parsed::Delivery(d)) => (d.event.as_str(), d.user_id, d.entity().entity_id),
+        Some(Parsed::Delivery(d)) if verified => {
+            (d.event.as_str(), d.user_id, d.entity().entity_id)
+        }
         Some(Parsed::Ping(_)) => ("PING", 0, String::new()),
-        None => (header_event.unwrap_or("-"), 0, String::new()),
+        _ => ("-", 0, String::new()),
     };
-    if let (Some(Parsed::Delivery(d)), Some(h)) = (&parsed, header_event) {
+    if let (Some(Parsed::Delivery(d)), Some(h), true) = (&parsed, header_event, verified) {
         if h != d.event {
             tracing::warn!(header = h, body = %d.event, "delivery event header and body disagree; using the body");
         }
@@ -216,15 +255,18 @@ where
             error = format_args!("{e:#}"),
             "delivery"
         ),
-        _ => tracing::warn!(
-            event,
-            user,
-            outcome = outcome_name,
-            status = status.as_u16(),
-            reason = text.trim_end(),
-            latency_ms = format_args!("{latency_ms:.2}"),
-            "delivery refused"
-        ),
+        _ => {
+            if let Some(unlogged) = state.refusals.admit(received_at.timestamp()) {
+                tracing::warn!(
+                    outcome = outcome_name,
+                    status = status.as_u16(),
+                    reason = text.trim_end(),
+                    latency_ms = format_args!("{latency_ms:.2}"),
+                    unlogged_refusals_before = unlogged,
+                    "delivery refused"
+                );
+            }
+        }
     }
     warp::reply::with_status(text, status).into_response()
 }
