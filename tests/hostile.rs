@@ -452,3 +452,40 @@ async fn a_flood_of_refusals_is_counted_exactly_but_logged_sparingly() {
         "every refusal counted"
     );
 }
+
+/// Attack: `GET /oauth/connect` needs no authentication, and each request used to store and flush
+/// a state that was never pruned (155,863 requests grew a store by 32 MB). Now states live in
+/// memory, bounded, and the route answers 429 beyond its rate: the store does not grow.
+#[tokio::test]
+async fn hammering_oauth_connect_neither_fills_the_disk_nor_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_with(test_config(dir.path())).await;
+    app.running.store.flush().unwrap();
+    let size = |p: &std::path::Path| std::fs::metadata(p.join("db")).unwrap().len();
+    let before = size(dir.path());
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let (mut found, mut limited) = (0, 0);
+    for _ in 0..3000 {
+        let res = http
+            .get(format!("{}/oauth/connect", app.public_base))
+            .send()
+            .await
+            .unwrap();
+        match res.status().as_u16() {
+            302 => found += 1,
+            429 | 503 => limited += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(
+        found >= 1 && limited >= 1,
+        "{found} redirects, {limited} refused"
+    );
+    app.running.store.flush().unwrap();
+    let grown = size(dir.path()) - before;
+    assert!(grown < 64 * 1024, "the store grew by {grown} bytes");
+    app.stop().await;
+}

@@ -233,6 +233,7 @@ pub async fn start_with_seed(
             // The token endpoint answers directly; a redirect would carry the code elsewhere.
             .redirect(reqwest::redirect::Policy::none())
             .build()?,
+        pending: Default::default(),
     });
     let public = webhook::route(webhook_state)
         .or(oauth::routes(oauth))
@@ -415,10 +416,21 @@ async fn connect_simulator(
         let Some(id) = u["user_id"].as_u64() else {
             continue;
         };
-        let res = browser
+        // The connect route is rate-limited (it is public): a big simulated crowd waits its turn.
+        let mut res = browser
             .get(format!("{public_base}/oauth/connect"))
             .send()
             .await?;
+        for _ in 0..30 {
+            if res.status() != reqwest::StatusCode::TOO_MANY_REQUESTS {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            res = browser
+                .get(format!("{public_base}/oauth/connect"))
+                .send()
+                .await?;
+        }
         // The simulator's consent page: `user_id` says which simulated person consents.
         let authorize = format!("{}&user_id={id}", location(&res)?);
         let res = browser.get(&authorize).send().await?;

@@ -22,6 +22,79 @@ use crate::store::Store;
 
 /// How long a `state` waits for the browser to come back.
 const STATE_TTL: Duration = Duration::from_secs(600);
+/// Sign-ins in progress at most: beyond it `/oauth/connect` answers 503 until some expire.
+pub const MAX_PENDING_STATES: usize = 1000;
+/// `/oauth/connect` requests per second at most (an unauthenticated route): beyond it, 429.
+pub const CONNECTS_PER_S: u32 = 20;
+
+/// The states of sign-ins in progress: in memory, bounded and expiring, so unauthenticated
+/// requests cannot fill the disk (they were stored and flushed, one per request, and never
+/// pruned). A sign-in that a restart interrupts starts again from `/oauth/connect`.
+#[derive(Debug, Default)]
+pub struct PendingStates {
+    inner: std::sync::Mutex<PendingInner>,
+}
+
+#[derive(Debug, Default)]
+struct PendingInner {
+    issued: HashMap<String, chrono::DateTime<Utc>>,
+    /// (the second, connects in it)
+    window: (i64, u32),
+}
+
+/// Why a sign-in could not start.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Busy {
+    /// Too many requests this second.
+    RateLimited,
+    /// Too many sign-ins in progress.
+    Full,
+    /// The configured authorization URL does not parse (the configuration checks it first).
+    BadAuthorizeUrl(String),
+}
+
+impl PendingStates {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PendingInner> {
+        // Plain maps, valid as they are after a panic elsewhere.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remembers a new state, unless the route is hit too fast or too many are pending.
+    fn issue(&self, state: &str, now: chrono::DateTime<Utc>) -> Result<(), Busy> {
+        let mut p = self.lock();
+        let second = now.timestamp();
+        if p.window.0 != second {
+            p.window = (second, 0);
+        }
+        if p.window.1 >= CONNECTS_PER_S {
+            return Err(Busy::RateLimited);
+        }
+        p.window.1 += 1;
+        if p.issued.len() >= MAX_PENDING_STATES {
+            let ttl = chrono::Duration::from_std(STATE_TTL).unwrap_or_default();
+            p.issued.retain(|_, at| now - *at <= ttl);
+        }
+        if p.issued.len() >= MAX_PENDING_STATES {
+            return Err(Busy::Full);
+        }
+        p.issued.insert(state.to_string(), now);
+        Ok(())
+    }
+
+    /// Takes a state (single use): when it was issued, if it was.
+    fn take(&self, state: &str) -> Option<chrono::DateTime<Utc>> {
+        self.lock().issued.remove(state)
+    }
+
+    /// Sign-ins in progress.
+    pub fn len(&self) -> usize {
+        self.lock().issued.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// What the OAuth routes need.
 pub struct OAuth {
@@ -33,6 +106,7 @@ pub struct OAuth {
     pub token_url: String,
     pub redirect_uri: Option<String>,
     pub http: reqwest::Client,
+    pub pending: PendingStates,
 }
 
 /// A user connected through the flow.
@@ -61,14 +135,15 @@ fn fail(status: StatusCode, title: &'static str, detail: impl Into<String>) -> F
 
 impl OAuth {
     /// The authorization URL for a new, remembered state.
-    pub async fn connect_url(&self) -> anyhow::Result<String> {
+    pub fn connect_url(&self) -> Result<String, Busy> {
         let state: String = rand::thread_rng()
             .sample_iter(&rand::distributions::Alphanumeric)
             .take(32)
             .map(char::from)
             .collect();
-        self.store.put_oauth_state(&state, Utc::now()).await?;
-        let mut url = reqwest::Url::parse(&self.authorize_url)?;
+        self.pending.issue(&state, Utc::now())?;
+        let mut url = reqwest::Url::parse(&self.authorize_url)
+            .map_err(|e| Busy::BadAuthorizeUrl(format!("{}: {e}", self.authorize_url)))?;
         url.query_pairs_mut()
             .append_pair("response_type", "code")
             .append_pair("client_id", &self.client_id)
@@ -83,14 +158,7 @@ impl OAuth {
     /// Handles the browser's return from Polar.
     pub async fn callback(&self, q: &HashMap<String, String>) -> Result<Connected, Failure> {
         let state = q.get("state").map(String::as_str).unwrap_or("");
-        let issued = self.store.take_oauth_state(state).map_err(|e| {
-            fail(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Could not read the connection request",
-                format!("{e:#}"),
-            )
-        })?;
-        let Some(issued) = issued else {
+        let Some(issued) = self.pending.take(state) else {
             return Err(fail(
                 StatusCode::BAD_REQUEST,
                 "This link is not valid",
@@ -261,19 +329,25 @@ pub fn routes(
     let connect = warp::path!("oauth" / "connect")
         .and(warp::get())
         .and(with.clone())
-        .then(|o: Arc<OAuth>| async move {
-            match o.connect_url().await {
-                Ok(url) => warp::reply::with_header(
-                    warp::reply::with_status("", StatusCode::FOUND),
-                    "Location",
-                    url,
-                )
-                .into_response(),
-                Err(e) => page(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Could not start",
-                    &format!("{e:#}"),
-                ),
+        .map(|o: Arc<OAuth>| match o.connect_url() {
+            Ok(url) => warp::reply::with_header(
+                warp::reply::with_status("", StatusCode::FOUND),
+                "Location",
+                url,
+            )
+            .into_response(),
+            Err(Busy::RateLimited) => page(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many requests",
+                "Too many sign-ins are starting at once. Try again in a moment.",
+            ),
+            Err(Busy::Full) => page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Too many sign-ins in progress",
+                "Too many sign-ins are waiting for Polar. Try again in a few minutes.",
+            ),
+            Err(Busy::BadAuthorizeUrl(e)) => {
+                page(StatusCode::INTERNAL_SERVER_ERROR, "Could not start", &e)
             }
         });
     let callback = warp::path!("oauth" / "callback")

@@ -200,7 +200,6 @@ pub struct Store {
     /// The pending fetches in due order (in memory; the records hold the jobs).
     fetch_queue: FetchQueue,
     users: sled::Tree,
-    oauth_states: sled::Tree,
     /// Serialises the operations that link records across channels (polls and fetch results),
     /// so two of them never merge the same records at once. Deliveries do not take it.
     link_lock: Mutex<()>,
@@ -327,7 +326,6 @@ impl Store {
             data: tree("data")?,
             fetch_queue: FetchQueue::default(),
             users: tree("users")?,
-            oauth_states: tree("oauth_states")?,
             link_lock: Mutex::new(()),
             generation: AtomicU64::new(0),
             last_delivery_ms,

@@ -1,35 +1,11 @@
-//! Users and their tokens, and the pending OAuth states of the onboarding flow.
+//! Users and their tokens.
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
 use super::*;
 
 impl Store {
-    // ---- OAuth states ----
-
-    /// Remembers an OAuth `state` (flushed: the browser may come back after a restart).
-    pub async fn put_oauth_state(&self, state: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
-        self.oauth_states
-            .insert(state.as_bytes(), at.to_rfc3339().as_bytes())
-            .context("saving an OAuth state")?;
-        self.durable().await?;
-        Ok(())
-    }
-
-    /// Takes an OAuth `state` (single use): when it was issued, or `None` if unknown or used.
-    pub fn take_oauth_state(&self, state: &str) -> anyhow::Result<Option<DateTime<Utc>>> {
-        let v = self
-            .oauth_states
-            .remove(state.as_bytes())
-            .context("reading an OAuth state")?;
-        Ok(v.and_then(|v| {
-            DateTime::parse_from_rfc3339(&String::from_utf8_lossy(&v))
-                .ok()
-                .map(|t| t.with_timezone(&Utc))
-        }))
-    }
-
     // ---- users ----
 
     /// Adds or replaces a user (and clears a disconnection: the token is new).
