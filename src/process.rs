@@ -5,9 +5,11 @@
 //! systemd can read them without importing one another.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// What the running process knows that the store does not.
 #[derive(Debug, Clone)]
@@ -42,5 +44,56 @@ impl Liveness {
                 .collect(),
             Err(_) => vec!["liveness registry".into()],
         }
+    }
+}
+
+/// Runs a background task, marked alive in `liveness` while it runs. A task that returns before
+/// `shutdown` or that panics (a panic ends only its own task: nothing else would notice) is marked
+/// dead, so `/healthz` fails and the watchdog stops being fed.
+pub fn supervise(
+    name: &'static str,
+    liveness: &Arc<Liveness>,
+    shutdown: &CancellationToken,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    liveness.set(name, true);
+    let (liveness, shutdown) = (liveness.clone(), shutdown.clone());
+    let inner = tokio::spawn(task);
+    tokio::spawn(async move {
+        match inner.await {
+            Ok(()) if shutdown.is_cancelled() => {}
+            Ok(()) => {
+                tracing::error!(task = name, "a background task stopped unexpectedly");
+                liveness.set(name, false);
+            }
+            Err(e) => {
+                tracing::error!(task = name, error = %e, "a background task panicked");
+                liveness.set(name, false);
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_task_is_reported_dead() {
+        let liveness = Arc::new(Liveness::default());
+        let shutdown = CancellationToken::new();
+        let handle = supervise("doomed", &liveness, &shutdown, async {
+            panic!("an upstream value overflowed");
+        });
+        handle.await.unwrap();
+        assert_eq!(liveness.dead(), ["doomed"]);
+        let calm = supervise("calm", &liveness, &shutdown, async {});
+        shutdown.cancel();
+        calm.await.unwrap();
+        assert_eq!(
+            liveness.dead(),
+            ["doomed"],
+            "a task ending at shutdown is not dead"
+        );
     }
 }

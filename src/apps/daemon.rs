@@ -30,8 +30,8 @@ use crate::observe::admin::{self, AdminState};
 use crate::operations::admin_routes;
 use crate::operations::oauth::{self, OAuth};
 use crate::operations::systemd;
-use crate::process::Liveness;
 use crate::process::Runtime;
+use crate::process::{Liveness, supervise};
 use crate::sim;
 use crate::store::Store;
 
@@ -360,24 +360,6 @@ pub async fn start_with_seed(
         poller,
         fetcher,
         task,
-    })
-}
-
-/// Spawns a background task; marks it dead in `liveness` if it ends before shutdown.
-fn supervise(
-    name: &'static str,
-    liveness: &Arc<Liveness>,
-    shutdown: &CancellationToken,
-    task: impl std::future::Future<Output = ()> + Send + 'static,
-) -> JoinHandle<()> {
-    liveness.set(name, true);
-    let (liveness, shutdown) = (liveness.clone(), shutdown.clone());
-    tokio::spawn(async move {
-        task.await;
-        if !shutdown.is_cancelled() {
-            tracing::error!(task = name, "a background task stopped unexpectedly");
-            liveness.set(name, false);
-        }
     })
 }
 
