@@ -12,6 +12,7 @@
 //! - [`store`]: sled records, de-duplication, cross-channel linking, the group commit.
 //! - [`race`]: the measurement model: entities, first channel, latency statistics. No I/O.
 //! - [`process`]: facts only the running process knows (start time, schedule, live tasks).
+//! - [`server`]: serving a listener with a header timeout, an idle timeout and a connection cap.
 //! - [`accesslink`]: Polar's API as a client sees it: payloads, signatures, the HTTP client.
 //! - [`config`]: the TOML configuration, validated all at once; imports nothing of the app.
 //! - [`telemetry`]: logging (plain lines when not on a terminal).
@@ -30,6 +31,7 @@ pub mod observe;
 pub mod operations;
 pub mod process;
 pub mod race;
+pub mod server;
 pub mod sim;
 pub mod store;
 pub mod telemetry;

@@ -489,3 +489,64 @@ async fn hammering_oauth_connect_neither_fills_the_disk_nor_memory() {
     assert!(grown < 64 * 1024, "the store grew by {grown} bytes");
     app.stop().await;
 }
+
+/// Attack: idle and half-sent connections. They are closed after the header timeout (here 1 s,
+/// `webhook.body_timeout`), at most `webhook.max_connections` are open at once, and while the cap
+/// holds new ones back `/healthz` says so (503), so the watchdog notices. Afterwards deliveries
+/// are served again.
+#[tokio::test]
+async fn idle_connections_are_closed_capped_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.webhook.max_connections = 20;
+    cfg.webhook.body_timeout = Duration::from_secs(1);
+    let app = spawn_with(cfg).await;
+    let host = app.public_base.trim_start_matches("http://").to_string();
+    let healthz = || async {
+        app.http
+            .get(format!("{}/healthz", app.admin_base))
+            .send()
+            .await
+            .unwrap()
+    };
+    // 25 connections: 20 open idle (one sends half a request head), 5 wait in the backlog.
+    let mut idle = Vec::new();
+    for i in 0..25 {
+        let mut conn = TcpStream::connect(&host).await.unwrap();
+        if i == 0 {
+            conn.write_all(b"POST /acl_webhook HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .unwrap();
+        }
+        idle.push(conn);
+    }
+    let res = common::eventually("healthz to report the full listener", || async {
+        let res = healthz().await;
+        (res.status() == 503).then_some(res)
+    })
+    .await;
+    assert!(res.text().await.unwrap().contains("webhook listener"));
+    // The server closes them (header timeout), the listener recovers.
+    let mut first = idle.remove(0);
+    let mut buf = [0u8; 256];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match first.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue, // a 408 answer, then the close
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the half-sent connection was not closed");
+    common::eventually("healthz to recover", || async {
+        (healthz().await.status() == 200).then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.deliver(&exercise(3, "after-the-flood")).await.status(),
+        200
+    );
+    drop(idle);
+    app.stop().await;
+}

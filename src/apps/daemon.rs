@@ -32,10 +32,14 @@ use crate::operations::oauth::{self, OAuth};
 use crate::operations::systemd;
 use crate::process::Runtime;
 use crate::process::{Liveness, supervise};
+use crate::server;
 use crate::sim;
 use crate::store::Store;
 
 /// How long in-flight requests may take to finish once shutdown begins.
+/// Open connections the admin listener allows (an operator, a scraper, a few dashboards).
+pub const ADMIN_MAX_CONNECTIONS: usize = 64;
+
 pub const GRACE: Duration = Duration::from_secs(10);
 
 /// The bound listeners: public, admin and (when `[simulator]` is enabled) the simulator's.
@@ -266,18 +270,30 @@ pub async fn start_with_seed(
     );
 
     let servers = shutdown.child_token();
-    let public_server = tokio::spawn(
-        warp::serve(public)
-            .incoming(listeners.webhook)
-            .graceful(servers.clone().cancelled_owned())
-            .run(),
-    );
-    let admin_server = tokio::spawn(
-        warp::serve(admin::routes(admin_state, management))
-            .incoming(listeners.admin)
-            .graceful(servers.clone().cancelled_owned())
-            .run(),
-    );
+    // Both listeners time out slow headers and idle connections and cap their connections
+    // (see `server.rs`); the admin listener's SSE streams are responses, not idle connections.
+    let public_server = tokio::spawn(server::serve(
+        listeners.webhook,
+        public,
+        server::Limits {
+            name: "webhook listener",
+            header_timeout: config.webhook.body_timeout,
+            max_connections: config.webhook.max_connections,
+        },
+        liveness.clone(),
+        servers.clone().cancelled_owned(),
+    ));
+    let admin_server = tokio::spawn(server::serve(
+        listeners.admin,
+        admin::routes(admin_state, management),
+        server::Limits {
+            name: "admin listener",
+            header_timeout: Duration::from_secs(10),
+            max_connections: ADMIN_MAX_CONNECTIONS,
+        },
+        liveness.clone(),
+        servers.clone().cancelled_owned(),
+    ));
 
     // With the simulator: its users and a webhook pointing at this daemon (PING and all).
     if let Some(sim) = &simulator {

@@ -79,8 +79,11 @@ pub struct WebhookConfig {
     pub path: String,
     /// Largest accepted delivery body in bytes; larger gets 413.
     pub max_body: usize,
-    /// How long a client may take to send a body; slower gets 408.
+    /// How long a client may take to send a body; slower gets 408. Also how long a connection
+    /// may take to send a request's headers, and stay idle between requests, before it is closed.
     pub body_timeout: Duration,
+    /// Open connections at most; beyond it new ones wait (and `/healthz` fails).
+    pub max_connections: usize,
 }
 
 /// The private listener: status, metrics, entities.

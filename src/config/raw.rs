@@ -28,6 +28,7 @@ struct RawWebhook {
     path: String,
     max_body: i64,
     body_timeout: String,
+    max_connections: i64,
 }
 impl Default for RawWebhook {
     fn default() -> Self {
@@ -36,6 +37,7 @@ impl Default for RawWebhook {
             path: "/acl_webhook".into(),
             max_body: 65536,
             body_timeout: "10s".into(),
+            max_connections: 512,
         }
     }
 }
@@ -220,6 +222,12 @@ impl RawConfig {
             ));
         }
         let body_timeout = duration("webhook.body_timeout", &self.webhook.body_timeout, problems);
+        if !(1..=100_000).contains(&self.webhook.max_connections) {
+            problems.push(format!(
+                "`webhook.max_connections` = {} must be between 1 and 100000",
+                self.webhook.max_connections
+            ));
+        }
         let admin_listen = addr("admin.listen", &self.admin.listen, problems);
         if let (Some(w), Some(a)) = (webhook_listen, admin_listen) {
             if w == a && w.port() != 0 {
@@ -424,6 +432,7 @@ impl RawConfig {
                 path: self.webhook.path,
                 max_body: usize::try_from(self.webhook.max_body).ok()?,
                 body_timeout: body_timeout?,
+                max_connections: usize::try_from(self.webhook.max_connections).ok()?,
             },
             admin: AdminConfig {
                 listen: admin_listen?,
