@@ -22,7 +22,12 @@ fn location(res: &reqwest::Response) -> String {
     res.headers()["location"].to_str().unwrap().to_string()
 }
 
-/// Starts the browser flow: `/oauth/connect` → the simulator's authorize URL (not yet followed).
+/// These helpers carry the browser's cookie in a `#cookie=…` fragment of the URLs they pass on
+/// (a fragment is never sent): [`follow`] turns it into the `Cookie` header.
+const COOKIE_FRAGMENT: &str = "#cookie=";
+
+/// Starts the browser flow: `/oauth/connect` → the simulator's authorize URL (not yet followed),
+/// with the sign-in's cookie.
 async fn start_connect(public_base: &str) -> String {
     let res = browser()
         .get(format!("{public_base}/oauth/connect"))
@@ -33,18 +38,38 @@ async fn start_connect(public_base: &str) -> String {
     let url = location(&res);
     assert!(url.contains("response_type=code"), "{url}");
     assert!(url.contains("state="), "{url}");
-    url
+    let cookie = res.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    let cookie = cookie.split(';').next().unwrap();
+    format!("{url}{COOKIE_FRAGMENT}{cookie}")
 }
 
-/// The simulated person consents (or not): returns our callback URL as Polar redirects to it.
+/// The simulated person consents (or not): returns our callback URL as Polar redirects to it,
+/// still carrying the browser's cookie.
 async fn consent(authorize: &str, extra: &str) -> String {
+    let (authorize, cookie) = authorize
+        .split_once(COOKIE_FRAGMENT)
+        .unwrap_or((authorize, ""));
     let res = browser()
         .get(format!("{authorize}{extra}"))
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::FOUND, "{authorize}{extra}");
-    location(&res)
+    format!("{}{COOKIE_FRAGMENT}{cookie}", location(&res))
+}
+
+/// GETs `url` as the browser would: with the cookie its fragment carries, if any.
+async fn follow(url: &str) -> reqwest::Response {
+    let mut req = match url.split_once(COOKIE_FRAGMENT) {
+        Some((url, cookie)) => browser().get(url).header("Cookie", cookie),
+        None => browser().get(url),
+    };
+    req = req.header("Accept", "text/html");
+    req.send().await.unwrap()
 }
 
 #[tokio::test]
@@ -62,7 +87,7 @@ async fn onboarding_connects_registers_and_the_token_fetches_data() {
         callback.starts_with(&format!("{}/oauth/callback?code=", app.public_base)),
         "{callback}"
     );
-    let res = browser().get(&callback).send().await.unwrap();
+    let res = follow(&callback).await;
     assert_eq!(res.status(), 200);
     let page = res.text().await.unwrap();
     assert!(
@@ -90,7 +115,7 @@ async fn onboarding_connects_registers_and_the_token_fetches_data() {
     app.status_until("the fetch", |s| s["webhook"]["fetches"]["ok"] == 1)
         .await;
     // Replaying the same callback: the state was single use.
-    let res = browser().get(&callback).send().await.unwrap();
+    let res = follow(&callback).await;
     assert_eq!(res.status(), 400);
     assert!(res.text().await.unwrap().contains("not valid"));
     app.stop().await;
@@ -106,7 +131,7 @@ async fn every_onboarding_failure_shows_a_page_and_stores_nothing() {
             .as_u64()
             .unwrap()
     };
-    let get = |url: String| async move { browser().get(url).send().await.unwrap() };
+    let get = |url: String| async move { follow(&url).await };
 
     // The user declines.
     let u = new_user().await;
@@ -164,8 +189,13 @@ async fn every_onboarding_failure_shows_a_page_and_stores_nothing() {
         .unwrap()
         .1
         .into_owned();
+    let cookie2 = authorize2
+        .split_once(COOKIE_FRAGMENT)
+        .unwrap()
+        .1
+        .to_string();
     let res = get(format!(
-        "{}/oauth/callback?code={code}&state={state2}",
+        "{}/oauth/callback?code={code}&state={state2}{COOKIE_FRAGMENT}{cookie2}",
         app.public_base
     ))
     .await;
@@ -531,4 +561,40 @@ fn which(name: &str) -> Result<std::path::PathBuf, ()> {
                 .find(|p| p.is_file())
         })
         .ok_or(())
+}
+
+/// Attack: a sign-in link started by someone else (their state, their Polar account) and sent to a
+/// victim must not connect in the victim's browser: the callback needs the cookie of the browser
+/// that started it. The rightful browser can still finish.
+#[tokio::test]
+async fn a_sign_in_finishes_only_in_the_browser_that_started_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_with(sim_config(dir.path(), 0, "transactions")).await;
+    let v = app
+        .sim_control(Method::POST, "/sim/users", json!({"registered": false}))
+        .await;
+    let user = v["user_id"].as_u64().unwrap();
+    let callback = consent(
+        &start_connect(&app.public_base).await,
+        &format!("&user_id={user}"),
+    )
+    .await;
+    let (bare, _) = callback.split_once(COOKIE_FRAGMENT).unwrap();
+    for other in [None, Some("hookrace_oauth=someone-elses-state")] {
+        let mut req = browser().get(bare);
+        if let Some(c) = other {
+            req = req.header("Cookie", c);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 400);
+        assert!(res.text().await.unwrap().contains("another browser"));
+    }
+    assert_eq!(app.status().await["users"]["known"], 0, "nothing stored");
+    assert_eq!(
+        follow(&callback).await.status(),
+        200,
+        "the rightful browser finishes"
+    );
+    assert_eq!(app.status().await["users"]["known"], 1);
+    app.stop().await;
 }

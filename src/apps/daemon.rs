@@ -429,11 +429,23 @@ async fn connect_simulator(
                 .send()
                 .await?;
         }
+        // The browser keeps the cookie that binds the sign-in to it.
+        let cookie = res
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .unwrap_or_default()
+            .to_string();
         // The simulator's consent page: `user_id` says which simulated person consents.
         let authorize = format!("{}&user_id={id}", location(&res)?);
         let res = browser.get(&authorize).send().await?;
         let callback = location(&res)?;
-        let res = browser.get(&callback).send().await?;
+        let res = browser
+            .get(&callback)
+            .header("Cookie", cookie)
+            .send()
+            .await?;
         anyhow::ensure!(
             res.status().is_success(),
             "connecting simulated user {id}: {}",

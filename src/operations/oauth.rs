@@ -22,6 +22,9 @@ use crate::store::Store;
 
 /// How long a `state` waits for the browser to come back.
 const STATE_TTL: Duration = Duration::from_secs(600);
+/// The cookie that binds a sign-in to the browser that started it.
+pub const STATE_COOKIE: &str = "hookrace_oauth";
+
 /// Sign-ins in progress at most: beyond it `/oauth/connect` answers 503 until some expire.
 pub const MAX_PENDING_STATES: usize = 1000;
 /// `/oauth/connect` requests per second at most (an unauthenticated route): beyond it, 429.
@@ -86,6 +89,10 @@ impl PendingStates {
         self.lock().issued.remove(state)
     }
 
+    fn contains(&self, state: &str) -> bool {
+        self.lock().issued.contains_key(state)
+    }
+
     /// Sign-ins in progress.
     pub fn len(&self) -> usize {
         self.lock().issued.len()
@@ -134,8 +141,9 @@ fn fail(status: StatusCode, title: &'static str, detail: impl Into<String>) -> F
 }
 
 impl OAuth {
-    /// The authorization URL for a new, remembered state.
-    pub fn connect_url(&self) -> Result<String, Busy> {
+    /// The authorization URL for a new, remembered state, and the state (for the browser's
+    /// cookie).
+    pub fn connect_url(&self) -> Result<(String, String), Busy> {
         let state: String = rand::thread_rng()
             .sample_iter(&rand::distributions::Alphanumeric)
             .take(32)
@@ -152,12 +160,32 @@ impl OAuth {
         if let Some(r) = &self.redirect_uri {
             url.query_pairs_mut().append_pair("redirect_uri", r);
         }
-        Ok(url.to_string())
+        Ok((url.to_string(), state))
     }
 
     /// Handles the browser's return from Polar.
-    pub async fn callback(&self, q: &HashMap<String, String>) -> Result<Connected, Failure> {
+    /// `cookie` is the browser's `Cookie` header: the sign-in must come back to the browser that
+    /// started it (a link with someone else's state, sent to a victim, would connect the
+    /// attacker's Polar account in the victim's name otherwise).
+    pub async fn callback(
+        &self,
+        q: &HashMap<String, String>,
+        cookie: Option<&str>,
+    ) -> Result<Connected, Failure> {
         let state = q.get("state").map(String::as_str).unwrap_or("");
+        let bound = cookie
+            .into_iter()
+            .flat_map(|c| c.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .any(|(k, v)| k == STATE_COOKIE && !v.is_empty() && v == state);
+        if !bound && self.pending.contains(state) {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                "This link belongs to another browser",
+                "The connection was started in another browser (or with cookies off). Start again \
+                 from /oauth/connect in this one.",
+            ));
+        }
         let Some(issued) = self.pending.take(state) else {
             return Err(fail(
                 StatusCode::BAD_REQUEST,
@@ -330,12 +358,23 @@ pub fn routes(
         .and(warp::get())
         .and(with.clone())
         .map(|o: Arc<OAuth>| match o.connect_url() {
-            Ok(url) => warp::reply::with_header(
-                warp::reply::with_status("", StatusCode::FOUND),
-                "Location",
-                url,
-            )
-            .into_response(),
+            Ok((url, state)) => {
+                let secure = o
+                    .redirect_uri
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("https://"));
+                let cookie = format!(
+                    "{STATE_COOKIE}={state}; Path=/oauth/callback; Max-Age={}; HttpOnly; SameSite=Lax{}",
+                    STATE_TTL.as_secs(),
+                    if secure { "; Secure" } else { "" }
+                );
+                let reply = warp::reply::with_header(
+                    warp::reply::with_status("", StatusCode::FOUND),
+                    "Location",
+                    url,
+                );
+                warp::reply::with_header(reply, "Set-Cookie", cookie).into_response()
+            }
             Err(Busy::RateLimited) => page(
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many requests",
@@ -353,9 +392,10 @@ pub fn routes(
     let callback = warp::path!("oauth" / "callback")
         .and(warp::get())
         .and(warp::query::<HashMap<String, String>>())
+        .and(warp::header::optional::<String>("cookie"))
         .and(with)
-        .then(|q: HashMap<String, String>, o: Arc<OAuth>| async move {
-            match o.callback(&q).await {
+        .then(|q: HashMap<String, String>, cookie: Option<String>, o: Arc<OAuth>| async move {
+            match o.callback(&q, cookie.as_deref()).await {
                 Ok(c) => page(
                     StatusCode::OK,
                     "Connected",
