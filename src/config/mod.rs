@@ -29,6 +29,10 @@ pub const SIMULATOR_CLIENT_ID: &str = "hookrace-sim";
 pub const SIMULATOR_CLIENT_SECRET: &str = "hookrace-sim-secret";
 /// Environment variable that supplies `[accesslink].webhook_secret`.
 pub const ENV_WEBHOOK_SECRET: &str = "HOOKRACE_WEBHOOK_SECRET";
+/// Environment variable that supplies `[admin].token`.
+pub const ENV_ADMIN_TOKEN: &str = "HOOKRACE_ADMIN_TOKEN";
+// Each of the three may also come from a file: `{VAR}_FILE=/path`, or the systemd credential
+// `client_secret`, `webhook_secret` or `admin_token` (`LoadCredential=`).
 
 /// A secret string (client secret, webhook signature key, access token, admin token).
 ///
@@ -274,6 +278,45 @@ mod tests {
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_systemd_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("client"), "from-a-file\n").unwrap();
+        let creds = dir.path().join("creds");
+        std::fs::create_dir(&creds).unwrap();
+        std::fs::write(creds.join("admin_token"), "0123456789abcdef-credential").unwrap();
+        std::fs::write(creds.join("webhook_secret"), "hook-from-credential").unwrap();
+        let text = "[accesslink]\nclient_id = \"c\"\n[simulator]\nenabled = false\n";
+        let (client, creds_dir) = (
+            dir.path().join("client").display().to_string(),
+            creds.display().to_string(),
+        );
+        let env = move |k: &str| match k {
+            "HOOKRACE_CLIENT_SECRET_FILE" => Some(client.clone()),
+            "CREDENTIALS_DIRECTORY" => Some(creds_dir.clone()),
+            _ => None,
+        };
+        let cfg = parse(text, "t", &env).unwrap();
+        let expose = |s: &Option<Secret>| s.as_ref().map(|s| s.expose().to_string());
+        assert_eq!(
+            expose(&cfg.accesslink.client_secret).as_deref(),
+            Some("from-a-file")
+        );
+        assert_eq!(
+            expose(&cfg.accesslink.webhook_secret).as_deref(),
+            Some("hook-from-credential")
+        );
+        assert_eq!(
+            expose(&cfg.admin.token).as_deref(),
+            Some("0123456789abcdef-credential")
+        );
+        // A file that cannot be read is a problem, named.
+        let missing =
+            |k: &str| (k == "HOOKRACE_CLIENT_SECRET_FILE").then(|| "/nonexistent/x".into());
+        let err = parse(text, "t", &missing).unwrap_err().to_string();
+        assert!(err.contains("HOOKRACE_CLIENT_SECRET_FILE"), "{err}");
     }
 
     #[test]

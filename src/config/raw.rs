@@ -236,7 +236,12 @@ impl RawConfig {
                 ));
             }
         }
-        if let Some(t) = &self.admin.token {
+        let admin_token = self
+            .admin
+            .token
+            .clone()
+            .or_else(|| secret_from_env(env, ENV_ADMIN_TOKEN, "admin_token", problems));
+        if let Some(t) = &admin_token {
             if t.expose().trim().len() < 16 {
                 problems.push("`admin.token` must be at least 16 characters".into());
             }
@@ -244,7 +249,7 @@ impl RawConfig {
         // Beyond loopback, anyone who reaches the port could list users, de-register them at
         // Polar and replace the webhook secret.
         if let Some(a) = admin_listen {
-            if !a.ip().is_loopback() && self.admin.token.is_none() {
+            if !a.ip().is_loopback() && admin_token.is_none() {
                 problems.push(format!(
                     "`admin.listen` = {a} is reachable beyond this machine: set `admin.token` too \
                      (or listen on 127.0.0.1)"
@@ -287,11 +292,11 @@ impl RawConfig {
         let client_secret = self
             .accesslink
             .client_secret
-            .or_else(|| env(ENV_CLIENT_SECRET).map(Secret));
+            .or_else(|| secret_from_env(env, ENV_CLIENT_SECRET, "client_secret", problems));
         let webhook_secret = self
             .accesslink
             .webhook_secret
-            .or_else(|| env(ENV_WEBHOOK_SECRET).map(Secret));
+            .or_else(|| secret_from_env(env, ENV_WEBHOOK_SECRET, "webhook_secret", problems));
         // An empty key would make every delivery "signed" by anyone who signs with it too.
         for (name, env_name, value) in [
             ("webhook_secret", ENV_WEBHOOK_SECRET, &webhook_secret),
@@ -436,7 +441,7 @@ impl RawConfig {
             },
             admin: AdminConfig {
                 listen: admin_listen?,
-                token: self.admin.token,
+                token: admin_token,
             },
             accesslink: AccessLinkConfig {
                 base_url,
@@ -475,4 +480,34 @@ fn valid_cron(expr: &str) -> Result<(), String> {
     tokio_cron_scheduler::Job::new_async(expr, |_, _| Box::pin(async {}))
         .map(|_| ())
         .map_err(|e| e.to_string())
+}
+
+/// A secret from the environment: the variable `var` itself, else the file `{var}_FILE` names,
+/// else the systemd credential `$CREDENTIALS_DIRECTORY/{credential}` (`LoadCredential=`), so a
+/// secret need not sit in the configuration file or in a plain environment variable. A trailing
+/// newline is not part of the secret.
+fn secret_from_env(
+    env: &dyn Fn(&str) -> Option<String>,
+    var: &str,
+    credential: &str,
+    problems: &mut Vec<String>,
+) -> Option<Secret> {
+    if let Some(v) = env(var) {
+        return Some(Secret(v));
+    }
+    let path = env(&format!("{var}_FILE")).map(PathBuf::from).or_else(|| {
+        env("CREDENTIALS_DIRECTORY")
+            .map(|d| PathBuf::from(d).join(credential))
+            .filter(|p| p.exists())
+    })?;
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Some(Secret(s.trim_end_matches(['\n', '\r']).to_string())),
+        Err(e) => {
+            problems.push(format!(
+                "cannot read the secret in {} ({var}_FILE or the credential `{credential}`): {e}",
+                path.display()
+            ));
+            None
+        }
+    }
 }
