@@ -531,8 +531,16 @@ fn the_systemd_unit_verifies() {
         "/docs/deploy/hookrace.service"
     ))
     .unwrap();
-    // Verified against the binary just built (the unit names its installed path).
-    let unit = unit.replace("/usr/local/bin/hookrace", env!("CARGO_BIN_EXE_hookrace"));
+    // Verified against the binary just built (the unit names it by name: systemd finds it in
+    // /usr/local/bin after a manual install, in /usr/bin from the package).
+    let unit = unit.replace(
+        "ExecStart=hookrace ",
+        &format!("ExecStart={} ", env!("CARGO_BIN_EXE_hookrace")),
+    );
+    assert!(
+        unit.contains(env!("CARGO_BIN_EXE_hookrace")),
+        "the unit's ExecStart moved"
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hookrace.service");
     std::fs::write(&path, unit).unwrap();

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Builds the Debian package with cargo-deb and checks what it installs: the binary, the systemd
+# unit, the configuration as a conffile, the docs. Needs cargo-deb (`cargo install cargo-deb`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo deb --locked >/dev/null
+DEB=$(ls -t target/debian/hookrace_*.deb | head -1)
+echo "== $DEB"
+CONTENTS=$(dpkg-deb -c "$DEB")
+INFO=$(dpkg-deb -I "$DEB")
+fail() { echo "check-deb: $*" >&2; exit 1; }
+for path in ./usr/bin/hookrace ./lib/systemd/system/hookrace.service ./etc/hookrace/config.toml \
+            ./usr/share/doc/hookrace/deploy.md; do
+  grep -q " $path\$" <<<"$CONTENTS" || fail "missing $path"
+done
+grep -Eq -- "^-rwxr-xr-x (root/root|0/0) .* ./usr/bin/hookrace$" <<<"$CONTENTS" || fail "the binary is not 0755, owned by root"
+grep -q "^ Package: hookrace$" <<<"$INFO" || fail "no package name"
+grep -q "^ Depends: .*libc6" <<<"$INFO" || fail "no libc dependency"
+# The conffile is declared, so apt keeps an operator's edits on upgrade.
+dpkg-deb --ctrl-tarfile "$DEB" | tar -xO ./conffiles | grep -qx "/etc/hookrace/config.toml" \
+  || fail "config.toml is not a conffile"
+echo "$INFO" | grep -E "^ (Package|Version|Architecture|Depends):"
+echo "check-deb: ok"
