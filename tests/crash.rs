@@ -3,75 +3,22 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{SECRET, exercise};
+use common::{SECRET, binary, exercise};
 use hookrace::accesslink::signature::sign;
 use hookrace::store::{Store, counter};
 
 const CONNECTIONS: usize = 32;
 
-fn write_config(dir: &Path) -> std::path::PathBuf {
-    let path = dir.join("hookrace.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-            [webhook]
-            listen = "127.0.0.1:0"
-            [admin]
-            listen = "127.0.0.1:0"
-            [accesslink]
-            client_id = "crash-test"
-            client_secret = "not-used"
-            webhook_secret = "{SECRET}"
-            [poller]
-            enabled = false
-            [store]
-            path = "{}"
-            "#,
-            dir.join("store").display()
-        ),
-    )
-    .unwrap();
-    path
-}
-
 /// Starts `hookrace run` and returns it with its webhook URL (read from its start-up log line).
 fn start(config: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hookrace"))
-        .args(["run", "-c"])
-        .arg(config)
-        .env("RUST_LOG", "hookrace=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    // Keep draining the log so the child never blocks on a full pipe.
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(url) = line
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("webhook="))
-            {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(url.to_string());
-                }
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the daemon logs its webhook URL");
-    (child, url)
+    let started = binary::start(binary::hookrace(), config);
+    (started.child, started.webhook_url)
 }
 
 /// Sends deliveries for ids 0..total from many connections until the daemon goes away; returns
@@ -122,7 +69,7 @@ async fn load(url: String, total: usize, ok: Arc<AtomicUsize>) -> Vec<usize> {
 async fn sigkill_mid_stream_loses_no_acknowledged_delivery() {
     for kill_at in [150usize, 900, 2200] {
         let dir = tempfile::tempdir().unwrap();
-        let config = write_config(dir.path());
+        let config = binary::write_config(dir.path());
         let (mut child, url) = start(&config);
         let ok = Arc::new(AtomicUsize::new(0));
         let sender = tokio::spawn(load(url, 3000, ok.clone()));
@@ -204,7 +151,7 @@ async fn sigkill_mid_stream_loses_no_acknowledged_delivery() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_drains_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path());
+    let config = binary::write_config(dir.path());
     let (mut child, url) = start(&config);
     let pid = child.id();
     let ok = Arc::new(AtomicUsize::new(0));

@@ -7,11 +7,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{SECRET, exercise};
+use common::{SECRET, binary, exercise};
 use hookrace::accesslink::signature::sign;
 
 /// How long each `fdatasync` is held back.
@@ -37,19 +36,10 @@ async fn a_200_waits_for_the_fdatasync_of_its_commit() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("hookrace.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[webhook]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-             [accesslink]\nclient_id = \"t\"\nclient_secret = \"t\"\nwebhook_secret = \"{SECRET}\"\n\
-             [poller]\nenabled = false\n[store]\npath = \"{}\"\n",
-            dir.path().join("store").display()
-        ),
-    )
-    .unwrap();
+    let config = binary::write_config(dir.path());
     let delay_us = SYNC_DELAY.as_micros().to_string();
-    let mut child = Command::new("strace")
+    let mut strace = Command::new("strace");
+    strace
         .args([
             "-f",
             "-qq",
@@ -60,32 +50,12 @@ async fn a_200_waits_for_the_fdatasync_of_its_commit() {
             "-e",
         ])
         .arg(format!("inject=fdatasync:delay_exit={delay_us}"))
-        .arg(env!("CARGO_BIN_EXE_hookrace"))
-        .args(["run", "-c"])
-        .arg(&config)
-        .env("RUST_LOG", "hookrace=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting hookrace under strace");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(url) = line
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("webhook="))
-            {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(url.to_string());
-                }
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the daemon logs its webhook URL");
+        .arg(env!("CARGO_BIN_EXE_hookrace"));
+    let binary::Started {
+        mut child,
+        webhook_url: url,
+        ..
+    } = binary::start(strace, &config);
 
     let http = reqwest::Client::new();
     for id in ["sync-1", "sync-2"] {

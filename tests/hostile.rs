@@ -361,49 +361,14 @@ async fn the_admin_listener_answers_only_to_its_own_address_and_origin() {
 /// stay exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_refusals_is_counted_exactly_but_logged_sparingly() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("hookrace.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[webhook]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-             [accesslink]\nclient_id = \"t\"\nclient_secret = \"t\"\nwebhook_secret = \"{SECRET}\"\n\
-             [poller]\nenabled = false\n[store]\npath = \"{}\"\n",
-            dir.path().join("store").display()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hookrace"))
-        .args(["run", "-c"])
-        .arg(&config)
-        .env("RUST_LOG", "hookrace=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (url_tx, url_rx) = std::sync::mpsc::channel();
-    let lines = std::thread::spawn(move || {
-        let mut url_tx = Some(url_tx);
-        let mut all = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(url) = line
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("webhook="))
-            {
-                if let Some(tx) = url_tx.take() {
-                    let _ = tx.send(url.to_string());
-                }
-            }
-            all.push(line);
-        }
-        all
-    });
-    let url = url_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the webhook URL");
+    let config = common::binary::write_config(dir.path());
+    let common::binary::Started {
+        mut child,
+        webhook_url: url,
+        log: lines,
+    } = common::binary::start(common::binary::hookrace(), &config);
     const FLOOD: usize = 400;
     let http = reqwest::Client::new();
     let started = std::time::Instant::now();

@@ -143,6 +143,7 @@ pub fn exercise(user: u64, id: &str) -> String {
         r#"{{"event":"EXERCISE","user_id":{user},"entity_id":"{id}","timestamp":"2026-11-28T10:00:00Z","url":"https://www.polaraccesslink.com/v3/exercises/{id}"}}"#
     )
 }
+pub mod binary;
 pub mod receiver;
 
 /// A configuration running the embedded simulator: quiet generator (tests inject data), no
