@@ -349,13 +349,21 @@ pub async fn start_with_seed(
             "shutting down: draining in-flight requests"
         );
         servers.cancel();
+        let (public_abort, admin_abort) =
+            (public_server.abort_handle(), admin_server.abort_handle());
         let drained = tokio::time::timeout(GRACE, async {
             let _ = public_server.await;
             let _ = admin_server.await;
         })
         .await;
         if drained.is_err() {
-            tracing::warn!("requests still running after the grace period were cut off");
+            // Stop waiting: the servers stop now; a request still running gets no answer (its
+            // client retries) and nothing it had not committed counts as received.
+            public_abort.abort();
+            admin_abort.abort();
+            tracing::warn!(
+                "requests still running after the grace period are abandoned; committing the store"
+            );
         }
         background.cancel();
         if let Some(p) = poller_task {

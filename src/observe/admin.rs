@@ -194,7 +194,11 @@ fn rejection(r: warp::Rejection) -> Response {
         .into_response();
     }
     if r.find::<warp::reject::MethodNotAllowed>().is_some() {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "this route does not take that method (reads are GET; the management routes are \
+             PUT /webhook/secret and DELETE /users/{id})",
+        );
     }
     if r.find::<warp::reject::InvalidQuery>().is_some() {
         return error(StatusCode::BAD_REQUEST, "the query string is not valid");
