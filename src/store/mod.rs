@@ -436,10 +436,9 @@ impl Store {
     }
 
     /// Adds `by` to a counter (in memory; written to disk with the next commit).
-    pub fn incr(&self, name: &str, by: u64) -> anyhow::Result<()> {
+    pub fn incr(&self, name: &str, by: u64) {
         self.counters.add(name, by);
         self.changed();
-        Ok(())
     }
 
     fn changed(&self) {

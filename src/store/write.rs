@@ -114,10 +114,10 @@ impl Store {
             };
             self.generation.fetch_add(1, Ordering::Release);
             let outcome = if first {
-                self.incr(counter::WEBHOOK_ACCEPTED, 1)?;
+                self.incr(counter::WEBHOOK_ACCEPTED, 1);
                 Recorded::Accepted
             } else {
-                self.incr(counter::WEBHOOK_DUPLICATES, 1)?;
+                self.incr(counter::WEBHOOK_DUPLICATES, 1);
                 Recorded::Duplicate
             };
             self.last_delivery_ms
