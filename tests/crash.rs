@@ -21,6 +21,26 @@ fn start(config: &Path) -> (Child, String) {
     (started.child, started.webhook_url)
 }
 
+/// Waits until `n` deliveries were acknowledged, failing the test after a minute or as soon as
+/// the daemon has died (a dead child would otherwise leave the test waiting for ever).
+async fn wait_for_acks(ok: &AtomicUsize, n: usize, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ok.load(Ordering::SeqCst) < n {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "the daemon exited ({status}) after {} acks",
+                ok.load(Ordering::SeqCst)
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} acks within a minute",
+            ok.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// Sends deliveries for ids 0..total from many connections until the daemon goes away; returns
 /// the ids that were answered 200. `ok` counts them as they come.
 async fn load(url: String, total: usize, ok: Arc<AtomicUsize>) -> Vec<usize> {
@@ -75,9 +95,7 @@ async fn sigkill_mid_stream_loses_no_acknowledged_delivery() {
         let sender = tokio::spawn(load(url, 3000, ok.clone()));
         // Kill as soon as `kill_at` deliveries were acknowledged, with the other connections
         // mid-request.
-        while ok.load(Ordering::SeqCst) < kill_at {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        wait_for_acks(&ok, kill_at, &mut child).await;
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let acked = sender.await.unwrap();
@@ -157,9 +175,7 @@ async fn sigterm_under_load_drains_and_exits_cleanly() {
     let ok = Arc::new(AtomicUsize::new(0));
     let load = tokio::spawn(load(url, 100_000, ok.clone()));
     // Let the load run, then ask for shutdown while requests are in flight.
-    while ok.load(Ordering::SeqCst) < 500 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    wait_for_acks(&ok, 500, &mut child).await;
     let asked = Instant::now();
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
