@@ -453,6 +453,20 @@ async fn the_fetch_queue_resumes_after_a_restart() {
     app.stop().await;
 }
 
+/// The daemon against a hand-made upstream at `base`: user 5 with a token, the poller on (an
+/// hourly schedule, so the tests run its cycles themselves), the store in `dir`.
+async fn against_upstream(base: &str, dir: &std::path::Path) -> App {
+    let text = format!(
+        "[webhook]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [accesslink]\nbase_url = \"{base}\"\nclient_id = \"c\"\nclient_secret = \"s\"\nwebhook_secret = \"{}\"\n\
+         [[users]]\nuser_id = 5\naccess_token = \"token-of-five\"\n\
+         [poller]\nenabled = true\nevery = \"1h\"\n[store]\npath = \"{}\"\n",
+        common::SECRET,
+        dir.display()
+    );
+    spawn_with(hookrace::config::parse(&text, "test", &|_| None).unwrap()).await
+}
+
 /// A commit deletes the data at Polar. An upstream whose transaction list lacks the expected key
 /// (here `exercise` instead of `exercises`) must leave the transaction uncommitted: before the fix
 /// the poller read "no items" and committed, deleting data it never stored.
@@ -504,16 +518,7 @@ async fn a_transaction_list_hookrace_cannot_read_is_never_committed() {
     tokio::spawn(warp::serve(upstream).incoming(listener).run());
 
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[webhook]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [accesslink]\nbase_url = \"{base}\"\nclient_id = \"c\"\nclient_secret = \"s\"\nwebhook_secret = \"{}\"\n\
-         [[users]]\nuser_id = 5\naccess_token = \"token-of-five\"\n\
-         [poller]\nenabled = true\nevery = \"1h\"\n[store]\npath = \"{}\"\n",
-        common::SECRET,
-        dir.path().display()
-    );
-    let cfg = hookrace::config::parse(&text, "test", &|_| None).unwrap();
-    let app = spawn_with(cfg).await;
+    let app = against_upstream(&base, dir.path()).await;
     let report = app.cycle().await;
     assert!(
         report.errors >= 1,
@@ -584,15 +589,7 @@ async fn upstream_redirects_are_not_followed_and_absurd_resets_do_not_panic() {
     tokio::spawn(warp::serve(a).incoming(a_listener).run());
 
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[webhook]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [accesslink]\nbase_url = \"{a_base}\"\nclient_id = \"c\"\nclient_secret = \"s\"\nwebhook_secret = \"{}\"\n\
-         [[users]]\nuser_id = 5\naccess_token = \"token-of-five\"\n\
-         [poller]\nenabled = true\nevery = \"1h\"\n[store]\npath = \"{}\"\n",
-        common::SECRET,
-        dir.path().display()
-    );
-    let app = spawn_with(hookrace::config::parse(&text, "test", &|_| None).unwrap()).await;
+    let app = against_upstream(&a_base, dir.path()).await;
     let body = format!(
         r#"{{"event":"EXERCISE","user_id":5,"entity_id":"r1","timestamp":"2026-11-28T10:00:00Z","url":"{a_base}/v3/exercises/r1"}}"#
     );

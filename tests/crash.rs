@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{SECRET, binary, exercise};
-use hookrace::accesslink::signature::sign;
 use hookrace::store::{Store, counter};
 
 const CONNECTIONS: usize = 32;
@@ -61,15 +60,8 @@ async fn load(url: String, total: usize, ok: Arc<AtomicUsize>) -> Vec<usize> {
                     return;
                 }
                 let body = exercise(1, &format!("c{i}"));
-                let res = http
-                    .post(&url)
-                    .header("Content-Type", "application/json")
-                    .header("Polar-Webhook-Signature", sign(SECRET, body.as_bytes()))
-                    .body(body)
-                    .send()
-                    .await;
-                match res {
-                    Ok(r) if r.status() == 200 => {
+                match binary::post_signed(&http, &url, SECRET, body).await {
+                    Some(r) if r.status() == 200 => {
                         acked.lock().unwrap().push(i);
                         ok.fetch_add(1, Ordering::SeqCst);
                     }
@@ -142,12 +134,7 @@ async fn sigkill_mid_stream_loses_no_acknowledged_delivery() {
         let http = reqwest::Client::new();
         for i in acked.iter().take(200) {
             let body = exercise(1, &format!("c{i}"));
-            let res = http
-                .post(&url)
-                .header("Content-Type", "application/json")
-                .header("Polar-Webhook-Signature", sign(SECRET, body.as_bytes()))
-                .body(body)
-                .send()
+            let res = binary::post_signed(&http, &url, SECRET, body)
                 .await
                 .unwrap();
             assert_eq!(res.status(), 200);

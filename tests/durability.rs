@@ -11,7 +11,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{SECRET, binary, exercise};
-use hookrace::accesslink::signature::sign;
 
 /// How long each `fdatasync` is held back.
 const SYNC_DELAY: Duration = Duration::from_millis(1500);
@@ -61,12 +60,7 @@ async fn a_200_waits_for_the_fdatasync_of_its_commit() {
     for id in ["sync-1", "sync-2"] {
         let body = exercise(1, id);
         let sent = Instant::now();
-        let res = http
-            .post(&url)
-            .header("Content-Type", "application/json")
-            .header("Polar-Webhook-Signature", sign(SECRET, body.as_bytes()))
-            .body(body)
-            .send()
+        let res = binary::post_signed(&http, &url, SECRET, body)
             .await
             .unwrap();
         let took = sent.elapsed();

@@ -374,15 +374,7 @@ async fn a_flood_of_refusals_is_counted_exactly_but_logged_sparingly() {
     let started = std::time::Instant::now();
     for i in 0..FLOOD {
         let body = exercise(424242, &format!("flood{i}"));
-        let res = http
-            .post(&url)
-            .header("Content-Type", "application/json")
-            .header(
-                "Polar-Webhook-Signature",
-                sign("not-the-secret", body.as_bytes()),
-            )
-            .body(body)
-            .send()
+        let res = common::binary::post_signed(&http, &url, "not-the-secret", body)
             .await
             .unwrap();
         assert_eq!(res.status(), 401);

@@ -119,11 +119,20 @@ impl Store {
     /// index entries that a crash between a record and its index entry left out. Returns the
     /// number of pending fetches.
     pub fn load_fetch_queue(&self) -> anyhow::Result<usize> {
+        /// The two fields this scan needs (the rest of each record is skipped, not decoded).
+        #[derive(serde::Deserialize)]
+        struct Pending {
+            #[serde(default)]
+            seq: Option<u64>,
+            #[serde(default)]
+            fetch: Option<FetchJob>,
+        }
         let mut pending = 0;
         for kv in self.entities.iter() {
             let (k, v) = kv.context("reading entities")?;
             let key = String::from_utf8_lossy(&k).into_owned();
-            let r = super::decode_record(&key, &v)?;
+            let r: Pending =
+                serde_json::from_slice(&v).with_context(|| format!("decoding entity {key}"))?;
             if let Some(job) = &r.fetch {
                 self.fetch_queue.put(&key, job.next_at);
                 pending += 1;

@@ -229,11 +229,6 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn add_u64(_key: &[u8], old: Option<&[u8]>, delta: &[u8]) -> Option<Vec<u8>> {
-    let old = old.map(be_u64).unwrap_or(0);
-    Some(old.wrapping_add(be_u64(delta)).to_be_bytes().to_vec())
-}
-
 /// Makes the store directory 0700 and sled's files in it (`db`, `conf`, `snap.*`, `blobs/`)
 /// 0600; anything else an operator keeps there is left alone.
 fn restrict(dir: &Path) -> anyhow::Result<()> {
@@ -288,8 +283,6 @@ impl Store {
                 .with_context(|| format!("opening tree {name} in {}", path.display()))
         };
         let counters_tree = tree("counters")?;
-        // Stores written before counters moved to memory increment through this operator.
-        counters_tree.set_merge_operator(add_u64);
         let meta = tree("meta")?;
         let counters = Arc::new(Counters::load(&counters_tree, &meta)?);
         let last_delivery_ms = Arc::new(AtomicI64::new(i64::MIN));

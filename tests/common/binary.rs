@@ -77,3 +77,22 @@ pub fn start(mut command: Command, config: &Path) -> Started {
 pub fn hookrace() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hookrace"))
 }
+
+/// Posts `body` to `url` signed with `key`, as Polar would; `None` when the daemon is gone.
+pub async fn post_signed(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    body: String,
+) -> Option<reqwest::Response> {
+    http.post(url)
+        .header("Content-Type", "application/json")
+        .header(
+            "Polar-Webhook-Signature",
+            hookrace::accesslink::signature::sign(key, body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .ok()
+}
