@@ -3,14 +3,23 @@
 //! store's own write path: webhook entities with their raw delivery body). Targets: ready ≤ 200 ms,
 //! idle RSS ≤ 20 MB and CPU near zero with the poller at 30 s, at most 1.5 KB per entity on disk,
 //! report ≤ 5 s and ≤ 200 MB.
+//!
+//! Then, on that store with a daemon running on it: ingest with the dashboard's event stream open
+//! against ingest without it (target: within 10%), and `/status` and `/metrics` read while
+//! deliveries keep arriving (target: p99 ≤ 50 ms).
 
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use hdrhistogram::Histogram;
+use hookrace::accesslink::signature::sign;
 use hookrace::race::Entity;
+use tokio_util::sync::CancellationToken;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hookrace");
 
@@ -102,7 +111,7 @@ fn start_to_ready_and_idle() {
     }
 }
 
-fn report_on_a_million() {
+fn report_on_a_million() -> (tempfile::TempDir, std::path::PathBuf) {
     let n: u64 = std::env::var("BENCH_ENTITIES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -164,6 +173,178 @@ fn report_on_a_million() {
         took.as_secs_f64(),
         peak_kb as f64 / 1024.0
     );
+    (dir, store_path)
+}
+
+const SECRET: &str = "abe1f3ae-fd33-11e8-8eb2-f2801f1b9fd1";
+const CONNECTIONS: usize = 16;
+
+/// Sends distinct signed deliveries from `CONNECTIONS` connections until `stop`; returns how
+/// many were answered 200 while `measuring` was set.
+async fn deliver(
+    url: String,
+    first: u64,
+    stop: Arc<AtomicBool>,
+    measuring: Arc<AtomicBool>,
+) -> u64 {
+    let next = Arc::new(AtomicU64::new(first));
+    let mut tasks = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let (url, next, stop, measuring) =
+            (url.clone(), next.clone(), stop.clone(), measuring.clone());
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut done = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let body = format!(
+                    r#"{{"event":"EXERCISE","user_id":475,"entity_id":"load{i}","timestamp":"2026-11-28T10:00:00Z","url":"https://www.polaraccesslink.com/v3/exercises/load{i}"}}"#
+                );
+                let res = http
+                    .post(&url)
+                    .header("Content-Type", "application/json")
+                    .header("Polar-Webhook-Signature", sign(SECRET, body.as_bytes()))
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("a delivery");
+                assert_eq!(res.status(), 200);
+                if measuring.load(Ordering::Relaxed) {
+                    done += 1;
+                }
+            }
+            done
+        }));
+    }
+    let mut n = 0;
+    for t in tasks {
+        n += t.await.unwrap();
+    }
+    n
+}
+
+/// Keeps the dashboard's event stream open, reading every event, until `stop`.
+async fn dashboard(admin: String, stop: Arc<AtomicBool>) -> u64 {
+    let mut res = reqwest::get(format!("{admin}/events"))
+        .await
+        .expect("the event stream");
+    assert_eq!(res.status(), 200);
+    let mut bytes = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        match tokio::time::timeout(Duration::from_millis(500), res.chunk()).await {
+            Ok(Ok(Some(chunk))) => bytes += chunk.len() as u64,
+            Ok(_) => panic!("the event stream ended"),
+            Err(_) => {}
+        }
+    }
+    bytes
+}
+
+/// Reads `path` on the admin listener every 50 ms until `stop`; returns the latencies in µs.
+async fn read_every(admin: String, path: &str, stop: Arc<AtomicBool>) -> Histogram<u64> {
+    let http = reqwest::Client::new();
+    let mut h = Histogram::<u64>::new(3).unwrap();
+    while !stop.load(Ordering::Relaxed) {
+        let t = Instant::now();
+        let res = http.get(format!("{admin}{path}")).send().await.expect(path);
+        assert_eq!(res.status(), 200, "{path}");
+        res.bytes().await.expect(path);
+        h.record(t.elapsed().as_micros() as u64).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    h
+}
+
+/// Ingest with and without the dashboard open, and reads of `/status` and `/metrics` while
+/// deliveries arrive, on the store just generated.
+fn reads_under_load(store_path: &Path) {
+    let measure = Duration::from_secs(
+        std::env::var("BENCH_MEASURE_S")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(8),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let text = format!(
+            "[webhook]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[accesslink]\nclient_id = \"bench\"\nclient_secret = \"x\"\nwebhook_secret = \"{SECRET}\"\n[poller]\nenabled = false\n[store]\npath = {}\n",
+            toml::Value::String(store_path.display().to_string())
+        );
+        let cfg = hookrace::config::parse(&text, "bench", &|_| None).unwrap();
+        let shutdown = CancellationToken::new();
+        let listeners = hookrace::apps::daemon::Listeners {
+            webhook: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            simulator: None,
+        };
+        let t = Instant::now();
+        let running = hookrace::apps::daemon::start(cfg, listeners, shutdown.clone()).await.unwrap();
+        println!(
+            "daemon on {} entities started in {:.0} ms",
+            running.store.summary().total,
+            t.elapsed().as_secs_f64() * 1000.0
+        );
+        let (url, admin) = (running.webhook_url.clone(), running.admin_url.clone());
+        // Each phase: 2 s of warm-up, then `measure`.
+        let mut first = 0u64;
+        let mut phase = |with_dashboard: bool, with_readers: bool| {
+            let (url, admin) = (url.clone(), admin.clone());
+            first += 10_000_000;
+            let first = first;
+            async move {
+                let stop = Arc::new(AtomicBool::new(false));
+                let measuring = Arc::new(AtomicBool::new(false));
+                let load = tokio::spawn(deliver(url, first, stop.clone(), measuring.clone()));
+                let events = with_dashboard.then(|| tokio::spawn(dashboard(admin.clone(), stop.clone())));
+                let readers = with_readers.then(|| {
+                    (
+                        tokio::spawn(read_every(admin.clone(), "/status", stop.clone())),
+                        tokio::spawn(read_every(admin.clone(), "/metrics", stop.clone())),
+                    )
+                });
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                measuring.store(true, Ordering::Relaxed);
+                let t = Instant::now();
+                tokio::time::sleep(measure).await;
+                measuring.store(false, Ordering::Relaxed);
+                let secs = t.elapsed().as_secs_f64();
+                stop.store(true, Ordering::Relaxed);
+                let rate = load.await.unwrap() as f64 / secs;
+                if let Some(e) = events {
+                    assert!(e.await.unwrap() > 0, "the dashboard received events");
+                }
+                let reads = match readers {
+                    Some((s, m)) => Some((s.await.unwrap(), m.await.unwrap())),
+                    None => None,
+                };
+                (rate, reads)
+            }
+        };
+        let (without, _) = phase(false, false).await;
+        let (with, _) = phase(true, false).await;
+        let (loaded, reads) = phase(true, true).await;
+        println!("ingest on the big store, dashboard closed:  {without:>8.0} req/s");
+        println!(
+            "ingest on the big store, dashboard open:    {with:>8.0} req/s   ratio {:.2}  (target ≥ 0.90)",
+            with / without
+        );
+        let (status, metrics) = reads.expect("the third phase reads");
+        let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        for (name, h) in [("/status", &status), ("/metrics", &metrics)] {
+            println!(
+                "{name:<9} while {loaded:.0} deliveries/s arrive: p50 {:>6.2} ms   p99 {:>6.2} ms   max {:>6.2} ms   ({} reads; target p99 ≤ 50 ms)",
+                ms(h, 0.5),
+                ms(h, 0.99),
+                h.max() as f64 / 1000.0,
+                h.len()
+            );
+        }
+        shutdown.cancel();
+        running.wait().await.unwrap();
+    });
 }
 
 /// Writes `n` entities through the store's write path: nine in ten arrive by webhook (a signed
@@ -268,5 +449,6 @@ fn main() {
     if std::env::var("BENCH_SKIP_IDLE").is_err() {
         start_to_ready_and_idle();
     }
-    report_on_a_million();
+    let (_dir, store_path) = report_on_a_million();
+    reads_under_load(&store_path);
 }

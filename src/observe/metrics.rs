@@ -121,7 +121,7 @@ impl Collector for StoreCollector {
             tracing::error!(error = format_args!("{e:#}"), "building metrics");
             std::fmt::Error
         })?;
-        let summary = self.store.summary().map_err(|_| std::fmt::Error)?;
+        let summary = self.store.summary();
         let c = self.store.counters().map_err(|_| std::fmt::Error)?;
         let get = |n: &str| c.get(n).copied().unwrap_or(0);
         let w = &doc.webhook;

@@ -19,11 +19,8 @@ fn send(states: &[NotifyState]) {
 
 /// A one-line summary for `systemctl status`.
 pub fn status_line(store: &Store) -> String {
-    let summary = store.summary();
-    let (total, wh, poll) = match &summary {
-        Ok(s) => (s.total, s.first_by_webhook, s.first_by_poll),
-        Err(_) => (0, 0, 0),
-    };
+    let s = store.summary();
+    let (total, wh, poll) = (s.total, s.first_by_webhook, s.first_by_poll);
     format!(
         "{total} entities ({wh} first by webhook, {poll} first by poll); {} deliveries; {} poll cycles",
         store.counter(counter::WEBHOOK_DELIVERIES),

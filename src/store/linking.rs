@@ -1,8 +1,6 @@
 //! Linking the two channels: a polled item and a webhook's fetched data find their entity by
 //! fingerprint, and two records of one entity are merged into one (see `docs/architecture.md`).
 
-use std::sync::atomic::Ordering;
-
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 
@@ -108,6 +106,7 @@ impl Store {
             if deleted.is_err() {
                 continue;
             }
+            self.entity_changed(Some(&absorbed.entity.times()), None);
             let into = self.update_record(into, |r| {
                 if r.entity.key != absorbed.entity.key {
                     r.entity.absorb(&absorbed.entity);
@@ -125,7 +124,6 @@ impl Store {
                     self.data.insert(into.as_bytes(), d)?;
                 }
             }
-            self.generation.fetch_add(1, Ordering::Release);
             tracing::debug!(from, into, "linked two records of one entity");
             return Ok(());
         }

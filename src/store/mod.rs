@@ -34,7 +34,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::accesslink::payload::Delivery;
-use crate::race::{self, Entity, Summary};
+use crate::race::{Entity, EntityTimes, LiveSummary, SavedSummary, Summary};
 use fetch_queue::FetchQueue;
 
 mod commit;
@@ -97,6 +97,9 @@ const META_WEBHOOK_SECRET: &str = "webhook.signature_secret_key";
 const META_OPEN: &str = "open";
 /// Every counter, as one JSON object (written with each commit).
 const META_COUNTERS: &str = "counters";
+/// The entity summary as the last clean close left it ([`race::SavedSummary`]); read only when
+/// the store was closed cleanly, since it lags the records after a crash.
+const META_SUMMARY: &str = "summary";
 
 /// What recording a delivery did, and what its answer must wait for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,6 +208,8 @@ pub struct Store {
     link_lock: Mutex<()>,
     /// Bumped on every entity write, so the cached summary knows when it is stale.
     generation: AtomicU64,
+    /// The entity summary, kept up to date by every entity write (see `race::LiveSummary`).
+    live_summary: Mutex<LiveSummary>,
     /// The newest delivery time in milliseconds (persisted in `meta` with each commit).
     last_delivery_ms: Arc<AtomicI64>,
     summary_cache: Mutex<Option<(u64, Arc<Summary>)>>,
@@ -321,6 +326,7 @@ impl Store {
             users: tree("users")?,
             link_lock: Mutex::new(()),
             generation: AtomicU64::new(0),
+            live_summary: Mutex::new(LiveSummary::default()),
             last_delivery_ms,
             summary_cache: Mutex::new(None),
             counters,
@@ -338,14 +344,23 @@ impl Store {
                 .insert(META_CREATED_AT, Utc::now().to_rfc3339().as_bytes())?;
         }
         store.upgrade(&old_trees.0, &old_trees.1)?;
-        if store.meta.get(META_OPEN)?.is_some() {
-            store.unclean = true;
-            tracing::warn!(
-                store = %path.display(),
-                "the store was not closed cleanly: recounting from its records"
-            );
-            store.recount()?;
-        }
+        store.unclean = store.meta.get(META_OPEN)?.is_some();
+        let saved = match store.unclean {
+            true => {
+                tracing::warn!(
+                    store = %path.display(),
+                    "the store was not closed cleanly: recounting from its records"
+                );
+                None
+            }
+            false => store.saved_summary()?,
+        };
+        let summary = match saved {
+            Some(summary) => summary,
+            // After a crash, or on a store of an earlier version: one pass over the records.
+            None => store.recount()?,
+        };
+        *lock(&store.live_summary) = LiveSummary::new(summary);
         store.meta.insert(META_OPEN, &[1u8])?;
         store.durable.commit()?;
         // The files sled has just created (on a new store) get the same treatment.
@@ -353,12 +368,29 @@ impl Store {
         Ok(store)
     }
 
-    /// Recounts the counters that describe records (after an unclean stop, the counters on disk
-    /// may lag the records by the last unfinished commit): accepted deliveries are the raw bodies
-    /// kept, duplicates the deliveries beyond them, fetches the entities fetched or given up.
-    fn recount(&self) -> anyhow::Result<()> {
+    /// The summary the last clean close saved, if any.
+    fn saved_summary(&self) -> anyhow::Result<Option<Summary>> {
+        let Some(v) = self
+            .meta
+            .get(META_SUMMARY)
+            .context("reading the saved summary")?
+        else {
+            return Ok(None);
+        };
+        let saved: SavedSummary =
+            serde_json::from_slice(&v).context("decoding the saved summary")?;
+        Ok(Some(saved.into()))
+    }
+
+    /// Summarises every record, and recounts the counters that describe records (after an
+    /// unclean stop, the counters on disk may lag the records by the last unfinished commit):
+    /// accepted deliveries are the raw bodies kept, duplicates the deliveries beyond them,
+    /// fetches the entities fetched or given up.
+    fn recount(&self) -> anyhow::Result<Summary> {
         #[derive(Deserialize)]
-        struct Counted {
+        struct Counted<'a> {
+            #[serde(borrow, flatten)]
+            times: EntityTimes<'a>,
             #[serde(default)]
             webhook_deliveries: u32,
             #[serde(default)]
@@ -369,10 +401,12 @@ impl Store {
             raw: Option<serde::de::IgnoredAny>,
         }
         let (mut accepted, mut deliveries, mut fetched, mut failed) = (0u64, 0u64, 0u64, 0u64);
+        let mut summary = Summary::default();
         for kv in self.entities.iter() {
             let (k, v) = kv.context("reading entities")?;
             let c: Counted = serde_json::from_slice(&v)
                 .with_context(|| format!("decoding entity {}", String::from_utf8_lossy(&k)))?;
+            summary.add_times(&c.times);
             accepted += u64::from(c.raw.is_some());
             deliveries += u64::from(c.webhook_deliveries);
             fetched += u64::from(c.fetched && c.fetch_error.is_none() && c.webhook_deliveries > 0);
@@ -385,7 +419,7 @@ impl Store {
         );
         self.counters.set(counter::WEBHOOK_FETCHES_OK, fetched);
         self.counters.set(counter::WEBHOOK_FETCHES_FAILED, failed);
-        Ok(())
+        Ok(summary)
     }
 
     /// Moves what a store of an earlier version kept in the `deliveries` and `fetch_queue` trees
@@ -431,6 +465,13 @@ impl Store {
     /// Adds `by` to a counter (in memory; written to disk with the next commit).
     pub fn incr(&self, name: &str, by: u64) {
         self.counters.add(name, by);
+        self.changed();
+    }
+
+    /// Accounts for an entity written (or removed): the summary, its generation, the watchers.
+    fn entity_changed(&self, old: Option<&EntityTimes<'_>>, new: Option<&EntityTimes<'_>>) {
+        lock(&self.live_summary).change(old, new);
+        self.generation.fetch_add(1, Ordering::Release);
         self.changed();
     }
 
@@ -536,24 +577,31 @@ impl Store {
         Ok(())
     }
 
-    /// The summary of all entities, recomputed only when an entity changed since the last call.
-    pub fn summary(&self) -> anyhow::Result<Arc<Summary>> {
+    /// The summary of all entities: one snapshot shared by every reader until an entity changes
+    /// (built from the live summary, not by reading the records).
+    pub fn summary(&self) -> Arc<Summary> {
         let generation = self.generation.load(Ordering::Acquire);
-        if let Some((g, s)) = self.summary_cache.lock().map_err(poisoned)?.as_ref() {
+        let mut cache = lock(&self.summary_cache);
+        if let Some((g, s)) = cache.as_ref() {
             if *g == generation {
-                return Ok(s.clone());
+                return s.clone();
             }
         }
-        let mut summary = race::Summary::default();
-        for kv in self.entities.iter() {
-            let (k, v) = kv.context("reading entities")?;
-            let times: race::EntityTimes = serde_json::from_slice(&v)
-                .with_context(|| format!("decoding entity {}", String::from_utf8_lossy(&k)))?;
-            summary.add_times(&times);
+        // Two writers finishing out of order leave the live summary inconsistent for the
+        // moment between their last steps; the earlier snapshot stands in meanwhile.
+        for _ in 0..1000 {
+            if let Some(now) = lock(&self.live_summary).snapshot() {
+                let now = Arc::new(now);
+                *cache = Some((generation, now.clone()));
+                return now;
+            }
+            if let Some((_, earlier)) = cache.as_ref() {
+                return earlier.clone();
+            }
+            std::thread::yield_now();
         }
-        let summary = Arc::new(summary);
-        *self.summary_cache.lock().map_err(poisoned)? = Some((generation, summary.clone()));
-        Ok(summary)
+        tracing::error!("the live summary stayed inconsistent: an entity write was lost");
+        Arc::new(Summary::default())
     }
 
     /// Raw accepted deliveries, oldest first (a full scan).
@@ -594,9 +642,20 @@ impl Drop for Store {
     /// Closes the store cleanly: the last counters and the "open" mark's removal made durable,
     /// so the next open trusts the counters.
     fn drop(&mut self) {
-        let closed = self
-            .durable
-            .commit()
+        let saved = lock(&self.live_summary)
+            .snapshot()
+            .map(|s| serde_json::to_vec(&SavedSummary::from(&s)));
+        let closed = match saved {
+            Some(Ok(bytes)) => self
+                .meta
+                .insert(META_SUMMARY, bytes)
+                .map(drop)
+                .context("saving the summary"),
+            // Not saved: the next open recounts.
+            _ => Ok(()),
+        };
+        let closed = closed
+            .and_then(|()| self.durable.commit())
             .and_then(|()| Ok(self.meta.remove(META_OPEN)?))
             .and_then(|_| self.durable.commit());
         if let Err(e) = closed {
@@ -607,6 +666,12 @@ impl Drop for Store {
             );
         }
     }
+}
+
+/// Locks a mutex that holds plain tallies: a panic in another holder cannot leave them
+/// half-written in a way worse than a missed count, so a poisoned lock is used as it is.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn poisoned<T>(_: std::sync::PoisonError<T>) -> anyhow::Error {

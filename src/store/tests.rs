@@ -6,6 +6,7 @@ use chrono::Utc;
 
 use super::*;
 use crate::accesslink::payload::{self, Parsed};
+use crate::race::visible;
 
 fn delivery(id: &str) -> (Delivery, Vec<u8>) {
     let body = format!(
@@ -179,12 +180,20 @@ fn counters_survive_a_clean_close_and_are_recounted_after_an_unclean_one() {
             .unwrap()
             .insert(counter::WEBHOOK_ACCEPTED, &2u64.to_be_bytes())
             .unwrap();
+        // ... and a saved summary that lags the records too.
+        let stale = serde_json::to_vec(&SavedSummary::from(&Summary::default())).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert(META_SUMMARY, stale)
+            .unwrap();
         db.flush().unwrap();
     }
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.counter(counter::WEBHOOK_ACCEPTED), 3);
     assert_eq!(store.counter(counter::WEBHOOK_DUPLICATES), 1);
     assert_eq!(store.counter(counter::WEBHOOK_PINGS), 2);
+    // The summary saved at the clean close is not trusted after a crash: it is recounted.
+    assert_eq!(store.summary().total, 3);
 }
 
 #[test]
@@ -211,4 +220,71 @@ fn the_store_is_private_to_its_owner_whatever_the_umask() {
             );
         }
     }
+}
+
+fn recounted(store: &Store) -> Summary {
+    let mut s = Summary::default();
+    store.for_each_entity(|e| s.add(&e)).unwrap();
+    s
+}
+
+#[test]
+fn the_live_summary_follows_every_write_and_survives_a_clean_close() {
+    use crate::accesslink::data::Identity;
+    let dir = tempfile::tempdir().unwrap();
+    let base = Utc::now();
+    {
+        let store = std::sync::Arc::new(Store::open(dir.path()).unwrap());
+        // Deliveries and duplicates from four threads at once, on overlapping entities.
+        std::thread::scope(|scope| {
+            for t in 0..4i64 {
+                let store = store.clone();
+                scope.spawn(move || {
+                    for i in 0..50i64 {
+                        let (d, body) = delivery(&format!("e{}", (i * 7 + t) % 60));
+                        let at = base + chrono::Duration::milliseconds(i * 10 + t);
+                        store.record_delivery(&d, &body, at, true).unwrap();
+                    }
+                });
+            }
+        });
+        // The poller sees some of them (under their fingerprint), and some nobody else saw.
+        for i in 0..80i64 {
+            let id = Identity {
+                kind: "EXERCISE".into(),
+                entity_id: format!("p{i}"),
+                fingerprint: Some(format!("fp{i}")),
+                available_at: Some(base - chrono::Duration::seconds(i)),
+            };
+            let at = base + chrono::Duration::seconds(30 + i);
+            store
+                .record_poll(7, &id, &serde_json::json!({}), at)
+                .unwrap();
+        }
+        // Fetched webhook data carries the same fingerprints: the records merge.
+        for i in 0..40i64 {
+            let id = Identity {
+                kind: "EXERCISE".into(),
+                entity_id: format!("e{i}"),
+                fingerprint: Some(format!("fp{i}")),
+                available_at: Some(base - chrono::Duration::seconds(i)),
+            };
+            store
+                .record_fetched(&format!("EXERCISE/7/e{i}"), &id, &serde_json::json!({}))
+                .unwrap();
+        }
+        let live = store.summary();
+        assert_eq!(visible(&live), visible(&recounted(&store)));
+        assert_eq!(
+            (live.total, live.seen_by_both),
+            (100, 40),
+            "60 + 80 - 40 merged"
+        );
+    } // closed cleanly: the summary is saved
+    let store = Store::open(dir.path()).unwrap();
+    assert!(!store.unclean);
+    assert_eq!(visible(&store.summary()), visible(&recounted(&store)));
+    let (d, body) = delivery("after");
+    store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+    assert_eq!(store.summary().total, 101);
 }

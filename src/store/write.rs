@@ -56,6 +56,7 @@ impl Store {
                 },
             };
             let had_job = rec.fetch.is_some();
+            let before = (!created).then(|| rec.entity.times().into_owned());
             let e = &mut rec.entity;
             let first = e.webhook_at.is_none();
             if first {
@@ -112,7 +113,7 @@ impl Store {
                 }
                 _ => false,
             };
-            self.generation.fetch_add(1, Ordering::Release);
+            self.entity_changed(before.as_ref(), Some(&rec.entity.times()));
             let outcome = if first {
                 self.incr(counter::WEBHOOK_ACCEPTED, 1);
                 Recorded::Accepted
@@ -165,6 +166,7 @@ impl Store {
                 .with_context(|| format!("reading entity {key}"))?;
             let current = old.as_ref().map(|v| decode_record(key, v)).transpose()?;
             let created = current.is_none();
+            let before = current.as_ref().map(|r| r.entity.times().into_owned());
             let (entity, rest) = match current {
                 Some(r) => (Some(r.entity), Some((r.seq, r.raw, r.fetch))),
                 None => (None, None),
@@ -199,8 +201,7 @@ impl Store {
                         self.written_seq.fetch_max(seq, Ordering::AcqRel);
                     }
                 }
-                self.generation.fetch_add(1, Ordering::Release);
-                self.changed();
+                self.entity_changed(before.as_ref(), Some(&rec.entity.times()));
                 return Ok(out);
             }
         }
@@ -223,6 +224,7 @@ impl Store {
                 anyhow::bail!("no entity {key}");
             };
             let mut rec = decode_record(&key, &old)?;
+            let before = rec.entity.times().into_owned();
             f(&mut rec);
             let bytes = serde_json::to_vec(&rec).context("encoding an entity")?;
             if self
@@ -231,8 +233,7 @@ impl Store {
                 .with_context(|| format!("writing entity {key}"))?
                 .is_ok()
             {
-                self.generation.fetch_add(1, Ordering::Release);
-                self.changed();
+                self.entity_changed(Some(&before), Some(&rec.entity.times()));
                 return Ok(key);
             }
         }

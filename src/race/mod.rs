@@ -1,0 +1,240 @@
+//! The measurement model: what an entity is, which channel saw it first, and the latency and lead
+//! statistics over many entities. Pure functions and data, no I/O: the store persists [`Entity`],
+//! the status document and the report both summarise through [`Summary`] (in `summary`), so they
+//! agree exactly.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+mod summary;
+
+#[cfg(test)]
+pub(crate) use summary::visible;
+pub use summary::{
+    EntityTimes, LatencyStats, LiveSummary, SavedSummary, SignedHistogram, Summary,
+    requests_per_entity, summarize, wasted_share,
+};
+
+/// The two ways hookrace learns about new data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Webhook,
+    Poll,
+}
+
+/// One piece of new data at the source, as both channels saw it. Stored as JSON with times in
+/// microseconds since the epoch (a report reads a million of them: integers decode fast); absent
+/// values and the key (the store's key for the record) are not written, to keep records small.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entity {
+    /// Store key: `TYPE/user/id` (not serialized: the store sets it from the record's key).
+    #[serde(default, skip_serializing)]
+    pub key: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub user_id: u64,
+    /// The hashed exercise id, a date, or another source identity.
+    pub entity_id: String,
+    /// When the source says the data became available (`upload-time`, `created`), once fetched.
+    #[serde(
+        default,
+        with = "chrono::serde::ts_microseconds_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub data_available_at: Option<DateTime<Utc>>,
+    /// The `timestamp` of the first valid delivery: stands in for availability until data is fetched.
+    #[serde(
+        default,
+        with = "chrono::serde::ts_microseconds_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub webhook_timestamp: Option<DateTime<Utc>>,
+    /// When the first valid delivery was received.
+    #[serde(
+        default,
+        with = "chrono::serde::ts_microseconds_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub webhook_at: Option<DateTime<Utc>>,
+    /// When the poller first stored it.
+    #[serde(
+        default,
+        with = "chrono::serde::ts_microseconds_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub poll_at: Option<DateTime<Utc>>,
+    /// Valid deliveries received for it (more than one means duplicates).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub webhook_deliveries: u32,
+    /// Where the data is fetched from, as the delivery named it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Links the records of this entity seen through different ids (see `accesslink::data`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// The webhook's data has been fetched (or the fetch gave up: see `fetch_error`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fetched: bool,
+    /// Why fetching the webhook's data failed for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch_error: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl Entity {
+    /// A new entity with no sighting yet.
+    pub fn new(kind: &str, user_id: u64, entity_id: &str) -> Self {
+        Entity {
+            key: format!("{kind}/{user_id}/{entity_id}"),
+            kind: kind.to_string(),
+            user_id,
+            entity_id: entity_id.to_string(),
+            data_available_at: None,
+            webhook_timestamp: None,
+            webhook_at: None,
+            poll_at: None,
+            webhook_deliveries: 0,
+            url: None,
+            fingerprint: None,
+            fetched: false,
+            fetch_error: None,
+        }
+    }
+
+    /// Folds `other`, another record of the same entity, into this one.
+    pub fn absorb(&mut self, other: &Entity) {
+        let earliest = |a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if other.webhook_at.is_some()
+            && (self.webhook_at.is_none() || other.webhook_at < self.webhook_at)
+        {
+            self.webhook_timestamp = other.webhook_timestamp;
+            self.url = other.url.clone().or(self.url.take());
+        }
+        self.webhook_at = earliest(self.webhook_at, other.webhook_at);
+        self.poll_at = earliest(self.poll_at, other.poll_at);
+        self.webhook_deliveries = self
+            .webhook_deliveries
+            .saturating_add(other.webhook_deliveries);
+        self.data_available_at = self.data_available_at.or(other.data_available_at);
+        self.webhook_timestamp = self.webhook_timestamp.or(other.webhook_timestamp);
+        self.url = self.url.take().or(other.url.clone());
+        self.fingerprint = self.fingerprint.take().or(other.fingerprint.clone());
+        self.fetched |= other.fetched;
+    }
+
+    /// When it became available: from the data when fetched, else the webhook's timestamp.
+    pub fn available_at(&self) -> Option<DateTime<Utc>> {
+        self.data_available_at.or(self.webhook_timestamp)
+    }
+
+    /// The channel that saw it first (a tie goes to the webhook, which was not worse).
+    pub fn first_channel(&self) -> Option<Channel> {
+        first_channel(self.webhook_at, self.poll_at)
+    }
+
+    /// Milliseconds from availability to the webhook (clamped at 0: clocks differ).
+    pub fn webhook_latency_ms(&self) -> Option<f64> {
+        delay_ms(self.available_at()?, self.webhook_at?)
+    }
+
+    /// Milliseconds from availability to the poll.
+    pub fn poll_latency_ms(&self) -> Option<f64> {
+        delay_ms(self.available_at()?, self.poll_at?)
+    }
+
+    /// poll_at − webhook_at in milliseconds, for entities seen by both (negative: polling won).
+    pub fn webhook_lead_ms(&self) -> Option<f64> {
+        Some(millis(self.poll_at? - self.webhook_at?))
+    }
+
+    /// The JSON object `/entities` serves for it.
+    pub fn view(&self) -> EntityView {
+        EntityView {
+            key: self.key.clone(),
+            kind: self.kind.clone(),
+            user_id: self.user_id,
+            entity_id: self.entity_id.clone(),
+            available_at: self.available_at(),
+            webhook_at: self.webhook_at,
+            poll_at: self.poll_at,
+            first_channel: self.first_channel(),
+        }
+    }
+}
+
+/// The public shape of an entity (`GET /entities`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntityView {
+    pub key: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub user_id: u64,
+    pub entity_id: String,
+    pub available_at: Option<DateTime<Utc>>,
+    pub webhook_at: Option<DateTime<Utc>>,
+    pub poll_at: Option<DateTime<Utc>>,
+    pub first_channel: Option<Channel>,
+}
+
+fn first_channel(
+    webhook_at: Option<DateTime<Utc>>,
+    poll_at: Option<DateTime<Utc>>,
+) -> Option<Channel> {
+    match (webhook_at, poll_at) {
+        (Some(w), Some(p)) if p < w => Some(Channel::Poll),
+        (Some(_), _) => Some(Channel::Webhook),
+        (None, Some(_)) => Some(Channel::Poll),
+        (None, None) => None,
+    }
+}
+
+fn millis(d: chrono::TimeDelta) -> f64 {
+    d.num_microseconds()
+        .map(|us| us as f64 / 1000.0)
+        .unwrap_or(d.num_milliseconds() as f64)
+}
+
+fn delay_ms(from: DateTime<Utc>, to: DateTime<Utc>) -> Option<f64> {
+    Some(millis(to - from).max(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap()
+    }
+
+    #[test]
+    fn first_channel_and_lead() {
+        let mut e = Entity::new("EXERCISE", 1, "a");
+        assert_eq!(e.first_channel(), None);
+        e.data_available_at = Some(t(0));
+        e.webhook_at = Some(t(2));
+        assert_eq!(e.first_channel(), Some(Channel::Webhook));
+        e.poll_at = Some(t(30));
+        assert_eq!(e.webhook_lead_ms(), Some(28_000.0));
+        assert_eq!(e.webhook_latency_ms(), Some(2_000.0));
+        e.poll_at = Some(t(1));
+        assert_eq!(e.first_channel(), Some(Channel::Poll));
+        assert_eq!(e.webhook_lead_ms(), Some(-1_000.0));
+    }
+
+    #[test]
+    fn webhook_timestamp_stands_in_until_data_is_fetched() {
+        let mut e = Entity::new("SLEEP", 1, "2024-01-01");
+        e.webhook_timestamp = Some(t(5));
+        assert_eq!(e.available_at(), Some(t(5)));
+        e.data_available_at = Some(t(1));
+        assert_eq!(e.available_at(), Some(t(1)));
+    }
+}
