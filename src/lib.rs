@@ -12,6 +12,7 @@
 //! - [`store`]: sled records, de-duplication, cross-channel linking, the group commit.
 //! - [`race`]: the measurement model: entities, first channel, latency statistics. No I/O.
 //! - [`process`]: facts only the running process knows (start time, schedule, live tasks).
+//! - [`http`]: building HTTP clients with the project's policy; the admin client.
 //! - [`server`]: serving a listener with a header timeout, an idle timeout and a connection cap.
 //! - [`accesslink`]: Polar's API as a client sees it: payloads, signatures, the HTTP client.
 //! - [`config`]: the TOML configuration, validated all at once; imports nothing of the app.
@@ -27,6 +28,7 @@ pub mod apps;
 pub mod channels;
 pub mod cli;
 pub mod config;
+pub mod http;
 pub mod observe;
 pub mod operations;
 pub mod process;

@@ -606,3 +606,61 @@ async fn a_sign_in_finishes_only_in_the_browser_that_started_it() {
     assert_eq!(app.status().await["users"]["known"], 1);
     app.stop().await;
 }
+
+/// Connects a new Polar user through the browser flow and returns the callback's answer.
+async fn connect_new_user(app: &common::App) -> reqwest::Response {
+    let v = app
+        .sim_control(Method::POST, "/sim/users", json!({"registered": false}))
+        .await;
+    let user = v["user_id"].as_u64().unwrap();
+    let authorize = start_connect(&app.public_base).await;
+    let callback = consent(&authorize, &format!("&user_id={user}")).await;
+    follow(&callback).await
+}
+
+#[tokio::test]
+async fn a_person_is_told_when_the_daily_limit_is_spent_instead_of_waiting_a_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_with(sim_config(dir.path(), 0, "transactions")).await;
+    // A daily limit of 6: after one request, fewer than the client's reserve of 5 are left.
+    app.faults(json!({"rate_limit": [100, 6], "long_window_s": 86_400}))
+        .await;
+    let first = connect_new_user(&app).await;
+    assert_eq!(first.status(), 200, "the first registration spends the day");
+    // Before this fix the second sign-in waited for the daily window (a day) in the callback.
+    let second = tokio::time::timeout(Duration::from_secs(10), connect_new_user(&app))
+        .await
+        .expect("the callback answers at once");
+    assert_eq!(second.status(), 503);
+    let page = second.text().await.unwrap();
+    assert!(
+        page.contains("daily request limit is spent; it resets in 23 h 59 min"),
+        "{page}"
+    );
+    assert_eq!(
+        app.status().await["users"]["known"],
+        1,
+        "nothing was stored"
+    );
+    // A user removal someone asked for on the admin listener fails as fast, with 503.
+    let users = app.admin_get("/users").await;
+    let known = users[0]["user_id"].as_u64().unwrap();
+    let res = tokio::time::timeout(
+        Duration::from_secs(10),
+        app.http
+            .delete(format!("{}/users/{known}", app.admin_base))
+            .send(),
+    )
+    .await
+    .expect("the admin route answers at once")
+    .unwrap();
+    assert_eq!(res.status(), 503);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("daily request limit is spent")
+    );
+    assert_eq!(app.status().await["users"]["known"], 1, "the user is kept");
+    app.stop().await;
+}

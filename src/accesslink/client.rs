@@ -1,15 +1,16 @@
 //! The AccessLink client hookrace uses for polling, fetching and webhook management.
 //!
 //! Every request has a timeout; 5xx answers and transport failures are retried with exponential
-//! backoff and jitter; `RateLimit-*` headers are read on every response, and the client waits for
-//! the window to reset once the short window is nearly used up or after a 429. Only URLs under
+//! backoff and full jitter; `RateLimit-*` headers are read on every response, and the client waits
+//! for the window to reset once a window is nearly used up or after a 429. Background work (the
+//! poller, the fetcher) waits as long as that takes; an [interactive](Client::interactive) caller
+//! (a person in a browser or at a terminal) fails at once with the time to the reset. Only URLs under
 //! the configured base URL are ever requested, whatever a payload or a transaction says. Each HTTP
 //! attempt is reported to an observer, so callers count requests by endpoint and outcome.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine;
 use rand::Rng;
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
@@ -91,6 +92,44 @@ pub enum ApiError {
     },
     #[error("client credentials are not configured (accesslink.client_secret)")]
     NoClientSecret,
+    #[error("{method} {url}: not sent: {}", limit_spent(*window, *reset))]
+    LimitSpent {
+        method: Method,
+        url: String,
+        window: Window,
+        reset: Duration,
+    },
+}
+
+/// What holds requests back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// The short (15-minute) window is used up to the reserve.
+    Short,
+    /// The long (24-hour) window is used up to the reserve.
+    Daily,
+    /// AccessLink answered 429.
+    TooManyRequests,
+}
+
+/// "Polar's daily limit is spent; it resets in 3 h 12 min".
+fn limit_spent(window: Window, reset: Duration) -> String {
+    let what = match window {
+        Window::Short => "Polar's 15-minute request limit is spent",
+        Window::Daily => "Polar's daily request limit is spent",
+        Window::TooManyRequests => "Polar answered 429 Too Many Requests",
+    };
+    format!("{what}; it resets in {}", human_duration(reset))
+}
+
+/// A wait as people say it: "3 h 12 min", "4 min 10 s", "12 s".
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, s) => format!("{s} s"),
+        (0, m, s) => format!("{m} min {s} s"),
+        (h, m, _) => format!("{h} h {m} min"),
+    }
 }
 
 impl ApiError {
@@ -155,16 +194,34 @@ pub struct RateState {
     pub limit: Option<(u64, u64)>,
     /// No request before this instant (after a 429, or when the reserve is reached).
     pub blocked_until: Option<Instant>,
+    /// What set `blocked_until`.
+    pub blocked_by: Option<Window>,
 }
 
-/// The client.
+impl RateState {
+    /// Blocks requests until `until` (keeping a later block already set).
+    fn block(&mut self, until: Instant, by: Window) {
+        if self.blocked_until.is_none_or(|b| until > b) {
+            self.blocked_until = Some(until);
+            self.blocked_by = Some(by);
+        }
+    }
+}
+
+/// How long an interactive caller may be kept waiting for a rate-limit window.
+const INTERACTIVE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// The client. Cheap to clone: clones share the connection pool and the rate-limit state.
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: Url,
     client_id: String,
     client_secret: Option<Secret>,
     policy: Policy,
-    rate: Mutex<RateState>,
+    rate: Arc<Mutex<RateState>>,
+    /// The longest wait for a rate-limit window before failing; `None`: wait (background work).
+    patience: Option<Duration>,
 }
 
 impl std::fmt::Debug for Client {
@@ -185,22 +242,29 @@ impl Client {
     ) -> anyhow::Result<Client> {
         let base = Url::parse(base_url)
             .map_err(|e| anyhow::anyhow!("AccessLink base URL {base_url:?}: {e}"))?;
-        let http = reqwest::Client::builder()
-            .timeout(policy.timeout)
-            .connect_timeout(Duration::from_secs(5))
-            // A redirect would leave the base-URL guard behind (it checks the first URL only):
-            // AccessLink's documented answers never redirect, so none is followed.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("hookrace/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        // A redirect would leave the base-URL guard behind (it checks the first URL only):
+        // AccessLink's documented answers never redirect, so none is followed (the factory's
+        // policy).
+        let http = crate::http::client(policy.timeout)?;
         Ok(Client {
             http,
             base,
             client_id: client_id.to_string(),
             client_secret,
             policy,
-            rate: Mutex::new(RateState::default()),
+            rate: Arc::new(Mutex::new(RateState::default())),
+            patience: None,
         })
+    }
+
+    /// The same client for a person waiting on the answer: when a rate-limit window blocks
+    /// requests for longer than a few seconds, requests fail at once ([`ApiError::LimitSpent`])
+    /// instead of waiting up to a day.
+    pub fn interactive(&self) -> Client {
+        Client {
+            patience: Some(INTERACTIVE_PATIENCE),
+            ..self.clone()
+        }
     }
 
     /// `{base}{path}` for a path starting with `/v3/`.
@@ -249,7 +313,7 @@ impl Client {
         }
         let mut attempt = 0;
         loop {
-            self.wait_for_window().await;
+            self.wait_for_window(&method, url).await?;
             let mut req = self
                 .http
                 .request(method.clone(), url)
@@ -260,99 +324,85 @@ impl Client {
                         .client_secret
                         .as_ref()
                         .ok_or(ApiError::NoClientSecret)?;
-                    let raw = format!("{}:{}", self.client_id, secret.expose());
-                    req.header(
-                        "Authorization",
-                        format!(
-                            "Basic {}",
-                            base64::engine::general_purpose::STANDARD.encode(raw)
-                        ),
-                    )
+                    req.basic_auth(&self.client_id, Some(secret.expose()))
                 }
-                Auth::Bearer(token) => {
-                    req.header("Authorization", format!("Bearer {}", token.expose()))
-                }
+                Auth::Bearer(token) => req.bearer_auth(token.expose()),
             };
             if let Some(b) = body {
                 req = req.json(b);
             }
-            let result = req.send().await;
-            let retryable = match result {
+            let err = match req.send().await {
                 Err(e) => {
                     observe(Outcome::Error);
-                    let err = ApiError::Transport {
+                    ApiError::Transport {
                         method: method.clone(),
                         url: url.to_string(),
                         source: e,
-                    };
-                    Err(err)
-                }
-                Ok(res) => {
-                    self.note_rate_headers(res.headers());
-                    let status = res.status();
-                    let body = res.bytes().await.unwrap_or_default();
-                    match status.as_u16() {
-                        200..=299 => {
-                            observe(if status == StatusCode::NO_CONTENT || body.is_empty() {
-                                Outcome::Empty
-                            } else {
-                                Outcome::Data
-                            });
-                            return Ok(Answer { status, body });
-                        }
-                        429 => {
-                            observe(Outcome::RateLimited);
-                            let reset = self.block_after_429();
-                            return Err(ApiError::RateLimited {
-                                method,
-                                url: url.to_string(),
-                                reset,
-                            });
-                        }
-                        401 => {
-                            observe(Outcome::Error);
-                            return Err(ApiError::Unauthorized {
-                                method,
-                                url: url.to_string(),
-                            });
-                        }
-                        403 => {
-                            observe(Outcome::Error);
-                            return Err(ApiError::Forbidden {
-                                method,
-                                url: url.to_string(),
-                                message: error_message(&body),
-                            });
-                        }
-                        code => {
-                            observe(Outcome::Error);
-                            let err = ApiError::Status {
-                                method: method.clone(),
-                                url: url.to_string(),
-                                status: code,
-                                message: error_message(&body),
-                            };
-                            // Client errors will not change on retry; server errors may.
-                            if code < 500 {
-                                return Err(err);
-                            }
-                            Err(err)
-                        }
                     }
                 }
-            };
-            let err = match retryable {
-                Err(e) => e,
-                Ok(a) => return Ok(a),
+                Ok(res) => match self.answer(&method, url, res, observe).await {
+                    Ok(answer) => return Ok(answer),
+                    // Client errors will not change on retry; server errors may.
+                    Err(e) if e.status().is_some_and(|s| s < 500) => return Err(e),
+                    Err(e) => e,
+                },
             };
             if attempt >= self.policy.retries {
                 return Err(err);
             }
             attempt += 1;
-            let delay = backoff(&self.policy, attempt);
+            let delay = backoff(self.policy.backoff_base, self.policy.backoff_max, attempt);
             tracing::debug!(error = %err, attempt, delay_ms = delay.as_millis() as u64, "retrying");
             tokio::time::sleep(delay).await;
         }
+    }
+
+    /// Reads one answer: notes its rate-limit headers, reports its outcome, and turns anything
+    /// but a 2xx into the error it means.
+    async fn answer(
+        &self,
+        method: &Method,
+        url: &str,
+        res: reqwest::Response,
+        observe: &(dyn Fn(Outcome) + Sync),
+    ) -> Result<Answer, ApiError> {
+        self.note_rate_headers(res.headers());
+        let status = res.status();
+        let body = res.bytes().await.unwrap_or_default();
+        let (method, url) = (method.clone(), url.to_string());
+        let (outcome, result) = match status.as_u16() {
+            200..=299 if status == StatusCode::NO_CONTENT || body.is_empty() => {
+                (Outcome::Empty, Ok(Answer { status, body }))
+            }
+            200..=299 => (Outcome::Data, Ok(Answer { status, body })),
+            429 => {
+                let reset = self.block_after_429();
+                let err = ApiError::RateLimited { method, url, reset };
+                (Outcome::RateLimited, Err(err))
+            }
+            401 => (Outcome::Error, Err(ApiError::Unauthorized { method, url })),
+            403 => {
+                let message = error_message(&body);
+                let err = ApiError::Forbidden {
+                    method,
+                    url,
+                    message,
+                };
+                (Outcome::Error, Err(err))
+            }
+            status => {
+                let message = error_message(&body);
+                let err = ApiError::Status {
+                    method,
+                    url,
+                    status,
+                    message,
+                };
+                (Outcome::Error, Err(err))
+            }
+        };
+        observe(outcome);
+        result
     }
 
     /// GET returning JSON, or `None` for 204.
@@ -369,18 +419,38 @@ impl Client {
         a.json(&Method::GET, url).map(Some)
     }
 
-    /// Waits while a 429 or the reserve blocks requests.
-    async fn wait_for_window(&self) {
-        let until = self.rate.lock().ok().and_then(|r| r.blocked_until);
-        if let Some(t) = until {
-            if t > Instant::now() {
-                tracing::info!(
-                    wait_s = (t - Instant::now()).as_secs(),
-                    "waiting for the AccessLink rate-limit window to reset"
-                );
-                tokio::time::sleep_until(t).await;
-            }
+    /// Waits while a 429 or the reserve blocks requests; an interactive client fails instead
+    /// when the wait is longer than its patience.
+    async fn wait_for_window(&self, method: &Method, url: &str) -> Result<(), ApiError> {
+        let (until, by) = {
+            let r = self.rate();
+            (r.blocked_until, r.blocked_by)
+        };
+        let Some(t) = until.filter(|t| *t > Instant::now()) else {
+            return Ok(());
+        };
+        let wait = t - Instant::now();
+        if self.patience.is_some_and(|p| wait > p) {
+            return Err(ApiError::LimitSpent {
+                method: method.clone(),
+                url: url.to_string(),
+                window: by.unwrap_or(Window::TooManyRequests),
+                reset: wait,
+            });
         }
+        tracing::info!(
+            wait_s = wait.as_secs(),
+            "waiting for the AccessLink rate-limit window to reset"
+        );
+        tokio::time::sleep_until(t).await;
+        Ok(())
+    }
+
+    /// The rate-limit state (plain numbers: a panic elsewhere cannot leave it unusable).
+    fn rate(&self) -> std::sync::MutexGuard<'_, RateState> {
+        self.rate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn note_rate_headers(&self, headers: &reqwest::header::HeaderMap) {
@@ -395,7 +465,7 @@ impl Client {
             pair("ratelimit-limit"),
             pair("ratelimit-reset"),
         );
-        let Ok(mut r) = self.rate.lock() else { return };
+        let mut r = self.rate();
         if usage.is_some() {
             r.usage = usage;
         }
@@ -408,35 +478,35 @@ impl Client {
         {
             let reserve = self.policy.reserve;
             let wait = if u_long + reserve >= l_long {
-                Some(r_long)
+                Some((r_long, Window::Daily))
             } else if u_short + reserve >= l_short {
-                Some(r_short)
+                Some((r_short, Window::Short))
             } else {
                 None
             };
-            if let Some(s) = wait {
+            if let Some((s, window)) = wait {
                 // A reset is never longer than the daily window; a larger value is an upstream
                 // error (and `Instant + huge` would panic).
                 let wait = Duration::from_secs(s.min(MAX_RESET_S));
                 let now = Instant::now();
-                let until = now.checked_add(wait).unwrap_or(now);
-                r.blocked_until = Some(r.blocked_until.map_or(until, |b| b.max(until)));
+                r.block(now.checked_add(wait).unwrap_or(now), window);
             }
         }
     }
 
     /// After a 429: block until the reported reset (60 s when none was reported).
     fn block_after_429(&self) -> Duration {
-        let Ok(mut r) = self.rate.lock() else {
-            return Duration::from_secs(60);
-        };
+        let mut r = self.rate();
         let now = Instant::now();
-        let until = r
-            .blocked_until
-            .filter(|t| *t > now)
-            .unwrap_or(now + Duration::from_secs(60));
-        r.blocked_until = Some(until);
-        until - now
+        match r.blocked_until.filter(|t| *t > now) {
+            // The answer's headers already said when the window resets.
+            Some(until) => until - now,
+            None => {
+                let wait = Duration::from_secs(60);
+                r.block(now + wait, Window::TooManyRequests);
+                wait
+            }
+        }
     }
 }
 
@@ -476,14 +546,19 @@ pub fn error_message(body: &[u8]) -> String {
     }
 }
 
-/// Exponential backoff with full jitter: uniform in [base·2^(n−1) / 2, base·2^(n−1)], capped.
-fn backoff(p: &Policy, attempt: u32) -> Duration {
-    let exp = p
-        .backoff_base
+/// The wait before retry `attempt` (1, 2, …): exponential backoff with full jitter, uniform in
+/// [0, min(cap, base·2^(attempt−1))], so that clients failing together do not retry together.
+/// Every retry in hookrace waits this way.
+pub fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
+    jittered(rand::thread_rng().gen_range(0.0..=1.0), base, cap, attempt)
+}
+
+/// [`backoff`] for a given draw `unit` in [0, 1].
+fn jittered(unit: f64, base: Duration, cap: Duration, attempt: u32) -> Duration {
+    let ceiling = base
         .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-        .min(p.backoff_max);
-    let half = exp / 2;
-    half + Duration::from_secs_f64(rand::thread_rng().gen_range(0.0..=1.0) * half.as_secs_f64())
+        .min(cap);
+    ceiling.mul_f64(unit.clamp(0.0, 1.0))
 }
 
 #[cfg(test)]
@@ -516,14 +591,36 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_and_is_capped() {
-        let p = Policy::default();
-        for attempt in 1..10 {
-            let d = backoff(&p, attempt);
-            let full = p.backoff_base * (1 << (attempt - 1));
-            assert!(d <= full.min(p.backoff_max), "{attempt}: {d:?}");
-            assert!(d >= full.min(p.backoff_max) / 2, "{attempt}: {d:?}");
-        }
+    fn backoff_is_full_jitter_under_a_growing_cap() {
+        let (base, cap) = (Duration::from_millis(200), Duration::from_secs(10));
+        let ms = |unit, attempt| jittered(unit, base, cap, attempt).as_millis();
+        // The ceiling doubles from the base up to the cap...
+        let ceilings: Vec<u128> = (1..=8).map(|n| ms(1.0, n)).collect();
+        assert_eq!(ceilings, [200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]);
+        // ... and the wait is anywhere under it, down to zero (full, not equal, jitter).
+        assert_eq!(ms(0.0, 5), 0);
+        assert_eq!(ms(0.25, 5), 800);
+        assert!(backoff(base, cap, 40) <= cap);
+    }
+
+    #[test]
+    fn waits_read_as_people_say_them() {
+        assert_eq!(
+            human_duration(Duration::from_secs(3 * 3600 + 12 * 60 + 5)),
+            "3 h 12 min"
+        );
+        assert_eq!(human_duration(Duration::from_secs(250)), "4 min 10 s");
+        assert_eq!(human_duration(Duration::from_millis(11_900)), "11 s");
+        let e = ApiError::LimitSpent {
+            method: Method::DELETE,
+            url: "https://www.polaraccesslink.com/v3/users/1".into(),
+            window: Window::Daily,
+            reset: Duration::from_secs(3 * 3600 + 12 * 60),
+        };
+        assert_eq!(
+            e.to_string(),
+            "DELETE https://www.polaraccesslink.com/v3/users/1: not sent: Polar's daily request limit is spent; it resets in 3 h 12 min"
+        );
     }
 
     #[test]

@@ -214,7 +214,7 @@ pub async fn start_with_seed(
         }
     }
 
-    let fetcher = Fetcher::new(store.clone(), client.clone());
+    let fetcher = Fetcher::new(store.clone(), client.clone(), liveness.clone());
     let webhook_state = Arc::new(WebhookState {
         store: store.clone(),
         path: config.webhook.path.clone(),
@@ -232,11 +232,9 @@ pub async fn start_with_seed(
         authorize_url: config.accesslink.authorize_url.clone(),
         token_url: config.accesslink.token_url.clone(),
         redirect_uri: config.accesslink.redirect_uri.clone(),
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(15))
-            // The token endpoint answers directly; a redirect would carry the code elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?,
+        // The token endpoint answers directly; a redirect would carry the code elsewhere (the
+        // factory follows none).
+        http: crate::http::client(Duration::from_secs(15))?,
         pending: Default::default(),
     });
     let public = webhook::route(webhook_state)
@@ -302,7 +300,7 @@ pub async fn start_with_seed(
 
     let background = shutdown.child_token();
     let fetcher_task = supervise(
-        "fetcher",
+        crate::channels::fetcher::TASK,
         &liveness,
         &background,
         fetcher.clone().run(background.clone()),
@@ -397,10 +395,7 @@ async fn connect_simulator(
     public_base: &str,
     webhook_url: &str,
 ) -> anyhow::Result<()> {
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()?;
+    let browser = crate::http::client(Duration::from_secs(10))?;
     let users: serde_json::Value = browser
         .get(format!("{}/sim/users", sim.base_url))
         .send()

@@ -231,7 +231,7 @@ async fn race(
     human: bool,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<Report> {
-    let http = reqwest::Client::new();
+    let http = crate::http::client(Duration::from_secs(10))?;
     let started = tokio::time::Instant::now();
     let end = started + args.duration;
     let live = human && std::io::stdout().is_terminal();
@@ -352,7 +352,12 @@ async fn set_rate_limit(sim_url: &str, limit: &str, window: Duration) -> anyhow:
         "rate_limit": [short, long],
         "short_window_s": window.as_secs().max(1),
     });
-    crate::sim::patch_faults(&reqwest::Client::new(), sim_url, patch).await?;
+    crate::sim::patch_faults(
+        &crate::http::client(Duration::from_secs(10))?,
+        sim_url,
+        patch,
+    )
+    .await?;
     Ok(())
 }
 

@@ -15,26 +15,36 @@ use chrono::Utc;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::accesslink::client::{ApiError, Auth, Client, Outcome};
+use crate::accesslink::client::{ApiError, Auth, Client, Outcome, backoff};
 use crate::accesslink::data;
+use crate::process::Liveness;
 use crate::store::{FetchJob, Store, counter};
 
 /// Attempts before a fetch is given up.
 const MAX_ATTEMPTS: u32 = 8;
+/// Retries wait up to 2 s, 4 s, 8 s, … (full jitter, see [`backoff`]), at most 10 minutes.
+const RETRY_BASE: Duration = Duration::from_secs(2);
+const RETRY_CAP: Duration = Duration::from_secs(600);
 
 pub struct Fetcher {
     pub store: Arc<Store>,
     pub client: Arc<Client>,
     /// Woken when a job is queued.
     pub wake: Notify,
+    /// Where the worker says it is stuck: while it cannot use the store, `/healthz` fails.
+    liveness: Arc<Liveness>,
 }
 
+/// The fetcher's name in [`Liveness`].
+pub const TASK: &str = "fetcher";
+
 impl Fetcher {
-    pub fn new(store: Arc<Store>, client: Arc<Client>) -> Arc<Fetcher> {
+    pub fn new(store: Arc<Store>, client: Arc<Client>, liveness: Arc<Liveness>) -> Arc<Fetcher> {
         Arc::new(Fetcher {
             store,
             client,
             wake: Notify::new(),
+            liveness,
         })
     }
 
@@ -74,18 +84,19 @@ impl Fetcher {
                 Ok(None) => Ok(Some(Duration::from_secs(3600))),
                 Err(e) => Err(e.context("reading the fetch queue")),
             };
+            if outcome.is_ok() && !store_trouble.is_zero() {
+                tracing::info!("the fetcher can use the store again");
+                store_trouble = Duration::ZERO;
+                self.liveness.set(TASK, true);
+            }
             let sleep = match outcome {
-                Ok(None) => {
-                    store_trouble = Duration::ZERO;
-                    continue;
-                }
-                Ok(Some(sleep)) => {
-                    store_trouble = Duration::ZERO;
-                    sleep
-                }
+                Ok(None) => continue,
+                Ok(Some(sleep)) => sleep,
                 Err(e) => {
                     store_trouble =
                         (store_trouble * 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+                    // Not alive while stuck: `/healthz` fails and systemd's watchdog may restart.
+                    self.liveness.set(TASK, false);
                     tracing::error!(
                         error = format_args!("{e:#}"),
                         retry_in_s = store_trouble.as_secs(),
@@ -189,7 +200,7 @@ impl Fetcher {
         if job.attempts >= MAX_ATTEMPTS {
             return self.give_up(key, &format!("{reason} (after {} attempts)", job.attempts));
         }
-        let delay = wait.unwrap_or_else(|| Duration::from_secs(2u64.pow(job.attempts).min(600)));
+        let delay = wait.unwrap_or_else(|| backoff(RETRY_BASE, RETRY_CAP, job.attempts));
         job.next_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
         tracing::warn!(
             entity = key,

@@ -153,7 +153,13 @@ impl Poller {
     fn failed(&self, report: &mut CycleReport, user: Option<u64>, what: &str, e: &ApiError) {
         report.errors += 1;
         if let (ApiError::Unauthorized { .. }, Some(u)) = (e, user) {
-            let _ = self.store.mark_disconnected(u, "401 while polling");
+            if let Err(e) = self.store.mark_disconnected(u, "401 while polling") {
+                tracing::error!(
+                    user = u,
+                    error = format_args!("{e:#}"),
+                    "marking a user disconnected"
+                );
+            }
         }
         tracing::warn!(user, error = %e, "{what}");
     }

@@ -10,7 +10,7 @@ use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
 
 use super::manage::{self, UserView};
-use crate::accesslink::client::Client;
+use crate::accesslink::client::{ApiError, Client};
 use crate::config::Secret;
 use crate::store::Store;
 
@@ -37,11 +37,15 @@ pub fn routes(
         .and(warp::any().map(move || client.clone()))
         .then(
             |id: u64, store: Arc<Store>, client: Arc<Client>| async move {
-                match manage::remove_user(&store, &client, id).await {
+                // Someone waits on the answer: a spent rate limit fails at once (503).
+                match manage::remove_user(&store, &client.interactive(), id).await {
                     Ok(true) => {
                         warp::reply::with_status("", StatusCode::NO_CONTENT).into_response()
                     }
                     Ok(false) => error(StatusCode::NOT_FOUND, "no such user"),
+                    Err(e) if is_limit_spent(&e) => {
+                        error(StatusCode::SERVICE_UNAVAILABLE, &format!("{e:#}"))
+                    }
                     Err(e) => error(StatusCode::BAD_GATEWAY, &format!("{e:#}")),
                 }
             },
@@ -86,15 +90,7 @@ pub fn routes(
 fn users(store: &Store) -> Response {
     match store.users() {
         Ok(list) => {
-            let views: Vec<UserView> = list
-                .into_iter()
-                .map(|u| UserView {
-                    user_id: u.user_id,
-                    added_at: u.added_at,
-                    disconnected_at: u.disconnected_at,
-                    disconnect_reason: u.disconnect_reason,
-                })
-                .collect();
+            let views: Vec<UserView> = list.into_iter().map(UserView::from).collect();
             warp::reply::json(&views).into_response()
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
@@ -108,4 +104,9 @@ fn error(status: StatusCode, message: &str) -> Response {
         status,
     )
     .into_response()
+}
+
+/// Whether `e` is the client refusing to wait for a spent rate-limit window.
+fn is_limit_spent(e: &anyhow::Error) -> bool {
+    matches!(e.downcast_ref(), Some(ApiError::LimitSpent { .. }))
 }

@@ -13,10 +13,16 @@ use serde::{Deserialize, Serialize};
 use crate::accesslink::client::{ApiError, Auth, Client, Policy};
 use crate::accesslink::webhooks;
 use crate::config::{Config, Secret};
-use crate::store::Store;
+use crate::http::Admin;
+use crate::store::{OpenError, Store};
 
-/// The AccessLink base URL and client credentials the configuration means.
+/// The AccessLink client the configuration means (base URL and client credentials), for a person
+/// at the terminal: it does not wait for a spent rate-limit window.
 pub fn client_for(cfg: &Config) -> anyhow::Result<Client> {
+    plain_client_for(cfg).map(|c| c.interactive())
+}
+
+fn plain_client_for(cfg: &Config) -> anyhow::Result<Client> {
     if cfg.simulator.enabled {
         return Client::new(
             &format!("http://{}", cfg.simulator.listen),
@@ -40,6 +46,17 @@ pub struct UserView {
     pub added_at: chrono::DateTime<chrono::Utc>,
     pub disconnected_at: Option<chrono::DateTime<chrono::Utc>>,
     pub disconnect_reason: Option<String>,
+}
+
+impl From<crate::store::StoredUser> for UserView {
+    fn from(u: crate::store::StoredUser) -> Self {
+        UserView {
+            user_id: u.user_id,
+            added_at: u.added_at,
+            disconnected_at: u.disconnected_at,
+            disconnect_reason: u.disconnect_reason,
+        }
+    }
 }
 
 /// De-registers a user at AccessLink (401/404 mean already gone) and forgets their token.
@@ -67,103 +84,75 @@ pub async fn remove_user(store: &Store, client: &Client, user_id: u64) -> anyhow
 }
 
 /// Where the store is, or the running daemon's admin listener when it holds the store.
-enum Target {
+pub enum Target {
     Store(Arc<Store>),
-    Daemon { base: String, token: Option<Secret> },
+    Daemon(Admin),
 }
 
-fn target(cfg: &Config) -> Target {
+/// Opens the store the configuration names; when the daemon holds it, its admin listener. Any
+/// other failure to open (permissions, a damaged store) is an error, not a reason to ask the
+/// daemon.
+pub fn target(cfg: &Config) -> anyhow::Result<Target> {
     match Store::open(&cfg.store.path) {
-        Ok(s) => Target::Store(Arc::new(s)),
-        Err(_) => Target::Daemon {
-            base: format!("http://{}", cfg.admin.listen),
-            token: cfg.admin.token.clone(),
-        },
+        Ok(s) => Ok(Target::Store(Arc::new(s))),
+        Err(OpenError::InUse { .. }) => Ok(Target::Daemon(Admin::new(
+            &cfg.admin.listen.to_string(),
+            cfg.admin.token.clone(),
+        )?)),
+        Err(e) => Err(e.into()),
     }
-}
-
-fn admin_request(
-    method: reqwest::Method,
-    base: &str,
-    path: &str,
-    token: &Option<Secret>,
-) -> reqwest::RequestBuilder {
-    let mut r = reqwest::Client::new().request(method, format!("{base}{path}"));
-    if let Some(t) = token {
-        r = r.bearer_auth(t.expose());
-    }
-    r
-}
-
-async fn admin_ok(r: reqwest::RequestBuilder, what: &str) -> anyhow::Result<reqwest::Response> {
-    let res = r.send().await.with_context(|| {
-        format!("{what}: the store is in use and the daemon's admin listener did not answer")
-    })?;
-    if !res.status().is_success() {
-        let status = res.status();
-        let body = res.text().await.unwrap_or_default();
-        anyhow::bail!("{what}: the daemon answered {status}: {}", body.trim());
-    }
-    Ok(res)
 }
 
 /// Saves a new webhook secret where the daemon will use it; returns where it went.
 pub async fn save_webhook_secret(cfg: &Config, secret: &Secret) -> anyhow::Result<String> {
-    match target(cfg) {
+    match target(cfg)? {
         Target::Store(store) => {
             store.set_webhook_secret(secret).await?;
             Ok(format!("the store at {}", cfg.store.path.display()))
         }
-        Target::Daemon { base, token } => {
-            let r = admin_request(reqwest::Method::PUT, &base, "/webhook/secret", &token)
-                .body(secret.expose().to_string());
-            admin_ok(r, "saving the webhook secret").await?;
-            Ok(format!("the running daemon's store (via {base})"))
+        Target::Daemon(admin) => {
+            let body = Some(secret.expose().to_string());
+            let what = "saving the webhook secret";
+            admin
+                .call(reqwest::Method::PUT, "/webhook/secret", body, what)
+                .await?;
+            Ok(format!(
+                "the running daemon's store (via {})",
+                admin.url("")
+            ))
         }
     }
 }
 
 /// The users hookrace knows.
 pub async fn list_users(cfg: &Config) -> anyhow::Result<Vec<UserView>> {
-    match target(cfg) {
-        Target::Store(store) => Ok(store
-            .users()?
-            .into_iter()
-            .map(|u| UserView {
-                user_id: u.user_id,
-                added_at: u.added_at,
-                disconnected_at: u.disconnected_at,
-                disconnect_reason: u.disconnect_reason,
-            })
-            .collect()),
-        Target::Daemon { base, token } => {
-            let r = admin_request(reqwest::Method::GET, &base, "/users", &token);
-            Ok(admin_ok(r, "listing users").await?.json().await?)
-        }
+    match target(cfg)? {
+        Target::Store(store) => Ok(store.users()?.into_iter().map(UserView::from).collect()),
+        Target::Daemon(admin) => Ok(admin
+            .call(reqwest::Method::GET, "/users", None, "listing users")
+            .await?
+            .json()
+            .await
+            .context("reading the daemon's list of users")?),
     }
 }
 
 /// Removes a user (de-registering at AccessLink); `false` when unknown.
 pub async fn remove_user_cmd(cfg: &Config, user_id: u64) -> anyhow::Result<bool> {
-    match target(cfg) {
+    match target(cfg)? {
         Target::Store(store) => remove_user(&store, &client_for(cfg)?, user_id).await,
-        Target::Daemon { base, token } => {
-            let r = admin_request(
-                reqwest::Method::DELETE,
-                &base,
-                &format!("/users/{user_id}"),
-                &token,
-            );
-            let res = r
-                .send()
-                .await
-                .context("asking the daemon to remove the user")?;
+        Target::Daemon(admin) => {
+            let path = format!("/users/{user_id}");
+            let what = "asking the daemon to remove the user";
+            let res = admin
+                .send(reqwest::Method::DELETE, &path, None, what)
+                .await?;
             match res.status().as_u16() {
                 200..=299 => Ok(true),
                 404 => Ok(false),
                 s => anyhow::bail!(
-                    "the daemon answered {s}: {}",
-                    res.text().await.unwrap_or_default()
+                    "{what}: the daemon answered {s}: {}",
+                    res.text().await.unwrap_or_default().trim()
                 ),
             }
         }

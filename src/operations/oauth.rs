@@ -303,8 +303,10 @@ impl OAuth {
     /// Registers the user with AccessLink; `Ok(false)` when already registered (409).
     async fn register(&self, token: &Secret, user_id: u64) -> Result<bool, Failure> {
         let body = json!({ "member-id": format!("hookrace-{user_id}") });
+        // A person waits in the browser: a spent rate limit fails at once, with its reset.
         let result = self
             .client
+            .interactive()
             .send(
                 Method::POST,
                 &self.client.url("/v3/users"),
@@ -320,6 +322,13 @@ impl OAuth {
                 StatusCode::FORBIDDEN,
                 "Consents missing",
                 "Polar needs you to accept its mandatory consents first: open Polar Flow, accept them, then connect again. Nothing was stored.",
+            )),
+            Err(e @ ApiError::LimitSpent { .. }) => Err(fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again later",
+                format!(
+                    "Registering the user with AccessLink was not tried: {e}. Nothing was stored."
+                ),
             )),
             Err(e) => Err(fail(
                 StatusCode::BAD_GATEWAY,

@@ -50,9 +50,7 @@ impl Sim {
         base: String,
         deliveries: mpsc::UnboundedSender<DeliveryJob>,
     ) -> anyhow::Result<Arc<Sim>> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()?;
+        let http = crate::http::client(Duration::from_secs(10))?;
         let rng = ChaCha8Rng::seed_from_u64(settings.seed);
         let n = settings.users;
         let sim = Arc::new(Sim {

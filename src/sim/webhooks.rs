@@ -353,10 +353,7 @@ pub(super) async fn send_deliveries(
     mut rx: mpsc::UnboundedReceiver<DeliveryJob>,
     shutdown: CancellationToken,
 ) {
-    let http = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-    {
+    let http = match crate::http::client(Duration::from_secs(10)) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "simulator: cannot build the delivery client");

@@ -21,6 +21,7 @@ use anyhow::Context;
 use chrono::DateTime;
 use tokio::sync::{mpsc, oneshot};
 
+use super::error::CommitError;
 use super::{META_COUNTERS, META_LAST_DELIVERY_AT, poisoned};
 
 /// The counters, kept in memory and written with every commit as one value (`meta` key
@@ -244,7 +245,7 @@ fn sync_dir(dir: &Path) -> anyhow::Result<()> {
 pub static BENCHMARK_SKIP_FDATASYNC: AtomicBool = AtomicBool::new(false);
 
 /// A caller waiting for a commit, with what to commit.
-type Waiter = (oneshot::Sender<Result<(), String>>, Arc<Durable>);
+type Waiter = (oneshot::Sender<Result<(), CommitError>>, Arc<Durable>);
 
 /// Group commit: callers queue a waiter; one task takes every waiter queued so far, runs a single
 /// commit and answers them all.
@@ -279,7 +280,7 @@ impl GroupCommit {
             .map_err(|_| anyhow::anyhow!("the store's commit task has stopped"))?;
         rx.await
             .map_err(|_| anyhow::anyhow!("the store's commit task has stopped"))?
-            .map_err(|e| anyhow::anyhow!("committing the store: {e}"))
+            .map_err(anyhow::Error::from)
     }
 }
 
@@ -290,8 +291,10 @@ async fn commit_loop(mut rx: mpsc::UnboundedReceiver<Waiter>) {
         let durable = batch[0].1.clone();
         let result = match tokio::task::spawn_blocking(move || durable.commit()).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("{e:#}")),
-            Err(e) => Err(format!("the commit task failed: {e}")),
+            Ok(Err(e)) => Err(CommitError(Arc::new(e))),
+            Err(e) => Err(CommitError(Arc::new(
+                anyhow::Error::new(e).context("the commit task failed"),
+            ))),
         };
         for (waiter, _) in batch.drain(..) {
             // A caller that went away (its request was cancelled) no longer needs the answer.

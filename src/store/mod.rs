@@ -38,6 +38,7 @@ use crate::race::{Entity, EntityTimes, LiveSummary, SavedSummary, Summary};
 use fetch_queue::FetchQueue;
 
 mod commit;
+mod error;
 mod fetch_queue;
 mod linking;
 mod users;
@@ -49,6 +50,7 @@ mod tests;
 #[doc(hidden)]
 pub use commit::BENCHMARK_SKIP_FDATASYNC;
 use commit::{Counters, Durable, GroupCommit};
+pub use error::{CommitError, OpenError};
 
 /// Counter names shared by the code that counts and the code that reports.
 pub mod counter {
@@ -268,8 +270,12 @@ fn be_u64(bytes: &[u8]) -> u64 {
 }
 
 impl Store {
-    /// Opens (or creates) the store at `path`.
-    pub fn open(path: &Path) -> anyhow::Result<Store> {
+    /// Opens (or creates) the store at `path`; [`OpenError::InUse`] when another process has it.
+    pub fn open(path: &Path) -> Result<Store, OpenError> {
+        Self::open_exclusive(path).map_err(|e| OpenError::classify(path, e))
+    }
+
+    fn open_exclusive(path: &Path) -> anyhow::Result<Store> {
         std::fs::create_dir_all(path)
             .with_context(|| format!("creating the store directory {}", path.display()))?;
         // The store holds access tokens and the webhook secret: only its owner may enter it,

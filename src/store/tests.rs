@@ -288,3 +288,17 @@ fn the_live_summary_follows_every_write_and_survives_a_clean_close() {
     store.record_delivery(&d, &body, Utc::now(), true).unwrap();
     assert_eq!(store.summary().total, 101);
 }
+
+#[test]
+fn a_store_another_process_holds_is_told_apart_from_a_broken_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let _held = Store::open(dir.path()).unwrap();
+    match Store::open(dir.path()) {
+        Err(OpenError::InUse { path }) => assert_eq!(path, dir.path()),
+        other => panic!("expected InUse, got {other:?}"),
+    }
+    // A path that cannot be a store is an error of its own, not "in use".
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    assert!(matches!(Store::open(&file), Err(OpenError::Other(_))));
+}

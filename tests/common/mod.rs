@@ -109,8 +109,13 @@ impl App {
     }
 
     pub async fn status(&self) -> serde_json::Value {
+        self.admin_get("/status").await
+    }
+
+    /// A JSON document from the admin listener.
+    pub async fn admin_get(&self, path: &str) -> serde_json::Value {
         self.http
-            .get(format!("{}/status", self.admin_base))
+            .get(format!("{}{path}", self.admin_base))
             .send()
             .await
             .unwrap()

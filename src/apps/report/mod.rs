@@ -293,9 +293,10 @@ pub enum Format {
 /// `hookrace report`: the report for the store the configuration names. When the daemon holds
 /// the store open, the numbers come from its `/status` instead (the same document).
 pub async fn from_config(cfg: &crate::config::Config) -> anyhow::Result<Report> {
+    use crate::operations::manage::{Target, target};
     use anyhow::Context;
-    let (status, age) = match crate::store::Store::open(&cfg.store.path) {
-        Ok(store) => {
+    let (status, age) = match target(cfg)? {
+        Target::Store(store) => {
             let created = store.created_at().unwrap_or_else(chrono::Utc::now);
             let rt = crate::process::Runtime {
                 started_at: created,
@@ -306,17 +307,12 @@ pub async fn from_config(cfg: &crate::config::Config) -> anyhow::Result<Report> 
             let doc = crate::observe::status::build(&store, &rt)?;
             (doc, (chrono::Utc::now() - created).to_std().ok())
         }
-        Err(open_err) => {
-            let url = format!("http://{}/status", cfg.admin.listen);
-            let mut req = reqwest::Client::new().get(&url);
-            if let Some(t) = &cfg.admin.token {
-                req = req.bearer_auth(t.expose());
-            }
-            let res = req.send().await.with_context(|| {
-                format!("the store could not be opened ({open_err:#}) and the daemon's {url} did not answer")
-            })?;
-            anyhow::ensure!(res.status().is_success(), "{url} answered {}", res.status());
-            let doc: StatusDoc = res.json().await.with_context(|| format!("reading {url}"))?;
+        Target::Daemon(admin) => {
+            let what = "reading the running daemon's status";
+            let res = admin
+                .call(reqwest::Method::GET, "/status", None, what)
+                .await?;
+            let doc: StatusDoc = res.json().await.context(what)?;
             let age = Duration::from_secs_f64(doc.uptime_seconds.max(0.0));
             (doc, Some(age))
         }

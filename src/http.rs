@@ -1,0 +1,88 @@
+//! The one place HTTP clients are built, so every outgoing request follows the same policy: a
+//! timeout on the whole request and a shorter one on connecting, no redirects followed (a
+//! redirect would carry credentials, codes or tokens to a host nobody checked), and a
+//! `hookrace/<version>` user agent. Also the admin client the command line uses to reach a running
+//! daemon.
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config::Secret;
+
+/// How long connecting may take, whatever the request's own timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A client with the project's policy and `timeout` for each request.
+pub fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("hookrace/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("building an HTTP client")
+}
+
+/// The running daemon's admin listener, as the command line reaches it.
+#[derive(Clone)]
+pub struct Admin {
+    http: reqwest::Client,
+    base: String,
+    token: Option<Secret>,
+}
+
+impl Admin {
+    /// The admin listener at `listen` (`host:port`), with its bearer token when one is set.
+    pub fn new(listen: &str, token: Option<Secret>) -> anyhow::Result<Admin> {
+        Ok(Admin {
+            http: client(Duration::from_secs(30))?,
+            base: format!("http://{listen}"),
+            token,
+        })
+    }
+
+    /// `{base}{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends `method path` (with `body` as its text) and returns the answer, whatever its
+    /// status; `what` says what was being done, for the error when nobody answered.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<String>,
+        what: &str,
+    ) -> anyhow::Result<reqwest::Response> {
+        let url = self.url(path);
+        let mut req = self.http.request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t.expose());
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        req.send()
+            .await
+            .with_context(|| format!("{what}: the daemon's admin listener ({url}) did not answer"))
+    }
+
+    /// [`Admin::send`], failing unless the answer is a success.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<String>,
+        what: &str,
+    ) -> anyhow::Result<reqwest::Response> {
+        let res = self.send(method, path, body, what).await?;
+        if !res.status().is_success() {
+            let status = res.status();
+            let body = res.text().await.unwrap_or_default();
+            anyhow::bail!("{what}: the daemon answered {status}: {}", body.trim());
+        }
+        Ok(res)
+    }
+}

@@ -1,0 +1,38 @@
+//! The store's errors where a caller acts on the kind: a store another process holds (the command
+//! line then asks the running daemon instead), and a failed group commit (shared by every caller
+//! the commit answers). Everything else is an `anyhow` chain saying what was being done.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Why [`Store::open`](super::Store::open) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Another process (normally the daemon) has the store open: sled locks it exclusively.
+    #[error("the store at {} is in use by another process (is `hookrace run` running?)", path.display())]
+    InUse { path: PathBuf },
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl OpenError {
+    /// Tells sled's "could not acquire lock" apart from every other failure to open. sled 0.34
+    /// reports it only as an `io::Error` of kind `Other` with that message (`Config::try_lock`).
+    pub(super) fn classify(path: &std::path::Path, e: anyhow::Error) -> OpenError {
+        let locked = e
+            .downcast_ref::<sled::Error>()
+            .is_some_and(|s| matches!(s, sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock")));
+        if locked {
+            OpenError::InUse {
+                path: path.to_path_buf(),
+            }
+        } else {
+            OpenError::Other(e)
+        }
+    }
+}
+
+/// A group commit that failed: every caller it would have answered gets the same error.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("committing the store: {0:#}")]
+pub struct CommitError(pub(super) Arc<anyhow::Error>);
