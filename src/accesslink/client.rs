@@ -11,7 +11,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::Rng;
+use rand::RngExt;
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -550,7 +550,7 @@ pub fn error_message(body: &[u8]) -> String {
 /// [0, min(cap, base·2^(attempt−1))], so that clients failing together do not retry together.
 /// Every retry in hookrace waits this way.
 pub fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
-    jittered(rand::thread_rng().gen_range(0.0..=1.0), base, cap, attempt)
+    jittered(rand::rng().random_range(0.0..=1.0), base, cap, attempt)
 }
 
 /// [`backoff`] for a given draw `unit` in [0, 1].

@@ -2,7 +2,7 @@
 //! hex-decoded) over the raw request body, sent as hex. Verification accepts either hex case and
 //! compares in constant time (`Mac::verify_slice`).
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;

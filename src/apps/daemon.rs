@@ -34,7 +34,7 @@ use crate::process::Runtime;
 use crate::process::{Liveness, supervise};
 use crate::server;
 use crate::sim;
-use crate::store::Store;
+use crate::store::{OpenError, Store};
 
 /// How long in-flight requests may take to finish once shutdown begins.
 /// Open connections the admin listener allows (an operator, a scraper, a few dashboards).
@@ -126,6 +126,21 @@ pub async fn start(
     start_with_seed(config, listeners, shutdown, None).await
 }
 
+/// Opens the store; while it is held, tries again for a moment. sled releases its lock only when
+/// its flusher thread ends, a moment after the last handle is dropped: a daemon restarted in the
+/// same process (or right after the previous one exited) can find it still held.
+async fn open_store(path: &std::path::Path) -> anyhow::Result<Store> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        match Store::open(path) {
+            Err(OpenError::InUse { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 /// [`start`], with the embedded simulator's seed chosen by the caller (the demo prints it).
 pub async fn start_with_seed(
     mut config: Config,
@@ -133,7 +148,7 @@ pub async fn start_with_seed(
     shutdown: CancellationToken,
     seed: Option<u64>,
 ) -> anyhow::Result<Running> {
-    let store = Arc::new(Store::open(&config.store.path)?);
+    let store = Arc::new(open_store(&config.store.path).await?);
     let runtime = Arc::new(RwLock::new(Runtime {
         started_at: Utc::now(),
         poll_enabled: config.poller.enabled,

@@ -222,9 +222,10 @@ pub fn parse(
         problems,
     };
     let mut unknown = Vec::new();
-    let de = toml::Deserializer::new(text);
-    let raw: RawConfig = serde_ignored::deserialize(de, |path| unknown.push(path.to_string()))
-        .map_err(|e| fail(vec![format!("not valid: {}", e.to_string().trim())]))?;
+    let not_valid = |e: toml::de::Error| fail(vec![format!("not valid: {}", e.to_string().trim())]);
+    let de = toml::Deserializer::parse(text).map_err(not_valid)?;
+    let raw: RawConfig =
+        serde_ignored::deserialize(de, |path| unknown.push(path.to_string())).map_err(not_valid)?;
     let mut problems: Vec<String> = unknown
         .into_iter()
         .map(|k| format!("unknown key `{k}`"))

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use rand::Rng;
+use rand::RngExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 use warp::Filter;
@@ -144,8 +144,8 @@ impl OAuth {
     /// The authorization URL for a new, remembered state, and the state (for the browser's
     /// cookie).
     pub fn connect_url(&self) -> Result<(String, String), Busy> {
-        let state: String = rand::thread_rng()
-            .sample_iter(&rand::distributions::Alphanumeric)
+        let state: String = rand::rng()
+            .sample_iter(&rand::distr::Alphanumeric)
             .take(32)
             .map(char::from)
             .collect();

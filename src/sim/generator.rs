@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use rand::Rng;
+use rand::RngExt;
 
 use super::model::{Activity, Exercise, Item, ItemData, Kind, Physical, hashed_id};
 use super::*;
@@ -40,14 +40,14 @@ impl State {
     /// Makes a new item with plausible random content.
     pub(super) fn new_item(&mut self, uid: u64, kind: Kind, _base: &str) -> Item {
         let id = self.next_item_id;
-        self.next_item_id += self.rng.gen_range(1..40);
+        self.next_item_id += self.rng.random_range(1..40);
         let now = Utc::now();
         // Each user lives in one time zone, chosen from their id.
         let offset = [-300, 0, 60, 120, 180, 330][(uid % 6) as usize];
         let local_now = now.naive_utc() + chrono::Duration::minutes(offset as i64);
         let data = match kind {
             Kind::Exercise => {
-                let duration_s = self.rng.gen_range(15 * 60..2 * 3600);
+                let duration_s = self.rng.random_range(15 * 60..2 * 3600);
                 let sports = [
                     "RUNNING",
                     "CYCLING",
@@ -55,9 +55,9 @@ impl State {
                     "SWIMMING",
                     "STRENGTH_TRAINING",
                 ];
-                let sport = sports[self.rng.gen_range(0..sports.len())].to_string();
+                let sport = sports[self.rng.random_range(0..sports.len())].to_string();
                 let start = local_now
-                    - chrono::Duration::seconds(duration_s as i64 + self.rng.gen_range(60..900));
+                    - chrono::Duration::seconds(duration_s as i64 + self.rng.random_range(60..900));
                 let start = start.with_nanosecond_zero();
                 ItemData::Exercise(Exercise {
                     hashed_id: hashed_id(self.settings.seed, id),
@@ -73,8 +73,8 @@ impl State {
                     },
                     sport,
                     calories: duration_s / 6,
-                    hr_avg: self.rng.gen_range(110..160),
-                    hr_max: self.rng.gen_range(160..195),
+                    hr_avg: self.rng.random_range(110..160),
+                    hr_max: self.rng.random_range(160..195),
                 })
             }
             Kind::Activity => {
@@ -84,7 +84,7 @@ impl State {
                     .get(&(Kind::Activity, uid, date.clone()))
                     .map(|&i| self.truth.entities[i].available_at)
                     .unwrap_or(now);
-                let steps = self.rng.gen_range(500..4000);
+                let steps = self.rng.random_range(500..4000);
                 ItemData::Activity(Activity {
                     date,
                     created,
@@ -95,8 +95,8 @@ impl State {
                 })
             }
             Kind::PhysicalInformation => ItemData::Physical(Physical {
-                weight: 60.0 + self.rng.gen_range(0.0..30.0f64).round(),
-                resting_heart_rate: self.rng.gen_range(45..70),
+                weight: 60.0 + self.rng.random_range(0.0..30.0f64).round(),
+                resting_heart_rate: self.rng.random_range(45..70),
             }),
         };
         let item = Item {

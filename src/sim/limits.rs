@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use rand::Rng;
+use rand::RngExt;
 use tokio::time::Instant;
 
 use super::*;
@@ -75,6 +75,6 @@ impl State {
             }
         }
         let rate = self.settings.faults.error_rate;
-        rate > 0.0 && self.rng.gen_bool(rate.min(1.0))
+        rate > 0.0 && self.rng.random_bool(rate.min(1.0))
     }
 }

@@ -2,7 +2,7 @@
 //! every `/v3/users/{id}/…` route makes.
 
 use chrono::Utc;
-use rand::Rng;
+use rand::RngExt;
 use serde_json::Value;
 use warp::http::StatusCode;
 
@@ -13,7 +13,7 @@ impl State {
     pub(super) fn random_token(&mut self, len: usize) -> String {
         const A: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
         (0..len)
-            .map(|_| A[self.rng.gen_range(0..A.len())] as char)
+            .map(|_| A[self.rng.random_range(0..A.len())] as char)
             .collect()
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rand::Rng;
+use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -262,11 +262,11 @@ impl State {
             return Vec::new();
         }
         let f = self.settings.faults.clone();
-        if f.drop_rate > 0.0 && self.rng.gen_bool(f.drop_rate.min(1.0)) {
+        if f.drop_rate > 0.0 && self.rng.random_bool(f.drop_rate.min(1.0)) {
             record(self, "dropped", false);
             return Vec::new();
         }
-        let copies = if f.duplicate_rate > 0.0 && self.rng.gen_bool(f.duplicate_rate.min(1.0)) {
+        let copies = if f.duplicate_rate > 0.0 && self.rng.random_bool(f.duplicate_rate.min(1.0)) {
             2
         } else {
             1
@@ -275,7 +275,7 @@ impl State {
             .map(|n| {
                 let (lo, hi) = f.delay_ms;
                 let delay = Duration::from_millis(if hi > lo {
-                    self.rng.gen_range(lo..=hi)
+                    self.rng.random_range(lo..=hi)
                 } else {
                     lo
                 });
@@ -335,7 +335,7 @@ pub(super) fn parse_webhook_body(
 }
 
 pub(super) fn uuid_like(rng: &mut ChaCha8Rng) -> String {
-    let b: [u8; 16] = rng.r#gen();
+    let b: [u8; 16] = rng.random();
     let h = hex::encode(b);
     format!(
         "{}-{}-{}-{}-{}",
