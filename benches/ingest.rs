@@ -130,10 +130,14 @@ fn main() {
 
         // hookrace: a real daemon with a fresh store, the poller off.
         let dir = tempfile::tempdir().unwrap();
-        let text = format!(
-            "[webhook]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[accesslink]\nclient_id = \"bench\"\nclient_secret = \"x\"\nwebhook_secret = \"{SECRET}\"\n[poller]\nenabled = false\n[store]\npath = \"{}\"\n",
-            dir.path().display()
-        );
+        let text = toml::to_string(&serde_json::json!({
+            "webhook": {"listen": "127.0.0.1:0"},
+            "admin": {"listen": "127.0.0.1:0"},
+            "accesslink": {"client_id": "bench", "client_secret": "x", "webhook_secret": SECRET},
+            "poller": {"enabled": false},
+            "store": {"path": dir.path()},
+        }))
+        .unwrap();
         let cfg = hookrace::config::parse(&text, "bench", &|_| None).unwrap();
         let shutdown = CancellationToken::new();
         let listeners = hookrace::apps::daemon::Listeners {

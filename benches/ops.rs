@@ -19,6 +19,7 @@ use chrono::Utc;
 use hdrhistogram::Histogram;
 use hookrace::accesslink::signature::sign;
 use hookrace::race::Entity;
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hookrace");
@@ -40,21 +41,29 @@ fn cpu_ticks(pid: u32) -> u64 {
         + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
+/// A configuration's text built from its shape (the toml crate escapes every value).
+fn toml_text(config: serde_json::Value) -> String {
+    toml::to_string(&config).expect("a configuration shaped as TOML tables")
+}
+
 fn daemon_config(dir: &Path, simulator: bool) -> std::path::PathBuf {
     let path = dir.join("c.toml");
-    let sim = if simulator {
-        "[simulator]\nenabled = true\nlisten = \"127.0.0.1:0\"\nusers = 3\nexercise_every = \"1000h\"\nactivity_every = \"1000h\"\n"
+    let mut config = json!({
+        "webhook": {"listen": "127.0.0.1:0"},
+        "admin": {"listen": "127.0.0.1:0"},
+        "poller": {"every": "30s"},
+        "store": {"path": dir.join("store")},
+    });
+    if simulator {
+        config["simulator"] = json!({
+            "enabled": true, "listen": "127.0.0.1:0", "users": 3, "seed": 1,
+            "exercise_every": "1000h", "activity_every": "1000h",
+        });
     } else {
-        "[accesslink]\nclient_id = \"x\"\nclient_secret = \"y\"\nwebhook_secret = \"s\"\n[simulator]\nenabled = false\n"
-    };
-    std::fs::write(
-        &path,
-        format!(
-            "[webhook]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[poller]\nevery = \"30s\"\n[store]\npath = \"{}\"\n{sim}",
-            dir.join("store").display()
-        ),
-    )
-    .unwrap();
+        config["accesslink"] =
+            json!({"client_id": "x", "client_secret": "y", "webhook_secret": "s"});
+    }
+    std::fs::write(&path, toml_text(config)).unwrap();
     path
 }
 
@@ -126,11 +135,12 @@ fn report_on_a_million() -> (tempfile::TempDir, std::path::PathBuf) {
     );
     store_size(&store_path, n);
     let cfg = dir.path().join("r.toml");
-    std::fs::write(
-        &cfg,
-        format!("[accesslink]\nclient_id = \"x\"\nclient_secret = \"y\"\n[poller]\nevery = \"30s\"\n[store]\npath = \"{}\"\n", store_path.display()),
-    )
-    .unwrap();
+    let config = json!({
+        "accesslink": {"client_id": "x", "client_secret": "y"},
+        "poller": {"every": "30s"},
+        "store": {"path": store_path},
+    });
+    std::fs::write(&cfg, toml_text(config)).unwrap();
     // sled releases its file lock when its last thread ends, a moment after the store is
     // dropped: a report started in that moment finds the store locked. Try a few times.
     let mut attempt = 0;
@@ -269,10 +279,13 @@ fn reads_under_load(store_path: &Path) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let text = format!(
-            "[webhook]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[accesslink]\nclient_id = \"bench\"\nclient_secret = \"x\"\nwebhook_secret = \"{SECRET}\"\n[poller]\nenabled = false\n[store]\npath = {}\n",
-            toml::Value::String(store_path.display().to_string())
-        );
+        let text = toml_text(json!({
+            "webhook": {"listen": "127.0.0.1:0"},
+            "admin": {"listen": "127.0.0.1:0"},
+            "accesslink": {"client_id": "bench", "client_secret": "x", "webhook_secret": SECRET},
+            "poller": {"enabled": false},
+            "store": {"path": store_path},
+        }));
         let cfg = hookrace::config::parse(&text, "bench", &|_| None).unwrap();
         let shutdown = CancellationToken::new();
         let listeners = hookrace::apps::daemon::Listeners {

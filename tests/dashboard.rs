@@ -9,8 +9,13 @@ use common::{sim_config, spawn_with};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-/// Reads the event stream until `n` events arrived; returns (event name, data) pairs.
-async fn read_events(url: &str, n: usize) -> (String, Vec<(String, String)>) {
+/// Reads the event stream until `n` events arrived; returns (event name, data) pairs. `snapshot`
+/// is told once the first snapshot (retry, status, entities) has arrived.
+async fn read_events(
+    url: &str,
+    n: usize,
+    mut snapshot: Option<tokio::sync::oneshot::Sender<()>>,
+) -> (String, Vec<(String, String)>) {
     let res = reqwest::get(url).await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "text/event-stream");
@@ -20,6 +25,11 @@ async fn read_events(url: &str, n: usize) -> (String, Vec<(String, String)>) {
         while text.matches("\n\n").count() < n {
             let chunk = body.next().await.expect("the stream stays open").unwrap();
             text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.matches("\n\n").count() >= 3 {
+                if let Some(tx) = snapshot.take() {
+                    let _ = tx.send(());
+                }
+            }
         }
     };
     tokio::time::timeout(Duration::from_secs(15), read)
@@ -49,7 +59,7 @@ async fn the_event_stream_pushes_status_and_entities_on_change() {
     app.inject(user, "EXERCISE").await;
     app.status_until("the fetch", |s| s["webhook"]["fetches"]["ok"] == 1)
         .await;
-    let (raw, events) = read_events(&format!("{}/events", app.admin_base), 3).await;
+    let (raw, events) = read_events(&format!("{}/events", app.admin_base), 3, None).await;
     assert!(
         raw.starts_with("retry:2000\n\n") || raw.starts_with("retry: 2000\n\n"),
         "{raw}"
@@ -65,8 +75,10 @@ async fn the_event_stream_pushes_status_and_entities_on_change() {
 
     // A change is pushed without being asked for.
     let url = format!("{}/events", app.admin_base);
-    let reader = tokio::spawn(async move { read_events(&url, 5).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (connected, snapshot) = tokio::sync::oneshot::channel();
+    let reader = tokio::spawn(async move { read_events(&url, 5, Some(connected)).await });
+    // Only once the reader has its first snapshot is the next change news to it.
+    snapshot.await.expect("the reader got its first snapshot");
     app.inject(user, "EXERCISE").await;
     let (_, events) = reader.await.unwrap();
     let last_status = events.iter().rev().find(|e| e.0 == "status").unwrap();
@@ -95,6 +107,7 @@ async fn the_page_and_events_respect_the_admin_token() {
     let (_, events) = read_events(
         &format!("{}/events?token=dashboard-token-0123", app.admin_base),
         2,
+        None,
     )
     .await;
     assert!(events.iter().any(|e| e.0 == "status"));

@@ -4,36 +4,51 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{App, eventually, spawn_with};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 fn config(dir: &std::path::Path) -> hookrace::config::Config {
-    let text = format!(
-        r#"
-        [webhook]
-        listen = "127.0.0.1:0"
-        [admin]
-        listen = "127.0.0.1:0"
-        [poller]
-        every = "1s"
-        [store]
-        path = "{}"
-        [simulator]
-        enabled = true
-        listen = "127.0.0.1:0"
-        users = 4
-        exercise_every = "1s"
-        activity_every = "1s"
-        webhook_delay = "0ms..300ms"
-        webhook_drop_rate = 0.3
-        webhook_duplicate_rate = 0.3
-        "#,
-        dir.display()
-    );
-    hookrace::config::parse(&text, "t", &|_| None).unwrap()
+    common::config_from(json!({
+        "webhook": common::loopback_listeners(),
+        "admin": common::loopback_listeners(),
+        "poller": {"every": "1s"},
+        "store": {"path": dir},
+        "simulator": {
+            "enabled": true,
+            "listen": "127.0.0.1:0",
+            "users": 4,
+            // The same data and the same fault decisions on every run.
+            "seed": 20_261_129,
+            "exercise_every": "1s",
+            "activity_every": "1s",
+            "webhook_delay": "0ms..300ms",
+            "webhook_drop_rate": 0.3,
+            "webhook_duplicate_rate": 0.3,
+        },
+    }))
+}
+
+/// What the simulator's ground truth shows so far: entities of users other than `revoked`,
+/// dropped deliveries, duplicated deliveries, 5xx answers.
+fn tally(truth: &Value, revoked: u64) -> (usize, usize, usize, u64) {
+    let deliveries = truth["deliveries"].as_array().unwrap();
+    let others = truth["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["user_id"] != revoked)
+        .count();
+    let dropped = deliveries
+        .iter()
+        .filter(|d| d["outcome"] == "dropped")
+        .count();
+    let duplicated = deliveries.iter().filter(|d| d["duplicate"] == true).count();
+    let errors = truth["requests"]
+        .get("server_error")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    (others, dropped, duplicated, errors)
 }
 
 /// The keys a truth entity may be stored under (hashed id, transaction id, or date).
@@ -59,14 +74,24 @@ async fn every_fault_at_once_loses_and_doubles_nothing() {
     let users = app.sim_control(Method::GET, "/sim/users", json!({})).await;
     let revoked = users[3]["user_id"].as_u64().unwrap();
 
-    tokio::time::sleep(Duration::from_secs(3)).await; // the generator runs: a fixed scenario length
+    // The scenario runs until every fault has happened at least once (not for a fixed time).
+    let before = eventually("every fault to happen", || async {
+        let (others, dropped, duplicated, errors) = tally(&app.truth().await, revoked);
+        (others >= 8 && dropped > 0 && duplicated > 0 && errors > 0).then_some(others)
+    })
+    .await;
     app.sim_control(
         Method::POST,
         &format!("/sim/users/{revoked}/revoke"),
         json!({}),
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The other users' data keeps coming after the revocation.
+    eventually("more data after the revocation", || async {
+        let (others, ..) = tally(&app.truth().await, revoked);
+        (others >= before + 4).then_some(())
+    })
+    .await;
     app.faults(json!({"generator_paused": true, "error_rate": 0.0}))
         .await;
 
@@ -98,18 +123,7 @@ async fn every_fault_at_once_loses_and_doubles_nothing() {
         .filter(|e| e["user_id"] != revoked)
         .collect();
     assert!(mine.len() >= 10, "a busy scenario: {} entities", mine.len());
-    let dropped = truth["deliveries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|d| d["outcome"] == "dropped")
-        .count();
-    let duplicated = truth["deliveries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|d| d["duplicate"] == true)
-        .count();
+    let (_, dropped, duplicated, _) = tally(&truth, revoked);
     assert!(
         dropped > 0 && duplicated > 0,
         "the faults happened: {dropped} dropped, {duplicated} duplicated"

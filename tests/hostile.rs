@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::{SECRET, exercise, spawn_with, test_config};
 use hookrace::accesslink::signature::sign;
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -207,17 +208,18 @@ async fn forty_hostile_requests_are_refused_and_the_daemon_carries_on() {
 #[tokio::test]
 async fn an_empty_webhook_secret_is_refused_and_never_verifies() {
     let dir = tempfile::tempdir().unwrap();
-    let text = |secret: &str| {
-        format!(
-            "[accesslink]\nclient_id = \"c\"\nclient_secret = \"s\"\n{secret}\n[poller]\nenabled = false\n[store]\npath = \"{}\"\n",
-            dir.path().display()
-        )
+    let text = |secret: Option<&str>| {
+        let mut accesslink = json!({"client_id": "c", "client_secret": "s"});
+        if let Some(s) = secret {
+            accesslink["webhook_secret"] = json!(s);
+        }
+        common::toml_text(json!({
+            "accesslink": accesslink,
+            "poller": {"enabled": false},
+            "store": {"path": dir.path()},
+        }))
     };
-    for (file, env) in [
-        ("webhook_secret = \"\"", None),
-        ("webhook_secret = \"   \"", None),
-        ("", Some("")),
-    ] {
+    for (file, env) in [(Some(""), None), (Some("   "), None), (None, Some(""))] {
         let env = move |name: &str| {
             (name == "HOOKRACE_WEBHOOK_SECRET")
                 .then(|| env.map(String::from))
@@ -230,12 +232,13 @@ async fn an_empty_webhook_secret_is_refused_and_never_verifies() {
             "the problem names the key: {err}"
         );
     }
-    let err = hookrace::config::parse(
-        &text("webhook_secret = \"x\"").replace("client_secret = \"s\"", "client_secret = \"\""),
-        "test",
-        &|_| None,
-    )
-    .expect_err("an empty client secret is refused");
+    let no_client_secret = common::toml_text(json!({
+        "accesslink": {"client_id": "c", "client_secret": "", "webhook_secret": "x"},
+        "poller": {"enabled": false},
+        "store": {"path": dir.path()},
+    }));
+    let err = hookrace::config::parse(&no_client_secret, "test", &|_| None)
+        .expect_err("an empty client secret is refused");
     assert!(err.to_string().contains("client_secret"), "{err}");
 
     // A blank key in the store (as an older version could save) is no key.
@@ -290,10 +293,11 @@ async fn saving_a_secret_the_configuration_shadows_is_a_conflict() {
 #[tokio::test]
 async fn the_admin_listener_answers_only_to_its_own_address_and_origin() {
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[admin]\nlisten = \"0.0.0.0:9999\"\n[accesslink]\nclient_id = \"c\"\nclient_secret = \"s\"\n[store]\npath = \"{}\"\n",
-        dir.path().display()
-    );
+    let text = common::toml_text(json!({
+        "admin": {"listen": "0.0.0.0:9999"},
+        "accesslink": {"client_id": "c", "client_secret": "s"},
+        "store": {"path": dir.path()},
+    }));
     let err =
         hookrace::config::parse(&text, "test", &|_| None).expect_err("open admin without token");
     assert!(err.to_string().contains("admin.token"), "{err}");

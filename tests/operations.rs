@@ -281,26 +281,17 @@ async fn webhook_and_users_commands_work_against_a_running_daemon() {
     let webhook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let webhook_url = format!("http://{}/acl_webhook", webhook.local_addr().unwrap());
-    let cfg_text = format!(
-        r#"
-        [admin]
-        listen = "{}"
-        [accesslink]
-        base_url = "{}"
-        client_id = "hookrace-sim"
-        client_secret = "hookrace-sim-secret"
-        [[users]]
-        user_id = {user}
-        access_token = "{access}"
-        [poller]
-        enabled = false
-        [store]
-        path = "{}"
-        "#,
-        admin.local_addr().unwrap(),
-        polar.base_url,
-        dir.path().join("store").display()
-    );
+    let cfg_text = common::toml_text(json!({
+        "admin": {"listen": admin.local_addr().unwrap().to_string()},
+        "accesslink": {
+            "base_url": polar.base_url,
+            "client_id": "hookrace-sim",
+            "client_secret": "hookrace-sim-secret",
+        },
+        "users": [{"user_id": user, "access_token": access}],
+        "poller": {"enabled": false},
+        "store": {"path": dir.path().join("store")},
+    }));
     let cfg_path = dir.path().join("hookrace.toml");
     std::fs::write(&cfg_path, &cfg_text).unwrap();
     let cfg = hookrace::config::parse(&cfg_text, "t", &|_| None).unwrap();
@@ -443,27 +434,14 @@ fn the_binary_notifies_systemd_and_feeds_the_watchdog() {
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let cfg = dir.path().join("c.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-            [webhook]
-            listen = "127.0.0.1:0"
-            [admin]
-            listen = "127.0.0.1:0"
-            [poller]
-            every = "1h"
-            [store]
-            path = "{}"
-            [simulator]
-            enabled = true
-            listen = "127.0.0.1:0"
-            users = 1
-            "#,
-            dir.path().join("store").display()
-        ),
-    )
-    .unwrap();
+    let text = common::toml_text(json!({
+        "webhook": common::loopback_listeners(),
+        "admin": common::loopback_listeners(),
+        "poller": {"every": "1h"},
+        "store": {"path": dir.path().join("store")},
+        "simulator": {"enabled": true, "listen": "127.0.0.1:0", "users": 1},
+    }));
+    std::fs::write(&cfg, text).unwrap();
     // systemd names the watched process: WATCHDOG_PID is the shell's pid, which `exec` keeps.
     let mut child = Command::new("sh")
         .arg("-c")

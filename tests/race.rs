@@ -98,22 +98,12 @@ async fn the_demo_accounts_for_every_generated_entity_and_request() {
 
 fn report_config(dir: &std::path::Path, store: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("report.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-            [accesslink]
-            client_id = "x"
-            client_secret = "y"
-            [poller]
-            every = "1s"
-            [store]
-            path = "{}"
-            "#,
-            store.display()
-        ),
-    )
-    .unwrap();
+    let text = common::toml_text(serde_json::json!({
+        "accesslink": {"client_id": "x", "client_secret": "y"},
+        "poller": {"every": "1s"},
+        "store": {"path": store},
+    }));
+    std::fs::write(&path, text).unwrap();
     path
 }
 

@@ -162,7 +162,7 @@ pub async fn start_with_seed(
         Some(listener) => {
             let s = &config.simulator;
             let settings = sim::SimSettings {
-                seed: seed.unwrap_or_else(rand::random),
+                seed: seed.or(s.seed).unwrap_or_else(rand::random),
                 users: s.users,
                 exercise_every: Some(s.exercise_every),
                 activity_every: Some(s.activity_every),

@@ -166,38 +166,28 @@ fn validate(args: &DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The daemon configuration the demo runs, built as a value and written by the toml crate (so a
+/// store path or a `--webhook-delay` with quotes in it stays a value), then validated like any
+/// configuration file.
 fn demo_config(args: &DemoArgs, store: &std::path::Path) -> anyhow::Result<crate::config::Config> {
-    let text = format!(
-        r#"
-        [webhook]
-        listen = "127.0.0.1:0"
-        [admin]
-        listen = "127.0.0.1:0"
-        [poller]
-        enabled = true
-        every = "{poll}"
-        mode = "transactions"
-        [store]
-        path = {store:?}
-        [simulator]
-        enabled = true
-        listen = "127.0.0.1:0"
-        users = {users}
-        exercise_every = "{ex}"
-        activity_every = "{act}"
-        webhook_delay = "{delay}"
-        webhook_drop_rate = {drop}
-        webhook_duplicate_rate = {dup}
-        "#,
-        poll = humantime::format_duration(args.poll_every),
-        store = store.display().to_string(),
-        users = args.users,
-        ex = humantime::format_duration(args.exercise_every),
-        act = humantime::format_duration(args.activity_every),
-        delay = args.webhook_delay,
-        drop = args.drop_rate,
-        dup = args.duplicate_rate,
-    );
+    let duration = |d: Duration| humantime::format_duration(d).to_string();
+    let config = serde_json::json!({
+        "webhook": {"listen": "127.0.0.1:0"},
+        "admin": {"listen": "127.0.0.1:0"},
+        "poller": {"enabled": true, "every": duration(args.poll_every), "mode": "transactions"},
+        "store": {"path": store},
+        "simulator": {
+            "enabled": true,
+            "listen": "127.0.0.1:0",
+            "users": args.users,
+            "exercise_every": duration(args.exercise_every),
+            "activity_every": duration(args.activity_every),
+            "webhook_delay": args.webhook_delay,
+            "webhook_drop_rate": args.drop_rate,
+            "webhook_duplicate_rate": args.duplicate_rate,
+        },
+    });
+    let text = toml::to_string(&config).context("writing the demo's configuration")?;
     crate::config::parse(&text, "the demo settings", &|_| None).map_err(|e| anyhow::anyhow!("{e}"))
 }
 

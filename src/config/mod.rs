@@ -163,6 +163,9 @@ pub struct SimulatorConfig {
     pub webhook_delay: (Duration, Duration),
     pub webhook_drop_rate: f64,
     pub webhook_duplicate_rate: f64,
+    /// Seeds the simulator's generator and its faults (drops, duplicates, delays, 5xx): the same
+    /// seed gives the same data and the same fault decisions. `None`: a random seed each run.
+    pub seed: Option<u64>,
 }
 
 /// Every problem found in a configuration, reported together.

@@ -131,6 +131,7 @@ struct RawSimulator {
     webhook_delay: String,
     webhook_drop_rate: f64,
     webhook_duplicate_rate: f64,
+    seed: Option<u64>,
 }
 impl Default for RawSimulator {
     fn default() -> Self {
@@ -143,6 +144,7 @@ impl Default for RawSimulator {
             webhook_delay: "20ms..400ms".into(),
             webhook_drop_rate: 0.02,
             webhook_duplicate_rate: 0.03,
+            seed: None,
         }
     }
 }
@@ -470,6 +472,7 @@ impl RawConfig {
                 webhook_delay: webhook_delay?,
                 webhook_drop_rate: self.simulator.webhook_drop_rate,
                 webhook_duplicate_rate: self.simulator.webhook_duplicate_rate,
+                seed: self.simulator.seed,
             },
         })
     }

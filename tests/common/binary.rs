@@ -11,17 +11,14 @@ use std::time::Duration;
 /// secret, the store in `dir/store`) and returns its path.
 pub fn write_config(dir: &Path) -> PathBuf {
     let path = dir.join("hookrace.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[webhook]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-             [accesslink]\nclient_id = \"t\"\nclient_secret = \"t\"\nwebhook_secret = \"{}\"\n\
-             [poller]\nenabled = false\n[store]\npath = \"{}\"\n",
-            super::SECRET,
-            dir.join("store").display()
-        ),
-    )
-    .unwrap();
+    let text = super::toml_text(serde_json::json!({
+        "webhook": super::loopback_listeners(),
+        "admin": super::loopback_listeners(),
+        "accesslink": {"client_id": "t", "client_secret": "t", "webhook_secret": super::SECRET},
+        "poller": {"enabled": false},
+        "store": {"path": dir.join("store")},
+    }));
+    std::fs::write(&path, text).unwrap();
     path
 }
 

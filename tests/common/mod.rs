@@ -6,6 +6,7 @@ use std::path::Path;
 use hookrace::accesslink::signature;
 use hookrace::apps::daemon::{self, Listeners, Running};
 use hookrace::config::{self, Config};
+use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -24,26 +25,38 @@ pub struct App {
     pub http: reqwest::Client,
 }
 
+/// A configuration file's text, built from a value shaped like it (`json!({"store": {"path":
+/// dir}})`): the toml crate writes and escapes every value, so a path with quotes, backslashes or
+/// non-ASCII characters stays that path. Tests build configurations; they never template TOML.
+pub fn toml_text(config: serde_json::Value) -> String {
+    toml::to_string(&config).expect("a configuration shaped as TOML tables")
+}
+
+/// The configuration `config` describes (see [`toml_text`]), which must be valid.
+pub fn config_from(config: serde_json::Value) -> Config {
+    let text = toml_text(config);
+    config::parse(&text, "test", &|_| None)
+        .unwrap_or_else(|e| panic!("test config is valid: {e}\n{text}"))
+}
+
+/// The two listeners on free loopback ports.
+pub fn loopback_listeners() -> serde_json::Value {
+    json!({"listen": "127.0.0.1:0"})
+}
+
 /// A valid test configuration (simulator off, Polar's example secret) with its store in `dir`.
 pub fn test_config(dir: &Path) -> Config {
-    let text = format!(
-        r#"
-        [webhook]
-        listen = "127.0.0.1:0"
-        [admin]
-        listen = "127.0.0.1:0"
-        [accesslink]
-        client_id = "test-client"
-        client_secret = "test-client-secret"
-        webhook_secret = "{SECRET}"
-        [poller]
-        enabled = false
-        [store]
-        path = "{}"
-        "#,
-        dir.display()
-    );
-    config::parse(&text, "test", &|_| None).expect("test config is valid")
+    config_from(json!({
+        "webhook": loopback_listeners(),
+        "admin": loopback_listeners(),
+        "accesslink": {
+            "client_id": "test-client",
+            "client_secret": "test-client-secret",
+            "webhook_secret": SECRET,
+        },
+        "poller": {"enabled": false},
+        "store": {"path": dir},
+    }))
 }
 
 pub async fn spawn_app(dir: &Path) -> App {
@@ -154,31 +167,25 @@ pub mod receiver;
 /// A configuration running the embedded simulator: quiet generator (tests inject data), no
 /// delivery delay, no faults, and a poller that only runs when a test calls a cycle.
 pub fn sim_config(dir: &Path, users: u32, mode: &str) -> Config {
-    let text = format!(
-        r#"
-        [webhook]
-        listen = "127.0.0.1:0"
-        [admin]
-        listen = "127.0.0.1:0"
-        [poller]
-        enabled = true
-        cron = "0 0 0 1 1 *"
-        mode = "{mode}"
-        [store]
-        path = "{}"
-        [simulator]
-        enabled = true
-        listen = "127.0.0.1:0"
-        users = {users}
-        exercise_every = "1000h"
-        activity_every = "1000h"
-        webhook_delay = "0ms"
-        webhook_drop_rate = 0.0
-        webhook_duplicate_rate = 0.0
-        "#,
-        dir.display()
-    );
-    config::parse(&text, "test", &|_| None).expect("test config is valid")
+    config_from(json!({
+        "webhook": loopback_listeners(),
+        "admin": loopback_listeners(),
+        // The schedule never fires by itself: tests run the poller's cycles.
+        "poller": {"enabled": true, "cron": "0 0 0 1 1 *", "mode": mode},
+        "store": {"path": dir},
+        "simulator": {
+            "enabled": true,
+            "listen": "127.0.0.1:0",
+            "users": users,
+            // Every run the same: no test depends on chance.
+            "seed": 1,
+            "exercise_every": "1000h",
+            "activity_every": "1000h",
+            "webhook_delay": "0ms",
+            "webhook_drop_rate": 0.0,
+            "webhook_duplicate_rate": 0.0,
+        },
+    }))
 }
 
 /// Polls `check` until it returns `Some`, failing the test after 15 s.
