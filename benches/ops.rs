@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use hdrhistogram::Histogram;
+use hookrace::accesslink::identity::{EntityKey, EventType, UserId};
 use hookrace::accesslink::signature::sign;
-use hookrace::race::Entity;
+use hookrace::race::{Entity, FetchState};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -388,13 +389,16 @@ fn generate_store(path: &Path, n: u64) {
                 poll_at = None;
             }
         }
-        let key = format!("EXERCISE/{user}/{id}");
+        let key = EntityKey::new(&EventType::Exercise, UserId(user), &id);
         store
             .update_entity(&key, |e| {
-                let mut e = e.unwrap_or_else(|| Entity::new("EXERCISE", user, &id));
+                let mut e =
+                    e.unwrap_or_else(|| Entity::new(&EventType::Exercise, UserId(user), &id));
                 e.data_available_at = Some(at);
                 e.poll_at = poll_at.or(e.poll_at);
-                e.fetched = e.webhook_at.is_some();
+                if e.webhook_at.is_some() {
+                    e.set_fetch_state(FetchState::Fetched);
+                }
                 (e, ())
             })
             .unwrap();

@@ -5,6 +5,7 @@ mod common;
 use common::receiver::Receiver;
 use common::{App, sim_config, spawn_with};
 use hookrace::accesslink::signature;
+use hookrace::race::FetchState;
 use hookrace::sim;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -342,16 +343,15 @@ async fn a_payload_url_on_a_foreign_host_is_never_fetched() {
     assert_eq!(s["webhook"]["fetch_requests"], 0, "no request was made");
     assert!(attacker.drain().await.is_empty());
     app.stop().await;
-    let store = hookrace::store::Store::open(dir.path()).unwrap();
+    let store = common::reopen_store(dir.path());
     let e = store
         .entity(&format!("EXERCISE/{user}/evil1"))
         .unwrap()
         .unwrap();
-    assert!(
-        e.fetch_error
-            .unwrap()
-            .contains("not under the AccessLink base URL")
-    );
+    let FetchState::Failed(reason) = e.fetch_state() else {
+        panic!("the fetch failed for good: {:?}", e.fetch_state());
+    };
+    assert!(reason.contains("not under the AccessLink base URL"));
 }
 
 #[tokio::test]
@@ -594,10 +594,13 @@ async fn upstream_redirects_are_not_followed_and_absurd_resets_do_not_panic() {
             .store
             .entity("EXERCISE/5/r1")
             .unwrap()
-            .filter(|e| e.fetched || e.fetch_error.is_some())
+            .filter(|e| e.fetch_state() != FetchState::NotFetched)
     })
     .await;
-    let error = entity.fetch_error.unwrap_or_default();
+    let error = match entity.fetch_state() {
+        FetchState::Failed(reason) => reason,
+        other => format!("{other:?}"),
+    };
     assert!(
         error.contains("redirect"),
         "given up for the redirect: {error:?}"

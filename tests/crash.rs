@@ -122,7 +122,8 @@ async fn sigkill_mid_stream_loses_no_acknowledged_delivery() {
             store
                 .for_each_entity(|e| {
                     assert!(
-                        unique.contains(&e.key) || e.fetched || e.fetch_error.is_some(),
+                        unique.contains(&e.key.to_string())
+                            || e.fetch_state() != hookrace::race::FetchState::NotFetched,
                         "kill at {kill_at}: {} has no fetch job and was never fetched",
                         e.key
                     );

@@ -136,7 +136,7 @@ async fn every_fault_at_once_loses_and_doubles_nothing() {
     app.running
         .store
         .for_each_entity(|e| {
-            if e.user_id == revoked {
+            if e.user_id.0 == revoked {
                 stored_revoked += 1
             } else {
                 stored_other += 1

@@ -407,7 +407,7 @@ async fn a_flood_of_refusals_is_counted_exactly_but_logged_sparingly() {
         !lines.iter().any(|l| l.contains("424242")),
         "a line repeats what an unverified body says"
     );
-    let store = hookrace::store::Store::open(&dir.path().join("store")).unwrap();
+    let store = common::reopen_store(&dir.path().join("store"));
     assert_eq!(
         store.counter(hookrace::store::counter::WEBHOOK_REJECTED_SIGNATURE),
         FLOOD as u64,

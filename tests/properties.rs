@@ -83,9 +83,9 @@ proptest! {
         }).to_string();
         match payload::parse(body.as_bytes()) {
             Ok(Parsed::Delivery(d)) => {
-                prop_assert_eq!(d.user_id, user);
+                prop_assert_eq!(d.user_id.0, user);
                 prop_assert_eq!(d.timestamp, t);
-                prop_assert_eq!(d.entity().key(), format!("EXERCISE/{user}/{id}"));
+                prop_assert_eq!(d.entity().key().to_string(), format!("EXERCISE/{user}/{id}"));
             }
             other => prop_assert!(false, "{:?}", other),
         }

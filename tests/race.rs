@@ -157,7 +157,7 @@ async fn report_formats_parse_and_match_the_status_of_the_same_store() {
     assert_eq!(json["entities_total"], table.entities_total);
     assert_eq!(json["poll"]["requests"], table.poll.requests);
     assert_eq!(json["webhook"]["requests"], table.webhook.requests);
-    let store = hookrace::store::Store::open(&store).unwrap();
+    let store = common::reopen_store(&store);
     let rt = hookrace::process::Runtime {
         started_at: chrono::Utc::now(),
         poll_enabled: true,

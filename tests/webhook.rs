@@ -294,6 +294,6 @@ async fn shutdown_drains_an_in_flight_delivery() {
     drop(conn);
     app.running.wait().await.unwrap();
 
-    let store = hookrace::store::Store::open(dir.path()).unwrap();
+    let store = common::reopen_store(dir.path());
     assert!(store.entity("EXERCISE/21/inflight").unwrap().is_some());
 }

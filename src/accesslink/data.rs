@@ -9,11 +9,13 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::Value;
 
+use super::identity::{EventType, UserId};
+
 /// What an item tells.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Identity {
     /// The entity type (`EXERCISE`, `ACTIVITY_SUMMARY`, …).
-    pub kind: String,
+    pub kind: EventType,
     /// The id this item gives its entity in a store key: the hashed exercise id (snake_case
     /// rendering), `t<id>` for a transactional exercise, the date for daily data.
     pub entity_id: String,
@@ -65,7 +67,7 @@ pub fn iso_duration_seconds(s: &str) -> Option<f64> {
 }
 
 /// The fingerprint of an exercise rendering (either dialect), if it has the fields.
-pub fn exercise_fingerprint(user_id: u64, v: &Value) -> Option<String> {
+pub fn exercise_fingerprint(user_id: UserId, v: &Value) -> Option<String> {
     let start = field(v, "start-time")?.as_str()?;
     let start = NaiveDateTime::parse_from_str(start, "%Y-%m-%dT%H:%M:%S%.f").ok()?;
     let offset = field(v, "start-time-utc-offset")?.as_i64()?;
@@ -79,28 +81,28 @@ pub fn exercise_fingerprint(user_id: u64, v: &Value) -> Option<String> {
 }
 
 /// Identifies an item of `kind` (`EXERCISE`, `ACTIVITY_SUMMARY`, `PHYSICAL_INFORMATION`, …).
-pub fn identify(kind: &str, user_id: u64, v: &Value) -> Identity {
+pub fn identify(kind: &EventType, user_id: UserId, v: &Value) -> Identity {
     match kind {
-        "EXERCISE" => {
+        EventType::Exercise => {
             let entity_id = match v.get("id") {
                 Some(Value::String(s)) => s.clone(),
                 Some(Value::Number(n)) => format!("t{n}"),
                 _ => String::new(),
             };
             Identity {
-                kind: kind.into(),
+                kind: kind.clone(),
                 entity_id,
                 fingerprint: exercise_fingerprint(user_id, v),
                 available_at: time(v, "upload-time"),
             }
         }
-        "PHYSICAL_INFORMATION" => {
+        EventType::PhysicalInformation => {
             let created = time(v, "created");
             let id = created
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
                 .unwrap_or_default();
             Identity {
-                kind: kind.into(),
+                kind: kind.clone(),
                 fingerprint: created.map(|_| format!("{kind}|{user_id}|{id}")),
                 entity_id: id,
                 available_at: created,
@@ -113,7 +115,7 @@ pub fn identify(kind: &str, user_id: u64, v: &Value) -> Identity {
                 .unwrap_or_default()
                 .to_string();
             Identity {
-                kind: kind.into(),
+                kind: kind.clone(),
                 fingerprint: (!date.is_empty()).then(|| format!("{kind}|{user_id}|{date}")),
                 entity_id: date,
                 available_at: time(v, "created"),
@@ -142,8 +144,8 @@ mod tests {
             "start-time": "2008-10-13T10:40:02", "start-time-utc-offset": 180, "duration": "PT2H44M45S"});
         let snake = json!({"id": "2AC312F", "upload_time": "2008-10-13T10:40:02.000Z", "device_id": "1111AAAA",
             "start_time": "2008-10-13T10:40:02", "start_time_utc_offset": 180, "duration": "PT2H44M45S"});
-        let a = identify("EXERCISE", 475, &hyphen);
-        let b = identify("EXERCISE", 475, &snake);
+        let a = identify(&EventType::Exercise, UserId(475), &hyphen);
+        let b = identify(&EventType::Exercise, UserId(475), &snake);
         assert_eq!(a.fingerprint, b.fingerprint);
         assert!(a.fingerprint.is_some());
         assert_eq!(a.available_at, b.available_at);
@@ -151,21 +153,27 @@ mod tests {
         assert_eq!(b.entity_id, "2AC312F");
         // Another user, offset, duration or device: another exercise.
         assert_ne!(
-            identify("EXERCISE", 476, &hyphen).fingerprint,
+            identify(&EventType::Exercise, UserId(476), &hyphen).fingerprint,
             a.fingerprint
         );
         let mut other = snake.clone();
         other["start_time_utc_offset"] = json!(120);
-        assert_ne!(identify("EXERCISE", 475, &other).fingerprint, a.fingerprint);
+        assert_ne!(
+            identify(&EventType::Exercise, UserId(475), &other).fingerprint,
+            a.fingerprint
+        );
         let mut missing = snake;
         missing["device_id"] = Value::Null;
-        assert_eq!(identify("EXERCISE", 475, &missing).fingerprint, None);
+        assert_eq!(
+            identify(&EventType::Exercise, UserId(475), &missing).fingerprint,
+            None
+        );
     }
 
     #[test]
     fn daily_data_and_physical_information() {
         let act = json!({"id": 1, "date": "2026-11-28", "created": "2026-11-28T08:00:00.000Z"});
-        let i = identify("ACTIVITY_SUMMARY", 7, &act);
+        let i = identify(&EventType::ActivitySummary, UserId(7), &act);
         assert_eq!(i.entity_id, "2026-11-28");
         assert_eq!(
             i.fingerprint.as_deref(),
@@ -173,7 +181,7 @@ mod tests {
         );
         assert!(i.available_at.is_some());
         let phys = json!({"id": 3, "created": "2026-11-28T08:00:00Z", "weight": 70.0});
-        let p = identify("PHYSICAL_INFORMATION", 7, &phys);
+        let p = identify(&EventType::PhysicalInformation, UserId(7), &phys);
         assert_eq!(p.entity_id, "2026-11-28T08:00:00.000Z");
         assert!(p.fingerprint.is_some());
     }

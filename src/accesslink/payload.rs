@@ -9,22 +9,13 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-/// The event types AccessLink documents.
-pub const KNOWN_EVENTS: &[&str] = &[
-    "EXERCISE",
-    "SLEEP",
-    "CONTINUOUS_HEART_RATE",
-    "ACTIVITY_SUMMARY",
-    "SLEEP_WISE_CIRCADIAN_BEDTIME",
-    "SLEEP_WISE_ALERTNESS",
-    "PHYSICAL_INFORMATION",
-];
+use super::identity::{EntityKey, EventType, UserId};
 
 /// One validated webhook delivery.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Delivery {
-    pub event: String,
-    pub user_id: u64,
+    pub event: EventType,
+    pub user_id: UserId,
     /// When Polar sent the notification.
     pub timestamp: DateTime<Utc>,
     /// Where the data can be fetched (with the user's token).
@@ -56,15 +47,15 @@ pub enum Parsed {
 /// date, a date range, or a timestamp for types that carry no identity of their own.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct EntityRef {
-    pub kind: String,
-    pub user_id: u64,
+    pub kind: EventType,
+    pub user_id: UserId,
     pub entity_id: String,
 }
 
 impl EntityRef {
     /// The store key: `TYPE/user/id`.
-    pub fn key(&self) -> String {
-        format!("{}/{}/{}", self.kind, self.user_id, self.entity_id)
+    pub fn key(&self) -> EntityKey {
+        EntityKey::new(&self.kind, self.user_id, &self.entity_id)
     }
 }
 
@@ -158,18 +149,21 @@ pub fn parse(body: &[u8]) -> Result<Parsed, String> {
             Err(format!("`{field}` is required for {event}"))
         }
     };
+    let event = EventType::parse(event);
     match event {
-        "EXERCISE" => need("entity_id", entity_id.is_some())?,
-        "SLEEP" | "CONTINUOUS_HEART_RATE" | "ACTIVITY_SUMMARY" => need("date", date.is_some())?,
-        "SLEEP_WISE_CIRCADIAN_BEDTIME" | "SLEEP_WISE_ALERTNESS" => {
+        EventType::Exercise => need("entity_id", entity_id.is_some())?,
+        EventType::Sleep | EventType::ContinuousHeartRate | EventType::ActivitySummary => {
+            need("date", date.is_some())?
+        }
+        EventType::SleepWiseCircadianBedtime | EventType::SleepWiseAlertness => {
             need("from", from.is_some())?;
             need("to", to.is_some())?;
         }
-        _ => {}
+        EventType::PhysicalInformation | EventType::Other(_) => {}
     }
     Ok(Parsed::Delivery(Delivery {
-        event: event.to_string(),
-        user_id,
+        event,
+        user_id: UserId(user_id),
         timestamp,
         url,
         entity_id,
@@ -252,7 +246,7 @@ mod tests {
         let d = delivery(
             r#"{"event":"EXERCISE","user_id":475,"entity_id":"aQlC83","timestamp":"2018-05-15T14:22:24Z","url":"https://www.polaraccesslink.com/v3/exercises/aQlC83"}"#,
         );
-        assert_eq!(d.entity().key(), "EXERCISE/475/aQlC83");
+        assert_eq!(d.entity().key().as_str(), "EXERCISE/475/aQlC83");
     }
 
     #[test]
@@ -291,7 +285,7 @@ mod tests {
             let body = format!(
                 r#"{{{fields},"user_id":7,"timestamp":"2024-05-31T10:00:00Z","url":"https://www.polaraccesslink.com/v3/x"}}"#
             );
-            assert_eq!(delivery(&body).entity().key(), key, "{body}");
+            assert_eq!(delivery(&body).entity().key().as_str(), key, "{body}");
         }
     }
 

@@ -20,6 +20,7 @@ use warp::reply::Reply;
 use tokio::task::JoinHandle;
 
 use crate::accesslink::client::{Client, Policy};
+use crate::accesslink::identity::UserId;
 use crate::accesslink::webhooks;
 use crate::channels::fetcher::Fetcher;
 use crate::channels::poller::{self, Poller};
@@ -192,7 +193,7 @@ pub async fn start_with_seed(
     };
 
     for u in &config.users {
-        store.put_user(u.user_id, &u.access_token)?;
+        store.put_user(UserId(u.user_id), &u.access_token)?;
     }
     let client = Arc::new(Client::new(
         &config.accesslink.base_url,

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::apps::daemon::{self, Listeners, Running};
 use crate::apps::report::{self, Format, GroundTruth, RaceSettings, Report};
 use crate::observe::status::{self, StatusDoc};
+use crate::sim::DeliveryOutcome;
 
 /// Options of `hookrace demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -282,7 +283,10 @@ async fn race(
             .json()
             .await
             .context("reading the simulator's ground truth")?;
-        let pending = truth.deliveries.iter().any(|d| d.outcome == "pending");
+        let pending = truth
+            .deliveries
+            .iter()
+            .any(|d| d.outcome == DeliveryOutcome::Pending);
         let fetching = !running.store.fetch_queue_is_empty();
         let s = status_now(running)?;
         let quiet = idle_before
@@ -374,7 +378,7 @@ fn ground_truth(t: &crate::sim::Truth) -> GroundTruth {
         deliveries_dropped: t
             .deliveries
             .iter()
-            .filter(|d| d.outcome == "dropped")
+            .filter(|d| d.outcome == DeliveryOutcome::Dropped)
             .count() as u64,
         deliveries_duplicated: t.deliveries.iter().filter(|d| d.duplicate).count() as u64,
         entities_never_delivered: t
@@ -382,7 +386,7 @@ fn ground_truth(t: &crate::sim::Truth) -> GroundTruth {
             .iter()
             .filter(|e| {
                 !t.deliveries.iter().any(|d| {
-                    d.outcome == "sent"
+                    d.outcome == DeliveryOutcome::Sent
                         && d.event == e.kind
                         && d.user_id == e.user_id
                         && d.entity_id == e.entity_id

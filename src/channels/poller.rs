@@ -7,6 +7,7 @@
 //! user and fetches the ids it has not stored yet. Every request is counted by endpoint and
 //! outcome. A cycle never overlaps another: a tick that finds one running is skipped and counted.
 
+use crate::accesslink::identity::{EntityKey, EventType, UserId};
 use std::sync::{Arc, RwLock};
 
 use chrono::Utc;
@@ -39,13 +40,15 @@ pub struct Poller {
 }
 
 /// Maps a notification `data-type` to the entity type and the list key of its transaction.
-fn kind_of(data_type: &str) -> Option<(&'static str, &'static str)> {
-    match data_type {
-        "EXERCISE" => Some(("EXERCISE", "exercises")),
-        "ACTIVITY_SUMMARY" => Some(("ACTIVITY_SUMMARY", "activity-log")),
-        "PHYSICAL_INFORMATION" => Some(("PHYSICAL_INFORMATION", "physical-informations")),
-        _ => None,
-    }
+fn kind_of(data_type: &str) -> Option<(EventType, &'static str)> {
+    let kind = EventType::parse(data_type);
+    let list_key = match kind {
+        EventType::Exercise => "exercises",
+        EventType::ActivitySummary => "activity-log",
+        EventType::PhysicalInformation => "physical-informations",
+        _ => return None,
+    };
+    Some((kind, list_key))
 }
 
 impl Poller {
@@ -150,18 +153,18 @@ impl Poller {
         answer.json(&method, url).map(Some)
     }
 
-    fn failed(&self, report: &mut CycleReport, user: Option<u64>, what: &str, e: &ApiError) {
+    fn failed(&self, report: &mut CycleReport, user: Option<UserId>, what: &str, e: &ApiError) {
         report.errors += 1;
         if let (ApiError::Unauthorized { .. }, Some(u)) = (e, user) {
             if let Err(e) = self.store.mark_disconnected(u, "401 while polling") {
                 tracing::error!(
-                    user = u,
+                    user = u.0,
                     error = format_args!("{e:#}"),
                     "marking a user disconnected"
                 );
             }
         }
-        tracing::warn!(user, error = %e, "{what}");
+        tracing::warn!(user = user.map(|u| u.0), error = %e, "{what}");
     }
 
     async fn transactions_cycle(&self, report: &mut CycleReport) {
@@ -180,7 +183,7 @@ impl Poller {
             .cloned()
             .unwrap_or_default();
         for entry in entries {
-            let user = entry.get("user-id").and_then(Value::as_u64);
+            let user = entry.get("user-id").and_then(Value::as_u64).map(UserId);
             let data_type = entry.get("data-type").and_then(Value::as_str).unwrap_or("");
             let create_url = entry.get("url").and_then(Value::as_str).unwrap_or("");
             let (Some(user), Some((kind, list_key))) = (user, kind_of(data_type)) else {
@@ -190,7 +193,10 @@ impl Poller {
             let token = match self.store.user(user) {
                 Ok(Some(u)) if u.disconnected_at.is_none() => u.access_token,
                 Ok(_) => {
-                    tracing::warn!(user, "data waiting for a user without a valid token");
+                    tracing::warn!(
+                        user = user.0,
+                        "data waiting for a user without a valid token"
+                    );
                     continue;
                 }
                 Err(e) => {
@@ -199,7 +205,7 @@ impl Poller {
                 }
             };
             if let Err(e) = self
-                .transaction(report, user, &token, create_url, kind, list_key)
+                .transaction(report, user, &token, create_url, &kind, list_key)
                 .await
             {
                 self.failed(report, Some(user), "transaction left uncommitted", &e);
@@ -211,10 +217,10 @@ impl Poller {
     async fn transaction(
         &self,
         report: &mut CycleReport,
-        user: u64,
+        user: UserId,
         token: &crate::config::Secret,
         create_url: &str,
-        kind: &str,
+        kind: &EventType,
         list_key: &str,
     ) -> Result<(), ApiError> {
         let auth = Auth::Bearer(token);
@@ -259,7 +265,7 @@ impl Poller {
         }
         if !all_stored {
             tracing::error!(
-                user,
+                user = user.0,
                 transaction = uri,
                 "an item could not be read or stored: not committing (its data is offered again)"
             );
@@ -281,7 +287,13 @@ impl Poller {
     }
 
     /// Stores one polled item; false when the store refused it.
-    fn store_item(&self, report: &mut CycleReport, user: u64, kind: &str, item: &Value) -> bool {
+    fn store_item(
+        &self,
+        report: &mut CycleReport,
+        user: UserId,
+        kind: &EventType,
+        item: &Value,
+    ) -> bool {
         let id = data::identify(kind, user, item);
         report.items += 1;
         match self.store.record_poll(user, &id, item, Utc::now()) {
@@ -324,7 +336,7 @@ impl Poller {
                 let Some(id) = ex.get("id").and_then(Value::as_str) else {
                     continue;
                 };
-                let key = format!("EXERCISE/{}/{id}", u.user_id);
+                let key = EntityKey::new(&EventType::Exercise, u.user_id, id);
                 let seen = matches!(self.store.entity(&key), Ok(Some(e)) if e.poll_at.is_some());
                 if seen {
                     continue;
@@ -336,7 +348,7 @@ impl Poller {
                 {
                     Ok(Some(item)) => {
                         // List mode commits nothing: a failed store is read again next cycle.
-                        self.store_item(report, u.user_id, "EXERCISE", &item);
+                        self.store_item(report, u.user_id, &EventType::Exercise, &item);
                     }
                     Ok(None) => {}
                     Err(e) => {

@@ -157,13 +157,13 @@ where
     );
     let (event, user, entity) = match &parsed {
         Some(Parsed::Delivery(d)) if verified => {
-            (d.event.as_str(), d.user_id, d.entity().entity_id)
+            (d.event.as_str(), d.user_id.0, d.entity().entity_id)
         }
         Some(Parsed::Ping(_)) => ("PING", 0, String::new()),
         _ => ("-", 0, String::new()),
     };
     if let (Some(Parsed::Delivery(d)), Some(h), true) = (&parsed, header_event, verified) {
-        if h != d.event {
+        if h != d.event.as_str() {
             tracing::warn!(header = h, body = %d.event, "delivery event header and body disagree; using the body");
         }
     }

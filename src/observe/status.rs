@@ -187,7 +187,7 @@ pub fn build(store: &Store, rt: &Runtime) -> anyhow::Result<StatusDoc> {
             disconnected: users
                 .iter()
                 .filter(|u| u.disconnected_at.is_some())
-                .map(|u| u.user_id)
+                .map(|u| u.user_id.0)
                 .collect(),
         },
     })

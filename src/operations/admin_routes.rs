@@ -11,6 +11,7 @@ use warp::reply::{Reply, Response};
 
 use super::manage::{self, UserView};
 use crate::accesslink::client::{ApiError, Client};
+use crate::accesslink::identity::UserId;
 use crate::config::Secret;
 use crate::store::Store;
 
@@ -38,7 +39,7 @@ pub fn routes(
         .then(
             |id: u64, store: Arc<Store>, client: Arc<Client>| async move {
                 // Someone waits on the answer: a spent rate limit fails at once (503).
-                match manage::remove_user(&store, &client.interactive(), id).await {
+                match manage::remove_user(&store, &client.interactive(), UserId(id)).await {
                     Ok(true) => {
                         warp::reply::with_status("", StatusCode::NO_CONTENT).into_response()
                     }

@@ -11,6 +11,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::accesslink::client::{ApiError, Auth, Client, Policy};
+use crate::accesslink::identity::UserId;
 use crate::accesslink::webhooks;
 use crate::config::{Config, Secret};
 use crate::http::Admin;
@@ -51,7 +52,7 @@ pub struct UserView {
 impl From<crate::store::StoredUser> for UserView {
     fn from(u: crate::store::StoredUser) -> Self {
         UserView {
-            user_id: u.user_id,
+            user_id: u.user_id.0,
             added_at: u.added_at,
             disconnected_at: u.disconnected_at,
             disconnect_reason: u.disconnect_reason,
@@ -60,7 +61,7 @@ impl From<crate::store::StoredUser> for UserView {
 }
 
 /// De-registers a user at AccessLink (401/404 mean already gone) and forgets their token.
-pub async fn remove_user(store: &Store, client: &Client, user_id: u64) -> anyhow::Result<bool> {
+pub async fn remove_user(store: &Store, client: &Client, user_id: UserId) -> anyhow::Result<bool> {
     let Some(user) = store.user(user_id)? else {
         return Ok(false);
     };
@@ -140,7 +141,7 @@ pub async fn list_users(cfg: &Config) -> anyhow::Result<Vec<UserView>> {
 /// Removes a user (de-registering at AccessLink); `false` when unknown.
 pub async fn remove_user_cmd(cfg: &Config, user_id: u64) -> anyhow::Result<bool> {
     match target(cfg)? {
-        Target::Store(store) => remove_user(&store, &client_for(cfg)?, user_id).await,
+        Target::Store(store) => remove_user(&store, &client_for(cfg)?, UserId(user_id)).await,
         Target::Daemon(admin) => {
             let path = format!("/users/{user_id}");
             let what = "asking the daemon to remove the user";
@@ -196,9 +197,9 @@ pub async fn webhook_command(
             show_secret,
         } => {
             let ev = ev.clone().unwrap_or_else(|| {
-                crate::accesslink::payload::KNOWN_EVENTS
+                crate::accesslink::identity::EventType::KNOWN
                     .iter()
-                    .map(|s| s.to_string())
+                    .map(|k| k.to_string())
                     .collect()
             });
             let created = webhooks::create(&client, url, &ev).await?;

@@ -17,6 +17,7 @@ use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
 
 use crate::accesslink::client::{ApiError, Auth, Client, error_message};
+use crate::accesslink::identity::UserId;
 use crate::config::Secret;
 use crate::store::Store;
 
@@ -218,7 +219,7 @@ impl OAuth {
         };
         let (token, user_id) = self.exchange(code).await?;
         let newly_registered = self.register(&token, user_id).await?;
-        self.store.put_user(user_id, &token).map_err(|e| {
+        self.store.put_user(UserId(user_id), &token).map_err(|e| {
             fail(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Could not store the connection",

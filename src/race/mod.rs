@@ -6,6 +6,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::accesslink::identity::{EntityKey, EventType, UserId};
+
 mod summary;
 
 #[cfg(test)]
@@ -29,11 +31,11 @@ pub enum Channel {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entity {
     /// Store key: `TYPE/user/id` (not serialized: the store sets it from the record's key).
-    #[serde(default, skip_serializing)]
-    pub key: String,
+    #[serde(skip)]
+    pub key: EntityKey,
     #[serde(rename = "type")]
-    pub kind: String,
-    pub user_id: u64,
+    pub kind: EventType,
+    pub user_id: UserId,
     /// The hashed exercise id, a date, or another source identity.
     pub entity_id: String,
     /// When the source says the data became available (`upload-time`, `created`), once fetched.
@@ -73,12 +75,24 @@ pub struct Entity {
     /// Links the records of this entity seen through different ids (see `accesslink::data`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
-    /// The webhook's data has been fetched (or the fetch gave up: see `fetch_error`).
+    /// Stored form of [`FetchState`] (two fields, as stores of earlier versions hold it): the
+    /// webhook's data has been fetched...
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub fetched: bool,
-    /// Why fetching the webhook's data failed for good.
+    fetched: bool,
+    /// ... or fetching it failed for good, and why. Read and written through
+    /// [`Entity::fetch_state`] and [`Entity::set_fetch_state`] only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fetch_error: Option<String>,
+    fetch_error: Option<String>,
+}
+
+/// Where fetching a webhook's data for an entity stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchState {
+    /// Not fetched: nothing announced it, or its fetch is still to come.
+    NotFetched,
+    Fetched,
+    /// Given up for good, with the reason.
+    Failed(String),
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -87,10 +101,10 @@ fn is_zero(n: &u32) -> bool {
 
 impl Entity {
     /// A new entity with no sighting yet.
-    pub fn new(kind: &str, user_id: u64, entity_id: &str) -> Self {
+    pub fn new(kind: &EventType, user_id: UserId, entity_id: &str) -> Self {
         Entity {
-            key: format!("{kind}/{user_id}/{entity_id}"),
-            kind: kind.to_string(),
+            key: EntityKey::new(kind, user_id, entity_id),
+            kind: kind.clone(),
             user_id,
             entity_id: entity_id.to_string(),
             data_available_at: None,
@@ -103,6 +117,22 @@ impl Entity {
             fetched: false,
             fetch_error: None,
         }
+    }
+
+    pub fn fetch_state(&self) -> FetchState {
+        match (&self.fetch_error, self.fetched) {
+            (Some(reason), _) => FetchState::Failed(reason.clone()),
+            (None, true) => FetchState::Fetched,
+            (None, false) => FetchState::NotFetched,
+        }
+    }
+
+    pub fn set_fetch_state(&mut self, state: FetchState) {
+        (self.fetched, self.fetch_error) = match state {
+            FetchState::NotFetched => (false, None),
+            FetchState::Fetched => (true, None),
+            FetchState::Failed(reason) => (false, Some(reason)),
+        };
     }
 
     /// Folds `other`, another record of the same entity, into this one.
@@ -126,7 +156,9 @@ impl Entity {
         self.webhook_timestamp = self.webhook_timestamp.or(other.webhook_timestamp);
         self.url = self.url.take().or(other.url.clone());
         self.fingerprint = self.fingerprint.take().or(other.fingerprint.clone());
-        self.fetched |= other.fetched;
+        if self.fetch_state() == FetchState::NotFetched {
+            self.set_fetch_state(other.fetch_state());
+        }
     }
 
     /// When it became available: from the data when fetched, else the webhook's timestamp.
@@ -157,9 +189,9 @@ impl Entity {
     /// The JSON object `/entities` serves for it.
     pub fn view(&self) -> EntityView {
         EntityView {
-            key: self.key.clone(),
-            kind: self.kind.clone(),
-            user_id: self.user_id,
+            key: self.key.to_string(),
+            kind: self.kind.to_string(),
+            user_id: self.user_id.0,
             entity_id: self.entity_id.clone(),
             available_at: self.available_at(),
             webhook_at: self.webhook_at,
@@ -216,7 +248,7 @@ mod tests {
 
     #[test]
     fn first_channel_and_lead() {
-        let mut e = Entity::new("EXERCISE", 1, "a");
+        let mut e = Entity::new(&EventType::Exercise, UserId(1), "a");
         assert_eq!(e.first_channel(), None);
         e.data_available_at = Some(t(0));
         e.webhook_at = Some(t(2));
@@ -231,7 +263,7 @@ mod tests {
 
     #[test]
     fn webhook_timestamp_stands_in_until_data_is_fetched() {
-        let mut e = Entity::new("SLEEP", 1, "2024-01-01");
+        let mut e = Entity::new(&EventType::Sleep, UserId(1), "2024-01-01");
         e.webhook_timestamp = Some(t(5));
         assert_eq!(e.available_at(), Some(t(5)));
         e.data_available_at = Some(t(1));

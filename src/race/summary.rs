@@ -200,7 +200,7 @@ impl Entity {
     /// What the summary counts of this entity.
     pub fn times(&self) -> EntityTimes<'_> {
         EntityTimes {
-            kind: Cow::Borrowed(&self.kind),
+            kind: Cow::Borrowed(self.kind.as_str()),
             data_available_at: self.data_available_at,
             webhook_timestamp: self.webhook_timestamp,
             webhook_at: self.webhook_at,
@@ -475,6 +475,7 @@ pub(crate) fn visible(s: &Summary) -> impl PartialEq + std::fmt::Debug + use<> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::accesslink::identity::{EventType, UserId};
     use chrono::TimeZone;
 
     fn t(s: i64) -> DateTime<Utc> {
@@ -518,12 +519,12 @@ mod tests {
 
     #[test]
     fn summary_counts_each_entity_once() {
-        let mut a = Entity::new("EXERCISE", 1, "a");
+        let mut a = Entity::new(&EventType::Exercise, UserId(1), "a");
         a.webhook_at = Some(t(1));
         a.poll_at = Some(t(10));
-        let mut b = Entity::new("EXERCISE", 1, "b");
+        let mut b = Entity::new(&EventType::Exercise, UserId(1), "b");
         b.poll_at = Some(t(3));
-        let mut c = Entity::new("SLEEP", 2, "2024-01-01");
+        let mut c = Entity::new(&EventType::Sleep, UserId(2), "2024-01-01");
         c.webhook_at = Some(t(4));
         let s = summarize([&a, &b, &c]);
         assert_eq!(
@@ -552,10 +553,14 @@ mod tests {
             let new = match (x >> 20) % 6 {
                 0 => None,
                 k => {
-                    let kind = if id % 3 == 0 { "SLEEP" } else { "EXERCISE" };
+                    let kind = if id % 3 == 0 {
+                        EventType::Sleep
+                    } else {
+                        EventType::Exercise
+                    };
                     let mut e = old
                         .clone()
-                        .unwrap_or_else(|| Entity::new(kind, 1, &id.to_string()));
+                        .unwrap_or_else(|| Entity::new(&kind, UserId(1), &id.to_string()));
                     let at = t(step as i64);
                     match k {
                         1 => e.webhook_at = e.webhook_at.or(Some(at)),
@@ -598,7 +603,7 @@ mod tests {
 
     #[test]
     fn a_change_taken_out_before_it_was_added_waits_for_its_addition() {
-        let mut v1 = Entity::new("EXERCISE", 1, "a");
+        let mut v1 = Entity::new(&EventType::Exercise, UserId(1), "a");
         v1.webhook_at = Some(t(2));
         v1.webhook_timestamp = Some(t(0));
         let mut v2 = v1.clone();

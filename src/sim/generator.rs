@@ -119,7 +119,7 @@ impl State {
             return i;
         }
         self.truth.entities.push(TruthEntity {
-            kind: item.kind.data_type().to_string(),
+            kind: item.kind.event_type().to_string(),
             user_id: item.user_id,
             entity_id: item.source_id(),
             item_ids: vec![item.id],

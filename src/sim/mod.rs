@@ -41,7 +41,7 @@ pub use control::patch_faults;
 pub use routes::{SimRequest, SimResponse, endpoint_name};
 pub use settings::{Faults, SimSettings};
 pub use state::Sim;
-pub use truth::{Truth, TruthDelivery, TruthEntity};
+pub use truth::{DeliveryOutcome, Truth, TruthDelivery, TruthEntity};
 pub use webhooks::DeliveryJob;
 
 // What the endpoint families share among themselves (the simulator's own modules only).

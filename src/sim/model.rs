@@ -8,6 +8,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::accesslink::identity::EventType;
+
 /// The three transaction kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -50,11 +52,11 @@ impl Kind {
         }
     }
     /// The pull-notification `data-type` and webhook event.
-    pub fn data_type(self) -> &'static str {
+    pub fn event_type(self) -> EventType {
         match self {
-            Kind::Exercise => "EXERCISE",
-            Kind::Activity => "ACTIVITY_SUMMARY",
-            Kind::PhysicalInformation => "PHYSICAL_INFORMATION",
+            Kind::Exercise => EventType::Exercise,
+            Kind::Activity => EventType::ActivitySummary,
+            Kind::PhysicalInformation => EventType::PhysicalInformation,
         }
     }
     pub const ALL: [Kind; 3] = [Kind::Exercise, Kind::Activity, Kind::PhysicalInformation];

@@ -35,7 +35,7 @@ impl State {
                 if self.pending(u.id, kind).next().is_some() {
                     list.push(json!({
                         "user-id": u.id,
-                        "data-type": kind.data_type(),
+                        "data-type": kind.event_type().as_str(),
                         "url": format!("{base}/v3/users/{}/{}-transactions", u.id, kind.segment()),
                     }));
                 }

@@ -29,6 +29,22 @@ pub struct TruthEntity {
     pub available_at: DateTime<Utc>,
 }
 
+/// What became of a delivery the simulator decided on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryOutcome {
+    /// Waiting for its delay, or being sent.
+    Pending,
+    /// The receiver answered 200.
+    Sent,
+    /// Another status, or no answer.
+    Failed,
+    /// Dropped by the drop fault: never sent.
+    Dropped,
+    /// The webhook was inactive: not sent.
+    Inactive,
+}
+
 /// One delivery decided by the simulator, and what became of it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TruthDelivery {
@@ -36,8 +52,7 @@ pub struct TruthDelivery {
     pub user_id: u64,
     pub entity_id: String,
     pub url: String,
-    /// `pending`, `sent` (200), `failed` (other status or no answer), `dropped`, `inactive`.
-    pub outcome: String,
+    pub outcome: DeliveryOutcome,
     pub status: Option<u16>,
     /// A second copy sent because of the duplicate fault.
     pub duplicate: bool,

@@ -14,7 +14,7 @@ use warp::http::StatusCode;
 
 use super::model::Item;
 use super::*;
-use crate::accesslink::payload::KNOWN_EVENTS;
+use crate::accesslink::identity::EventType;
 
 #[derive(Debug, Clone)]
 pub(super) struct Hook {
@@ -199,7 +199,11 @@ impl Sim {
         let now = Utc::now();
         let ok = status == Some(200);
         if let Some(d) = s.truth.deliveries.get_mut(index) {
-            d.outcome = if ok { "sent" } else { "failed" }.into();
+            d.outcome = if ok {
+                DeliveryOutcome::Sent
+            } else {
+                DeliveryOutcome::Failed
+            };
             d.status = status;
             d.sent_at = Some(now);
         }
@@ -236,20 +240,20 @@ impl State {
 
     /// Decides the deliveries for a new item: none, dropped, one, or two.
     pub(super) fn announce(&mut self, item: &Item, base: &str) -> Vec<DeliveryJob> {
-        let event = item.kind.data_type().to_string();
+        let event = item.kind.event_type().to_string();
         let hook = match &self.hook {
             Some(h) if h.events.contains(&event) => h.clone(),
             _ => return Vec::new(),
         };
         let payload = item.webhook_payload(base, Utc::now());
         let url = payload["url"].as_str().unwrap_or_default().to_string();
-        let record = |s: &mut State, outcome: &str, duplicate: bool| {
+        let record = |s: &mut State, outcome: DeliveryOutcome, duplicate: bool| {
             s.truth.deliveries.push(TruthDelivery {
                 event: event.clone(),
                 user_id: item.user_id,
                 entity_id: item.source_id(),
                 url: url.clone(),
-                outcome: outcome.into(),
+                outcome,
                 status: None,
                 duplicate,
                 decided_at: Utc::now(),
@@ -258,12 +262,12 @@ impl State {
             s.truth.deliveries.len() - 1
         };
         if !hook.active {
-            record(self, "inactive", false);
+            record(self, DeliveryOutcome::Inactive, false);
             return Vec::new();
         }
         let f = self.settings.faults.clone();
         if f.drop_rate > 0.0 && self.rng.random_bool(f.drop_rate.min(1.0)) {
-            record(self, "dropped", false);
+            record(self, DeliveryOutcome::Dropped, false);
             return Vec::new();
         }
         let copies = if f.duplicate_rate > 0.0 && self.rng.random_bool(f.duplicate_rate.min(1.0)) {
@@ -280,7 +284,7 @@ impl State {
                     lo
                 });
                 DeliveryJob {
-                    truth_index: record(self, "pending", n > 0),
+                    truth_index: record(self, DeliveryOutcome::Pending, n > 0),
                     url: hook.url.clone(),
                     payload: payload.clone(),
                     secret: hook.secret.clone(),
@@ -313,7 +317,7 @@ pub(super) fn parse_webhook_body(
             let mut out = Vec::new();
             for e in a {
                 match e.as_str() {
-                    Some(e) if KNOWN_EVENTS.contains(&e) => out.push(e.to_string()),
+                    Some(e) if EventType::parse(e).is_known() => out.push(e.to_string()),
                     _ => return Err(bad(&format!("unknown event {e}"))),
                 }
             }

@@ -11,16 +11,16 @@ impl Store {
     /// entity when no channel has seen it. Not yet durable: call [`Store::durable`].
     pub fn record_poll(
         &self,
-        user_id: u64,
+        user_id: UserId,
         id: &crate::accesslink::data::Identity,
         data: &serde_json::Value,
         at: DateTime<Utc>,
     ) -> anyhow::Result<PollRecorded> {
         let _guard = self.link_lock.lock().map_err(poisoned)?;
-        let natural = format!("{}/{user_id}/{}", id.kind, id.entity_id);
+        let natural = EntityKey::new(&id.kind, user_id, &id.entity_id);
         let key = match &id.fingerprint {
             Some(fp) => match self.fingerprints.get(fp).context("reading fingerprints")? {
-                Some(k) => String::from_utf8_lossy(&k).into_owned(),
+                Some(k) => EntityKey::stored(String::from_utf8_lossy(&k)),
                 None => natural,
             },
             None => natural,
@@ -79,8 +79,7 @@ impl Store {
             let e = &mut r.entity;
             e.data_available_at = id.available_at.or(e.data_available_at);
             e.fingerprint = id.fingerprint.clone().or(e.fingerprint.take());
-            e.fetched = true;
-            e.fetch_error = None;
+            e.set_fetch_state(FetchState::Fetched);
             r.fetch = None;
         })?;
         self.fetch_queue.remove(&key);
@@ -133,7 +132,8 @@ impl Store {
     /// and ends its pending fetch.
     pub fn fetch_failed(&self, key: &str, reason: &str) -> anyhow::Result<()> {
         match self.update_record(key, |r| {
-            r.entity.fetch_error = Some(reason.to_string());
+            r.entity
+                .set_fetch_state(FetchState::Failed(reason.to_string()));
             r.fetch = None;
         }) {
             Ok(at) => self.fetch_queue.remove(&at),

@@ -33,8 +33,9 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::accesslink::identity::{EntityKey, EventType, UserId};
 use crate::accesslink::payload::Delivery;
-use crate::race::{Entity, EntityTimes, LiveSummary, SavedSummary, Summary};
+use crate::race::{Entity, EntityTimes, FetchState, LiveSummary, SavedSummary, Summary};
 use fetch_queue::FetchQueue;
 
 mod commit;
@@ -161,8 +162,8 @@ struct Record {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FetchJob {
     pub url: String,
-    pub user_id: u64,
-    pub event: String,
+    pub user_id: UserId,
+    pub event: EventType,
     pub attempts: u32,
     /// Not before this time (backoff after a failure).
     pub next_at: DateTime<Utc>,
@@ -171,7 +172,7 @@ pub struct FetchJob {
 /// A user whose data hookrace may read.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredUser {
-    pub user_id: u64,
+    pub user_id: UserId,
     pub access_token: crate::config::Secret,
     pub added_at: DateTime<Utc>,
     /// Set when AccessLink answered 401 for this user's token.
@@ -566,7 +567,7 @@ impl Store {
             let key = String::from_utf8_lossy(&key).into_owned();
             // A merged record's index entry finds nothing: its entity is listed under its own.
             if let Some(e) = self.entity_exact(&key)? {
-                if kind.is_none_or(|k| k == e.kind) {
+                if kind.is_none_or(|k| k == e.kind.as_str()) {
                     out.push(e);
                 }
             }
@@ -687,13 +688,13 @@ fn poisoned<T>(_: std::sync::PoisonError<T>) -> anyhow::Error {
 fn decode_record(key: &str, bytes: &[u8]) -> anyhow::Result<Record> {
     let mut r: Record =
         serde_json::from_slice(bytes).with_context(|| format!("decoding entity {key}"))?;
-    r.entity.key = key.to_string();
+    r.entity.key = EntityKey::stored(key);
     Ok(r)
 }
 
 fn decode_entity(key: &str, bytes: &[u8]) -> anyhow::Result<Entity> {
     let mut e: Entity =
         serde_json::from_slice(bytes).with_context(|| format!("decoding entity {key}"))?;
-    e.key = key.to_string();
+    e.key = EntityKey::stored(key);
     Ok(e)
 }

@@ -5,6 +5,7 @@
 use chrono::Utc;
 
 use super::*;
+use crate::accesslink::identity::{EventType, UserId};
 use crate::accesslink::payload::{self, Parsed};
 use crate::race::visible;
 
@@ -15,6 +16,36 @@ fn delivery(id: &str) -> (Delivery, Vec<u8>) {
     match payload::parse(body.as_bytes()) {
         Ok(Parsed::Delivery(d)) => (d, body.into_bytes()),
         other => panic!("not a delivery: {other:?}"),
+    }
+}
+
+/// sled itself on a store just closed: sled releases its lock when its flusher thread ends, a
+/// moment after the last handle is dropped, so a lock error is tried again (for up to 5 s).
+fn open_raw(path: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert!(e.to_string().contains("could not acquire lock"), "{e}");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("opening {}: {e}", path.display()),
+        }
+    }
+}
+
+/// Opens a store that was just closed in this process (see [`open_raw`] for why it may wait).
+fn reopen(path: &std::path::Path) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Store::open(path) {
+            Ok(store) => return store,
+            Err(OpenError::InUse { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("opening {}: {e}", path.display()),
+        }
     }
 }
 
@@ -100,7 +131,8 @@ fn a_duplicate_queues_the_fetch_that_was_never_queued() {
     assert_eq!(queued(&store), ["EXERCISE/7/b2"]);
     // Once its data is stored, another duplicate queues nothing.
     let (key, _) = store.next_fetch().unwrap().unwrap();
-    let id = crate::accesslink::data::identify("EXERCISE", 7, &serde_json::json!({}));
+    let id =
+        crate::accesslink::data::identify(&EventType::Exercise, UserId(7), &serde_json::json!({}));
     store
         .record_fetched(&key, &id, &serde_json::json!({}))
         .unwrap();
@@ -137,7 +169,7 @@ fn pending_fetches_survive_a_restart_in_their_records() {
         }
         store.fetch_failed("EXERCISE/7/e2", "404").unwrap();
     }
-    let store = Store::open(dir.path()).unwrap();
+    let store = reopen(dir.path());
     assert!(
         store.fetch_queue_is_empty(),
         "loaded by the fetcher, not by open"
@@ -163,7 +195,7 @@ fn counters_survive_a_clean_close_and_are_recounted_after_an_unclean_one() {
         store.incr(counter::WEBHOOK_PINGS, 2);
     } // closed cleanly: the counters are written as they are
     {
-        let store = Store::open(dir.path()).unwrap();
+        let store = reopen(dir.path());
         assert_eq!(store.counter(counter::WEBHOOK_ACCEPTED), 3);
         assert_eq!(store.counter(counter::WEBHOOK_DUPLICATES), 1);
         assert_eq!(store.counter(counter::WEBHOOK_PINGS), 2);
@@ -171,7 +203,7 @@ fn counters_survive_a_clean_close_and_are_recounted_after_an_unclean_one() {
     {
         // What a killed process leaves: the "open" mark still set, and a count that lags the
         // records (the crash came between a write and the commit that would have saved it).
-        let db = sled::open(dir.path()).unwrap();
+        let db = open_raw(dir.path());
         db.open_tree("meta")
             .unwrap()
             .insert(META_OPEN, &[1u8])
@@ -188,7 +220,7 @@ fn counters_survive_a_clean_close_and_are_recounted_after_an_unclean_one() {
             .unwrap();
         db.flush().unwrap();
     }
-    let store = Store::open(dir.path()).unwrap();
+    let store = reopen(dir.path());
     assert_eq!(store.counter(counter::WEBHOOK_ACCEPTED), 3);
     assert_eq!(store.counter(counter::WEBHOOK_DUPLICATES), 1);
     assert_eq!(store.counter(counter::WEBHOOK_PINGS), 2);
@@ -206,7 +238,7 @@ fn the_store_is_private_to_its_owner_whatever_the_umask() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     let store = Store::open(&path).unwrap();
     store
-        .put_user(7, &crate::config::Secret::new("a-token"))
+        .put_user(UserId(7), &crate::config::Secret::new("a-token"))
         .expect("writing a token");
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&path), 0o700, "the store directory");
@@ -251,20 +283,20 @@ fn the_live_summary_follows_every_write_and_survives_a_clean_close() {
         // The poller sees some of them (under their fingerprint), and some nobody else saw.
         for i in 0..80i64 {
             let id = Identity {
-                kind: "EXERCISE".into(),
+                kind: EventType::Exercise,
                 entity_id: format!("p{i}"),
                 fingerprint: Some(format!("fp{i}")),
                 available_at: Some(base - chrono::Duration::seconds(i)),
             };
             let at = base + chrono::Duration::seconds(30 + i);
             store
-                .record_poll(7, &id, &serde_json::json!({}), at)
+                .record_poll(UserId(7), &id, &serde_json::json!({}), at)
                 .unwrap();
         }
         // Fetched webhook data carries the same fingerprints: the records merge.
         for i in 0..40i64 {
             let id = Identity {
-                kind: "EXERCISE".into(),
+                kind: EventType::Exercise,
                 entity_id: format!("e{i}"),
                 fingerprint: Some(format!("fp{i}")),
                 available_at: Some(base - chrono::Duration::seconds(i)),
@@ -281,7 +313,7 @@ fn the_live_summary_follows_every_write_and_survives_a_clean_close() {
             "60 + 80 - 40 merged"
         );
     } // closed cleanly: the summary is saved
-    let store = Store::open(dir.path()).unwrap();
+    let store = reopen(dir.path());
     assert!(!store.unclean);
     assert_eq!(visible(&store.summary()), visible(&recounted(&store)));
     let (d, body) = delivery("after");

@@ -9,7 +9,7 @@ impl Store {
     // ---- users ----
 
     /// Adds or replaces a user (and clears a disconnection: the token is new).
-    pub fn put_user(&self, user_id: u64, token: &crate::config::Secret) -> anyhow::Result<()> {
+    pub fn put_user(&self, user_id: UserId, token: &crate::config::Secret) -> anyhow::Result<()> {
         let user = StoredUser {
             user_id,
             access_token: token.clone(),
@@ -23,13 +23,13 @@ impl Store {
             }
         }
         self.users
-            .insert(user_id.to_be_bytes(), serde_json::to_vec(&user)?)
+            .insert(user_id.0.to_be_bytes(), serde_json::to_vec(&user)?)
             .with_context(|| format!("storing user {user_id}"))?;
         Ok(())
     }
 
-    pub fn user(&self, user_id: u64) -> anyhow::Result<Option<StoredUser>> {
-        match self.users.get(user_id.to_be_bytes())? {
+    pub fn user(&self, user_id: UserId) -> anyhow::Result<Option<StoredUser>> {
+        match self.users.get(user_id.0.to_be_bytes())? {
             Some(v) => Ok(Some(
                 serde_json::from_slice(&v).with_context(|| format!("decoding user {user_id}"))?,
             )),
@@ -46,23 +46,23 @@ impl Store {
     }
 
     /// Removes a user and their token.
-    pub fn remove_user(&self, user_id: u64) -> anyhow::Result<bool> {
-        Ok(self.users.remove(user_id.to_be_bytes())?.is_some())
+    pub fn remove_user(&self, user_id: UserId) -> anyhow::Result<bool> {
+        Ok(self.users.remove(user_id.0.to_be_bytes())?.is_some())
     }
 
     /// Marks a user as disconnected (AccessLink answered 401 for the token).
-    pub fn mark_disconnected(&self, user_id: u64, reason: &str) -> anyhow::Result<()> {
+    pub fn mark_disconnected(&self, user_id: UserId, reason: &str) -> anyhow::Result<()> {
         if let Some(mut u) = self.user(user_id)? {
             if u.disconnected_at.is_none() {
                 tracing::warn!(
-                    user = user_id,
+                    user = user_id.0,
                     reason,
                     "user disconnected: AccessLink refuses the token"
                 );
                 u.disconnected_at = Some(Utc::now());
                 u.disconnect_reason = Some(reason.to_string());
                 self.users
-                    .insert(user_id.to_be_bytes(), serde_json::to_vec(&u)?)?;
+                    .insert(user_id.0.to_be_bytes(), serde_json::to_vec(&u)?)?;
             }
         }
         Ok(())

@@ -69,8 +69,8 @@ impl Store {
                 });
             }
             e.webhook_deliveries = e.webhook_deliveries.saturating_add(1);
-            e.key = key.clone();
-            if fetch && rec.fetch.is_none() && !e.fetched && e.fetch_error.is_none() {
+            e.key = EntityKey::stored(key.clone());
+            if fetch && rec.fetch.is_none() && e.fetch_state() == FetchState::NotFetched {
                 if let Some(url) = &e.url {
                     rec.fetch = Some(FetchJob {
                         url: url.clone(),
@@ -172,7 +172,7 @@ impl Store {
                 None => (None, None),
             };
             let (mut new, out) = f(entity);
-            new.key = key.to_string();
+            new.key = EntityKey::stored(key);
             let (seq, raw, fetch) = match rest {
                 Some(rest) => rest,
                 None => (
