@@ -35,7 +35,7 @@ use crate::process::Runtime;
 use crate::process::{Liveness, supervise};
 use crate::server;
 use crate::sim;
-use crate::store::{OpenError, Store};
+use crate::store::Store;
 
 /// How long in-flight requests may take to finish once shutdown begins.
 /// Open connections the admin listener allows (an operator, a scraper, a few dashboards).
@@ -127,19 +127,14 @@ pub async fn start(
     start_with_seed(config, listeners, shutdown, None).await
 }
 
-/// Opens the store; while it is held, tries again for a moment. sled releases its lock only when
-/// its flusher thread ends, a moment after the last handle is dropped: a daemon restarted in the
-/// same process (or right after the previous one exited) can find it still held.
+/// Opens the store, waiting a moment while it is still held (see [`Store::open_waiting`]).
 async fn open_store(path: &std::path::Path) -> anyhow::Result<Store> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    loop {
-        match Store::open(path) {
-            Err(OpenError::InUse { .. }) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            other => return Ok(other?),
-        }
-    }
+    let path = path.to_path_buf();
+    let opened =
+        tokio::task::spawn_blocking(move || Store::open_waiting(&path, Duration::from_secs(3)))
+            .await
+            .context("opening the store")?;
+    Ok(opened?)
 }
 
 /// [`start`], with the embedded simulator's seed chosen by the caller (the demo prints it).

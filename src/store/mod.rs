@@ -276,6 +276,21 @@ impl Store {
         Self::open_exclusive(path).map_err(|e| OpenError::classify(path, e))
     }
 
+    /// [`Store::open`], trying again for up to `wait` while the store is held (blocking). sled
+    /// releases its lock when its flusher thread ends, a moment after the last handle is dropped:
+    /// a store closed a moment ago in this process (a restarted daemon, a test) can still be held.
+    pub fn open_waiting(path: &Path, wait: std::time::Duration) -> Result<Store, OpenError> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match Store::open(path) {
+                Err(OpenError::InUse { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => return other,
+            }
+        }
+    }
+
     fn open_exclusive(path: &Path) -> anyhow::Result<Store> {
         std::fs::create_dir_all(path)
             .with_context(|| format!("creating the store directory {}", path.display()))?;

@@ -35,18 +35,9 @@ fn open_raw(path: &std::path::Path) -> sled::Db {
     }
 }
 
-/// Opens a store that was just closed in this process (see [`open_raw`] for why it may wait).
+/// Opens a store that was just closed in this process.
 fn reopen(path: &std::path::Path) -> Store {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match Store::open(path) {
-            Ok(store) => return store,
-            Err(OpenError::InUse { .. }) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(e) => panic!("opening {}: {e}", path.display()),
-        }
-    }
+    Store::open_waiting(path, std::time::Duration::from_secs(5)).unwrap()
 }
 
 fn queued(store: &Store) -> Vec<String> {

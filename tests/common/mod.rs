@@ -39,21 +39,10 @@ pub fn config_from(config: serde_json::Value) -> Config {
         .unwrap_or_else(|e| panic!("test config is valid: {e}\n{text}"))
 }
 
-/// Opens the store a daemon in this process has just stopped on. sled releases its lock when its
-/// flusher thread ends, a moment after the last handle is dropped: a held store is tried again
-/// for up to 5 s.
+/// Opens the store a daemon in this process has just stopped on.
 pub fn reopen_store(path: &Path) -> hookrace::store::Store {
-    use hookrace::store::{OpenError, Store};
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match Store::open(path) {
-            Ok(store) => return store,
-            Err(OpenError::InUse { .. }) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(e) => panic!("opening {}: {e}", path.display()),
-        }
-    }
+    hookrace::store::Store::open_waiting(path, std::time::Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()))
 }
 
 /// The two listeners on free loopback ports.
