@@ -201,65 +201,120 @@ fn rate(field: &str, value: f64, problems: &mut Vec<String>) {
 impl RawConfig {
     /// Checks every value, pushing one line per problem; returns the typed config when the
     /// values could all be converted (the caller still refuses it if any problem was pushed).
+    /// Every section is checked before any is given up on, so all problems are reported at once.
     pub(super) fn validate(
         self,
         env: &dyn Fn(&str) -> Option<String>,
         problems: &mut Vec<String>,
     ) -> Option<Config> {
-        let webhook_listen = addr("webhook.listen", &self.webhook.listen, problems);
-        if !self.webhook.path.starts_with('/') || self.webhook.path.len() < 2 {
+        // The admin check compares the two addresses even when the webhook section has other
+        // problems (an unparsable address is reported by the webhook's own check).
+        let webhook_listen = self.webhook.listen.parse().ok();
+        let webhook = self.webhook.validate(problems);
+        let admin = self.admin.validate(env, webhook_listen, problems);
+        let accesslink = self
+            .accesslink
+            .validate(env, self.simulator.enabled, problems);
+        let users = validate_users(self.users, problems);
+        let poller = self.poller.validate(problems);
+        let store = self.store.validate(problems);
+        let simulator = self.simulator.validate(problems);
+        Some(Config {
+            webhook: webhook?,
+            admin: admin?,
+            accesslink: accesslink?,
+            users,
+            poller: poller?,
+            store: store?,
+            simulator: simulator?,
+        })
+    }
+}
+
+impl RawWebhook {
+    fn validate(self, problems: &mut Vec<String>) -> Option<WebhookConfig> {
+        let listen = addr("webhook.listen", &self.listen, problems);
+        if !self.path.starts_with('/') || self.path.len() < 2 {
             problems.push(format!(
                 "`webhook.path` = {:?} must start with '/' and name a path, like \"/acl_webhook\"",
-                self.webhook.path
+                self.path
             ));
-        } else if self.webhook.path.starts_with("/oauth/") {
+        } else if self.path.starts_with("/oauth/") {
             problems.push(
                 "`webhook.path` must not be under /oauth/ (the OAuth routes live there)".into(),
             );
         }
-        if self.webhook.max_body < 256 || self.webhook.max_body > 16 * 1024 * 1024 {
+        if self.max_body < 256 || self.max_body > 16 * 1024 * 1024 {
             problems.push(format!(
                 "`webhook.max_body` = {} must be between 256 and 16777216 bytes",
-                self.webhook.max_body
+                self.max_body
             ));
         }
-        let body_timeout = duration("webhook.body_timeout", &self.webhook.body_timeout, problems);
-        if !(1..=100_000).contains(&self.webhook.max_connections) {
+        let body_timeout = duration("webhook.body_timeout", &self.body_timeout, problems);
+        if !(1..=100_000).contains(&self.max_connections) {
             problems.push(format!(
                 "`webhook.max_connections` = {} must be between 1 and 100000",
-                self.webhook.max_connections
+                self.max_connections
             ));
         }
-        let admin_listen = addr("admin.listen", &self.admin.listen, problems);
-        if let (Some(w), Some(a)) = (webhook_listen, admin_listen) {
+        Some(WebhookConfig {
+            listen: listen?,
+            path: self.path,
+            max_body: usize::try_from(self.max_body).ok()?,
+            body_timeout: body_timeout?,
+            max_connections: usize::try_from(self.max_connections).ok()?,
+        })
+    }
+}
+
+impl RawAdmin {
+    fn validate(
+        self,
+        env: &dyn Fn(&str) -> Option<String>,
+        webhook_listen: Option<SocketAddr>,
+        problems: &mut Vec<String>,
+    ) -> Option<AdminConfig> {
+        let listen = addr("admin.listen", &self.listen, problems);
+        if let (Some(w), Some(a)) = (webhook_listen, listen) {
             if w == a && w.port() != 0 {
                 problems.push(format!(
                     "`webhook.listen` and `admin.listen` are both {w}: the admin listener must be separate"
                 ));
             }
         }
-        let admin_token = self
-            .admin
+        let token = self
             .token
-            .clone()
             .or_else(|| secret_from_env(env, ENV_ADMIN_TOKEN, "admin_token", problems));
-        if let Some(t) = &admin_token {
+        if let Some(t) = &token {
             if t.expose().trim().len() < 16 {
                 problems.push("`admin.token` must be at least 16 characters".into());
             }
         }
         // Beyond loopback, anyone who reaches the port could list users, de-register them at
         // Polar and replace the webhook secret.
-        if let Some(a) = admin_listen {
-            if !a.ip().is_loopback() && admin_token.is_none() {
+        if let Some(a) = listen {
+            if !a.ip().is_loopback() && token.is_none() {
                 problems.push(format!(
                     "`admin.listen` = {a} is reachable beyond this machine: set `admin.token` too \
                      (or listen on 127.0.0.1)"
                 ));
             }
         }
+        Some(AdminConfig {
+            listen: listen?,
+            token,
+        })
+    }
+}
 
-        let base_url = self.accesslink.base_url.trim_end_matches('/').to_string();
+impl RawAccessLink {
+    fn validate(
+        self,
+        env: &dyn Fn(&str) -> Option<String>,
+        simulator_enabled: bool,
+        problems: &mut Vec<String>,
+    ) -> Option<AccessLinkConfig> {
+        let base_url = self.base_url.trim_end_matches('/').to_string();
         match reqwest::Url::parse(&base_url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
                 if u.path() != "/" && !u.path().is_empty() {
@@ -270,19 +325,13 @@ impl RawConfig {
             }
             _ => problems.push(format!(
                 "`accesslink.base_url` = {:?} is not an http(s) URL",
-                self.accesslink.base_url
+                self.base_url
             )),
         }
         for (field, value) in [
-            (
-                "accesslink.authorize_url",
-                Some(&self.accesslink.authorize_url),
-            ),
-            ("accesslink.token_url", Some(&self.accesslink.token_url)),
-            (
-                "accesslink.redirect_uri",
-                self.accesslink.redirect_uri.as_ref(),
-            ),
+            ("accesslink.authorize_url", Some(&self.authorize_url)),
+            ("accesslink.token_url", Some(&self.token_url)),
+            ("accesslink.redirect_uri", self.redirect_uri.as_ref()),
         ] {
             if let Some(v) = value {
                 if !matches!(reqwest::Url::parse(v), Ok(u) if matches!(u.scheme(), "http" | "https"))
@@ -292,11 +341,9 @@ impl RawConfig {
             }
         }
         let client_secret = self
-            .accesslink
             .client_secret
             .or_else(|| secret_from_env(env, ENV_CLIENT_SECRET, "client_secret", problems));
         let webhook_secret = self
-            .accesslink
             .webhook_secret
             .or_else(|| secret_from_env(env, ENV_WEBHOOK_SECRET, "webhook_secret", problems));
         // An empty key would make every delivery "signed" by anyone who signs with it too.
@@ -315,8 +362,8 @@ impl RawConfig {
                 ));
             }
         }
-        if !self.simulator.enabled {
-            if self.accesslink.client_id.trim().is_empty() {
+        if !simulator_enabled {
+            if self.client_id.trim().is_empty() {
                 problems.push(
                     "`accesslink.client_id` is required when the simulator is disabled".into(),
                 );
@@ -327,33 +374,47 @@ impl RawConfig {
                 ));
             }
         }
+        Some(AccessLinkConfig {
+            base_url,
+            client_id: self.client_id,
+            client_secret,
+            webhook_secret,
+            authorize_url: self.authorize_url,
+            token_url: self.token_url,
+            redirect_uri: self.redirect_uri,
+        })
+    }
+}
 
-        let mut users = Vec::new();
-        for (i, u) in self.users.into_iter().enumerate() {
-            if u.user_id <= 0 {
-                problems.push(format!(
-                    "`users[{i}].user_id` = {} must be a positive integer",
-                    u.user_id
-                ));
-            } else if u.access_token.expose().trim().is_empty() {
-                problems.push(format!("`users[{i}].access_token` is empty"));
-            } else if users
-                .iter()
-                .any(|x: &UserConfig| x.user_id == u.user_id as u64)
-            {
-                problems.push(format!(
-                    "`users[{i}].user_id` = {} appears twice",
-                    u.user_id
-                ));
-            } else {
-                users.push(UserConfig {
-                    user_id: u.user_id as u64,
-                    access_token: u.access_token,
-                });
-            }
+/// The users whose tokens are known up front: each valid one, once.
+fn validate_users(raw: Vec<RawUser>, problems: &mut Vec<String>) -> Vec<UserConfig> {
+    let mut users: Vec<UserConfig> = Vec::new();
+    for (i, u) in raw.into_iter().enumerate() {
+        if u.user_id <= 0 {
+            problems.push(format!(
+                "`users[{i}].user_id` = {} must be a positive integer",
+                u.user_id
+            ));
+        } else if u.access_token.expose().trim().is_empty() {
+            problems.push(format!("`users[{i}].access_token` is empty"));
+        } else if users.iter().any(|x| x.user_id == u.user_id as u64) {
+            problems.push(format!(
+                "`users[{i}].user_id` = {} appears twice",
+                u.user_id
+            ));
+        } else {
+            users.push(UserConfig {
+                user_id: u.user_id as u64,
+                access_token: u.access_token,
+            });
         }
+    }
+    users
+}
 
-        let schedule = match (&self.poller.every, &self.poller.cron) {
+impl RawPoller {
+    fn validate(self, problems: &mut Vec<String>) -> Option<PollerConfig> {
+        let schedule = match (&self.every, &self.cron) {
             (Some(_), Some(_)) => {
                 problems.push("`poller.every` and `poller.cron` are exclusive: give one".into());
                 None
@@ -380,7 +441,7 @@ impl RawConfig {
             }
             (None, None) => Some(PollSchedule::Every(Duration::from_secs(30))),
         };
-        let mode = match self.poller.mode.as_str() {
+        let mode = match self.mode.as_str() {
             "transactions" => Some(PollMode::Transactions),
             "list" => Some(PollMode::List),
             other => {
@@ -390,90 +451,67 @@ impl RawConfig {
                 None
             }
         };
+        Some(PollerConfig {
+            enabled: self.enabled,
+            schedule: schedule?,
+            mode: mode?,
+        })
+    }
+}
 
-        if self.store.path.trim().is_empty() {
+impl RawStore {
+    fn validate(self, problems: &mut Vec<String>) -> Option<StoreConfig> {
+        if self.path.trim().is_empty() {
             problems.push("`store.path` is empty".into());
+            return None;
         }
+        Some(StoreConfig {
+            path: PathBuf::from(self.path),
+        })
+    }
+}
 
-        let sim_listen = addr("simulator.listen", &self.simulator.listen, problems);
-        if !(0..=100_000).contains(&self.simulator.users) {
+impl RawSimulator {
+    fn validate(self, problems: &mut Vec<String>) -> Option<SimulatorConfig> {
+        let listen = addr("simulator.listen", &self.listen, problems);
+        if !(0..=100_000).contains(&self.users) {
             problems.push(format!(
                 "`simulator.users` = {} must be between 0 and 100000",
-                self.simulator.users
+                self.users
             ));
         }
-        let exercise_every = duration(
-            "simulator.exercise_every",
-            &self.simulator.exercise_every,
-            problems,
-        );
-        let activity_every = duration(
-            "simulator.activity_every",
-            &self.simulator.activity_every,
-            problems,
-        );
-        let webhook_delay = match parse_delay_range(&self.simulator.webhook_delay) {
+        let exercise_every = duration("simulator.exercise_every", &self.exercise_every, problems);
+        let activity_every = duration("simulator.activity_every", &self.activity_every, problems);
+        let webhook_delay = match parse_delay_range(&self.webhook_delay) {
             Ok(r) => Some(r),
             Err(e) => {
                 problems.push(format!(
                     "`simulator.webhook_delay` = {:?} is not a range like \"20ms..400ms\": {e}",
-                    self.simulator.webhook_delay
+                    self.webhook_delay
                 ));
                 None
             }
         };
         rate(
             "simulator.webhook_drop_rate",
-            self.simulator.webhook_drop_rate,
+            self.webhook_drop_rate,
             problems,
         );
         rate(
             "simulator.webhook_duplicate_rate",
-            self.simulator.webhook_duplicate_rate,
+            self.webhook_duplicate_rate,
             problems,
         );
-
-        Some(Config {
-            webhook: WebhookConfig {
-                listen: webhook_listen?,
-                path: self.webhook.path,
-                max_body: usize::try_from(self.webhook.max_body).ok()?,
-                body_timeout: body_timeout?,
-                max_connections: usize::try_from(self.webhook.max_connections).ok()?,
-            },
-            admin: AdminConfig {
-                listen: admin_listen?,
-                token: admin_token,
-            },
-            accesslink: AccessLinkConfig {
-                base_url,
-                client_id: self.accesslink.client_id,
-                client_secret,
-                webhook_secret,
-                authorize_url: self.accesslink.authorize_url,
-                token_url: self.accesslink.token_url,
-                redirect_uri: self.accesslink.redirect_uri,
-            },
-            users,
-            poller: PollerConfig {
-                enabled: self.poller.enabled,
-                schedule: schedule?,
-                mode: mode?,
-            },
-            store: StoreConfig {
-                path: PathBuf::from(self.store.path),
-            },
-            simulator: SimulatorConfig {
-                enabled: self.simulator.enabled,
-                listen: sim_listen?,
-                users: u32::try_from(self.simulator.users).ok()?,
-                exercise_every: exercise_every?,
-                activity_every: activity_every?,
-                webhook_delay: webhook_delay?,
-                webhook_drop_rate: self.simulator.webhook_drop_rate,
-                webhook_duplicate_rate: self.simulator.webhook_duplicate_rate,
-                seed: self.simulator.seed,
-            },
+        Some(SimulatorConfig {
+            enabled: self.enabled,
+            listen: listen?,
+            users: u32::try_from(self.users).ok()?,
+            exercise_every: exercise_every?,
+            activity_every: activity_every?,
+            webhook_delay: webhook_delay?,
+            webhook_drop_rate: self.webhook_drop_rate,
+            webhook_duplicate_rate: self.webhook_duplicate_rate,
+            seed: self.seed,
         })
     }
 }
