@@ -25,7 +25,7 @@ use crate::accesslink::webhooks;
 use crate::channels::fetcher::Fetcher;
 use crate::channels::poller::{self, Poller};
 use crate::channels::webhook::{self, WebhookState};
-use crate::config::{Config, Secret};
+use crate::config::{AccessLinkConfig, Config, Secret};
 use crate::observe::View;
 use crate::observe::admin::{self, AdminState};
 use crate::operations::admin_routes;
@@ -138,8 +138,10 @@ async fn open_store(path: &std::path::Path) -> anyhow::Result<Store> {
 }
 
 /// [`start`], with the embedded simulator's seed chosen by the caller (the demo prints it).
+/// The steps: open the store → resolve where AccessLink is → spawn the servers → spawn the
+/// background work → hand shutdown to a task that undoes it all in order.
 pub async fn start_with_seed(
-    mut config: Config,
+    config: Config,
     listeners: Listeners,
     shutdown: CancellationToken,
     seed: Option<u64>,
@@ -152,187 +154,53 @@ pub async fn start_with_seed(
         next_cycle_at: None,
     }));
     let liveness = Arc::new(Liveness::default());
+    let public_base = format!("http://{}", listeners.webhook.local_addr()?);
+    let webhook_url = format!("{public_base}{}", config.webhook.path);
+    let admin_url = format!("http://{}", listeners.admin.local_addr()?);
 
-    // The embedded simulator replaces AccessLink: its address and its client credentials.
-    let simulator = match listeners.simulator {
-        Some(listener) => {
-            let s = &config.simulator;
-            let settings = sim::SimSettings {
-                seed: seed.or(s.seed).unwrap_or_else(rand::random),
-                users: s.users,
-                exercise_every: Some(s.exercise_every),
-                activity_every: Some(s.activity_every),
-                faults: sim::Faults {
-                    drop_rate: s.webhook_drop_rate,
-                    duplicate_rate: s.webhook_duplicate_rate,
-                    delay_ms: (
-                        s.webhook_delay.0.as_millis() as u64,
-                        s.webhook_delay.1.as_millis() as u64,
-                    ),
-                    ..sim::Faults::default()
-                },
-                client_id: crate::config::SIMULATOR_CLIENT_ID.into(),
-                client_secret: crate::config::SIMULATOR_CLIENT_SECRET.into(),
-                ..sim::SimSettings::default()
-            };
-            config.accesslink.client_id = settings.client_id.clone();
-            config.accesslink.client_secret = Some(Secret::new(settings.client_secret.clone()));
-            config.accesslink.webhook_secret = None;
-            let running = sim::start(listener, settings, shutdown.child_token())?;
-            config.accesslink.base_url = running.base_url.clone();
-            config.accesslink.authorize_url = format!("{}/oauth2/authorization", running.base_url);
-            config.accesslink.token_url = format!("{}/v2/oauth2/token", running.base_url);
-            Some(running)
-        }
-        None => None,
-    };
-
+    let (accesslink, simulator) =
+        resolve_accesslink(&config, listeners.simulator, seed, &public_base, &shutdown)?;
     for u in &config.users {
         store.put_user(UserId(u.user_id), &u.access_token)?;
     }
     let client = Arc::new(Client::new(
-        &config.accesslink.base_url,
-        &config.accesslink.client_id,
-        config.accesslink.client_secret.clone(),
+        &accesslink.base_url,
+        &accesslink.client_id,
+        accesslink.client_secret.clone(),
         Policy::default(),
     )?);
-
-    let webhook_addr = listeners.webhook.local_addr()?;
-    let admin_addr = listeners.admin.local_addr()?;
-    let public_base = format!("http://{webhook_addr}");
-    let webhook_url = format!("{public_base}{}", config.webhook.path);
-    if simulator.is_some() {
-        config.accesslink.redirect_uri = Some(format!("{public_base}/oauth/callback"));
-    }
-    let admin_url = format!("http://{admin_addr}");
-    if simulator.is_none()
-        && config.accesslink.webhook_secret.is_none()
-        && store.webhook_secret().is_none()
-    {
-        tracing::warn!(
-            "no webhook secret is configured or stored: deliveries will be refused with 503 until one is"
-        );
-    }
-    if let (Some(configured), Some(saved)) =
-        (&config.accesslink.webhook_secret, store.webhook_secret())
-    {
-        if configured.expose() != saved.expose() {
-            tracing::warn!(
-                "the store holds a webhook secret (saved by `hookrace webhook create`) that differs \
-                 from the configured one; the configured one is used: remove it from the \
-                 configuration to use the saved one"
-            );
-        }
-    }
+    warn_about_the_webhook_secret(&accesslink, &store, simulator.is_some());
 
     let fetcher = Fetcher::new(store.clone(), client.clone(), liveness.clone());
-    let webhook_state = Arc::new(WebhookState {
-        store: store.clone(),
-        path: config.webhook.path.clone(),
-        max_body: config.webhook.max_body,
-        body_timeout: config.webhook.body_timeout,
-        secret: config.accesslink.webhook_secret.clone(),
-        fetcher: Some(fetcher.clone()),
-        refusals: Default::default(),
-    });
-    let oauth = Arc::new(OAuth {
-        store: store.clone(),
-        client: client.clone(),
-        client_id: config.accesslink.client_id.clone(),
-        client_secret: config.accesslink.client_secret.clone(),
-        authorize_url: config.accesslink.authorize_url.clone(),
-        token_url: config.accesslink.token_url.clone(),
-        redirect_uri: config.accesslink.redirect_uri.clone(),
-        // The token endpoint answers directly; a redirect would carry the code elsewhere (the
-        // factory follows none).
-        http: crate::http::client(Duration::from_secs(15))?,
-        pending: Default::default(),
-    });
-    let public = webhook::route(webhook_state)
-        .or(oauth::routes(oauth))
-        .unify()
-        .recover(|_r: warp::Rejection| async move {
-            Ok::<_, std::convert::Infallible>(
-                warp::reply::with_status("not found\n", warp::http::StatusCode::NOT_FOUND)
-                    .into_response(),
-            )
-        });
-    let admin_state = Arc::new(AdminState {
-        view: View {
-            store: store.clone(),
-            runtime: runtime.clone(),
-        },
-        liveness: liveness.clone(),
-        token: config.admin.token.clone(),
-        // Without a token, the listener's own address is its protection (against DNS rebinding
-        // and cross-origin changes); with one, the token is, and a proxy may name another host.
-        allowed_hosts: match config.admin.token {
-            None => admin::loopback_hosts(admin_addr),
-            Some(_) => None,
-        },
-        shutdown: shutdown.child_token(),
-    });
-    let management = admin_routes::routes(
-        store.clone(),
-        client.clone(),
-        config.accesslink.webhook_secret.is_some(),
-    );
-
-    let servers = shutdown.child_token();
-    // Both listeners time out slow headers and idle connections and cap their connections
-    // (see `server.rs`); the admin listener's SSE streams are responses, not idle connections.
-    let public_server = tokio::spawn(server::serve(
+    let servers = Servers::spawn(
+        &config,
+        &accesslink,
         listeners.webhook,
-        public,
-        server::Limits {
-            name: "webhook listener",
-            header_timeout: config.webhook.body_timeout,
-            max_connections: config.webhook.max_connections,
-        },
-        liveness.clone(),
-        servers.clone().cancelled_owned(),
-    ));
-    let admin_server = tokio::spawn(server::serve(
         listeners.admin,
-        admin::routes(admin_state, management),
-        server::Limits {
-            name: "admin listener",
-            header_timeout: Duration::from_secs(10),
-            max_connections: ADMIN_MAX_CONNECTIONS,
+        Parts {
+            store: &store,
+            client: &client,
+            fetcher: &fetcher,
+            runtime: &runtime,
+            liveness: &liveness,
         },
-        liveness.clone(),
-        servers.clone().cancelled_owned(),
-    ));
-
+        &shutdown,
+    )?;
     // With the simulator: its users and a webhook pointing at this daemon (PING and all).
     if let Some(sim) = &simulator {
         connect_simulator(sim, &client, &store, &public_base, &webhook_url).await?;
     }
-
-    let background = shutdown.child_token();
-    let fetcher_task = supervise(
-        crate::channels::fetcher::TASK,
-        &liveness,
-        &background,
-        fetcher.clone().run(background.clone()),
+    let background = Background::spawn(
+        &config,
+        Parts {
+            store: &store,
+            client: &client,
+            fetcher: &fetcher,
+            runtime: &runtime,
+            liveness: &liveness,
+        },
+        shutdown.child_token(),
     );
-    let poller = config.poller.enabled.then(|| {
-        Poller::new(
-            store.clone(),
-            client.clone(),
-            config.poller.mode,
-            runtime.clone(),
-        )
-    });
-    let poller_task = poller.clone().map(|poller| {
-        let schedule = config.poller.schedule.clone();
-        let token = background.clone();
-        supervise("poller", &liveness, &background, async move {
-            if let Err(e) = poller::run_scheduled(poller, schedule, token, GRACE).await {
-                tracing::error!(error = format_args!("{e:#}"), "the poller stopped");
-            }
-        })
-    });
     tracing::info!(
         webhook = %webhook_url,
         admin = %format_args!("{admin_url}/status"),
@@ -341,48 +209,14 @@ pub async fn start_with_seed(
         poller = ?config.poller.schedule,
         "hookrace is running"
     );
-
     systemd::ready(&store);
     tokio::spawn(systemd::keep_alive(
         store.clone(),
         liveness.clone(),
-        background.clone(),
+        background.token.clone(),
     ));
-
-    let task_store = store.clone();
-    let task = tokio::spawn(async move {
-        shutdown.cancelled().await;
-        systemd::stopping();
-        tracing::info!(
-            grace_s = GRACE.as_secs(),
-            "shutting down: draining in-flight requests"
-        );
-        servers.cancel();
-        let (public_abort, admin_abort) =
-            (public_server.abort_handle(), admin_server.abort_handle());
-        let drained = tokio::time::timeout(GRACE, async {
-            let _ = public_server.await;
-            let _ = admin_server.await;
-        })
-        .await;
-        if drained.is_err() {
-            // Stop waiting: the servers stop now; a request still running gets no answer (its
-            // client retries) and nothing it had not committed counts as received.
-            public_abort.abort();
-            admin_abort.abort();
-            tracing::warn!(
-                "requests still running after the grace period are abandoned; committing the store"
-            );
-        }
-        background.cancel();
-        if let Some(p) = poller_task {
-            let _ = p.await;
-        }
-        let _ = tokio::time::timeout(GRACE, fetcher_task).await;
-        task_store.flush()?;
-        tracing::info!("store flushed; bye");
-        Ok(())
-    });
+    let poller = background.poller.clone();
+    let task = tokio::spawn(shut_down(shutdown, servers, background, store.clone()));
     Ok(Running {
         store,
         client,
@@ -394,6 +228,269 @@ pub async fn start_with_seed(
         fetcher,
         task,
     })
+}
+
+/// Where AccessLink is and how this daemon signs in to it: the configuration's values, or, with
+/// `[simulator]` enabled, the embedded simulator started here on `listener`, which replaces
+/// AccessLink (its address, its client credentials, OAuth back to this daemon's public URL).
+fn resolve_accesslink(
+    config: &Config,
+    listener: Option<TcpListener>,
+    seed: Option<u64>,
+    public_base: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(AccessLinkConfig, Option<sim::RunningSim>)> {
+    let Some(listener) = listener else {
+        return Ok((config.accesslink.clone(), None));
+    };
+    let s = &config.simulator;
+    let settings = sim::SimSettings {
+        seed: seed.or(s.seed).unwrap_or_else(rand::random),
+        users: s.users,
+        exercise_every: Some(s.exercise_every),
+        activity_every: Some(s.activity_every),
+        faults: sim::Faults {
+            drop_rate: s.webhook_drop_rate,
+            duplicate_rate: s.webhook_duplicate_rate,
+            delay_ms: (
+                s.webhook_delay.0.as_millis() as u64,
+                s.webhook_delay.1.as_millis() as u64,
+            ),
+            ..sim::Faults::default()
+        },
+        client_id: crate::config::SIMULATOR_CLIENT_ID.into(),
+        client_secret: crate::config::SIMULATOR_CLIENT_SECRET.into(),
+        ..sim::SimSettings::default()
+    };
+    let accesslink = |base: &str| AccessLinkConfig {
+        base_url: base.to_string(),
+        client_id: settings.client_id.clone(),
+        client_secret: Some(Secret::new(settings.client_secret.clone())),
+        // The webhook `connect_simulator` creates saves its secret in the store.
+        webhook_secret: None,
+        authorize_url: format!("{base}/oauth2/authorization"),
+        token_url: format!("{base}/v2/oauth2/token"),
+        redirect_uri: Some(format!("{public_base}/oauth/callback")),
+    };
+    let settings_for_sim = settings.clone();
+    let running = sim::start(listener, settings_for_sim, shutdown.child_token())?;
+    Ok((accesslink(&running.base_url), Some(running)))
+}
+
+/// Says at start-up what will happen to deliveries when no secret is known, or when the
+/// configured one hides a saved one.
+fn warn_about_the_webhook_secret(accesslink: &AccessLinkConfig, store: &Store, simulator: bool) {
+    let saved = store.webhook_secret();
+    match (&accesslink.webhook_secret, &saved) {
+        (None, None) if !simulator => tracing::warn!(
+            "no webhook secret is configured or stored: deliveries will be refused with 503 until one is"
+        ),
+        (Some(configured), Some(saved)) if configured.expose() != saved.expose() => {
+            tracing::warn!(
+                "the store holds a webhook secret (saved by `hookrace webhook create`) that differs \
+                 from the configured one; the configured one is used: remove it from the \
+                 configuration to use the saved one"
+            )
+        }
+        _ => {}
+    }
+}
+
+/// What the servers and the background work share.
+#[derive(Clone, Copy)]
+struct Parts<'a> {
+    store: &'a Arc<Store>,
+    client: &'a Arc<Client>,
+    fetcher: &'a Arc<Fetcher>,
+    runtime: &'a Arc<RwLock<Runtime>>,
+    liveness: &'a Arc<Liveness>,
+}
+
+/// The two listeners' server tasks and the token that stops them accepting.
+struct Servers {
+    token: CancellationToken,
+    public: JoinHandle<()>,
+    admin: JoinHandle<()>,
+}
+
+impl Servers {
+    /// The public listener (webhook and OAuth routes) and the admin listener (status, metrics,
+    /// dashboard, management); both time out slow headers and idle connections and cap their
+    /// connections (see `server.rs`); the admin listener's SSE streams are responses, not idle.
+    fn spawn(
+        config: &Config,
+        accesslink: &AccessLinkConfig,
+        public: TcpListener,
+        admin: TcpListener,
+        parts: Parts<'_>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Servers> {
+        let admin_addr = admin.local_addr()?;
+        let webhook_state = Arc::new(WebhookState {
+            store: parts.store.clone(),
+            path: config.webhook.path.clone(),
+            max_body: config.webhook.max_body,
+            body_timeout: config.webhook.body_timeout,
+            secret: accesslink.webhook_secret.clone(),
+            fetcher: Some(parts.fetcher.clone()),
+            refusals: Default::default(),
+        });
+        let oauth = Arc::new(OAuth {
+            store: parts.store.clone(),
+            client: parts.client.clone(),
+            client_id: accesslink.client_id.clone(),
+            client_secret: accesslink.client_secret.clone(),
+            authorize_url: accesslink.authorize_url.clone(),
+            token_url: accesslink.token_url.clone(),
+            redirect_uri: accesslink.redirect_uri.clone(),
+            // The token endpoint answers directly; a redirect would carry the code elsewhere
+            // (the factory follows none).
+            http: crate::http::client(Duration::from_secs(15))?,
+            pending: Default::default(),
+        });
+        let public_routes = webhook::route(webhook_state)
+            .or(oauth::routes(oauth))
+            .unify()
+            .recover(|_r: warp::Rejection| async move {
+                Ok::<_, std::convert::Infallible>(
+                    warp::reply::with_status("not found\n", warp::http::StatusCode::NOT_FOUND)
+                        .into_response(),
+                )
+            });
+        let admin_state = Arc::new(AdminState {
+            view: View {
+                store: parts.store.clone(),
+                runtime: parts.runtime.clone(),
+            },
+            liveness: parts.liveness.clone(),
+            token: config.admin.token.clone(),
+            // Without a token, the listener's own address is its protection (against DNS
+            // rebinding and cross-origin changes); with one, the token is, and a proxy may name
+            // another host.
+            allowed_hosts: match config.admin.token {
+                None => admin::loopback_hosts(admin_addr),
+                Some(_) => None,
+            },
+            shutdown: shutdown.child_token(),
+        });
+        let management = admin_routes::routes(
+            parts.store.clone(),
+            parts.client.clone(),
+            accesslink.webhook_secret.is_some(),
+        );
+        let token = shutdown.child_token();
+        let public = tokio::spawn(server::serve(
+            public,
+            public_routes,
+            server::Limits {
+                name: "webhook listener",
+                header_timeout: config.webhook.body_timeout,
+                max_connections: config.webhook.max_connections,
+            },
+            parts.liveness.clone(),
+            token.clone().cancelled_owned(),
+        ));
+        let admin = tokio::spawn(server::serve(
+            admin,
+            admin::routes(admin_state, management),
+            server::Limits {
+                name: "admin listener",
+                header_timeout: Duration::from_secs(10),
+                max_connections: ADMIN_MAX_CONNECTIONS,
+            },
+            parts.liveness.clone(),
+            token.clone().cancelled_owned(),
+        ));
+        Ok(Servers {
+            token,
+            public,
+            admin,
+        })
+    }
+}
+
+/// The fetcher and the poller, supervised, and the token that stops them.
+struct Background {
+    token: CancellationToken,
+    fetcher: JoinHandle<()>,
+    poller: Option<Arc<Poller>>,
+    poller_task: Option<JoinHandle<()>>,
+}
+
+impl Background {
+    fn spawn(config: &Config, parts: Parts<'_>, token: CancellationToken) -> Background {
+        let fetcher = supervise(
+            crate::channels::fetcher::TASK,
+            parts.liveness,
+            &token,
+            parts.fetcher.clone().run(token.clone()),
+        );
+        let poller = config.poller.enabled.then(|| {
+            Poller::new(
+                parts.store.clone(),
+                parts.client.clone(),
+                config.poller.mode,
+                parts.runtime.clone(),
+            )
+        });
+        let poller_task = poller.clone().map(|poller| {
+            let schedule = config.poller.schedule.clone();
+            let stop = token.clone();
+            supervise("poller", parts.liveness, &token, async move {
+                if let Err(e) = poller::run_scheduled(poller, schedule, stop, GRACE).await {
+                    tracing::error!(error = format_args!("{e:#}"), "the poller stopped");
+                }
+            })
+        });
+        Background {
+            token,
+            fetcher,
+            poller,
+            poller_task,
+        }
+    }
+}
+
+/// Waits for `shutdown`, then: stop accepting and let in-flight requests finish within
+/// [`GRACE`] (abandoning what still runs after it), stop the background work, commit the store.
+async fn shut_down(
+    shutdown: CancellationToken,
+    servers: Servers,
+    background: Background,
+    store: Arc<Store>,
+) -> anyhow::Result<()> {
+    shutdown.cancelled().await;
+    systemd::stopping();
+    tracing::info!(
+        grace_s = GRACE.as_secs(),
+        "shutting down: draining in-flight requests"
+    );
+    servers.token.cancel();
+    let (public_abort, admin_abort) = (servers.public.abort_handle(), servers.admin.abort_handle());
+    let drained = tokio::time::timeout(GRACE, async {
+        let _ = servers.public.await;
+        let _ = servers.admin.await;
+    })
+    .await;
+    if drained.is_err() {
+        // Stop waiting: the servers stop now; a request still running gets no answer (its
+        // client retries) and nothing it had not committed counts as received.
+        public_abort.abort();
+        admin_abort.abort();
+        tracing::warn!(
+            "requests still running after the grace period are abandoned; committing the store"
+        );
+    }
+    background.token.cancel();
+    if let Some(p) = background.poller_task {
+        let _ = p.await;
+    }
+    let _ = tokio::time::timeout(GRACE, background.fetcher).await;
+    // The background work has stopped: only this task holds the store now.
+    drop(background.poller);
+    store.flush()?;
+    tracing::info!("store flushed; bye");
+    Ok(())
 }
 
 /// Connects the simulator's users through the OAuth flow, as a person in a browser would
