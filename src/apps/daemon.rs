@@ -172,35 +172,26 @@ pub async fn start_with_seed(
     warn_about_the_webhook_secret(&accesslink, &store, simulator.is_some());
 
     let fetcher = Fetcher::new(store.clone(), client.clone(), liveness.clone());
+    let parts = Parts {
+        store: &store,
+        client: &client,
+        fetcher: &fetcher,
+        runtime: &runtime,
+        liveness: &liveness,
+    };
     let servers = Servers::spawn(
         &config,
         &accesslink,
         listeners.webhook,
         listeners.admin,
-        Parts {
-            store: &store,
-            client: &client,
-            fetcher: &fetcher,
-            runtime: &runtime,
-            liveness: &liveness,
-        },
+        parts,
         &shutdown,
     )?;
     // With the simulator: its users and a webhook pointing at this daemon (PING and all).
     if let Some(sim) = &simulator {
         connect_simulator(sim, &client, &store, &public_base, &webhook_url).await?;
     }
-    let background = Background::spawn(
-        &config,
-        Parts {
-            store: &store,
-            client: &client,
-            fetcher: &fetcher,
-            runtime: &runtime,
-            liveness: &liveness,
-        },
-        shutdown.child_token(),
-    );
+    let background = Background::spawn(&config, parts, shutdown.child_token());
     tracing::info!(
         webhook = %webhook_url,
         admin = %format_args!("{admin_url}/status"),

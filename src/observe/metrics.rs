@@ -110,6 +110,202 @@ fn histogram(
     Ok(())
 }
 
+/// One metric family: its name, its help and its samples (one per label set).
+struct Family<'a> {
+    name: &'static str,
+    help: &'static str,
+    samples: Samples<'a>,
+}
+
+enum Samples<'a> {
+    Counter(Vec<(Labels, u64)>),
+    Gauge(Vec<(Labels, f64)>),
+    /// Seconds, from a millisecond histogram, with these bucket bounds.
+    Histogram(Vec<(Labels, &'a SignedHistogram)>, &'static [f64]),
+}
+
+fn counter(name: &'static str, help: &'static str, samples: Vec<(Labels, u64)>) -> Family<'static> {
+    Family {
+        name,
+        help,
+        samples: Samples::Counter(samples),
+    }
+}
+
+fn gauge(name: &'static str, help: &'static str, samples: Vec<(Labels, f64)>) -> Family<'static> {
+    Family {
+        name,
+        help,
+        samples: Samples::Gauge(samples),
+    }
+}
+
+/// `(labels, value)` for each value of one label.
+fn by<T: Copy>(label: &str, values: &[(&str, T)]) -> Vec<(Labels, T)> {
+    values
+        .iter()
+        .map(|(v, n)| (labels(&[(label, v)]), *n))
+        .collect()
+}
+
+/// Every metric hookrace exposes, from one status document (so `/metrics` agrees with
+/// `/status`), the raw counters it does not show, and the entity summary.
+fn families<'a>(
+    doc: &status::StatusDoc,
+    get: &dyn Fn(&str) -> u64,
+    summary: &'a crate::race::Summary,
+) -> Vec<Family<'a>> {
+    let (w, p, e) = (&doc.webhook, &doc.poll, &doc.entities);
+    let outcomes = |prefix: &str| -> Vec<(Labels, u64)> {
+        ["data", "empty", "error", "rate_limited"]
+            .iter()
+            .map(|o| (labels(&[("outcome", o)]), get(&format!("{prefix}{o}"))))
+            .collect()
+    };
+    let connected = doc.users.known - doc.users.disconnected.len() as u64;
+    vec![
+        counter(
+            "hookrace_webhook_requests",
+            "HTTP requests received on the webhook path, whatever their outcome.",
+            vec![(vec![], w.deliveries)],
+        ),
+        counter(
+            "hookrace_webhook_deliveries",
+            "Webhook requests by outcome: accepted (stored), duplicate, ping, or why they were rejected.",
+            by(
+                "outcome",
+                &[
+                    ("accepted", w.accepted),
+                    ("duplicate", w.duplicates),
+                    ("ping", w.pings),
+                    ("rejected_signature", w.rejected.signature),
+                    ("rejected_malformed", w.rejected.malformed),
+                    ("rejected_too_large", w.rejected.too_large),
+                ],
+            ),
+        ),
+        counter(
+            "hookrace_webhook_fetches",
+            "Fetches of webhook data, by final result.",
+            by(
+                "result",
+                &[("ok", w.fetches.ok), ("failed", w.fetches.failed)],
+            ),
+        ),
+        counter(
+            "hookrace_webhook_fetch_requests",
+            "HTTP requests made to fetch webhook data (retries included), by outcome.",
+            outcomes(counter::FETCH_OUTCOME_PREFIX),
+        ),
+        counter(
+            "hookrace_poll_cycles",
+            "Poll cycles run.",
+            vec![(vec![], p.cycles)],
+        ),
+        counter(
+            "hookrace_poll_empty_cycles",
+            "Poll cycles that found no data.",
+            vec![(vec![], p.empty_cycles)],
+        ),
+        counter(
+            "hookrace_poll_skipped_cycles",
+            "Scheduled polls skipped because the previous cycle was still running.",
+            vec![(vec![], p.skipped)],
+        ),
+        counter(
+            "hookrace_poll_requests",
+            "HTTP requests the poller made, by AccessLink endpoint.",
+            p.requests_by_endpoint
+                .iter()
+                .map(|(e, n)| (labels(&[("endpoint", e)]), *n))
+                .collect(),
+        ),
+        counter(
+            "hookrace_poll_request_outcomes",
+            "HTTP requests the poller made, by outcome.",
+            outcomes(counter::POLL_OUTCOME_PREFIX),
+        ),
+        counter(
+            "hookrace_poll_errors",
+            "Poll failures (a transaction left uncommitted, a failed request).",
+            vec![(vec![], p.errors)],
+        ),
+        counter(
+            "hookrace_poll_items",
+            "Items the poller fetched and stored.",
+            vec![(vec![], p.items)],
+        ),
+        counter(
+            "hookrace_poll_new_entities",
+            "Entities the poller saw before any webhook did.",
+            vec![(vec![], p.new_entities)],
+        ),
+        gauge(
+            "hookrace_entities",
+            "Entities in the store, by type.",
+            e.by_type
+                .iter()
+                .map(|(t, n)| (labels(&[("type", t)]), *n as f64))
+                .collect(),
+        ),
+        gauge(
+            "hookrace_entities_first_seen",
+            "Entities by the channel that saw them first.",
+            by(
+                "channel",
+                &[
+                    ("webhook", e.first_by_webhook as f64),
+                    ("poll", e.first_by_poll as f64),
+                ],
+            ),
+        ),
+        gauge(
+            "hookrace_entities_seen_by",
+            "Entities by which channels saw them.",
+            by(
+                "seen",
+                &[
+                    ("both", e.seen_by_both as f64),
+                    ("webhook_only", e.webhook_only as f64),
+                    ("poll_only", e.poll_only as f64),
+                ],
+            ),
+        ),
+        gauge(
+            "hookrace_users",
+            "Users whose data hookrace reads, by state.",
+            by(
+                "state",
+                &[
+                    ("connected", connected as f64),
+                    ("disconnected", doc.users.disconnected.len() as f64),
+                ],
+            ),
+        ),
+        Family {
+            name: "hookrace_delay_seconds",
+            help: "Delay from availability at the source to the channel seeing the entity.",
+            samples: Samples::Histogram(
+                vec![
+                    (labels(&[("channel", "webhook")]), &summary.webhook_latency),
+                    (labels(&[("channel", "poll")]), &summary.poll_latency),
+                ],
+                DELAY_BUCKETS,
+            ),
+        },
+        Family {
+            name: "hookrace_webhook_lead_seconds",
+            help: "How much earlier the webhook saw an entity both channels saw (negative: polling won).",
+            samples: Samples::Histogram(vec![(vec![], &summary.webhook_lead)], LEAD_BUCKETS),
+        },
+        gauge(
+            "hookrace_uptime_seconds",
+            "Seconds since this process started.",
+            vec![(vec![], doc.uptime_seconds)],
+        ),
+    ]
+}
+
 impl Collector for StoreCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let runtime = self
@@ -121,197 +317,18 @@ impl Collector for StoreCollector {
             tracing::error!(error = format_args!("{e:#}"), "building metrics");
             std::fmt::Error
         })?;
-        let summary = self.store.summary();
         let c = self.store.counters().map_err(|_| std::fmt::Error)?;
         let get = |n: &str| c.get(n).copied().unwrap_or(0);
-        let w = &doc.webhook;
-
-        counter_family(
-            &mut enc,
-            "hookrace_webhook_requests",
-            "HTTP requests received on the webhook path, whatever their outcome.",
-            &[(vec![], w.deliveries)],
-        )?;
-        counter_family(
-            &mut enc,
-            "hookrace_webhook_deliveries",
-            "Webhook requests by outcome: accepted (stored), duplicate, ping, or why they were rejected.",
-            &[
-                (labels(&[("outcome", "accepted")]), w.accepted),
-                (labels(&[("outcome", "duplicate")]), w.duplicates),
-                (labels(&[("outcome", "ping")]), w.pings),
-                (
-                    labels(&[("outcome", "rejected_signature")]),
-                    w.rejected.signature,
-                ),
-                (
-                    labels(&[("outcome", "rejected_malformed")]),
-                    w.rejected.malformed,
-                ),
-                (
-                    labels(&[("outcome", "rejected_too_large")]),
-                    w.rejected.too_large,
-                ),
-            ],
-        )?;
-        counter_family(
-            &mut enc,
-            "hookrace_webhook_fetches",
-            "Fetches of webhook data, by final result.",
-            &[
-                (labels(&[("result", "ok")]), w.fetches.ok),
-                (labels(&[("result", "failed")]), w.fetches.failed),
-            ],
-        )?;
-        let fetch_outcomes: Vec<(Labels, u64)> = ["data", "empty", "error", "rate_limited"]
-            .iter()
-            .map(|o| {
-                (
-                    labels(&[("outcome", o)]),
-                    get(&format!("{}{o}", counter::FETCH_OUTCOME_PREFIX)),
-                )
-            })
-            .collect();
-        counter_family(
-            &mut enc,
-            "hookrace_webhook_fetch_requests",
-            "HTTP requests made to fetch webhook data (retries included), by outcome.",
-            &fetch_outcomes,
-        )?;
-
-        let p = &doc.poll;
-        counter_family(
-            &mut enc,
-            "hookrace_poll_cycles",
-            "Poll cycles run.",
-            &[(vec![], p.cycles)],
-        )?;
-        counter_family(
-            &mut enc,
-            "hookrace_poll_empty_cycles",
-            "Poll cycles that found no data.",
-            &[(vec![], p.empty_cycles)],
-        )?;
-        counter_family(
-            &mut enc,
-            "hookrace_poll_skipped_cycles",
-            "Scheduled polls skipped because the previous cycle was still running.",
-            &[(vec![], p.skipped)],
-        )?;
-        let by_endpoint: Vec<(Labels, u64)> = p
-            .requests_by_endpoint
-            .iter()
-            .map(|(e, n)| (labels(&[("endpoint", e)]), *n))
-            .collect();
-        counter_family(
-            &mut enc,
-            "hookrace_poll_requests",
-            "HTTP requests the poller made, by AccessLink endpoint.",
-            &by_endpoint,
-        )?;
-        let outcomes: Vec<(Labels, u64)> = ["data", "empty", "error", "rate_limited"]
-            .iter()
-            .map(|o| {
-                (
-                    labels(&[("outcome", o)]),
-                    get(&format!("{}{o}", counter::POLL_OUTCOME_PREFIX)),
-                )
-            })
-            .collect();
-        counter_family(
-            &mut enc,
-            "hookrace_poll_request_outcomes",
-            "HTTP requests the poller made, by outcome.",
-            &outcomes,
-        )?;
-        counter_family(
-            &mut enc,
-            "hookrace_poll_errors",
-            "Poll failures (a transaction left uncommitted, a failed request).",
-            &[(vec![], p.errors)],
-        )?;
-        counter_family(
-            &mut enc,
-            "hookrace_poll_items",
-            "Items the poller fetched and stored.",
-            &[(vec![], p.items)],
-        )?;
-        counter_family(
-            &mut enc,
-            "hookrace_poll_new_entities",
-            "Entities the poller saw before any webhook did.",
-            &[(vec![], p.new_entities)],
-        )?;
-
-        let e = &doc.entities;
-        let by_type: Vec<(Labels, f64)> = e
-            .by_type
-            .iter()
-            .map(|(t, n)| (labels(&[("type", t)]), *n as f64))
-            .collect();
-        gauge_family(
-            &mut enc,
-            "hookrace_entities",
-            "Entities in the store, by type.",
-            &by_type,
-        )?;
-        gauge_family(
-            &mut enc,
-            "hookrace_entities_first_seen",
-            "Entities by the channel that saw them first.",
-            &[
-                (labels(&[("channel", "webhook")]), e.first_by_webhook as f64),
-                (labels(&[("channel", "poll")]), e.first_by_poll as f64),
-            ],
-        )?;
-        gauge_family(
-            &mut enc,
-            "hookrace_entities_seen_by",
-            "Entities by which channels saw them.",
-            &[
-                (labels(&[("seen", "both")]), e.seen_by_both as f64),
-                (labels(&[("seen", "webhook_only")]), e.webhook_only as f64),
-                (labels(&[("seen", "poll_only")]), e.poll_only as f64),
-            ],
-        )?;
-        gauge_family(
-            &mut enc,
-            "hookrace_users",
-            "Users whose data hookrace reads, by state.",
-            &[
-                (
-                    labels(&[("state", "connected")]),
-                    (doc.users.known - doc.users.disconnected.len() as u64) as f64,
-                ),
-                (
-                    labels(&[("state", "disconnected")]),
-                    doc.users.disconnected.len() as f64,
-                ),
-            ],
-        )?;
-        histogram(
-            &mut enc,
-            "hookrace_delay_seconds",
-            "Delay from availability at the source to the channel seeing the entity.",
-            &[
-                (labels(&[("channel", "webhook")]), &summary.webhook_latency),
-                (labels(&[("channel", "poll")]), &summary.poll_latency),
-            ],
-            DELAY_BUCKETS,
-        )?;
-        histogram(
-            &mut enc,
-            "hookrace_webhook_lead_seconds",
-            "How much earlier the webhook saw an entity both channels saw (negative: polling won).",
-            &[(vec![], &summary.webhook_lead)],
-            LEAD_BUCKETS,
-        )?;
-        gauge_family(
-            &mut enc,
-            "hookrace_uptime_seconds",
-            "Seconds since this process started.",
-            &[(vec![], doc.uptime_seconds)],
-        )?;
+        let summary = self.store.summary();
+        for f in families(&doc, &get, &summary) {
+            match &f.samples {
+                Samples::Counter(v) => counter_family(&mut enc, f.name, f.help, v)?,
+                Samples::Gauge(v) => gauge_family(&mut enc, f.name, f.help, v)?,
+                Samples::Histogram(series, bounds) => {
+                    histogram(&mut enc, f.name, f.help, series, bounds)?
+                }
+            }
+        }
         Ok(())
     }
 }
