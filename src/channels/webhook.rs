@@ -137,8 +137,6 @@ where
     let started = Instant::now();
     let received_at = Utc::now();
     state.store.incr(counter::WEBHOOK_DELIVERIES, 1);
-    let header_event = header_str(headers, EVENT_HEADER);
-
     let (outcome, parsed) =
         match read_limited(headers, body, state.max_body, state.body_timeout).await {
             Err(o) => (o, None),
@@ -148,127 +146,161 @@ where
                 (outcome, parsed.ok())
             }
         };
-
+    let (status, text, counter_name) = outcome.answer(state);
+    if let Some(name) = counter_name {
+        state.store.incr(name, 1);
+    }
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    // Nothing from a body is logged before its signature has been verified.
-    let verified = matches!(
-        outcome,
-        Outcome::Accepted | Outcome::Duplicate | Outcome::StoreFailed(_)
+    log(
+        state,
+        headers,
+        &outcome,
+        parsed.as_ref(),
+        (status, &text),
+        latency_ms,
+        received_at,
     );
-    let (event, user, entity) = match &parsed {
-        Some(Parsed::Delivery(d)) if verified => {
+    warp::reply::with_status(text, status).into_response()
+}
+
+impl Outcome {
+    /// The answer's status and text, and the counter of refusals it adds to.
+    fn answer(&self, state: &WebhookState) -> (StatusCode, String, Option<&'static str>) {
+        match self {
+            Outcome::Accepted => (StatusCode::OK, "ok\n".to_string(), None),
+            Outcome::Duplicate => (StatusCode::OK, "ok (duplicate)\n".to_string(), None),
+            Outcome::Ping => (
+                StatusCode::OK,
+                "pong\n".to_string(),
+                Some(counter::WEBHOOK_PINGS),
+            ),
+            Outcome::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body larger than {} bytes\n", state.max_body),
+                Some(counter::WEBHOOK_REJECTED_TOO_LARGE),
+            ),
+            Outcome::BodyError(e) => (
+                StatusCode::BAD_REQUEST,
+                format!("could not read the body: {e}\n"),
+                Some(counter::WEBHOOK_REJECTED_MALFORMED),
+            ),
+            Outcome::SlowBody => (
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within {}\n",
+                    humantime::format_duration(state.body_timeout)
+                ),
+                Some(counter::WEBHOOK_REJECTED_MALFORMED),
+            ),
+            Outcome::NotJson(ct) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Content-Type {ct:?} is not application/json\n"),
+                Some(counter::WEBHOOK_REJECTED_MALFORMED),
+            ),
+            Outcome::NoSecret => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no webhook secret is configured: deliveries cannot be verified\n".to_string(),
+                None,
+            ),
+            Outcome::BadSignature(e) => (
+                StatusCode::UNAUTHORIZED,
+                format!("{}\n", e.reason()),
+                Some(counter::WEBHOOK_REJECTED_SIGNATURE),
+            ),
+            Outcome::Malformed(reason) => (
+                StatusCode::BAD_REQUEST,
+                format!("malformed delivery: {reason}\n"),
+                Some(counter::WEBHOOK_REJECTED_MALFORMED),
+            ),
+            Outcome::StoreFailed(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the delivery could not be stored; please retry\n".to_string(),
+                None,
+            ),
+        }
+    }
+
+    /// The outcome's name in the log.
+    fn name(&self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Ping => "ping",
+            Outcome::TooLarge => "too_large",
+            Outcome::BodyError(_) => "body_error",
+            Outcome::SlowBody => "slow_body",
+            Outcome::NotJson(_) => "not_json",
+            Outcome::NoSecret => "no_secret",
+            Outcome::BadSignature(_) => "bad_signature",
+            Outcome::Malformed(_) => "malformed",
+            Outcome::StoreFailed(_) => "store_failed",
+        }
+    }
+
+    /// Whether the body's signature was verified (nothing from a body is logged before).
+    fn verified(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Accepted | Outcome::Duplicate | Outcome::StoreFailed(_)
+        )
+    }
+}
+
+/// One log line per request: what was delivered (once verified) and what came of it; refusals
+/// are rate-limited (see [`RefusalLog`]).
+fn log(
+    state: &WebhookState,
+    headers: &HeaderMap,
+    outcome: &Outcome,
+    parsed: Option<&Parsed>,
+    (status, text): (StatusCode, &str),
+    latency_ms: f64,
+    received_at: chrono::DateTime<Utc>,
+) {
+    let (event, user, entity) = match parsed {
+        Some(Parsed::Delivery(d)) if outcome.verified() => {
+            if let Some(h) = header_str(headers, EVENT_HEADER).filter(|h| *h != d.event.as_str()) {
+                tracing::warn!(header = h, body = %d.event, "delivery event header and body disagree; using the body");
+            }
             (d.event.as_str(), d.user_id.0, d.entity().entity_id)
         }
         Some(Parsed::Ping(_)) => ("PING", 0, String::new()),
         _ => ("-", 0, String::new()),
     };
-    if let (Some(Parsed::Delivery(d)), Some(h), true) = (&parsed, header_event, verified) {
-        if h != d.event.as_str() {
-            tracing::warn!(header = h, body = %d.event, "delivery event header and body disagree; using the body");
-        }
-    }
-    let (status, text, counter_name) = match &outcome {
-        Outcome::Accepted => (StatusCode::OK, "ok\n".to_string(), None),
-        Outcome::Duplicate => (StatusCode::OK, "ok (duplicate)\n".to_string(), None),
-        Outcome::Ping => (
-            StatusCode::OK,
-            "pong\n".to_string(),
-            Some(counter::WEBHOOK_PINGS),
-        ),
-        Outcome::TooLarge => (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body larger than {} bytes\n", state.max_body),
-            Some(counter::WEBHOOK_REJECTED_TOO_LARGE),
-        ),
-        Outcome::BodyError(e) => (
-            StatusCode::BAD_REQUEST,
-            format!("could not read the body: {e}\n"),
-            Some(counter::WEBHOOK_REJECTED_MALFORMED),
-        ),
-        Outcome::SlowBody => (
-            StatusCode::REQUEST_TIMEOUT,
-            format!(
-                "the body did not arrive within {}\n",
-                humantime::format_duration(state.body_timeout)
-            ),
-            Some(counter::WEBHOOK_REJECTED_MALFORMED),
-        ),
-        Outcome::NotJson(ct) => (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("Content-Type {ct:?} is not application/json\n"),
-            Some(counter::WEBHOOK_REJECTED_MALFORMED),
-        ),
-        Outcome::NoSecret => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no webhook secret is configured: deliveries cannot be verified\n".to_string(),
-            None,
-        ),
-        Outcome::BadSignature(e) => (
-            StatusCode::UNAUTHORIZED,
-            format!("{}\n", e.reason()),
-            Some(counter::WEBHOOK_REJECTED_SIGNATURE),
-        ),
-        Outcome::Malformed(reason) => (
-            StatusCode::BAD_REQUEST,
-            format!("malformed delivery: {reason}\n"),
-            Some(counter::WEBHOOK_REJECTED_MALFORMED),
-        ),
-        Outcome::StoreFailed(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the delivery could not be stored; please retry\n".to_string(),
-            None,
-        ),
-    };
-    if let Some(name) = counter_name {
-        state.store.incr(name, 1);
-    }
-    let outcome_name = match &outcome {
-        Outcome::Accepted => "accepted",
-        Outcome::Duplicate => "duplicate",
-        Outcome::Ping => "ping",
-        Outcome::TooLarge => "too_large",
-        Outcome::BodyError(_) => "body_error",
-        Outcome::SlowBody => "slow_body",
-        Outcome::NotJson(_) => "not_json",
-        Outcome::NoSecret => "no_secret",
-        Outcome::BadSignature(_) => "bad_signature",
-        Outcome::Malformed(_) => "malformed",
-        Outcome::StoreFailed(_) => "store_failed",
-    };
-    match &outcome {
+    let latency_ms = format_args!("{latency_ms:.2}");
+    match outcome {
         Outcome::Accepted | Outcome::Duplicate | Outcome::Ping => tracing::info!(
             event,
             user,
             entity = %entity,
-            outcome = outcome_name,
+            outcome = outcome.name(),
             status = status.as_u16(),
-            latency_ms = format_args!("{latency_ms:.2}"),
+            latency_ms,
             "delivery"
         ),
         Outcome::StoreFailed(e) => tracing::error!(
             event,
             user,
             entity = %entity,
-            outcome = outcome_name,
+            outcome = outcome.name(),
             status = status.as_u16(),
-            latency_ms = format_args!("{latency_ms:.2}"),
+            latency_ms,
             error = format_args!("{e:#}"),
             "delivery"
         ),
         _ => {
             if let Some(unlogged) = state.refusals.admit(received_at.timestamp()) {
                 tracing::warn!(
-                    outcome = outcome_name,
+                    outcome = outcome.name(),
                     status = status.as_u16(),
                     reason = text.trim_end(),
-                    latency_ms = format_args!("{latency_ms:.2}"),
+                    latency_ms,
                     unlogged_refusals_before = unlogged,
                     "delivery refused"
                 );
             }
         }
     }
-    warp::reply::with_status(text, status).into_response()
 }
 
 /// The checks after the body is read: PING, signature, shape, then the durable record.
