@@ -6,132 +6,144 @@ use warp::http::{Method, StatusCode};
 
 use super::model::Kind;
 use super::*;
+use crate::accesslink::identity::EventType;
 
 impl Sim {
+    /// Routes a control request to its handler.
     pub(super) fn control(&self, req: &SimRequest, rest: &str) -> SimResponse {
         let m = &req.method;
         let segs: Vec<&str> = rest.split('/').collect();
         match segs.as_slice() {
-            ["users"] if *m == Method::POST => {
-                let body: Value = serde_json::from_slice(&req.body).unwrap_or(json!({}));
-                let registered = body
-                    .get("registered")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(true);
-                let (id, token) = self.add_user(registered);
-                SimResponse::json(
-                    StatusCode::CREATED,
-                    json!({"user_id": id, "access_token": token, "registered": registered}),
-                )
-            }
-            ["users"] if *m == Method::GET => {
-                let s = self.lock();
-                let list: Vec<Value> = s
-                    .users
-                    .values()
-                    .map(|u| json!({"user_id": u.id, "access_token": u.token, "registered": u.registered, "consents": u.consents, "revoked": u.revoked}))
-                    .collect();
-                SimResponse::json(StatusCode::OK, Value::Array(list))
-            }
-            ["users", id, "consents"] if *m == Method::PUT => {
-                let granted = serde_json::from_slice::<Value>(&req.body)
-                    .ok()
-                    .and_then(|v| v.get("granted").and_then(Value::as_bool));
-                let mut s = self.lock();
-                match (
-                    id.parse::<u64>().ok().and_then(|i| s.users.get_mut(&i)),
-                    granted,
-                ) {
-                    (Some(u), Some(g)) => {
-                        u.consents = g;
-                        SimResponse::empty(StatusCode::NO_CONTENT)
-                    }
-                    (None, _) => SimResponse::text(StatusCode::NOT_FOUND, "no such user\n"),
-                    (_, None) => SimResponse::text(
-                        StatusCode::BAD_REQUEST,
-                        "body must be {\"granted\": true|false}\n",
-                    ),
-                }
-            }
-            ["users", id, "revoke"] if *m == Method::POST => {
-                let mut s = self.lock();
-                match id.parse::<u64>().ok().and_then(|i| s.users.get_mut(&i)) {
-                    Some(u) => {
-                        u.revoked = true;
-                        SimResponse::empty(StatusCode::NO_CONTENT)
-                    }
-                    None => SimResponse::text(StatusCode::NOT_FOUND, "no such user\n"),
-                }
-            }
-            ["inject"] if *m == Method::POST => {
-                let body: Value = match serde_json::from_slice(&req.body) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        return SimResponse::text(
-                            StatusCode::BAD_REQUEST,
-                            format!("body is not JSON: {e}\n"),
-                        );
-                    }
-                };
-                let kind = match body
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .unwrap_or("EXERCISE")
-                {
-                    "EXERCISE" => Kind::Exercise,
-                    "ACTIVITY_SUMMARY" => Kind::Activity,
-                    "PHYSICAL_INFORMATION" => Kind::PhysicalInformation,
-                    other => {
-                        return SimResponse::text(
-                            StatusCode::BAD_REQUEST,
-                            format!("cannot inject {other}\n"),
-                        );
-                    }
-                };
-                let Some(uid) = body.get("user_id").and_then(Value::as_u64) else {
-                    return SimResponse::text(StatusCode::BAD_REQUEST, "user_id is required\n");
-                };
-                match self.generate(uid, kind) {
-                    Some(e) => SimResponse::json(
-                        StatusCode::CREATED,
-                        serde_json::to_value(e).unwrap_or(Value::Null),
-                    ),
-                    None => SimResponse::text(StatusCode::NOT_FOUND, "no such registered user\n"),
-                }
-            }
-            ["faults"] if *m == Method::GET => {
-                let s = self.lock();
-                SimResponse::json(
-                    StatusCode::OK,
-                    serde_json::to_value(&s.settings.faults).unwrap_or(Value::Null),
-                )
-            }
+            ["users"] if *m == Method::POST => self.control_add_user(&req.body),
+            ["users"] if *m == Method::GET => self.control_users(),
+            ["users", id, "consents"] if *m == Method::PUT => self.control_consents(id, &req.body),
+            ["users", id, "revoke"] if *m == Method::POST => self.control_revoke(id),
+            ["inject"] if *m == Method::POST => self.control_inject(&req.body),
+            ["faults"] if *m == Method::GET => self.control_faults(None),
             ["faults"] if *m == Method::PUT => match serde_json::from_slice::<Faults>(&req.body) {
-                Ok(f) => {
-                    let mut s = self.lock();
-                    s.settings.faults = f;
-                    SimResponse::json(
-                        StatusCode::OK,
-                        serde_json::to_value(&s.settings.faults).unwrap_or(Value::Null),
-                    )
-                }
+                Ok(f) => self.control_faults(Some(f)),
                 Err(e) => {
                     SimResponse::text(StatusCode::BAD_REQUEST, format!("faults not valid: {e}\n"))
                 }
             },
-            ["truth"] if *m == Method::GET => {
-                let s = self.lock();
-                let hook = s.hook.as_ref().map(Hook::json);
-                let mut v = serde_json::to_value(&s.truth).unwrap_or(Value::Null);
-                v["webhook"] = hook.unwrap_or(Value::Null);
-                v["client_id"] = json!(s.settings.client_id);
-                SimResponse::json(StatusCode::OK, v)
-            }
+            ["truth"] if *m == Method::GET => self.control_truth(),
             _ => SimResponse::text(
                 StatusCode::NOT_FOUND,
                 "no such control route: see docs/simulator.md\n",
             ),
         }
+    }
+
+    /// `POST /sim/users` (`{"registered": false}` for a Polar user who has not yet consented).
+    fn control_add_user(&self, body: &[u8]) -> SimResponse {
+        let body: Value = serde_json::from_slice(body).unwrap_or(json!({}));
+        let registered = body
+            .get("registered")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
+        let (id, token) = self.add_user(registered);
+        SimResponse::json(
+            StatusCode::CREATED,
+            json!({"user_id": id, "access_token": token, "registered": registered}),
+        )
+    }
+
+    /// `GET /sim/users`.
+    fn control_users(&self) -> SimResponse {
+        let s = self.lock();
+        let list: Vec<Value> = s
+            .users
+            .values()
+            .map(|u| json!({"user_id": u.id, "access_token": u.token, "registered": u.registered, "consents": u.consents, "revoked": u.revoked}))
+            .collect();
+        SimResponse::json(StatusCode::OK, Value::Array(list))
+    }
+
+    /// `PUT /sim/users/{id}/consents` with `{"granted": true|false}`.
+    fn control_consents(&self, id: &str, body: &[u8]) -> SimResponse {
+        let granted = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v.get("granted").and_then(Value::as_bool));
+        let mut s = self.lock();
+        match (
+            id.parse::<u64>().ok().and_then(|i| s.users.get_mut(&i)),
+            granted,
+        ) {
+            (Some(u), Some(g)) => {
+                u.consents = g;
+                SimResponse::empty(StatusCode::NO_CONTENT)
+            }
+            (None, _) => SimResponse::text(StatusCode::NOT_FOUND, "no such user\n"),
+            (_, None) => SimResponse::text(
+                StatusCode::BAD_REQUEST,
+                "body must be {\"granted\": true|false}\n",
+            ),
+        }
+    }
+
+    /// `POST /sim/users/{id}/revoke`: the user's token answers 401 from now on.
+    fn control_revoke(&self, id: &str) -> SimResponse {
+        let mut s = self.lock();
+        match id.parse::<u64>().ok().and_then(|i| s.users.get_mut(&i)) {
+            Some(u) => {
+                u.revoked = true;
+                SimResponse::empty(StatusCode::NO_CONTENT)
+            }
+            None => SimResponse::text(StatusCode::NOT_FOUND, "no such user\n"),
+        }
+    }
+
+    /// `POST /sim/inject` with `{"user_id": …, "type": "EXERCISE"}`: new data now.
+    fn control_inject(&self, body: &[u8]) -> SimResponse {
+        let body: Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => {
+                return SimResponse::text(
+                    StatusCode::BAD_REQUEST,
+                    format!("body is not JSON: {e}\n"),
+                );
+            }
+        };
+        let name = body
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("EXERCISE");
+        let wanted = EventType::parse(name);
+        let Some(kind) = Kind::ALL.into_iter().find(|k| k.event_type() == wanted) else {
+            return SimResponse::text(StatusCode::BAD_REQUEST, format!("cannot inject {name}\n"));
+        };
+        let Some(uid) = body.get("user_id").and_then(Value::as_u64) else {
+            return SimResponse::text(StatusCode::BAD_REQUEST, "user_id is required\n");
+        };
+        match self.generate(uid, kind) {
+            Some(e) => SimResponse::json(
+                StatusCode::CREATED,
+                serde_json::to_value(e).unwrap_or(Value::Null),
+            ),
+            None => SimResponse::text(StatusCode::NOT_FOUND, "no such registered user\n"),
+        }
+    }
+
+    /// `GET /sim/faults`, or `PUT` (with `Some`): the faults in force.
+    fn control_faults(&self, new: Option<Faults>) -> SimResponse {
+        let mut s = self.lock();
+        if let Some(f) = new {
+            s.settings.faults = f;
+        }
+        SimResponse::json(
+            StatusCode::OK,
+            serde_json::to_value(&s.settings.faults).unwrap_or(Value::Null),
+        )
+    }
+
+    /// `GET /sim/truth`: every entity and delivery, the webhook and the client id.
+    fn control_truth(&self) -> SimResponse {
+        let s = self.lock();
+        let hook = s.hook.as_ref().map(Hook::json);
+        let mut v = serde_json::to_value(&s.truth).unwrap_or(Value::Null);
+        v["webhook"] = hook.unwrap_or(Value::Null);
+        v["client_id"] = json!(s.settings.client_id);
+        SimResponse::json(StatusCode::OK, v)
     }
 }
 
