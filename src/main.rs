@@ -26,28 +26,15 @@ fn main() -> ExitCode {
         _ => telemetry::init(),
     }
     match cli.command {
-        Command::Demo(args) => exit(runtime().and_then(|rt| {
-            rt.block_on(async {
-                let mut out = std::io::stdout();
-                hookrace::apps::demo::run(&args, &mut out).await.map(|_| ())
-            })
-        })),
-        Command::Report { config, format } => {
-            let cfg = match config::load(config.as_deref()) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprint!("{e}");
-                    return ExitCode::from(EXIT_USAGE as u8);
-                }
-            };
-            exit(runtime().and_then(|rt| {
-                rt.block_on(async {
-                    let report = hookrace::apps::report::from_config(&cfg).await?;
-                    print!("{}", hookrace::apps::report::render(&report, format));
-                    Ok(())
-                })
-            }))
-        }
+        Command::Demo(args) => on_runtime(async move {
+            let mut out = std::io::stdout();
+            hookrace::apps::demo::run(&args, &mut out).await.map(|_| ())
+        }),
+        Command::Report { config, format } => with_config(config, |cfg| async move {
+            let report = hookrace::apps::report::from_config(&cfg).await?;
+            print!("{}", hookrace::apps::report::render(&report, format));
+            Ok(())
+        }),
         Command::CheckConfig { config } => match config::load(config.as_deref()) {
             Ok(_) => {
                 println!("configuration is valid");
@@ -62,63 +49,63 @@ fn main() -> ExitCode {
             let mut out = std::io::stdout();
             hookrace::operations::manage::webhook_command(&cfg, &command.action(), &mut out).await
         }),
-        Command::Users { config, command } => with_config(config, |cfg| async move {
-            match command {
-                hookrace::cli::UsersCommand::List => {
-                    let users = hookrace::operations::manage::list_users(&cfg).await?;
-                    if users.is_empty() {
-                        println!("no users: connect one at /oauth/connect on the public listener");
-                    }
-                    for u in users {
-                        match u.disconnected_at {
-                            None => println!("{}  connected since {}", u.user_id, u.added_at),
-                            Some(t) => println!(
-                                "{}  DISCONNECTED at {t}: {}",
-                                u.user_id,
-                                u.disconnect_reason.unwrap_or_default()
-                            ),
-                        }
-                    }
-                    Ok(())
-                }
-                hookrace::cli::UsersCommand::Remove { user } => {
-                    if hookrace::operations::manage::remove_user_cmd(&cfg, user).await? {
-                        println!("user {user} de-registered and removed");
-                        Ok(())
-                    } else {
-                        anyhow::bail!("no user {user} is known")
-                    }
+        Command::Users { config, command } => {
+            with_config(config, |cfg| users_command(cfg, command))
+        }
+        Command::Sim(args) => match args.settings() {
+            Ok(settings) => on_runtime(run_sim(args, settings)),
+            Err(e) => {
+                eprintln!("hookrace sim: {e}");
+                ExitCode::from(EXIT_USAGE as u8)
+            }
+        },
+        Command::Run { config } => with_config(config, |cfg| async move {
+            let shutdown = CancellationToken::new();
+            daemon::spawn_signal_handler(shutdown.clone())?;
+            let listeners = daemon::Listeners::bind(&cfg).await?;
+            daemon::run(cfg, listeners, shutdown).await
+        }),
+    }
+}
+
+/// `hookrace users list|remove`.
+async fn users_command(
+    cfg: config::Config,
+    command: hookrace::cli::UsersCommand,
+) -> anyhow::Result<()> {
+    use hookrace::operations::manage;
+    match command {
+        hookrace::cli::UsersCommand::List => {
+            let users = manage::list_users(&cfg).await?;
+            if users.is_empty() {
+                println!("no users: connect one at /oauth/connect on the public listener");
+            }
+            for u in users {
+                match u.disconnected_at {
+                    None => println!("{}  connected since {}", u.user_id, u.added_at),
+                    Some(t) => println!(
+                        "{}  DISCONNECTED at {t}: {}",
+                        u.user_id,
+                        u.disconnect_reason.unwrap_or_default()
+                    ),
                 }
             }
-        }),
-        Command::Sim(args) => {
-            let settings = match args.settings() {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("hookrace sim: {e}");
-                    return ExitCode::from(EXIT_USAGE as u8);
-                }
-            };
-            exit(runtime().and_then(|rt| rt.block_on(run_sim(args, settings))))
+            Ok(())
         }
-        Command::Run { config } => {
-            let cfg = match config::load(config.as_deref()) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprint!("{e}");
-                    return ExitCode::from(EXIT_USAGE as u8);
-                }
-            };
-            exit(runtime().and_then(|rt| {
-                rt.block_on(async {
-                    let shutdown = CancellationToken::new();
-                    hookrace::apps::daemon::spawn_signal_handler(shutdown.clone())?;
-                    let listeners = daemon::Listeners::bind(&cfg).await?;
-                    daemon::run(cfg, listeners, shutdown).await
-                })
-            }))
+        hookrace::cli::UsersCommand::Remove { user } => {
+            if manage::remove_user_cmd(&cfg, user).await? {
+                println!("user {user} de-registered and removed");
+                Ok(())
+            } else {
+                anyhow::bail!("no user {user} is known")
+            }
         }
     }
+}
+
+/// Runs `work` on a new runtime; its error is exit code 1.
+fn on_runtime(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    exit(runtime().and_then(|rt| rt.block_on(work)))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -173,12 +160,11 @@ where
     F: FnOnce(hookrace::config::Config) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let cfg = match config::load(path.as_deref()) {
-        Ok(c) => c,
+    match config::load(path.as_deref()) {
+        Ok(cfg) => on_runtime(f(cfg)),
         Err(e) => {
             eprint!("{e}");
-            return ExitCode::from(EXIT_USAGE as u8);
+            ExitCode::from(EXIT_USAGE as u8)
         }
-    };
-    exit(runtime().and_then(|rt| rt.block_on(f(cfg))))
+    }
 }
