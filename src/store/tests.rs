@@ -325,3 +325,84 @@ fn a_store_another_process_holds_is_told_apart_from_a_broken_one() {
     std::fs::write(&file, "x").unwrap();
     assert!(matches!(Store::open(&file), Err(OpenError::Other(_))));
 }
+
+#[test]
+fn merges_racing_deliveries_lose_no_delivery_and_leave_one_record_per_entity() {
+    use crate::accesslink::data::Identity;
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(Store::open(dir.path()).unwrap());
+    let base = Utc::now();
+    const N: i64 = 40;
+    const COPIES: i64 = 5;
+    let identity = |id: String, i: i64| Identity {
+        kind: EventType::Exercise,
+        entity_id: id,
+        fingerprint: Some(format!("fp{i}")),
+        available_at: Some(base - chrono::Duration::seconds(i)),
+    };
+    std::thread::scope(|scope| {
+        // Deliveries (each entity several times) while...
+        let s = store.clone();
+        scope.spawn(move || {
+            for copy in 0..COPIES {
+                for i in 0..N {
+                    let (d, body) = delivery(&format!("m{i}"));
+                    let at = base + chrono::Duration::milliseconds(copy * 100 + i);
+                    s.record_delivery(&d, &body, at, true).unwrap();
+                }
+            }
+        });
+        // ... the poller stores the same exercises under their transactional ids, and ...
+        let s = store.clone();
+        scope.spawn(move || {
+            for i in 0..N {
+                let at = base + chrono::Duration::seconds(30 + i);
+                s.record_poll(
+                    UserId(7),
+                    &identity(format!("t{i}"), i),
+                    &serde_json::json!({}),
+                    at,
+                )
+                .unwrap();
+            }
+        });
+        // ... the fetcher links the delivered ones to them: the records merge under traffic.
+        let s = store.clone();
+        scope.spawn(move || {
+            for i in 0..N {
+                let key = format!("EXERCISE/7/m{i}");
+                // The delivery may not be recorded yet: then there is nothing to link.
+                if s.entity(&key).unwrap().is_some() {
+                    s.record_fetched(&key, &identity(format!("m{i}"), i), &serde_json::json!({}))
+                        .unwrap();
+                }
+            }
+        });
+    });
+    // Link whatever the fetcher thread came too early for.
+    for i in 0..N {
+        let key = format!("EXERCISE/7/m{i}");
+        let id = identity(format!("m{i}"), i);
+        store
+            .record_fetched(&key, &id, &serde_json::json!({}))
+            .unwrap();
+    }
+    let mut records = 0;
+    let mut deliveries = 0;
+    store
+        .for_each_entity(|e| {
+            records += 1;
+            deliveries += i64::from(e.webhook_deliveries);
+            assert!(e.webhook_at.is_some() && e.poll_at.is_some(), "{e:?}");
+        })
+        .unwrap();
+    assert_eq!(records, N, "one record per exercise");
+    assert_eq!(deliveries, N * COPIES, "every delivery counted once");
+    assert_eq!(
+        store.deliveries().unwrap().len() as i64,
+        N,
+        "one raw body each"
+    );
+    assert_eq!(store.counter(counter::WEBHOOK_ACCEPTED) as i64, N);
+    assert_eq!(visible(&store.summary()), visible(&recounted(&store)));
+}
