@@ -395,8 +395,9 @@ async fn webhook_create_list_patch_delete_with_pings() {
         .await;
     assert_eq!(res.status(), 200);
     assert_eq!(
-        res.json::<Value>().await.unwrap()["data"]["events"],
-        json!(["EXERCISE"])
+        res.json::<Value>().await.unwrap()["data"][0]["events"],
+        json!(["EXERCISE"]),
+        "`data` is an array, as Polar answers"
     );
     let rx2 = Receiver::start().await;
     let res = p

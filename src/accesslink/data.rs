@@ -32,16 +32,7 @@ fn field<'a>(v: &'a Value, hyphen: &str) -> Option<&'a Value> {
 }
 
 fn time(v: &Value, name: &str) -> Option<DateTime<Utc>> {
-    let s = field(v, name)?.as_str()?;
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .ok()
-        // Some renderings omit the zone on UTC times.
-        .or_else(|| {
-            NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
-                .ok()
-                .map(|n| n.and_utc())
-        })
+    super::payload::parse_time(field(v, name)?.as_str()?)
 }
 
 /// Seconds of an ISO-8601 duration like `PT2H44M45S` or `PT1H0.5S`.

@@ -98,11 +98,12 @@ pub fn parse(body: &[u8]) -> Result<Parsed, String> {
         None => return Err("`event` is missing".into()),
     };
     if event == "PING" {
-        let timestamp = match obj.get("timestamp") {
-            Some(serde_json::Value::String(s)) => Some(timestamp(s)?),
-            None => None,
-            Some(_) => return Err("`timestamp` must be a string".into()),
-        };
+        // Recognised by its event alone: a PING is answered 200 whatever its timestamp says
+        // (Polar refuses to create the webhook otherwise), and it is never stored.
+        let timestamp = obj
+            .get("timestamp")
+            .and_then(serde_json::Value::as_str)
+            .and_then(parse_time);
         return Ok(Parsed::Ping(Ping { timestamp }));
     }
     if event.len() > 64
@@ -203,9 +204,20 @@ impl<'de> Deserialize<'de> for StrictObject {
 }
 
 fn timestamp(s: &str) -> Result<DateTime<Utc>, String> {
+    parse_time(s).ok_or_else(|| "`timestamp` must be a time like 2018-05-15T14:22:24Z".to_string())
+}
+
+/// A time as Polar writes it: RFC 3339 (`2018-05-15T14:22:24Z`, `…+02:00`), or without a zone
+/// (`2025-01-31T12:01:45.963`, seen in a real Polar body), which is read as UTC.
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| "`timestamp` must be an RFC 3339 time like 2018-05-15T14:22:24Z".to_string())
+        .ok()
+        .or_else(|| {
+            chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+                .ok()
+                .map(|n| n.and_utc())
+        })
 }
 
 fn required_str<'a>(
@@ -289,12 +301,52 @@ mod tests {
         }
     }
 
+    /// A fixture from `tests/fixtures/polar/` (the project's record of Polar's shapes).
+    fn fixture(name: &str) -> String {
+        let path = format!("{}/tests/fixtures/polar/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
     #[test]
     fn ping_needs_no_other_fields() {
         assert!(matches!(
             parse(br#"{"timestamp":"2019-01-11T08:25:10.02Z","event":"PING"}"#),
             Ok(Parsed::Ping(_))
         ));
+    }
+
+    #[test]
+    fn a_ping_is_a_ping_whatever_its_timestamp() {
+        let zoneless = fixture("ping_zoneless.json");
+        let Ok(Parsed::Ping(p)) = parse(zoneless.trim().as_bytes()) else {
+            panic!("a zone-less PING is a PING: {zoneless}");
+        };
+        let at = p.timestamp.expect("read as UTC").to_rfc3339();
+        assert_eq!(at, "2025-01-31T12:01:45.963+00:00");
+        for body in [
+            r#"{"event":"PING"}"#,
+            r#"{"event":"PING","timestamp":"soon"}"#,
+            r#"{"event":"PING","timestamp":12}"#,
+        ] {
+            assert!(
+                matches!(parse(body.as_bytes()), Ok(Parsed::Ping(_))),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn zone_less_timestamps_are_read_as_utc() {
+        let d = delivery(
+            r#"{"event":"EXERCISE","user_id":475,"entity_id":"aQlC83","timestamp":"2025-01-31T12:01:45.963","url":"https://www.polaraccesslink.com/v3/exercises/aQlC83"}"#,
+        );
+        assert_eq!(d.timestamp.to_rfc3339(), "2025-01-31T12:01:45.963+00:00");
+        assert_eq!(
+            parse_time("2018-05-15T16:22:24+02:00")
+                .unwrap()
+                .to_rfc3339(),
+            "2018-05-15T14:22:24+00:00"
+        );
     }
 
     #[test]

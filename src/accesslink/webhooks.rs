@@ -97,22 +97,28 @@ pub async fn create(
     })
 }
 
+/// The webhooks in an answer's `data`: an array (GET, and PATCH in Polar's answers) or a single
+/// object (PATCH in an older published spec); both are read.
+pub fn webhooks_in(answer: Value) -> Result<Vec<Webhook>, WebhookError> {
+    let one = |i: Value| {
+        serde_json::from_value(i.clone()).map_err(|e| WebhookError::Unexpected(format!("{e}: {i}")))
+    };
+    match data(answer)? {
+        Value::Array(items) => items.into_iter().map(one).collect(),
+        Value::Null => Ok(Vec::new()),
+        object @ Value::Object(_) => Ok(vec![one(object)?]),
+        other => Err(WebhookError::Unexpected(other.to_string())),
+    }
+}
+
 /// `GET /v3/webhooks`.
 pub async fn list(client: &Client) -> Result<Vec<Webhook>, WebhookError> {
     let v = client
         .get_json(&client.url("/v3/webhooks"), Auth::Basic, &ignore)
         .await?;
-    let Some(v) = v else { return Ok(Vec::new()) };
-    match data(v)? {
-        Value::Array(items) => items
-            .into_iter()
-            .map(|i| {
-                serde_json::from_value(i.clone())
-                    .map_err(|e| WebhookError::Unexpected(format!("{e}: {i}")))
-            })
-            .collect(),
-        Value::Null => Ok(Vec::new()),
-        other => Err(WebhookError::Unexpected(other.to_string())),
+    match v {
+        Some(v) => webhooks_in(v),
+        None => Ok(Vec::new()),
     }
 }
 
@@ -138,8 +144,11 @@ pub async fn update(
             ApiError::Status { status: 404, .. } => WebhookError::NotFound(id.to_string()),
             e => ping_error(e, url.unwrap_or("")),
         })?;
-    let v = data(answer.json(&Method::PATCH, &path)?)?;
-    serde_json::from_value(v.clone()).map_err(|e| WebhookError::Unexpected(format!("{e}: {v}")))
+    let v = answer.json(&Method::PATCH, &path)?;
+    webhooks_in(v.clone())?
+        .into_iter()
+        .next()
+        .ok_or_else(|| WebhookError::Unexpected(format!("no webhook in the answer: {v}")))
 }
 
 /// `DELETE /v3/webhooks/{id}`.
@@ -167,4 +176,35 @@ pub async fn set_active(client: &Client, active: bool) -> Result<bool, WebhookEr
         .await
         .map_err(|e| ping_error(e, "the webhook's url"))?;
     Ok(answer.status != reqwest::StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Value {
+        let path = format!("{}/tests/fixtures/polar/{name}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn an_update_answer_is_read_as_an_array_or_an_object() {
+        for name in [
+            "webhook_patch.json",
+            "webhook_patch_object.json",
+            "webhook_list.json",
+        ] {
+            let hooks = webhooks_in(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(hooks.len(), 1, "{name}");
+            assert_eq!(hooks[0].id, "abdf33", "{name}");
+            assert_eq!(hooks[0].events, ["EXERCISE", "SLEEP"], "{name}");
+        }
+        assert!(
+            webhooks_in(serde_json::json!({"data": []}))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(webhooks_in(serde_json::json!({"data": 3})).is_err());
+    }
 }

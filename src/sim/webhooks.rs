@@ -161,7 +161,8 @@ impl Sim {
                 if let Some(u) = url {
                     h.url = u;
                 }
-                SimResponse::json(StatusCode::OK, json!({"data": h.json()}))
+                // An array, as Polar answers (and as GET lists).
+                SimResponse::json(StatusCode::OK, json!({"data": [h.json()]}))
             }
             _ => SimResponse::error(StatusCode::NOT_FOUND, "NotFound", "no webhook with this id"),
         }
