@@ -57,17 +57,22 @@ pub fn iso_duration_seconds(s: &str) -> Option<f64> {
     num.is_empty().then_some(total)
 }
 
-/// The fingerprint of an exercise rendering (either dialect), if it has the fields.
+/// The fingerprint of an exercise rendering (either dialect), if it has the fields: the user, the
+/// device, and the local start time to the second with its UTC offset.
+///
+/// The duration is left out on purpose: Polar renders it with milliseconds in the transactional
+/// dialect (`PT44M5.252S`) and at minute precision in the spec's non-transactional example
+/// (`PT44M`), so requiring equal durations would split one exercise into two entities. Leaving it
+/// out merges nothing distinct: one device records one exercise at a time, so two exercises of the
+/// same user on the same device cannot start in the same second.
 pub fn exercise_fingerprint(user_id: UserId, v: &Value) -> Option<String> {
     let start = field(v, "start-time")?.as_str()?;
     let start = NaiveDateTime::parse_from_str(start, "%Y-%m-%dT%H:%M:%S%.f").ok()?;
     let offset = field(v, "start-time-utc-offset")?.as_i64()?;
-    let duration = iso_duration_seconds(field(v, "duration")?.as_str()?)?;
     let device = field(v, "device-id")?.as_str()?;
     Some(format!(
-        "EXERCISE|{user_id}|{}|{offset}|{}|{device}",
-        start.format("%Y-%m-%dT%H:%M:%S"),
-        duration.round() as i64
+        "EXERCISE|{user_id}|{}|{offset}|{device}",
+        start.format("%Y-%m-%dT%H:%M:%S")
     ))
 }
 
@@ -131,10 +136,13 @@ mod tests {
 
     #[test]
     fn both_dialects_of_one_exercise_share_a_fingerprint() {
+        // The duration at Polar's two precisions: milliseconds (transactional), minutes (the
+        // spec's non-transactional example). The old fingerprint rounded to seconds and split
+        // this exercise in two.
         let hyphen = json!({"id": 1937529874, "upload-time": "2008-10-13T10:40:02Z", "device-id": "1111AAAA",
-            "start-time": "2008-10-13T10:40:02", "start-time-utc-offset": 180, "duration": "PT2H44M45S"});
+            "start-time": "2008-10-13T10:40:02", "start-time-utc-offset": 180, "duration": "PT2H44M45.252S"});
         let snake = json!({"id": "2AC312F", "upload_time": "2008-10-13T10:40:02.000Z", "device_id": "1111AAAA",
-            "start_time": "2008-10-13T10:40:02", "start_time_utc_offset": 180, "duration": "PT2H44M45S"});
+            "start_time": "2008-10-13T10:40:02", "start_time_utc_offset": 180, "duration": "PT2H44M"});
         let a = identify(&EventType::Exercise, UserId(475), &hyphen);
         let b = identify(&EventType::Exercise, UserId(475), &snake);
         assert_eq!(a.fingerprint, b.fingerprint);
@@ -142,7 +150,7 @@ mod tests {
         assert_eq!(a.available_at, b.available_at);
         assert_eq!(a.entity_id, "t1937529874");
         assert_eq!(b.entity_id, "2AC312F");
-        // Another user, offset, duration or device: another exercise.
+        // Another user, offset, start second or device: another exercise.
         assert_ne!(
             identify(&EventType::Exercise, UserId(476), &hyphen).fingerprint,
             a.fingerprint
@@ -151,6 +159,12 @@ mod tests {
         other["start_time_utc_offset"] = json!(120);
         assert_ne!(
             identify(&EventType::Exercise, UserId(475), &other).fingerprint,
+            a.fingerprint
+        );
+        let mut later = snake.clone();
+        later["start_time"] = json!("2008-10-13T10:40:03");
+        assert_ne!(
+            identify(&EventType::Exercise, UserId(475), &later).fingerprint,
             a.fingerprint
         );
         let mut missing = snake;

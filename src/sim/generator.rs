@@ -47,7 +47,8 @@ impl State {
         let local_now = now.naive_utc() + chrono::Duration::minutes(offset as i64);
         let data = match kind {
             Kind::Exercise => {
-                let duration_s = self.rng.random_range(15 * 60..2 * 3600);
+                let duration_ms: u64 = self.rng.random_range(15 * 60_000..2 * 3_600_000);
+                let duration_s = (duration_ms / 1000) as u32;
                 let sports = [
                     "RUNNING",
                     "CYCLING",
@@ -65,11 +66,11 @@ impl State {
                     device_id: format!("{:08X}", (uid * 2_654_435_761) as u32),
                     start_time: start,
                     utc_offset_minutes: offset,
-                    duration_s,
+                    duration_ms,
                     distance_m: if sport == "STRENGTH_TRAINING" {
-                        0
+                        0.0
                     } else {
-                        duration_s * 3
+                        f64::from(duration_s) * 3.0
                     },
                     sport,
                     calories: duration_s / 6,

@@ -77,11 +77,11 @@ pub struct User {
 }
 
 impl User {
-    pub fn json(&self, base: &str) -> Value {
+    pub fn json(&self) -> Value {
         json!({
             "polar-user-id": self.id,
             "member-id": self.member_id,
-            "registration-date": self.registration_date.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "registration-date": self.registration_date.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "first-name": "Sim",
             "last-name": format!("User {}", self.id),
             "birthdate": "1990-01-01",
@@ -89,7 +89,6 @@ impl User {
             "weight": 70.0,
             "height": 180.0,
             "extra-info": [],
-            "polar-user": format!("{base}/v3/users/{}", self.id),
         })
     }
 }
@@ -124,12 +123,29 @@ pub struct Exercise {
     /// Local wall-clock start.
     pub start_time: NaiveDateTime,
     pub utc_offset_minutes: i32,
-    pub duration_s: u32,
+    /// With milliseconds: Polar renders them in the transactional dialect.
+    pub duration_ms: u64,
     pub sport: String,
     pub calories: u32,
-    pub distance_m: u32,
+    pub distance_m: f64,
     pub hr_avg: u32,
     pub hr_max: u32,
+}
+
+impl Exercise {
+    /// A plausible training load: 1.3 per minute.
+    fn training_load(&self) -> f64 {
+        (self.duration_ms as f64 / 60_000.0 * 1.3 * 100.0).round() / 100.0
+    }
+
+    /// A plausible running index for runs (a number, as the schema has it), 0 otherwise.
+    fn running_index(&self) -> u32 {
+        if self.sport == "RUNNING" {
+            40 + self.hr_avg % 20
+        } else {
+            0
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +168,31 @@ pub struct Physical {
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// An ISO-8601 duration with milliseconds, as Polar's transactional answers carry it
+/// (`PT44M5.252S`); whole seconds are written without a fraction.
+pub fn iso_duration_ms(total_ms: u64) -> String {
+    let (whole, ms) = (total_ms / 1000, total_ms % 1000);
+    let base = iso_duration(whole as u32);
+    if ms == 0 {
+        return base;
+    }
+    let (h, m, s) = (whole / 3600, whole / 60 % 60, whole % 60);
+    let mut out = String::from("PT");
+    if h > 0 {
+        out += &format!("{h}H");
+    }
+    if m > 0 {
+        out += &format!("{m}M");
+    }
+    out + &format!("{s}.{ms:03}S")
+}
+
+/// The same at minute precision, as the spec's non-transactional example writes it (`PT2H44M`;
+/// the seconds are dropped, the simulator's choice where the record is silent on rounding).
+pub fn iso_duration_minutes(total_ms: u64) -> String {
+    iso_duration((total_ms / 60_000 * 60) as u32)
 }
 
 /// ISO-8601 duration as AccessLink writes it: `PT2H44M45S`.
@@ -198,13 +239,13 @@ impl Item {
                 "device-id": e.device_id,
                 "start-time": e.start_time.format("%Y-%m-%dT%H:%M:%S").to_string(),
                 "start-time-utc-offset": e.utc_offset_minutes,
-                "duration": iso_duration(e.duration_s),
+                "duration": iso_duration_ms(e.duration_ms),
                 "calories": e.calories,
                 "distance": e.distance_m,
                 "heart-rate": { "average": e.hr_avg, "maximum": e.hr_max },
-                "training-load": (e.duration_s as f64 / 60.0 * 1.3 * 100.0).round() / 100.0,
+                "training-load": e.training_load(),
                 "sport": e.sport,
-                "has-route": e.distance_m > 0,
+                "has-route": e.distance_m > 0.0,
                 "detailed-sport-info": e.sport,
             }),
             ItemData::Activity(a) => json!({
@@ -247,15 +288,15 @@ impl Item {
                 "device_id": e.device_id,
                 "start_time": e.start_time.format("%Y-%m-%dT%H:%M:%S").to_string(),
                 "start_time_utc_offset": e.utc_offset_minutes,
-                "duration": iso_duration(e.duration_s),
+                "duration": iso_duration_minutes(e.duration_ms),
                 "calories": e.calories,
                 "distance": e.distance_m,
                 "heart_rate": { "average": e.hr_avg, "maximum": e.hr_max },
-                "training_load": null,
+                "training_load": e.training_load(),
                 "sport": e.sport,
-                "has_route": e.distance_m > 0,
+                "has_route": e.distance_m > 0.0,
                 "detailed_sport_info": e.sport,
-                "running-index": null,
+                "running-index": e.running_index(),
             }),
             ItemData::Activity(a) => json!({
                 "polar_user": polar_user,

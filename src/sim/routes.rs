@@ -211,11 +211,11 @@ impl Sim {
             },
             ["webhooks", id] if *m == Method::DELETE => self.basic(req, |s| s.delete_webhook(id)),
             ["users"] if *m == Method::POST => {
-                self.bearer(req, false, |s, uid| s.register(uid, &req.body, &self.base))
+                self.bearer(req, false, |s, uid| s.register(uid, &req.body))
             }
             ["users", id] if *m == Method::GET => self.bearer(req, false, |s, uid| {
                 s.own(uid, id)
-                    .unwrap_or_else(|| s.users[&uid].json(&self.base).into_ok())
+                    .unwrap_or_else(|| s.users[&uid].json().into_ok())
             }),
             ["users", id] if *m == Method::DELETE => self.bearer(req, false, |s, uid| {
                 s.own(uid, id).unwrap_or_else(|| s.deregister(uid))

@@ -52,7 +52,7 @@ impl State {
         })
     }
 
-    pub(super) fn register(&mut self, uid: u64, body: &[u8], base: &str) -> SimResponse {
+    pub(super) fn register(&mut self, uid: u64, body: &[u8]) -> SimResponse {
         let member = serde_json::from_slice::<Value>(body)
             .ok()
             .and_then(|v| v.get("member-id").and_then(Value::as_str).map(String::from));
@@ -91,7 +91,7 @@ impl State {
         u.registered = true;
         u.member_id = member;
         u.registration_date = Utc::now();
-        u.json(base).into_ok()
+        u.json().into_ok()
     }
 
     pub(super) fn deregister(&mut self, uid: u64) -> SimResponse {
