@@ -174,19 +174,16 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 /// (`PT44M5.252S`); whole seconds are written without a fraction.
 pub fn iso_duration_ms(total_ms: u64) -> String {
     let (whole, ms) = (total_ms / 1000, total_ms % 1000);
-    let base = iso_duration(whole as u32);
-    if ms == 0 {
-        return base;
-    }
-    let (h, m, s) = (whole / 3600, whole / 60 % 60, whole % 60);
-    let mut out = String::from("PT");
-    if h > 0 {
-        out += &format!("{h}H");
-    }
-    if m > 0 {
-        out += &format!("{m}M");
-    }
-    out + &format!("{s}.{ms:03}S")
+    let seconds = match ms {
+        0 => format!("{}", whole % 60),
+        ms => format!("{}.{ms:03}", whole % 60),
+    };
+    iso(
+        whole / 3600,
+        whole / 60 % 60,
+        &seconds,
+        whole % 60 > 0 || ms > 0,
+    )
 }
 
 /// The same at minute precision, as the spec's non-transactional example writes it (`PT2H44M`;
@@ -197,7 +194,14 @@ pub fn iso_duration_minutes(total_ms: u64) -> String {
 
 /// ISO-8601 duration as AccessLink writes it: `PT2H44M45S`.
 pub fn iso_duration(total_s: u32) -> String {
-    let (h, m, s) = (total_s / 3600, total_s / 60 % 60, total_s % 60);
+    let total_s = u64::from(total_s);
+    let s = total_s % 60;
+    iso(total_s / 3600, total_s / 60 % 60, &s.to_string(), s > 0)
+}
+
+/// `PT{h}H{m}M{seconds}S`, leaving out zero hours and minutes, and the seconds when zero
+/// (unless nothing else is written: `PT0S`).
+fn iso(h: u64, m: u64, seconds: &str, seconds_nonzero: bool) -> String {
     let mut out = String::from("PT");
     if h > 0 {
         out += &format!("{h}H");
@@ -205,8 +209,8 @@ pub fn iso_duration(total_s: u32) -> String {
     if m > 0 {
         out += &format!("{m}M");
     }
-    if s > 0 || (h == 0 && m == 0) {
-        out += &format!("{s}S");
+    if seconds_nonzero || (h == 0 && m == 0) {
+        out += &format!("{seconds}S");
     }
     out
 }
@@ -362,6 +366,13 @@ mod tests {
         assert_eq!(iso_duration(2 * 3600 + 44 * 60 + 45), "PT2H44M45S");
         assert_eq!(iso_duration(60), "PT1M");
         assert_eq!(iso_duration(0), "PT0S");
+        assert_eq!(iso_duration_ms(44 * 60_000 + 5_252), "PT44M5.252S");
+        assert_eq!(iso_duration_ms(3_600_000), "PT1H");
+        assert_eq!(iso_duration_ms(61_005), "PT1M1.005S");
+        assert_eq!(
+            iso_duration_minutes(2 * 3_600_000 + 44 * 60_000 + 45_999),
+            "PT2H44M"
+        );
     }
 
     #[test]
