@@ -219,6 +219,23 @@ async fn every_onboarding_failure_shows_a_page_and_stores_nothing() {
     assert_eq!(res.status(), 403);
     assert!(res.text().await.unwrap().contains("consents"));
 
+    // Registration answered 204 ("user not found"): not a registration, nothing stored.
+    let u3 = new_user().await;
+    app.sim_control(
+        Method::PUT,
+        &format!("/sim/users/{u3}/found"),
+        json!({"found": false}),
+    )
+    .await;
+    let cb = consent(
+        &start_connect(&app.public_base).await,
+        &format!("&user_id={u3}"),
+    )
+    .await;
+    let res = get(cb).await;
+    assert_eq!(res.status(), 502);
+    assert!(res.text().await.unwrap().contains("did not find this user"));
+
     // Only the one successful connection was stored.
     let s = app.status().await;
     assert_eq!(s["users"]["known"], 1);

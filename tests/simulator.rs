@@ -180,11 +180,15 @@ async fn oauth_authorize_and_token_exchange() {
             .form(&form)
             .send()
     };
-    // Wrong client secret.
+    // Wrong client secret: 400 invalid_client (the token endpoint documents only 200 and 400).
     let res = exchange(code.clone(), Some(redirect), "nope")
         .await
         .unwrap();
-    assert_eq!(res.status(), 401);
+    assert_eq!(res.status(), 400);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"],
+        "invalid_client"
+    );
     // redirect_uri was sent to authorize, so it is required here.
     let res = exchange(code.clone(), None, CLIENT.1).await.unwrap();
     assert_eq!(res.status(), 400);

@@ -271,14 +271,7 @@ impl OAuth {
         let status = res.status();
         let body = res.bytes().await.unwrap_or_default();
         if !status.is_success() {
-            let message = error_message(&body);
-            let detail = if message.contains("invalid_grant") {
-                "The authorization code was refused (it is valid for 10 minutes and only once, and the redirect address must match). Start again from /oauth/connect.".to_string()
-            } else if status == StatusCode::UNAUTHORIZED {
-                "Polar refused this service's client credentials: check accesslink.client_id and client_secret.".to_string()
-            } else {
-                format!("Polar answered {status}: {message}")
-            };
+            let detail = token_refusal(status, &body);
             return Err(fail(StatusCode::BAD_GATEWAY, "Not connected", detail));
         }
         let v: Value = serde_json::from_slice(&body).map_err(|e| {
@@ -317,6 +310,12 @@ impl OAuth {
             )
             .await;
         match result {
+            // 204: "user not found" (Polar's newest spec), not a registration.
+            Ok(answer) if answer.status == reqwest::StatusCode::NO_CONTENT => Err(fail(
+                StatusCode::BAD_GATEWAY,
+                "Not connected",
+                "Polar answered 204 to the registration: it did not find this user, so nothing was registered or stored. Try connecting again; if it persists, the Polar account may not be fully set up.",
+            )),
             Ok(_) => Ok(true),
             Err(ApiError::Status { status: 409, .. }) => Ok(false),
             Err(ApiError::Forbidden { .. }) => Err(fail(
@@ -337,6 +336,19 @@ impl OAuth {
                 format!("Registering the user with AccessLink failed: {e}. Nothing was stored."),
             )),
         }
+    }
+}
+
+/// What to tell a person whose code exchange Polar refused. The token endpoint answers 400 with
+/// an OAuth error: `invalid_grant` (the code) or `invalid_client` (this service's credentials).
+fn token_refusal(status: StatusCode, body: &[u8]) -> String {
+    let message = error_message(body);
+    if message.contains("invalid_grant") {
+        "The authorization code was refused (it is valid for 10 minutes and only once, and the redirect address must match). Start again from /oauth/connect.".to_string()
+    } else if message.contains("invalid_client") || status == StatusCode::UNAUTHORIZED {
+        "Polar refused this service's client credentials: check accesslink.client_id and client_secret.".to_string()
+    } else {
+        format!("Polar answered {status}: {message}")
     }
 }
 
@@ -422,4 +434,27 @@ pub fn routes(
             }
         });
     connect.or(callback).unify()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_client_is_told_to_check_its_credentials_on_polars_400() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/polar/token_error.json"
+        );
+        let body = std::fs::read(path).unwrap();
+        let detail = token_refusal(StatusCode::BAD_REQUEST, &body);
+        assert!(detail.contains("client credentials"), "{detail}");
+        let detail = token_refusal(StatusCode::BAD_REQUEST, br#"{"error":"invalid_grant"}"#);
+        assert!(detail.contains("code was refused"), "{detail}");
+        let detail = token_refusal(StatusCode::BAD_GATEWAY, b"upstream down");
+        assert!(
+            detail.contains("502") && detail.contains("upstream down"),
+            "{detail}"
+        );
+    }
 }

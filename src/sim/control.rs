@@ -17,6 +17,7 @@ impl Sim {
             ["users"] if *m == Method::POST => self.control_add_user(&req.body),
             ["users"] if *m == Method::GET => self.control_users(),
             ["users", id, "consents"] if *m == Method::PUT => self.control_consents(id, &req.body),
+            ["users", id, "found"] if *m == Method::PUT => self.control_found(id, &req.body),
             ["users", id, "revoke"] if *m == Method::POST => self.control_revoke(id),
             ["inject"] if *m == Method::POST => self.control_inject(&req.body),
             ["faults"] if *m == Method::GET => self.control_faults(None),
@@ -77,6 +78,28 @@ impl Sim {
             (_, None) => SimResponse::text(
                 StatusCode::BAD_REQUEST,
                 "body must be {\"granted\": true|false}\n",
+            ),
+        }
+    }
+
+    /// `PUT /sim/users/{id}/found` with `{"found": false}`: registration answers 204.
+    fn control_found(&self, id: &str, body: &[u8]) -> SimResponse {
+        let found = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v.get("found").and_then(Value::as_bool));
+        let mut s = self.lock();
+        match (
+            id.parse::<u64>().ok().and_then(|i| s.users.get_mut(&i)),
+            found,
+        ) {
+            (Some(u), Some(f)) => {
+                u.found = f;
+                SimResponse::empty(StatusCode::NO_CONTENT)
+            }
+            (None, _) => SimResponse::text(StatusCode::NOT_FOUND, "no such user\n"),
+            (_, None) => SimResponse::text(
+                StatusCode::BAD_REQUEST,
+                "body must be {\"found\": true|false}\n",
             ),
         }
     }

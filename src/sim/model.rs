@@ -72,6 +72,8 @@ pub struct User {
     pub registration_date: DateTime<Utc>,
     /// When false, data endpoints answer 403 (mandatory consents not accepted).
     pub consents: bool,
+    /// When false, `POST /v3/users` answers 204 ("user not found" in Polar's newest spec).
+    pub found: bool,
     /// Deleted or disconnected: the token answers 401.
     pub revoked: bool,
 }

@@ -76,8 +76,9 @@ impl Sim {
             Some((id, secret))
                 if id == s.settings.client_id && secret == s.settings.client_secret => {}
             _ => {
+                // Polar's token endpoint documents only 200 and 400.
                 return SimResponse::json(
-                    StatusCode::UNAUTHORIZED,
+                    StatusCode::BAD_REQUEST,
                     json!({"error": "invalid_client"}),
                 );
             }

@@ -31,6 +31,7 @@ impl State {
                 member_id: format!("sim-member-{id}"),
                 registration_date: Utc::now(),
                 consents: true,
+                found: true,
                 revoked: false,
             },
         );
@@ -63,6 +64,10 @@ impl State {
                 "body must be {\"member-id\": \"…\"}",
             );
         };
+        if !self.users[&uid].found {
+            // Polar's newest spec: 204 "user not found", which is not a registration.
+            return SimResponse::empty(StatusCode::NO_CONTENT);
+        }
         if self.users[&uid].registered {
             return SimResponse::error(StatusCode::CONFLICT, "Conflict", "user already registered");
         }
