@@ -165,7 +165,8 @@ pub enum WebhookCommand {
         /// The public URL of the receiver, e.g. https://example.org/acl_webhook.
         #[arg(long)]
         url: String,
-        /// Comma-separated events (default: every documented event).
+        /// Comma-separated events (default: the six documented events; PHYSICAL_INFORMATION,
+        /// only in Polar's newest spec, when named here).
         #[arg(long)]
         events: Option<String>,
         /// Also print the signature secret (it is saved in the store either way).

@@ -342,15 +342,8 @@ async fn webhook_and_users_commands_work_against_a_running_daemon() {
         }
     };
     // Create: AccessLink PINGs the daemon, which answers without knowing the secret yet.
-    let out = run(&[
-        "webhook",
-        "create",
-        "--url",
-        &webhook_url,
-        "--events",
-        "EXERCISE",
-    ])
-    .await;
+    // No --events: the six documented events.
+    let out = run(&["webhook", "create", "--url", &webhook_url]).await;
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(
@@ -390,6 +383,10 @@ async fn webhook_and_users_commands_work_against_a_running_daemon() {
     assert!(
         listed.contains(&webhook_url) && listed.contains("active"),
         "{listed}"
+    );
+    assert!(
+        listed.contains("SLEEP_WISE_ALERTNESS") && !listed.contains("PHYSICAL_INFORMATION"),
+        "subscribed to the six documented events by default: {listed}"
     );
     let id = listed.split_whitespace().next().unwrap().to_string();
     let out = run(&[

@@ -33,6 +33,15 @@ impl EventType {
         EventType::PhysicalInformation,
     ];
 
+    /// What a new webhook subscribes to unless told otherwise: the six event types Polar's
+    /// documentation page lists. `PHYSICAL_INFORMATION` is only in the newest spec (a deployment
+    /// that predates it answers 400), so it is added only when asked for.
+    pub fn default_subscription() -> impl Iterator<Item = EventType> {
+        EventType::KNOWN
+            .into_iter()
+            .filter(|k| *k != EventType::PhysicalInformation)
+    }
+
     /// The name on the wire (`EXERCISE`, `ACTIVITY_SUMMARY`, …).
     pub fn as_str(&self) -> &str {
         match self {

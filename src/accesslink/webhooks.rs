@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::client::{ApiError, Auth, Client, Outcome};
+use super::identity::EventType;
 use crate::config::Secret;
 
 /// A webhook as AccessLink lists it.
@@ -38,6 +39,10 @@ pub enum WebhookError {
     PingFailed { url: String, message: String },
     #[error("no webhook with id {0} exists for this client")]
     NotFound(String),
+    #[error(
+        "AccessLink refused the event list ({message}); a deployment that predates PHYSICAL_INFORMATION answers 400 when it is asked for: leave it out (the default subscribes to the six documented events) or name only documented events with --events"
+    )]
+    EventRefused { message: String },
     #[error(transparent)]
     Api(#[from] ApiError),
     #[error("AccessLink answered something unexpected: {0}")]
@@ -45,6 +50,13 @@ pub enum WebhookError {
 }
 
 fn ignore(_: Outcome) {}
+
+fn names_an_event(message: &str) -> bool {
+    message.to_ascii_lowercase().contains("event")
+        || EventType::KNOWN
+            .iter()
+            .any(|k| message.contains(k.as_str()))
+}
 
 fn data(v: Value) -> Result<Value, WebhookError> {
     v.get("data")
@@ -62,6 +74,12 @@ fn ping_error(e: ApiError, url: &str) -> WebhookError {
             url: url.to_string(),
             message,
         },
+        // A 400 that names an event type (or the word "event"): the subscription was refused.
+        ApiError::Status {
+            status: 400,
+            message,
+            ..
+        } if names_an_event(&message) => WebhookError::EventRefused { message },
         ApiError::Status { status: 409, .. } => WebhookError::AlreadyExists,
         e => WebhookError::Api(e),
     }
@@ -206,5 +224,31 @@ mod tests {
                 .is_empty()
         );
         assert!(webhooks_in(serde_json::json!({"data": 3})).is_err());
+    }
+
+    #[test]
+    fn a_refused_event_and_a_failed_ping_are_told_apart() {
+        let status = |message: &str| ApiError::Status {
+            method: Method::POST,
+            url: "https://www.polaraccesslink.com/v3/webhooks".into(),
+            status: 400,
+            message: message.into(),
+        };
+        let refused = ping_error(
+            status("BadRequest: Unknown event type PHYSICAL_INFORMATION"),
+            "u",
+        );
+        assert!(
+            matches!(refused, WebhookError::EventRefused { .. }),
+            "{refused}"
+        );
+        assert!(refused.to_string().contains("leave it out"));
+        let ping = ping_error(
+            status(
+                "WebhookPingFailedException: Ping failed to URL https://x Response code was [400]",
+            ),
+            "https://x",
+        );
+        assert!(matches!(ping, WebhookError::PingFailed { .. }), "{ping}");
     }
 }

@@ -37,6 +37,21 @@ pub struct Poller {
     pub mode: PollMode,
     pub runtime: Arc<RwLock<Runtime>>,
     running: Mutex<()>,
+    /// The transaction kinds whose deprecation has been logged (once per kind per process).
+    deprecations_logged: std::sync::Mutex<std::collections::HashSet<EventType>>,
+}
+
+/// What Polar says of a transaction kind's future, if anything.
+fn deprecation(kind: &EventType) -> Option<&'static str> {
+    match kind {
+        EventType::Exercise | EventType::ActivitySummary => Some(
+            "Polar marked the exercise and activity transactions deprecated on 2025-08-18 in favour of the non-transactional endpoints; they still work (`[poller] mode = \"list\"` polls GET /v3/exercises instead)",
+        ),
+        EventType::PhysicalInformation => Some(
+            "Polar's newest spec marks the physical-information transactions deprecated in favour of GET /v3/users/physical-info; they still work",
+        ),
+        _ => None,
+    }
 }
 
 /// Maps a notification `data-type` to the entity type and the list key of its transaction.
@@ -64,7 +79,23 @@ impl Poller {
             mode,
             runtime,
             running: Mutex::new(()),
+            deprecations_logged: std::sync::Mutex::new(Default::default()),
         })
+    }
+
+    /// Says once per kind that the transactions it is about to use are deprecated at Polar.
+    fn note_deprecation(&self, kind: &EventType) {
+        let Some(note) = deprecation(kind) else {
+            return;
+        };
+        let first = self
+            .deprecations_logged
+            .lock()
+            .map(|mut seen| seen.insert(kind.clone()))
+            .unwrap_or(false);
+        if first {
+            tracing::warn!(kind = %kind, "{note}");
+        }
     }
 
     /// A scheduled tick: runs a cycle unless one is still running (then counts a skip).
@@ -204,6 +235,7 @@ impl Poller {
                     continue;
                 }
             };
+            self.note_deprecation(&kind);
             if let Err(e) = self
                 .transaction(report, user, &token, create_url, &kind, list_key)
                 .await
@@ -419,4 +451,20 @@ pub async fn run_scheduled(
         tracing::warn!("the running poll cycle did not end within the grace period");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_transaction_kind_polled_has_its_deprecation_said() {
+        for data_type in ["EXERCISE", "ACTIVITY_SUMMARY", "PHYSICAL_INFORMATION"] {
+            let (kind, _) = kind_of(data_type).unwrap();
+            assert!(
+                deprecation(&kind).is_some_and(|d| d.contains("deprecated")),
+                "{kind}"
+            );
+        }
+    }
 }

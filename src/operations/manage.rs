@@ -197,8 +197,7 @@ pub async fn webhook_command(
             show_secret,
         } => {
             let ev = ev.clone().unwrap_or_else(|| {
-                crate::accesslink::identity::EventType::KNOWN
-                    .iter()
+                crate::accesslink::identity::EventType::default_subscription()
                     .map(|k| k.to_string())
                     .collect()
             });
