@@ -398,10 +398,12 @@ async fn webhook_create_list_patch_delete_with_pings() {
         )
         .await;
     assert_eq!(res.status(), 200);
+    let patched: Value = res.json().await.unwrap();
+    assert_eq!(patched["data"][0]["events"], json!(["EXERCISE"]));
     assert_eq!(
-        res.json::<Value>().await.unwrap()["data"][0]["events"],
-        json!(["EXERCISE"]),
-        "`data` is an array, as Polar answers"
+        shape(&patched),
+        shape(&fixture("webhook_patch.json")),
+        "`data` is an array, as Polar answers: {patched}"
     );
     let rx2 = Receiver::start().await;
     let res = p
@@ -1098,4 +1100,95 @@ async fn the_generator_is_reproducible_from_its_seed() {
     assert_ne!(a, first_ids(43).await);
     let users: std::collections::BTreeSet<_> = a.iter().map(|(u, _)| *u).collect();
     assert!(users.len() > 1, "exercises for several users: {a:?}");
+}
+
+/// A fixture from `tests/fixtures/polar/` (the project's record of Polar's shapes).
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/tests/fixtures/polar/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The shape of a JSON value: its keys (recursively) and the JSON type of every leaf, with
+/// integers told apart from floats (Polar sends `distance` as `5995.0`).
+fn shape(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), shape(v))).collect()),
+        Value::Array(a) => Value::Array(a.first().map(shape).into_iter().collect()),
+        Value::Number(n) if n.is_f64() => json!("float"),
+        Value::Number(_) => json!("integer"),
+        Value::String(_) => json!("string"),
+        Value::Bool(_) => json!("bool"),
+        Value::Null => json!("null"),
+    }
+}
+
+#[tokio::test]
+async fn daily_activity_and_physical_information_have_polars_shapes_and_codes() {
+    let p = quiet(0).await;
+    let (uid, token) = p.add_user().await;
+    // Before any data: physical information answers 404 (no 204 is documented), and a path the
+    // simulator does not serve answers as for a user without data (it used to answer 403, which
+    // a client reads as "consents missing").
+    assert_eq!(p.get("/v3/users/physical-info", &token).await.status(), 404);
+    for unserved in [
+        "/v3/users/sleep",
+        "/v3/users/nightly-recharge",
+        "/v3/users/continuous-heart-rate/2026-11-28",
+    ] {
+        let status = p.get(unserved, &token).await.status();
+        assert_eq!(status, 204, "{unserved}");
+    }
+    p.inject(uid, "ACTIVITY_SUMMARY").await;
+    p.inject(uid, "PHYSICAL_INFORMATION").await;
+    let truth = p.truth().await;
+    let date = truth["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "ACTIVITY_SUMMARY")
+        .unwrap()["entity_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let day: Value = p
+        .get(&format!("/v3/users/activities/{date}"), &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shape(&day), shape(&fixture("daily_activity.json")), "{day}");
+    let res = p.get("/v3/users/physical-info", &token).await;
+    assert_eq!(
+        res.status(),
+        200,
+        "the route is no longer taken for a user id"
+    );
+    let phys: Value = res.json().await.unwrap();
+    assert_eq!(
+        shape(&phys),
+        shape(&fixture("physical_info.json")),
+        "{phys}"
+    );
+    // Polar documents 400 for a date that is not one, or more than 365 days old.
+    for bad in ["28.11.2026", "2020-01-01"] {
+        let status = p
+            .get(&format!("/v3/users/activities/{bad}"), &token)
+            .await
+            .status();
+        assert_eq!(status, 400, "{bad}");
+    }
+    // The user object: no `polar-user` key, a registration date with milliseconds.
+    let user: Value = p
+        .get(&format!("/v3/users/{uid}"), &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(user.get("polar-user").is_none(), "{user}");
+    let registered = user["registration-date"].as_str().unwrap();
+    assert!(
+        registered.ends_with('Z') && registered.contains('.'),
+        "{registered}"
+    );
 }

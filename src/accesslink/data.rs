@@ -77,7 +77,9 @@ pub fn exercise_fingerprint(user_id: UserId, v: &Value) -> Option<String> {
 }
 
 /// Identifies an item of `kind` (`EXERCISE`, `ACTIVITY_SUMMARY`, `PHYSICAL_INFORMATION`, …).
-pub fn identify(kind: &EventType, user_id: UserId, v: &Value) -> Identity {
+/// `announced` is the id a webhook gave the entity (its `date` for daily data), for answers that
+/// do not repeat it: Polar's `GET /v3/users/activities/{date}` carries no `date` field.
+pub fn identify(kind: &EventType, user_id: UserId, v: &Value, announced: Option<&str>) -> Identity {
     match kind {
         EventType::Exercise => {
             let entity_id = match v.get("id") {
@@ -93,27 +95,33 @@ pub fn identify(kind: &EventType, user_id: UserId, v: &Value) -> Identity {
             }
         }
         EventType::PhysicalInformation => {
-            let created = time(v, "created");
-            let id = created
+            // A record is named by its last change: `modified` (the non-transactional answer)
+            // or, without one, `created` (the transactional item). An update that moves
+            // `modified` is new data, not the first record again.
+            let changed = time(v, "modified").or_else(|| time(v, "created"));
+            let id = changed
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
                 .unwrap_or_default();
             Identity {
                 kind: kind.clone(),
-                fingerprint: created.map(|_| format!("{kind}|{user_id}|{id}")),
+                fingerprint: changed.map(|_| format!("{kind}|{user_id}|{id}")),
                 entity_id: id,
-                available_at: created,
+                available_at: changed,
             }
         }
         _ => {
-            // Daily data: the date names it in both channels.
+            // Daily data: the date names it in both channels; the transactional item carries
+            // it, the non-transactional answer does not (the day is in the request).
             let date = field(v, "date")
                 .and_then(Value::as_str)
+                .or(announced)
                 .unwrap_or_default()
                 .to_string();
             Identity {
                 kind: kind.clone(),
                 fingerprint: (!date.is_empty()).then(|| format!("{kind}|{user_id}|{date}")),
                 entity_id: date,
+                // `created` in the transactional item; the daily answer has no such time.
                 available_at: time(v, "created"),
             }
         }
@@ -143,8 +151,8 @@ mod tests {
             "start-time": "2008-10-13T10:40:02", "start-time-utc-offset": 180, "duration": "PT2H44M45.252S"});
         let snake = json!({"id": "2AC312F", "upload_time": "2008-10-13T10:40:02.000Z", "device_id": "1111AAAA",
             "start_time": "2008-10-13T10:40:02", "start_time_utc_offset": 180, "duration": "PT2H44M"});
-        let a = identify(&EventType::Exercise, UserId(475), &hyphen);
-        let b = identify(&EventType::Exercise, UserId(475), &snake);
+        let a = identify(&EventType::Exercise, UserId(475), &hyphen, None);
+        let b = identify(&EventType::Exercise, UserId(475), &snake, None);
         assert_eq!(a.fingerprint, b.fingerprint);
         assert!(a.fingerprint.is_some());
         assert_eq!(a.available_at, b.available_at);
@@ -152,25 +160,25 @@ mod tests {
         assert_eq!(b.entity_id, "2AC312F");
         // Another user, offset, start second or device: another exercise.
         assert_ne!(
-            identify(&EventType::Exercise, UserId(476), &hyphen).fingerprint,
+            identify(&EventType::Exercise, UserId(476), &hyphen, None).fingerprint,
             a.fingerprint
         );
         let mut other = snake.clone();
         other["start_time_utc_offset"] = json!(120);
         assert_ne!(
-            identify(&EventType::Exercise, UserId(475), &other).fingerprint,
+            identify(&EventType::Exercise, UserId(475), &other, None).fingerprint,
             a.fingerprint
         );
         let mut later = snake.clone();
         later["start_time"] = json!("2008-10-13T10:40:03");
         assert_ne!(
-            identify(&EventType::Exercise, UserId(475), &later).fingerprint,
+            identify(&EventType::Exercise, UserId(475), &later, None).fingerprint,
             a.fingerprint
         );
         let mut missing = snake;
         missing["device_id"] = Value::Null;
         assert_eq!(
-            identify(&EventType::Exercise, UserId(475), &missing).fingerprint,
+            identify(&EventType::Exercise, UserId(475), &missing, None).fingerprint,
             None
         );
     }
@@ -178,7 +186,7 @@ mod tests {
     #[test]
     fn daily_data_and_physical_information() {
         let act = json!({"id": 1, "date": "2026-11-28", "created": "2026-11-28T08:00:00.000Z"});
-        let i = identify(&EventType::ActivitySummary, UserId(7), &act);
+        let i = identify(&EventType::ActivitySummary, UserId(7), &act, None);
         assert_eq!(i.entity_id, "2026-11-28");
         assert_eq!(
             i.fingerprint.as_deref(),
@@ -186,8 +194,62 @@ mod tests {
         );
         assert!(i.available_at.is_some());
         let phys = json!({"id": 3, "created": "2026-11-28T08:00:00Z", "weight": 70.0});
-        let p = identify(&EventType::PhysicalInformation, UserId(7), &phys);
+        let p = identify(&EventType::PhysicalInformation, UserId(7), &phys, None);
         assert_eq!(p.entity_id, "2026-11-28T08:00:00.000Z");
         assert!(p.fingerprint.is_some());
+    }
+
+    fn fixture(name: &str) -> Value {
+        let path = format!("{}/tests/fixtures/polar/{name}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn a_day_is_named_by_its_date_in_both_channels_though_the_daily_answer_omits_it() {
+        let kind = EventType::ActivitySummary;
+        let polled = identify(
+            &kind,
+            UserId(7),
+            &fixture("activity_transactional.json"),
+            None,
+        );
+        // The webhook announced the day; Polar's daily answer has no `date` field.
+        let fetched = identify(
+            &kind,
+            UserId(7),
+            &fixture("daily_activity.json"),
+            Some("2026-11-28"),
+        );
+        assert_eq!(polled.entity_id, "2026-11-28");
+        assert_eq!(fetched.entity_id, "2026-11-28");
+        assert_eq!(polled.fingerprint, fetched.fingerprint);
+        assert!(polled.fingerprint.is_some());
+        assert!(polled.available_at.is_some(), "the item's `created`");
+        assert_eq!(
+            fetched.available_at, None,
+            "the daily answer has no creation time"
+        );
+    }
+
+    #[test]
+    fn a_physical_record_is_named_by_its_last_change() {
+        let kind = EventType::PhysicalInformation;
+        let polled = identify(
+            &kind,
+            UserId(7),
+            &fixture("physical_info_transactional.json"),
+            None,
+        );
+        assert_eq!(polled.entity_id, "2026-11-28T08:00:00.000Z");
+        // Modified later than created: an update, so new data.
+        let updated = identify(&kind, UserId(7), &fixture("physical_info.json"), None);
+        assert_eq!(updated.entity_id, "2026-11-28T09:30:00.000Z");
+        assert_ne!(updated.fingerprint, polled.fingerprint);
+        // Not modified since it was created: the same record in both channels.
+        let mut first = fixture("physical_info.json");
+        first["modified"] = first["created"].clone();
+        let fetched = identify(&kind, UserId(7), &first, None);
+        assert_eq!(fetched.fingerprint, polled.fingerprint);
     }
 }

@@ -136,7 +136,9 @@ impl Fetcher {
             .await;
         match result {
             Ok(Some(v)) => {
-                let id = data::identify(&job.event, job.user_id, &v);
+                // The id the delivery announced (`TYPE/user/id`): daily answers omit the date.
+                let announced = key.splitn(3, '/').nth(2);
+                let id = data::identify(&job.event, job.user_id, &v, announced);
                 match store.record_fetched(key, &id, &v) {
                     Ok(()) => {
                         store.incr(counter::WEBHOOK_FETCHES_OK, 1);

@@ -326,7 +326,7 @@ impl Poller {
         kind: &EventType,
         item: &Value,
     ) -> bool {
-        let id = data::identify(kind, user, item);
+        let id = data::identify(kind, user, item, None);
         report.items += 1;
         match self.store.record_poll(user, &id, item, Utc::now()) {
             Ok(PollRecorded::New) => {

@@ -31,6 +31,18 @@ impl State {
     }
 
     pub(super) fn activity(&self, uid: u64, date: &str, base: &str) -> SimResponse {
+        // Polar documents 400 for a date that is not one, or more than 365 days old.
+        let today = Utc::now().date_naive();
+        match chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d") {
+            Ok(d) if (today - d).num_days() <= 365 => {}
+            _ => {
+                return SimResponse::error(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "the date must be YYYY-MM-DD and at most 365 days ago",
+                );
+            }
+        }
         // The newest version of that day's summary.
         let found = self.items.values().rev().find(|i| {
             i.user_id == uid && matches!(&i.data, ItemData::Activity(a) if a.date == date)
@@ -49,7 +61,19 @@ impl State {
             .find(|i| i.user_id == uid && i.kind == Kind::PhysicalInformation);
         match found {
             Some(i) => i.snake_json(base).into_ok(),
-            None => SimResponse::empty(StatusCode::NO_CONTENT),
+            // Polar documents 401, 403 and 404 here, no 204.
+            None => SimResponse::error(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "no physical information for this user",
+            ),
         }
+    }
+
+    /// A `/v3/users/…` data path the simulator does not serve (sleep, nightly recharge, …):
+    /// answered as Polar answers for a user without such data, never 403 (which means "consents
+    /// missing" to a client).
+    pub(super) fn unserved(&self) -> SimResponse {
+        SimResponse::empty(StatusCode::NO_CONTENT)
     }
 }

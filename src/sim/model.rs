@@ -304,20 +304,39 @@ impl Item {
                 "detailed_sport_info": e.sport,
                 "running-index": e.running_index(),
             }),
-            ItemData::Activity(a) => json!({
-                "polar_user": polar_user,
-                "date": a.date,
-                "created": rfc3339(a.created),
-                "calories": a.calories,
-                "active_calories": a.active_calories,
-                "duration": iso_duration(a.duration_s),
-                "active_steps": a.active_steps,
-            }),
+            // Polar's daily answer: no date, creation time or user (the day is in the request).
+            ItemData::Activity(a) => {
+                let active_s = a.active_steps / 50 * 60;
+                json!({
+                    "start_time": format!("{}T00:00:00", a.date),
+                    "end_time": format!("{}T23:59:59", a.date),
+                    "active_duration": iso_duration(active_s),
+                    "inactive_duration": iso_duration(86_400 - active_s),
+                    "daily_activity": f64::from(a.active_steps / 100),
+                    "calories": a.calories,
+                    "active_calories": a.active_calories,
+                    "steps": a.active_steps,
+                    "inactivity_alert_count": u32::from(a.active_steps < 2000),
+                    "distance_from_steps": f64::from(a.active_steps) * 0.75,
+                })
+            }
+            // Fifteen snake_case fields; `modified` equals `created` for a record never updated.
             ItemData::Physical(p) => json!({
-                "created": rfc3339(self.available_at),
-                "polar_user": polar_user,
                 "weight": p.weight,
+                "height": 180.0,
+                "created": rfc3339(self.available_at),
+                "modified": rfc3339(self.available_at),
+                "birthday": "1990-01-01",
+                "gender": "MALE",
+                "maximum_heart_rate": 190,
                 "resting_heart_rate": p.resting_heart_rate,
+                "aerobic_threshold": 140,
+                "anaerobic_threshold": 170,
+                "vo2_max": 50,
+                "weight_source": "SOURCE_MEASURED",
+                "training_background": "REGULAR",
+                "typical_day": "MOSTLY_SITTING",
+                "sleep_goal": 28_800,
             }),
         }
     }

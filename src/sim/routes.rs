@@ -213,6 +213,16 @@ impl Sim {
             ["users"] if *m == Method::POST => {
                 self.bearer(req, false, |s, uid| s.register(uid, &req.body))
             }
+            // The user's own data paths, before `/v3/users/{user-id}`, which takes only numbers.
+            ["users", "activities", date] if *m == Method::GET => {
+                self.bearer(req, true, |s, uid| s.activity(uid, date, &self.base))
+            }
+            ["users", "physical-info"] if *m == Method::GET => {
+                self.bearer(req, true, |s, uid| s.physical(uid, &self.base))
+            }
+            ["users", word, ..] if *m == Method::GET && word.parse::<u64>().is_err() => {
+                self.bearer(req, true, |s, _| s.unserved())
+            }
             ["users", id] if *m == Method::GET => self.bearer(req, false, |s, uid| {
                 s.own(uid, id)
                     .unwrap_or_else(|| s.users[&uid].json().into_ok())
@@ -255,12 +265,6 @@ impl Sim {
             }
             ["exercises", hid] if *m == Method::GET => {
                 self.bearer(req, true, |s, uid| s.exercise(uid, hid, &self.base))
-            }
-            ["users", "activities", date] if *m == Method::GET => {
-                self.bearer(req, true, |s, uid| s.activity(uid, date, &self.base))
-            }
-            ["users", "physical-info"] if *m == Method::GET => {
-                self.bearer(req, true, |s, uid| s.physical(uid, &self.base))
             }
             _ => SimResponse::error(StatusCode::NOT_FOUND, "NotFound", "no such resource"),
         }

@@ -122,8 +122,12 @@ fn a_duplicate_queues_the_fetch_that_was_never_queued() {
     assert_eq!(queued(&store), ["EXERCISE/7/b2"]);
     // Once its data is stored, another duplicate queues nothing.
     let (key, _) = store.next_fetch().unwrap().unwrap();
-    let id =
-        crate::accesslink::data::identify(&EventType::Exercise, UserId(7), &serde_json::json!({}));
+    let id = crate::accesslink::data::identify(
+        &EventType::Exercise,
+        UserId(7),
+        &serde_json::json!({}),
+        None,
+    );
     store
         .record_fetched(&key, &id, &serde_json::json!({}))
         .unwrap();
