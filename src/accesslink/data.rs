@@ -199,26 +199,20 @@ mod tests {
         assert!(p.fingerprint.is_some());
     }
 
-    fn fixture(name: &str) -> Value {
-        let path = format!("{}/tests/fixtures/polar/{name}", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
-
     #[test]
     fn a_day_is_named_by_its_date_in_both_channels_though_the_daily_answer_omits_it() {
         let kind = EventType::ActivitySummary;
         let polled = identify(
             &kind,
             UserId(7),
-            &fixture("activity_transactional.json"),
+            &crate::accesslink::fixture_json("activity_transactional.json"),
             None,
         );
         // The webhook announced the day; Polar's daily answer has no `date` field.
         let fetched = identify(
             &kind,
             UserId(7),
-            &fixture("daily_activity.json"),
+            &crate::accesslink::fixture_json("daily_activity.json"),
             Some("2026-11-28"),
         );
         assert_eq!(polled.entity_id, "2026-11-28");
@@ -238,16 +232,21 @@ mod tests {
         let polled = identify(
             &kind,
             UserId(7),
-            &fixture("physical_info_transactional.json"),
+            &crate::accesslink::fixture_json("physical_info_transactional.json"),
             None,
         );
         assert_eq!(polled.entity_id, "2026-11-28T08:00:00.000Z");
         // Modified later than created: an update, so new data.
-        let updated = identify(&kind, UserId(7), &fixture("physical_info.json"), None);
+        let updated = identify(
+            &kind,
+            UserId(7),
+            &crate::accesslink::fixture_json("physical_info.json"),
+            None,
+        );
         assert_eq!(updated.entity_id, "2026-11-28T09:30:00.000Z");
         assert_ne!(updated.fingerprint, polled.fingerprint);
         // Not modified since it was created: the same record in both channels.
-        let mut first = fixture("physical_info.json");
+        let mut first = crate::accesslink::fixture_json("physical_info.json");
         first["modified"] = first["created"].clone();
         let fetched = identify(&kind, UserId(7), &first, None);
         assert_eq!(fetched.fingerprint, polled.fingerprint);

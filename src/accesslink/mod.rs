@@ -13,3 +13,16 @@ pub mod webhooks;
 pub const EVENT_HEADER: &str = "Polar-Webhook-Event";
 /// Header carrying the lowercase hex HMAC-SHA256 of the raw body.
 pub const SIGNATURE_HEADER: &str = "Polar-Webhook-Signature";
+
+/// A file of `tests/fixtures/polar/`, the project's record of Polar's answers (tests only).
+#[cfg(test)]
+pub(crate) fn fixture(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/polar/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// [`fixture`] as JSON.
+#[cfg(test)]
+pub(crate) fn fixture_json(name: &str) -> serde_json::Value {
+    serde_json::from_str(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}

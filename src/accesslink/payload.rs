@@ -301,12 +301,6 @@ mod tests {
         }
     }
 
-    /// A fixture from `tests/fixtures/polar/` (the project's record of Polar's shapes).
-    fn fixture(name: &str) -> String {
-        let path = format!("{}/tests/fixtures/polar/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
-
     #[test]
     fn ping_needs_no_other_fields() {
         assert!(matches!(
@@ -317,7 +311,7 @@ mod tests {
 
     #[test]
     fn a_ping_is_a_ping_whatever_its_timestamp() {
-        let zoneless = fixture("ping_zoneless.json");
+        let zoneless = crate::accesslink::fixture("ping_zoneless.json");
         let Ok(Parsed::Ping(p)) = parse(zoneless.trim().as_bytes()) else {
             panic!("a zone-less PING is a PING: {zoneless}");
         };

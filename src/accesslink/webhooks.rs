@@ -200,12 +200,6 @@ pub async fn set_active(client: &Client, active: bool) -> Result<bool, WebhookEr
 mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> Value {
-        let path = format!("{}/tests/fixtures/polar/{name}", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
-    }
-
     #[test]
     fn an_update_answer_is_read_as_an_array_or_an_object() {
         for name in [
@@ -213,7 +207,8 @@ mod tests {
             "webhook_patch_object.json",
             "webhook_list.json",
         ] {
-            let hooks = webhooks_in(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let hooks = webhooks_in(crate::accesslink::fixture_json(name))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(hooks.len(), 1, "{name}");
             assert_eq!(hooks[0].id, "abdf33", "{name}");
             assert_eq!(hooks[0].events, ["EXERCISE", "SLEEP"], "{name}");
