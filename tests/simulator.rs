@@ -745,8 +745,9 @@ async fn notifications_and_exercise_transactions_with_commit() {
 
     let res = p.bearer(reqwest::Method::PUT, &uri, &token).await;
     assert_eq!(res.status(), 200);
-    // Committed: gone from transactions and notifications, still in the 30-day list.
-    assert_eq!(p.get(&uri, &token).await.status(), 404);
+    // Committed: gone from transactions and notifications, still in the 30-day list. Listing it
+    // answers 204 (no 404 is documented for exercise lists); committing again, 404 (documented).
+    assert_eq!(p.get(&uri, &token).await.status(), 204);
     assert_eq!(
         p.bearer(reqwest::Method::PUT, &uri, &token).await.status(),
         404
@@ -768,9 +769,17 @@ async fn notifications_and_exercise_transactions_with_commit() {
     assert!(all[0]["id"].is_string(), "hashed string ids");
     assert!(all[0].get("upload_time").is_some(), "snake_case keys");
     assert_eq!(p.get("/v3/exercises/nope", &token).await.status(), 404);
+    // An unknown exercise transaction: listing it answers 204 (no 404 is documented there),
+    // and an item of it 204 (Polar documents 200, 204 and 403 for items).
     assert_eq!(
         p.get(&format!("{create}/999999"), &token).await.status(),
-        404
+        204
+    );
+    assert_eq!(
+        p.get(&format!("{create}/999999/exercises/1"), &token)
+            .await
+            .status(),
+        204
     );
 }
 
@@ -827,7 +836,7 @@ async fn an_uncommitted_transaction_expires_and_its_data_comes_again() {
     assert_eq!(p.get(&uri, &token).await.status(), 200);
     // Past the expiry deadline (not a race: the deadline is fixed).
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    assert_eq!(p.get(&uri, &token).await.status(), 404);
+    assert_eq!(p.get(&uri, &token).await.status(), 204);
     assert_eq!(
         p.bearer(reqwest::Method::PUT, &uri, &token).await.status(),
         404
@@ -896,6 +905,12 @@ async fn activity_and_physical_information_transactions() {
             .status(),
             200
         );
+        // Committed: listing it answers 404 (documented for these kinds), committing it again
+        // 204 (no 404 is documented for their commit).
+        let uri = t["resource-uri"].as_str().unwrap();
+        assert_eq!(p.get(uri, &token).await.status(), 404, "{kind}");
+        let again = p.bearer(reqwest::Method::PUT, uri, &token).await.status();
+        assert_eq!(again, 204, "{kind}");
     }
 }
 

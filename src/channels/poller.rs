@@ -269,10 +269,13 @@ impl Poller {
                 message: "no resource-uri in the transaction".into(),
             });
         };
-        let list = self
+        let Some(list) = self
             .request(report, "list_transaction", Method::GET, uri, auth)
             .await?
-            .unwrap_or(Value::Null);
+        else {
+            // 204: nothing in it (an expired or already committed transaction); nothing to commit.
+            return Ok(());
+        };
         // A commit deletes the data at Polar: a list hookrace cannot read is never committed.
         let Some(listed) = list.get(list_key).and_then(Value::as_array) else {
             return Err(ApiError::Decode {

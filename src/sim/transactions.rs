@@ -111,7 +111,7 @@ impl State {
         base: &str,
     ) -> SimResponse {
         let Some(t) = self.live_transaction(uid, seg, tid) else {
-            return SimResponse::error(StatusCode::NOT_FOUND, "NotFound", "no such transaction");
+            return Self::no_transaction(seg, commit);
         };
         if commit {
             for id in &t.items {
@@ -144,11 +144,25 @@ impl State {
             });
         match found {
             Some(v) => v.into_ok(),
-            None => SimResponse::error(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                "no such item in this transaction",
-            ),
+            // Polar documents 200, 204 and 403 for item calls: no 404.
+            None => SimResponse::empty(StatusCode::NO_CONTENT),
+        }
+    }
+
+    /// A list or commit of a transaction that is not open (committed, expired, unknown), as
+    /// Polar documents it: 404 only where a 404 is documented (listing activity and physical
+    /// information, committing exercises), 204 elsewhere.
+    fn no_transaction(seg: &str, commit: bool) -> SimResponse {
+        let kind = Kind::from_segment(seg.trim_end_matches("-transactions"));
+        let documented_404 = match (kind, commit) {
+            (Some(Kind::Exercise), commit) => commit,
+            (Some(_), commit) => !commit,
+            (None, _) => true,
+        };
+        if documented_404 {
+            SimResponse::error(StatusCode::NOT_FOUND, "NotFound", "no such transaction")
+        } else {
+            SimResponse::empty(StatusCode::NO_CONTENT)
         }
     }
 }
