@@ -86,6 +86,12 @@ pub struct SimArgs {
     /// Mean time between daily activity updates per user; 0s turns them off.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub activity_every: Duration,
+    /// Mean time between nights (sleep and Nightly Recharge) per user; 0s turns them off.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub sleep_every: Duration,
+    /// Mean time between continuous heart rate updates per user; 0s turns them off.
+    #[arg(long, default_value = "6h", value_parser = humantime::parse_duration)]
+    pub heart_rate_every: Duration,
     /// Webhook delivery delay range.
     #[arg(long, default_value = "20ms..400ms")]
     pub webhook_delay: String,
@@ -143,6 +149,8 @@ impl SimArgs {
             users: a.users,
             exercise_every: nonzero(a.exercise_every),
             activity_every: nonzero(a.activity_every),
+            sleep_every: nonzero(a.sleep_every),
+            heart_rate_every: nonzero(a.heart_rate_every),
             client_id: a.client_id.clone(),
             client_secret: a.client_secret.clone(),
             default_redirect_uri: a.redirect_uri.clone(),

@@ -617,3 +617,34 @@ async fn upstream_redirects_are_not_followed_and_absurd_resets_do_not_panic() {
     assert_eq!(report.errors, 0, "{report:?}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_night_and_a_day_of_heart_rate_arrive_by_webhook_and_are_fetched_by_their_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path(), 1).await;
+    let user = app.first_user().await;
+    let sleep = app.inject(user, "SLEEP").await;
+    let heart = app.inject(user, "CONTINUOUS_HEART_RATE").await;
+    let s = app
+        .status_until("both fetches", |s| s["webhook"]["fetches"]["ok"] == 2)
+        .await;
+    assert_eq!(s["webhook"]["fetches"]["failed"], 0);
+    assert_eq!(s["entities"]["by_type"]["SLEEP"], 1);
+    assert_eq!(s["entities"]["by_type"]["CONTINUOUS_HEART_RATE"], 1);
+    // Each is stored under the day the webhook announced, and linked by it.
+    for (kind, truth) in [("SLEEP", &sleep), ("CONTINUOUS_HEART_RATE", &heart)] {
+        let day = truth["entity_id"].as_str().unwrap();
+        let key = format!("{kind}/{user}/{day}");
+        let e = app
+            .running
+            .store
+            .entity(&key)
+            .unwrap()
+            .expect("stored under its day");
+        assert_eq!(
+            e.fingerprint.as_deref(),
+            Some(format!("{kind}|{user}|{day}").as_str())
+        );
+    }
+    app.stop().await;
+}

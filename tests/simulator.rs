@@ -75,6 +75,10 @@ impl Polar {
     async fn get(&self, path: &str, token: &str) -> reqwest::Response {
         self.bearer(reqwest::Method::GET, path, token).await
     }
+    /// A JSON answer to a GET with the user's token.
+    async fn get_json(&self, path: &str, token: &str) -> Value {
+        self.get(path, token).await.json().await.unwrap()
+    }
     async fn control(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
         let res = self
             .http
@@ -1124,10 +1128,23 @@ fn fixture(name: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+fn is_time_of_day(k: &str) -> bool {
+    let b = k.as_bytes();
+    b.len() == 5
+        && b[2] == b':'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 2 || c.is_ascii_digit())
+}
+
 /// The shape of a JSON value: its keys (recursively) and the JSON type of every leaf, with
 /// integers told apart from floats (Polar sends `distance` as `5995.0`).
 fn shape(v: &Value) -> Value {
     match v {
+        // A map of samples keyed by time of day ("00:41": 76): one key stands for all.
+        Value::Object(m) if !m.is_empty() && m.keys().all(|k| is_time_of_day(k)) => {
+            json!({ "HH:MM": shape(m.values().next().unwrap_or(&Value::Null)) })
+        }
         Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), shape(v))).collect()),
         Value::Array(a) => Value::Array(a.first().map(shape).into_iter().collect()),
         Value::Number(n) if n.is_f64() => json!("float"),
@@ -1147,9 +1164,9 @@ async fn daily_activity_and_physical_information_have_polars_shapes_and_codes() 
     // a client reads as "consents missing").
     assert_eq!(p.get("/v3/users/physical-info", &token).await.status(), 404);
     for unserved in [
-        "/v3/users/sleep",
-        "/v3/users/nightly-recharge",
-        "/v3/users/continuous-heart-rate/2026-11-28",
+        "/v3/users/sleepwise/alertness",
+        "/v3/users/sleepwise/circadian-bedtime",
+        "/v3/users/biosensing/bodytemperature",
     ] {
         let status = p.get(unserved, &token).await.status();
         assert_eq!(status, 204, "{unserved}");
@@ -1206,4 +1223,115 @@ async fn daily_activity_and_physical_information_have_polars_shapes_and_codes() 
         registered.ends_with('Z') && registered.contains('.'),
         "{registered}"
     );
+}
+
+#[tokio::test]
+async fn sleep_nightly_recharge_and_heart_rate_are_served_and_announced() {
+    let p = quiet(0).await;
+    let (uid, token) = p.add_user().await;
+    let rx = Receiver::start().await;
+    p.create_webhook(&rx, &["SLEEP", "CONTINUOUS_HEART_RATE"])
+        .await;
+    // Without data: what Polar answers for each (and never 403).
+    assert_eq!(
+        p.get_json("/v3/users/sleep", &token).await,
+        json!({"nights": []})
+    );
+    assert_eq!(
+        p.get("/v3/users/sleep/2026-01-01", &token).await.status(),
+        404
+    );
+    assert_eq!(
+        p.get("/v3/users/sleep/yesterday", &token).await.status(),
+        400
+    );
+    for kind in ["SLEEP", "CONTINUOUS_HEART_RATE"] {
+        p.inject(uid, kind).await;
+        let delivery = rx.next().await;
+        assert_eq!(delivery.event.as_deref(), Some(kind));
+        let body: Value = serde_json::from_str(&delivery.body).unwrap();
+        let date = body["date"].as_str().expect("daily events carry a date");
+        let url = body["url"].as_str().unwrap();
+        let data = p.get_json(url, &token).await;
+        assert_eq!(data["date"], date, "the announced day");
+        let fixture_name = match kind {
+            "SLEEP" => "sleep.json",
+            _ => "continuous_heart_rate.json",
+        };
+        assert_eq!(shape(&data), shape(&fixture(fixture_name)), "{data}");
+        if kind == "SLEEP" {
+            let recharge = p
+                .get_json(&format!("/v3/users/nightly-recharge/{date}"), &token)
+                .await;
+            assert_eq!(shape(&recharge), shape(&fixture("nightly_recharge.json")));
+            let available = p.get_json("/v3/users/sleep/available", &token).await;
+            assert_eq!(available["available"][0]["date"], date);
+        } else {
+            let range = format!("/v3/users/continuous-heart-rate?from={date}&to={date}");
+            assert_eq!(p.get_json(&range, &token).await[0]["date"], date);
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_exercise_has_its_files_zones_and_samples() {
+    let p = quiet(0).await;
+    let (uid, token) = p.add_user().await;
+    // Strength training has no route: keep injecting until an exercise with one comes.
+    let mut hid = String::new();
+    for _ in 0..20 {
+        let e = p.inject(uid, "EXERCISE").await;
+        let id = e["entity_id"].as_str().unwrap().to_string();
+        if p.get_json(&format!("/v3/exercises/{id}"), &token).await["has_route"] == true {
+            hid = id;
+            break;
+        }
+    }
+    assert!(!hid.is_empty(), "an exercise with a route");
+    let fit = p.get(&format!("/v3/exercises/{hid}/fit"), &token).await;
+    assert_eq!(fit.status(), 200);
+    assert_eq!(&fit.bytes().await.unwrap()[8..12], b".FIT");
+    for (what, content_type, marker) in [
+        (
+            "tcx",
+            "application/vnd.garmin.tcx+xml",
+            "<TrainingCenterDatabase",
+        ),
+        ("gpx", "application/gpx+xml", "<trkpt"),
+    ] {
+        let res = p.get(&format!("/v3/exercises/{hid}/{what}"), &token).await;
+        assert_eq!(res.status(), 200, "{what}");
+        assert_eq!(res.headers()["content-type"], content_type);
+        assert!(res.text().await.unwrap().contains(marker), "{what}");
+    }
+    assert_eq!(p.get("/v3/exercises/nope/fit", &token).await.status(), 404);
+    // The same through a transaction: zones and samples too.
+    let create = format!("/v3/users/{uid}/exercise-transactions");
+    let t: Value = p
+        .bearer(reqwest::Method::POST, &create, &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let list = p
+        .get_json(t["resource-uri"].as_str().unwrap(), &token)
+        .await;
+    let item = list["exercises"][0].as_str().unwrap().to_string();
+    let zones = p
+        .get_json(&format!("{item}/heart-rate-zones"), &token)
+        .await;
+    assert_eq!(zones["zone"].as_array().unwrap().len(), 5);
+    assert!(
+        zones["zone"][0]["in-zone"]
+            .as_str()
+            .unwrap()
+            .starts_with("PT")
+    );
+    let samples = p.get_json(&format!("{item}/samples"), &token).await;
+    let sample = p
+        .get_json(samples["samples"][0].as_str().unwrap(), &token)
+        .await;
+    assert_eq!(sample["sample-type"], "0");
+    assert!(sample["data"].as_str().unwrap().contains(','));
+    assert_eq!(p.get(&format!("{item}/fit"), &token).await.status(), 200);
 }

@@ -240,6 +240,8 @@ fn resolve_accesslink(
         users: s.users,
         exercise_every: Some(s.exercise_every),
         activity_every: Some(s.activity_every),
+        sleep_every: Some(sim::settings::SLEEP_EVERY),
+        heart_rate_every: Some(sim::settings::HEART_RATE_EVERY),
         faults: sim::Faults {
             drop_rate: s.webhook_drop_rate,
             duplicate_rate: s.webhook_duplicate_rate,
@@ -554,9 +556,10 @@ async fn connect_simulator(
             res.text().await.unwrap_or_default()
         );
     }
-    let events: Vec<String> = ["EXERCISE", "ACTIVITY_SUMMARY", "PHYSICAL_INFORMATION"]
+    // Every type: the simulator supports them all (and generates all but SleepWise).
+    let events: Vec<String> = crate::accesslink::identity::EventType::KNOWN
         .iter()
-        .map(|s| s.to_string())
+        .map(|k| k.to_string())
         .collect();
     let created = webhooks::create(client, webhook_url, &events)
         .await

@@ -99,6 +99,25 @@ impl State {
                 weight: 60.0 + self.rng.random_range(0.0..30.0f64).round(),
                 resting_heart_rate: self.rng.random_range(45..70),
             }),
+            Kind::Sleep => {
+                let device_id = format!("{:08X}", (uid * 2_654_435_761) as u32);
+                let rng = &mut self.rng;
+                let mut draw = |lo: u32, hi: u32| rng.random_range(lo..hi);
+                ItemData::Sleep(super::daily::new_night(
+                    local_now.with_nanosecond_zero(),
+                    offset,
+                    device_id,
+                    &mut draw,
+                ))
+            }
+            Kind::ContinuousHeartRate => {
+                let rng = &mut self.rng;
+                let mut draw = |lo: u32, hi: u32| rng.random_range(lo..hi);
+                ItemData::HeartRate(super::daily::new_heart_rate_day(
+                    local_now.with_nanosecond_zero(),
+                    &mut draw,
+                ))
+            }
         };
         let item = Item {
             id,
@@ -148,6 +167,8 @@ pub(super) async fn run(sim: Arc<Sim>, shutdown: CancellationToken) {
     let streams: Vec<(Kind, Duration)> = [
         (Kind::Exercise, settings.exercise_every),
         (Kind::Activity, settings.activity_every),
+        (Kind::Sleep, settings.sleep_every),
+        (Kind::ContinuousHeartRate, settings.heart_rate_every),
     ]
     .into_iter()
     .filter_map(|(k, d)| d.filter(|d| !d.is_zero()).map(|d| (k, d)))

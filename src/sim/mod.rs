@@ -11,19 +11,23 @@
 //! - `settings`: what it starts with and the faults changeable at run time.
 //! - `state`: the shared state behind one mutex and the [`Sim`] handle.
 //! - `routes`: HTTP in and out, the route table, client and user authentication.
-//! - `oauth`, `users`, `webhooks`, `transactions`, `data`: the AccessLink endpoint families.
+//! - `oauth`, `users`, `webhooks`, `transactions`, `data`: the AccessLink endpoint families;
+//!   `daily`: sleep, Nightly Recharge and continuous heart rate (model, rendering, endpoints);
+//!   `files`: an exercise's FIT, TCX, GPX, heart-rate zones and samples.
 //! - `limits`: rate limits and injected server errors.
 //! - `control`: the `/sim/...` control API; `truth`: the ground truth it reveals.
 //! - `generator`: new data at random times; `model`: the data and its two JSON dialects.
 
 mod control;
+mod daily;
 mod data;
+mod files;
 mod generator;
 mod limits;
 pub mod model;
 mod oauth;
 mod routes;
-mod settings;
+pub mod settings;
 mod state;
 mod transactions;
 mod truth;

@@ -10,22 +10,28 @@ use sha2::{Digest, Sha256};
 
 use crate::accesslink::identity::EventType;
 
-/// The three transaction kinds.
+/// The kinds of data the simulator makes: the three with transactions, and the daily data
+/// served only non-transactionally (see `daily.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
     Exercise,
     Activity,
     PhysicalInformation,
+    Sleep,
+    ContinuousHeartRate,
 }
 
 impl Kind {
-    /// The `{kind}` path segment of `/v3/users/{id}/{kind}-transactions`.
+    /// The `{kind}` path segment of `/v3/users/{id}/{kind}-transactions` (the daily kinds have
+    /// no transactions: their segment names no transaction route).
     pub fn segment(self) -> &'static str {
         match self {
             Kind::Exercise => "exercise",
             Kind::Activity => "activity",
             Kind::PhysicalInformation => "physical-information",
+            Kind::Sleep => "sleep",
+            Kind::ContinuousHeartRate => "continuous-heart-rate",
         }
     }
     pub fn from_segment(s: &str) -> Option<Kind> {
@@ -42,6 +48,8 @@ impl Kind {
             Kind::Exercise => "exercises",
             Kind::Activity => "activity-log",
             Kind::PhysicalInformation => "physical-informations",
+            Kind::Sleep => "nights",
+            Kind::ContinuousHeartRate => "heart_rate_samples",
         }
     }
     pub fn item_segment(self) -> &'static str {
@@ -49,6 +57,8 @@ impl Kind {
             Kind::Exercise => "exercises",
             Kind::Activity => "activities",
             Kind::PhysicalInformation => "physical-informations",
+            Kind::Sleep => "sleep",
+            Kind::ContinuousHeartRate => "continuous-heart-rate",
         }
     }
     /// The pull-notification `data-type` and webhook event.
@@ -57,9 +67,21 @@ impl Kind {
             Kind::Exercise => EventType::Exercise,
             Kind::Activity => EventType::ActivitySummary,
             Kind::PhysicalInformation => EventType::PhysicalInformation,
+            Kind::Sleep => EventType::Sleep,
+            Kind::ContinuousHeartRate => EventType::ContinuousHeartRate,
         }
     }
-    pub const ALL: [Kind; 3] = [Kind::Exercise, Kind::Activity, Kind::PhysicalInformation];
+    /// Every kind (what `/sim/inject` takes).
+    pub const ALL: [Kind; 5] = [
+        Kind::Exercise,
+        Kind::Activity,
+        Kind::PhysicalInformation,
+        Kind::Sleep,
+        Kind::ContinuousHeartRate,
+    ];
+    /// The kinds with transactions and pull notifications.
+    pub const TRANSACTIONAL: [Kind; 3] =
+        [Kind::Exercise, Kind::Activity, Kind::PhysicalInformation];
 }
 
 /// A registered (or not yet registered) user of the simulated client.
@@ -114,6 +136,8 @@ pub enum ItemData {
     Exercise(Exercise),
     Activity(Activity),
     Physical(Physical),
+    Sleep(super::daily::Night),
+    HeartRate(super::daily::HeartRateDay),
 }
 
 #[derive(Debug, Clone)]
@@ -279,6 +303,8 @@ impl Item {
                 "vo2-max": 50,
                 "weight-source": "SOURCE_MEASURED",
             }),
+            // Never in a transaction (no transactions exist for daily data): the daily form.
+            ItemData::Sleep(_) | ItemData::HeartRate(_) => self.snake_json(base),
         }
     }
 
@@ -338,34 +364,42 @@ impl Item {
                 "typical_day": "MOSTLY_SITTING",
                 "sleep_goal": 28_800,
             }),
+            ItemData::Sleep(n) => n.sleep_json(&polar_user),
+            ItemData::HeartRate(d) => d.json(&polar_user),
         }
     }
 
     /// The webhook payload announcing this item (without signature).
     pub fn webhook_payload(&self, base: &str, sent_at: DateTime<Utc>) -> Value {
-        let timestamp = rfc3339(sent_at);
-        match &self.data {
-            ItemData::Exercise(e) => json!({
-                "event": "EXERCISE",
-                "user_id": self.user_id,
-                "entity_id": e.hashed_id,
-                "timestamp": timestamp,
-                "url": format!("{base}/v3/exercises/{}", e.hashed_id),
-            }),
-            ItemData::Activity(a) => json!({
-                "event": "ACTIVITY_SUMMARY",
-                "user_id": self.user_id,
-                "date": a.date,
-                "timestamp": timestamp,
-                "url": format!("{base}/v3/users/activities/{}", a.date),
-            }),
-            ItemData::Physical(_) => json!({
-                "event": "PHYSICAL_INFORMATION",
-                "user_id": self.user_id,
-                "timestamp": timestamp,
-                "url": format!("{base}/v3/users/physical-info"),
-            }),
+        let (identity, path) = match &self.data {
+            ItemData::Exercise(e) => (
+                json!({"entity_id": e.hashed_id}),
+                format!("/v3/exercises/{}", e.hashed_id),
+            ),
+            ItemData::Activity(a) => (
+                json!({"date": a.date}),
+                format!("/v3/users/activities/{}", a.date),
+            ),
+            ItemData::Physical(_) => (json!({}), "/v3/users/physical-info".to_string()),
+            ItemData::Sleep(n) => (
+                json!({"date": n.date}),
+                format!("/v3/users/sleep/{}", n.date),
+            ),
+            ItemData::HeartRate(d) => (
+                json!({"date": d.date}),
+                format!("/v3/users/continuous-heart-rate/{}", d.date),
+            ),
+        };
+        let mut payload = json!({
+            "event": self.kind.event_type().as_str(),
+            "user_id": self.user_id,
+            "timestamp": rfc3339(sent_at),
+            "url": format!("{base}{path}"),
+        });
+        if let (Some(p), Value::Object(id)) = (payload.as_object_mut(), identity) {
+            p.extend(id);
         }
+        payload
     }
 
     /// The identity the ground truth lists it under (hashed id for exercises, date for activity).
@@ -374,6 +408,8 @@ impl Item {
             ItemData::Exercise(e) => e.hashed_id.clone(),
             ItemData::Activity(a) => a.date.clone(),
             ItemData::Physical(_) => rfc3339(self.available_at),
+            ItemData::Sleep(n) => n.date.clone(),
+            ItemData::HeartRate(d) => d.date.clone(),
         }
     }
 }

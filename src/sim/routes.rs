@@ -29,6 +29,8 @@ pub struct SimResponse {
     pub headers: Vec<(String, String)>,
     pub body: Option<Value>,
     pub text: Option<String>,
+    /// A file (FIT, GPX, TCX) with its `Content-Type` in `headers`.
+    pub bytes: Option<Vec<u8>>,
 }
 
 impl SimResponse {
@@ -38,6 +40,7 @@ impl SimResponse {
             headers: Vec::new(),
             body: Some(body),
             text: None,
+            bytes: None,
         }
     }
     pub(super) fn empty(status: StatusCode) -> Self {
@@ -46,6 +49,7 @@ impl SimResponse {
             headers: Vec::new(),
             body: None,
             text: None,
+            bytes: None,
         }
     }
     pub(super) fn text(status: StatusCode, text: impl Into<String>) -> Self {
@@ -54,6 +58,7 @@ impl SimResponse {
             headers: Vec::new(),
             body: None,
             text: Some(text.into()),
+            bytes: None,
         }
     }
     pub(super) fn redirect(location: String) -> Self {
@@ -62,6 +67,17 @@ impl SimResponse {
             headers: vec![("Location".into(), location)],
             body: None,
             text: None,
+            bytes: None,
+        }
+    }
+    /// A file answer: `bytes` as `content_type`.
+    pub(super) fn file(content_type: &str, bytes: Vec<u8>) -> Self {
+        SimResponse {
+            status: StatusCode::OK,
+            headers: vec![("Content-Type".into(), content_type.into())],
+            body: None,
+            text: None,
+            bytes: Some(bytes),
         }
     }
     /// AccessLink's documented error body.
@@ -220,6 +236,19 @@ impl Sim {
             ["users", "physical-info"] if *m == Method::GET => {
                 self.bearer(req, true, |s, uid| s.physical(uid, &self.base))
             }
+            ["users", "sleep" | "nightly-recharge", ..] if *m == Method::GET => {
+                self.bearer(req, true, |s, uid| s.sleep(uid, &segs[1..], &self.base))
+            }
+            ["users", "continuous-heart-rate"] if *m == Method::GET => {
+                self.bearer(req, true, |s, uid| {
+                    s.heart_rate(uid, None, &req.query, &self.base)
+                })
+            }
+            ["users", "continuous-heart-rate", day] if *m == Method::GET => {
+                self.bearer(req, true, |s, uid| {
+                    s.heart_rate(uid, Some(day), &req.query, &self.base)
+                })
+            }
             ["users", word, ..] if *m == Method::GET && word.parse::<u64>().is_err() => {
                 self.bearer(req, true, |s, _| s.unserved())
             }
@@ -252,6 +281,14 @@ impl Sim {
                         .unwrap_or_else(|| s.transaction(uid, tx, tid, commit, &self.base))
                 })
             }
+            ["users", id, tx, tid, _, item, rest @ ..]
+                if *tx == "exercise-transactions" && *m == Method::GET && !rest.is_empty() =>
+            {
+                self.bearer(req, true, |s, uid| {
+                    s.own(uid, id)
+                        .unwrap_or_else(|| s.item_file(uid, tid, item, rest, &self.base))
+                })
+            }
             ["users", id, tx, tid, _, item]
                 if tx.ends_with("-transactions") && *m == Method::GET =>
             {
@@ -265,6 +302,9 @@ impl Sim {
             }
             ["exercises", hid] if *m == Method::GET => {
                 self.bearer(req, true, |s, uid| s.exercise(uid, hid, &self.base))
+            }
+            ["exercises", hid, what @ ("fit" | "tcx" | "gpx")] if *m == Method::GET => {
+                self.bearer(req, true, |s, uid| s.exercise_file(uid, hid, what))
             }
             _ => SimResponse::error(StatusCode::NOT_FOUND, "NotFound", "no such resource"),
         }
@@ -369,10 +409,11 @@ pub(super) fn filter(
 }
 
 pub(super) fn to_http(resp: SimResponse) -> warp::reply::Response {
-    let mut r = match (resp.body, resp.text) {
-        (Some(json), _) => warp::reply::json(&json).into_response(),
-        (None, Some(text)) => text.into_response(),
-        (None, None) => warp::reply::reply().into_response(),
+    let mut r = match (resp.body, resp.text, resp.bytes) {
+        (Some(json), _, _) => warp::reply::json(&json).into_response(),
+        (None, Some(text), _) => text.into_response(),
+        (None, None, Some(bytes)) => warp::reply::Response::new(bytes.into()),
+        (None, None, None) => warp::reply::reply().into_response(),
     };
     *r.status_mut() = resp.status;
     for (k, v) in resp.headers {

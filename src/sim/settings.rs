@@ -16,12 +16,22 @@ pub struct SimSettings {
     pub exercise_every: Option<Duration>,
     /// Mean time between activity updates per user; `None` = none.
     pub activity_every: Option<Duration>,
+    /// Mean time between nights per user (each with its Nightly Recharge); `None` = none.
+    pub sleep_every: Option<Duration>,
+    /// Mean time between continuous heart rate updates per user; `None` = none.
+    pub heart_rate_every: Option<Duration>,
     pub client_id: String,
     pub client_secret: String,
     /// Where authorize redirects when the request names no `redirect_uri`.
     pub default_redirect_uri: Option<String>,
     pub faults: Faults,
 }
+
+/// A night's sleep per user per day, on average: what the daemon's simulator and `hookrace sim`
+/// generate unless told otherwise.
+pub const SLEEP_EVERY: Duration = Duration::from_secs(24 * 3600);
+/// Continuous heart rate is synced a few times a day.
+pub const HEART_RATE_EVERY: Duration = Duration::from_secs(6 * 3600);
 
 impl Default for SimSettings {
     fn default() -> Self {
@@ -30,6 +40,8 @@ impl Default for SimSettings {
             users: 0,
             exercise_every: None,
             activity_every: None,
+            sleep_every: None,
+            heart_rate_every: None,
             client_id: "hookrace-sim".into(),
             client_secret: "hookrace-sim-secret".into(),
             default_redirect_uri: None,

@@ -31,7 +31,7 @@ impl State {
         let mut list = Vec::new();
         // A user who disconnected is not announced: their data stays listed, their token fails.
         for u in self.users.values().filter(|u| u.registered) {
-            for kind in Kind::ALL {
+            for kind in Kind::TRANSACTIONAL {
                 if self.pending(u.id, kind).next().is_some() {
                     list.push(json!({
                         "user-id": u.id,
@@ -130,18 +130,19 @@ impl State {
         json!({ t.kind.list_key(): urls }).into_ok()
     }
 
+    /// The item `iid` of the user's open transaction `tid`, if both exist (ids as in the path).
+    pub(super) fn transaction_item(&self, uid: u64, tid: &str, iid: &str) -> Option<(u64, &Item)> {
+        let (tid, iid) = (tid.parse::<u64>().ok()?, iid.parse::<u64>().ok()?);
+        let t = self.transactions.get(&tid)?;
+        let open = t.user_id == uid && t.items.contains(&iid) && t.created.elapsed() < self.ttl();
+        open.then(|| self.items.get(&iid).map(|i| (tid, i)))
+            .flatten()
+    }
+
     pub(super) fn item(&self, uid: u64, tid: &str, item: &str, base: &str) -> SimResponse {
-        let found = tid
-            .parse::<u64>()
-            .ok()
-            .zip(item.parse::<u64>().ok())
-            .and_then(|(tid, iid)| {
-                let t = self.transactions.get(&tid)?;
-                (t.user_id == uid && t.items.contains(&iid) && t.created.elapsed() < self.ttl())
-                    .then(|| self.items.get(&iid))
-                    .flatten()
-                    .map(|i| i.transactional_json(base, tid))
-            });
+        let found = self
+            .transaction_item(uid, tid, item)
+            .map(|(tid, i)| i.transactional_json(base, tid));
         match found {
             Some(v) => v.into_ok(),
             // Polar documents 200, 204 and 403 for item calls: no 404.

@@ -1,0 +1,303 @@
+//! The daily data webhooks announce beside exercises and activity: a night's sleep (with its
+//! Nightly Recharge, measured over the same night) and a day's continuous heart rate. They are
+//! served only non-transactionally, as Polar serves them: `/v3/users/sleep[/available|/{date}]`,
+//! `/v3/users/nightly-recharge[/{date}]`, `/v3/users/continuous-heart-rate[/{date}]`, with the
+//! field names of Polar's schemas (`sleep`, `nightly-recharge`, `continuous-heartrate`).
+//!
+//! Choices where Polar's record is silent: a night belongs to the date its sleep ended; samples
+//! are every 5 minutes; SleepWise™ data (which Polar computes after five nights) is never
+//! computed, so its endpoints answer as for a user without it (204).
+
+use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, NaiveDateTime, Utc};
+use serde_json::{Map, Value, json};
+use warp::http::StatusCode;
+
+use super::model::{Item, ItemData, Kind};
+use super::*;
+
+/// One night: the sleep and its Nightly Recharge.
+#[derive(Debug, Clone)]
+pub struct Night {
+    /// The day the sleep ended, `YYYY-MM-DD`.
+    pub date: String,
+    /// Local wall-clock start and end, and the user's UTC offset in minutes.
+    pub start: NaiveDateTime,
+    pub end: NaiveDateTime,
+    pub utc_offset_minutes: i32,
+    pub device_id: String,
+    /// Seconds in each stage.
+    pub light: u32,
+    pub deep: u32,
+    pub rem: u32,
+    pub score: u32,
+    pub heart_rate_avg: u32,
+    pub hrv_avg: u32,
+}
+
+/// One day of continuous heart rate (a sample every 5 minutes of local time).
+#[derive(Debug, Clone)]
+pub struct HeartRateDay {
+    pub date: String,
+    pub samples: Vec<(String, u32)>,
+}
+
+fn zoned(t: NaiveDateTime, offset_minutes: i32) -> String {
+    let sign = if offset_minutes < 0 { '-' } else { '+' };
+    let m = offset_minutes.unsigned_abs();
+    format!(
+        "{}{sign}{:02}:{:02}",
+        t.format("%Y-%m-%dT%H:%M:%S"),
+        m / 60,
+        m % 60
+    )
+}
+
+/// `"HH:MM"` → value, every 5 minutes from `from` for `minutes` (a 5-minute sample map).
+fn samples(from: NaiveDateTime, minutes: i64, value: impl Fn(i64) -> Value) -> Value {
+    let mut map = Map::new();
+    for k in (0..minutes).step_by(5) {
+        let at = from + ChronoDuration::minutes(k);
+        map.insert(at.format("%H:%M").to_string(), value(k));
+    }
+    Value::Object(map)
+}
+
+impl Night {
+    /// Polar's `sleep` object.
+    pub fn sleep_json(&self, polar_user: &str) -> Value {
+        let asleep = self.light + self.deep + self.rem;
+        let awake = ((self.end - self.start).num_seconds().max(0) as u32).saturating_sub(asleep);
+        let minutes = (self.end - self.start).num_minutes();
+        json!({
+            "polar_user": polar_user,
+            "date": self.date,
+            "sleep_start_time": zoned(self.start, self.utc_offset_minutes),
+            "sleep_end_time": zoned(self.end, self.utc_offset_minutes),
+            "device_id": self.device_id,
+            "continuity": 2.0 + f64::from(self.score % 30) / 10.0,
+            "continuity_class": 2 + self.score % 3,
+            "light_sleep": self.light,
+            "deep_sleep": self.deep,
+            "rem_sleep": self.rem,
+            "unrecognized_sleep_stage": 0,
+            "sleep_score": self.score,
+            "total_interruption_duration": awake,
+            "sleep_charge": 3,
+            "sleep_goal": 28_800,
+            "sleep_rating": 0,
+            "short_interruption_duration": awake / 2,
+            "long_interruption_duration": awake - awake / 2,
+            "sleep_cycles": 4 + self.score % 3,
+            "group_duration_score": f64::from(self.score),
+            "group_solidity_score": f64::from(self.score.saturating_sub(5)),
+            "group_regeneration_score": f64::from(self.score.saturating_sub(10)),
+            "hypnogram": samples(self.start, minutes, |k| json!([2, 3, 4, 1][(k / 5 % 4) as usize])),
+            "heart_rate_samples": samples(self.start, minutes, |k| json!(self.heart_rate_avg as i64 + (k / 5) % 5 - 2)),
+        })
+    }
+
+    /// Polar's `available-sleep` entry.
+    pub fn available_json(&self) -> Value {
+        json!({
+            "date": self.date,
+            "start_time": zoned(self.start, self.utc_offset_minutes),
+            "end_time": zoned(self.end, self.utc_offset_minutes),
+        })
+    }
+
+    /// Polar's `nightly-recharge` object (the first four hours of the night).
+    pub fn recharge_json(&self, polar_user: &str) -> Value {
+        json!({
+            "polar_user": polar_user,
+            "date": self.date,
+            "heart_rate_avg": self.heart_rate_avg,
+            "beat_to_beat_avg": 60_000 / self.heart_rate_avg.max(1),
+            "heart_rate_variability_avg": self.hrv_avg,
+            "breathing_rate_avg": 14.1,
+            "nightly_recharge_status": 1 + self.score % 6,
+            "ans_charge": f64::from(self.hrv_avg % 20) - 10.0,
+            "ans_charge_status": 1 + self.hrv_avg % 5,
+            "hrv_samples": samples(self.start, 240, |k| json!(self.hrv_avg as i64 + (k / 5) % 3 - 1)),
+            "breathing_samples": samples(self.start, 240, |k| json!(13.4 + ((k / 5) % 3) as f64 / 10.0)),
+        })
+    }
+}
+
+impl HeartRateDay {
+    /// Polar's `continuous-heartrate` object.
+    pub fn json(&self, polar_user: &str) -> Value {
+        json!({
+            "polar_user": polar_user,
+            "date": self.date,
+            "heart_rate_samples": self
+                .samples
+                .iter()
+                .map(|(t, hr)| json!({"heart_rate": hr, "sample_time": t}))
+                .collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// A night for a user whose local time is `local_now`, ending now.
+pub fn new_night(
+    local_now: NaiveDateTime,
+    offset: i32,
+    device_id: String,
+    draw: &mut impl FnMut(u32, u32) -> u32,
+) -> Night {
+    let end = local_now;
+    let length = draw(6 * 3600, 9 * 3600);
+    let start = end - ChronoDuration::seconds(i64::from(length));
+    let deep = length / 5;
+    let rem = length / 5;
+    let light = length - deep - rem - draw(300, 1800).min(length / 10);
+    Night {
+        date: end.date().format("%Y-%m-%d").to_string(),
+        start,
+        end,
+        utc_offset_minutes: offset,
+        device_id,
+        light,
+        deep,
+        rem,
+        score: draw(55, 95),
+        heart_rate_avg: draw(48, 66),
+        hrv_avg: draw(20, 70),
+    }
+}
+
+/// The day's samples up to `local_now`, every 5 minutes.
+pub fn new_heart_rate_day(
+    local_now: NaiveDateTime,
+    draw: &mut impl FnMut(u32, u32) -> u32,
+) -> HeartRateDay {
+    let midnight = local_now.date().and_hms_opt(0, 0, 0).unwrap_or(local_now);
+    let minutes = (local_now - midnight).num_minutes().max(5);
+    let base = draw(55, 75);
+    let samples = (0..minutes)
+        .step_by(5)
+        .map(|k| {
+            let at = midnight + ChronoDuration::minutes(k);
+            (at.format("%H:%M:%S").to_string(), base + (k as u32 / 5) % 7)
+        })
+        .collect();
+    HeartRateDay {
+        date: local_now.date().format("%Y-%m-%d").to_string(),
+        samples,
+    }
+}
+
+/// A date path segment as Polar takes it, or the 400 Polar documents.
+fn date(s: &str) -> Result<NaiveDate, SimResponse> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
+        SimResponse::error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "invalid date: use YYYY-MM-DD",
+        )
+    })
+}
+
+fn not_found(what: &str) -> SimResponse {
+    SimResponse::error(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        &format!("no {what} found for date"),
+    )
+}
+
+impl State {
+    fn daily(&self, uid: u64, kind: Kind, since: DateTime<Utc>) -> impl Iterator<Item = &Item> {
+        self.items
+            .values()
+            .filter(move |i| i.user_id == uid && i.kind == kind && i.available_at >= since)
+    }
+
+    fn nights(&self, uid: u64) -> Vec<&super::daily::Night> {
+        let since = Utc::now() - ChronoDuration::days(28);
+        self.daily(uid, Kind::Sleep, since)
+            .filter_map(|i| match &i.data {
+                ItemData::Sleep(n) => Some(n),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `GET /v3/users/sleep[/available|/{date}]`, `GET /v3/users/nightly-recharge[/{date}]`.
+    pub(super) fn sleep(&self, uid: u64, rest: &[&str], base: &str) -> SimResponse {
+        let user = format!("{base}/v3/users/{uid}");
+        let nights = self.nights(uid);
+        match rest {
+            ["sleep"] => json!({"nights": nights.iter().map(|n| n.sleep_json(&user)).collect::<Vec<_>>()}).into_ok(),
+            ["sleep", "available"] => json!({"available": nights.iter().map(|n| n.available_json()).collect::<Vec<_>>()}).into_ok(),
+            ["nightly-recharge"] => json!({"recharges": nights.iter().map(|n| n.recharge_json(&user)).collect::<Vec<_>>()}).into_ok(),
+            [what, day] => {
+                let day = match date(day) {
+                    Ok(d) => d.format("%Y-%m-%d").to_string(),
+                    Err(r) => return r,
+                };
+                match nights.iter().rev().find(|n| n.date == day) {
+                    Some(n) if *what == "sleep" => n.sleep_json(&user).into_ok(),
+                    Some(n) => n.recharge_json(&user).into_ok(),
+                    None => not_found(what),
+                }
+            }
+            _ => SimResponse::error(StatusCode::NOT_FOUND, "NotFound", "no such resource"),
+        }
+    }
+
+    /// `GET /v3/users/continuous-heart-rate/{date}`, or `?from=…&to=…` for a range (Polar's
+    /// schema is one object; the range answers the days found, the newest version of each).
+    pub(super) fn heart_rate(
+        &self,
+        uid: u64,
+        day: Option<&str>,
+        query: &str,
+        base: &str,
+    ) -> SimResponse {
+        let user = format!("{base}/v3/users/{uid}");
+        let days: Vec<&HeartRateDay> = self
+            .daily(uid, Kind::ContinuousHeartRate, DateTime::<Utc>::MIN_UTC)
+            .filter_map(|i| match &i.data {
+                ItemData::HeartRate(d) => Some(d),
+                _ => None,
+            })
+            .collect();
+        match day {
+            Some(day) => {
+                let day = match date(day) {
+                    Ok(d) => d.format("%Y-%m-%d").to_string(),
+                    Err(r) => return r,
+                };
+                match days.iter().rev().find(|d| d.date == day) {
+                    Some(d) => d.json(&user).into_ok(),
+                    None => not_found("continuous heart rate"),
+                }
+            }
+            None => {
+                let q: std::collections::HashMap<String, String> =
+                    serde_urlencoded::from_str(query).unwrap_or_default();
+                let (Some(from), Some(to)) = (q.get("from"), q.get("to")) else {
+                    return SimResponse::error(
+                        StatusCode::BAD_REQUEST,
+                        "BadRequest",
+                        "from and to are required",
+                    );
+                };
+                let (from, to) = match (date(from), date(to)) {
+                    (Ok(f), Ok(t)) => (
+                        f.format("%Y-%m-%d").to_string(),
+                        t.format("%Y-%m-%d").to_string(),
+                    ),
+                    (Err(r), _) | (_, Err(r)) => return r,
+                };
+                let mut newest: std::collections::BTreeMap<&str, &HeartRateDay> =
+                    Default::default();
+                for d in days.iter().filter(|d| d.date >= from && d.date <= to) {
+                    newest.insert(&d.date, d);
+                }
+                Value::Array(newest.values().map(|d| d.json(&user)).collect()).into_ok()
+            }
+        }
+    }
+}
