@@ -646,5 +646,22 @@ async fn a_night_and_a_day_of_heart_rate_arrive_by_webhook_and_are_fetched_by_th
             Some(format!("{kind}|{user}|{day}").as_str())
         );
     }
+    // Four more nights: SleepWise™ periods come, announced with a from..to range, and fetched.
+    for _ in 0..4 {
+        app.inject(user, "SLEEP").await;
+    }
+    let s = app
+        .status_until("the SleepWise fetches", |s| {
+            s["entities"]["by_type"]["SLEEP_WISE_ALERTNESS"] == 1
+                && s["entities"]["by_type"]["SLEEP_WISE_CIRCADIAN_BEDTIME"] == 1
+                && app_fetched_all(s)
+        })
+        .await;
+    assert_eq!(s["webhook"]["fetches"]["failed"], 0);
     app.stop().await;
+}
+
+/// Every accepted delivery's data has been fetched.
+fn app_fetched_all(s: &Value) -> bool {
+    s["webhook"]["fetches"]["ok"] == s["webhook"]["accepted"]
 }

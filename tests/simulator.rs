@@ -1335,3 +1335,46 @@ async fn an_exercise_has_its_files_zones_and_samples() {
     assert!(sample["data"].as_str().unwrap().contains(','));
     assert_eq!(p.get(&format!("{item}/fit"), &token).await.status(), 200);
 }
+
+#[tokio::test]
+async fn five_nights_bring_sleepwise_periods_announced_with_their_range() {
+    let p = quiet(0).await;
+    let (uid, token) = p.add_user().await;
+    let rx = Receiver::start().await;
+    p.create_webhook(
+        &rx,
+        &["SLEEP_WISE_ALERTNESS", "SLEEP_WISE_CIRCADIAN_BEDTIME"],
+    )
+    .await;
+    for _ in 0..4 {
+        p.inject(uid, "SLEEP").await;
+    }
+    assert_eq!(
+        p.get("/v3/users/sleepwise/alertness", &token)
+            .await
+            .status(),
+        204,
+        "not before five nights"
+    );
+    p.inject(uid, "SLEEP").await;
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let d = rx.next().await;
+        let body: Value = serde_json::from_str(&d.body).unwrap();
+        assert_eq!(body["from"], body["to"], "{body}");
+        let periods = p.get_json(body["url"].as_str().unwrap(), &token).await;
+        let fixture_name = match d.event.as_deref() {
+            Some("SLEEP_WISE_ALERTNESS") => "sleepwise_alertness.json",
+            _ => "sleepwise_circadian_bedtime.json",
+        };
+        assert_eq!(shape(&periods), shape(&fixture(fixture_name)), "{periods}");
+        seen.push(d.event.unwrap());
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["SLEEP_WISE_ALERTNESS", "SLEEP_WISE_CIRCADIAN_BEDTIME"]
+    );
+    let too_long = "/v3/users/sleepwise/alertness/date?from=2026-01-01&to=2026-03-01";
+    assert_eq!(p.get(too_long, &token).await.status(), 400);
+}

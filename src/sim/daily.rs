@@ -4,9 +4,12 @@
 //! `/v3/users/nightly-recharge[/{date}]`, `/v3/users/continuous-heart-rate[/{date}]`, with the
 //! field names of Polar's schemas (`sleep`, `nightly-recharge`, `continuous-heartrate`).
 //!
+//! SleepWise™ periods (alertness, circadian bedtime) are derived from each night once a user has
+//! five, as Polar computes them after five days of sleep data, and served at
+//! `/v3/users/sleepwise/{alertness,circadian-bedtime}[/date?from=…&to=…]`.
+//!
 //! Choices where Polar's record is silent: a night belongs to the date its sleep ended; samples
-//! are every 5 minutes; SleepWise™ data (which Polar computes after five nights) is never
-//! computed, so its endpoints answer as for a user without it (204).
+//! are every 5 minutes; a night's SleepWise periods are announced with `from` = `to` = its date.
 
 use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, NaiveDateTime, Utc};
 use serde_json::{Map, Value, json};
@@ -119,6 +122,73 @@ impl Night {
             "ans_charge_status": 1 + self.hrv_avg % 5,
             "hrv_samples": samples(self.start, 240, |k| json!(self.hrv_avg as i64 + (k / 5) % 3 - 1)),
             "breathing_samples": samples(self.start, 240, |k| json!(13.4 + ((k / 5) % 3) as f64 / 10.0)),
+        })
+    }
+}
+
+fn utc(t: NaiveDateTime, offset_minutes: i32) -> String {
+    (t - ChronoDuration::minutes(i64::from(offset_minutes)))
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string()
+}
+
+impl Night {
+    /// Polar's `alertness` period: the day after this night (UTC times, no zone, as Polar's).
+    pub fn alertness_json(&self) -> Value {
+        let off = self.utc_offset_minutes;
+        let day_end = self.end + ChronoDuration::hours(16);
+        let hourly: Vec<Value> = (0..16)
+            .map(|h| {
+                let from = self.end + ChronoDuration::hours(h);
+                const LEVELS: [&str; 4] = [
+                    "ALERTNESS_LEVEL_LOW",
+                    "ALERTNESS_LEVEL_HIGH",
+                    "ALERTNESS_LEVEL_VERY_HIGH",
+                    "ALERTNESS_LEVEL_HIGH",
+                ];
+                let level = LEVELS[(h % 4) as usize];
+                json!({
+                    "validity": "VALIDITY_ESTIMATE",
+                    "alertness_level": level,
+                    "start_time": utc(from, off),
+                    "end_time": utc(from + ChronoDuration::hours(1), off),
+                })
+            })
+            .collect();
+        json!({
+            "grade": f64::from(self.score) / 10.0,
+            "grade_validity_seconds": 57_600,
+            "grade_type": "GRADE_TYPE_PRIMARY",
+            "grade_classification": if self.score >= 80 { "GRADE_CLASSIFICATION_STRONG" } else { "GRADE_CLASSIFICATION_FAIR" },
+            "validity": "VALIDITY_ESTIMATE",
+            "sleep_inertia": "SLEEP_INERTIA_MILD",
+            "sleep_type": "SLEEP_TYPE_PRIMARY",
+            "result_type": "ALERTNESS_TYPE_HISTORY",
+            "period_start_time": utc(self.start, off),
+            "period_end_time": utc(day_end, off),
+            "sleep_period_start_time": utc(self.start, off),
+            "sleep_period_end_time": utc(self.end, off),
+            "sleep_timezone_offset_minutes": off,
+            "hourly_data": hourly,
+        })
+    }
+
+    /// Polar's `circadian-bedtime` period for the night after this one.
+    pub fn bedtime_json(&self) -> Value {
+        let off = self.utc_offset_minutes;
+        let start = self.start + ChronoDuration::hours(24);
+        let end = self.end + ChronoDuration::hours(24);
+        json!({
+            "validity": "VALIDITY_ESTIMATE",
+            "quality": "CIRCADIAN_BEDTIME_QUALITY_CLEARLY_RECOGNIZABLE",
+            "result_type": "CIRCADIAN_BEDTIME_TYPE_PREDICTION",
+            "period_start_time": utc(start, off),
+            "period_end_time": utc(end, off),
+            "preferred_sleep_period_start_time": utc(start, off),
+            "preferred_sleep_period_end_time": utc(end, off),
+            "sleep_gate_start_time": utc(start - ChronoDuration::minutes(15), off),
+            "sleep_gate_end_time": utc(start + ChronoDuration::minutes(15), off),
+            "sleep_timezone_offset_minutes": off,
         })
     }
 }
@@ -298,6 +368,69 @@ impl State {
                 }
                 Value::Array(newest.values().map(|d| d.json(&user)).collect()).into_ok()
             }
+        }
+    }
+
+    /// The user's newest night, if any.
+    pub(super) fn newest_night(&self, uid: u64) -> Option<Night> {
+        self.nights(uid).last().map(|n| (*n).clone())
+    }
+
+    /// How many nights the user has in the last 28 days.
+    pub(super) fn night_count(&self, uid: u64) -> usize {
+        self.nights(uid).len()
+    }
+
+    /// `GET /v3/users/sleepwise/{alertness,circadian-bedtime}[/date?from=…&to=…]`: the periods
+    /// of the last 28 days, or of a range of at most 28 days; 204 when there are none.
+    pub(super) fn sleepwise(&self, uid: u64, rest: &[&str], query: &str) -> SimResponse {
+        let kind = match rest.first() {
+            Some(&"alertness") => Kind::SleepWiseAlertness,
+            Some(&"circadian-bedtime") => Kind::SleepWiseCircadianBedtime,
+            _ => return SimResponse::error(StatusCode::NOT_FOUND, "NotFound", "no such resource"),
+        };
+        let today = Utc::now().date_naive();
+        let (from, to) = match rest.get(1) {
+            None => (today - ChronoDuration::days(28), today),
+            Some(&"date") => {
+                let q: std::collections::HashMap<String, String> =
+                    serde_urlencoded::from_str(query).unwrap_or_default();
+                let range = q
+                    .get("from")
+                    .zip(q.get("to"))
+                    .map(|(f, t)| (date(f), date(t)));
+                match range {
+                    Some((Ok(f), Ok(t))) if f <= t && (t - f).num_days() <= 28 => (f, t),
+                    _ => {
+                        return SimResponse::error(
+                            StatusCode::BAD_REQUEST,
+                            "BadRequest",
+                            "from and to must be dates at most 28 days apart",
+                        );
+                    }
+                }
+            }
+            Some(_) => {
+                return SimResponse::error(StatusCode::NOT_FOUND, "NotFound", "no such resource");
+            }
+        };
+        let periods: Vec<Value> = self
+            .daily(uid, kind, DateTime::<Utc>::MIN_UTC)
+            .filter_map(|i| match &i.data {
+                ItemData::SleepWise(n) => {
+                    let d = NaiveDate::parse_from_str(&n.date, "%Y-%m-%d").ok()?;
+                    (d >= from && d <= to).then(|| match kind {
+                        Kind::SleepWiseAlertness => n.alertness_json(),
+                        _ => n.bedtime_json(),
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        if periods.is_empty() {
+            SimResponse::empty(StatusCode::NO_CONTENT)
+        } else {
+            Value::Array(periods).into_ok()
         }
     }
 }

@@ -74,6 +74,7 @@ impl State {
     /// answered as Polar answers for a user without such data, never 403 (which means "consents
     /// missing" to a client).
     pub(super) fn unserved(&self) -> SimResponse {
+        // Polar's answer for no data on most of these (SleepWise documents 204 itself).
         SimResponse::empty(StatusCode::NO_CONTENT)
     }
 }

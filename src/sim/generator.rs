@@ -26,7 +26,15 @@ impl Sim {
             }
             let item = s.new_item(user_id, kind, &self.base);
             let index = s.record_entity(&item);
-            let job = s.announce(&item, &self.base);
+            let mut job = s.announce(&item, &self.base);
+            // Polar computes SleepWise™ once five nights of sleep are known.
+            if kind == Kind::Sleep && s.night_count(user_id) >= 5 {
+                for derived in [Kind::SleepWiseAlertness, Kind::SleepWiseCircadianBedtime] {
+                    let item = s.new_item(user_id, derived, &self.base);
+                    s.record_entity(&item);
+                    job.extend(s.announce(&item, &self.base));
+                }
+            }
             (s.truth.entities[index].clone(), job)
         };
         for j in job {
@@ -109,6 +117,21 @@ impl State {
                     device_id,
                     &mut draw,
                 ))
+            }
+            Kind::SleepWiseAlertness | Kind::SleepWiseCircadianBedtime => {
+                // Derived from the newest night (a night now when the user has none).
+                let night = self.newest_night(uid).unwrap_or_else(|| {
+                    let rng = &mut self.rng;
+                    let mut draw = |lo: u32, hi: u32| rng.random_range(lo..hi);
+                    let device_id = format!("{:08X}", (uid * 2_654_435_761) as u32);
+                    super::daily::new_night(
+                        local_now.with_nanosecond_zero(),
+                        offset,
+                        device_id,
+                        &mut draw,
+                    )
+                });
+                ItemData::SleepWise(night)
             }
             Kind::ContinuousHeartRate => {
                 let rng = &mut self.rng;

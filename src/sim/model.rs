@@ -20,6 +20,9 @@ pub enum Kind {
     PhysicalInformation,
     Sleep,
     ContinuousHeartRate,
+    /// Derived from the nights once a user has five (SleepWise™).
+    SleepWiseAlertness,
+    SleepWiseCircadianBedtime,
 }
 
 impl Kind {
@@ -32,6 +35,8 @@ impl Kind {
             Kind::PhysicalInformation => "physical-information",
             Kind::Sleep => "sleep",
             Kind::ContinuousHeartRate => "continuous-heart-rate",
+            Kind::SleepWiseAlertness => "sleepwise/alertness",
+            Kind::SleepWiseCircadianBedtime => "sleepwise/circadian-bedtime",
         }
     }
     pub fn from_segment(s: &str) -> Option<Kind> {
@@ -50,6 +55,8 @@ impl Kind {
             Kind::PhysicalInformation => "physical-informations",
             Kind::Sleep => "nights",
             Kind::ContinuousHeartRate => "heart_rate_samples",
+            Kind::SleepWiseAlertness => "alertness",
+            Kind::SleepWiseCircadianBedtime => "circadian-bedtime",
         }
     }
     pub fn item_segment(self) -> &'static str {
@@ -59,6 +66,8 @@ impl Kind {
             Kind::PhysicalInformation => "physical-informations",
             Kind::Sleep => "sleep",
             Kind::ContinuousHeartRate => "continuous-heart-rate",
+            Kind::SleepWiseAlertness => "alertness",
+            Kind::SleepWiseCircadianBedtime => "circadian-bedtime",
         }
     }
     /// The pull-notification `data-type` and webhook event.
@@ -69,6 +78,8 @@ impl Kind {
             Kind::PhysicalInformation => EventType::PhysicalInformation,
             Kind::Sleep => EventType::Sleep,
             Kind::ContinuousHeartRate => EventType::ContinuousHeartRate,
+            Kind::SleepWiseAlertness => EventType::SleepWiseAlertness,
+            Kind::SleepWiseCircadianBedtime => EventType::SleepWiseCircadianBedtime,
         }
     }
     /// Every kind (what `/sim/inject` takes).
@@ -138,6 +149,8 @@ pub enum ItemData {
     Physical(Physical),
     Sleep(super::daily::Night),
     HeartRate(super::daily::HeartRateDay),
+    /// A SleepWise™ period derived from a night (alertness or circadian bedtime, by the kind).
+    SleepWise(super::daily::Night),
 }
 
 #[derive(Debug, Clone)]
@@ -304,7 +317,9 @@ impl Item {
                 "weight-source": "SOURCE_MEASURED",
             }),
             // Never in a transaction (no transactions exist for daily data): the daily form.
-            ItemData::Sleep(_) | ItemData::HeartRate(_) => self.snake_json(base),
+            ItemData::Sleep(_) | ItemData::HeartRate(_) | ItemData::SleepWise(_) => {
+                self.snake_json(base)
+            }
         }
     }
 
@@ -366,6 +381,8 @@ impl Item {
             }),
             ItemData::Sleep(n) => n.sleep_json(&polar_user),
             ItemData::HeartRate(d) => d.json(&polar_user),
+            ItemData::SleepWise(n) if self.kind == Kind::SleepWiseAlertness => n.alertness_json(),
+            ItemData::SleepWise(n) => n.bedtime_json(),
         }
     }
 
@@ -389,6 +406,14 @@ impl Item {
                 json!({"date": d.date}),
                 format!("/v3/users/continuous-heart-rate/{}", d.date),
             ),
+            ItemData::SleepWise(n) => (
+                json!({"from": n.date, "to": n.date}),
+                format!(
+                    "/v3/users/{}/date?from={1}&to={1}",
+                    self.kind.segment(),
+                    n.date
+                ),
+            ),
         };
         let mut payload = json!({
             "event": self.kind.event_type().as_str(),
@@ -410,6 +435,7 @@ impl Item {
             ItemData::Physical(_) => rfc3339(self.available_at),
             ItemData::Sleep(n) => n.date.clone(),
             ItemData::HeartRate(d) => d.date.clone(),
+            ItemData::SleepWise(n) => format!("{0}..{0}", n.date),
         }
     }
 }

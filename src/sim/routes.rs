@@ -249,6 +249,9 @@ impl Sim {
                     s.heart_rate(uid, Some(day), &req.query, &self.base)
                 })
             }
+            ["users", "sleepwise", rest @ ..] if *m == Method::GET => {
+                self.bearer(req, true, |s, uid| s.sleepwise(uid, rest, &req.query))
+            }
             ["users", word, ..] if *m == Method::GET && word.parse::<u64>().is_err() => {
                 self.bearer(req, true, |s, _| s.unserved())
             }
