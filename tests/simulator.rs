@@ -741,6 +741,14 @@ async fn notifications_and_exercise_transactions_with_commit() {
                 assert!(millis.contains('.'), "milliseconds: {millis}");
                 assert_eq!(snake["device_id"], item["device-id"]);
                 assert_eq!(snake["upload_time"], item["upload-time"]);
+                // The schema's types: numbers where the simulator used to send null, and a
+                // float distance in both dialects.
+                assert!(snake["training_load"].is_f64(), "{snake}");
+                assert!(snake["running-index"].is_u64(), "{snake}");
+                assert!(
+                    snake["distance"].is_f64() && item["distance"].is_f64(),
+                    "{snake}"
+                );
                 matched += 1;
             }
         }
