@@ -1171,6 +1171,19 @@ async fn daily_activity_and_physical_information_have_polars_shapes_and_codes() 
     // simulator does not serve answers as for a user without data (it used to answer 403, which
     // a client reads as "consents missing").
     assert_eq!(p.get("/v3/users/physical-info", &token).await.status(), 404);
+    // Cardio load lists every day of the range, each without a value.
+    let loads = p.get_json("/v3/users/cardio-load", &token).await;
+    assert_eq!(loads.as_array().unwrap().len(), 28);
+    assert_eq!(loads[0]["cardio_load_status"], "LOAD_STATUS_NOT_AVAILABLE");
+    let week = p
+        .get_json("/v3/users/cardio-load/period/days/7", &token)
+        .await;
+    assert_eq!(week.as_array().unwrap().len(), 7);
+    let status = p
+        .get("/v3/users/cardio-load/period/days/181", &token)
+        .await
+        .status();
+    assert_eq!(status, 400);
     for unserved in [
         "/v3/users/sleepwise/alertness",
         "/v3/users/sleepwise/circadian-bedtime",

@@ -434,3 +434,58 @@ impl State {
         }
     }
 }
+
+/// One day of cardio load without data, as Polar lists every day of a range "even if the cardio
+/// load values cannot be calculated" (the field names follow clients of the real service; the
+/// simulator computes no cardio load).
+fn cardio_load_not_available(day: NaiveDate) -> Value {
+    json!({
+        "date": day.format("%Y-%m-%d").to_string(),
+        "cardio_load_status": "LOAD_STATUS_NOT_AVAILABLE",
+        "cardio_load": 0.0,
+        "strain": 0.0,
+        "tolerance": 0.0,
+        "cardio_load_ratio": 0.0,
+    })
+}
+
+/// `GET /v3/users/cardio-load[/{date}|/date?from&to|/period/days/{n}|/period/months/{n}]`:
+/// every day of the range, each `LOAD_STATUS_NOT_AVAILABLE`; 400 for what Polar refuses.
+pub(super) fn cardio_load(rest: &[&str], query: &str) -> SimResponse {
+    let today = Utc::now().date_naive();
+    let bad = || SimResponse::error(StatusCode::BAD_REQUEST, "BadRequest", "invalid request");
+    let (from, to) = match rest {
+        [] => (today - ChronoDuration::days(27), today),
+        ["date"] => {
+            let q: std::collections::HashMap<String, String> =
+                serde_urlencoded::from_str(query).unwrap_or_default();
+            match q
+                .get("from")
+                .zip(q.get("to"))
+                .map(|(f, t)| (date(f), date(t)))
+            {
+                Some((Ok(f), Ok(t))) if f <= t && (t - f).num_days() <= 366 => (f, t),
+                _ => return bad(),
+            }
+        }
+        ["period", "days", n] => match n.parse::<i64>() {
+            Ok(n @ 1..=180) => (today - ChronoDuration::days(n - 1), today),
+            _ => return bad(),
+        },
+        ["period", "months", n] => match n.parse::<i64>() {
+            Ok(n @ 1..=6) => (today - ChronoDuration::days(30 * n - 1), today),
+            _ => return bad(),
+        },
+        [day] => match date(day) {
+            Ok(d) => (d, d),
+            Err(r) => return r,
+        },
+        _ => return SimResponse::error(StatusCode::NOT_FOUND, "NotFound", "no such resource"),
+    };
+    let days: Vec<Value> = from
+        .iter_days()
+        .take_while(|d| *d <= to)
+        .map(cardio_load_not_available)
+        .collect();
+    Value::Array(days).into_ok()
+}

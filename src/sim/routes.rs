@@ -249,6 +249,11 @@ impl Sim {
                     s.heart_rate(uid, Some(day), &req.query, &self.base)
                 })
             }
+            ["users", "cardio-load", rest @ ..] if *m == Method::GET => {
+                self.bearer(req, true, |_, _| {
+                    super::daily::cardio_load(rest, &req.query)
+                })
+            }
             ["users", "sleepwise", rest @ ..] if *m == Method::GET => {
                 self.bearer(req, true, |s, uid| s.sleepwise(uid, rest, &req.query))
             }
