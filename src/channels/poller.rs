@@ -94,7 +94,7 @@ impl Poller {
             .map(|mut seen| seen.insert(kind.clone()))
             .unwrap_or(false);
         if first {
-            tracing::warn!(kind = %kind, "{note}");
+            tracing::info!(kind = %kind, "{note}");
         }
     }
 
