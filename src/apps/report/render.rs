@@ -252,11 +252,11 @@ pub fn render_table(r: &Report) -> String {
     if let Some(t) = &r.truth {
         let _ = writeln!(
             out,
-            "  simulator: {} entities generated, {} deliveries dropped, {} duplicated; {} entities never announced by a webhook",
-            t.entities_generated,
-            t.deliveries_dropped,
+            "  simulator: {} generated, {} dropped, {} duplicated; {} never announced by a webhook",
+            plural(t.entities_generated, "entity", "entities"),
+            plural(t.deliveries_dropped, "delivery", "deliveries"),
             t.deliveries_duplicated,
-            t.entities_never_delivered
+            plural(t.entities_never_delivered, "entity", "entities")
         );
     }
     let _ = writeln!(out);
@@ -361,8 +361,10 @@ pub fn render_markdown(r: &Report) -> String {
     if let Some(t) = &r.truth {
         let _ = writeln!(
             out,
-            "\nSimulator ground truth: {} entities generated, {} deliveries dropped, {} duplicated.",
-            t.entities_generated, t.deliveries_dropped, t.deliveries_duplicated
+            "\nSimulator ground truth: {} generated, {} dropped, {} duplicated.",
+            plural(t.entities_generated, "entity", "entities"),
+            plural(t.deliveries_dropped, "delivery", "deliveries"),
+            t.deliveries_duplicated
         );
     }
     out
