@@ -251,6 +251,18 @@ async fn a_429_waits_for_the_reset() {
     assert_eq!(r.errors, 1);
     let s = app.status().await;
     assert_eq!(s["poll"]["rate_limited"], 1);
+    // The operator sees why nothing moves: the limit as Polar reported it, and the wait.
+    let rate = &s["accesslink"]["rate_limit"];
+    assert_eq!(rate["limit"]["short"], 2, "{rate}");
+    assert!(rate["usage"]["short"].as_u64().unwrap() >= 3, "{rate}");
+    assert_eq!(rate["waiting"], true, "{rate}");
+    assert!(rate["waiting_until"].is_string() && rate["resets_at"]["short"].is_string());
+    let metrics = app.admin_text("/metrics").await;
+    assert!(
+        metrics.contains("hookrace_accesslink_rate_limit_waiting 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"hookrace_accesslink_rate_limit{window="short"} 2"#));
     let blocked = app
         .running
         .client

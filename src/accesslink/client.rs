@@ -196,6 +196,10 @@ pub struct RateState {
     pub blocked_until: Option<Instant>,
     /// What set `blocked_until`.
     pub blocked_by: Option<Window>,
+    /// When each window resets (short, long), as last reported.
+    pub resets_at: Option<(Instant, Instant)>,
+    /// A request is waiting for a window now (logged once when it starts and when it ends).
+    pub pacing: bool,
 }
 
 impl RateState {
@@ -438,11 +442,23 @@ impl Client {
                 reset: wait,
             });
         }
-        tracing::info!(
-            wait_s = wait.as_secs(),
-            "waiting for the AccessLink rate-limit window to reset"
-        );
+        let started = !std::mem::replace(&mut self.rate().pacing, true);
+        if started {
+            tracing::info!(
+                wait_s = wait.as_secs(),
+                window = ?by,
+                "pacing: requests to AccessLink wait for the rate-limit window to reset"
+            );
+        }
         tokio::time::sleep_until(t).await;
+        let ended = {
+            let mut r = self.rate();
+            let clear = r.blocked_until.is_none_or(|b| b <= Instant::now());
+            clear && std::mem::replace(&mut r.pacing, false)
+        };
+        if ended {
+            tracing::info!("pacing ended: requests to AccessLink go out again");
+        }
         Ok(())
     }
 
@@ -466,6 +482,11 @@ impl Client {
             pair("ratelimit-reset"),
         );
         let mut r = self.rate();
+        if let Some((short, long)) = reset {
+            let now = Instant::now();
+            let at = |s: u64| now + Duration::from_secs(s.min(MAX_RESET_S));
+            r.resets_at = Some((at(short), at(long)));
+        }
         if usage.is_some() {
             r.usage = usage;
         }

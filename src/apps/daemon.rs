@@ -354,6 +354,7 @@ impl Servers {
             view: View {
                 store: parts.store.clone(),
                 runtime: parts.runtime.clone(),
+                client: Some(parts.client.clone()),
             },
             liveness: parts.liveness.clone(),
             token: config.admin.token.clone(),

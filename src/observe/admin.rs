@@ -248,7 +248,7 @@ fn status(s: &AdminState) -> Response {
 }
 
 fn metrics(s: &AdminState) -> Response {
-    match super::metrics::render(s.view.store.clone(), s.view.runtime.clone()) {
+    match super::metrics::render(s.view.clone()) {
         Ok(text) => warp::reply::with_header(
             text,
             header::CONTENT_TYPE,

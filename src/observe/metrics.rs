@@ -2,8 +2,6 @@
 //! encoded by `prometheus-client`. Values are read from the store on each scrape (a collector),
 //! so they survive restarts and agree with `/status`.
 
-use std::sync::Arc;
-
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -12,9 +10,9 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::observe::status;
-use crate::process::Runtime;
+
 use crate::race::SignedHistogram;
-use crate::store::{Store, counter};
+use crate::store::counter;
 
 /// Bucket bounds, in seconds, of the delay histograms (availability → seen).
 const DELAY_BUCKETS: &[f64] = &[
@@ -26,10 +24,8 @@ const LEAD_BUCKETS: &[f64] = &[
 ];
 
 /// Reads everything from the store at scrape time.
-#[derive(Debug)]
 struct StoreCollector {
-    store: Arc<Store>,
-    runtime: Arc<std::sync::RwLock<Runtime>>,
+    view: super::View,
 }
 
 type Labels = Vec<(String, String)>;
@@ -138,6 +134,18 @@ fn gauge(name: &'static str, help: &'static str, samples: Vec<(Labels, f64)>) ->
         help,
         samples: Samples::Gauge(samples),
     }
+}
+
+/// One sample per rate-limit window (`window="short"|"long"`), when the figure is known.
+fn rate_windows(
+    doc: &status::StatusDoc,
+    figure: impl Fn(&status::RateLimitStatus) -> Option<(f64, f64)>,
+) -> Vec<(Labels, f64)> {
+    doc.accesslink
+        .as_ref()
+        .and_then(|a| figure(&a.rate_limit))
+        .map(|(short, long)| by("window", &[("short", short), ("long", long)]))
+        .unwrap_or_default()
 }
 
 /// `(labels, value)` for each value of one label.
@@ -299,6 +307,24 @@ fn families<'a>(
             samples: Samples::Histogram(vec![(vec![], &summary.webhook_lead)], LEAD_BUCKETS),
         },
         gauge(
+            "hookrace_accesslink_rate_limit_usage",
+            "Requests this client made in each AccessLink rate-limit window, as last reported.",
+            rate_windows(doc, |r| r.usage.map(|w| (w.short as f64, w.long as f64))),
+        ),
+        gauge(
+            "hookrace_accesslink_rate_limit",
+            "The client's limit in each AccessLink rate-limit window, as last reported.",
+            rate_windows(doc, |r| r.limit.map(|w| (w.short as f64, w.long as f64))),
+        ),
+        gauge(
+            "hookrace_accesslink_rate_limit_waiting",
+            "1 while requests to AccessLink wait for a rate-limit window to reset.",
+            doc.accesslink
+                .as_ref()
+                .map(|a| vec![(vec![], f64::from(u8::from(a.rate_limit.waiting)))])
+                .unwrap_or_default(),
+        ),
+        gauge(
             "hookrace_uptime_seconds",
             "Seconds since this process started.",
             vec![(vec![], doc.uptime_seconds)],
@@ -306,20 +332,22 @@ fn families<'a>(
     ]
 }
 
+impl std::fmt::Debug for StoreCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreCollector").finish_non_exhaustive()
+    }
+}
+
 impl Collector for StoreCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let runtime = self
-            .runtime
-            .read()
-            .map(|r| r.clone())
-            .map_err(|_| std::fmt::Error)?;
-        let doc = status::build(&self.store, &runtime).map_err(|e| {
+        let doc = self.view.status().map_err(|e| {
             tracing::error!(error = format_args!("{e:#}"), "building metrics");
             std::fmt::Error
         })?;
-        let c = self.store.counters().map_err(|_| std::fmt::Error)?;
+        let store = &self.view.store;
+        let c = store.counters().map_err(|_| std::fmt::Error)?;
         let get = |n: &str| c.get(n).copied().unwrap_or(0);
-        let summary = self.store.summary();
+        let summary = store.summary();
         for f in families(&doc, &get, &summary) {
             match &f.samples {
                 Samples::Counter(v) => counter_family(&mut enc, f.name, f.help, v)?,
@@ -333,13 +361,10 @@ impl Collector for StoreCollector {
     }
 }
 
-/// The exposition text for the current state of the store.
-pub fn render(
-    store: Arc<Store>,
-    runtime: Arc<std::sync::RwLock<Runtime>>,
-) -> Result<String, std::fmt::Error> {
+/// The exposition text for the current state of the store and the process.
+pub fn render(view: super::View) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(StoreCollector { store, runtime }));
+    registry.register_collector(Box::new(StoreCollector { view }));
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)?;
     Ok(out)

@@ -21,6 +21,8 @@ use crate::store::Store;
 pub struct View {
     pub store: Arc<Store>,
     pub runtime: Arc<RwLock<Runtime>>,
+    /// The daemon's AccessLink client, for its rate-limit state (none offline).
+    pub client: Option<Arc<crate::accesslink::client::Client>>,
 }
 
 impl View {
@@ -35,6 +37,10 @@ impl View {
 
     /// The status document as of now.
     pub fn status(&self) -> anyhow::Result<status::StatusDoc> {
-        status::build(&self.store, &self.runtime())
+        let mut doc = status::build(&self.store, &self.runtime())?;
+        doc.accesslink = self.client.as_ref().map(|c| status::AccessLinkStatus {
+            rate_limit: status::RateLimitStatus::from_client(&c.rate_state()),
+        });
+        Ok(doc)
     }
 }

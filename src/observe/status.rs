@@ -22,6 +22,55 @@ pub struct StatusDoc {
     pub entities: EntitiesStatus,
     pub race: RaceStatus,
     pub users: UsersStatus,
+    /// The running daemon's view of AccessLink (absent when built from a store alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accesslink: Option<AccessLinkStatus>,
+}
+
+/// What AccessLink last said of this client's rate limit, and whether requests wait on it now.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AccessLinkStatus {
+    pub rate_limit: RateLimitStatus,
+}
+
+/// One figure per window (`short`: 15 minutes, `long`: 24 hours), as Polar's `RateLimit-*`
+/// headers last reported them; `null` before the first answer carried them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RateLimitStatus {
+    pub usage: Option<Windows<u64>>,
+    pub limit: Option<Windows<u64>>,
+    pub resets_at: Option<Windows<DateTime<Utc>>>,
+    /// Requests wait for a window to reset now (the reserve is reached, or after a 429).
+    pub waiting: bool,
+    pub waiting_until: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Windows<T> {
+    pub short: T,
+    pub long: T,
+}
+
+impl RateLimitStatus {
+    /// From the client's rate state (monotonic instants become wall-clock times).
+    pub fn from_client(r: &crate::accesslink::client::RateState) -> RateLimitStatus {
+        let now = tokio::time::Instant::now();
+        let wall = |at: tokio::time::Instant| {
+            Utc::now()
+                + chrono::Duration::from_std(at.saturating_duration_since(now)).unwrap_or_default()
+        };
+        let until = r.blocked_until.filter(|t| *t > now);
+        RateLimitStatus {
+            usage: r.usage.map(|(short, long)| Windows { short, long }),
+            limit: r.limit.map(|(short, long)| Windows { short, long }),
+            resets_at: r.resets_at.map(|(s, l)| Windows {
+                short: wall(s),
+                long: wall(l),
+            }),
+            waiting: until.is_some(),
+            waiting_until: until.map(wall),
+        }
+    }
 }
 
 /// The users whose data hookrace reads (tokens are never shown).
@@ -128,6 +177,7 @@ pub fn build(store: &Store, rt: &Runtime) -> anyhow::Result<StatusDoc> {
     let empty_cycles = get(counter::POLL_EMPTY_CYCLES);
 
     Ok(StatusDoc {
+        accesslink: None,
         service: "hookrace".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         started_at: rt.started_at,

@@ -131,16 +131,22 @@ impl App {
         self.admin_get("/status").await
     }
 
-    /// A JSON document from the admin listener.
-    pub async fn admin_get(&self, path: &str) -> serde_json::Value {
+    /// A text document from the admin listener (`/metrics`).
+    pub async fn admin_text(&self, path: &str) -> String {
         self.http
             .get(format!("{}{path}", self.admin_base))
             .send()
             .await
             .unwrap()
-            .json()
+            .text()
             .await
             .unwrap()
+    }
+
+    /// A JSON document from the admin listener.
+    pub async fn admin_get(&self, path: &str) -> serde_json::Value {
+        let text = self.admin_text(path).await;
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
     }
 
     pub async fn entities(&self, query: &str) -> serde_json::Value {
