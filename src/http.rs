@@ -1,4 +1,5 @@
-//! The one place HTTP clients are built, so every outgoing request follows the same policy: a
+//! The one place the application builds HTTP clients (the simulator, which stands beside it,
+//! builds its own), so every request hookrace sends follows the same policy: a
 //! timeout on the whole request and a shorter one on connecting, no redirects followed (a
 //! redirect would carry credentials, codes or tokens to a host nobody checked), and a
 //! `hookrace/<version>` user agent. Also the admin client the command line uses to reach a running

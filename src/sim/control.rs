@@ -16,8 +16,13 @@ impl Sim {
         match segs.as_slice() {
             ["users"] if *m == Method::POST => self.control_add_user(&req.body),
             ["users"] if *m == Method::GET => self.control_users(),
-            ["users", id, "consents"] if *m == Method::PUT => self.control_consents(id, &req.body),
-            ["users", id, "found"] if *m == Method::PUT => self.control_found(id, &req.body),
+            // Consents refused: data and registration answer 403. Not found: registration 204.
+            ["users", id, "consents"] if *m == Method::PUT => {
+                self.control_user_flag(id, &req.body, "granted", |u, v| u.consents = v)
+            }
+            ["users", id, "found"] if *m == Method::PUT => {
+                self.control_user_flag(id, &req.body, "found", |u, v| u.found = v)
+            }
             ["users", id, "revoke"] if *m == Method::POST => self.control_revoke(id),
             ["inject"] if *m == Method::POST => self.control_inject(&req.body),
             ["faults"] if *m == Method::GET => self.control_faults(None),
@@ -60,46 +65,30 @@ impl Sim {
         SimResponse::json(StatusCode::OK, Value::Array(list))
     }
 
-    /// `PUT /sim/users/{id}/consents` with `{"granted": true|false}`.
-    fn control_consents(&self, id: &str, body: &[u8]) -> SimResponse {
-        let granted = serde_json::from_slice::<Value>(body)
+    /// `PUT /sim/users/{id}/{flag}` with `{"<key>": true|false}`: sets one of a user's flags.
+    fn control_user_flag(
+        &self,
+        id: &str,
+        body: &[u8],
+        key: &str,
+        set: impl FnOnce(&mut super::model::User, bool),
+    ) -> SimResponse {
+        let value = serde_json::from_slice::<Value>(body)
             .ok()
-            .and_then(|v| v.get("granted").and_then(Value::as_bool));
+            .and_then(|v| v.get(key).and_then(Value::as_bool));
         let mut s = self.lock();
         match (
             id.parse::<u64>().ok().and_then(|i| s.users.get_mut(&i)),
-            granted,
+            value,
         ) {
-            (Some(u), Some(g)) => {
-                u.consents = g;
+            (Some(u), Some(v)) => {
+                set(u, v);
                 SimResponse::empty(StatusCode::NO_CONTENT)
             }
             (None, _) => SimResponse::text(StatusCode::NOT_FOUND, "no such user\n"),
             (_, None) => SimResponse::text(
                 StatusCode::BAD_REQUEST,
-                "body must be {\"granted\": true|false}\n",
-            ),
-        }
-    }
-
-    /// `PUT /sim/users/{id}/found` with `{"found": false}`: registration answers 204.
-    fn control_found(&self, id: &str, body: &[u8]) -> SimResponse {
-        let found = serde_json::from_slice::<Value>(body)
-            .ok()
-            .and_then(|v| v.get("found").and_then(Value::as_bool));
-        let mut s = self.lock();
-        match (
-            id.parse::<u64>().ok().and_then(|i| s.users.get_mut(&i)),
-            found,
-        ) {
-            (Some(u), Some(f)) => {
-                u.found = f;
-                SimResponse::empty(StatusCode::NO_CONTENT)
-            }
-            (None, _) => SimResponse::text(StatusCode::NOT_FOUND, "no such user\n"),
-            (_, None) => SimResponse::text(
-                StatusCode::BAD_REQUEST,
-                "body must be {\"found\": true|false}\n",
+                format!("body must be {{\"{key}\": true|false}}\n"),
             ),
         }
     }

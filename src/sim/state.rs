@@ -50,7 +50,14 @@ impl Sim {
         base: String,
         deliveries: mpsc::UnboundedSender<DeliveryJob>,
     ) -> anyhow::Result<Arc<Sim>> {
-        let http = crate::http::client(Duration::from_secs(10))?;
+        // The simulator stands beside the application and builds its own client (as Polar
+        // would): a timeout, and no redirects followed (a receiver's redirect is a failed
+        // delivery, not a new address).
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent("hookrace-sim (AccessLink simulator)")
+            .build()?;
         let rng = ChaCha8Rng::seed_from_u64(settings.seed);
         let n = settings.users;
         let sim = Arc::new(Sim {

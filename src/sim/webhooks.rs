@@ -358,13 +358,8 @@ pub(super) async fn send_deliveries(
     mut rx: mpsc::UnboundedReceiver<DeliveryJob>,
     shutdown: CancellationToken,
 ) {
-    let http = match crate::http::client(Duration::from_secs(10)) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "simulator: cannot build the delivery client");
-            return;
-        }
-    };
+    // The simulator's one client (PINGs and deliveries alike).
+    let http = sim.http.clone();
     while let Some(job) = rx.recv().await {
         let (sim, http, shutdown) = (sim.clone(), http.clone(), shutdown.clone());
         tokio::spawn(async move {

@@ -56,9 +56,11 @@ impl Store {
                 },
             };
             let had_job = rec.fetch.is_some();
-            let before = (!created).then(|| rec.entity.times().into_owned());
+            let first = rec.entity.webhook_at.is_none();
+            // Only a first delivery changes what the summary counts (a duplicate changes none of
+            // the entity's times): the duplicate path takes no summary lock and copies nothing.
+            let before = (first && !created).then(|| rec.entity.times().into_owned());
             let e = &mut rec.entity;
-            let first = e.webhook_at.is_none();
             if first {
                 e.webhook_at = Some(received_at);
                 e.webhook_timestamp = Some(delivery.timestamp);
@@ -113,7 +115,9 @@ impl Store {
                 }
                 _ => false,
             };
-            self.entity_changed(before.as_ref(), Some(&rec.entity.times()));
+            if first {
+                self.entity_changed(before.as_ref(), Some(&rec.entity.times()));
+            }
             let outcome = if first {
                 self.incr(counter::WEBHOOK_ACCEPTED, 1);
                 Recorded::Accepted
