@@ -59,6 +59,13 @@ pub enum Command {
         #[command(subcommand)]
         command: UsersCommand,
     },
+    /// Your app's side: the `[[notify]]` sinks.
+    Notify {
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: NotifyCommand,
+    },
     /// Run the AccessLink simulator alone (for tests, demos and students).
     Sim(SimArgs),
     /// Validate a configuration: exit 0, or print every problem and exit 64.
@@ -239,6 +246,12 @@ impl WebhookCommand {
             WebhookCommand::Deactivate => WebhookAction::Deactivate,
         }
     }
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum NotifyCommand {
+    /// Send a signed test event to each sink and say how it answered.
+    Test,
 }
 
 #[derive(Debug, Clone, Subcommand)]

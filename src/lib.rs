@@ -7,6 +7,7 @@
 //! - [`cli`]: the command line; nothing below it imports it (commands become plain arguments).
 //! - [`apps`]: the applications: `daemon` (`run`: wiring and shutdown), `demo`, `report`.
 //! - [`channels`]: the two ways data arrives: the webhook route, its fetcher, the poller.
+//! - [`notify`]: the callback's second hop: events to your app (Standard Webhooks, a command, ntfy).
 //! - [`observe`]: what an operator sees: admin routes, the status document, metrics, dashboard.
 //! - [`operations`]: OAuth onboarding, webhook and user management, systemd.
 //! - [`store`]: sled records, de-duplication, cross-channel linking, the group commit.
@@ -29,6 +30,7 @@ pub mod channels;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod notify;
 pub mod observe;
 pub mod operations;
 pub mod process;

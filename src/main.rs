@@ -22,7 +22,8 @@ fn main() -> ExitCode {
         Command::Demo(_)
         | Command::Report { .. }
         | Command::Webhook { .. }
-        | Command::Users { .. } => telemetry::init_with("warn"),
+        | Command::Users { .. }
+        | Command::Notify { .. } => telemetry::init_with("warn"),
         _ => telemetry::init(),
     }
     match cli.command {
@@ -48,6 +49,13 @@ fn main() -> ExitCode {
         Command::Webhook { config, command } => with_config(config, |cfg| async move {
             let mut out = std::io::stdout();
             hookrace::operations::manage::webhook_command(&cfg, &command.action(), &mut out).await
+        }),
+        Command::Notify { config, command } => with_config(config, |cfg| async move {
+            match command {
+                hookrace::cli::NotifyCommand::Test => {
+                    hookrace::notify::test_command(&cfg.notify, &mut std::io::stdout()).await
+                }
+            }
         }),
         Command::Users { config, command } => {
             with_config(config, |cfg| users_command(cfg, command))

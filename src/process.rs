@@ -18,6 +18,31 @@ pub struct Runtime {
     pub poll_enabled: bool,
     pub last_cycle_at: Option<DateTime<Utc>>,
     pub next_cycle_at: Option<DateTime<Utc>>,
+    /// The configured notify sinks, in configuration order.
+    pub notify_sinks: Vec<SinkInfo>,
+}
+
+impl From<&crate::config::NotifyConfig> for SinkInfo {
+    fn from(c: &crate::config::NotifyConfig) -> SinkInfo {
+        use crate::config::NotifyKind;
+        SinkInfo {
+            name: c.name.clone(),
+            kind: c.kind.name().to_string(),
+            target: match &c.kind {
+                NotifyKind::Webhook { url, .. } | NotifyKind::Ntfy { url, .. } => url.clone(),
+                NotifyKind::Exec { command } => command.join(" "),
+            },
+        }
+    }
+}
+
+/// A notify sink as `/status` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkInfo {
+    pub name: String,
+    pub kind: String,
+    /// Its URL, or its command.
+    pub target: String,
 }
 
 /// Background tasks report here whether they are alive; `/healthz` fails when one is not.

@@ -110,7 +110,7 @@ async fn sigkill_mid_stream_loses_no_acknowledged_delivery() {
             // Each accepted delivery's fetch job was written in the same transaction: every
             // entity has its job queued, or the fetcher already dealt with it (here it gives up
             // at once: the user has no token). No job was lost, none is there twice.
-            store.load_fetch_queue().unwrap();
+            store.load_pending().unwrap();
             let queued: Vec<String> = store
                 .queued_fetches()
                 .unwrap()

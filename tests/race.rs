@@ -163,6 +163,7 @@ async fn report_formats_parse_and_match_the_status_of_the_same_store() {
         poll_enabled: true,
         last_cycle_at: None,
         next_cycle_at: None,
+        notify_sinks: Vec::new(),
     };
     let status =
         serde_json::to_value(hookrace::observe::status::build(&store, &rt).unwrap()).unwrap();

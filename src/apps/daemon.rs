@@ -26,6 +26,7 @@ use crate::channels::fetcher::Fetcher;
 use crate::channels::poller::{self, Poller};
 use crate::channels::webhook::{self, WebhookState};
 use crate::config::{AccessLinkConfig, Config, Secret};
+use crate::notify::Notifier;
 use crate::observe::View;
 use crate::observe::admin::{self, AdminState};
 use crate::operations::admin_routes;
@@ -152,7 +153,10 @@ pub async fn start_with_seed(
         poll_enabled: config.poller.enabled,
         last_cycle_at: None,
         next_cycle_at: None,
+        notify_sinks: config.notify.iter().map(Into::into).collect(),
     }));
+    // Before anything can store data: entities stored from now on get their notify events.
+    let notifier = Notifier::new(store.clone(), &config.notify)?;
     let liveness = Arc::new(Liveness::default());
     let public_base = format!("http://{}", listeners.webhook.local_addr()?);
     let webhook_url = format!("{public_base}{}", config.webhook.path);
@@ -178,6 +182,7 @@ pub async fn start_with_seed(
         fetcher: &fetcher,
         runtime: &runtime,
         liveness: &liveness,
+        notifier: &notifier,
     };
     let servers = Servers::spawn(
         &config,
@@ -297,6 +302,7 @@ struct Parts<'a> {
     fetcher: &'a Arc<Fetcher>,
     runtime: &'a Arc<RwLock<Runtime>>,
     liveness: &'a Arc<Liveness>,
+    notifier: &'a Arc<Notifier>,
 }
 
 /// The two listeners' server tasks and the token that stops them accepting.
@@ -409,6 +415,8 @@ struct Background {
     fetcher: JoinHandle<()>,
     poller: Option<Arc<Poller>>,
     poller_task: Option<JoinHandle<()>>,
+    /// One sender per notify sink.
+    senders: Vec<JoinHandle<()>>,
 }
 
 impl Background {
@@ -436,11 +444,13 @@ impl Background {
                 }
             })
         });
+        let senders = parts.notifier.spawn(&token);
         Background {
             token,
             fetcher,
             poller,
             poller_task,
+            senders,
         }
     }
 }
@@ -480,6 +490,11 @@ async fn shut_down(
         let _ = p.await;
     }
     let _ = tokio::time::timeout(GRACE, background.fetcher).await;
+    // A sender stops at once (an event in flight stays pending: sent again after a restart,
+    // under the same webhook-id).
+    for sender in background.senders {
+        let _ = sender.await;
+    }
     // The background work has stopped: only this task holds the store now.
     drop(background.poller);
     store.flush()?;

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::accesslink::client::{ApiError, Auth, Client, Outcome, backoff};
 use crate::accesslink::data;
 use crate::process::Liveness;
-use crate::store::{FetchJob, Store, counter};
+use crate::store::{FetchJob, Loaded, Store, counter};
 
 /// Attempts before a fetch is given up.
 const MAX_ATTEMPTS: u32 = 8;
@@ -56,11 +56,16 @@ impl Fetcher {
     /// Runs until cancelled: takes due jobs in due order, one at a time.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         // The pending jobs are in the records: put them in due order (a scan, in the background,
-        // so a large store does not delay start-up; deliveries add theirs meanwhile).
+        // so a large store does not delay start-up; deliveries add theirs meanwhile). The same
+        // scan queues the notify events still to send (their senders wake when it ends).
         let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.load_fetch_queue()).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(pending = n, "webhook fetches still to do"),
+        match tokio::task::spawn_blocking(move || store.load_pending()).await {
+            Ok(Ok(loaded)) if loaded == Loaded::default() => {}
+            Ok(Ok(loaded)) => tracing::info!(
+                fetches = loaded.fetches,
+                notify_events = loaded.notices,
+                "work still to do from before the start"
+            ),
             Ok(Err(e)) => tracing::error!(error = format_args!("{e:#}"), "loading pending fetches"),
             Err(e) => tracing::error!(error = %e, "the scan for pending fetches failed"),
         }

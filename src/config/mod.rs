@@ -73,6 +73,8 @@ pub struct Config {
     pub poller: PollerConfig,
     pub store: StoreConfig,
     pub simulator: SimulatorConfig,
+    /// Where hookrace tells your app about each new entity (`[[notify]]`), in file order.
+    pub notify: Vec<NotifyConfig>,
 }
 
 /// The public listener Polar posts deliveries to.
@@ -166,6 +168,47 @@ pub struct SimulatorConfig {
     /// Seeds the simulator's generator and its faults (drops, duplicates, delays, 5xx): the same
     /// seed gives the same data and the same fault decisions. `None`: a random seed each run.
     pub seed: Option<u64>,
+}
+
+/// One `[[notify]]` sink: where hookrace sends an event for every new entity.
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// Unique among the sinks: names the sink in `/status`, `/metrics`, logs and the store
+    /// (`name`, or the kind, numbered when a kind appears more than once).
+    pub name: String,
+    pub kind: NotifyKind,
+    /// The event types to send (wire names, `EXERCISE`, …); `None`: every type.
+    pub events: Option<Vec<String>>,
+    /// Send the stored data item with the event, not only the entity's identity.
+    pub include_data: bool,
+    /// How long one attempt may take.
+    pub timeout: Duration,
+    /// How long an event is retried before it is parked as failed.
+    pub give_up_after: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum NotifyKind {
+    /// An HTTP POST signed as the Standard Webhooks specification says.
+    Webhook {
+        url: String,
+        /// Signing secrets (`whsec_…`, base64): each signs, so a receiver may rotate.
+        secrets: Vec<Secret>,
+    },
+    /// A command run with the event's JSON on stdin; a non-zero exit is retried.
+    Exec { command: Vec<String> },
+    /// A one-line text POSTed to an ntfy topic URL.
+    Ntfy { url: String, token: Option<Secret> },
+}
+
+impl NotifyKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            NotifyKind::Webhook { .. } => "webhook",
+            NotifyKind::Exec { .. } => "exec",
+            NotifyKind::Ntfy { .. } => "ntfy",
+        }
+    }
 }
 
 /// Every problem found in a configuration, reported together.

@@ -149,6 +149,16 @@ fn rate_windows(
 }
 
 /// `(labels, value)` for each value of one label.
+fn notify<T>(
+    doc: &status::StatusDoc,
+    value: impl Fn(&status::NotifyStatus) -> T,
+) -> Vec<(Labels, T)> {
+    doc.notify
+        .iter()
+        .map(|n| (labels(&[("sink", &n.name)]), value(n)))
+        .collect()
+}
+
 fn by<T: Copy>(label: &str, values: &[(&str, T)]) -> Vec<(Labels, T)> {
     values
         .iter()
@@ -323,6 +333,51 @@ fn families<'a>(
                 .as_ref()
                 .map(|a| vec![(vec![], f64::from(u8::from(a.rate_limit.waiting)))])
                 .unwrap_or_default(),
+        ),
+        counter(
+            "hookrace_notify_sent",
+            "Events a notify sink took (2xx, or exit 0), by sink.",
+            notify(doc, |n| n.sent),
+        ),
+        gauge(
+            "hookrace_notify_pending",
+            "Events waiting to be sent to a notify sink, retrying ones included.",
+            notify(doc, |n| n.pending as f64),
+        ),
+        gauge(
+            "hookrace_notify_retrying",
+            "Pending events whose last attempt failed, by sink.",
+            notify(doc, |n| n.retrying as f64),
+        ),
+        gauge(
+            "hookrace_notify_failed",
+            "Events parked as failed (until POST /notify/retry), by sink.",
+            notify(doc, |n| n.failed as f64),
+        ),
+        gauge(
+            "hookrace_notify_oldest_pending_seconds",
+            "Age of the oldest event waiting for a sink (0 when none waits).",
+            notify(doc, |n| n.oldest_pending_s.unwrap_or(0.0)),
+        ),
+        gauge(
+            "hookrace_notify_gone",
+            "1 when the sink answered 410 Gone and is sent nothing more.",
+            notify(doc, |n| f64::from(u8::from(n.gone.is_some()))),
+        ),
+        gauge(
+            "hookrace_notify_end_to_end_seconds",
+            "From availability at Polar to the sink taking the event, by sink and quantile.",
+            doc.notify
+                .iter()
+                .flat_map(|n| {
+                    let l = &n.latency_ms;
+                    [("0.5", l.p50), ("0.95", l.p95), ("1", l.max)]
+                        .into_iter()
+                        .filter_map(move |(q, v)| {
+                            v.map(|ms| (labels(&[("sink", &n.name), ("quantile", q)]), ms / 1000.0))
+                        })
+                })
+                .collect(),
         ),
         gauge(
             "hookrace_uptime_seconds",

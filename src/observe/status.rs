@@ -22,9 +22,36 @@ pub struct StatusDoc {
     pub entities: EntitiesStatus,
     pub race: RaceStatus,
     pub users: UsersStatus,
+    /// The notify sinks (`[[notify]]`), in configuration order: your app's side of the race.
+    #[serde(default)]
+    pub notify: Vec<NotifyStatus>,
     /// The running daemon's view of AccessLink (absent when built from a store alone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accesslink: Option<AccessLinkStatus>,
+}
+
+/// One notify sink: what it was sent, what waits, and how fresh the data was when it arrived.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NotifyStatus {
+    pub name: String,
+    /// `webhook`, `exec` or `ntfy`.
+    pub kind: String,
+    /// Its URL, or its command.
+    pub target: String,
+    /// Events the sink took (2xx, or exit 0).
+    pub sent: u64,
+    /// Events waiting to be sent, retrying ones included.
+    pub pending: u64,
+    /// Pending events whose last attempt failed.
+    pub retrying: u64,
+    /// Events parked as failed (retried too long, or the sink answered 410).
+    pub failed: u64,
+    /// Age of the oldest pending event, in seconds.
+    pub oldest_pending_s: Option<f64>,
+    /// The sink answered 410 Gone, and nothing is sent to it until `POST /notify/retry`.
+    pub gone: Option<String>,
+    /// From availability at Polar to the sink taking the event: end-to-end freshness.
+    pub latency_ms: LatencyStats,
 }
 
 /// What AccessLink last said of this client's rate limit, and whether requests wait on it now.
@@ -176,8 +203,30 @@ pub fn build(store: &Store, rt: &Runtime) -> anyhow::Result<StatusDoc> {
     let cycles = get(counter::POLL_CYCLES);
     let empty_cycles = get(counter::POLL_EMPTY_CYCLES);
 
+    let notify = rt
+        .notify_sinks
+        .iter()
+        .map(|s| {
+            let c = store.sink_counts(&s.name);
+            NotifyStatus {
+                name: s.name.clone(),
+                kind: s.kind.clone(),
+                target: s.target.clone(),
+                sent: c.sent,
+                pending: c.pending,
+                retrying: c.retrying,
+                failed: c.failed,
+                oldest_pending_s: c
+                    .oldest_pending
+                    .map(|t| ((Utc::now() - t).num_milliseconds() as f64 / 1000.0).max(0.0)),
+                gone: c.gone,
+                latency_ms: c.latency,
+            }
+        })
+        .collect();
     Ok(StatusDoc {
         accesslink: None,
+        notify,
         service: "hookrace".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         started_at: rt.started_at,

@@ -1,5 +1,6 @@
 //! The admin routes the management commands use while a daemon holds the store open: `GET /users`,
-//! `DELETE /users/{id}` (de-registers at AccessLink) and `PUT /webhook/secret`. The daemon hands
+//! `DELETE /users/{id}` (de-registers at AccessLink), `PUT /webhook/secret` and
+//! `POST /notify/retry` (re-queues parked notify events). The daemon hands
 //! them to the admin listener, which puts them behind its token.
 
 use std::sync::Arc;
@@ -55,7 +56,7 @@ pub fn routes(
         .and(warp::put())
         .and(warp::body::content_length_limit(1024))
         .and(warp::body::bytes())
-        .and(with_store)
+        .and(with_store.clone())
         .then(move |body: bytes::Bytes, store: Arc<Store>| async move {
             if configured_secret {
                 return error(
@@ -80,12 +81,39 @@ pub fn routes(
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
             }
         });
+    let notify_retry = warp::path!("notify" / "retry")
+        .and(warp::post())
+        .and(warp::query::<RetryQuery>())
+        .and(warp::any().map(move || store.clone()))
+        .then(|q: RetryQuery, store: Arc<Store>| async move {
+            // Reads every record: on the blocking pool.
+            let requeued = tokio::task::spawn_blocking(move || {
+                store.requeue_failed_notices(q.sink.as_deref())
+            })
+            .await;
+            match requeued {
+                Ok(Ok(n)) => {
+                    tracing::info!(events = n, "parked notify events queued again");
+                    warp::reply::json(&serde_json::json!({ "requeued": n })).into_response()
+                }
+                Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            }
+        });
     users
         .or(remove_user)
         .unify()
         .or(webhook_secret)
         .unify()
+        .or(notify_retry)
+        .unify()
         .boxed()
+}
+
+/// `POST /notify/retry?sink=NAME`: one sink's parked events, or every sink's.
+#[derive(serde::Deserialize)]
+struct RetryQuery {
+    sink: Option<String>,
 }
 
 fn users(store: &Store) -> Response {

@@ -4,7 +4,7 @@
 //! in the same single write as the delivery that calls for it, so no crash can separate the two.
 //! This module keeps the in-memory order of those jobs by due time, so the fetcher takes the next
 //! one without scanning; the order is rebuilt from the records when the fetcher starts
-//! ([`Store::load_fetch_queue`]). An entry here is only a pointer: the record decides whether a
+//! ([`Store::load_pending`]). An entry here is only a pointer: the record decides whether a
 //! fetch is still due, so a stale entry costs one read, never a second fetch.
 
 use std::collections::{BTreeSet, HashMap};
@@ -13,7 +13,8 @@ use std::sync::Mutex;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 
-use super::{FetchJob, Store};
+use super::{FetchJob, Notice, Store};
+use crate::accesslink::identity::UserId;
 
 #[derive(Debug, Default)]
 pub(super) struct FetchQueue {
@@ -114,20 +115,23 @@ impl Store {
         self.fetch_queue.is_empty()
     }
 
-    /// Reads every record once (blocking; the fetcher runs it on the blocking pool at start):
-    /// puts each pending fetch in due order and, after an unclean stop, restores the newest-first
-    /// index entries that a crash between a record and its index entry left out. Returns the
-    /// number of pending fetches.
-    pub fn load_fetch_queue(&self) -> anyhow::Result<usize> {
-        /// The two fields this scan needs (the rest of each record is skipped, not decoded).
+    /// Reads every record once (blocking; the daemon runs it on the blocking pool at start):
+    /// puts each pending fetch in due order, queues each pending notify event (and counts the
+    /// sent and parked ones) and, after an unclean stop, restores the newest-first index entries
+    /// that a crash between a record and its index entry left out.
+    pub fn load_pending(&self) -> anyhow::Result<Loaded> {
+        /// The fields this scan needs (the rest of each record is skipped, not decoded).
         #[derive(serde::Deserialize)]
         struct Pending {
             #[serde(default)]
             seq: Option<u64>,
             #[serde(default)]
             fetch: Option<FetchJob>,
+            user_id: UserId,
+            #[serde(default)]
+            notify: Option<Notice>,
         }
-        let mut pending = 0;
+        let mut loaded = Loaded::default();
         for kv in self.entities.iter() {
             let (k, v) = kv.context("reading entities")?;
             let key = String::from_utf8_lossy(&k).into_owned();
@@ -135,7 +139,11 @@ impl Store {
                 serde_json::from_slice(&v).with_context(|| format!("decoding entity {key}"))?;
             if let Some(job) = &r.fetch {
                 self.fetch_queue.put(&key, job.next_at);
-                pending += 1;
+                loaded.fetches += 1;
+            }
+            if let Some(n) = &r.notify {
+                self.load_notices(&key, r.user_id, n);
+                loaded.notices += n.sinks.iter().filter(|s| s.state.is_pending()).count();
             }
             if self.unclean {
                 if let Some(seq) = r.seq {
@@ -145,6 +153,17 @@ impl Store {
                 }
             }
         }
-        Ok(pending)
+        if loaded.notices > 0 {
+            self.notices_ready.notify_waiters();
+        }
+        Ok(loaded)
     }
+}
+
+/// What [`Store::load_pending`] queued.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Loaded {
+    pub fetches: usize,
+    /// Notify events still to send (one per sink).
+    pub notices: usize,
 }

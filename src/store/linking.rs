@@ -25,8 +25,21 @@ impl Store {
             },
             None => natural,
         };
-        let outcome = self.update_entity(&key, |current| {
-            let mut e = current.unwrap_or_else(|| Entity::new(&id.kind, user_id, &id.entity_id));
+        // Stable while the link lock is held: only linking merges records.
+        let key = self.resolve(&key)?;
+        let notice = self.new_notice(&id.kind, at)?;
+        // The data first, then the record with its event (see `outbox.rs`).
+        self.put_data(&key, data)?;
+        let (key, outcome) = self.upsert_record(&key, |current| {
+            let mut r = current.unwrap_or_else(|| Record {
+                entity: Entity::new(&id.kind, user_id, &id.entity_id),
+                seq: None,
+                raw: None,
+                fetch: None,
+                notify: None,
+            });
+            let e = &mut r.entity;
+            let had_data = e.poll_at.is_some() || e.fetch_state() == FetchState::Fetched;
             let outcome = match (e.poll_at, e.webhook_at) {
                 (Some(_), _) => PollRecorded::Known,
                 (None, Some(_)) => PollRecorded::SeenByWebhookFirst,
@@ -35,15 +48,14 @@ impl Store {
             e.poll_at = e.poll_at.or(Some(at));
             e.data_available_at = e.data_available_at.or(id.available_at);
             e.fingerprint = e.fingerprint.take().or(id.fingerprint.clone());
-            (e, outcome)
+            Self::attach_notice(&mut r, &notice, had_data);
+            (r, outcome)
         })?;
-        let key = self.resolve(&key)?;
         if let Some(fp) = &id.fingerprint {
             self.fingerprints
                 .insert(fp.as_bytes(), key.as_bytes())
                 .context("indexing a fingerprint")?;
         }
-        self.put_data(&key, data)?;
         Ok(outcome)
     }
 
@@ -73,14 +85,18 @@ impl Store {
                 .insert(fp.as_bytes(), key.as_bytes())
                 .context("indexing a fingerprint")?;
         }
-        // The data first: a crash before the record says "fetched" fetches again, harmlessly.
+        let notice = self.new_notice(&id.kind, Utc::now())?;
+        // The data first: a crash before the record says "fetched" fetches again, harmlessly,
+        // and makes the event then (see `outbox.rs`).
         self.put_data(&key, data)?;
         let key = self.update_record(&key, |r| {
             let e = &mut r.entity;
+            let had_data = e.poll_at.is_some() || e.fetch_state() == FetchState::Fetched;
             e.data_available_at = id.available_at.or(e.data_available_at);
             e.fingerprint = id.fingerprint.clone().or(e.fingerprint.take());
             e.set_fetch_state(FetchState::Fetched);
             r.fetch = None;
+            Self::attach_notice(r, &notice, had_data);
         })?;
         self.fetch_queue.remove(&key);
         Ok(())
@@ -112,6 +128,7 @@ impl Store {
                 }
                 r.raw = r.raw.take().or(absorbed.raw.clone());
                 r.fetch = r.fetch.take().or(absorbed.fetch.clone());
+                r.notify = r.notify.take().or(absorbed.notify.clone());
             })?;
             if let Some(job) = &absorbed.fetch {
                 self.fetch_queue.remove(from);
@@ -130,11 +147,18 @@ impl Store {
 
     /// Marks the webhook fetch of an entity as failed for good (an entity that is gone stays gone)
     /// and ends its pending fetch.
+    /// An entity that had no data gets its event now, saying the fetch failed.
     pub fn fetch_failed(&self, key: &str, reason: &str) -> anyhow::Result<()> {
+        let notice = match self.record(key)? {
+            Some((_, r)) => self.new_notice(&r.entity.kind, Utc::now())?,
+            None => None,
+        };
         match self.update_record(key, |r| {
-            r.entity
-                .set_fetch_state(FetchState::Failed(reason.to_string()));
+            let e = &mut r.entity;
+            let had_data = e.poll_at.is_some() || e.fetch_state() == FetchState::Fetched;
+            e.set_fetch_state(FetchState::Failed(reason.to_string()));
             r.fetch = None;
+            Self::attach_notice(r, &notice, had_data);
         }) {
             Ok(at) => self.fetch_queue.remove(&at),
             Err(e) if self.entity(key)?.is_none() => {

@@ -37,11 +37,13 @@ use crate::accesslink::identity::{EntityKey, EventType, UserId};
 use crate::accesslink::payload::Delivery;
 use crate::race::{Entity, EntityTimes, FetchState, LiveSummary, SavedSummary, Summary};
 use fetch_queue::FetchQueue;
+pub use fetch_queue::Loaded;
 
 mod commit;
 mod error;
 mod fetch_queue;
 mod linking;
+mod outbox;
 mod users;
 mod write;
 
@@ -52,6 +54,8 @@ mod tests;
 pub use commit::BENCHMARK_SKIP_FDATASYNC;
 use commit::{Counters, Durable, GroupCommit};
 pub use error::{CommitError, OpenError};
+use outbox::Outbox;
+pub use outbox::{DueNotice, Notice, NoticeRoute, NoticeState, SinkCounts, SinkNotice};
 
 /// Counter names shared by the code that counts and the code that reports.
 pub mod counter {
@@ -156,6 +160,9 @@ struct Record {
     /// The webhook fetch still to do, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fetch: Option<FetchJob>,
+    /// The entity's event to the notify sinks (the outbox, see `outbox.rs`), once made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    notify: Option<Notice>,
 }
 
 /// A webhook fetch still to do.
@@ -205,6 +212,12 @@ pub struct Store {
     data: sled::Tree,
     /// The pending fetches in due order (in memory; the records hold the jobs).
     fetch_queue: FetchQueue,
+    /// The pending notify events by sink and user (in memory; the records hold them).
+    outbox: Outbox,
+    /// Which sinks want which event types.
+    notice_routes: std::sync::RwLock<Vec<NoticeRoute>>,
+    /// Woken when events are queued for the sinks.
+    notices_ready: tokio::sync::Notify,
     users: sled::Tree,
     /// Serialises the operations that link records across channels (polls and fetch results),
     /// so two of them never merge the same records at once. Deliveries do not take it.
@@ -345,6 +358,9 @@ impl Store {
             aliases: tree("aliases")?,
             data: tree("data")?,
             fetch_queue: FetchQueue::default(),
+            outbox: Outbox::default(),
+            notice_routes: Default::default(),
+            notices_ready: tokio::sync::Notify::new(),
             users: tree("users")?,
             link_lock: Mutex::new(()),
             generation: AtomicU64::new(0),

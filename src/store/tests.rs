@@ -169,7 +169,7 @@ fn pending_fetches_survive_a_restart_in_their_records() {
         store.fetch_queue_is_empty(),
         "loaded by the fetcher, not by open"
     );
-    assert_eq!(store.load_fetch_queue().unwrap(), 1);
+    assert_eq!(store.load_pending().unwrap().fetches, 1);
     assert_eq!(queued(&store), ["EXERCISE/7/e1"]);
     let raw = store.deliveries().unwrap();
     assert_eq!(raw.len(), 2, "each record keeps its first body");
@@ -409,4 +409,112 @@ fn merges_racing_deliveries_lose_no_delivery_and_leave_one_record_per_entity() {
     );
     assert_eq!(store.counter(counter::WEBHOOK_ACCEPTED) as i64, N);
     assert_eq!(visible(&store.summary()), visible(&recounted(&store)));
+}
+
+fn routes(store: &Store) {
+    store.set_notice_routes(vec![
+        NoticeRoute {
+            sink: "app".into(),
+            events: None,
+        },
+        NoticeRoute {
+            sink: "phone".into(),
+            events: Some(vec![EventType::Sleep]),
+        },
+    ]);
+}
+
+fn exercise_identity(id: &str) -> crate::accesslink::data::Identity {
+    crate::accesslink::data::Identity {
+        kind: EventType::Exercise,
+        entity_id: id.into(),
+        available_at: Some(Utc::now()),
+        fingerprint: Some("EXERCISE|7|fp".into()),
+    }
+}
+
+#[test]
+fn an_entity_gets_one_event_whichever_channels_store_its_data_and_it_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        routes(&store);
+        // The poll stores it first (under its own id), the webhook's delivery and fetch follow:
+        // the two records are merged; one event, for the sink that wants exercises only.
+        let data = serde_json::json!({"id": "p1"});
+        store
+            .record_poll(UserId(7), &exercise_identity("p1"), &data, Utc::now())
+            .unwrap();
+        assert_eq!(store.pending_notices("app").len(), 1);
+        assert!(store.pending_notices("phone").is_empty());
+        let (d, body) = delivery("w1");
+        store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+        store
+            .record_fetched("EXERCISE/7/w1", &exercise_identity("w1"), &data)
+            .unwrap();
+        // The poll again, and a duplicate delivery: nothing new.
+        store
+            .record_poll(UserId(7), &exercise_identity("p1"), &data, Utc::now())
+            .unwrap();
+        store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+        let due = store.next_notice("app").unwrap().expect("one event due");
+        assert_eq!(due.key, "EXERCISE/7/w1", "the event moved with the merge");
+        assert_eq!(store.pending_notices("app").len(), 1);
+        // Not sent before a commit covers it.
+        assert!(!store.notice_durable(due.notice.seq));
+        store.flush().unwrap();
+        assert!(store.notice_durable(due.notice.seq));
+    }
+    // After a restart (the sender never ran): still exactly one event pending.
+    let store = reopen(dir.path());
+    routes(&store);
+    assert_eq!(store.load_pending().unwrap().notices, 1);
+    let due = store.next_notice("app").unwrap().unwrap();
+    store.notice_sent(&due.key, "app", Utc::now()).unwrap();
+    assert!(store.next_notice("app").unwrap().is_none());
+    let c = store.sink_counts("app");
+    assert_eq!((c.sent, c.pending, c.failed), (1, 0, 0));
+    assert_eq!(c.latency.count, 1);
+}
+
+#[test]
+fn a_failed_fetch_makes_an_event_without_data_and_a_users_events_go_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    routes(&store);
+    let (d1, b1) = delivery("a");
+    let (d2, b2) = delivery("b");
+    store.record_delivery(&d1, &b1, Utc::now(), true).unwrap();
+    store.record_delivery(&d2, &b2, Utc::now(), true).unwrap();
+    assert!(store.next_notice("app").unwrap().is_none(), "no data yet");
+    store.fetch_failed("EXERCISE/7/a", "404").unwrap();
+    store
+        .record_fetched(
+            "EXERCISE/7/b",
+            &exercise_identity("b"),
+            &serde_json::json!({}),
+        )
+        .unwrap();
+    // The first event fails for now: the user's second waits behind it, even once due.
+    let first = store.next_notice("app").unwrap().unwrap();
+    assert_eq!(first.key, "EXERCISE/7/a");
+    assert_eq!(first.entity.fetch_state(), FetchState::Failed("404".into()));
+    let later = Utc::now() + chrono::Duration::seconds(60);
+    store.notice_retry(&first.key, "app", later, "500").unwrap();
+    let next = store.next_notice("app").unwrap().unwrap();
+    assert_eq!(next.key, "EXERCISE/7/a");
+    // Stored to the microsecond.
+    assert_eq!(next.next_at.timestamp_micros(), later.timestamp_micros());
+    assert_eq!(store.sink_counts("app").retrying, 1);
+    // Parked, it lets the next one go; a re-queue brings it back.
+    store.notice_failed(&first.key, "app", "gave up").unwrap();
+    assert_eq!(
+        store.next_notice("app").unwrap().unwrap().key,
+        "EXERCISE/7/b"
+    );
+    assert_eq!(store.requeue_failed_notices(None).unwrap(), 1);
+    assert_eq!(
+        store.next_notice("app").unwrap().unwrap().key,
+        "EXERCISE/7/a"
+    );
 }

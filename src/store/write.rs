@@ -53,6 +53,7 @@ impl Store {
                     seq: Some(self.db.generate_id().context("generating a sequence")?),
                     raw: None,
                     fetch: None,
+                    notify: None,
                 },
             };
             let had_job = rec.fetch.is_some();
@@ -160,45 +161,59 @@ impl Store {
         key: &str,
         mut f: impl FnMut(Option<Entity>) -> (Entity, T),
     ) -> anyhow::Result<T> {
+        let (_, out) = self.upsert_record(key, |current| match current {
+            Some(mut r) => {
+                let (entity, out) = f(Some(r.entity));
+                r.entity = entity;
+                (r, out)
+            }
+            None => {
+                let (entity, out) = f(None);
+                let r = Record {
+                    entity,
+                    seq: None,
+                    raw: None,
+                    fetch: None,
+                    notify: None,
+                };
+                (r, out)
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Atomically read-modify-writes (or creates) the record at `key`, following aliases
+    /// (compare-and-swap, retried on a race). `f` gets the current record (or `None`) and returns
+    /// the new one and a result; it may run more than once. A new record gets its creation
+    /// sequence here. Returns the key it lives under and `f`'s result.
+    pub(super) fn upsert_record<T>(
+        &self,
+        key: &str,
+        mut f: impl FnMut(Option<Record>) -> (Record, T),
+    ) -> anyhow::Result<(String, T)> {
         loop {
             // Resolved on every try: a merge may have moved the record meanwhile.
             let key = self.resolve(key)?;
-            let key = key.as_str();
             let old = self
                 .entities
-                .get(key)
+                .get(&key)
                 .with_context(|| format!("reading entity {key}"))?;
-            let current = old.as_ref().map(|v| decode_record(key, v)).transpose()?;
+            let current = old.as_ref().map(|v| decode_record(&key, v)).transpose()?;
             let created = current.is_none();
             let before = current.as_ref().map(|r| r.entity.times().into_owned());
-            let (entity, rest) = match current {
-                Some(r) => (Some(r.entity), Some((r.seq, r.raw, r.fetch))),
-                None => (None, None),
-            };
-            let (mut new, out) = f(entity);
-            new.key = EntityKey::stored(key);
-            let (seq, raw, fetch) = match rest {
-                Some(rest) => rest,
-                None => (
-                    Some(self.db.generate_id().context("generating a sequence")?),
-                    None,
-                    None,
-                ),
-            };
-            let rec = Record {
-                entity: new,
-                seq,
-                raw,
-                fetch,
-            };
+            let (mut rec, out) = f(current);
+            rec.entity.key = EntityKey::stored(key.clone());
+            if created && rec.seq.is_none() {
+                rec.seq = Some(self.db.generate_id().context("generating a sequence")?);
+            }
             let bytes = serde_json::to_vec(&rec).context("encoding an entity")?;
             let swapped = self
                 .entities
-                .compare_and_swap(key, old, Some(bytes))
+                .compare_and_swap(&key, old, Some(bytes))
                 .with_context(|| format!("writing entity {key}"))?;
             if swapped.is_ok() {
                 if created {
-                    if let Some(seq) = seq {
+                    if let Some(seq) = rec.seq {
                         self.recent
                             .insert(seq.to_be_bytes(), key.as_bytes())
                             .context("indexing a new entity")?;
@@ -206,7 +221,8 @@ impl Store {
                     }
                 }
                 self.entity_changed(before.as_ref(), Some(&rec.entity.times()));
-                return Ok(out);
+                self.queue_notices(&key, &rec);
+                return Ok((key, out));
             }
         }
     }
@@ -238,6 +254,7 @@ impl Store {
                 .is_ok()
             {
                 self.entity_changed(Some(&before), Some(&rec.entity.times()));
+                self.queue_notices(&key, &rec);
                 return Ok(key);
             }
         }

@@ -175,11 +175,17 @@ pub fn exercise(user: u64, id: &str) -> String {
 }
 pub mod binary;
 pub mod receiver;
+pub mod your_app;
 
 /// A configuration running the embedded simulator: quiet generator (tests inject data), no
 /// delivery delay, no faults, and a poller that only runs when a test calls a cycle.
 pub fn sim_config(dir: &Path, users: u32, mode: &str) -> Config {
-    config_from(json!({
+    config_from(sim_config_json(dir, users, mode))
+}
+
+/// [`sim_config`] as a value, for a test to add to before [`config_from`].
+pub fn sim_config_json(dir: &Path, users: u32, mode: &str) -> serde_json::Value {
+    json!({
         "webhook": loopback_listeners(),
         "admin": loopback_listeners(),
         // The schedule never fires by itself: tests run the poller's cycles.
@@ -197,7 +203,7 @@ pub fn sim_config(dir: &Path, users: u32, mode: &str) -> Config {
             "webhook_drop_rate": 0.0,
             "webhook_duplicate_rate": 0.0,
         },
-    }))
+    })
 }
 
 /// Polls `check` until it returns `Some`, failing the test after 15 s.

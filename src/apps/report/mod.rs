@@ -303,7 +303,12 @@ pub async fn from_config(cfg: &crate::config::Config) -> anyhow::Result<Report> 
                 poll_enabled: cfg.poller.enabled,
                 last_cycle_at: None,
                 next_cycle_at: None,
+                notify_sinks: cfg.notify.iter().map(Into::into).collect(),
             };
+            if !cfg.notify.is_empty() {
+                // The notify numbers are counted from the records (a scan of the store).
+                store.load_pending()?;
+            }
             let doc = crate::observe::status::build(&store, &rt)?;
             (doc, (chrono::Utc::now() - created).to_std().ok())
         }

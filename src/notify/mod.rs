@@ -1,0 +1,248 @@
+//! The callback's second hop: hookrace tells your app about every new entity, through the durable
+//! outbox in the store (`store/outbox.rs`) and the sinks in `[[notify]]` (`sink.rs`).
+//!
+//! One sender task per sink takes the sink's next due event, waits until a commit covers it (an
+//! event is never sent before it is durable, so a crash cannot send an event it then forgets), and
+//! sends it. 2xx (or exit 0) marks it sent; 410 parks every event of the sink until
+//! `POST /notify/retry`; anything else retries with exponential backoff and full jitter until
+//! `give_up_after` has passed, then parks it as failed. The senders never block the webhook route
+//! or the poller: those only write the record (and wake the senders).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::accesslink::client::backoff;
+use crate::config::NotifyConfig;
+use crate::store::{DueNotice, NoticeRoute, Store};
+
+pub mod event;
+pub mod sink;
+
+pub use sink::{Attempt, Sink};
+
+/// Retries wait up to 1 s, 2 s, 4 s, … (full jitter), at most an hour.
+const RETRY_BASE: Duration = Duration::from_secs(1);
+const RETRY_CAP: Duration = Duration::from_secs(3600);
+
+/// The configured sinks and the store their events live in.
+pub struct Notifier {
+    store: Arc<Store>,
+    sinks: Vec<Arc<Sink>>,
+}
+
+impl Notifier {
+    /// Builds the sinks and tells the store which events each wants, so entities stored from
+    /// now on get their events.
+    pub fn new(store: Arc<Store>, configs: &[NotifyConfig]) -> anyhow::Result<Arc<Notifier>> {
+        let sinks = configs
+            .iter()
+            .map(|c| Sink::new(c).map(Arc::new))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        store.set_notice_routes(
+            sinks
+                .iter()
+                .map(|s| NoticeRoute {
+                    sink: s.name.clone(),
+                    events: s.events.clone(),
+                })
+                .collect(),
+        );
+        Ok(Arc::new(Notifier { store, sinks }))
+    }
+
+    pub fn sinks(&self) -> &[Arc<Sink>] {
+        &self.sinks
+    }
+
+    /// Starts one sender per sink; they stop when `shutdown` is cancelled.
+    pub fn spawn(&self, shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
+        self.sinks
+            .iter()
+            .map(|sink| {
+                let sender = Sender {
+                    store: self.store.clone(),
+                    sink: sink.clone(),
+                };
+                tokio::spawn(sender.run(shutdown.clone()))
+            })
+            .collect()
+    }
+}
+
+/// `hookrace notify test`: sends a signed test event (`hookrace.test`, not stored) to every sink
+/// once and says how each answered; an error when any did not take it.
+pub async fn test_command(
+    configs: &[NotifyConfig],
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !configs.is_empty(),
+        "no [[notify]] sink is configured (see docs/notify.md)"
+    );
+    let now = Utc::now();
+    let mut failed = 0;
+    for config in configs {
+        let sink = Sink::new(config)?;
+        let id = format!("msg_test_{}", now.timestamp_micros());
+        let attempt = sink.send(&id, &event::test_payload(now)).await;
+        let verdict = match &attempt {
+            Attempt::Delivered => "ok".to_string(),
+            Attempt::Gone(reason) | Attempt::Retry(reason) => {
+                failed += 1;
+                format!("FAILED: {reason}")
+            }
+        };
+        writeln!(
+            out,
+            "{} ({} → {}): {verdict}",
+            sink.name,
+            sink.kind(),
+            sink.target()
+        )?;
+    }
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {} sinks did not take the test event",
+        configs.len()
+    );
+    Ok(())
+}
+
+/// One sink's sender.
+struct Sender {
+    store: Arc<Store>,
+    sink: Arc<Sink>,
+}
+
+impl Sender {
+    async fn run(self, shutdown: CancellationToken) {
+        let name = self.sink.name.as_str();
+        // After a store error the sender pauses, doubling up to a minute.
+        let mut trouble = Duration::ZERO;
+        loop {
+            // Listening before looking: an event queued between the look and the wait wakes it.
+            let ready = self.store.notices_ready().notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let result = match self.store.next_notice(name) {
+                Ok(Some(due)) if due.next_at <= Utc::now() => {
+                    if !self.store.notice_durable(due.notice.seq) {
+                        // Written but not yet committed: join (or start) a group commit.
+                        self.store.durable().await.map(|()| Duration::ZERO)
+                    } else {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            r = self.deliver(due) => r.map(|()| Duration::ZERO),
+                        }
+                    }
+                }
+                Ok(Some(due)) => Ok((due.next_at - Utc::now()).to_std().unwrap_or_default()),
+                // Nothing pending: the store wakes the sender when an event is queued.
+                Ok(None) => Ok(Duration::from_secs(3600)),
+                Err(e) => Err(e),
+            };
+            let wait = match result {
+                Ok(wait) => {
+                    if !trouble.is_zero() {
+                        tracing::info!(sink = name, "the notify sender can use the store again");
+                        trouble = Duration::ZERO;
+                    }
+                    wait
+                }
+                Err(e) => {
+                    trouble = (trouble * 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+                    tracing::error!(
+                        sink = name,
+                        error = format_args!("{e:#}"),
+                        retry_in_s = trouble.as_secs(),
+                        "the notify sender cannot use the store"
+                    );
+                    trouble
+                }
+            };
+            if wait.is_zero() {
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = &mut ready => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// One attempt at one event, and what it leaves in the store.
+    async fn deliver(&self, due: DueNotice) -> anyhow::Result<()> {
+        let (store, sink) = (&self.store, &self.sink);
+        let name = sink.name.as_str();
+        let key = due.key.as_str();
+        if let Some(reason) = store.sink_gone(name) {
+            return store.notice_failed(
+                key,
+                name,
+                &format!("not sent: {reason} earlier (POST /notify/retry sends again)"),
+            );
+        }
+        let item = match sink.include_data {
+            true => store.data(key)?,
+            false => None,
+        };
+        let event = event::payload(&due.entity, &due.notice, item, sink.include_data);
+        let id = event::event_id(key, name);
+        match sink.send(&id, &event).await {
+            Attempt::Delivered => {
+                let now = Utc::now();
+                store.notice_sent(key, name, now)?;
+                tracing::info!(
+                    sink = name,
+                    entity = key,
+                    id,
+                    end_to_end_ms = due
+                        .notice
+                        .available_at
+                        .map(|a| (now - a).num_milliseconds()),
+                    "your app was told"
+                );
+                Ok(())
+            }
+            Attempt::Gone(reason) => {
+                tracing::warn!(
+                    sink = name,
+                    reason,
+                    "the sink asks for no more events: sending to it stops until POST /notify/retry"
+                );
+                store.set_sink_gone(name, &reason)?;
+                store.notice_failed(key, name, &reason)
+            }
+            Attempt::Retry(reason) => {
+                let attempts = due.attempts + 1;
+                let delay = backoff(RETRY_BASE, RETRY_CAP, attempts);
+                let next_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                let limit = chrono::Duration::from_std(sink.give_up_after).unwrap_or_default();
+                if next_at - due.since > limit {
+                    let reason = format!(
+                        "{reason} (given up after {attempts} attempts over {})",
+                        humantime::format_duration(sink.give_up_after)
+                    );
+                    tracing::error!(sink = name, entity = key, reason, "event parked as failed");
+                    return store.notice_failed(key, name, &reason);
+                }
+                tracing::warn!(
+                    sink = name,
+                    entity = key,
+                    reason,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "notify attempt failed; will retry"
+                );
+                store.notice_retry(key, name, next_at, &reason)
+            }
+        }
+    }
+}
