@@ -35,7 +35,48 @@ fn short_demo(format: Format, store: Option<std::path::PathBuf>) -> DemoArgs {
         rate_limit: None,
         open: false,
         rate_window: Duration::from_secs(900),
+        notify: false,
     }
+}
+
+#[tokio::test]
+async fn the_demo_with_notify_tells_your_app_of_every_entity_once_signed() {
+    hookrace::telemetry::init_for_tests();
+    let mut out = Vec::new();
+    let dir = tempfile::tempdir().unwrap();
+    let args = DemoArgs {
+        notify: true,
+        ..short_demo(Format::Table, Some(dir.path().to_path_buf()))
+    };
+    let report = demo::run(&args, &mut out).await.unwrap();
+    let app = report.your_app.as_ref().expect("a third column");
+    // Every entity, from either channel, reached the app once, its signature verified.
+    assert_eq!(app.events, report.entities_total);
+    assert_eq!(app.verified, Some(app.events));
+    assert_eq!(app.refused, Some(0));
+    assert_eq!((app.pending, app.failed), (0, 0));
+    assert_eq!(app.delay_ms.count, app.events);
+    // Each entity's app was told after a channel had seen it (the data is stored first).
+    let store = common::reopen_store(dir.path());
+    let mut told = 0;
+    store
+        .for_each_entity(|e| {
+            let first = [e.webhook_latency_ms(), e.poll_latency_ms()]
+                .into_iter()
+                .flatten()
+                .fold(f64::INFINITY, f64::min);
+            let app = e.app_latency_ms().expect("every entity was told");
+            assert!(
+                app >= first,
+                "{}: app {app} ms, first channel {first} ms",
+                e.key
+            );
+            told += 1;
+        })
+        .unwrap();
+    assert_eq!(told, app.events);
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("your app"), "{text}");
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apps::daemon::{self, Listeners, Running};
 use crate::apps::report::{self, Format, GroundTruth, RaceSettings, Report};
+use crate::apps::your_app::YourApp;
 use crate::observe::status::{self, StatusDoc};
 use crate::sim::DeliveryOutcome;
 
@@ -61,6 +62,11 @@ pub struct DemoArgs {
     /// Open the live dashboard in a browser (its address is printed either way).
     #[arg(long)]
     pub open: bool,
+    /// Add the callback's second hop: a stand-in for your app on loopback that hookrace notifies
+    /// of every new entity (Standard Webhooks, signatures verified); the report gains a third
+    /// column, "your app", with the end-to-end delay.
+    #[arg(long)]
+    pub notify: bool,
     /// Keep the store in this directory (default: a temporary one, removed at the end).
     #[arg(long)]
     pub store: Option<PathBuf>,
@@ -78,9 +84,13 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
         .clone()
         .unwrap_or_else(|| temp.path().to_path_buf());
     let seed = args.seed.unwrap_or_else(rand::random);
-    let config = demo_config(args, &store_path)?;
-
     let shutdown = CancellationToken::new();
+    let your_app = match args.notify {
+        true => Some(YourApp::start(shutdown.child_token()).await?),
+        false => None,
+    };
+    let config = demo_config(args, &store_path, your_app.as_ref())?;
+
     let listeners = Listeners {
         webhook: TcpListener::bind("127.0.0.1:0").await?,
         admin: TcpListener::bind("127.0.0.1:0").await?,
@@ -108,6 +118,13 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
         writeln!(out, "  webhook receiver       {}", running.webhook_url)?;
         writeln!(out, "  live dashboard         {}/", running.admin_url)?;
         writeln!(out, "  status while it runs   {}/status", running.admin_url)?;
+        if let Some(app) = &your_app {
+            writeln!(
+                out,
+                "  your app (notified)    {}   (checks each Standard Webhooks signature)",
+                app.url
+            )?;
+        }
         writeln!(
             out,
             "  {} users, a new exercise every ~{} per user, polling every {}, {:.0}% of webhooks dropped",
@@ -119,7 +136,7 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
         writeln!(out)?;
     }
 
-    let result = race(args, &running, &sim_url, human, out).await;
+    let result = race(args, &running, &sim_url, your_app.as_ref(), human, out).await;
     shutdown.cancel();
     let stopped = running.wait().await;
     let report = result?;
@@ -170,9 +187,13 @@ fn validate(args: &DemoArgs) -> anyhow::Result<()> {
 /// The daemon configuration the demo runs, built as a value and written by the toml crate (so a
 /// store path or a `--webhook-delay` with quotes in it stays a value), then validated like any
 /// configuration file.
-fn demo_config(args: &DemoArgs, store: &std::path::Path) -> anyhow::Result<crate::config::Config> {
+fn demo_config(
+    args: &DemoArgs,
+    store: &std::path::Path,
+    your_app: Option<&YourApp>,
+) -> anyhow::Result<crate::config::Config> {
     let duration = |d: Duration| humantime::format_duration(d).to_string();
-    let config = serde_json::json!({
+    let mut config = serde_json::json!({
         "webhook": {"listen": "127.0.0.1:0"},
         "admin": {"listen": "127.0.0.1:0"},
         "poller": {"enabled": true, "every": duration(args.poll_every), "mode": "transactions"},
@@ -188,6 +209,14 @@ fn demo_config(args: &DemoArgs, store: &std::path::Path) -> anyhow::Result<crate
             "webhook_duplicate_rate": args.duplicate_rate,
         },
     });
+    if let Some(app) = your_app {
+        config["notify"] = serde_json::json!([{
+            "kind": "webhook",
+            "name": "your-app",
+            "url": app.url,
+            "secret": app.secret,
+        }]);
+    }
     let text = toml::to_string(&config).context("writing the demo's configuration")?;
     crate::config::parse(&text, "the demo settings", &|_| None).map_err(|e| anyhow::anyhow!("{e}"))
 }
@@ -219,6 +248,7 @@ async fn race(
     args: &DemoArgs,
     running: &Running,
     sim_url: &str,
+    your_app: Option<&YourApp>,
     human: bool,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<Report> {
@@ -298,7 +328,9 @@ async fn race(
         // A cycle that started after the pause has finished (cycles are counted at their end).
         let polled =
             s.poll.cycles > cycles_at_pause && s.poll.last_cycle_at.is_some_and(|t| t >= paused_at);
-        if quiet && !pending && !fetching && polled {
+        // Every stored entity's event has reached your app (or been parked).
+        let told = s.notify.iter().all(|n| n.pending == 0);
+        if quiet && !pending && !fetching && polled && told {
             let settings = RaceSettings {
                 poll_interval_s: Some(args.poll_every.as_secs_f64()),
                 poll_mode: "transactions".into(),
@@ -316,7 +348,12 @@ async fn race(
                 .into(),
                 rates_from: "simulator settings".into(),
             };
-            let report = report::build(&s, Some(settings), Some(ground_truth(&truth)));
+            let mut report = report::build(&s, Some(settings), Some(ground_truth(&truth)));
+            if let (Some(r), Some(app)) = (report.your_app.as_mut(), your_app) {
+                let seen = app.seen();
+                r.verified = Some(seen.verified);
+                r.refused = Some(seen.refused);
+            }
             if human {
                 writeln!(out)?;
             }

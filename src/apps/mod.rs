@@ -7,3 +7,4 @@
 pub mod daemon;
 pub mod demo;
 pub mod report;
+pub mod your_app;

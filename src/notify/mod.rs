@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accesslink::client::backoff;
 use crate::config::NotifyConfig;
-use crate::store::{DueNotice, NoticeRoute, Store};
+use crate::store::{DueNotice, NoticeRoute, Store, counter};
 
 pub mod event;
 pub mod sink;
@@ -196,6 +196,7 @@ impl Sender {
         };
         let event = event::payload(&due.entity, &due.notice, item, sink.include_data);
         let id = event::event_id(key, name);
+        store.incr(&format!("{}{name}", counter::NOTIFY_ATTEMPTS_PREFIX), 1);
         match sink.send(&id, &event).await {
             Attempt::Delivered => {
                 let now = Utc::now();

@@ -40,6 +40,8 @@ pub struct NotifyStatus {
     pub target: String,
     /// Events the sink took (2xx, or exit 0).
     pub sent: u64,
+    /// Attempts made (requests, or command runs), retries included.
+    pub attempts: u64,
     /// Events waiting to be sent, retrying ones included.
     pub pending: u64,
     /// Pending events whose last attempt failed.
@@ -167,6 +169,10 @@ pub struct EntitiesStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RaceStatus {
     pub webhook_lead_ms: LatencyStats,
+    /// From availability to your app being told (the first notify sink taking the event), over
+    /// the entities it was told of: the callback's second hop, end to end.
+    #[serde(default)]
+    pub app_latency_ms: LatencyStats,
     pub requests_per_entity: RequestsPerEntity,
     pub wasted_poll_share: Option<f64>,
 }
@@ -213,6 +219,7 @@ pub fn build(store: &Store, rt: &Runtime) -> anyhow::Result<StatusDoc> {
                 kind: s.kind.clone(),
                 target: s.target.clone(),
                 sent: c.sent,
+                attempts: get(&format!("{}{}", counter::NOTIFY_ATTEMPTS_PREFIX, s.name)),
                 pending: c.pending,
                 retrying: c.retrying,
                 failed: c.failed,
@@ -275,6 +282,7 @@ pub fn build(store: &Store, rt: &Runtime) -> anyhow::Result<StatusDoc> {
         },
         race: RaceStatus {
             webhook_lead_ms: summary.webhook_lead.stats(),
+            app_latency_ms: summary.app_latency.stats(),
             requests_per_entity: RequestsPerEntity {
                 webhook: race::requests_per_entity(webhook_requests, summary.first_by_webhook),
                 poll: race::requests_per_entity(poll_requests, summary.first_by_poll),

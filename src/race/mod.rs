@@ -66,6 +66,14 @@ pub struct Entity {
         skip_serializing_if = "Option::is_none"
     )]
     pub poll_at: Option<DateTime<Utc>>,
+    /// When your app was told (the first notify sink took the entity's event): the end of the
+    /// callback's second hop.
+    #[serde(
+        default,
+        with = "chrono::serde::ts_microseconds_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub notified_at: Option<DateTime<Utc>>,
     /// Valid deliveries received for it (more than one means duplicates).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub webhook_deliveries: u32,
@@ -111,6 +119,7 @@ impl Entity {
             webhook_timestamp: None,
             webhook_at: None,
             poll_at: None,
+            notified_at: None,
             webhook_deliveries: 0,
             url: None,
             fingerprint: None,
@@ -149,6 +158,7 @@ impl Entity {
         }
         self.webhook_at = earliest(self.webhook_at, other.webhook_at);
         self.poll_at = earliest(self.poll_at, other.poll_at);
+        self.notified_at = earliest(self.notified_at, other.notified_at);
         self.webhook_deliveries = self
             .webhook_deliveries
             .saturating_add(other.webhook_deliveries);
@@ -174,6 +184,11 @@ impl Entity {
     /// Milliseconds from availability to the webhook (clamped at 0: clocks differ).
     pub fn webhook_latency_ms(&self) -> Option<f64> {
         delay_ms(self.available_at()?, self.webhook_at?)
+    }
+
+    /// Milliseconds from availability to your app being told.
+    pub fn app_latency_ms(&self) -> Option<f64> {
+        delay_ms(self.available_at()?, self.notified_at?)
     }
 
     /// Milliseconds from availability to the poll.

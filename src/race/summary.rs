@@ -179,6 +179,8 @@ pub struct Summary {
     pub webhook_latency: SignedHistogram,
     pub poll_latency: SignedHistogram,
     pub webhook_lead: SignedHistogram,
+    /// Availability → your app told (entities a notify sink took).
+    pub app_latency: SignedHistogram,
 }
 
 /// The parts of a stored entity the summary needs, decoded without allocating its strings.
@@ -194,6 +196,8 @@ pub struct EntityTimes<'a> {
     pub webhook_at: Option<DateTime<Utc>>,
     #[serde(default, with = "chrono::serde::ts_microseconds_option")]
     pub poll_at: Option<DateTime<Utc>>,
+    #[serde(default, with = "chrono::serde::ts_microseconds_option")]
+    pub notified_at: Option<DateTime<Utc>>,
 }
 
 impl Entity {
@@ -205,6 +209,7 @@ impl Entity {
             webhook_timestamp: self.webhook_timestamp,
             webhook_at: self.webhook_at,
             poll_at: self.poll_at,
+            notified_at: self.notified_at,
         }
     }
 }
@@ -217,6 +222,7 @@ impl EntityTimes<'_> {
             webhook_timestamp: self.webhook_timestamp,
             webhook_at: self.webhook_at,
             poll_at: self.poll_at,
+            notified_at: self.notified_at,
         }
     }
 }
@@ -231,6 +237,7 @@ struct Contribution<'a> {
     webhook_latency_us: Option<i64>,
     poll_latency_us: Option<i64>,
     webhook_lead_us: Option<i64>,
+    app_latency_us: Option<i64>,
 }
 
 impl<'a> Contribution<'a> {
@@ -254,6 +261,7 @@ impl<'a> Contribution<'a> {
             webhook_latency_us: delay(webhook_at),
             poll_latency_us: delay(poll_at),
             webhook_lead_us: webhook_at.zip(poll_at).map(|(w, p)| to_us(millis(p - w))),
+            app_latency_us: delay(stored(t.notified_at)),
         }
     }
 }
@@ -290,6 +298,7 @@ impl Summary {
             (&mut self.webhook_latency, c.webhook_latency_us),
             (&mut self.poll_latency, c.poll_latency_us),
             (&mut self.webhook_lead, c.webhook_lead_us),
+            (&mut self.app_latency, c.app_latency_us),
         ] {
             if let Some(v) = v {
                 h.record_us(v, 1);
@@ -369,6 +378,7 @@ impl LiveSummary {
             webhook_latency: histogram(&a.webhook_latency, &r.webhook_latency)?,
             poll_latency: histogram(&a.poll_latency, &r.poll_latency)?,
             webhook_lead: histogram(&a.webhook_lead, &r.webhook_lead)?,
+            app_latency: histogram(&a.app_latency, &r.app_latency)?,
         })
     }
 }
@@ -383,10 +393,11 @@ pub struct SavedSummary {
     poll_only: u64,
     first_by_webhook: u64,
     first_by_poll: u64,
-    /// webhook latency, poll latency, webhook lead: `(microseconds, count)` pairs (each value
-    /// its bucket's upper end) and the exact sums in microseconds.
-    histograms: [Vec<(i64, u64)>; 3],
-    sums_us: [i128; 3],
+    /// webhook latency, poll latency, webhook lead, your app's latency: `(microseconds, count)`
+    /// pairs (each value its bucket's upper end) and the exact sums in microseconds. A summary
+    /// saved before your app's latency existed has three (and no entity was notified then).
+    histograms: Vec<Vec<(i64, u64)>>,
+    sums_us: Vec<i128>,
 }
 
 impl From<&Summary> for SavedSummary {
@@ -399,15 +410,17 @@ impl From<&Summary> for SavedSummary {
             poll_only: s.poll_only,
             first_by_webhook: s.first_by_webhook,
             first_by_poll: s.first_by_poll,
-            histograms: [
+            histograms: vec![
                 s.webhook_latency.recorded(),
                 s.poll_latency.recorded(),
                 s.webhook_lead.recorded(),
+                s.app_latency.recorded(),
             ],
-            sums_us: [
+            sums_us: vec![
                 s.webhook_latency.sum_us,
                 s.poll_latency.sum_us,
                 s.webhook_lead.sum_us,
+                s.app_latency.sum_us,
             ],
         }
     }
@@ -415,8 +428,15 @@ impl From<&Summary> for SavedSummary {
 
 impl From<SavedSummary> for Summary {
     fn from(s: SavedSummary) -> Self {
-        let [w, p, l] = s.histograms;
-        let [ws, ps, ls] = s.sums_us;
+        let mut histograms = s.histograms.into_iter();
+        let mut sums = s.sums_us.into_iter();
+        let mut next = || {
+            (
+                histograms.next().unwrap_or_default(),
+                sums.next().unwrap_or_default(),
+            )
+        };
+        let ((w, ws), (p, ps), (l, ls), (a, as_)) = (next(), next(), next(), next());
         let histogram = |values: Vec<(i64, u64)>, sum_us: i128| {
             let mut h = SignedHistogram::new();
             for (us, n) in values {
@@ -436,6 +456,7 @@ impl From<SavedSummary> for Summary {
             webhook_latency: histogram(w, ws),
             poll_latency: histogram(p, ps),
             webhook_lead: histogram(l, ls),
+            app_latency: histogram(a, as_),
         }
     }
 }

@@ -84,6 +84,8 @@ pub mod counter {
     pub const POLL_NEW_ENTITIES: &str = "poll.new_entities";
     /// Prefix of the per-endpoint poll request counters (`poll.requests.notifications`, …).
     pub const POLL_REQUESTS_PREFIX: &str = "poll.requests.";
+    /// Prefix of the per-sink notify attempt counters (`notify.attempts.app`, …).
+    pub const NOTIFY_ATTEMPTS_PREFIX: &str = "notify.attempts.";
     /// The poll endpoints the status document lists, in order.
     pub const POLL_ENDPOINTS: &[&str] = &[
         "notifications",

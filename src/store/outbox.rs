@@ -407,15 +407,24 @@ impl Store {
         Ok((at, after))
     }
 
-    /// The sink took the event at `at`.
+    /// The sink took the event at `at`; the first sink to take it marks the entity as told
+    /// (`notified_at`: the end of the end-to-end delay the race reports).
     pub fn notice_sent(&self, key: &str, sink: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
-        let (k, n) = self.update_notice(key, sink, |s| {
-            s.attempts += 1;
-            s.state = NoticeState::Sent { at };
-        })?;
+        let mut available = None;
+        let k = self
+            .update_record(key, |r| {
+                if let Some(n) = &mut r.notify {
+                    if let Some(s) = n.sinks.iter_mut().find(|s| s.sink == sink) {
+                        s.attempts += 1;
+                        s.state = NoticeState::Sent { at };
+                    }
+                    available = n.available_at;
+                }
+                r.entity.notified_at = r.entity.notified_at.or(Some(at));
+            })
+            .with_context(|| format!("recording the {sink} event of {key} as sent"))?;
         self.outbox.remove(sink, &k);
         self.outbox.remove(sink, key);
-        let available = n.and_then(|n| n.available_at);
         self.outbox.done(sink, |d| d.sent(available, at));
         self.changed();
         Ok(())

@@ -61,6 +61,27 @@ pub struct ChannelReport {
     pub empty_share: Option<f64>,
 }
 
+/// The callback's second hop: the first notify sink (`[[notify]]`), i.e. your app, told by
+/// hookrace once the data was stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct YourAppReport {
+    pub sink: String,
+    /// Events your app took (one per entity).
+    pub events: u64,
+    /// From availability at the source to your app taking the event: end-to-end freshness.
+    pub delay_ms: LatencyStats,
+    /// Requests (or command runs) hookrace made to tell it, retries included.
+    pub requests: u64,
+    pub pending: u64,
+    pub failed: u64,
+    /// The demo's stand-in app: events whose Standard Webhooks signature it verified, and
+    /// requests it refused (a bad or missing signature).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<u64>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Theory {
     /// Interval polling: mean delay = interval / 2.
@@ -109,6 +130,9 @@ pub struct Report {
     pub theory: Theory,
     pub cost_per_day: Vec<CostRow>,
     pub truth: Option<GroundTruth>,
+    /// With `[[notify]]`: the third column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub your_app: Option<YourAppReport>,
 }
 
 /// Builds the report.
@@ -182,6 +206,17 @@ pub fn build(
         cost_per_day,
         settings,
         truth,
+        your_app: status.notify.first().map(|n| YourAppReport {
+            sink: n.name.clone(),
+            events: n.sent,
+            // Per entity, from its availability as known now (as the other two columns are).
+            delay_ms: status.race.app_latency_ms.clone(),
+            requests: n.attempts,
+            pending: n.pending,
+            failed: n.failed,
+            verified: None,
+            refused: None,
+        }),
     }
 }
 

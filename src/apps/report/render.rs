@@ -39,68 +39,100 @@ fn opt(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "–".into())
 }
 
-/// The rows of the main comparison: (label, webhook, poll).
-fn rows(r: &Report) -> Vec<(String, String, String)> {
+/// The rows of the main comparison: label, webhook, poll and, with a notify sink, your app.
+fn rows(r: &Report) -> Vec<Vec<String>> {
     let of = |n: u64| match &r.truth {
         Some(t) => format!("{n} of {}", t.entities_generated),
         None => n.to_string(),
     };
-    vec![
+    let app = r.your_app.as_ref();
+    let app_delay =
+        |f: fn(&crate::race::LatencyStats) -> Option<f64>| app.map(|a| ms(f(&a.delay_ms)));
+    let dash = || Some("–".to_string());
+    let rows: Vec<(&str, String, String, Option<String>)> = vec![
         (
-            "entities seen".into(),
+            "entities seen",
             of(r.webhook.entities_seen),
             of(r.poll.entities_seen),
+            app.map(|a| of(a.events)),
         ),
         (
-            "seen first (or alone)".into(),
+            "seen first (or alone)",
             r.webhook.seen_first.to_string(),
             r.poll.seen_first.to_string(),
+            dash(),
         ),
         (
-            "median delay".into(),
+            "median delay",
             ms(r.webhook.delay_ms.p50),
             ms(r.poll.delay_ms.p50),
+            app_delay(|l| l.p50),
         ),
         (
-            "p95 delay".into(),
+            "p95 delay",
             ms(r.webhook.delay_ms.p95),
             ms(r.poll.delay_ms.p95),
+            app_delay(|l| l.p95),
         ),
         (
-            "max delay".into(),
+            "max delay",
             ms(r.webhook.delay_ms.max),
             ms(r.poll.delay_ms.max),
+            app_delay(|l| l.max),
         ),
         (
-            "mean delay".into(),
+            "mean delay",
             ms(r.webhook.delay_ms.mean),
             ms(r.poll.delay_ms.mean),
+            app_delay(|l| l.mean),
         ),
         (
-            "HTTP requests".into(),
+            "HTTP requests",
             r.webhook.requests.to_string(),
             r.poll.requests.to_string(),
+            app.map(|a| a.requests.to_string()),
         ),
         (
-            "requests per entity seen first".into(),
+            "requests per entity seen first",
             opt(r.webhook.requests_per_entity),
             opt(r.poll.requests_per_entity),
+            dash(),
         ),
         (
-            "empty (wasted) polls".into(),
+            "empty (wasted) polls",
             "–".into(),
             pct(r.poll.empty_share),
+            dash(),
         ),
         (
-            "missed by the other channel, caught here".into(),
+            "missed by the other channel, caught here",
             (r.webhook.entities_seen - r.seen_by_both).to_string(),
             r.webhook_missed_poll_caught.to_string(),
+            dash(),
         ),
-    ]
+    ];
+    rows.into_iter()
+        .map(|(label, w, p, a)| {
+            let mut row = vec![label.to_string(), w, p];
+            if app.is_some() {
+                row.push(a.unwrap_or_else(|| "–".into()));
+            }
+            row
+        })
+        .collect()
 }
 
-fn theory_rows(r: &Report) -> Vec<(String, String, String)> {
-    vec![
+/// The main comparison's header row.
+fn header(r: &Report) -> Vec<String> {
+    let mut h = vec![String::new(), "webhook".into(), "poll".into()];
+    if r.your_app.is_some() {
+        h.push("your app".into());
+    }
+    h
+}
+
+fn theory_rows(r: &Report) -> Vec<Vec<String>> {
+    let rows: Vec<(String, String, String)> = vec![
         (
             "mean poll delay".into(),
             ms(r.poll.delay_ms.mean),
@@ -130,35 +162,36 @@ fn theory_rows(r: &Report) -> Vec<(String, String, String)> {
             "–".into(),
             format!("{} of 30 M polls", pct(Some(r.theory.zapier_wasted_share))),
         ),
-    ]
+    ];
+    rows.into_iter().map(|(a, b, c)| vec![a, b, c]).collect()
 }
 
-fn table(out: &mut String, header: [&str; 3], rows: &[(String, String, String)]) {
-    let w0 = rows
-        .iter()
-        .map(|r| r.0.chars().count())
-        .chain([header[0].len()])
-        .max()
-        .unwrap_or(0);
-    let w1 = rows
-        .iter()
-        .map(|r| r.1.chars().count())
-        .chain([header[1].len()])
-        .max()
-        .unwrap_or(0);
-    let w2 = rows
-        .iter()
-        .map(|r| r.2.chars().count())
-        .chain([header[2].len()])
-        .max()
-        .unwrap_or(0);
-    let line = |out: &mut String, a: &str, b: &str, c: &str| {
-        let _ = writeln!(out, "  {a:<w0$}   {b:>w1$}   {c:>w2$}");
+/// An aligned table: the first column left-aligned, the others right-aligned.
+fn table(out: &mut String, header: &[String], rows: &[Vec<String>]) {
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .chain([header[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |out: &mut String, cells: &[String]| {
+        let mut text = String::from(" ");
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            let _ = match i {
+                0 => write!(text, " {c:<w$}"),
+                _ => write!(text, "   {c:>w$}"),
+            };
+        }
+        let _ = writeln!(out, "{}", text.trim_end());
     };
-    line(out, header[0], header[1], header[2]);
-    let _ = writeln!(out, "  {}", "─".repeat(w0 + w1 + w2 + 6));
-    for (a, b, c) in rows {
-        line(out, a, b, c);
+    line(out, header);
+    let total = widths.iter().sum::<usize>() + 3 * (widths.len() - 1);
+    let _ = writeln!(out, "  {}", "─".repeat(total));
+    for r in rows {
+        line(out, r);
     }
 }
 
@@ -229,7 +262,7 @@ pub fn render_table(r: &Report) -> String {
     );
     let _ = writeln!(out, "  {}", settings_line(r));
     let _ = writeln!(out);
-    table(&mut out, ["", "webhook", "poll"], &rows(r));
+    table(&mut out, &header(r), &rows(r));
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -259,12 +292,26 @@ pub fn render_table(r: &Report) -> String {
             plural(t.entities_never_delivered, "entity", "entities")
         );
     }
+    if let Some(a) = &r.your_app {
+        let checked = match (a.verified, a.refused) {
+            (Some(v), Some(0)) => format!(", {v} signatures verified by the app"),
+            (Some(v), Some(x)) => {
+                format!(", {v} signatures verified, {x} requests REFUSED by the app")
+            }
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  your app (sink {:?}): told of {} by hookrace once stored{checked}; {} pending, {} failed",
+            a.sink,
+            plural(a.events, "entity", "entities"),
+            a.pending,
+            a.failed
+        );
+    }
     let _ = writeln!(out);
-    table(
-        &mut out,
-        ["measured versus expected", "measured", "expected"],
-        &theory_rows(r),
-    );
+    let theory_header = ["measured versus expected", "measured", "expected"].map(String::from);
+    table(&mut out, &theory_header, &theory_rows(r));
     for scenario in ["race", "typical"] {
         let rows = cost_rows(r, scenario);
         if rows.is_empty() {
@@ -327,22 +374,29 @@ pub fn render_markdown(r: &Report) -> String {
         r.measured_for_s
     );
     let _ = writeln!(out, "{}\n", settings_line(r));
-    let _ = writeln!(out, "| | webhook | poll |\n|---|---:|---:|");
-    for (a, b, c) in rows(r) {
-        let _ = writeln!(out, "| {a} | {b} | {c} |");
+    let head = header(r);
+    let _ = writeln!(
+        out,
+        "| {} |\n|---|{}",
+        head.join(" | "),
+        "---:|".repeat(head.len() - 1)
+    );
+    for row in rows(r) {
+        let _ = writeln!(out, "| {} |", row.join(" | "));
     }
     let _ = writeln!(
         out,
-        "| webhook lead (median / p95) | {} / {} | |",
+        "| webhook lead (median / p95) | {} / {} |{}",
         ms(r.webhook_lead_ms.p50),
-        ms(r.webhook_lead_ms.p95)
+        ms(r.webhook_lead_ms.p95),
+        " |".repeat(head.len() - 2)
     );
     let _ = writeln!(
         out,
         "\n| measured versus expected | measured | expected |\n|---|---:|---:|"
     );
-    for (a, b, c) in theory_rows(r) {
-        let _ = writeln!(out, "| {a} | {b} | {c} |");
+    for row in theory_rows(r) {
+        let _ = writeln!(out, "| {} |", row.join(" | "));
     }
     for scenario in ["race", "typical"] {
         let rows = cost_rows(r, scenario);
