@@ -20,6 +20,35 @@ pub struct Runtime {
     pub next_cycle_at: Option<DateTime<Utc>>,
     /// The configured notify sinks, in configuration order.
     pub notify_sinks: Vec<SinkInfo>,
+    /// What the webhook watch last found (`channels::watch`).
+    pub webhook_health: WebhookHealth,
+    /// The poll strategy and the interval in force.
+    pub poll_pace: PollPace,
+}
+
+/// What the webhook watch knows of the webhook at AccessLink.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WebhookHealth {
+    /// Whether the webhook exists, is active and points at the public URL; `None` before the
+    /// first check (or when the watch is off).
+    pub active: Option<bool>,
+    pub checked_at: Option<DateTime<Utc>>,
+    /// Checks that found it inactive (or missing, or pointing elsewhere).
+    pub deactivated_seen: u64,
+    /// Times hookrace reactivated it.
+    pub reactivations: u64,
+    pub last_problem: Option<String>,
+}
+
+/// The poll strategy and its current interval.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PollPace {
+    /// `fixed` or `adaptive`.
+    pub strategy: String,
+    /// The interval in force (`None` for a cron schedule).
+    pub interval: Option<std::time::Duration>,
+    /// Why the auditor polls at this pace (adaptive only).
+    pub reason: Option<String>,
 }
 
 impl From<&crate::config::NotifyConfig> for SinkInfo {

@@ -205,6 +205,8 @@ async fn report_formats_parse_and_match_the_status_of_the_same_store() {
         last_cycle_at: None,
         next_cycle_at: None,
         notify_sinks: Vec::new(),
+        webhook_health: Default::default(),
+        poll_pace: Default::default(),
     };
     let status =
         serde_json::to_value(hookrace::observe::status::build(&store, &rt).unwrap()).unwrap();

@@ -22,10 +22,12 @@ use tokio::task::JoinHandle;
 use crate::accesslink::client::{Client, Policy};
 use crate::accesslink::identity::UserId;
 use crate::accesslink::webhooks;
+use crate::channels::auditor;
 use crate::channels::fetcher::Fetcher;
+use crate::channels::watch::WebhookWatch;
 use crate::channels::poller::{self, Poller};
 use crate::channels::webhook::{self, WebhookState};
-use crate::config::{AccessLinkConfig, Config, Secret};
+use crate::config::{AccessLinkConfig, Config, PollSchedule, PollStrategy, Secret};
 use crate::notify::Notifier;
 use crate::observe::View;
 use crate::observe::admin::{self, AdminState};
@@ -154,6 +156,15 @@ pub async fn start_with_seed(
         last_cycle_at: None,
         next_cycle_at: None,
         notify_sinks: config.notify.iter().map(Into::into).collect(),
+        webhook_health: Default::default(),
+        poll_pace: crate::process::PollPace {
+            strategy: config.poller.strategy.name().into(),
+            interval: match config.poller.schedule {
+                crate::config::PollSchedule::Every(d) => Some(d),
+                crate::config::PollSchedule::Cron(_) => None,
+            },
+            reason: None,
+        },
     }));
     // Before anything can store data: entities stored from now on get their notify events.
     let notifier = Notifier::new(store.clone(), &config.notify)?;
@@ -176,6 +187,10 @@ pub async fn start_with_seed(
     warn_about_the_webhook_secret(&accesslink, &store, simulator.is_some());
 
     let fetcher = Fetcher::new(store.clone(), client.clone(), liveness.clone());
+    let public_url = match &simulator {
+        Some(_) => Some(webhook_url.clone()),
+        None => config.webhook.public_url.clone(),
+    };
     let parts = Parts {
         store: &store,
         client: &client,
@@ -183,6 +198,8 @@ pub async fn start_with_seed(
         runtime: &runtime,
         liveness: &liveness,
         notifier: &notifier,
+        public_url: &public_url,
+        has_credentials: accesslink.client_secret.is_some(),
     };
     let servers = Servers::spawn(
         &config,
@@ -303,6 +320,10 @@ struct Parts<'a> {
     runtime: &'a Arc<RwLock<Runtime>>,
     liveness: &'a Arc<Liveness>,
     notifier: &'a Arc<Notifier>,
+    /// The URL Polar should post to (the configured public URL, or the simulator's target).
+    public_url: &'a Option<String>,
+    /// Client credentials are known (the webhook watch can list the webhooks).
+    has_credentials: bool,
 }
 
 /// The two listeners' server tasks and the token that stops them accepting.
@@ -417,6 +438,7 @@ struct Background {
     poller_task: Option<JoinHandle<()>>,
     /// One sender per notify sink.
     senders: Vec<JoinHandle<()>>,
+    watch: Option<JoinHandle<()>>,
 }
 
 impl Background {
@@ -438,12 +460,34 @@ impl Background {
         let poller_task = poller.clone().map(|poller| {
             let schedule = config.poller.schedule.clone();
             let stop = token.clone();
-            supervise("poller", parts.liveness, &token, async move {
-                if let Err(e) = poller::run_scheduled(poller, schedule, stop, GRACE).await {
-                    tracing::error!(error = format_args!("{e:#}"), "the poller stopped");
-                }
-            })
+            match (config.poller.strategy, schedule) {
+                (PollStrategy::Adaptive { max_every }, PollSchedule::Every(every)) => supervise(
+                    "poller",
+                    parts.liveness,
+                    &token,
+                    auditor::run(poller, every, max_every, stop, GRACE),
+                ),
+                (_, schedule) => supervise("poller", parts.liveness, &token, async move {
+                    if let Err(e) = poller::run_scheduled(poller, schedule, stop, GRACE).await {
+                        tracing::error!(error = format_args!("{e:#}"), "the poller stopped");
+                    }
+                }),
+            }
         });
+        // The webhook watch needs the client's credentials (it lists the client's webhooks).
+        let watch = match (config.webhook.check_every, parts.has_credentials) {
+            (Some(every), true) => Some(tokio::spawn(
+                WebhookWatch {
+                    client: parts.client.clone(),
+                    runtime: parts.runtime.clone(),
+                    public_url: parts.public_url.clone(),
+                    reactivate: config.webhook.reactivate,
+                    every,
+                }
+                .run(token.clone()),
+            )),
+            _ => None,
+        };
         let senders = parts.notifier.spawn(&token);
         Background {
             token,
@@ -451,6 +495,7 @@ impl Background {
             poller,
             poller_task,
             senders,
+            watch,
         }
     }
 }
@@ -494,6 +539,9 @@ async fn shut_down(
     // under the same webhook-id).
     for sender in background.senders {
         let _ = sender.await;
+    }
+    if let Some(watch) = background.watch {
+        let _ = watch.await;
     }
     // The background work has stopped: only this task holds the store now.
     drop(background.poller);

@@ -29,6 +29,8 @@ pub struct CycleReport {
     pub new_entities: u64,
     pub errors: u64,
     pub committed: u64,
+    /// The entities this cycle saw first (no channel had them), with their availability.
+    pub new_keys: Vec<(String, Option<chrono::DateTime<Utc>>)>,
 }
 
 pub struct Poller {
@@ -334,6 +336,10 @@ impl Poller {
         match self.store.record_poll(user, &id, item, Utc::now()) {
             Ok(PollRecorded::New) => {
                 report.new_entities += 1;
+                let key = EntityKey::new(&id.kind, user, &id.entity_id);
+                report
+                    .new_keys
+                    .push((key.as_str().to_string(), id.available_at));
                 true
             }
             Ok(_) => true,

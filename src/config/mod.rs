@@ -90,6 +90,14 @@ pub struct WebhookConfig {
     pub body_timeout: Duration,
     /// Open connections at most; beyond it new ones wait (and `/healthz` fails).
     pub max_connections: usize,
+    /// The public URL Polar posts to (as registered): the webhook watch checks the webhook
+    /// points there. `None`: only that it exists and is active.
+    pub public_url: Option<String>,
+    /// How often the webhook watch asks AccessLink whether the webhook exists and is active
+    /// (`None`: never).
+    pub check_every: Option<Duration>,
+    /// Reactivate the webhook when the watch finds it inactive.
+    pub reactivate: bool,
 }
 
 /// The private listener: status, metrics, entities.
@@ -131,6 +139,26 @@ pub struct PollerConfig {
     pub enabled: bool,
     pub schedule: PollSchedule,
     pub mode: PollMode,
+    pub strategy: PollStrategy,
+}
+
+/// How the poll interval is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollStrategy {
+    /// Every tick of the schedule (`every` or `cron`).
+    Fixed,
+    /// The auditor: between `every` (fastest) and `max_every` (slowest), fast on evidence that
+    /// webhooks miss data, slow while they are complete (see `channels::auditor`).
+    Adaptive { max_every: Duration },
+}
+
+impl PollStrategy {
+    pub fn name(&self) -> &'static str {
+        match self {
+            PollStrategy::Fixed => "fixed",
+            PollStrategy::Adaptive { .. } => "adaptive",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -30,6 +30,10 @@ struct RawWebhook {
     max_body: i64,
     body_timeout: String,
     max_connections: i64,
+    public_url: Option<String>,
+    /// A duration, or "off".
+    check_every: String,
+    reactivate: bool,
 }
 impl Default for RawWebhook {
     fn default() -> Self {
@@ -39,6 +43,9 @@ impl Default for RawWebhook {
             max_body: 65536,
             body_timeout: "10s".into(),
             max_connections: 512,
+            public_url: None,
+            check_every: "10m".into(),
+            reactivate: false,
         }
     }
 }
@@ -96,6 +103,8 @@ struct RawPoller {
     every: Option<String>,
     cron: Option<String>,
     mode: String,
+    strategy: String,
+    max_every: String,
 }
 impl Default for RawPoller {
     fn default() -> Self {
@@ -104,6 +113,8 @@ impl Default for RawPoller {
             every: None,
             cron: None,
             mode: "transactions".into(),
+            strategy: "fixed".into(),
+            max_every: "15m".into(),
         }
     }
 }
@@ -472,12 +483,24 @@ impl RawWebhook {
                 self.max_connections
             ));
         }
+        if let Some(u) = &self.public_url {
+            if !matches!(reqwest::Url::parse(u), Ok(p) if matches!(p.scheme(), "http" | "https")) {
+                problems.push(format!("`webhook.public_url` = {u:?} is not an http(s) URL"));
+            }
+        }
+        let check_every = match self.check_every.as_str() {
+            "off" => Some(None),
+            every => duration("webhook.check_every", every, problems).map(Some),
+        };
         Some(WebhookConfig {
             listen: listen?,
             path: self.path,
             max_body: usize::try_from(self.max_body).ok()?,
             body_timeout: body_timeout?,
             max_connections: usize::try_from(self.max_connections).ok()?,
+            public_url: self.public_url,
+            check_every: check_every?,
+            reactivate: self.reactivate,
         })
     }
 }
@@ -666,10 +689,39 @@ impl RawPoller {
                 None
             }
         };
+        let strategy = match self.strategy.as_str() {
+            "fixed" => Some(PollStrategy::Fixed),
+            "adaptive" => {
+                let max_every = duration("poller.max_every", &self.max_every, problems);
+                match (&schedule, max_every) {
+                    (Some(PollSchedule::Cron(_)), _) => {
+                        problems.push(
+                            "`poller.strategy` = \"adaptive\" chooses its own interval: give `poller.every` (the fastest), not `poller.cron`".into(),
+                        );
+                        None
+                    }
+                    (Some(PollSchedule::Every(every)), Some(max)) if max < *every => {
+                        problems.push(format!(
+                            "`poller.max_every` = {:?} must not be shorter than `poller.every`",
+                            self.max_every
+                        ));
+                        None
+                    }
+                    (_, max) => max.map(|max_every| PollStrategy::Adaptive { max_every }),
+                }
+            }
+            other => {
+                problems.push(format!(
+                    "`poller.strategy` = {other:?} must be \"fixed\" or \"adaptive\""
+                ));
+                None
+            }
+        };
         Some(PollerConfig {
             enabled: self.enabled,
             schedule: schedule?,
             mode: mode?,
+            strategy: strategy?,
         })
     }
 }

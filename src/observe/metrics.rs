@@ -380,6 +380,46 @@ fn families<'a>(
                 .collect(),
         ),
         gauge(
+            "hookrace_webhook_active",
+            "1 when the webhook watch last found the webhook active at AccessLink, 0 when not (absent before a check).",
+            w.health
+                .active
+                .map(|a| vec![(vec![], f64::from(u8::from(a)))])
+                .unwrap_or_default(),
+        ),
+        counter(
+            "hookrace_webhook_deactivated_seen",
+            "Webhook checks that found it inactive, missing or pointing elsewhere.",
+            vec![(vec![], w.health.deactivated_seen)],
+        ),
+        counter(
+            "hookrace_webhook_reactivations",
+            "Times hookrace reactivated the webhook.",
+            vec![(vec![], w.health.reactivations)],
+        ),
+        gauge(
+            "hookrace_poll_interval_seconds",
+            "The poll interval in force (the adaptive auditor changes it).",
+            p.interval_ms
+                .map(|ms| vec![(vec![], ms as f64 / 1000.0)])
+                .unwrap_or_default(),
+        ),
+        gauge(
+            "hookrace_poll_misses_caught",
+            "Entities the poll found that webhooks never announced.",
+            vec![(vec![], p.misses_caught as f64)],
+        ),
+        counter(
+            "hookrace_poll_starved",
+            "Auditor cycles put off to leave the rate-limit budget to webhook fetches.",
+            vec![(vec![], p.starved)],
+        ),
+        Family {
+            name: "hookrace_poll_catch_delay_seconds",
+            help: "Availability to poll sighting, for entities webhooks never announced.",
+            samples: Samples::Histogram(vec![(vec![], &summary.catch_delay)], DELAY_BUCKETS),
+        },
+        gauge(
             "hookrace_uptime_seconds",
             "Seconds since this process started.",
             vec![(vec![], doc.uptime_seconds)],

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::process::Runtime;
+use crate::process::{Runtime, WebhookHealth};
 use crate::race::{self, LatencyStats};
 use crate::store::{Store, counter};
 
@@ -122,6 +122,9 @@ pub struct WebhookStatus {
     pub fetch_requests: u64,
     pub latency_ms: LatencyStats,
     pub last_delivery_at: Option<DateTime<Utc>>,
+    /// What the webhook watch found at AccessLink.
+    #[serde(default)]
+    pub health: WebhookHealth,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -153,6 +156,24 @@ pub struct PollStatus {
     pub latency_ms: LatencyStats,
     pub last_cycle_at: Option<DateTime<Utc>>,
     pub next_cycle_at: Option<DateTime<Utc>>,
+    /// `fixed` or `adaptive`.
+    #[serde(default)]
+    pub strategy: String,
+    /// The interval in force, in milliseconds (`null` for a cron schedule).
+    #[serde(default)]
+    pub interval_ms: Option<u64>,
+    /// Why the auditor polls at this pace (adaptive only).
+    #[serde(default)]
+    pub pace_reason: Option<String>,
+    /// Entities the poll found that webhooks never announced: the misses the safety net caught.
+    #[serde(default)]
+    pub misses_caught: u64,
+    /// Availability → poll sighting, for those entities only.
+    #[serde(default)]
+    pub catch_delay_ms: LatencyStats,
+    /// Auditor cycles put off to leave the rate-limit budget to webhook fetches.
+    #[serde(default)]
+    pub starved: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -255,6 +276,7 @@ pub fn build(store: &Store, rt: &Runtime) -> anyhow::Result<StatusDoc> {
             fetch_requests: get(counter::WEBHOOK_FETCH_REQUESTS),
             latency_ms: summary.webhook_latency.stats(),
             last_delivery_at: store.last_delivery_at(),
+            health: rt.webhook_health.clone(),
         },
         poll: PollStatus {
             enabled: rt.poll_enabled,
@@ -270,6 +292,12 @@ pub fn build(store: &Store, rt: &Runtime) -> anyhow::Result<StatusDoc> {
             latency_ms: summary.poll_latency.stats(),
             last_cycle_at: rt.last_cycle_at,
             next_cycle_at: rt.next_cycle_at,
+            strategy: rt.poll_pace.strategy.clone(),
+            interval_ms: rt.poll_pace.interval.map(|d| d.as_millis() as u64),
+            pace_reason: rt.poll_pace.reason.clone(),
+            misses_caught: summary.poll_only,
+            catch_delay_ms: summary.catch_delay.stats(),
+            starved: get(counter::POLL_STARVED),
         },
         entities: EntitiesStatus {
             total: summary.total,

@@ -181,6 +181,8 @@ pub struct Summary {
     pub webhook_lead: SignedHistogram,
     /// Availability → your app told (entities a notify sink took).
     pub app_latency: SignedHistogram,
+    /// Availability → poll, for the entities only the poll saw (the misses it caught).
+    pub catch_delay: SignedHistogram,
 }
 
 /// The parts of a stored entity the summary needs, decoded without allocating its strings.
@@ -238,6 +240,7 @@ struct Contribution<'a> {
     poll_latency_us: Option<i64>,
     webhook_lead_us: Option<i64>,
     app_latency_us: Option<i64>,
+    catch_delay_us: Option<i64>,
 }
 
 impl<'a> Contribution<'a> {
@@ -262,6 +265,7 @@ impl<'a> Contribution<'a> {
             poll_latency_us: delay(poll_at),
             webhook_lead_us: webhook_at.zip(poll_at).map(|(w, p)| to_us(millis(p - w))),
             app_latency_us: delay(stored(t.notified_at)),
+            catch_delay_us: if p && !w { delay(poll_at) } else { None },
         }
     }
 }
@@ -299,6 +303,7 @@ impl Summary {
             (&mut self.poll_latency, c.poll_latency_us),
             (&mut self.webhook_lead, c.webhook_lead_us),
             (&mut self.app_latency, c.app_latency_us),
+            (&mut self.catch_delay, c.catch_delay_us),
         ] {
             if let Some(v) = v {
                 h.record_us(v, 1);
@@ -379,6 +384,7 @@ impl LiveSummary {
             poll_latency: histogram(&a.poll_latency, &r.poll_latency)?,
             webhook_lead: histogram(&a.webhook_lead, &r.webhook_lead)?,
             app_latency: histogram(&a.app_latency, &r.app_latency)?,
+            catch_delay: histogram(&a.catch_delay, &r.catch_delay)?,
         })
     }
 }
@@ -393,11 +399,22 @@ pub struct SavedSummary {
     poll_only: u64,
     first_by_webhook: u64,
     first_by_poll: u64,
-    /// webhook latency, poll latency, webhook lead, your app's latency: `(microseconds, count)`
-    /// pairs (each value its bucket's upper end) and the exact sums in microseconds. A summary
-    /// saved before your app's latency existed has three (and no entity was notified then).
+    /// webhook latency, poll latency, webhook lead, your app's latency, catch delay:
+    /// `(microseconds, count)` pairs (each value its bucket's upper end) and the exact sums in
+    /// microseconds. A summary saved by an earlier version has fewer; the missing ones are
+    /// recounted from the records (see [`SavedSummary::is_complete`]).
     histograms: Vec<Vec<(i64, u64)>>,
     sums_us: Vec<i128>,
+}
+
+/// The histograms a summary saved by this version holds.
+const SAVED_HISTOGRAMS: usize = 5;
+
+impl SavedSummary {
+    /// Whether it holds every figure this version counts (else the store recounts).
+    pub fn is_complete(&self) -> bool {
+        self.histograms.len() == SAVED_HISTOGRAMS && self.sums_us.len() == SAVED_HISTOGRAMS
+    }
 }
 
 impl From<&Summary> for SavedSummary {
@@ -415,12 +432,14 @@ impl From<&Summary> for SavedSummary {
                 s.poll_latency.recorded(),
                 s.webhook_lead.recorded(),
                 s.app_latency.recorded(),
+                s.catch_delay.recorded(),
             ],
             sums_us: vec![
                 s.webhook_latency.sum_us,
                 s.poll_latency.sum_us,
                 s.webhook_lead.sum_us,
                 s.app_latency.sum_us,
+                s.catch_delay.sum_us,
             ],
         }
     }
@@ -437,6 +456,7 @@ impl From<SavedSummary> for Summary {
             )
         };
         let ((w, ws), (p, ps), (l, ls), (a, as_)) = (next(), next(), next(), next());
+        let (c, cs) = next();
         let histogram = |values: Vec<(i64, u64)>, sum_us: i128| {
             let mut h = SignedHistogram::new();
             for (us, n) in values {
@@ -457,6 +477,7 @@ impl From<SavedSummary> for Summary {
             poll_latency: histogram(p, ps),
             webhook_lead: histogram(l, ls),
             app_latency: histogram(a, as_),
+            catch_delay: histogram(c, cs),
         }
     }
 }

@@ -139,7 +139,12 @@ impl Sim {
     /// `GET /sim/faults`, or `PUT` (with `Some`): the faults in force.
     fn control_faults(&self, new: Option<Faults>) -> SimResponse {
         let mut s = self.lock();
-        if let Some(f) = new {
+        if let Some(mut f) = new {
+            if let Some(secs) = f.outage_for.take() {
+                let length = chrono::Duration::milliseconds((secs.max(0.0) * 1000.0) as i64);
+                f.outage_until = Some(chrono::Utc::now() + length);
+                tracing::info!(seconds = secs, "simulator: receiver outage starts");
+            }
             s.settings.faults = f;
         }
         SimResponse::json(

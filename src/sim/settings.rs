@@ -72,6 +72,15 @@ pub struct Faults {
     pub long_window_s: u64,
     /// Failed deliveries for this long deactivate the webhook (Polar: 7 days).
     pub deactivate_after_s: u64,
+    /// This many failed deliveries in a row deactivate the webhook too (standing in for Polar's
+    /// 7 days in a short run); `None`: only the time above.
+    pub deactivate_after_failures: Option<u32>,
+    /// Starts a receiver outage now, lasting this many seconds: every delivery due in it is lost
+    /// (not sent, recorded as failed, never retried), as Polar loses deliveries a receiver does
+    /// not take. Taken when put; the simulator answers with `outage_until` set.
+    pub outage_for: Option<f64>,
+    /// The end of the outage in progress, if any.
+    pub outage_until: Option<chrono::DateTime<chrono::Utc>>,
     /// An uncommitted transaction expires after this long (the simulator's choice: 600).
     pub transaction_ttl_s: u64,
     /// An authorization code is valid this long (Polar: 600).
@@ -92,6 +101,9 @@ impl Default for Faults {
             short_window_s: 900,
             long_window_s: 86_400,
             deactivate_after_s: 7 * 86_400,
+            deactivate_after_failures: None,
+            outage_for: None,
+            outage_until: None,
             transaction_ttl_s: 600,
             code_ttl_s: 600,
             generator_paused: false,

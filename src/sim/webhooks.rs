@@ -24,6 +24,8 @@ pub(super) struct Hook {
     pub(super) secret: String,
     pub(super) active: bool,
     pub(super) failing_since: Option<DateTime<Utc>>,
+    /// Failed deliveries since the last one that succeeded.
+    pub(super) failures_in_row: u32,
 }
 
 impl Hook {
@@ -118,6 +120,7 @@ impl Sim {
             secret: secret.clone(),
             active: true,
             failing_since: None,
+            failures_in_row: 0,
         };
         s.hook = Some(hook);
         SimResponse::json(
@@ -188,6 +191,7 @@ impl Sim {
                 h.active = active;
                 if active {
                     h.failing_since = None;
+                    h.failures_in_row = 0;
                 }
                 SimResponse::empty(StatusCode::OK)
             }
@@ -209,17 +213,35 @@ impl Sim {
             d.sent_at = Some(now);
         }
         let after = Duration::from_secs(s.settings.faults.deactivate_after_s);
+        let after_failures = s.settings.faults.deactivate_after_failures;
         if let Some(h) = s.hook.as_mut() {
             if ok {
                 h.failing_since = None;
+                h.failures_in_row = 0;
             } else {
                 let since = *h.failing_since.get_or_insert(now);
-                if (now - since).to_std().unwrap_or_default() >= after {
+                h.failures_in_row = h.failures_in_row.saturating_add(1);
+                let too_long = (now - since).to_std().unwrap_or_default() >= after;
+                let too_many = after_failures.is_some_and(|n| h.failures_in_row >= n);
+                if h.active && (too_long || too_many) {
                     h.active = false;
-                    tracing::warn!(url = %h.url, "simulator: webhook deactivated after failing deliveries");
+                    tracing::warn!(
+                        url = %h.url,
+                        failures = h.failures_in_row,
+                        "simulator: webhook deactivated after failing deliveries"
+                    );
                 }
             }
         }
+    }
+
+    /// Whether a receiver outage (`outage_for`) is in progress.
+    pub fn in_outage(&self) -> bool {
+        self.lock()
+            .settings
+            .faults
+            .outage_until
+            .is_some_and(|until| Utc::now() < until)
     }
 }
 
@@ -366,6 +388,11 @@ pub(super) async fn send_deliveries(
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(job.delay) => {}
+            }
+            if sim.in_outage() {
+                // The receiver is unreachable: the delivery is lost, as Polar would lose it.
+                sim.delivery_done(job.truth_index, None);
+                return;
             }
             let mut payload = job.payload;
             payload["timestamp"] = serde_json::Value::String(

@@ -70,6 +70,8 @@ pub mod counter {
     pub const WEBHOOK_FETCHES_FAILED: &str = "webhook.fetches.failed";
     /// HTTP requests made to fetch webhook data (retries included).
     pub const WEBHOOK_FETCH_REQUESTS: &str = "webhook.fetch_requests";
+    /// Auditor cycles put off to leave the rate-limit budget to webhook fetches.
+    pub const POLL_STARVED: &str = "poll.starved";
     /// Ticks that found the previous cycle still running.
     pub const POLL_SKIPPED: &str = "poll.skipped";
     /// Prefix of the per-outcome poll request counters (`poll.outcome.empty`, …).
@@ -419,7 +421,8 @@ impl Store {
         };
         let saved: SavedSummary =
             serde_json::from_slice(&v).context("decoding the saved summary")?;
-        Ok(Some(saved.into()))
+        // One saved by an earlier version lacks figures added since: recount those records.
+        Ok(saved.is_complete().then(|| saved.into()))
     }
 
     /// Summarises every record, and recounts the counters that describe records (after an

@@ -339,6 +339,8 @@ pub async fn from_config(cfg: &crate::config::Config) -> anyhow::Result<Report> 
                 last_cycle_at: None,
                 next_cycle_at: None,
                 notify_sinks: cfg.notify.iter().map(Into::into).collect(),
+                webhook_health: Default::default(),
+                poll_pace: Default::default(),
             };
             if !cfg.notify.is_empty() {
                 // The notify numbers are counted from the records (a scan of the store).

@@ -1,0 +1,278 @@
+//! The adaptive safety net (`[poller] strategy = "adaptive"`): the poller as an auditor of the
+//! webhooks, polling slowly while they are complete and fast when they miss data.
+//!
+//! The pace ([`Pace`]) is a pure function of what each cycle found ([`Evidence`]):
+//! - any evidence that webhooks are missing data sets the interval to `every` (the fastest);
+//! - a cycle with none returns it to `max_every` (the slowest), the bound on how late a lost
+//!   delivery's data is found while webhooks look healthy.
+//!
+//! Evidence: an entity the poll found that no delivery announced within [`GRACE`] of its
+//! availability (a webhook still in flight is not a miss: such an entity is checked again at the
+//! next cycle); a delivery whose fetch failed for good; deliveries silent over an interval in
+//! which the poll found data; the webhook watch finding the webhook inactive, missing or pointing
+//! elsewhere (and until it is healthy); and a start of hookrace (deliveries sent while it was down
+//! are lost), so the first cycle runs at once and fast. Cycles never overlap (each is awaited),
+//! and the client's rate limit is shared: announced data is fetched first, and the auditor waits
+//! while fetches are due or the budget is nearly spent (a *starved* cycle, counted and logged).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::channels::poller::Poller;
+use crate::store::counter;
+
+/// How long after its availability an entity may still be announced by a delivery: a poll that
+/// finds it sooner does not count it as missed yet.
+pub const GRACE: Duration = Duration::from_secs(30);
+
+/// The share of a rate-limit window the auditor leaves to the fetcher.
+const FETCH_RESERVE: f64 = 0.1;
+
+/// What one cycle (and the time since the previous) says about the webhooks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Evidence {
+    /// Entities the poll found that no delivery announced within the grace period.
+    pub missed: u64,
+    /// Fetches of announced data that failed for good since the last cycle.
+    pub fetch_failures: u64,
+    /// No delivery arrived since the last cycle, yet the poll found data.
+    pub silent: bool,
+    /// The webhook watch says the webhook is not healthy, or found it so since the last cycle.
+    pub webhook_unhealthy: bool,
+    /// hookrace just started.
+    pub restart: bool,
+}
+
+impl Evidence {
+    /// Why the auditor must poll fast, if it must.
+    pub fn reason(&self) -> Option<String> {
+        let mut why = Vec::new();
+        if self.restart {
+            why.push("hookrace started (deliveries sent while it was down are lost)".to_string());
+        }
+        if self.missed > 0 {
+            why.push(format!(
+                "{} entit{} no webhook announced",
+                self.missed,
+                if self.missed == 1 { "y" } else { "ies" }
+            ));
+        }
+        if self.fetch_failures > 0 {
+            why.push(format!("{} failed webhook fetches", self.fetch_failures));
+        }
+        if self.silent {
+            why.push("webhooks silent while the poll finds data".into());
+        }
+        if self.webhook_unhealthy {
+            why.push("the webhook is not healthy at AccessLink".into());
+        }
+        (!why.is_empty()).then(|| why.join("; "))
+    }
+}
+
+/// The auditor's interval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pace {
+    pub every: Duration,
+    pub max_every: Duration,
+    pub interval: Duration,
+}
+
+impl Pace {
+    pub fn new(every: Duration, max_every: Duration) -> Pace {
+        Pace {
+            every,
+            max_every,
+            interval: every,
+        }
+    }
+
+    /// The interval until the next cycle, given what this one found.
+    pub fn after(&mut self, evidence: &Evidence) -> Duration {
+        self.interval = match evidence.reason() {
+            Some(_) => self.every,
+            None => self.max_every,
+        };
+        self.interval
+    }
+}
+
+/// Entities found by the poll alone, waiting for the grace period to tell whether a delivery
+/// was merely late.
+#[derive(Debug, Default)]
+struct Suspects {
+    keys: Vec<(String, DateTime<Utc>)>,
+}
+
+/// Runs the auditor until `shutdown`; waits for a running cycle to end within `grace`.
+pub async fn run(
+    poller: Arc<Poller>,
+    every: Duration,
+    max_every: Duration,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
+    let store = poller.store.clone();
+    let mut pace = Pace::new(every, max_every);
+    let mut suspects = Suspects::default();
+    let count = |name: &str| store.counter(name);
+    let deliveries = || count(counter::WEBHOOK_ACCEPTED) + count(counter::WEBHOOK_DUPLICATES);
+    let unhealthy_seen = || {
+        poller
+            .runtime
+            .read()
+            .map(|rt| (rt.webhook_health.active, rt.webhook_health.deactivated_seen))
+            .unwrap_or_default()
+    };
+    let mut last = (
+        deliveries(),
+        count(counter::WEBHOOK_FETCHES_FAILED),
+        unhealthy_seen().1,
+    );
+    let mut evidence = Evidence {
+        restart: true,
+        ..Evidence::default()
+    };
+    let mut starved_logged = false;
+    loop {
+        if let Some(why) = starved(&poller) {
+            store.incr(counter::POLL_STARVED, 1);
+            if !starved_logged {
+                tracing::warn!(reason = why, "the auditor waits: fetching announced data comes first");
+                starved_logged = true;
+            }
+            set_pace(&poller, pace.every, Some(format!("starved: {why}")));
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(pace.every.min(Duration::from_secs(5))) => continue,
+            }
+        }
+        if starved_logged {
+            tracing::info!("the auditor polls again");
+            starved_logged = false;
+        }
+        let report = poller.cycle().await;
+        // What this cycle and the time since the last one say.
+        let now = Utc::now();
+        for (key, available) in report.new_keys {
+            suspects.keys.push((key, available.unwrap_or(now)));
+        }
+        let grace_ago = now - chrono::Duration::from_std(GRACE).unwrap_or_default();
+        let (due, waiting): (Vec<_>, Vec<_>) = suspects
+            .keys
+            .drain(..)
+            .partition(|(_, available)| *available <= grace_ago);
+        suspects.keys = waiting;
+        evidence.missed = due
+            .iter()
+            .filter(|(key, _)| {
+                store
+                    .entity(key)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|e| e.webhook_at.is_none())
+            })
+            .count() as u64;
+        let (d, f, (active, seen)) = (
+            deliveries(),
+            count(counter::WEBHOOK_FETCHES_FAILED),
+            unhealthy_seen(),
+        );
+        evidence.fetch_failures = f.saturating_sub(last.1);
+        evidence.silent = d == last.0 && report.items > 0;
+        evidence.webhook_unhealthy = active == Some(false) || seen > last.2;
+        last = (d, f, seen);
+        let interval = pace.after(&evidence);
+        let reason = evidence.reason();
+        if reason.is_some() || interval != every {
+            tracing::info!(
+                interval_s = interval.as_secs_f64(),
+                reason = reason.as_deref().unwrap_or("webhooks complete"),
+                "auditor pace"
+            );
+        }
+        set_pace(&poller, interval, reason);
+        evidence = Evidence::default();
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+    if tokio::time::timeout(grace, poller.idle()).await.is_err() {
+        tracing::warn!("the running poll cycle did not end within the grace period");
+    }
+}
+
+/// Why the auditor must leave the budget to the fetcher now, if it must.
+fn starved(poller: &Poller) -> Option<String> {
+    if let Ok(Some((_, job))) = poller.store.next_fetch() {
+        if job.next_at <= Utc::now() {
+            return Some("webhook fetches are due".into());
+        }
+    }
+    let rate = poller.client.rate_state();
+    if rate
+        .blocked_until
+        .is_some_and(|b| b > tokio::time::Instant::now())
+    {
+        return Some("AccessLink's rate limit is reached".into());
+    }
+    if let (Some((us, ul)), Some((ls, ll))) = (rate.usage, rate.limit) {
+        let nearly = |used: u64, limit: u64| {
+            limit > 0 && used as f64 >= limit as f64 * (1.0 - FETCH_RESERVE)
+        };
+        if nearly(us, ls) || nearly(ul, ll) {
+            return Some(format!(
+                "{}% of a rate-limit window is kept for webhook fetches",
+                (FETCH_RESERVE * 100.0) as u32
+            ));
+        }
+    }
+    None
+}
+
+fn set_pace(poller: &Poller, interval: Duration, reason: Option<String>) {
+    if let Ok(mut rt) = poller.runtime.write() {
+        rt.poll_pace.interval = Some(interval);
+        rt.poll_pace.reason = reason;
+        rt.next_cycle_at =
+            Some(Utc::now() + chrono::Duration::from_std(interval).unwrap_or_default());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evidence_makes_it_fast_and_a_clean_cycle_makes_it_slow_again() {
+        let (fast, slow) = (Duration::from_secs(10), Duration::from_secs(900));
+        let mut pace = Pace::new(fast, slow);
+        assert_eq!(pace.interval, fast, "a start is evidence");
+        assert_eq!(pace.after(&Evidence::default()), slow);
+        for e in [
+            Evidence {
+                missed: 1,
+                ..Default::default()
+            },
+            Evidence {
+                fetch_failures: 2,
+                ..Default::default()
+            },
+            Evidence {
+                silent: true,
+                ..Default::default()
+            },
+            Evidence {
+                webhook_unhealthy: true,
+                ..Default::default()
+            },
+        ] {
+            assert_eq!(pace.after(&e), fast, "{e:?}");
+            assert_eq!(pace.after(&Evidence::default()), slow);
+        }
+    }
+}
