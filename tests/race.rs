@@ -36,6 +36,9 @@ fn short_demo(format: Format, store: Option<std::path::PathBuf>) -> DemoArgs {
         open: false,
         rate_window: Duration::from_secs(900),
         notify: false,
+        strategy: demo::Strategy::Fixed,
+        max_every: Duration::from_secs(60),
+        outage: None,
     }
 }
 

@@ -62,6 +62,19 @@ pub struct DemoArgs {
     /// Open the live dashboard in a browser (its address is printed either way).
     #[arg(long)]
     pub open: bool,
+    /// How the poller paces itself: `fixed` (every --poll-every) or `adaptive` (the auditor:
+    /// --poll-every when webhooks miss data, --max-every while they are complete).
+    #[arg(long, value_enum, default_value_t = Strategy::Fixed)]
+    pub strategy: Strategy,
+    /// The adaptive auditor's slowest interval.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub max_every: Duration,
+    /// A receiver outage, `LENGTH@START` (e.g. `15s@20s`: 15 s long, 20 s into the race): the
+    /// deliveries due in it are lost, and after 3 failed deliveries in a row the simulator
+    /// deactivates the webhook (standing in for Polar's 7 days); hookrace's webhook watch checks
+    /// every 5 s and reactivates it.
+    #[arg(long, value_parser = parse_outage)]
+    pub outage: Option<(Duration, Duration)>,
     /// Add the callback's second hop: a stand-in for your app on loopback that hookrace notifies
     /// of every new entity (Standard Webhooks, signatures verified); the report gains a third
     /// column, "your app", with the end-to-end delay.
@@ -71,6 +84,27 @@ pub struct DemoArgs {
     #[arg(long)]
     pub store: Option<PathBuf>,
 }
+
+/// The poll strategies the demo can race.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Strategy {
+    Fixed,
+    Adaptive,
+}
+
+/// `LENGTH@START`, like `15s@20s`.
+fn parse_outage(s: &str) -> Result<(Duration, Duration), String> {
+    let (length, start) = s
+        .split_once('@')
+        .ok_or_else(|| format!("{s:?} must be LENGTH@START, like 15s@20s"))?;
+    let d = |v: &str| humantime::parse_duration(v.trim()).map_err(|e| format!("{v:?}: {e}"));
+    Ok((d(length)?, d(start)?))
+}
+
+/// How often the demo's webhook watch checks, and how many failed deliveries in a row make the
+/// simulator deactivate the webhook.
+const DEMO_WATCH_EVERY: &str = "5s";
+const DEMO_DEACTIVATE_AFTER_FAILURES: u32 = 3;
 
 /// Runs the demo, writing progress and the report to `out`; returns the report.
 pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<Report> {
@@ -108,6 +142,15 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
     if let Some(limit) = &args.rate_limit {
         set_rate_limit(&sim_url, limit, args.rate_window).await?;
     }
+    if args.outage.is_some() {
+        crate::sim::patch_faults(
+            &crate::http::client(Duration::from_secs(10))?,
+            &sim_url,
+            serde_json::json!({"deactivate_after_failures": DEMO_DEACTIVATE_AFTER_FAILURES}),
+        )
+        .await
+        .context("setting the simulator's deactivation")?;
+    }
     let human = args.format == Format::Table;
     if human {
         writeln!(
@@ -125,14 +168,32 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
                 app.url
             )?;
         }
+        let polling = match args.strategy {
+            Strategy::Fixed => format!(
+                "polling every {}",
+                humantime::format_duration(args.poll_every)
+            ),
+            Strategy::Adaptive => format!(
+                "an adaptive auditor polling every {} to {}",
+                humantime::format_duration(args.poll_every),
+                humantime::format_duration(args.max_every)
+            ),
+        };
         writeln!(
             out,
-            "  {} users, a new exercise every ~{} per user, polling every {}, {:.0}% of webhooks dropped",
+            "  {} users, a new exercise every ~{} per user, {polling}, {:.0}% of webhooks dropped",
             args.users,
             humantime::format_duration(args.exercise_every),
-            humantime::format_duration(args.poll_every),
             args.drop_rate * 100.0
         )?;
+        if let Some((length, start)) = args.outage {
+            writeln!(
+                out,
+                "  a receiver outage of {} starts {} into the race",
+                humantime::format_duration(length),
+                humantime::format_duration(start)
+            )?;
+        }
         writeln!(out)?;
     }
 
@@ -194,9 +255,22 @@ fn demo_config(
 ) -> anyhow::Result<crate::config::Config> {
     let duration = |d: Duration| humantime::format_duration(d).to_string();
     let mut config = serde_json::json!({
-        "webhook": {"listen": "127.0.0.1:0"},
         "admin": {"listen": "127.0.0.1:0"},
-        "poller": {"enabled": true, "every": duration(args.poll_every), "mode": "transactions"},
+        "webhook": {
+            "listen": "127.0.0.1:0",
+            "check_every": DEMO_WATCH_EVERY,
+            "reactivate": true,
+        },
+        "poller": {
+            "enabled": true,
+            "every": duration(args.poll_every),
+            "mode": "transactions",
+            "strategy": match args.strategy {
+                Strategy::Fixed => "fixed",
+                Strategy::Adaptive => "adaptive",
+            },
+            "max_every": duration(args.max_every),
+        },
         "store": {"path": store},
         "simulator": {
             "enabled": true,
@@ -267,8 +341,19 @@ async fn race(
         None
     };
     let mut last_line = started;
+    let mut outage = args.outage;
     while tokio::time::Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Some((length, _)) = outage.filter(|(_, start)| started.elapsed() >= *start) {
+            crate::sim::patch_faults(
+                &http,
+                sim_url,
+                serde_json::json!({"outage_for": length.as_secs_f64()}),
+            )
+            .await
+            .context("starting the receiver outage")?;
+            outage = None;
+        }
         let s = status_now(running)?;
         let elapsed = started.elapsed();
         if let Some(bar) = &bar {
@@ -332,7 +417,11 @@ async fn race(
         let told = s.notify.iter().all(|n| n.pending == 0);
         if quiet && !pending && !fetching && polled && told {
             let settings = RaceSettings {
-                poll_interval_s: Some(args.poll_every.as_secs_f64()),
+                // The adaptive auditor has no single interval for theory to use.
+                poll_interval_s: (args.strategy == Strategy::Fixed)
+                    .then_some(args.poll_every.as_secs_f64()),
+                adaptive: (args.strategy == Strategy::Adaptive)
+                    .then(|| report::adaptive_text(args.poll_every, args.max_every)),
                 poll_mode: "transactions".into(),
                 users: u64::from(args.users),
                 item_rate_per_user_s: [
@@ -349,6 +438,9 @@ async fn race(
                 rates_from: "simulator settings".into(),
             };
             let mut report = report::build(&s, Some(settings), Some(ground_truth(&truth)));
+            if args.strategy == Strategy::Adaptive || args.outage.is_some() {
+                report.safety_net = Some(safety_net(args, &s, &truth));
+            }
             if let (Some(r), Some(app)) = (report.your_app.as_mut(), your_app) {
                 let seen = app.seen();
                 r.verified = Some(seen.verified);
@@ -407,6 +499,54 @@ fn open_browser(url: &str) {
     eprintln!("no browser found to open {url}: open it yourself");
 }
 
+/// The safety-net section: the misses caught against the simulator's lost deliveries, and the
+/// poll's cost against what fixed polling at `--poll-every` would have made over the same time
+/// (the simulator replays what it made available when).
+fn safety_net(args: &DemoArgs, s: &StatusDoc, truth: &crate::sim::Truth) -> report::SafetyNet {
+    let lost = never_delivered(truth);
+    let (every, max) = (args.poll_every.as_secs_f64(), args.max_every.as_secs_f64());
+    report::SafetyNet {
+        strategy: match args.strategy {
+            Strategy::Fixed => "fixed".into(),
+            Strategy::Adaptive => "adaptive".into(),
+        },
+        every_s: every,
+        max_every_s: (args.strategy == Strategy::Adaptive).then_some(max),
+        lost: lost.len() as u64,
+        // The entities only the poll saw: those no delivery announced.
+        caught: s.poll.misses_caught,
+        catch_delay_ms: s.poll.catch_delay_ms.clone(),
+        bound_ms: match args.strategy {
+            Strategy::Fixed => every * 1000.0,
+            Strategy::Adaptive => (max + every) * 1000.0,
+        },
+        poll_requests: s.poll.requests,
+        fixed_requests: truth.fixed_poll_requests(
+            args.poll_every,
+            s.started_at,
+            chrono::Utc::now(),
+        ),
+        deactivated_seen: s.webhook.health.deactivated_seen,
+        reactivations: s.webhook.health.reactivations,
+        starved: s.poll.starved,
+    }
+}
+
+/// The simulator's entities no delivery reached the receiver for.
+fn never_delivered(t: &crate::sim::Truth) -> Vec<&crate::sim::TruthEntity> {
+    t.entities
+        .iter()
+        .filter(|e| {
+            !t.deliveries.iter().any(|d| {
+                d.outcome == DeliveryOutcome::Sent
+                    && d.event == e.kind
+                    && d.user_id == e.user_id
+                    && d.entity_id == e.entity_id
+            })
+        })
+        .collect()
+}
+
 /// Summarises the simulator's `/sim/truth` document for the report.
 fn ground_truth(t: &crate::sim::Truth) -> GroundTruth {
     GroundTruth {
@@ -418,18 +558,7 @@ fn ground_truth(t: &crate::sim::Truth) -> GroundTruth {
             .filter(|d| d.outcome == DeliveryOutcome::Dropped)
             .count() as u64,
         deliveries_duplicated: t.deliveries.iter().filter(|d| d.duplicate).count() as u64,
-        entities_never_delivered: t
-            .entities
-            .iter()
-            .filter(|e| {
-                !t.deliveries.iter().any(|d| {
-                    d.outcome == DeliveryOutcome::Sent
-                        && d.event == e.kind
-                        && d.user_id == e.user_id
-                        && d.entity_id == e.entity_id
-                })
-            })
-            .count() as u64,
+        entities_never_delivered: never_delivered(t).len() as u64,
         requests: t.requests.clone(),
     }
 }

@@ -141,7 +141,10 @@ pub async fn run(
         if let Some(why) = starved(&poller) {
             store.incr(counter::POLL_STARVED, 1);
             if !starved_logged {
-                tracing::warn!(reason = why, "the auditor waits: fetching announced data comes first");
+                tracing::warn!(
+                    reason = why,
+                    "the auditor waits: fetching announced data comes first"
+                );
                 starved_logged = true;
             }
             set_pace(&poller, pace.every, Some(format!("starved: {why}")));

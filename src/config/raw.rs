@@ -485,7 +485,9 @@ impl RawWebhook {
         }
         if let Some(u) = &self.public_url {
             if !matches!(reqwest::Url::parse(u), Ok(p) if matches!(p.scheme(), "http" | "https")) {
-                problems.push(format!("`webhook.public_url` = {u:?} is not an http(s) URL"));
+                problems.push(format!(
+                    "`webhook.public_url` = {u:?} is not an http(s) URL"
+                ));
             }
         }
         let check_every = match self.check_every.as_str() {

@@ -159,6 +159,7 @@ impl State {
         let key = (item.kind, item.user_id, item.source_id());
         if let Some(&i) = self.entity_index.get(&key) {
             self.truth.entities[i].item_ids.push(item.id);
+            self.truth.entities[i].item_times.push(item.available_at);
             return i;
         }
         self.truth.entities.push(TruthEntity {
@@ -166,7 +167,9 @@ impl State {
             user_id: item.user_id,
             entity_id: item.source_id(),
             item_ids: vec![item.id],
+            item_times: vec![item.available_at],
             available_at: item.available_at,
+            transactional: Kind::TRANSACTIONAL.contains(&item.kind),
         });
         let i = self.truth.entities.len() - 1;
         self.entity_index.insert(key, i);

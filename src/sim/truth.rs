@@ -26,7 +26,58 @@ pub struct TruthEntity {
     pub entity_id: String,
     /// The transaction item ids that carry it (several for updated activity).
     pub item_ids: Vec<u64>,
+    /// When each of those items became available (same order).
+    #[serde(default)]
+    pub item_times: Vec<DateTime<Utc>>,
     pub available_at: DateTime<Utc>,
+    /// Whether it reaches a transactional poll (`GET /v3/notifications` lists it).
+    #[serde(default)]
+    pub transactional: bool,
+}
+
+impl Truth {
+    /// The requests a poller in `transactions` mode polling every `every` from `from` to `to`
+    /// (a cycle at `from`, as hookrace's fixed poller starts with one) would have made for the
+    /// data this simulator made: per cycle one `GET /v3/notifications`, and per user and type
+    /// with new items since the previous cycle a transaction (create, list, one get per item,
+    /// commit). Counted from the simulator's own record of what became available when, so a
+    /// race run with another strategy can say what fixed polling would have spent.
+    pub fn fixed_poll_requests(
+        &self,
+        every: std::time::Duration,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> u64 {
+        let step = chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX);
+        if step <= chrono::Duration::zero() {
+            return 0;
+        }
+        let mut items: Vec<(DateTime<Utc>, u64, &str)> = self
+            .entities
+            .iter()
+            .filter(|e| e.transactional)
+            .flat_map(|e| {
+                e.item_times
+                    .iter()
+                    .map(move |t| (*t, e.user_id, e.kind.as_str()))
+            })
+            .collect();
+        items.sort();
+        let mut requests = 0;
+        let mut next = 0;
+        let mut tick = from;
+        while tick <= to {
+            requests += 1; // notifications
+            let mut groups = std::collections::BTreeMap::<(u64, &str), u64>::new();
+            while next < items.len() && items[next].0 <= tick {
+                *groups.entry((items[next].1, items[next].2)).or_default() += 1;
+                next += 1;
+            }
+            requests += groups.values().map(|n| 3 + n).sum::<u64>();
+            tick += step;
+        }
+        requests
+    }
 }
 
 /// What became of a delivery the simulator decided on.

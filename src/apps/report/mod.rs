@@ -32,6 +32,9 @@ pub struct RaceSettings {
     pub item_rate_per_user_s: BTreeMap<String, f64>,
     /// Where the rates come from: `"simulator settings"` or `"estimated from the store"`.
     pub rates_from: String,
+    /// How the adaptive auditor paced itself (`None`: a fixed schedule; then the interval above).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<String>,
 }
 
 /// The simulator's ground truth, when known.
@@ -80,6 +83,36 @@ pub struct YourAppReport {
     pub verified: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<u64>,
+}
+
+/// The safety net: what the poll caught that webhooks lost, how late, and at what cost next to
+/// fixed polling (the demo fills it in from the simulator's ground truth).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SafetyNet {
+    /// `fixed` or `adaptive`.
+    pub strategy: String,
+    /// The fastest interval (`every`) and, adaptive, the slowest (`max_every`), in seconds.
+    pub every_s: f64,
+    pub max_every_s: Option<f64>,
+    /// Entities no delivery reached the receiver for (simulator: dropped, lost in an outage,
+    /// not sent while the webhook was inactive).
+    pub lost: u64,
+    /// Of those, the entities the poll found.
+    pub caught: u64,
+    /// Availability → poll sighting for the caught ones.
+    pub catch_delay_ms: LatencyStats,
+    /// The promised bound: `max_every` plus one fast cycle (fixed: `every`).
+    pub bound_ms: f64,
+    /// What the poller spent (every request, as counted by hookrace).
+    pub poll_requests: u64,
+    /// What fixed polling at `every` would have spent over the same time, counted by the
+    /// simulator from what it made available when.
+    pub fixed_requests: u64,
+    /// The webhook watch: times it found the webhook inactive, and reactivations.
+    pub deactivated_seen: u64,
+    pub reactivations: u64,
+    /// Auditor cycles put off to leave the budget to webhook fetches.
+    pub starved: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,6 +166,9 @@ pub struct Report {
     /// With `[[notify]]`: the third column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub your_app: Option<YourAppReport>,
+    /// The demo's safety-net section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safety_net: Option<SafetyNet>,
 }
 
 /// Builds the report.
@@ -217,6 +253,7 @@ pub fn build(
             verified: None,
             refused: None,
         }),
+        safety_net: None,
     }
 }
 
@@ -270,9 +307,14 @@ pub fn settings_from_config(
     status: &StatusDoc,
     store_age: Option<Duration>,
 ) -> RaceSettings {
-    let poll_interval_s = match &cfg.poller.schedule {
-        crate::config::PollSchedule::Every(d) => Some(d.as_secs_f64()),
-        crate::config::PollSchedule::Cron(_) => None,
+    // An adaptive auditor has no single interval: theory and projections need one.
+    let (poll_interval_s, adaptive) = match (&cfg.poller.schedule, cfg.poller.strategy) {
+        (
+            crate::config::PollSchedule::Every(d),
+            crate::config::PollStrategy::Adaptive { max_every },
+        ) => (None, Some(adaptive_text(*d, max_every))),
+        (crate::config::PollSchedule::Every(d), _) => (Some(d.as_secs_f64()), None),
+        (crate::config::PollSchedule::Cron(_), _) => (None, None),
     };
     let poll_mode = match cfg.poller.mode {
         PollMode::Transactions => "transactions",
@@ -295,6 +337,7 @@ pub fn settings_from_config(
             users: u64::from(cfg.simulator.users),
             item_rate_per_user_s: rates,
             rates_from: "simulator settings".into(),
+            adaptive,
         };
     }
     let users = status.users.known.max(1);
@@ -312,7 +355,17 @@ pub fn settings_from_config(
         users,
         item_rate_per_user_s: rates,
         rates_from: "estimated from the store".into(),
+        adaptive,
     }
+}
+
+/// "adaptively, every 10s to 1m".
+pub fn adaptive_text(every: Duration, max_every: Duration) -> String {
+    format!(
+        "adaptively, every {} to {}",
+        humantime::format_duration(every),
+        humantime::format_duration(max_every)
+    )
 }
 
 // ---- rendering ----
@@ -375,6 +428,7 @@ mod tests {
             users: 3,
             item_rate_per_user_s: [("EXERCISE".to_string(), 1.0 / 600.0)].into(),
             rates_from: "test".into(),
+            adaptive: None,
         }
     }
 

@@ -237,12 +237,14 @@ fn settings_line(r: &Report) -> String {
             format!(
                 "{} users, poll {} ({} mode), about {:.1} new items per user per minute ({})",
                 s.users,
-                s.poll_interval_s
-                    .map(|t| format!(
+                match (&s.adaptive, s.poll_interval_s) {
+                    (Some(a), _) => a.clone(),
+                    (None, Some(t)) => format!(
                         "every {}",
                         humantime::format_duration(Duration::from_secs_f64(t.round()))
-                    ))
-                    .unwrap_or_else(|| "on a cron schedule".into()),
+                    ),
+                    (None, None) => "on a cron schedule".into(),
+                },
                 s.poll_mode,
                 rate * 60.0,
                 s.rates_from
@@ -250,6 +252,55 @@ fn settings_line(r: &Report) -> String {
         }
         None => "settings unknown".into(),
     }
+}
+
+/// The safety-net section's lines (empty without one).
+fn safety_net_lines(r: &Report) -> Vec<String> {
+    let Some(n) = &r.safety_net else {
+        return Vec::new();
+    };
+    let secs = |s: f64| humantime::format_duration(Duration::from_secs_f64(s.round())).to_string();
+    let pace = match n.max_every_s {
+        Some(max) => format!(
+            "{} auditor, between every {} and {}",
+            n.strategy,
+            secs(n.every_s),
+            secs(max)
+        ),
+        None => format!("{} polling every {}", n.strategy, secs(n.every_s)),
+    };
+    let within = match n.catch_delay_ms.max {
+        Some(max) if max <= n.bound_ms => "within",
+        Some(_) => "OVER",
+        None => "bound",
+    };
+    let ratio = match n.fixed_requests {
+        0 => "–".to_string(),
+        f => format!("{:.2}×", n.poll_requests as f64 / f as f64),
+    };
+    vec![
+        format!("safety net ({pace}):"),
+        format!(
+            "  misses caught      {} of {} entities no webhook delivered",
+            n.caught, n.lost
+        ),
+        format!(
+            "  catch delay        median {}, max {} ({within} the bound of {}: max_every + one cycle)",
+            ms(n.catch_delay_ms.p50),
+            ms(n.catch_delay_ms.max),
+            ms(Some(n.bound_ms))
+        ),
+        format!(
+            "  poll requests      {} (fixed polling every {} would have made {}: {ratio})",
+            n.poll_requests,
+            secs(n.every_s),
+            n.fixed_requests
+        ),
+        format!(
+            "  webhook watch      found it inactive {} time(s), reactivated {}; {} starved cycle(s)",
+            n.deactivated_seen, n.reactivations, n.starved
+        ),
+    ]
 }
 
 /// The report as an aligned plain-text table (for a terminal).
@@ -308,6 +359,13 @@ pub fn render_table(r: &Report) -> String {
             a.pending,
             a.failed
         );
+    }
+    let net = safety_net_lines(r);
+    if !net.is_empty() {
+        let _ = writeln!(out);
+        for line in net {
+            let _ = writeln!(out, "  {line}");
+        }
     }
     let _ = writeln!(out);
     let theory_header = ["measured versus expected", "measured", "expected"].map(String::from);
@@ -411,6 +469,10 @@ pub fn render_markdown(r: &Report) -> String {
         for (u, w, p, l) in rows {
             let _ = writeln!(out, "| {u} | {w} | {p} | {l} |");
         }
+    }
+    let net = safety_net_lines(r);
+    if !net.is_empty() {
+        let _ = writeln!(out, "\n```\n{}\n```", net.join("\n"));
     }
     if let Some(t) = &r.truth {
         let _ = writeln!(

@@ -1,0 +1,136 @@
+//! The adaptive safety net, through the simulator: with lost deliveries and a receiver outage,
+//! every entity is caught by some channel and each lost one within `max_every` plus a cycle; with
+//! nothing lost the auditor spends far less than fixed polling; a deactivated webhook is seen and
+//! reactivated.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, sim_config_json, spawn_with};
+use hookrace::apps::demo::{self, DemoArgs, Strategy};
+use hookrace::apps::report::Format;
+use serde_json::json;
+
+fn adaptive_demo(drop_rate: f64, outage: Option<(Duration, Duration)>) -> DemoArgs {
+    DemoArgs {
+        duration: Duration::from_secs(8),
+        poll_every: Duration::from_secs(1),
+        users: 3,
+        exercise_every: Duration::from_millis(400),
+        activity_every: Duration::from_secs(1000),
+        seed: Some(11),
+        drop_rate,
+        duplicate_rate: 0.0,
+        webhook_delay: "0ms..30ms".into(),
+        rate_limit: None,
+        rate_window: Duration::from_secs(900),
+        format: Format::Json,
+        open: false,
+        store: None,
+        notify: false,
+        strategy: Strategy::Adaptive,
+        max_every: Duration::from_secs(3),
+        outage,
+    }
+}
+
+#[tokio::test]
+async fn with_drops_and_an_outage_every_lost_delivery_is_caught_within_the_bound() {
+    hookrace::telemetry::init_for_tests();
+    let args = adaptive_demo(0.2, Some((Duration::from_secs(2), Duration::from_secs(2))));
+    let report = demo::run(&args, &mut Vec::new()).await.unwrap();
+    let truth = report.truth.as_ref().unwrap();
+    let net = report.safety_net.as_ref().expect("a safety-net section");
+    // Every entity the simulator made is in the store, seen by some channel.
+    assert_eq!(report.entities_total, truth.entities_generated);
+    assert!(
+        net.lost >= 3,
+        "drops and the outage lost deliveries: {net:?}"
+    );
+    assert_eq!(net.caught, net.lost, "{net:?}");
+    let max = net.catch_delay_ms.max.expect("catch delays measured");
+    assert!(
+        max <= net.bound_ms,
+        "the slowest catch took {max} ms, over max_every + one cycle ({} ms)",
+        net.bound_ms
+    );
+    // The outage failed 3 deliveries in a row: the simulator deactivated the webhook, the watch
+    // saw it and reactivated it.
+    assert!(net.deactivated_seen >= 1, "{net:?}");
+    assert!(net.reactivations >= 1, "{net:?}");
+}
+
+#[tokio::test]
+async fn with_nothing_lost_the_auditor_spends_far_less_than_fixed_polling() {
+    hookrace::telemetry::init_for_tests();
+    let args = DemoArgs {
+        // Data as sparse as real users make it (relative to the interval): what polling costs
+        // is then its cycles, which the auditor spaces out while webhooks are complete.
+        duration: Duration::from_secs(15),
+        users: 1,
+        exercise_every: Duration::from_secs(20),
+        max_every: Duration::from_secs(10),
+        ..adaptive_demo(0.0, None)
+    };
+    let report = demo::run(&args, &mut Vec::new()).await.unwrap();
+    let net = report.safety_net.as_ref().unwrap();
+    assert_eq!(net.lost, 0);
+    assert_eq!(report.webhook.entities_seen, report.entities_total);
+    let ratio = net.poll_requests as f64 / net.fixed_requests as f64;
+    println!(
+        "auditor {} requests, fixed polling every 1s {} requests: ratio {ratio:.2}",
+        net.poll_requests, net.fixed_requests
+    );
+    assert!(ratio < 0.5, "the auditor spent {ratio:.2}× fixed polling");
+}
+
+#[tokio::test]
+async fn a_deactivated_webhook_is_seen_and_reactivated_by_the_watch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = sim_config_json(dir.path(), 1, "transactions");
+    c["webhook"]["check_every"] = json!("200ms");
+    c["webhook"]["reactivate"] = json!(true);
+    let app = spawn_with(common::config_from(c)).await;
+    app.status_until("a first check", |s| {
+        s["webhook"]["health"]["active"] == true
+    })
+    .await;
+    // Deactivated at Polar's side (as after days of failed deliveries).
+    let res = app
+        .http
+        .post(format!("{}/v3/webhooks/deactivate", app.sim()))
+        .basic_auth(
+            hookrace::config::SIMULATOR_CLIENT_ID,
+            Some(hookrace::config::SIMULATOR_CLIENT_SECRET),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    let s = app
+        .status_until("reactivated", |s| {
+            s["webhook"]["health"]["reactivations"] == 1
+        })
+        .await;
+    let health = &s["webhook"]["health"];
+    assert!(health["deactivated_seen"].as_u64() >= Some(1), "{health}");
+    assert!(
+        health["last_problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("reactivated")),
+        "{health}"
+    );
+    let active = eventually("active at the simulator", || async {
+        let truth = app.truth().await;
+        (truth["webhook"]["active"] == true).then_some(())
+    })
+    .await;
+    assert_eq!(active, ());
+    let metrics = app.admin_text("/metrics").await;
+    assert!(
+        metrics.contains("hookrace_webhook_reactivations_total 1"),
+        "{metrics}"
+    );
+    app.stop().await;
+}
