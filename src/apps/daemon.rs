@@ -483,6 +483,7 @@ impl Background {
                     public_url: parts.public_url.clone(),
                     reactivate: config.webhook.reactivate,
                     every,
+                    poller: poller.clone(),
                 }
                 .run(token.clone()),
             )),

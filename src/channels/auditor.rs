@@ -11,7 +11,8 @@
 //! next cycle); a delivery whose fetch failed for good; deliveries silent over an interval in
 //! which the poll found data; the webhook watch finding the webhook inactive, missing or pointing
 //! elsewhere (and until it is healthy); and a start of hookrace (deliveries sent while it was down
-//! are lost), so the first cycle runs at once and fast. Cycles never overlap (each is awaited),
+//! are lost), so the first cycle runs at once and fast. The watch wakes a sleeping auditor when it
+//! finds the webhook unhealthy, so that cycle runs at once. Cycles never overlap (each is awaited),
 //! and the client's rate limit is shared: announced data is fetched first, and the auditor waits
 //! while fetches are due or the budget is nearly spent (a *starved* cycle, counted and logged).
 
@@ -202,6 +203,8 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(interval) => {}
+            // The watch found the webhook unhealthy: poll now, not after a slow interval.
+            _ = poller.alarm.notified() => {}
         }
     }
     if tokio::time::timeout(grace, poller.idle()).await.is_err() {

@@ -39,6 +39,9 @@ pub struct Poller {
     pub mode: PollMode,
     pub runtime: Arc<RwLock<Runtime>>,
     running: Mutex<()>,
+    /// Rung when there is news the adaptive auditor should not sleep through (the webhook watch
+    /// found the webhook unhealthy): it polls at once.
+    pub alarm: tokio::sync::Notify,
     /// The transaction kinds whose deprecation has been logged (once per kind per process).
     deprecations_logged: std::sync::Mutex<std::collections::HashSet<EventType>>,
 }
@@ -81,6 +84,7 @@ impl Poller {
             mode,
             runtime,
             running: Mutex::new(()),
+            alarm: tokio::sync::Notify::new(),
             deprecations_logged: std::sync::Mutex::new(Default::default()),
         })
     }

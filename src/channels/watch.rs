@@ -23,6 +23,9 @@ pub struct WebhookWatch {
     pub public_url: Option<String>,
     pub reactivate: bool,
     pub every: Duration,
+    /// The poller whose alarm is rung when the webhook turns unhealthy (the adaptive auditor then
+    /// polls at once).
+    pub poller: Option<Arc<crate::channels::poller::Poller>>,
 }
 
 /// What one check found.
@@ -64,6 +67,7 @@ impl WebhookWatch {
             },
         };
         let mut reactivated = false;
+        let mut failed = None;
         if found == Finding::Inactive && self.reactivate {
             match webhooks::set_active(&self.client, true).await {
                 Ok(_) => {
@@ -72,10 +76,13 @@ impl WebhookWatch {
                     );
                     reactivated = true;
                 }
-                Err(e) => tracing::error!(
-                    error = %e,
-                    "the webhook is inactive at AccessLink and reactivating it failed"
-                ),
+                Err(e) => {
+                    tracing::error!(
+                        error = %e,
+                        "the webhook is inactive at AccessLink and reactivating it failed; trying again at the next check"
+                    );
+                    failed = Some(e.to_string());
+                }
             }
         }
         let problem = match &found {
@@ -83,10 +90,10 @@ impl WebhookWatch {
             Finding::Inactive if reactivated => {
                 Some("found inactive; reactivated (Polar PINGed it)".to_string())
             }
-            Finding::Inactive => Some(
-                "inactive at AccessLink: no deliveries arrive (set [webhook] reactivate = true, or run `hookrace webhook activate`)"
-                    .to_string(),
-            ),
+            Finding::Inactive => Some(match &failed {
+                Some(e) => format!("inactive at AccessLink; reactivating it failed: {e}"),
+                None => "inactive at AccessLink: no deliveries arrive (set [webhook] reactivate = true, or run `hookrace webhook activate`)".to_string(),
+            }),
             Finding::ElsewhereUrl(url) => Some(format!(
                 "it posts to {url}, not to {}",
                 self.public_url.as_deref().unwrap_or("-")
@@ -97,9 +104,15 @@ impl WebhookWatch {
             ),
             Finding::Unknown(why) => Some(why.clone()),
         };
+        let unhealthy = matches!(
+            found,
+            Finding::Inactive | Finding::ElsewhereUrl(_) | Finding::Missing
+        );
+        let mut newly_unhealthy = false;
         if let Ok(mut rt) = self.runtime.write() {
             let h = &mut rt.webhook_health;
             let was = h.active;
+            newly_unhealthy = unhealthy && was != Some(false);
             h.checked_at = Some(Utc::now());
             h.active = match &found {
                 Finding::Healthy => Some(true),
@@ -107,10 +120,7 @@ impl WebhookWatch {
                 Finding::Unknown(_) => h.active,
                 _ => Some(false),
             };
-            if matches!(
-                found,
-                Finding::Inactive | Finding::ElsewhereUrl(_) | Finding::Missing
-            ) {
+            if unhealthy {
                 h.deactivated_seen += 1;
             }
             h.reactivations += u64::from(reactivated);
@@ -123,6 +133,11 @@ impl WebhookWatch {
                 } else if was.is_some() {
                     tracing::info!("the webhook is healthy again");
                 }
+            }
+        }
+        if newly_unhealthy {
+            if let Some(poller) = &self.poller {
+                poller.alarm.notify_one();
             }
         }
         found

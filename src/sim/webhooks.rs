@@ -48,6 +48,10 @@ pub struct DeliveryJob {
 
 impl Sim {
     pub(super) async fn ping(&self, url: &str, secret: &str) -> Result<(), String> {
+        if self.in_outage() {
+            // The receiver is down: the PING reaches nobody either.
+            return Err("no answer (a simulated receiver outage is in progress)".into());
+        }
         let body = json!({
             "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "event": "PING",
