@@ -67,7 +67,12 @@ impl State {
                 let sport = sports[self.rng.random_range(0..sports.len())].to_string();
                 let start = local_now
                     - chrono::Duration::seconds(duration_s as i64 + self.rng.random_range(60..900));
-                let start = start.with_nanosecond_zero();
+                let mut start = start.with_nanosecond_zero();
+                // A second exercise of one user never starts in the same second (as on a real
+                // device): an earlier second instead. Drawn the same for the same seed.
+                while !self.exercise_starts.insert((uid, start)) {
+                    start -= chrono::Duration::seconds(1);
+                }
                 ItemData::Exercise(Exercise {
                     hashed_id: hashed_id(self.settings.seed, id),
                     device: "Polar Vantage V3".into(),

@@ -25,6 +25,9 @@ pub(super) struct State {
     pub(super) items: BTreeMap<u64, Item>,
     /// Index of each entity in `truth.entities`, by (type, user, entity id).
     pub(super) entity_index: HashMap<(Kind, u64, String), usize>,
+    /// Each user's exercise start times (local, whole seconds): one device cannot start two
+    /// exercises in one second, which receivers (hookrace's fingerprint) rely on.
+    pub(super) exercise_starts: std::collections::HashSet<(u64, chrono::NaiveDateTime)>,
     pub(super) transactions: HashMap<u64, Transaction>,
     pub(super) hook: Option<Hook>,
     pub(super) short: Window,
@@ -72,6 +75,7 @@ impl Sim {
                 codes: HashMap::new(),
                 items: BTreeMap::new(),
                 entity_index: HashMap::new(),
+                exercise_starts: Default::default(),
                 transactions: HashMap::new(),
                 hook: None,
                 short: Window::default(),
