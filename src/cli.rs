@@ -38,6 +38,9 @@ pub enum Command {
     },
     /// The whole race on this machine: simulator + daemon on loopback, live progress, the report.
     Demo(crate::apps::demo::DemoArgs),
+    /// The whole delay-versus-cost curve: every poll interval, webhooks, the adaptive net, modelled
+    /// at any number of users in simulated time (`--svg` draws the chart).
+    Whatif(crate::apps::whatif::WhatifArgs),
     /// The comparison report from the store (works while the daemon runs, or after).
     Report {
         #[arg(short, long)]

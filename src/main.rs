@@ -36,6 +36,10 @@ fn main() -> ExitCode {
             print!("{}", hookrace::apps::report::render(&report, format));
             Ok(())
         }),
+        Command::Whatif(args) => {
+            let mut out = std::io::stdout();
+            exit(hookrace::apps::whatif::run(&args, &mut out).map(|_| ()))
+        }
         Command::CheckConfig { config } => match config::load(config.as_deref()) {
             Ok(_) => {
                 println!("configuration is valid");

@@ -7,4 +7,5 @@
 pub mod daemon;
 pub mod demo;
 pub mod report;
+pub mod whatif;
 pub mod your_app;

@@ -1,0 +1,260 @@
+//! `hookrace whatif`: the whole delay-versus-cost curve instead of the race's one point. For each
+//! poll interval (and for webhooks alone, and webhooks with the adaptive net) the model
+//! (`model.rs`: a seeded simulation in simulated time) gives the delay, the empty polls, the
+//! requests per day and whether Polar's limits hold, next to the closed forms; `--svg` draws the
+//! chart (`chart.rs`).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+mod chart;
+pub mod model;
+
+pub use model::{Row, Scenario};
+
+use crate::apps::report::Format;
+
+/// Options of `hookrace whatif`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WhatifArgs {
+    #[arg(long, default_value_t = 1)]
+    pub users: u64,
+    /// New items (exercises, days of activity…) per user per day.
+    #[arg(long, default_value_t = 3.0)]
+    pub items_per_day: f64,
+    /// The poll intervals to compare, comma-separated.
+    #[arg(long, default_value = "10s,30s,1m,5m,15m,1h", value_delimiter = ',', value_parser = humantime::parse_duration)]
+    pub poll_every: Vec<Duration>,
+    /// Share of webhook deliveries lost.
+    #[arg(long, default_value_t = 0.02)]
+    pub drop_rate: f64,
+    /// Delivery delay range.
+    #[arg(long, default_value = "20ms..400ms")]
+    pub webhook_delay: String,
+    /// Also model webhooks with the adaptive net (`adaptive`), between the first interval and
+    /// `--max-every`.
+    #[arg(long, value_enum, default_value_t = crate::apps::demo::Strategy::Adaptive)]
+    pub strategy: crate::apps::demo::Strategy,
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    pub max_every: Duration,
+    /// Simulated days.
+    #[arg(long, default_value_t = 7.0)]
+    pub days: f64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Draw the delay-versus-cost chart into this SVG file.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+}
+
+/// The answer: the scenario and a row per strategy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WhatIf {
+    pub scenario: Scenario,
+    pub polar_limit_15m: u64,
+    pub polar_limit_day: u64,
+    pub rows: Vec<Row>,
+}
+
+/// Runs the model for `args`.
+pub fn compute(args: &WhatifArgs) -> anyhow::Result<WhatIf> {
+    anyhow::ensure!(args.users >= 1, "--users must be at least 1");
+    anyhow::ensure!(
+        args.items_per_day > 0.0 && args.items_per_day.is_finite(),
+        "--items-per-day must be above zero"
+    );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.drop_rate),
+        "--drop-rate must be between 0 and 1"
+    );
+    anyhow::ensure!(
+        args.days > 0.0 && args.days <= 366.0,
+        "--days must be above zero and at most 366"
+    );
+    anyhow::ensure!(
+        args.poll_every.iter().all(|d| *d >= Duration::from_secs(1)),
+        "--poll-every: every interval must be at least 1s"
+    );
+    anyhow::ensure!(
+        !args.poll_every.is_empty(),
+        "--poll-every: give an interval"
+    );
+    let (lo, hi) = crate::config::parse_delay_range(&args.webhook_delay)
+        .map_err(|e| anyhow::anyhow!("--webhook-delay {:?}: {e}", args.webhook_delay))?;
+    let scenario = Scenario {
+        users: args.users,
+        items_per_user_day: args.items_per_day,
+        drop_rate: args.drop_rate,
+        webhook_delay_s: (lo.as_secs_f64(), hi.as_secs_f64()),
+        days: args.days,
+        seed: args.seed,
+    };
+    let mut rows: Vec<Row> = args
+        .poll_every
+        .iter()
+        .map(|every| model::fixed(&scenario, *every))
+        .collect();
+    rows.push(model::webhooks(&scenario));
+    if args.strategy == crate::apps::demo::Strategy::Adaptive {
+        let fastest = args.poll_every.iter().min().copied().unwrap_or_default();
+        anyhow::ensure!(
+            args.max_every >= fastest,
+            "--max-every must not be shorter than the fastest --poll-every"
+        );
+        rows.push(model::adaptive(&scenario, fastest, args.max_every));
+    }
+    let (short, day) = model::polar_limits(args.users);
+    Ok(WhatIf {
+        scenario,
+        polar_limit_15m: short,
+        polar_limit_day: day,
+        rows,
+    })
+}
+
+/// `hookrace whatif`: prints the table (or JSON, Markdown) and writes the chart when asked.
+pub fn run(args: &WhatifArgs, out: &mut dyn Write) -> anyhow::Result<WhatIf> {
+    let w = compute(args)?;
+    match args.format {
+        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&w)?)?,
+        Format::Markdown => write!(out, "{}", render(&w, true))?,
+        Format::Table => write!(out, "{}", render(&w, false))?,
+    }
+    if let Some(path) = &args.svg {
+        let svg = chart::svg(&w, None)?;
+        std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
+        writeln!(out, "chart written to {}", path.display())?;
+    }
+    Ok(w)
+}
+
+fn ms(v: Option<f64>) -> String {
+    match v {
+        None => "–".into(),
+        Some(v) if v >= 60_000.0 => format!("{:.1} min", v / 60_000.0),
+        Some(v) if v >= 1000.0 => format!("{:.1} s", v / 1000.0),
+        Some(v) => format!("{v:.0} ms"),
+    }
+}
+
+fn count(v: f64) -> String {
+    let s = format!("{v:.0}");
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The table (or Markdown): measured in the model, with the closed form after a slash.
+fn render(w: &WhatIf, markdown: bool) -> String {
+    let s = &w.scenario;
+    let mut out = String::new();
+    let title = format!(
+        "what if: {} user(s), {} new items per user per day, {:.0}% of deliveries lost, {} simulated day(s) (seed {})",
+        s.users,
+        s.items_per_user_day,
+        s.drop_rate * 100.0,
+        s.days,
+        s.seed
+    );
+    let header = [
+        "strategy",
+        "mean delay (model / T/2)",
+        "p95 delay",
+        "empty polls (model / e^(−λT))",
+        "requests/day to Polar (model / formula)",
+        "received/day",
+        "over Polar's limit",
+        "lost; lost deliveries found after",
+    ];
+    let rows: Vec<Vec<String>> = w
+        .rows
+        .iter()
+        .map(|r| {
+            let th = r.theory.as_ref();
+            vec![
+                r.label.clone(),
+                match th {
+                    Some(t) => format!("{} / {}", ms(r.delay_ms.mean), ms(Some(t.mean_delay_ms))),
+                    None => ms(r.delay_ms.mean),
+                },
+                ms(r.delay_ms.p95),
+                match (r.empty_share, th) {
+                    (Some(e), Some(t)) => {
+                        format!("{:.1}% / {:.1}%", e * 100.0, t.empty_share * 100.0)
+                    }
+                    (Some(e), None) => format!("{:.1}%", e * 100.0),
+                    _ => "–".into(),
+                },
+                match th {
+                    Some(t) => format!(
+                        "{} / {}",
+                        count(r.requests_per_day),
+                        count(t.requests_per_day)
+                    ),
+                    None => count(r.requests_per_day),
+                },
+                count(r.received_per_day),
+                if r.over_limit { "YES" } else { "no" }.into(),
+                match r.catch_delay_ms.count {
+                    0 => r.lost.to_string(),
+                    _ => format!("{}; mean {}", r.lost, ms(r.catch_delay_ms.mean)),
+                },
+            ]
+        })
+        .collect();
+    if markdown {
+        out.push_str(&format!("### {title}\n\n| {} |\n|---|", header.join(" | ")));
+        out.push_str(&"---:|".repeat(header.len() - 1));
+        out.push('\n');
+        for r in &rows {
+            out.push_str(&format!("| {} |\n", r.join(" | ")));
+        }
+    } else {
+        out.push_str(&format!("{title}\n\n"));
+        let widths: Vec<usize> = (0..header.len())
+            .map(|i| {
+                rows.iter()
+                    .map(|r| r[i].chars().count())
+                    .chain([header[i].chars().count()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |cells: &[String]| {
+            let mut l = String::from(" ");
+            for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+                l.push_str(&match i {
+                    0 => format!(" {c:<w$}"),
+                    _ => format!("   {c:>w$}"),
+                });
+            }
+            l.trim_end().to_string() + "\n"
+        };
+        out.push_str(&line(&header.map(String::from)));
+        out.push_str(&format!(
+            "  {}\n",
+            "─".repeat(widths.iter().sum::<usize>() + 3 * (widths.len() - 1))
+        ));
+        for r in &rows {
+            out.push_str(&line(r));
+        }
+    }
+    out.push_str(&format!(
+        "\nPolar's limits for {} user(s): {} requests per 15 minutes, {} per day (requests hookrace makes: polls and fetches; deliveries it receives do not count).\n",
+        s.users,
+        count(w.polar_limit_15m as f64),
+        count(w.polar_limit_day as f64)
+    ));
+    out
+}
