@@ -381,15 +381,18 @@ mod tests {
                 row.requests_per_day,
                 th.requests_per_day
             );
-            assert!(row.delay_ms.max.unwrap() <= every as f64 * 1000.0 + 1.0);
+            // Never later than one interval (within the histogram's 3 significant digits).
+            assert!(row.delay_ms.max.unwrap() <= every as f64 * 1000.0 * 1.001);
         }
     }
 
     #[test]
     fn webhooks_lose_what_is_dropped_and_the_net_finds_it_within_its_bound() {
-        let s = scenario(1000);
+        // Few losses a day: the net spends most of its time at max_every. (With a loss every few
+        // minutes, as for 1,000 users, it stays fast and costs what fixed polling at `every` costs.)
+        let s = scenario(10);
         let alone = webhooks(&s);
-        let expected = 1000.0 * 3.0 * 7.0 * 0.02;
+        let expected = 10.0 * 3.0 * 7.0 * 0.02;
         assert!(
             (alone.lost as f64 - expected).abs() < 4.0 * expected.sqrt(),
             "{alone:?}"
@@ -409,11 +412,11 @@ mod tests {
     #[test]
     fn ten_thousand_users_for_a_week_run_in_simulated_time() {
         let row = fixed(&scenario(10_000), Duration::from_secs(10));
-        // About 10,000 × 3 × 7 = 210,000 entities.
+        // About 10,000 × 3 × 7 = 210,000 entities; the limit grows with the users.
         assert!(row.delay_ms.count > 200_000, "{row:?}");
-        assert!(
-            row.over_limit,
-            "polling every 10 s for 10,000 users: {row:?}"
-        );
+        assert!(!row.over_limit, "{row:?}");
+        // One user polling every 10 s spends 8,640 requests a day: over the 5,100 allowed.
+        let one = fixed(&scenario(1), Duration::from_secs(10));
+        assert!(one.over_limit && one.requests_per_day > 8_600.0, "{one:?}");
     }
 }
