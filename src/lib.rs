@@ -5,7 +5,7 @@
 //! # Layout
 //! Folders by role; imports run one way, downwards (`docs/architecture.md` has the diagram).
 //! - [`cli`]: the command line; nothing below it imports it (commands become plain arguments).
-//! - [`apps`]: the applications: `daemon` (`run`: wiring and shutdown), `demo`, `report`.
+//! - [`apps`]: the applications: `daemon` (`run`: wiring and shutdown), `demo`, `report`, `whatif`.
 //! - [`channels`]: the two ways data arrives: the webhook route, its fetcher, the poller.
 //! - [`notify`]: the callback's second hop: events to your app (Standard Webhooks, a command, ntfy).
 //! - [`observe`]: what an operator sees: admin routes, the status document, metrics, dashboard.
