@@ -32,7 +32,7 @@ fn main() -> ExitCode {
             hookrace::apps::demo::run(&args, &mut out).await.map(|_| ())
         }),
         Command::Report { config, format } => with_config(config, |cfg| async move {
-            let report = hookrace::apps::report::from_config(&cfg).await?;
+            let report = hookrace::apps::report::from_config(&cfg, format).await?;
             print!("{}", hookrace::apps::report::render(&report, format));
             Ok(())
         }),

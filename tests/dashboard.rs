@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::{sim_config, spawn_with};
@@ -114,50 +113,9 @@ async fn the_page_and_events_respect_the_admin_token() {
     app.stop().await;
 }
 
-fn chromium() -> Option<String> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .find_map(|name| {
-            std::env::var_os("PATH").and_then(|p| {
-                std::env::split_paths(&p)
-                    .map(|d| d.join(name))
-                    .find(|p| p.is_file())
-                    .map(|p| p.display().to_string())
-            })
-        })
-}
-
-fn headless(browser: &str, extra: &[&str], url: &str) -> std::process::Output {
-    let profile = tempfile::tempdir().unwrap();
-    Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            "--window-size=1280,1100",
-            "--virtual-time-budget=4000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(extra)
-        .arg(url)
-        .output()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_race_in_a_real_browser() {
-    let Some(browser) = chromium() else {
-        assert!(
-            std::env::var_os("HOOKRACE_REQUIRE_BROWSER").is_none(),
-            "HOOKRACE_REQUIRE_BROWSER is set but no chromium is installed"
-        );
-        eprintln!("SKIPPED: no chromium on this machine (CI installs it: see .ci/run)");
+    let Some(browser) = common::browser_or_skip() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -183,7 +141,7 @@ async fn the_dashboard_shows_the_race_in_a_real_browser() {
     let url = format!("{}/?snapshot=1", app.admin_base);
     let b = browser.clone();
     let u = url.clone();
-    let dom = tokio::task::spawn_blocking(move || headless(&b, &["--dump-dom"], &u))
+    let dom = tokio::task::spawn_blocking(move || common::headless(&b, &["--dump-dom"], &u))
         .await
         .unwrap();
     let dom = String::from_utf8_lossy(&dom.stdout).to_string();
@@ -219,7 +177,7 @@ async fn the_dashboard_shows_the_race_in_a_real_browser() {
     // A screenshot, kept as a test artifact.
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     let arg = format!("--screenshot={}", shot.display());
-    let out = tokio::task::spawn_blocking(move || headless(&browser, &[&arg], &url))
+    let out = tokio::task::spawn_blocking(move || common::headless(&browser, &[&arg], &url))
         .await
         .unwrap();
     assert!(

@@ -311,3 +311,83 @@ async fn metrics_are_prometheus_exposition_matching_the_status() {
     assert!(text.contains("# HELP hookrace_delay_seconds"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_html_report_is_one_page_whose_charts_render_in_a_real_browser() {
+    hookrace::telemetry::init_for_tests();
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = Vec::new();
+    let report = demo::run(
+        &short_demo(Format::Html, Some(dir.path().join("store"))),
+        &mut out,
+    )
+    .await
+    .unwrap();
+    let html = String::from_utf8(out).unwrap();
+    let start = html.find("<!doctype html>").expect("the page");
+    let page = dir.path().join("race.html");
+    std::fs::write(&page, &html[start..]).unwrap();
+    for fetches in ["<script", "src=\"http", "href=\"http", "@import"] {
+        assert!(!html.contains(fetches), "self-contained: no {fetches}");
+    }
+    let sightings: usize = report
+        .sightings
+        .iter()
+        .map(|s| usize::from(s.webhook_s.is_some()) + usize::from(s.poll_s.is_some()))
+        .sum();
+    assert!(sightings > 10, "{}", report.sightings.len());
+    assert!(report.samples.len() > 5);
+
+    let Some(browser) = common::browser_or_skip() else {
+        return;
+    };
+    let url = format!("file://{}", page.display());
+    let dom =
+        tokio::task::spawn_blocking(move || common::headless(&browser, &["--dump-dom"], &url))
+            .await
+            .unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout).to_string();
+    // The browser parsed four charts, each an SVG with its marks.
+    let figure = |id: &str| -> String {
+        let at = dom
+            .find(&format!("<figure id=\"{id}\""))
+            .unwrap_or_else(|| panic!("#{id} in the rendered page:\n{dom}"));
+        let rest = &dom[at..];
+        rest[..rest.find("</figure>").unwrap()].to_string()
+    };
+    for id in ["timeline", "delays", "requests", "whatif"] {
+        let f = figure(id);
+        assert!(f.contains("<svg"), "#{id} is an SVG chart");
+        assert!(!f.contains("chart not drawn"), "#{id}: {f}");
+    }
+    assert_eq!(
+        figure("timeline").matches("<circle").count(),
+        sightings,
+        "a dot per entity per channel"
+    );
+    assert!(
+        figure("delays").matches("<rect").count() > 2,
+        "histogram bars"
+    );
+    assert!(
+        figure("requests").contains("<polyline"),
+        "two request lines"
+    );
+    assert!(
+        figure("whatif").contains("this race") && figure("whatif").contains("<polyline"),
+        "the curve with the race marked"
+    );
+
+    // `hookrace report --format html` on the kept store draws the entities too.
+    let cfg = common::config_from(serde_json::json!({
+        "accesslink": {"client_id": "x", "client_secret": "y"},
+        "poller": {"every": "1s"},
+        "store": {"path": dir.path().join("store")},
+    }));
+    let from_store = hookrace::apps::report::from_config(&cfg, Format::Html)
+        .await
+        .unwrap();
+    let page = hookrace::apps::report::render(&from_store, Format::Html);
+    assert!(page.contains("<figure id=\"timeline\""));
+    assert!(page.contains("sampled by <code>hookrace demo</code>"));
+}

@@ -342,8 +342,19 @@ async fn race(
     };
     let mut last_line = started;
     let mut outage = args.outage;
+    // The html page's requests chart: what each channel had spent, every 250 ms.
+    let sampling = args.format == Format::Html;
+    let mut samples: Vec<(f64, u64, u64)> = Vec::new();
     while tokio::time::Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(250)).await;
+        if sampling {
+            let s = status_now(running)?;
+            samples.push((
+                (chrono::Utc::now() - s.started_at).num_milliseconds() as f64 / 1000.0,
+                s.webhook.accepted + s.webhook.duplicates + s.webhook.fetch_requests,
+                s.poll.requests,
+            ));
+        }
         if let Some((length, _)) = outage.filter(|(_, start)| started.elapsed() >= *start) {
             crate::sim::patch_faults(
                 &http,
@@ -440,6 +451,15 @@ async fn race(
             let mut report = report::build(&s, Some(settings), Some(ground_truth(&truth)));
             if args.strategy == Strategy::Adaptive || args.outage.is_some() {
                 report.safety_net = Some(safety_net(args, &s, &truth));
+            }
+            if sampling {
+                samples.push((
+                    (chrono::Utc::now() - s.started_at).num_milliseconds() as f64 / 1000.0,
+                    s.webhook.accepted + s.webhook.duplicates + s.webhook.fetch_requests,
+                    s.poll.requests,
+                ));
+                report.samples = std::mem::take(&mut samples);
+                report.sightings = report::sightings(&running.store, s.started_at)?;
             }
             if let (Some(r), Some(app)) = (report.your_app.as_mut(), your_app) {
                 let seen = app.seen();

@@ -348,3 +348,56 @@ pub async fn external_sim() -> ExternalSim {
         _stop: token.drop_guard(),
     }
 }
+
+/// The browser for a browser test, or `None` (the test then skips, saying so) when this machine
+/// has none; CI sets `HOOKRACE_REQUIRE_BROWSER`, which turns a missing browser into a failure.
+pub fn browser_or_skip() -> Option<String> {
+    let found = chromium();
+    if found.is_none() {
+        assert!(
+            std::env::var_os("HOOKRACE_REQUIRE_BROWSER").is_none(),
+            "HOOKRACE_REQUIRE_BROWSER is set but no chromium is installed"
+        );
+        eprintln!("SKIPPED: no chromium on this machine (CI installs it: see .ci/run)");
+    }
+    found
+}
+
+/// Runs headless chromium on `url` with `extra` arguments (`--dump-dom`, `--screenshot=…`) and a
+/// fresh profile, returning its output.
+pub fn headless(browser: &str, extra: &[&str], url: &str) -> std::process::Output {
+    let profile = tempfile::tempdir().unwrap();
+    std::process::Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--window-size=1280,1100",
+            "--virtual-time-budget=4000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .unwrap()
+}
+
+/// A browser on this machine, if any (CI installs chromium; see `.ci/run`).
+fn chromium() -> Option<String> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|name| {
+            std::env::var_os("PATH").and_then(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join(name))
+                    .find(|p| p.is_file())
+                    .map(|p| p.display().to_string())
+            })
+        })
+}

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::PollMode;
 
+mod html;
 mod render;
 use crate::observe::status::StatusDoc;
 use crate::race::LatencyStats;
@@ -169,6 +170,45 @@ pub struct Report {
     /// The demo's safety-net section.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safety_net: Option<SafetyNet>,
+    /// For the html page's timeline and delay charts: each entity's sightings (the newest
+    /// [`SIGHTINGS_MAX`]), gathered only for `--format html`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sightings: Vec<Sighting>,
+    /// For the html page's requests chart: `(seconds, webhook requests, poll requests)` as the
+    /// demo sampled them while it ran (a report from a store has none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<(f64, u64, u64)>,
+}
+
+/// The most entities the html page draws.
+pub const SIGHTINGS_MAX: usize = 5000;
+
+/// One entity on the html page: when it became available and when each channel saw it, in seconds
+/// from the start of the measurement.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sighting {
+    pub available_s: f64,
+    pub webhook_s: Option<f64>,
+    pub poll_s: Option<f64>,
+}
+
+/// The newest entities of `store` as sightings, timed from `start`.
+pub fn sightings(
+    store: &crate::store::Store,
+    start: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<Vec<Sighting>> {
+    let secs = |t: chrono::DateTime<chrono::Utc>| (t - start).num_milliseconds() as f64 / 1000.0;
+    Ok(store
+        .newest_entities(SIGHTINGS_MAX, None)?
+        .into_iter()
+        .filter_map(|e| {
+            Some(Sighting {
+                available_s: secs(e.available_at()?),
+                webhook_s: e.webhook_at.map(secs),
+                poll_s: e.poll_at.map(secs),
+            })
+        })
+        .collect())
 }
 
 /// Builds the report.
@@ -254,6 +294,8 @@ pub fn build(
             refused: None,
         }),
         safety_net: None,
+        sightings: Vec::new(),
+        samples: Vec::new(),
     }
 }
 
@@ -376,13 +418,16 @@ pub enum Format {
     Table,
     Json,
     Markdown,
+    /// One self-contained page (no network): the report with its charts, to hand out.
+    Html,
 }
 
 /// `hookrace report`: the report for the store the configuration names. When the daemon holds
 /// the store open, the numbers come from its `/status` instead (the same document).
-pub async fn from_config(cfg: &crate::config::Config) -> anyhow::Result<Report> {
+pub async fn from_config(cfg: &crate::config::Config, format: Format) -> anyhow::Result<Report> {
     use crate::operations::manage::{Target, target};
     use anyhow::Context;
+    let mut sighted = Vec::new();
     let (status, age) = match target(cfg)? {
         Target::Store(store) => {
             let created = store.created_at().unwrap_or_else(chrono::Utc::now);
@@ -400,6 +445,9 @@ pub async fn from_config(cfg: &crate::config::Config) -> anyhow::Result<Report> 
                 store.load_pending()?;
             }
             let doc = crate::observe::status::build(&store, &rt)?;
+            if format == Format::Html {
+                sighted = sightings(&store, created)?;
+            }
             (doc, (chrono::Utc::now() - created).to_std().ok())
         }
         Target::Daemon(admin) => {
@@ -413,7 +461,9 @@ pub async fn from_config(cfg: &crate::config::Config) -> anyhow::Result<Report> 
         }
     };
     let settings = settings_from_config(cfg, &status, age);
-    Ok(build(&status, Some(settings), None))
+    let mut report = build(&status, Some(settings), None);
+    report.sightings = sighted;
+    Ok(report)
 }
 
 #[cfg(test)]

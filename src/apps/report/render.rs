@@ -40,7 +40,7 @@ fn opt(v: Option<f64>) -> String {
 }
 
 /// The rows of the main comparison: label, webhook, poll and, with a notify sink, your app.
-fn rows(r: &Report) -> Vec<Vec<String>> {
+pub(super) fn rows(r: &Report) -> Vec<Vec<String>> {
     let of = |n: u64| match &r.truth {
         Some(t) => format!("{n} of {}", t.entities_generated),
         None => n.to_string(),
@@ -123,7 +123,7 @@ fn rows(r: &Report) -> Vec<Vec<String>> {
 }
 
 /// The main comparison's header row.
-fn header(r: &Report) -> Vec<String> {
+pub(super) fn header(r: &Report) -> Vec<String> {
     let mut h = vec![String::new(), "webhook".into(), "poll".into()];
     if r.your_app.is_some() {
         h.push("your app".into());
@@ -131,7 +131,7 @@ fn header(r: &Report) -> Vec<String> {
     h
 }
 
-fn theory_rows(r: &Report) -> Vec<Vec<String>> {
+pub(super) fn theory_rows(r: &Report) -> Vec<Vec<String>> {
     let rows: Vec<(String, String, String)> = vec![
         (
             "mean poll delay".into(),
@@ -230,7 +230,7 @@ fn cost_title(scenario: &str) -> String {
     }
 }
 
-fn settings_line(r: &Report) -> String {
+pub(super) fn settings_line(r: &Report) -> String {
     match &r.settings {
         Some(s) => {
             let rate: f64 = s.item_rate_per_user_s.values().sum();
@@ -255,7 +255,7 @@ fn settings_line(r: &Report) -> String {
 }
 
 /// The safety-net section's lines (empty without one).
-fn safety_net_lines(r: &Report) -> Vec<String> {
+pub(super) fn safety_net_lines(r: &Report) -> Vec<String> {
     let Some(n) = &r.safety_net else {
         return Vec::new();
     };
@@ -496,5 +496,6 @@ pub fn render(r: &Report, format: Format) -> String {
         Format::Table => render_table(r),
         Format::Json => render_json(r),
         Format::Markdown => render_markdown(r),
+        Format::Html => super::html::page(r),
     }
 }

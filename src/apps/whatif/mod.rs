@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-mod chart;
+pub mod chart;
 pub mod model;
 
 pub use model::{Row, Scenario};
@@ -21,6 +21,7 @@ use crate::apps::report::Format;
 /// Options of `hookrace whatif`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WhatifArgs {
+    /// Connected users (Polar's limits grow with them).
     #[arg(long, default_value_t = 1)]
     pub users: u64,
     /// New items (exercises, days of activity…) per user per day.
@@ -35,17 +36,20 @@ pub struct WhatifArgs {
     /// Delivery delay range.
     #[arg(long, default_value = "20ms..400ms")]
     pub webhook_delay: String,
-    /// Also model webhooks with the adaptive net (`adaptive`), between the first interval and
+    /// Also model webhooks with the adaptive net (`adaptive`), between the fastest interval and
     /// `--max-every`.
     #[arg(long, value_enum, default_value_t = crate::apps::demo::Strategy::Adaptive)]
     pub strategy: crate::apps::demo::Strategy,
+    /// The adaptive net's slowest interval.
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     pub max_every: Duration,
     /// Simulated days.
     #[arg(long, default_value_t = 7.0)]
     pub days: f64,
+    /// Seed of the simulated arrivals, delays and losses.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// `html`: the table and the chart as one page.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Draw the delay-versus-cost chart into this SVG file.
@@ -125,6 +129,7 @@ pub fn run(args: &WhatifArgs, out: &mut dyn Write) -> anyhow::Result<WhatIf> {
         Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&w)?)?,
         Format::Markdown => write!(out, "{}", render(&w, true))?,
         Format::Table => write!(out, "{}", render(&w, false))?,
+        Format::Html => write!(out, "{}", page(&w)?)?,
     }
     if let Some(path) = &args.svg {
         let svg = chart::svg(&w, None)?;
@@ -132,6 +137,20 @@ pub fn run(args: &WhatifArgs, out: &mut dyn Write) -> anyhow::Result<WhatIf> {
         writeln!(out, "chart written to {}", path.display())?;
     }
     Ok(w)
+}
+
+/// The table and the chart as one self-contained page.
+fn page(w: &WhatIf) -> anyhow::Result<String> {
+    let table = render(w, false)
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    Ok(format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>hookrace what-if</title>\
+         <style>body{{font-family:sans-serif;margin:2em}}pre{{font-size:12px}}</style></head>\
+         <body><h1>hookrace what-if</h1><pre>{table}</pre>{}</body></html>\n",
+        chart::svg(w, None)?
+    ))
 }
 
 fn ms(v: Option<f64>) -> String {
