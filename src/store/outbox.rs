@@ -392,10 +392,12 @@ impl Store {
         key: &str,
         sink: &str,
         f: impl Fn(&mut SinkNotice),
-    ) -> anyhow::Result<(String, Option<Notice>)> {
+    ) -> anyhow::Result<(String, Option<Notice>, UserId)> {
         let mut after = None;
+        let mut user = UserId(0);
         let at = self
             .update_record(key, |r| {
+                user = r.entity.user_id;
                 if let Some(n) = &mut r.notify {
                     if let Some(s) = n.sinks.iter_mut().find(|s| s.sink == sink) {
                         f(s);
@@ -404,7 +406,7 @@ impl Store {
                 after = r.notify.clone();
             })
             .with_context(|| format!("recording the {sink} event of {key}"))?;
-        Ok((at, after))
+        Ok((at, after, user))
     }
 
     /// The sink took the event at `at`; the first sink to take it marks the entity as told
@@ -438,7 +440,7 @@ impl Store {
         next_at: DateTime<Utc>,
         reason: &str,
     ) -> anyhow::Result<()> {
-        let (k, n) = self.update_notice(key, sink, |s| {
+        let (k, n, user) = self.update_notice(key, sink, |s| {
             s.attempts += 1;
             s.next_at = next_at;
             s.state = NoticeState::Pending {
@@ -447,10 +449,7 @@ impl Store {
         })?;
         if let Some(n) = &n {
             if let Some(s) = n.sinks.iter().find(|s| s.sink == sink) {
-                let user = self.record(&k)?.map(|(_, r)| r.entity.user_id);
-                if let Some(user) = user {
-                    self.outbox.put(sink, &k, user, n, s);
-                }
+                self.outbox.put(sink, &k, user, n, s);
             }
         }
         self.changed();
@@ -460,7 +459,7 @@ impl Store {
     /// Parks the event: it is not sent again until `POST /notify/retry`.
     pub fn notice_failed(&self, key: &str, sink: &str, reason: &str) -> anyhow::Result<()> {
         let now = Utc::now();
-        let (k, _) = self.update_notice(key, sink, |s| {
+        let (k, _, _) = self.update_notice(key, sink, |s| {
             s.state = NoticeState::Failed {
                 at: now,
                 reason: reason.to_string(),
@@ -514,7 +513,7 @@ impl Store {
                 .map(|s| s.sink.clone())
                 .collect();
             for s in parked {
-                let (at, n) = self.update_notice(&key, &s, |x| {
+                let (at, n, user) = self.update_notice(&key, &s, |x| {
                     if matches!(x.state, NoticeState::Failed { .. }) {
                         x.attempts = 0;
                         x.next_at = now;
@@ -522,9 +521,9 @@ impl Store {
                         x.state = NoticeState::Pending { last_error: None };
                     }
                 })?;
-                if let (Some(n), Some((_, rec))) = (n, self.record(&at)?) {
+                if let Some(n) = n {
                     if let Some(sn) = n.sinks.iter().find(|x| x.sink == s) {
-                        self.outbox.put(&s, &at, rec.entity.user_id, &n, sn);
+                        self.outbox.put(&s, &at, user, &n, sn);
                         self.outbox
                             .done(&s, |d| d.failed = d.failed.saturating_sub(1));
                         requeued += 1;

@@ -139,6 +139,25 @@ impl Spend {
     fn peak(&self) -> u64 {
         self.windows.values().copied().max().unwrap_or(0)
     }
+
+    /// Each delivered item: received, then one fetch when it arrives. Returns the deliveries.
+    fn fetches(&mut self, a: &Arrivals) -> u64 {
+        let mut received = 0;
+        for w in a.webhook_at.iter().flatten() {
+            received += 1;
+            self.add(*w, 1);
+        }
+        received
+    }
+
+    /// Requests per day over `horizon`, the busiest 15 minutes, and whether either exceeds
+    /// Polar's limits for `users`.
+    fn against_limits(&self, users: u64, horizon: f64) -> (f64, u64, bool) {
+        let (short, long) = polar_limits(users);
+        let per_day = per_day(self.total, horizon);
+        let peak = self.peak();
+        (per_day, peak, peak > short || per_day > long as f64)
+    }
 }
 
 /// A poller's run over the arrivals: cycles at the times `next` gives, each spending what
@@ -209,8 +228,7 @@ pub fn fixed(s: &Scenario, every: Duration) -> Row {
         .zip(&a.webhook_at)
         .filter(|(_, w)| w.is_none())
         .filter_map(|(((at, _), seen), _)| seen.map(|s| (s - at) * 1000.0));
-    let (short, long) = polar_limits(s.users);
-    let per_day_requests = per_day(spend.total, a.horizon);
+    let (per_day_requests, peak_15m, over_limit) = spend.against_limits(s.users, a.horizon);
     let lambda = s.users as f64 * s.items_per_user_day / DAY_S;
     let per_user = s.items_per_user_day / DAY_S;
     let cycles_per_day = DAY_S / t;
@@ -221,8 +239,8 @@ pub fn fixed(s: &Scenario, every: Duration) -> Row {
         empty_share: (run.cycles > 0).then(|| run.empty as f64 / run.cycles as f64),
         requests_per_day: per_day_requests,
         received_per_day: 0.0,
-        peak_15m: spend.peak(),
-        over_limit: spend.peak() > short || per_day_requests > long as f64,
+        peak_15m,
+        over_limit,
         lost: 0,
         catch_delay_ms: stats(lost_by_webhooks),
         theory: Some(Theory {
@@ -241,13 +259,8 @@ pub fn fixed(s: &Scenario, every: Duration) -> Row {
 pub fn webhooks(s: &Scenario) -> Row {
     let a = arrivals(s);
     let mut spend = Spend::default();
-    let mut received = 0;
-    for w in a.webhook_at.iter().flatten() {
-        received += 1;
-        spend.add(*w, 1);
-    }
-    let (short, long) = polar_limits(s.users);
-    let per_day_requests = per_day(spend.total, a.horizon);
+    let received = spend.fetches(&a);
+    let (per_day_requests, peak_15m, over_limit) = spend.against_limits(s.users, a.horizon);
     Row {
         label: "webhooks alone".into(),
         interval_s: None,
@@ -260,8 +273,8 @@ pub fn webhooks(s: &Scenario) -> Row {
         empty_share: None,
         requests_per_day: per_day_requests,
         received_per_day: per_day(received, a.horizon),
-        peak_15m: spend.peak(),
-        over_limit: spend.peak() > short || per_day_requests > long as f64,
+        peak_15m,
+        over_limit,
         lost: a.webhook_at.iter().filter(|w| w.is_none()).count() as u64,
         catch_delay_ms: LatencyStats::default(),
         theory: None,
@@ -273,11 +286,7 @@ pub fn webhooks(s: &Scenario) -> Row {
 pub fn adaptive(s: &Scenario, every: Duration, max_every: Duration) -> Row {
     let a = arrivals(s);
     let mut spend = Spend::default();
-    let mut received = 0;
-    for w in a.webhook_at.iter().flatten() {
-        received += 1;
-        spend.add(*w, 1);
-    }
+    let received = spend.fetches(&a);
     let mut pace = Pace::new(every, max_every);
     let grace = GRACE.as_secs_f64();
     // Entities the poll found before any delivery, waiting for the grace to judge them.
@@ -308,8 +317,7 @@ pub fn adaptive(s: &Scenario, every: Duration, max_every: Duration) -> Row {
         (Some(w), Some(p)) => Some(w.min(p)),
         (w, p) => w.or(p),
     };
-    let (short, long) = polar_limits(s.users);
-    let per_day_requests = per_day(spend.total, a.horizon);
+    let (per_day_requests, peak_15m, over_limit) = spend.against_limits(s.users, a.horizon);
     Row {
         label: format!(
             "webhooks + adaptive net ({}..{})",
@@ -323,8 +331,8 @@ pub fn adaptive(s: &Scenario, every: Duration, max_every: Duration) -> Row {
         empty_share: (run.cycles > 0).then(|| run.empty as f64 / run.cycles as f64),
         requests_per_day: per_day_requests,
         received_per_day: per_day(received, a.horizon),
-        peak_15m: spend.peak(),
-        over_limit: spend.peak() > short || per_day_requests > long as f64,
+        peak_15m,
+        over_limit,
         // Items in the last stretch may simply not have been polled yet when the simulation ends.
         lost: (0..a.items.len())
             .filter(|i| a.items[*i].0 <= a.horizon - (every + max_every).as_secs_f64())

@@ -1,0 +1,218 @@
+//! `[[notify]]`: each sink checked (kind, URL or command, secrets, event names, durations), under
+//! a name unique among the sinks.
+
+use serde::Deserialize;
+
+use super::*;
+
+/// One `[[notify]]` table as written.
+#[derive(Deserialize)]
+pub(super) struct RawNotify {
+    kind: String,
+    name: Option<String>,
+    url: Option<String>,
+    /// One secret, or several (the first is the newest; each signs) for rotation.
+    secret: Option<OneOrMany>,
+    token: Option<Secret>,
+    command: Option<Vec<String>>,
+    events: Option<Vec<String>>,
+    include_data: Option<bool>,
+    timeout: Option<String>,
+    give_up_after: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(Secret),
+    Many(Vec<Secret>),
+}
+
+/// The sinks, each checked, under unique names.
+pub(super) fn validate_notify(
+    raw: Vec<RawNotify>,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+) -> Vec<NotifyConfig> {
+    let kinds: Vec<String> = raw.iter().map(|n| n.kind.clone()).collect();
+    let mut sinks: Vec<NotifyConfig> = Vec::new();
+    for (i, n) in raw.into_iter().enumerate() {
+        let field = format!("notify[{i}]");
+        // The kind's name when it is the only sink of its kind, else the kind numbered by position.
+        let name = n.name.clone().unwrap_or_else(|| {
+            match kinds.iter().filter(|k| **k == n.kind).count() {
+                1 => n.kind.clone(),
+                _ => format!("{}-{}", n.kind, i + 1),
+            }
+        });
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            problems.push(format!(
+                "`{field}.name` = {name:?} must be letters, digits, '-' and '_' only"
+            ));
+            continue;
+        }
+        if sinks.iter().any(|s| s.name == name) {
+            problems.push(format!(
+                "`{field}.name` = {name:?} is used twice: give each sink its own `name`"
+            ));
+            continue;
+        }
+        if let Some(sink) = n.validate(&field, name, env, problems) {
+            sinks.push(sink);
+        }
+    }
+    sinks
+}
+
+impl RawNotify {
+    fn validate(
+        self,
+        field: &str,
+        name: String,
+        env: &dyn Fn(&str) -> Option<String>,
+        problems: &mut Vec<String>,
+    ) -> Option<NotifyConfig> {
+        let url = |problems: &mut Vec<String>| match &self.url {
+            Some(u) if matches!(reqwest::Url::parse(u), Ok(p) if matches!(p.scheme(), "http" | "https")) => {
+                Some(u.clone())
+            }
+            Some(u) => {
+                problems.push(format!("`{field}.url` = {u:?} is not an http(s) URL"));
+                None
+            }
+            None => {
+                problems.push(format!(
+                    "`{field}.url` is required for kind {:?}",
+                    self.kind
+                ));
+                None
+            }
+        };
+        let unused = |key: &str, set: bool, problems: &mut Vec<String>| {
+            if set {
+                problems.push(format!(
+                    "`{field}.{key}` does not apply to kind {:?}",
+                    self.kind
+                ));
+            }
+        };
+        // The secret of the sink named `orders` may come from HOOKRACE_NOTIFY_ORDERS_SECRET
+        // (or its _FILE, or the credential `notify_orders_secret`); spaces separate several.
+        let env_var = format!(
+            "HOOKRACE_NOTIFY_{}_SECRET",
+            name.to_ascii_uppercase().replace('-', "_")
+        );
+        let credential = format!("notify_{}_secret", name.replace('-', "_"));
+        let kind = match self.kind.as_str() {
+            "webhook" => {
+                unused("command", self.command.is_some(), problems);
+                unused("token", self.token.is_some(), problems);
+                let secrets = match self.secret {
+                    Some(OneOrMany::One(s)) => vec![s],
+                    Some(OneOrMany::Many(v)) => v,
+                    None => secret_from_env(env, &env_var, &credential, problems)
+                        .map(|s| {
+                            s.expose()
+                                .split_whitespace()
+                                .map(Secret::new)
+                                .collect::<Vec<_>>()
+                        })
+                        .unwrap_or_default(),
+                };
+                if secrets.is_empty() {
+                    problems.push(format!(
+                        "`{field}.secret` is required for a webhook sink (a Standard Webhooks                          secret like \"whsec_…\", or set {env_var})"
+                    ));
+                }
+                for s in &secrets {
+                    let b64 = s.expose().strip_prefix("whsec_").unwrap_or(s.expose());
+                    use base64::Engine;
+                    match base64::engine::general_purpose::STANDARD.decode(b64) {
+                        Ok(key) if key.len() >= 16 => {}
+                        Ok(_) => problems.push(format!(
+                            "`{field}.secret`: a signing secret must hold at least 16 bytes"
+                        )),
+                        Err(_) => problems.push(format!(
+                            "`{field}.secret` is not a Standard Webhooks secret (\"whsec_\" and base64)"
+                        )),
+                    }
+                }
+                NotifyKind::Webhook {
+                    url: url(problems)?,
+                    secrets,
+                }
+            }
+            "exec" => {
+                unused("url", self.url.is_some(), problems);
+                unused("secret", self.secret.is_some(), problems);
+                unused("token", self.token.is_some(), problems);
+                match self.command {
+                    Some(c) if !c.is_empty() && !c[0].trim().is_empty() => {
+                        NotifyKind::Exec { command: c }
+                    }
+                    _ => {
+                        problems.push(format!(
+                            "`{field}.command` must name a program, like [\"/usr/local/bin/on-new-data\"]"
+                        ));
+                        return None;
+                    }
+                }
+            }
+            "ntfy" => {
+                unused("command", self.command.is_some(), problems);
+                unused("secret", self.secret.is_some(), problems);
+                NotifyKind::Ntfy {
+                    url: url(problems)?,
+                    token: self.token,
+                }
+            }
+            other => {
+                problems.push(format!(
+                    "`{field}.kind` = {other:?} must be \"webhook\", \"exec\" or \"ntfy\""
+                ));
+                return None;
+            }
+        };
+        if let Some(events) = &self.events {
+            if events.is_empty() {
+                problems.push(format!(
+                    "`{field}.events` is empty: leave it out to send every event type"
+                ));
+            }
+            for e in events {
+                if e.is_empty() || !e.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+                    problems.push(format!(
+                        "`{field}.events`: {e:?} is not an event type like \"EXERCISE\""
+                    ));
+                }
+            }
+        }
+        let default_timeout = if matches!(kind, NotifyKind::Exec { .. }) {
+            "30s"
+        } else {
+            "10s"
+        };
+        let timeout = duration(
+            &format!("{field}.timeout"),
+            self.timeout.as_deref().unwrap_or(default_timeout),
+            problems,
+        );
+        let give_up_after = duration(
+            &format!("{field}.give_up_after"),
+            self.give_up_after.as_deref().unwrap_or("24h"),
+            problems,
+        );
+        Some(NotifyConfig {
+            name,
+            kind,
+            events: self.events,
+            include_data: self.include_data.unwrap_or(true),
+            timeout: timeout?,
+            give_up_after: give_up_after?,
+        })
+    }
+}
