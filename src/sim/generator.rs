@@ -243,3 +243,38 @@ pub(super) async fn run(sim: Arc<Sim>, shutdown: CancellationToken) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_users_exercises_never_start_in_the_same_second() {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let settings = SimSettings {
+            users: 1,
+            ..SimSettings::default()
+        };
+        let sim = Sim::new(settings, "http://127.0.0.1:9".into(), tx).unwrap();
+        let uid = sim.active_user_ids()[0];
+        // Far more exercises than start seconds would stay apart by chance in their ~2 h window.
+        for _ in 0..3000 {
+            sim.generate(uid, Kind::Exercise)
+                .expect("a registered user");
+        }
+        let starts: std::collections::HashSet<_> = sim
+            .lock()
+            .items
+            .values()
+            .filter_map(|i| match &i.data {
+                ItemData::Exercise(e) => Some(e.start_time),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            starts.len(),
+            3000,
+            "every exercise starts in its own second"
+        );
+    }
+}
