@@ -32,7 +32,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon until SIGTERM/SIGINT: webhook listener, admin listener, store.
     Run {
-        /// The configuration file (default: the embedded config.toml, which uses the simulator).
+        /// The configuration file (default: $HOOKRACE_CONFIG, else /etc/hookrace/config.toml when
+        /// it exists, else the embedded default, which uses the simulator; the one used is printed).
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
@@ -43,13 +44,22 @@ pub enum Command {
     Whatif(crate::apps::whatif::WhatifArgs),
     /// The comparison report from the store (works while the daemon runs, or after).
     Report {
+        /// The configuration file (default: $HOOKRACE_CONFIG, else /etc/hookrace/config.toml when
+        /// it exists, else the embedded default, which uses the simulator; the one used is printed).
         #[arg(short, long)]
         config: Option<PathBuf>,
+        /// Read this store directory instead of the configuration's (a demo's `--store DIR`);
+        /// never created: a missing store is an error.
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// How the report is printed (html: one self-contained page).
         #[arg(long, value_enum, default_value_t = crate::apps::report::Format::Table)]
         format: crate::apps::report::Format,
     },
     /// Manage the client's AccessLink webhook (client credentials).
     Webhook {
+        /// The configuration file (default: $HOOKRACE_CONFIG, else /etc/hookrace/config.toml when
+        /// it exists, else the embedded default, which uses the simulator; the one used is printed).
         #[arg(short, long, global = true)]
         config: Option<PathBuf>,
         #[command(subcommand)]
@@ -57,6 +67,8 @@ pub enum Command {
     },
     /// The users whose data hookrace reads.
     Users {
+        /// The configuration file (default: $HOOKRACE_CONFIG, else /etc/hookrace/config.toml when
+        /// it exists, else the embedded default, which uses the simulator; the one used is printed).
         #[arg(short, long, global = true)]
         config: Option<PathBuf>,
         #[command(subcommand)]
@@ -64,6 +76,8 @@ pub enum Command {
     },
     /// Your app's side: the `[[notify]]` sinks.
     Notify {
+        /// The configuration file (default: $HOOKRACE_CONFIG, else /etc/hookrace/config.toml when
+        /// it exists, else the embedded default, which uses the simulator; the one used is printed).
         #[arg(short, long, global = true)]
         config: Option<PathBuf>,
         #[command(subcommand)]
@@ -73,6 +87,8 @@ pub enum Command {
     Sim(SimArgs),
     /// Validate a configuration: exit 0, or print every problem and exit 64.
     CheckConfig {
+        /// The configuration file (default: $HOOKRACE_CONFIG, else /etc/hookrace/config.toml when
+        /// it exists, else the embedded default, which uses the simulator; the one used is printed).
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
@@ -195,15 +211,19 @@ pub enum WebhookCommand {
     List,
     /// Change the webhook's url (PINGed) and/or events.
     Update {
+        /// The webhook's id (`hookrace webhook list` shows it).
         #[arg(long)]
         id: String,
+        /// The new public URL of the receiver.
         #[arg(long)]
         url: Option<String>,
+        /// The new comma-separated events, e.g. EXERCISE,SLEEP.
         #[arg(long)]
         events: Option<String>,
     },
     /// Delete the webhook.
     Delete {
+        /// The webhook's id (`hookrace webhook list` shows it).
         #[arg(long)]
         id: String,
     },
@@ -263,6 +283,7 @@ pub enum UsersCommand {
     List,
     /// De-register a user at AccessLink and forget their token.
     Remove {
+        /// The Polar user id (`hookrace users list` shows it).
         #[arg(long)]
         user: u64,
     },

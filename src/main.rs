@@ -31,7 +31,14 @@ fn main() -> ExitCode {
             let mut out = std::io::stdout();
             hookrace::apps::demo::run(&args, &mut out).await.map(|_| ())
         }),
-        Command::Report { config, format } => with_config(config, |cfg| async move {
+        Command::Report {
+            config,
+            store,
+            format,
+        } => with_config(config, |mut cfg| async move {
+            if let Some(dir) = store {
+                cfg.store.path = dir;
+            }
             let report = hookrace::apps::report::from_config(&cfg, format).await?;
             print!("{}", hookrace::apps::report::render(&report, format));
             Ok(())
@@ -40,7 +47,7 @@ fn main() -> ExitCode {
             let mut out = std::io::stdout();
             exit(hookrace::apps::whatif::run(&args, &mut out).map(|_| ()))
         }
-        Command::CheckConfig { config } => match config::load(config.as_deref()) {
+        Command::CheckConfig { config } => match located(config.as_deref()) {
             Ok(_) => {
                 println!("configuration is valid");
                 ExitCode::SUCCESS
@@ -172,11 +179,26 @@ where
     F: FnOnce(hookrace::config::Config) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    match config::load(path.as_deref()) {
+    match located(path.as_deref()) {
         Ok(cfg) => on_runtime(f(cfg)),
         Err(e) => {
             eprint!("{e}");
             ExitCode::from(EXIT_USAGE as u8)
         }
     }
+}
+
+/// Loads the configuration by the one rule (`-c`, `$HOOKRACE_CONFIG`, `/etc/hookrace/config.toml`,
+/// the embedded default), saying on stderr which one when it was not given, and warning when a
+/// `./config.toml` sits here unread.
+fn located(given: Option<&std::path::Path>) -> Result<config::Config, config::ConfigErrors> {
+    let source = config::ConfigSource::locate(given, &|k| std::env::var(k).ok(), &|p| p.exists());
+    if let Some(line) = source.notice() {
+        eprintln!("hookrace: {line}");
+        let here = std::path::Path::new("config.toml");
+        if here.exists() && source.path() != Some(here) {
+            eprintln!("hookrace: ./config.toml is not read unless named: -c config.toml");
+        }
+    }
+    config::load(source.path())
 }

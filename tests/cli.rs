@@ -82,3 +82,177 @@ fn a_missing_file_and_bad_usage_exit_64() {
     let out = hookrace().arg("no-such-command").output().unwrap();
     assert_eq!(out.status.code(), Some(64));
 }
+
+/// A command run without `-c` in a directory of its own: no `$HOOKRACE_CONFIG`, and (on this
+/// machine) no `/etc/hookrace/config.toml`, so the embedded default is used and said to be.
+fn bare(dir: &std::path::Path) -> Command {
+    let mut cmd = hookrace();
+    cmd.current_dir(dir)
+        .env_remove("HOOKRACE_CONFIG")
+        .env_remove("HOOKRACE_CLIENT_SECRET")
+        .env_remove("CREDENTIALS_DIRECTORY");
+    cmd
+}
+
+fn system_config_exists() -> bool {
+    std::path::Path::new("/etc/hookrace/config.toml").exists()
+}
+
+#[test]
+fn a_read_only_command_never_creates_a_store_and_says_which_configuration_it_used() {
+    if system_config_exists() {
+        eprintln!("skipped: /etc/hookrace/config.toml exists on this machine");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["users", "list"][..], &["report"][..]] {
+        let out = bare(dir.path()).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("embedded default"), "{args:?}: {err}");
+        assert!(err.contains("there is no store at"), "{args:?}: {err}");
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+            "{args:?} created something in the current directory"
+        );
+    }
+    // A store named directly is not created either.
+    let missing = dir.path().join("race-data");
+    let out = bare(dir.path())
+        .args(["report", "--store"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!missing.exists());
+}
+
+#[test]
+fn the_configuration_comes_from_c_then_hookrace_config_and_a_stray_one_is_named() {
+    if system_config_exists() {
+        eprintln!("skipped: /etc/hookrace/config.toml exists on this machine");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "[webhook]\nlisten = \"nowhere\"\n").unwrap();
+    // $HOOKRACE_CONFIG is read when -c is not given, and said to be.
+    let out = bare(dir.path())
+        .arg("check-config")
+        .env("HOOKRACE_CONFIG", &broken)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains("from $HOOKRACE_CONFIG"), "{err}");
+    assert!(err.contains("`webhook.listen`"), "{err}");
+    // -c wins over it.
+    let out = bare(dir.path())
+        .args([
+            "check-config",
+            "-c",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"),
+        ])
+        .env("HOOKRACE_CONFIG", &broken)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // A broken ./config.toml is not silently passed over: the user is told it was not read.
+    std::fs::write(dir.path().join("config.toml"), "not toml [").unwrap();
+    let out = bare(dir.path()).arg("check-config").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("./config.toml is not read unless named"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_cli_reads_the_secrets_the_unit_hands_to_the_service_beside_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[accesslink]\nclient_id = \"c\"\n[store]\npath = {:?}\n[simulator]\nenabled = false\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    let check = || {
+        bare(dir.path())
+            .args(["check-config", "-c"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("client_secret"));
+    // The file docs/deploy.md installs for LoadCredential=client_secret:/etc/hookrace/client_secret.
+    std::fs::write(dir.path().join("client_secret"), "from-the-file\n").unwrap();
+    let out = check();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
+#[test]
+fn a_webhook_command_on_the_simulator_configuration_says_what_to_start() {
+    if system_config_exists() {
+        eprintln!("skipped: /etc/hookrace/config.toml exists on this machine");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The embedded configuration's simulator port (7070) must be free for the message to show.
+    if std::net::TcpStream::connect("127.0.0.1:7070").is_ok() {
+        eprintln!("skipped: something listens on 127.0.0.1:7070");
+        return;
+    }
+    let out = bare(dir.path()).args(["webhook", "list"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("start `hookrace run`"), "{err}");
+    assert!(err.contains("-c"), "{err}");
+}
+
+#[test]
+fn every_option_has_a_description() {
+    for cmd in [
+        &["run"][..],
+        &["report"],
+        &["check-config"],
+        &["users", "list"],
+        &["users", "remove"],
+        &["webhook", "create"],
+        &["webhook", "update"],
+        &["webhook", "delete"],
+        &["notify", "test"],
+        &["sim"],
+        &["demo"],
+        &["whatif"],
+    ] {
+        let out = hookrace().args(cmd).arg("--help").output().unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        // clap prints a description beside its option, or (when long) on the lines below it,
+        // indented deeper; an option without one stands alone.
+        let lines: Vec<&str> = help.lines().collect();
+        let indent = |l: &str| l.len() - l.trim_start().len();
+        for (i, line) in lines.iter().enumerate() {
+            let t = line.trim();
+            // Options start `-x` or `--x`; `- value` lines list an option's possible values.
+            let option = t.starts_with("--")
+                || (t.starts_with('-') && t[1..].starts_with(|c: char| c.is_ascii_alphabetic()));
+            if !option || t.contains("  ") {
+                continue;
+            }
+            let described_below = lines.get(i + 1).is_some_and(|next| {
+                indent(next) > indent(line)
+                    && !next.trim().is_empty()
+                    && !next.trim().starts_with('-')
+            });
+            assert!(
+                described_below,
+                "{cmd:?}: {t:?} has no description:\n{help}"
+            );
+        }
+    }
+}

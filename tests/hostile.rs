@@ -286,6 +286,39 @@ async fn saving_a_secret_the_configuration_shadows_is_a_conflict() {
     app.stop().await;
 }
 
+/// An operator who asks a management route with the wrong method is told the right one, and an
+/// unknown route lists every route the admin listener serves.
+#[tokio::test]
+async fn the_admin_listener_names_the_right_method_and_every_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_with(test_config(dir.path())).await;
+    let get = |path: &str| app.http.get(format!("{}{path}", app.admin_base)).send();
+    let res = get("/webhook/secret").await.unwrap();
+    assert_eq!(res.status(), 405);
+    assert_eq!(res.headers()["allow"], "PUT");
+    let text = res.text().await.unwrap();
+    assert!(text.contains("use PUT /webhook/secret"), "{text}");
+    let res = get("/notify/retry").await.unwrap();
+    assert_eq!(res.status(), 405);
+    assert_eq!(res.headers()["allow"], "POST");
+    let res = get("/users/7").await.unwrap();
+    assert_eq!(res.status(), 405);
+    assert_eq!(res.headers()["allow"], "DELETE");
+    let res = get("/no-such-route").await.unwrap();
+    assert_eq!(res.status(), 404);
+    let text = res.text().await.unwrap();
+    for route in [
+        "/events",
+        "/users",
+        "/entities",
+        "/metrics",
+        "/notify/retry",
+    ] {
+        assert!(text.contains(route), "{route} missing from {text}");
+    }
+    app.stop().await;
+}
+
 /// Attack: the admin listener reached by other means than its own address. Beyond loopback it
 /// needs a token (refused at configuration); on loopback, a request naming another host (a web
 /// page that rebound its DNS name to 127.0.0.1) is refused, and so is a change asked by a page of

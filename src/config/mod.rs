@@ -264,8 +264,78 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// The configuration file the system-wide install uses (`docs/deploy.md`).
+pub const SYSTEM_CONFIG: &str = "/etc/hookrace/config.toml";
+/// Environment variable naming the configuration file when `-c` is not given.
+pub const ENV_CONFIG: &str = "HOOKRACE_CONFIG";
+
+/// Where a command's configuration comes from, and why: one rule for every command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// `-c FILE`.
+    Given(PathBuf),
+    /// `$HOOKRACE_CONFIG`.
+    Env(PathBuf),
+    /// `/etc/hookrace/config.toml`, which exists.
+    System(PathBuf),
+    /// The embedded default (the repository's `config.toml`: the simulator on loopback).
+    Embedded,
+}
+
+impl ConfigSource {
+    /// `-c`, then `$HOOKRACE_CONFIG`, then [`SYSTEM_CONFIG`] when it exists, then the embedded
+    /// default; `env` and `exists` are passed in so tests can drive the rule.
+    pub fn locate(
+        given: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+        exists: &dyn Fn(&Path) -> bool,
+    ) -> ConfigSource {
+        if let Some(p) = given {
+            return ConfigSource::Given(p.to_path_buf());
+        }
+        if let Some(p) = env(ENV_CONFIG).filter(|p| !p.is_empty()) {
+            return ConfigSource::Env(PathBuf::from(p));
+        }
+        let system = Path::new(SYSTEM_CONFIG);
+        if exists(system) {
+            return ConfigSource::System(system.to_path_buf());
+        }
+        ConfigSource::Embedded
+    }
+
+    /// The file, unless it is the embedded default.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            ConfigSource::Given(p) | ConfigSource::Env(p) | ConfigSource::System(p) => Some(p),
+            ConfigSource::Embedded => None,
+        }
+    }
+
+    /// A line saying which configuration is used and why, for a command that was not given `-c`
+    /// (`None` when it was: the user knows).
+    pub fn notice(&self) -> Option<String> {
+        match self {
+            ConfigSource::Given(_) => None,
+            ConfigSource::Env(p) => Some(format!(
+                "using the configuration {} (from ${ENV_CONFIG})",
+                p.display()
+            )),
+            ConfigSource::System(p) => Some(format!(
+                "using the configuration {} (no -c given)",
+                p.display()
+            )),
+            ConfigSource::Embedded => Some(format!(
+                "using the embedded default configuration (the simulator on loopback): no -c given, \
+                 no ${ENV_CONFIG}, no {SYSTEM_CONFIG}"
+            )),
+        }
+    }
+}
+
 /// Loads and validates the configuration at `path`, or the embedded default when `path` is `None`.
-/// Secrets missing from the file are taken from the environment.
+/// Secrets missing from the file are taken from the environment, a systemd credential, or (outside
+/// systemd) a file of the credential's name beside the configuration file: the same files the
+/// unit hands to the service, so `sudo hookrace … -c /etc/hookrace/config.toml` finds them too.
 pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
     let (text, source) = match path {
         Some(p) => match std::fs::read_to_string(p) {
@@ -282,7 +352,18 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
             "the embedded default".to_string(),
         ),
     };
-    parse(&text, &source, &|name| std::env::var(name).ok())
+    let beside = path.map(|p| match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    });
+    parse(&text, &source, &|name| {
+        std::env::var(name).ok().or_else(|| {
+            // Outside systemd, the configuration's own directory plays the credentials directory.
+            (name == "CREDENTIALS_DIRECTORY")
+                .then(|| beside.as_ref().map(|d| d.display().to_string()))
+                .flatten()
+        })
+    })
 }
 
 /// Parses and validates configuration text; `env` looks up environment variables (tests pass their own).

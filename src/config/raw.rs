@@ -584,7 +584,8 @@ fn valid_cron(expr: &str) -> Result<(), String> {
 }
 
 /// A secret from the environment: the variable `var` itself, else the file `{var}_FILE` names,
-/// else the systemd credential `$CREDENTIALS_DIRECTORY/{credential}` (`LoadCredential=`), so a
+/// else the systemd credential `$CREDENTIALS_DIRECTORY/{credential}` (`LoadCredential=`; outside
+/// systemd, `config::load` passes the configuration file's directory in its place), so a
 /// secret need not sit in the configuration file or in a plain environment variable. A trailing
 /// newline is not part of the secret.
 fn secret_from_env(
@@ -605,8 +606,14 @@ fn secret_from_env(
         Ok(s) => Some(Secret(s.trim_end_matches(['\n', '\r']).to_string())),
         Err(e) => {
             problems.push(format!(
-                "cannot read the secret in {} ({var}_FILE or the credential `{credential}`): {e}",
-                path.display()
+                "cannot read the secret in {} ({var}_FILE, the credential `{credential}`, or the \
+                 file of that name beside the configuration){}: {e}",
+                path.display(),
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    " — it is root's: run the command with sudo"
+                } else {
+                    ""
+                }
             ));
             None
         }

@@ -196,8 +196,8 @@ fn rejection(r: warp::Rejection) -> Response {
     if r.find::<warp::reject::MethodNotAllowed>().is_some() {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
-            "this route does not take that method (reads are GET; the management routes are \
-             PUT /webhook/secret and DELETE /users/{id})",
+            "this route does not take that method: reads are GET; the management routes are \
+             PUT /webhook/secret, DELETE /users/{id} and POST /notify/retry",
         );
     }
     if r.find::<warp::reject::InvalidQuery>().is_some() {
@@ -205,7 +205,8 @@ fn rejection(r: warp::Rejection) -> Response {
     }
     error(
         StatusCode::NOT_FOUND,
-        "no such route: try /, /healthz, /status, /metrics or /entities",
+        "no such route: the admin listener serves GET /, /healthz, /status, /metrics, /entities, \
+         /events and /users; PUT /webhook/secret, DELETE /users/{id} and POST /notify/retry",
     )
 }
 

@@ -100,6 +100,18 @@ pub fn routes(
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             }
         });
+    // A management route asked with the wrong method is told the right one (and `Allow`).
+    let wrong_method = warp::path::full().and_then(|path: warp::path::FullPath| async move {
+        match right_method(path.as_str()) {
+            Some((allow, hint)) => Ok(warp::reply::with_header(
+                error(StatusCode::METHOD_NOT_ALLOWED, hint),
+                warp::http::header::ALLOW,
+                allow,
+            )
+            .into_response()),
+            None => Err(warp::reject::not_found()),
+        }
+    });
     users
         .or(remove_user)
         .unify()
@@ -107,7 +119,31 @@ pub fn routes(
         .unify()
         .or(notify_retry)
         .unify()
+        .or(wrong_method)
+        .unify()
         .boxed()
+}
+
+/// The method a management route takes and what to say to a request with another one.
+fn right_method(path: &str) -> Option<(&'static str, &'static str)> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["webhook", "secret"] => Some((
+            "PUT",
+            "use PUT /webhook/secret with the new signature secret as the body (a secret is never \
+             read back)",
+        )),
+        ["users"] => Some(("GET", "use GET /users to list the users")),
+        ["users", id] if id.parse::<u64>().is_ok() => Some((
+            "DELETE",
+            "use DELETE /users/{id} to de-register a user (GET /users lists them)",
+        )),
+        ["notify", "retry"] => Some((
+            "POST",
+            "use POST /notify/retry[?sink=NAME] to queue parked notify events again",
+        )),
+        _ => None,
+    }
 }
 
 /// `POST /notify/retry?sink=NAME`: one sink's parked events, or every sink's.

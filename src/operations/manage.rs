@@ -94,7 +94,20 @@ pub enum Target {
 /// other failure to open (permissions, a damaged store) is an error, not a reason to ask the
 /// daemon.
 pub fn target(cfg: &Config) -> anyhow::Result<Target> {
-    match Store::open(&cfg.store.path) {
+    target_with(cfg, Store::open)
+}
+
+/// [`target`] for a command that only reads: a store that does not exist is an error, never
+/// created.
+pub fn existing_target(cfg: &Config) -> anyhow::Result<Target> {
+    target_with(cfg, Store::open_existing)
+}
+
+fn target_with(
+    cfg: &Config,
+    open: fn(&std::path::Path) -> Result<Store, OpenError>,
+) -> anyhow::Result<Target> {
+    match open(&cfg.store.path) {
         Ok(s) => Ok(Target::Store(Arc::new(s))),
         Err(OpenError::InUse { .. }) => Ok(Target::Daemon(Admin::new(
             &cfg.admin.listen.to_string(),
@@ -127,7 +140,7 @@ pub async fn save_webhook_secret(cfg: &Config, secret: &Secret) -> anyhow::Resul
 
 /// The users hookrace knows.
 pub async fn list_users(cfg: &Config) -> anyhow::Result<Vec<UserView>> {
-    match target(cfg)? {
+    match existing_target(cfg)? {
         Target::Store(store) => Ok(store.users()?.into_iter().map(UserView::from).collect()),
         Target::Daemon(admin) => Ok(admin
             .call(reqwest::Method::GET, "/users", None, "listing users")
@@ -140,7 +153,7 @@ pub async fn list_users(cfg: &Config) -> anyhow::Result<Vec<UserView>> {
 
 /// Removes a user (de-registering at AccessLink); `false` when unknown.
 pub async fn remove_user_cmd(cfg: &Config, user_id: u64) -> anyhow::Result<bool> {
-    match target(cfg)? {
+    match existing_target(cfg)? {
         Target::Store(store) => remove_user(&store, &client_for(cfg)?, UserId(user_id)).await,
         Target::Daemon(admin) => {
             let path = format!("/users/{user_id}");
@@ -184,6 +197,33 @@ pub enum WebhookAction {
 
 /// `hookrace webhook …`.
 pub async fn webhook_command(
+    cfg: &Config,
+    cmd: &WebhookAction,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<()> {
+    let result = webhook_action(cfg, cmd, out).await;
+    match result {
+        // A configuration with the simulator reaches the one `hookrace run` starts: say so.
+        Err(e) if cfg.simulator.enabled && is_refused(&e) => Err(e.context(format!(
+            "this configuration uses the simulator that `hookrace run` starts on {}, and nothing \
+             answers there: start `hookrace run` with it first, or name your configuration \
+             with -c (or $HOOKRACE_CONFIG)",
+            cfg.simulator.listen
+        ))),
+        other => other,
+    }
+}
+
+/// Whether the error chain ends in a refused connection.
+fn is_refused(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+            || c.to_string().contains("Connection refused")
+    })
+}
+
+async fn webhook_action(
     cfg: &Config,
     cmd: &WebhookAction,
     out: &mut dyn std::io::Write,

@@ -425,10 +425,10 @@ pub enum Format {
 /// `hookrace report`: the report for the store the configuration names. When the daemon holds
 /// the store open, the numbers come from its `/status` instead (the same document).
 pub async fn from_config(cfg: &crate::config::Config, format: Format) -> anyhow::Result<Report> {
-    use crate::operations::manage::{Target, target};
+    use crate::operations::manage::{Target, existing_target};
     use anyhow::Context;
     let mut sighted = Vec::new();
-    let (status, age) = match target(cfg)? {
+    let (status, age) = match existing_target(cfg)? {
         Target::Store(store) => {
             let created = store.created_at().unwrap_or_else(chrono::Utc::now);
             let rt = crate::process::Runtime {
