@@ -37,15 +37,9 @@ async fn a_race_and_the_model_at_its_settings_agree() {
         drop_rate: 0.0,
         duplicate_rate: 0.0,
         webhook_delay: "0ms..50ms".into(),
-        rate_limit: None,
-        rate_window: Duration::from_secs(900),
         format: Format::Json,
-        open: false,
-        store: None,
-        notify: false,
         strategy: Strategy::Fixed,
-        max_every: Duration::from_secs(60),
-        outage: None,
+        ..DemoArgs::default()
     };
     let race = demo::run(&args, &mut Vec::new()).await.unwrap();
     // The model gets the rate the race really had: 40 s of a Poisson stream at 1 per second

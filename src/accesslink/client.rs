@@ -200,6 +200,11 @@ pub struct RateState {
     pub resets_at: Option<(Instant, Instant)>,
     /// A request is waiting for a window now (logged once when it starts and when it ends).
     pub pacing: bool,
+    /// Since when (the current pacing episode).
+    pub pacing_since: Option<Instant>,
+    /// Pacing episodes so far, and the time they lasted (ended episodes).
+    pub paced: u64,
+    pub paced_for: Duration,
 }
 
 impl RateState {
@@ -442,7 +447,15 @@ impl Client {
                 reset: wait,
             });
         }
-        let started = !std::mem::replace(&mut self.rate().pacing, true);
+        let started = {
+            let mut r = self.rate();
+            let started = !std::mem::replace(&mut r.pacing, true);
+            if started {
+                r.paced += 1;
+                r.pacing_since = Some(Instant::now());
+            }
+            started
+        };
         if started {
             tracing::info!(
                 wait_s = wait.as_secs(),
@@ -454,7 +467,11 @@ impl Client {
         let ended = {
             let mut r = self.rate();
             let clear = r.blocked_until.is_none_or(|b| b <= Instant::now());
-            clear && std::mem::replace(&mut r.pacing, false)
+            let ended = clear && std::mem::replace(&mut r.pacing, false);
+            if let Some(since) = r.pacing_since.take_if(|_| ended) {
+                r.paced_for += since.elapsed();
+            }
+            ended
         };
         if ended {
             tracing::info!("pacing ended: requests to AccessLink go out again");

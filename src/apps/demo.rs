@@ -80,9 +80,47 @@ pub struct DemoArgs {
     /// column, "your app", with the end-to-end delay.
     #[arg(long)]
     pub notify: bool,
-    /// Keep the store in this directory (default: a temporary one, removed at the end).
+    /// Keep the store in this directory (default: a temporary one, removed at the end);
+    /// `hookrace report --store DIR` reads it later, with this race's settings.
     #[arg(long)]
     pub store: Option<PathBuf>,
+    /// How the poller asks: `transactions` (one notifications call for every user, then a
+    /// transaction per user and type with news) or `list` (every user's lists, every cycle).
+    #[arg(long, value_enum, default_value_t = DemoMode::Transactions)]
+    pub mode: DemoMode,
+    /// After the report, keep the daemon and its live dashboard up until Ctrl-C.
+    #[arg(long)]
+    pub keep_open: bool,
+}
+
+impl Default for DemoArgs {
+    /// The options as `hookrace demo` has them with none given.
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            args: DemoArgs,
+        }
+        // Every option has a valid default (the command line's own), so parsing no arguments
+        // cannot fail.
+        <Defaults as clap::Parser>::parse_from(["demo"]).args
+    }
+}
+
+/// The poll modes the demo can race.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoMode {
+    Transactions,
+    List,
+}
+
+impl DemoMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            DemoMode::Transactions => "transactions",
+            DemoMode::List => "list",
+        }
+    }
 }
 
 /// The poll strategies the demo can race.
@@ -152,7 +190,11 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
         .context("setting the simulator's deactivation")?;
     }
     let human = args.format == Format::Table;
-    if human {
+    // The report goes to `out`; with a machine format (json, markdown, html) what a person
+    // watches (addresses, progress) goes to stderr, so the output stays clean.
+    let mut stderr = std::io::stderr();
+    {
+        let out: &mut dyn Write = if human { &mut *out } else { &mut stderr };
         writeln!(
             out,
             "hookrace demo: webhooks versus polling, live on this machine"
@@ -197,19 +239,31 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
         writeln!(out)?;
     }
 
-    let result = race(args, &running, &sim_url, your_app.as_ref(), human, out).await;
+    let result = race(args, &running, &sim_url, your_app.as_ref(), out).await;
+    if args.keep_open && result.is_ok() {
+        let out: &mut dyn Write = if human { &mut *out } else { &mut stderr };
+        writeln!(
+            out,
+            "\nThe daemon and its live dashboard stay up at {}/ (generation stopped): Ctrl-C ends.",
+            running.admin_url
+        )?;
+        out.flush()?;
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+    }
     shutdown.cancel();
     let stopped = running.wait().await;
     let report = result?;
     stopped?;
     if let Some(p) = &args.store {
-        if human {
-            writeln!(
-                out,
-                "\nThe store is kept in {}: `hookrace report` reads it.",
-                p.display()
-            )?;
-        }
+        let out: &mut dyn Write = if human { &mut *out } else { &mut stderr };
+        writeln!(
+            out,
+            "\nThe store is kept in {}: `hookrace report --store {}` reads it.",
+            p.display(),
+            p.display()
+        )?;
     }
     Ok(report)
 }
@@ -264,7 +318,7 @@ fn demo_config(
         "poller": {
             "enabled": true,
             "every": duration(args.poll_every),
-            "mode": "transactions",
+            "mode": args.mode.as_str(),
             "strategy": match args.strategy {
                 Strategy::Fixed => "fixed",
                 Strategy::Adaptive => "adaptive",
@@ -301,7 +355,11 @@ fn status_now(running: &Running) -> anyhow::Result<StatusDoc> {
         .read()
         .map_err(|_| anyhow::anyhow!("runtime state poisoned"))?
         .clone();
-    status::build(&running.store, &rt)
+    let mut doc = status::build(&running.store, &rt)?;
+    doc.accesslink = Some(status::AccessLinkStatus {
+        rate_limit: status::RateLimitStatus::from_client(&running.client.rate_state()),
+    });
+    Ok(doc)
 }
 
 fn progress_line(s: &StatusDoc) -> String {
@@ -323,13 +381,15 @@ async fn race(
     running: &Running,
     sim_url: &str,
     your_app: Option<&YourApp>,
-    human: bool,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<Report> {
+    let human = args.format == Format::Table;
+    let mut stderr = std::io::stderr();
     let http = crate::http::client(Duration::from_secs(10))?;
     let started = tokio::time::Instant::now();
     let end = started + args.duration;
-    let live = human && std::io::stdout().is_terminal();
+    // A progress bar (indicatif draws on stderr) when a person watches; else a line every 5 s.
+    let live = std::io::stderr().is_terminal() && (!human || std::io::stdout().is_terminal());
     let bar = if live {
         let bar = indicatif::ProgressBar::new(args.duration.as_secs().max(1));
         bar.set_style(
@@ -345,6 +405,11 @@ async fn race(
     // The html page's requests chart: what each channel had spent, every 250 ms.
     let sampling = args.format == Format::Html;
     let mut samples: Vec<(f64, u64, u64)> = Vec::new();
+    // The poll cycles after the first (which ran before any data) up to the pause: each covers
+    // a whole interval of generated data, as theory assumes.
+    let mut first_cycle: Option<(u64, u64, chrono::DateTime<chrono::Utc>)> = None;
+    // When each cycle started, as the samples saw them (every 250 ms; cycles are ≥ 1 s apart).
+    let mut cycle_starts: Vec<chrono::DateTime<chrono::Utc>> = Vec::new();
     while tokio::time::Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(250)).await;
         if sampling {
@@ -366,11 +431,23 @@ async fn race(
             outage = None;
         }
         let s = status_now(running)?;
+        if let Some(t) = s.poll.last_cycle_at {
+            if cycle_starts.last() != Some(&t) {
+                cycle_starts.push(t);
+            }
+        }
+        if first_cycle.is_none() && s.poll.cycles >= 1 {
+            first_cycle = s
+                .poll
+                .last_cycle_at
+                .map(|t| (s.poll.cycles, s.poll.empty_cycles, t));
+        }
         let elapsed = started.elapsed();
         if let Some(bar) = &bar {
             bar.set_position(elapsed.as_secs().min(args.duration.as_secs()));
             bar.set_message(progress_line(&s));
-        } else if human && elapsed >= last_line.duration_since(started) + Duration::from_secs(5) {
+        } else if elapsed >= last_line.duration_since(started) + Duration::from_secs(5) {
+            let out: &mut dyn Write = if human { &mut *out } else { &mut stderr };
             writeln!(out, "  {:>4}s  {}", elapsed.as_secs(), progress_line(&s))?;
             last_line = tokio::time::Instant::now();
         }
@@ -387,7 +464,8 @@ async fn race(
     )
     .await
     .context("pausing the generator")?;
-    if human {
+    {
+        let out: &mut dyn Write = if human { &mut *out } else { &mut stderr };
         writeln!(
             out,
             "  generation stopped after {}; waiting for deliveries in flight and the next poll cycle…",
@@ -395,8 +473,42 @@ async fn race(
         )?;
     }
     let paused_at = chrono::Utc::now();
-    let cycles_at_pause = status_now(running)?.poll.cycles;
-    let deadline = tokio::time::Instant::now() + args.poll_every + Duration::from_secs(30);
+    let at_pause = status_now(running)?;
+    let cycles_at_pause = at_pause.poll.cycles;
+    if let Some(t) = at_pause.poll.last_cycle_at {
+        if cycle_starts.last() != Some(&t) {
+            cycle_starts.push(t);
+        }
+    }
+    // A cycle still running at the pause (held by a rate limit) leaves its gap open: data made
+    // in it waits at least until the pause.
+    let running_cycle = running.poller.as_ref().is_some_and(|p| !p.is_idle());
+    let window = first_cycle.and_then(|(cycles, empty, first_at)| {
+        let mut starts: Vec<_> = cycle_starts
+            .iter()
+            .copied()
+            .filter(|t| *t >= first_at)
+            .collect();
+        if running_cycle {
+            starts.push(paused_at);
+        }
+        (at_pause.poll.cycles > cycles).then(|| report::PollWindow {
+            cycles: at_pause.poll.cycles - cycles,
+            empty: at_pause.poll.empty_cycles - empty,
+            gaps_s: starts
+                .windows(2)
+                .map(|w| (w[1] - w[0]).num_milliseconds() as f64 / 1000.0)
+                .collect(),
+        })
+    });
+    // A rate limit may hold the last fetches and the last cycle for a whole window.
+    let settle = args.poll_every
+        + Duration::from_secs(30)
+        + args
+            .rate_limit
+            .as_ref()
+            .map_or(Duration::ZERO, |_| args.rate_window);
+    let deadline = tokio::time::Instant::now() + settle;
     let poller_idle = || running.poller.as_ref().is_none_or(|p| p.is_idle());
     loop {
         // A consistent snapshot: nothing in flight before and after reading both sides.
@@ -433,7 +545,7 @@ async fn race(
                     .then_some(args.poll_every.as_secs_f64()),
                 adaptive: (args.strategy == Strategy::Adaptive)
                     .then(|| report::adaptive_text(args.poll_every, args.max_every)),
-                poll_mode: "transactions".into(),
+                poll_mode: args.mode.as_str().into(),
                 users: u64::from(args.users),
                 item_rate_per_user_s: [
                     (
@@ -448,7 +560,16 @@ async fn race(
                 .into(),
                 rates_from: "simulator settings".into(),
             };
-            let mut report = report::build(&s, Some(settings), Some(ground_truth(&truth)));
+            let truth_summary = ground_truth(&truth, &running.store);
+            let mut report = report::build(&s, Some(settings.clone()), Some(truth_summary));
+            report.generated_for_s = Some(args.duration.as_secs_f64());
+            if let Some(w) = window {
+                report.set_race_window(w);
+            }
+            if args.store.is_some() {
+                // `hookrace report --store DIR` shows this race's settings, not a config's.
+                running.store.save_race_settings(&settings).await?;
+            }
             if args.strategy == Strategy::Adaptive || args.outage.is_some() {
                 report.safety_net = Some(safety_net(args, &s, &truth));
             }
@@ -478,7 +599,7 @@ async fn race(
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
             "the race did not settle within {}s after generation stopped",
-            (args.poll_every + Duration::from_secs(30)).as_secs()
+            settle.as_secs()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -567,9 +688,37 @@ fn never_delivered(t: &crate::sim::Truth) -> Vec<&crate::sim::TruthEntity> {
         .collect()
 }
 
+/// The simulator's entities whose first delivery was lost (dropped, failed, not sent) while a
+/// later one (an activity update of the same day) reached the receiver.
+fn announced_late(t: &crate::sim::Truth) -> Vec<&crate::sim::TruthEntity> {
+    t.entities
+        .iter()
+        .filter(|e| {
+            let mut own = t.deliveries.iter().filter(|d| {
+                !d.duplicate
+                    && d.event == e.kind
+                    && d.user_id == e.user_id
+                    && d.entity_id == e.entity_id
+            });
+            let first_lost = own
+                .next()
+                .is_some_and(|d| d.outcome != DeliveryOutcome::Sent);
+            first_lost && own.any(|d| d.outcome == DeliveryOutcome::Sent)
+        })
+        .collect()
+}
+
 /// Summarises the simulator's `/sim/truth` document for the report.
-fn ground_truth(t: &crate::sim::Truth) -> GroundTruth {
+fn ground_truth(t: &crate::sim::Truth, store: &crate::store::Store) -> GroundTruth {
+    let late = announced_late(t);
+    let late_delays = late.iter().filter_map(|e| {
+        let key = format!("{}/{}/{}", e.kind, e.user_id, e.entity_id);
+        let entity = store.entity(&key).ok()??;
+        Some((entity.webhook_at? - entity.available_at()?).num_milliseconds() as f64)
+    });
     GroundTruth {
+        entities_announced_late: late.len() as u64,
+        announced_late_max_ms: late_delays.reduce(f64::max),
         entities_generated: t.entities.len() as u64,
         deliveries_decided: t.deliveries.iter().filter(|d| !d.duplicate).count() as u64,
         deliveries_dropped: t

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -72,6 +74,12 @@ pub struct RateLimitStatus {
     /// Requests wait for a window to reset now (the reserve is reached, or after a 429).
     pub waiting: bool,
     pub waiting_until: Option<DateTime<Utc>>,
+    /// Times requests waited for a window (pacing before the limit, or after a 429), and how
+    /// long in all (an episode still running counts up to now).
+    #[serde(default)]
+    pub paced: u64,
+    #[serde(default)]
+    pub paced_seconds: f64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -98,6 +106,9 @@ impl RateLimitStatus {
             }),
             waiting: until.is_some(),
             waiting_until: until.map(wall),
+            paced: r.paced,
+            paced_seconds: (r.paced_for + r.pacing_since.map_or(Duration::ZERO, |t| t.elapsed()))
+                .as_secs_f64(),
         }
     }
 }

@@ -103,6 +103,8 @@ pub mod counter {
 const META_CREATED_AT: &str = "created_at";
 const META_LAST_DELIVERY_AT: &str = "webhook.last_delivery_at";
 const META_WEBHOOK_SECRET: &str = "webhook.signature_secret_key";
+/// The settings a demo raced with (JSON), for a report read from its store later.
+const META_RACE_SETTINGS: &str = "demo.race_settings";
 /// Present while a process has the store open; found at open, it means the last one stopped
 /// without closing it (a crash, SIGKILL, power loss).
 const META_OPEN: &str = "open";
@@ -610,6 +612,26 @@ impl Store {
             .context("saving the webhook secret")?;
         self.durable().await?;
         Ok(())
+    }
+
+    /// Saves the settings a demo raced with, so a report read from this store later shows them
+    /// rather than those of whatever configuration names the store.
+    pub async fn save_race_settings(
+        &self,
+        settings: &crate::apps::report::RaceSettings,
+    ) -> anyhow::Result<()> {
+        let json = serde_json::to_vec(settings).context("writing the race settings")?;
+        self.meta
+            .insert(META_RACE_SETTINGS, json)
+            .context("saving the race settings")?;
+        self.durable().await?;
+        Ok(())
+    }
+
+    /// The settings a demo saved with [`Store::save_race_settings`], if any.
+    pub fn race_settings(&self) -> Option<crate::apps::report::RaceSettings> {
+        let v = self.meta.get(META_RACE_SETTINGS).ok()??;
+        serde_json::from_slice(&v).ok()
     }
 
     /// Reads one entity, following aliases.

@@ -8,7 +8,9 @@ use std::fmt::Write as _;
 
 use plotters::prelude::*;
 
-use super::render::{header, rows, safety_net_lines, settings_line, theory_rows};
+use super::render::{
+    duration_text, explanations, header, plural, rows, safety_net_lines, settings_line, theory_rows,
+};
 use super::{Report, Sighting};
 
 const WEBHOOK: RGBColor = RGBColor(31, 119, 180);
@@ -271,20 +273,23 @@ pub(super) fn page(r: &Report) -> String {
     );
     let _ = write!(
         out,
-        "<h1>hookrace: webhooks versus polling, {:.0} s measured</h1><p>{}</p>",
-        r.measured_for_s,
+        "<h1>hookrace: webhooks versus polling, {}</h1><p>{}</p>",
+        esc(&duration_text(r)),
         esc(&settings_line(r))
     );
     table(&mut out, &header(r), &rows(r));
     if let Some(t) = &r.truth {
         let _ = write!(
             out,
-            "<p>Simulator: {} entities generated, {} deliveries dropped, {} duplicated; {} never announced by a webhook.</p>",
-            t.entities_generated,
-            t.deliveries_dropped,
+            "<p>Simulator: {} generated, {} dropped, {} duplicated; {} never announced by a webhook.</p>",
+            plural(t.entities_generated, "entity", "entities"),
+            plural(t.deliveries_dropped, "delivery", "deliveries"),
             t.deliveries_duplicated,
-            t.entities_never_delivered
+            plural(t.entities_never_delivered, "entity", "entities")
         );
+    }
+    for line in explanations(r) {
+        let _ = write!(out, "<p>{}</p>", esc(&line));
     }
     let net = safety_net_lines(r);
     if !net.is_empty() {

@@ -47,6 +47,12 @@ pub struct GroundTruth {
     pub deliveries_duplicated: u64,
     /// Entities for which no delivery reached the receiver (all dropped, failed or not sent).
     pub entities_never_delivered: u64,
+    /// Entities whose first delivery was lost while a later one (an activity update of the same
+    /// day) reached the receiver: the webhook saw them, late. Their webhook delays, the slowest.
+    #[serde(default)]
+    pub entities_announced_late: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announced_late_max_ms: Option<f64>,
     /// Requests the simulator served, by endpoint.
     pub requests: BTreeMap<String, u64>,
 }
@@ -125,6 +131,47 @@ pub struct Theory {
     /// Share of polls that find nothing when data arrives at random at rate λ: e^(−λ·T).
     pub empty_poll_share: Option<f64>,
     pub zapier_wasted_share: f64,
+    /// The interval the poll cycles actually kept when a rate limit stretched it (by more than
+    /// a fifth): the expected delays and empty share above are then taken at it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stretched_interval_s: Option<f64>,
+}
+
+impl Theory {
+    /// What theory expects at the race's settings, at the interval the cycles kept (`window`)
+    /// when a rate limit stretched it.
+    pub fn at(settings: Option<&RaceSettings>, window: Option<&PollWindow>) -> Theory {
+        let set = settings.and_then(|s| s.poll_interval_s);
+        let lambda_total =
+            settings.map(|s| s.users as f64 * s.item_rate_per_user_s.values().sum::<f64>());
+        let kept = window.and_then(PollWindow::interval_s);
+        let stretched = set.zip(kept).and_then(|(t, k)| (k > t * 1.2).then_some(k));
+        if let (Some(kept), Some(w)) = (stretched, window) {
+            // Uneven gaps (a limit makes the poller wait for a window, then run on): data that
+            // arrives at random lands in a long gap more often, so the mean delay is
+            // Σg² / 2Σg, the worst is the longest gap, and a gap g is empty with e^(−λg).
+            let sum: f64 = w.gaps_s.iter().sum();
+            let sq: f64 = w.gaps_s.iter().map(|g| g * g).sum();
+            let longest = w.gaps_s.iter().copied().fold(0.0, f64::max);
+            return Theory {
+                mean_poll_delay_ms: Some(sq / (2.0 * sum) * 1000.0),
+                max_poll_delay_ms: Some(longest * 1000.0),
+                empty_poll_share: lambda_total.map(|l| {
+                    let n = w.gaps_s.len() as f64;
+                    round4(w.gaps_s.iter().map(|g| (-l * g).exp()).sum::<f64>() / n)
+                }),
+                zapier_wasted_share: ZAPIER_WASTED_SHARE,
+                stretched_interval_s: Some(kept),
+            };
+        }
+        Theory {
+            mean_poll_delay_ms: set.map(|t| t * 1000.0 / 2.0),
+            max_poll_delay_ms: set.map(|t| t * 1000.0),
+            empty_poll_share: set.zip(lambda_total).map(|(t, l)| round4((-l * t).exp())),
+            zapier_wasted_share: ZAPIER_WASTED_SHARE,
+            stretched_interval_s: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -149,6 +196,21 @@ pub const TYPICAL_ITEMS_PER_USER_DAY: f64 = 3.0;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub measured_for_s: f64,
+    /// How long the simulator made data (a demo; the rest of the measured time is the wait for
+    /// the last deliveries and poll cycle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generated_for_s: Option<f64>,
+    /// The poll cycles that ran while data was made, each covering a whole interval of it (a
+    /// demo: the first cycle, before any data, and those after the generator stopped are left
+    /// out): what the expected empty share and delays describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub race_window: Option<PollWindow>,
+    /// Times the client waited for a rate-limit window (pacing before Polar's limit, or after a
+    /// 429), and how long in all.
+    #[serde(default)]
+    pub paced: u64,
+    #[serde(default)]
+    pub paced_s: f64,
     pub settings: Option<RaceSettings>,
     pub webhook: ChannelReport,
     pub poll: ChannelReport,
@@ -178,6 +240,27 @@ pub struct Report {
     /// demo sampled them while it ran (a report from a store has none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub samples: Vec<(f64, u64, u64)>,
+}
+
+/// Poll cycles over a stretch of the race: how many, how many found nothing, and the time
+/// between one cycle's start and the next's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PollWindow {
+    pub cycles: u64,
+    pub empty: u64,
+    pub gaps_s: Vec<f64>,
+}
+
+impl PollWindow {
+    /// The share of empty cycles.
+    pub fn empty_share(&self) -> Option<f64> {
+        (self.cycles > 0).then(|| self.empty as f64 / self.cycles as f64)
+    }
+    /// The mean interval the cycles kept (a rate limit stretches it).
+    pub fn interval_s(&self) -> Option<f64> {
+        (!self.gaps_s.is_empty())
+            .then(|| self.gaps_s.iter().sum::<f64>() / self.gaps_s.len() as f64)
+    }
 }
 
 /// The most entities the html page draws.
@@ -211,6 +294,15 @@ pub fn sightings(
         .collect())
 }
 
+impl Report {
+    /// Sets the poll cycles that ran while data was made, and takes theory at the interval they
+    /// kept.
+    pub fn set_race_window(&mut self, window: PollWindow) {
+        self.theory = Theory::at(self.settings.as_ref(), Some(&window));
+        self.race_window = Some(window);
+    }
+}
+
 /// Builds the report.
 pub fn build(
     status: &StatusDoc,
@@ -221,18 +313,7 @@ pub fn build(
     let w = &status.webhook;
     let p = &status.poll;
     let webhook_requests = w.accepted + w.duplicates + w.fetch_requests;
-    let interval = settings.as_ref().and_then(|s| s.poll_interval_s);
-    let lambda_total = settings
-        .as_ref()
-        .map(|s| s.users as f64 * s.item_rate_per_user_s.values().sum::<f64>());
-    let theory = Theory {
-        mean_poll_delay_ms: interval.map(|t| t * 1000.0 / 2.0),
-        max_poll_delay_ms: interval.map(|t| t * 1000.0),
-        empty_poll_share: interval
-            .zip(lambda_total)
-            .map(|(t, l)| round4((-l * t).exp())),
-        zapier_wasted_share: ZAPIER_WASTED_SHARE,
-    };
+    let theory = Theory::at(settings.as_ref(), None);
     let cost_per_day = match &settings {
         Some(s) => {
             let typical = RaceSettings {
@@ -254,8 +335,13 @@ pub fn build(
         }
         None => Vec::new(),
     };
+    let rate = status.accesslink.as_ref().map(|a| &a.rate_limit);
     Report {
         measured_for_s: status.uptime_seconds,
+        generated_for_s: None,
+        race_window: None,
+        paced: rate.map_or(0, |r| r.paced),
+        paced_s: rate.map_or(0.0, |r| r.paced_seconds),
         webhook: ChannelReport {
             entities_seen: e.seen_by_both + e.webhook_only,
             seen_first: e.first_by_webhook,
@@ -428,8 +514,10 @@ pub async fn from_config(cfg: &crate::config::Config, format: Format) -> anyhow:
     use crate::operations::manage::{Target, existing_target};
     use anyhow::Context;
     let mut sighted = Vec::new();
+    let mut saved = None;
     let (status, age) = match existing_target(cfg)? {
         Target::Store(store) => {
+            saved = store.race_settings();
             let created = store.created_at().unwrap_or_else(chrono::Utc::now);
             let rt = crate::process::Runtime {
                 started_at: created,
@@ -460,7 +548,8 @@ pub async fn from_config(cfg: &crate::config::Config, format: Format) -> anyhow:
             (doc, Some(age))
         }
     };
-    let settings = settings_from_config(cfg, &status, age);
+    // A demo's store says what the race ran with; otherwise the configuration does.
+    let settings = saved.unwrap_or_else(|| settings_from_config(cfg, &status, age));
     let mut report = build(&status, Some(settings), None);
     report.sightings = sighted;
     Ok(report)

@@ -31,7 +31,7 @@ pub(super) fn num(v: f64) -> String {
     out
 }
 
-fn plural(n: u64, one: &str, many: &str) -> String {
+pub(super) fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
@@ -132,13 +132,28 @@ pub(super) fn header(r: &Report) -> Vec<String> {
 }
 
 pub(super) fn theory_rows(r: &Report) -> Vec<Vec<String>> {
+    // A rate limit that stretched the interval: theory is taken at the interval kept.
+    let (half, whole) = match r.theory.stretched_interval_s {
+        Some(_) => ("Σg²/2Σg, gaps g kept", "longest gap kept"),
+        None => ("interval / 2", "interval"),
+    };
+    let (empty_label, empty_measured) = match &r.race_window {
+        Some(w) => (
+            format!(
+                "empty polls ({} while data was made)",
+                plural(w.cycles, "cycle", "cycles")
+            ),
+            w.empty_share(),
+        ),
+        None => ("empty polls".to_string(), r.poll.empty_share),
+    };
     let rows: Vec<(String, String, String)> = vec![
         (
             "mean poll delay".into(),
             ms(r.poll.delay_ms.mean),
             r.theory
                 .mean_poll_delay_ms
-                .map(|v| format!("{} (interval / 2)", ms(Some(v))))
+                .map(|v| format!("{} ({half})", ms(Some(v))))
                 .unwrap_or_else(|| "–".into()),
         ),
         (
@@ -146,15 +161,18 @@ pub(super) fn theory_rows(r: &Report) -> Vec<Vec<String>> {
             ms(r.poll.delay_ms.max),
             r.theory
                 .max_poll_delay_ms
-                .map(|v| format!("{} (interval)", ms(Some(v))))
+                .map(|v| format!("{} ({whole})", ms(Some(v))))
                 .unwrap_or_else(|| "–".into()),
         ),
         (
-            "empty polls".into(),
-            pct(r.poll.empty_share),
+            empty_label,
+            pct(empty_measured),
             r.theory
                 .empty_poll_share
-                .map(|v| format!("{} (e^(−λT))", pct(Some(v))))
+                .map(|v| match r.theory.stretched_interval_s {
+                    Some(_) => format!("{} (mean of e^(−λg))", pct(Some(v))),
+                    None => format!("{} (e^(−λT))", pct(Some(v))),
+                })
                 .unwrap_or_else(|| "–".into()),
         ),
         (
@@ -281,8 +299,9 @@ pub(super) fn safety_net_lines(r: &Report) -> Vec<String> {
     vec![
         format!("safety net ({pace}):"),
         format!(
-            "  misses caught      {} of {} entities no webhook delivered",
-            n.caught, n.lost
+            "  misses caught      {} of {} no webhook delivered",
+            n.caught,
+            plural(n.lost, "entity", "entities")
         ),
         format!(
             "  catch delay        median {}, max {} ({within} the bound of {}: max_every + one cycle)",
@@ -303,13 +322,59 @@ pub(super) fn safety_net_lines(r: &Report) -> Vec<String> {
     ]
 }
 
+/// "60 s of data, 70 s measured" (a demo) or "70 s measured".
+pub(super) fn duration_text(r: &Report) -> String {
+    match r.generated_for_s {
+        Some(g) => format!(
+            "{g:.0} s of new data, {:.0} s measured (until the last delivery and poll cycle)",
+            r.measured_for_s
+        ),
+        None => format!("{:.0} s measured", r.measured_for_s),
+    }
+}
+
+/// Lines that explain numbers the table cannot: a rate limit that made the poller wait, and
+/// webhook delays that include a lost first delivery.
+pub(super) fn explanations(r: &Report) -> Vec<String> {
+    let mut lines = Vec::new();
+    if r.paced > 0 || r.poll_rate_limited > 0 {
+        let mut line = format!(
+            "rate limit: requests to AccessLink waited {} for a window to reset ({:.1} s in all); {} answered 429",
+            plural(r.paced, "time", "times"),
+            r.paced_s,
+            plural(r.poll_rate_limited, "poll request", "poll requests")
+        );
+        if let (Some(kept), Some(set)) = (
+            r.theory.stretched_interval_s,
+            r.settings.as_ref().and_then(|s| s.poll_interval_s),
+        ) {
+            line.push_str(&format!(
+                "; the poll interval stretched from {} to {} on average (expected below: at the gaps kept)",
+                ms(Some(set * 1000.0)),
+                ms(Some(kept * 1000.0))
+            ));
+        }
+        lines.push(line);
+    }
+    if let Some(t) = r.truth.as_ref().filter(|t| t.entities_announced_late > 0) {
+        lines.push(format!(
+            "webhook: {} announced only by a later delivery (the first was lost; an activity \
+             update of the same day came later): their webhook delay, up to {}, is that wait, \
+             not the network",
+            plural(t.entities_announced_late, "entity was", "entities were"),
+            ms(t.announced_late_max_ms)
+        ));
+    }
+    lines
+}
+
 /// The report as an aligned plain-text table (for a terminal).
 pub fn render_table(r: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "hookrace: webhooks versus polling, {:.0} s measured",
-        r.measured_for_s
+        "hookrace: webhooks versus polling, {}",
+        duration_text(r)
     );
     let _ = writeln!(out, "  {}", settings_line(r));
     let _ = writeln!(out);
@@ -342,6 +407,9 @@ pub fn render_table(r: &Report) -> String {
             t.deliveries_duplicated,
             plural(t.entities_never_delivered, "entity", "entities")
         );
+    }
+    for line in explanations(r) {
+        let _ = writeln!(out, "  {line}");
     }
     if let Some(a) = &r.your_app {
         let checked = match (a.verified, a.refused) {
@@ -428,8 +496,8 @@ pub fn render_markdown(r: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "### hookrace: webhooks versus polling ({:.0} s measured)\n",
-        r.measured_for_s
+        "### hookrace: webhooks versus polling ({})\n",
+        duration_text(r)
     );
     let _ = writeln!(out, "{}\n", settings_line(r));
     let head = header(r);
@@ -482,6 +550,9 @@ pub fn render_markdown(r: &Report) -> String {
             plural(t.deliveries_dropped, "delivery", "deliveries"),
             t.deliveries_duplicated
         );
+    }
+    for line in explanations(r) {
+        let _ = writeln!(out, "\n{line}");
     }
     out
 }
