@@ -1,4 +1,4 @@
-//! The command line: one binary, subcommands as `design.md` lists them. Parsing only; the work is
+//! The command line: one binary, one subcommand per job. Parsing only; the work is
 //! done by the library functions each command calls, and `main` maps results to exit codes.
 
 use std::net::SocketAddr;

@@ -1,6 +1,6 @@
 //! The public listener's delivery route: Polar posts here, and the answer promises the data is safe.
 //!
-//! Checks run in the order `design.md` fixes, cheapest and least trusting first: body size (413),
+//! Checks run in a fixed order, cheapest and least trusting first: body size (413),
 //! PING (200, counted, never stored), signature (401), JSON shape (400), then the delivery is
 //! recorded and flushed to disk before the **200** goes out. Anything that stops a delivery from
 //! being stored answers non-200, so Polar (or an operator) can see it; nothing is dropped silently.

@@ -1,5 +1,5 @@
 //! The status document (`GET /status`): counters from the store plus the entity summary, in the
-//! exact shape `design.md` fixes. Built from the store alone, so `hookrace report` on the same store
+//! exact shape the status contract fixes. Built from the store alone, so `hookrace report` on the same store
 //! says the same numbers.
 
 use std::collections::BTreeMap;
