@@ -256,3 +256,90 @@ fn every_option_has_a_description() {
         }
     }
 }
+
+/// `demo --format json` keeps stdout for the report: the addresses and the progress go to stderr;
+/// `--keep-open` keeps the dashboard up after the report until Ctrl-C; and `report --store` on the
+/// kept store shows the demo's settings, not a configuration's.
+#[test]
+fn a_json_demo_talks_on_stderr_stays_open_and_its_store_keeps_its_settings() {
+    use std::io::{BufRead, BufReader, Read};
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("race");
+    let mut child = hookrace()
+        .args([
+            "demo",
+            "--duration",
+            "2s",
+            "--poll-every",
+            "1s",
+            "--seed",
+            "1",
+            "--format",
+            "json",
+            "--keep-open",
+            "--store",
+        ])
+        .arg(&store)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        stdout.read_to_string(&mut s).unwrap();
+        s
+    });
+    let mut dashboard = None;
+    let mut said = Vec::new();
+    // Read stderr on a thread to the end (a closed pipe would fail the demo's last lines).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    for line in rx.iter() {
+        if let Some(url) = line.trim().strip_prefix("live dashboard") {
+            dashboard = Some(url.trim().to_string());
+        }
+        let open = line.contains("Ctrl-C ends");
+        said.push(line);
+        if open {
+            break;
+        }
+    }
+    let url = dashboard.unwrap_or_else(|| panic!("no dashboard address on stderr: {said:?}"));
+    // The report is out, and the dashboard still answers.
+    let page = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&page.stdout), "200", "{url}");
+    let pid = child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "{status:?}: {said:?} {:?}",
+        rx.try_iter().collect::<Vec<_>>()
+    );
+    let report: serde_json::Value = serde_json::from_str(&reader.join().unwrap())
+        .unwrap_or_else(|e| panic!("stdout is not one JSON report: {e}"));
+    assert_eq!(report["settings"]["poll_interval_s"], 1.0);
+    // Read again from the kept store: the race's 1 s, not the embedded configuration's 10 s.
+    let out = hookrace()
+        .args(["report", "--format", "json", "--store"])
+        .arg(&store)
+        .env_remove("HOOKRACE_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["settings"]["poll_interval_s"], 1.0);
+    assert_eq!(again["entities_total"], report["entities_total"]);
+}

@@ -241,6 +241,10 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
 
     let result = race(args, &running, &sim_url, your_app.as_ref(), out).await;
     if args.keep_open && result.is_ok() {
+        use tokio::signal::unix::{SignalKind, signal};
+        // Listening before saying so: a Ctrl-C right after the line is caught, not fatal.
+        let mut interrupt = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
+        let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
         let out: &mut dyn Write = if human { &mut *out } else { &mut stderr };
         writeln!(
             out,
@@ -248,9 +252,10 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
             running.admin_url
         )?;
         out.flush()?;
-        tokio::signal::ctrl_c()
-            .await
-            .context("waiting for Ctrl-C")?;
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
     }
     shutdown.cancel();
     let stopped = running.wait().await;
