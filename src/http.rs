@@ -65,9 +65,12 @@ impl Admin {
         if let Some(b) = body {
             req = req.body(b);
         }
-        req.send()
-            .await
-            .with_context(|| format!("{what}: the daemon's admin listener ({url}) did not answer"))
+        req.send().await.with_context(|| {
+            format!(
+                "{what}: the daemon's admin listener ({url}) did not answer (is hookrace \
+                     running? while it holds the store, commands go through it)"
+            )
+        })
     }
 
     /// [`Admin::send`], failing unless the answer is a success.

@@ -343,3 +343,46 @@ fn a_json_demo_talks_on_stderr_stays_open_and_its_store_keeps_its_settings() {
     assert_eq!(again["settings"]["poll_interval_s"], 1.0);
     assert_eq!(again["entities_total"], report["entities_total"]);
 }
+
+/// `sudo hookrace users list` on the service's store (owned by its dynamic user) must not open
+/// it: files root wrote there would be files the service cannot write. It asks the daemon.
+#[test]
+fn a_store_of_another_user_is_left_to_the_daemon() {
+    use std::os::unix::fs::MetadataExt;
+    let me = std::fs::metadata("/proc/self").unwrap().uid();
+    if me != 0 {
+        eprintln!("skipped: giving a directory to another user needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("data");
+    std::fs::create_dir(&store).unwrap();
+    // 65534: nobody, standing in for the service's dynamic user.
+    let chown = std::process::Command::new("chown")
+        .args(["65534:65534"])
+        .arg(&store)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[accesslink]\nclient_id = \"c\"\nclient_secret = \"s\"\n[store]\npath = {store:?}\n\
+             [admin]\nlisten = \"127.0.0.1:1\"\n"
+        ),
+    )
+    .unwrap();
+    let out = hookrace()
+        .args(["users", "list", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("admin listener"), "{err}");
+    assert!(
+        std::fs::read_dir(&store).unwrap().next().is_none(),
+        "the command wrote into another user's store"
+    );
+}

@@ -59,7 +59,7 @@ async fn measured_empty_polls_match_theory_while_data_is_made() {
 #[tokio::test]
 async fn quiet_data_makes_almost_every_poll_empty() {
     let (report, table) = race(DemoArgs {
-        duration: Duration::from_secs(20),
+        duration: Duration::from_secs(12),
         poll_every: Duration::from_secs(1),
         exercise_every: Duration::from_secs(300),
         activity_every: Duration::from_secs(3600),
@@ -76,7 +76,7 @@ async fn quiet_data_makes_almost_every_poll_empty() {
 #[tokio::test]
 async fn a_rate_limit_paces_the_poller_and_the_report_says_so() {
     let (report, table) = race(DemoArgs {
-        duration: Duration::from_secs(20),
+        duration: Duration::from_secs(15),
         poll_every: Duration::from_secs(1),
         exercise_every: Duration::from_secs(5),
         rate_limit: Some("12,1000".into()),
@@ -133,7 +133,7 @@ async fn list_mode_costs_more_poll_requests_than_transactions() {
 #[tokio::test]
 async fn a_late_webhook_is_explained_by_a_lost_first_delivery() {
     let (report, table) = race(DemoArgs {
-        duration: Duration::from_secs(20),
+        duration: Duration::from_secs(14),
         poll_every: Duration::from_secs(2),
         // Per user, the day's first delivery is lost half the time: with 8, one is all but sure.
         users: 8,

@@ -107,6 +107,20 @@ impl Default for DemoArgs {
     }
 }
 
+/// Stderr through `eprint!`, which a test harness captures (a raw `std::io::stderr()` it does not):
+/// where the demo talks to a person while stdout carries a machine format.
+struct Chatter;
+
+impl Write for Chatter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        eprint!("{}", String::from_utf8_lossy(buf));
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// The poll modes the demo can race.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DemoMode {
@@ -192,7 +206,7 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
     let human = args.format == Format::Table;
     // The report goes to `out`; with a machine format (json, markdown, html) what a person
     // watches (addresses, progress) goes to stderr, so the output stays clean.
-    let mut stderr = std::io::stderr();
+    let mut stderr = Chatter;
     {
         let out: &mut dyn Write = if human { &mut *out } else { &mut stderr };
         writeln!(
@@ -389,7 +403,7 @@ async fn race(
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<Report> {
     let human = args.format == Format::Table;
-    let mut stderr = std::io::stderr();
+    let mut stderr = Chatter;
     let http = crate::http::client(Duration::from_secs(10))?;
     let started = tokio::time::Instant::now();
     let end = started + args.duration;

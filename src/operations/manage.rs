@@ -107,6 +107,19 @@ fn target_with(
     cfg: &Config,
     open: fn(&std::path::Path) -> Result<Store, OpenError>,
 ) -> anyhow::Result<Target> {
+    // A store of another user (the service's dynamic user, seen from `sudo hookrace …`) is the
+    // daemon's to touch: files root wrote into it would be files the service cannot write.
+    if let Some(owner) = foreign_owner(&cfg.store.path) {
+        tracing::info!(
+            store = %cfg.store.path.display(),
+            owner,
+            "the store belongs to another user: asking the daemon"
+        );
+        return Ok(Target::Daemon(Admin::new(
+            &cfg.admin.listen.to_string(),
+            cfg.admin.token.clone(),
+        )?));
+    }
     match open(&cfg.store.path) {
         Ok(s) => Ok(Target::Store(Arc::new(s))),
         Err(OpenError::InUse { .. }) => Ok(Target::Daemon(Admin::new(
@@ -115,6 +128,15 @@ fn target_with(
         )?)),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The owner of the store directory when it is not this process's user (Linux: `/proc/self`
+/// belongs to the process's effective user).
+fn foreign_owner(store: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let me = std::fs::metadata("/proc/self").ok()?.uid();
+    let owner = std::fs::metadata(store).ok()?.uid();
+    (owner != me).then_some(owner)
 }
 
 /// Saves a new webhook secret where the daemon will use it; returns where it went.
