@@ -327,6 +327,22 @@ fn the_unit_does_not_restart_a_refused_configuration_nor_pretend_to_reload() {
             assert!(line[i + 1..].trim().is_empty(), "Caddy refuses: {line}");
         }
     }
+    // Where Caddy is installed, Caddy itself reads it.
+    if Command::new("caddy").arg("version").output().is_ok() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("Caddyfile");
+        std::fs::write(&file, &caddy).unwrap();
+        let out = Command::new("caddy")
+            .args(["adapt", "--adapter", "caddyfile", "--config"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "caddy refuses the Caddyfile: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     // Every variable a block uses is set before it.
     for block in blocks(&deploy, "sh") {
         if block.contains("$TOKEN") {
