@@ -585,7 +585,8 @@ async fn race(
             }
             if args.store.is_some() {
                 // `hookrace report --store DIR` shows this race's settings, not a config's.
-                running.store.save_race_settings(&settings).await?;
+                let json = serde_json::to_vec(&settings).context("writing the race settings")?;
+                running.store.save_race_settings(&json).await?;
             }
             if args.strategy == Strategy::Adaptive || args.outage.is_some() {
                 report.safety_net = Some(safety_net(args, &s, &truth));

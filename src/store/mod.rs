@@ -614,13 +614,9 @@ impl Store {
         Ok(())
     }
 
-    /// Saves the settings a demo raced with, so a report read from this store later shows them
-    /// rather than those of whatever configuration names the store.
-    pub async fn save_race_settings(
-        &self,
-        settings: &crate::apps::report::RaceSettings,
-    ) -> anyhow::Result<()> {
-        let json = serde_json::to_vec(settings).context("writing the race settings")?;
+    /// Saves the settings a demo raced with (its report's JSON), so a report read from this
+    /// store later shows them rather than those of whatever configuration names the store.
+    pub async fn save_race_settings(&self, json: &[u8]) -> anyhow::Result<()> {
         self.meta
             .insert(META_RACE_SETTINGS, json)
             .context("saving the race settings")?;
@@ -628,10 +624,13 @@ impl Store {
         Ok(())
     }
 
-    /// The settings a demo saved with [`Store::save_race_settings`], if any.
-    pub fn race_settings(&self) -> Option<crate::apps::report::RaceSettings> {
-        let v = self.meta.get(META_RACE_SETTINGS).ok()??;
-        serde_json::from_slice(&v).ok()
+    /// What [`Store::save_race_settings`] saved, if anything.
+    pub fn race_settings(&self) -> Option<Vec<u8>> {
+        self.meta
+            .get(META_RACE_SETTINGS)
+            .ok()
+            .flatten()
+            .map(|v| v.to_vec())
     }
 
     /// Reads one entity, following aliases.

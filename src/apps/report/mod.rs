@@ -517,7 +517,9 @@ pub async fn from_config(cfg: &crate::config::Config, format: Format) -> anyhow:
     let mut saved = None;
     let (status, age) = match existing_target(cfg)? {
         Target::Store(store) => {
-            saved = store.race_settings();
+            saved = store
+                .race_settings()
+                .and_then(|json| serde_json::from_slice::<RaceSettings>(&json).ok());
             let created = store.created_at().unwrap_or_else(chrono::Utc::now);
             let rt = crate::process::Runtime {
                 started_at: created,
