@@ -383,3 +383,19 @@ fn relative_links_in_the_docs_resolve() {
         }
     }
 }
+
+/// The configuration `docs/deploy.md` shows is valid as written, with the client secret from its
+/// file (and `docs/deploy/config.toml`, the package's template, too).
+#[test]
+fn the_deploy_configuration_is_valid_as_written() {
+    let deploy = read("docs/deploy.md");
+    let shown = blocks(&deploy, "toml").remove(0);
+    let env = |k: &str| (k == "HOOKRACE_CLIENT_SECRET").then(|| "from-the-file".to_string());
+    let cfg =
+        hookrace::config::parse(&shown, "docs/deploy.md", &env).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!cfg.simulator.enabled);
+    assert_eq!(cfg.store.path, Path::new("/var/lib/hookrace/data"));
+    let template = read("docs/deploy/config.toml");
+    hookrace::config::parse(&template, "docs/deploy/config.toml", &env)
+        .unwrap_or_else(|e| panic!("{e}"));
+}
