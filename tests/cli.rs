@@ -94,14 +94,19 @@ fn bare(dir: &std::path::Path) -> Command {
     cmd
 }
 
+/// Whether this machine has a system configuration (then a test of the rule's later steps is
+/// skipped, and says so).
 fn system_config_exists() -> bool {
-    std::path::Path::new("/etc/hookrace/config.toml").exists()
+    let exists = std::path::Path::new("/etc/hookrace/config.toml").exists();
+    if exists {
+        eprintln!("skipped: /etc/hookrace/config.toml exists on this machine");
+    }
+    exists
 }
 
 #[test]
 fn a_read_only_command_never_creates_a_store_and_says_which_configuration_it_used() {
     if system_config_exists() {
-        eprintln!("skipped: /etc/hookrace/config.toml exists on this machine");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -130,7 +135,6 @@ fn a_read_only_command_never_creates_a_store_and_says_which_configuration_it_use
 #[test]
 fn the_configuration_comes_from_c_then_hookrace_config_and_a_stray_one_is_named() {
     if system_config_exists() {
-        eprintln!("skipped: /etc/hookrace/config.toml exists on this machine");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -198,7 +202,6 @@ fn the_cli_reads_the_secrets_the_unit_hands_to_the_service_beside_the_configurat
 #[test]
 fn a_webhook_command_on_the_simulator_configuration_says_what_to_start() {
     if system_config_exists() {
-        eprintln!("skipped: /etc/hookrace/config.toml exists on this machine");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -139,12 +139,7 @@ async fn the_dashboard_shows_the_race_in_a_real_browser() {
 
     // Snapshot mode closes the stream after the first update, so the headless page settles.
     let url = format!("{}/?snapshot=1", app.admin_base);
-    let b = browser.clone();
-    let u = url.clone();
-    let dom = tokio::task::spawn_blocking(move || common::headless(&b, &["--dump-dom"], &u))
-        .await
-        .unwrap();
-    let dom = String::from_utf8_lossy(&dom.stdout).to_string();
+    let dom = common::dump_dom(&browser, &url).await;
     let grab = |id: &str| -> String {
         let start = dom
             .find(&format!("id=\"{id}\""))

@@ -344,11 +344,7 @@ async fn the_html_report_is_one_page_whose_charts_render_in_a_real_browser() {
         return;
     };
     let url = format!("file://{}", page.display());
-    let dom =
-        tokio::task::spawn_blocking(move || common::headless(&browser, &["--dump-dom"], &url))
-            .await
-            .unwrap();
-    let dom = String::from_utf8_lossy(&dom.stdout).to_string();
+    let dom = common::dump_dom(&browser, &url).await;
     // The browser parsed four charts, each an SVG with its marks.
     let figure = |id: &str| -> String {
         let at = dom

@@ -198,9 +198,8 @@ pub struct RateState {
     pub blocked_by: Option<Window>,
     /// When each window resets (short, long), as last reported.
     pub resets_at: Option<(Instant, Instant)>,
-    /// A request is waiting for a window now (logged once when it starts and when it ends).
-    pub pacing: bool,
-    /// Since when (the current pacing episode).
+    /// Since when requests wait for a window (a pacing episode, logged once when it starts and
+    /// when it ends); `None` while they go out.
     pub pacing_since: Option<Instant>,
     /// Pacing episodes so far, and the time they lasted (ended episodes).
     pub paced: u64,
@@ -449,7 +448,7 @@ impl Client {
         }
         let started = {
             let mut r = self.rate();
-            let started = !std::mem::replace(&mut r.pacing, true);
+            let started = r.pacing_since.is_none();
             if started {
                 r.paced += 1;
                 r.pacing_since = Some(Instant::now());
@@ -467,11 +466,13 @@ impl Client {
         let ended = {
             let mut r = self.rate();
             let clear = r.blocked_until.is_none_or(|b| b <= Instant::now());
-            let ended = clear && std::mem::replace(&mut r.pacing, false);
-            if let Some(since) = r.pacing_since.take_if(|_| ended) {
-                r.paced_for += since.elapsed();
+            match r.pacing_since.take_if(|_| clear) {
+                Some(since) => {
+                    r.paced_for += since.elapsed();
+                    true
+                }
+                None => false,
             }
-            ended
         };
         if ended {
             tracing::info!("pacing ended: requests to AccessLink go out again");

@@ -14,10 +14,11 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::accesslink::identity::{EntityKey, EventType, UserId};
 use crate::apps::daemon::{self, Listeners, Running};
 use crate::apps::report::{self, Format, GroundTruth, RaceSettings, Report};
 use crate::apps::your_app::YourApp;
-use crate::observe::status::{self, StatusDoc};
+use crate::observe::status::StatusDoc;
 use crate::sim::DeliveryOutcome;
 
 /// Options of `hookrace demo`.
@@ -121,6 +122,16 @@ impl Write for Chatter {
     }
 }
 
+/// Where to say what a person watches (addresses, progress): `out` itself for the table; stderr
+/// with a machine format (json, markdown, html), so `out` carries the report alone.
+fn for_person<'a>(human: bool, out: &'a mut (dyn Write + Send)) -> Box<dyn Write + 'a> {
+    if human {
+        Box::new(out)
+    } else {
+        Box::new(Chatter)
+    }
+}
+
 /// The poll modes the demo can race.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DemoMode {
@@ -204,11 +215,8 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
         .context("setting the simulator's deactivation")?;
     }
     let human = args.format == Format::Table;
-    // The report goes to `out`; with a machine format (json, markdown, html) what a person
-    // watches (addresses, progress) goes to stderr, so the output stays clean.
-    let mut stderr = Chatter;
     {
-        let out: &mut dyn Write = if human { &mut *out } else { &mut stderr };
+        let mut out = for_person(human, out);
         writeln!(
             out,
             "hookrace demo: webhooks versus polling, live on this machine"
@@ -259,7 +267,7 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
         // Listening before saying so: a Ctrl-C right after the line is caught, not fatal.
         let mut interrupt = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
         let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-        let out: &mut dyn Write = if human { &mut *out } else { &mut stderr };
+        let mut out = for_person(human, out);
         writeln!(
             out,
             "\nThe daemon and its live dashboard stay up at {}/ (generation stopped): Ctrl-C ends.",
@@ -276,7 +284,7 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
     let report = result?;
     stopped?;
     if let Some(p) = &args.store {
-        let out: &mut dyn Write = if human { &mut *out } else { &mut stderr };
+        let mut out = for_person(human, out);
         writeln!(
             out,
             "\nThe store is kept in {}: `hookrace report --store {}` reads it.",
@@ -369,16 +377,13 @@ fn demo_config(
 }
 
 fn status_now(running: &Running) -> anyhow::Result<StatusDoc> {
-    let rt = running
-        .runtime
-        .read()
-        .map_err(|_| anyhow::anyhow!("runtime state poisoned"))?
-        .clone();
-    let mut doc = status::build(&running.store, &rt)?;
-    doc.accesslink = Some(status::AccessLinkStatus {
-        rate_limit: status::RateLimitStatus::from_client(&running.client.rate_state()),
-    });
-    Ok(doc)
+    // The daemon's own view: the store, the runtime facts and the client's rate-limit state.
+    crate::observe::View {
+        store: running.store.clone(),
+        runtime: running.runtime.clone(),
+        client: Some(running.client.clone()),
+    }
+    .status()
 }
 
 fn progress_line(s: &StatusDoc) -> String {
@@ -403,7 +408,6 @@ async fn race(
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<Report> {
     let human = args.format == Format::Table;
-    let mut stderr = Chatter;
     let http = crate::http::client(Duration::from_secs(10))?;
     let started = tokio::time::Instant::now();
     let end = started + args.duration;
@@ -424,11 +428,7 @@ async fn race(
     // The html page's requests chart: what each channel had spent, every 250 ms.
     let sampling = args.format == Format::Html;
     let mut samples: Vec<(f64, u64, u64)> = Vec::new();
-    // The poll cycles after the first (which ran before any data) up to the pause: each covers
-    // a whole interval of generated data, as theory assumes.
-    let mut first_cycle: Option<(u64, u64, chrono::DateTime<chrono::Utc>)> = None;
-    // When each cycle started, as the samples saw them (every 250 ms; cycles are ≥ 1 s apart).
-    let mut cycle_starts: Vec<chrono::DateTime<chrono::Utc>> = Vec::new();
+    let mut cycles = CycleLog::default();
     while tokio::time::Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(250)).await;
         if sampling {
@@ -450,23 +450,13 @@ async fn race(
             outage = None;
         }
         let s = status_now(running)?;
-        if let Some(t) = s.poll.last_cycle_at {
-            if cycle_starts.last() != Some(&t) {
-                cycle_starts.push(t);
-            }
-        }
-        if first_cycle.is_none() && s.poll.cycles >= 1 {
-            first_cycle = s
-                .poll
-                .last_cycle_at
-                .map(|t| (s.poll.cycles, s.poll.empty_cycles, t));
-        }
+        cycles.see(&s);
         let elapsed = started.elapsed();
         if let Some(bar) = &bar {
             bar.set_position(elapsed.as_secs().min(args.duration.as_secs()));
             bar.set_message(progress_line(&s));
         } else if elapsed >= last_line.duration_since(started) + Duration::from_secs(5) {
-            let out: &mut dyn Write = if human { &mut *out } else { &mut stderr };
+            let mut out = for_person(human, out);
             writeln!(out, "  {:>4}s  {}", elapsed.as_secs(), progress_line(&s))?;
             last_line = tokio::time::Instant::now();
         }
@@ -484,7 +474,7 @@ async fn race(
     .await
     .context("pausing the generator")?;
     {
-        let out: &mut dyn Write = if human { &mut *out } else { &mut stderr };
+        let mut out = for_person(human, out);
         writeln!(
             out,
             "  generation stopped after {}; waiting for deliveries in flight and the next poll cycle…",
@@ -494,32 +484,10 @@ async fn race(
     let paused_at = chrono::Utc::now();
     let at_pause = status_now(running)?;
     let cycles_at_pause = at_pause.poll.cycles;
-    if let Some(t) = at_pause.poll.last_cycle_at {
-        if cycle_starts.last() != Some(&t) {
-            cycle_starts.push(t);
-        }
-    }
-    // A cycle still running at the pause (held by a rate limit) leaves its gap open: data made
-    // in it waits at least until the pause.
+    cycles.see(&at_pause);
+    // A cycle still running at the pause (held by a rate limit) leaves its gap open.
     let running_cycle = running.poller.as_ref().is_some_and(|p| !p.is_idle());
-    let window = first_cycle.and_then(|(cycles, empty, first_at)| {
-        let mut starts: Vec<_> = cycle_starts
-            .iter()
-            .copied()
-            .filter(|t| *t >= first_at)
-            .collect();
-        if running_cycle {
-            starts.push(paused_at);
-        }
-        (at_pause.poll.cycles > cycles).then(|| report::PollWindow {
-            cycles: at_pause.poll.cycles - cycles,
-            empty: at_pause.poll.empty_cycles - empty,
-            gaps_s: starts
-                .windows(2)
-                .map(|w| (w[1] - w[0]).num_milliseconds() as f64 / 1000.0)
-                .collect(),
-        })
-    });
+    let window = cycles.window(&at_pause, running_cycle.then_some(paused_at));
     // A rate limit may hold the last fetches and the last cycle for a whole window.
     let settle = args.poll_every
         + Duration::from_secs(30)
@@ -695,15 +663,57 @@ fn safety_net(args: &DemoArgs, s: &StatusDoc, truth: &crate::sim::Truth) -> repo
 fn never_delivered(t: &crate::sim::Truth) -> Vec<&crate::sim::TruthEntity> {
     t.entities
         .iter()
-        .filter(|e| {
-            !t.deliveries.iter().any(|d| {
-                d.outcome == DeliveryOutcome::Sent
-                    && d.event == e.kind
-                    && d.user_id == e.user_id
-                    && d.entity_id == e.entity_id
-            })
-        })
+        .filter(|e| !deliveries_of(t, e).any(|d| d.outcome == DeliveryOutcome::Sent))
         .collect()
+}
+
+/// The poll cycles the demo's samples saw, for the cycles that ran while data was made: those
+/// after the first (which ran before any data) up to the pause, each covering a whole interval
+/// of generated data, as theory assumes.
+#[derive(Default)]
+struct CycleLog {
+    /// Cycles and empty cycles counted when the first cycle had run, and when it started.
+    first: Option<(u64, u64, chrono::DateTime<chrono::Utc>)>,
+    /// When each cycle started, as the samples saw them (every 250 ms; cycles are ≥ 1 s apart).
+    starts: Vec<chrono::DateTime<chrono::Utc>>,
+}
+
+impl CycleLog {
+    fn see(&mut self, s: &StatusDoc) {
+        let Some(t) = s.poll.last_cycle_at else {
+            return;
+        };
+        if self.starts.last() != Some(&t) {
+            self.starts.push(t);
+        }
+        self.first
+            .get_or_insert((s.poll.cycles, s.poll.empty_cycles, t));
+    }
+
+    /// The cycles from the first to those counted in `at_pause`; a cycle still running at the
+    /// pause (`open_until`) leaves its gap open until then.
+    fn window(
+        &self,
+        at_pause: &StatusDoc,
+        open_until: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Option<report::PollWindow> {
+        let (cycles, empty, first_at) = self.first?;
+        let starts: Vec<_> = self
+            .starts
+            .iter()
+            .copied()
+            .filter(|t| *t >= first_at)
+            .chain(open_until)
+            .collect();
+        (at_pause.poll.cycles > cycles).then(|| report::PollWindow {
+            cycles: at_pause.poll.cycles - cycles,
+            empty: at_pause.poll.empty_cycles - empty,
+            gaps_s: starts
+                .windows(2)
+                .map(|w| (w[1] - w[0]).num_milliseconds() as f64 / 1000.0)
+                .collect(),
+        })
+    }
 }
 
 /// New items per user per second, by type, as the simulator made them while it generated.
@@ -722,18 +732,23 @@ fn generated_rates(
     rates
 }
 
+/// The deliveries the simulator decided for entity `e` (duplicate copies included), in order.
+fn deliveries_of<'a>(
+    t: &'a crate::sim::Truth,
+    e: &'a crate::sim::TruthEntity,
+) -> impl Iterator<Item = &'a crate::sim::TruthDelivery> {
+    t.deliveries
+        .iter()
+        .filter(|d| d.event == e.kind && d.user_id == e.user_id && d.entity_id == e.entity_id)
+}
+
 /// The simulator's entities whose first delivery was lost (dropped, failed, not sent) while a
 /// later one (an activity update of the same day) reached the receiver.
 fn announced_late(t: &crate::sim::Truth) -> Vec<&crate::sim::TruthEntity> {
     t.entities
         .iter()
         .filter(|e| {
-            let mut own = t.deliveries.iter().filter(|d| {
-                !d.duplicate
-                    && d.event == e.kind
-                    && d.user_id == e.user_id
-                    && d.entity_id == e.entity_id
-            });
+            let mut own = deliveries_of(t, e).filter(|d| !d.duplicate);
             let first_lost = own
                 .next()
                 .is_some_and(|d| d.outcome != DeliveryOutcome::Sent);
@@ -746,8 +761,8 @@ fn announced_late(t: &crate::sim::Truth) -> Vec<&crate::sim::TruthEntity> {
 fn ground_truth(t: &crate::sim::Truth, store: &crate::store::Store) -> GroundTruth {
     let late = announced_late(t);
     let late_delays = late.iter().filter_map(|e| {
-        let key = format!("{}/{}/{}", e.kind, e.user_id, e.entity_id);
-        let entity = store.entity(&key).ok()??;
+        let key = EntityKey::new(&EventType::parse(&e.kind), UserId(e.user_id), &e.entity_id);
+        let entity = store.entity(key.as_str()).ok()??;
         Some((entity.webhook_at? - entity.available_at()?).num_milliseconds() as f64)
     });
     GroundTruth {

@@ -109,23 +109,23 @@ fn target_with(
 ) -> anyhow::Result<Target> {
     // A store of another user (the service's dynamic user, seen from `sudo hookrace …`) is the
     // daemon's to touch: files root wrote into it would be files the service cannot write.
+    let daemon = || {
+        Ok(Target::Daemon(Admin::new(
+            &cfg.admin.listen.to_string(),
+            cfg.admin.token.clone(),
+        )?))
+    };
     if let Some(owner) = foreign_owner(&cfg.store.path) {
         tracing::info!(
             store = %cfg.store.path.display(),
             owner,
             "the store belongs to another user: asking the daemon"
         );
-        return Ok(Target::Daemon(Admin::new(
-            &cfg.admin.listen.to_string(),
-            cfg.admin.token.clone(),
-        )?));
+        return daemon();
     }
     match open(&cfg.store.path) {
         Ok(s) => Ok(Target::Store(Arc::new(s))),
-        Err(OpenError::InUse { .. }) => Ok(Target::Daemon(Admin::new(
-            &cfg.admin.listen.to_string(),
-            cfg.admin.token.clone(),
-        )?)),
+        Err(OpenError::InUse { .. }) => daemon(),
         Err(e) => Err(e.into()),
     }
 }
@@ -241,7 +241,6 @@ fn is_refused(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
-            || c.to_string().contains("Connection refused")
     })
 }
 

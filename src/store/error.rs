@@ -22,9 +22,20 @@ pub enum OpenError {
 }
 
 impl OpenError {
-    /// Tells sled's "could not acquire lock" apart from every other failure to open. sled 0.34
-    /// reports it only as an `io::Error` of kind `Other` with that message (`Config::try_lock`).
+    /// Tells sled's "could not acquire lock" and a permission refused (anywhere on the way:
+    /// creating, restricting or opening) apart from every other failure to open. sled 0.34
+    /// reports the lock only as an `io::Error` of kind `Other` with that message
+    /// (`Config::try_lock`).
     pub(super) fn classify(path: &std::path::Path, e: anyhow::Error) -> OpenError {
+        let denied = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+        });
+        if denied {
+            return OpenError::Denied {
+                path: path.to_path_buf(),
+            };
+        }
         let locked = e.downcast_ref::<sled::Error>().is_some_and(|s| {
             matches!(s, sled::Error::Io(io) if {
                 // sled wraps flock's own error in its message: only "would block" means another

@@ -292,44 +292,19 @@ fn be_u64(bytes: &[u8]) -> u64 {
 impl Store {
     /// Opens (or creates) the store at `path`; [`OpenError::InUse`] when another process has it.
     pub fn open(path: &Path) -> Result<Store, OpenError> {
-        Self::open_exclusive(path).map_err(|e| {
-            let denied = e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
-            });
-            if denied {
-                return OpenError::Denied {
-                    path: path.to_path_buf(),
-                };
-            }
-            OpenError::classify(path, e)
-        })
+        Self::open_exclusive(path).map_err(|e| OpenError::classify(path, e))
     }
 
     /// Opens the store at `path` only if it exists, for a command that only reads: a missing
-    /// store is [`OpenError::Missing`] (nothing is created), an unreadable one
-    /// [`OpenError::Denied`].
+    /// store is [`OpenError::Missing`] (nothing is created); any other failure is
+    /// [`Store::open`]'s.
     pub fn open_existing(path: &Path) -> Result<Store, OpenError> {
         match std::fs::metadata(path) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(OpenError::Missing {
-                    path: path.to_path_buf(),
-                });
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                return Err(OpenError::Denied {
-                    path: path.to_path_buf(),
-                });
-            }
-            Err(e) => {
-                return Err(OpenError::Other(anyhow::Error::new(e).context(format!(
-                    "reading the store directory {}",
-                    path.display()
-                ))));
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(OpenError::Missing {
+                path: path.to_path_buf(),
+            }),
+            _ => Self::open(path),
         }
-        Self::open(path)
     }
 
     /// [`Store::open`], trying again for up to `wait` while the store is held (blocking). sled

@@ -363,6 +363,15 @@ pub fn browser_or_skip() -> Option<String> {
     found
 }
 
+/// The DOM headless chromium renders for `url` (on the blocking pool).
+pub async fn dump_dom(browser: &str, url: &str) -> String {
+    let (browser, url) = (browser.to_string(), url.to_string());
+    let out = tokio::task::spawn_blocking(move || headless(&browser, &["--dump-dom"], &url))
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 /// Runs headless chromium on `url` with `extra` arguments (`--dump-dom`, `--screenshot=…`) and a
 /// fresh profile, returning its output.
 pub fn headless(browser: &str, extra: &[&str], url: &str) -> std::process::Output {

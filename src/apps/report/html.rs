@@ -9,7 +9,8 @@ use std::fmt::Write as _;
 use plotters::prelude::*;
 
 use super::render::{
-    duration_text, explanations, header, plural, rows, safety_net_lines, settings_line, theory_rows,
+    duration_text, explanations, header, rows, safety_net_lines, settings_line, theory_rows,
+    truth_line,
 };
 use super::{Report, Sighting};
 
@@ -278,15 +279,8 @@ pub(super) fn page(r: &Report) -> String {
         esc(&settings_line(r))
     );
     table(&mut out, &header(r), &rows(r));
-    if let Some(t) = &r.truth {
-        let _ = write!(
-            out,
-            "<p>Simulator: {} generated, {} dropped, {} duplicated; {} never announced by a webhook.</p>",
-            plural(t.entities_generated, "entity", "entities"),
-            plural(t.deliveries_dropped, "delivery", "deliveries"),
-            t.deliveries_duplicated,
-            plural(t.entities_never_delivered, "entity", "entities")
-        );
+    if let Some(line) = truth_line(r) {
+        let _ = write!(out, "<p>Simulator: {}.</p>", esc(&line));
     }
     for line in explanations(r) {
         let _ = write!(out, "<p>{}</p>", esc(&line));

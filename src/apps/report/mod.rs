@@ -146,30 +146,25 @@ impl Theory {
             settings.map(|s| s.users as f64 * s.item_rate_per_user_s.values().sum::<f64>());
         let kept = window.and_then(PollWindow::interval_s);
         let stretched = set.zip(kept).and_then(|(t, k)| (k > t * 1.2).then_some(k));
-        if let (Some(kept), Some(w)) = (stretched, window) {
-            // Uneven gaps (a limit makes the poller wait for a window, then run on): data that
-            // arrives at random lands in a long gap more often, so the mean delay is
-            // Σg² / 2Σg, the worst is the longest gap, and a gap g is empty with e^(−λg).
-            let sum: f64 = w.gaps_s.iter().sum();
-            let sq: f64 = w.gaps_s.iter().map(|g| g * g).sum();
-            let longest = w.gaps_s.iter().copied().fold(0.0, f64::max);
-            return Theory {
-                mean_poll_delay_ms: Some(sq / (2.0 * sum) * 1000.0),
-                max_poll_delay_ms: Some(longest * 1000.0),
-                empty_poll_share: lambda_total.map(|l| {
-                    let n = w.gaps_s.len() as f64;
-                    round4(w.gaps_s.iter().map(|g| (-l * g).exp()).sum::<f64>() / n)
-                }),
-                zapier_wasted_share: ZAPIER_WASTED_SHARE,
-                stretched_interval_s: Some(kept),
-            };
-        }
+        // Uneven gaps (a limit makes the poller wait for a window, then run on): data that
+        // arrives at random lands in a long gap more often, so the mean delay is Σg² / 2Σg, the
+        // worst is the longest gap, and a gap g is empty with e^(−λg). Even gaps: T/2, T, e^(−λT).
+        let gaps: Vec<f64> = match (stretched, window) {
+            (Some(_), Some(w)) => w.gaps_s.clone(),
+            _ => set.into_iter().collect(),
+        };
+        let sum: f64 = gaps.iter().sum();
+        let sq: f64 = gaps.iter().map(|g| g * g).sum();
+        let n = gaps.len() as f64;
+        let some = !gaps.is_empty();
         Theory {
-            mean_poll_delay_ms: set.map(|t| t * 1000.0 / 2.0),
-            max_poll_delay_ms: set.map(|t| t * 1000.0),
-            empty_poll_share: set.zip(lambda_total).map(|(t, l)| round4((-l * t).exp())),
+            mean_poll_delay_ms: some.then(|| sq / (2.0 * sum) * 1000.0),
+            max_poll_delay_ms: some.then(|| gaps.iter().copied().fold(0.0, f64::max) * 1000.0),
+            empty_poll_share: lambda_total
+                .filter(|_| some)
+                .map(|l| round4(gaps.iter().map(|g| (-l * g).exp()).sum::<f64>() / n)),
             zapier_wasted_share: ZAPIER_WASTED_SHARE,
-            stretched_interval_s: None,
+            stretched_interval_s: stretched,
         }
     }
 }

@@ -333,6 +333,18 @@ pub(super) fn duration_text(r: &Report) -> String {
     }
 }
 
+/// What the simulator's ground truth says, in one line (a demo's report).
+pub(super) fn truth_line(r: &Report) -> Option<String> {
+    let t = r.truth.as_ref()?;
+    Some(format!(
+        "{} generated, {} dropped, {} duplicated; {} never announced by a webhook",
+        plural(t.entities_generated, "entity", "entities"),
+        plural(t.deliveries_dropped, "delivery", "deliveries"),
+        t.deliveries_duplicated,
+        plural(t.entities_never_delivered, "entity", "entities")
+    ))
+}
+
 /// Lines that explain numbers the table cannot: a rate limit that made the poller wait, and
 /// webhook delays that include a lost first delivery.
 pub(super) fn explanations(r: &Report) -> Vec<String> {
@@ -398,15 +410,8 @@ pub fn render_table(r: &Report) -> String {
             "repeated deliveries"
         )
     );
-    if let Some(t) = &r.truth {
-        let _ = writeln!(
-            out,
-            "  simulator: {} generated, {} dropped, {} duplicated; {} never announced by a webhook",
-            plural(t.entities_generated, "entity", "entities"),
-            plural(t.deliveries_dropped, "delivery", "deliveries"),
-            t.deliveries_duplicated,
-            plural(t.entities_never_delivered, "entity", "entities")
-        );
+    if let Some(line) = truth_line(r) {
+        let _ = writeln!(out, "  simulator: {line}");
     }
     for line in explanations(r) {
         let _ = writeln!(out, "  {line}");
