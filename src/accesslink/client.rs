@@ -289,19 +289,32 @@ impl Client {
         self.rate.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
-    /// Whether `url` is on the configured AccessLink host (scheme, host and port equal).
+    /// Whether `url` is on the configured AccessLink host (see [`Client::on_base`]).
     pub fn is_under_base(&self, url: &str) -> bool {
-        match Url::parse(url) {
-            Ok(u) => {
-                u.scheme() == self.base.scheme()
-                    && u.host_str() == self.base.host_str()
-                    && u.port_or_known_default() == self.base.port_or_known_default()
-                    && u.username().is_empty()
-                    && u.password().is_none()
-                    && u.path().starts_with("/v3/")
-            }
-            Err(_) => false,
+        self.on_base(url).is_some()
+    }
+
+    /// `url` as hookrace requests it, if it is on the configured AccessLink host: the same
+    /// scheme and port, no credentials, a `/v3/` path, and the same host up to a leading `www.`
+    /// (Polar's links name both `www.polaraccesslink.com` and, in the spec's own example,
+    /// `polaraccesslink.com`). The host is then the configured one: hookrace only ever connects
+    /// to the host it was configured with; path and query are kept verbatim.
+    pub fn on_base(&self, url: &str) -> Option<Url> {
+        let mut u = Url::parse(url).ok()?;
+        let bare = |h: Option<&str>| h.map(|h| h.strip_prefix("www.").unwrap_or(h).to_string());
+        let same = u.scheme() == self.base.scheme()
+            && bare(u.host_str()) == bare(self.base.host_str())
+            && u.port_or_known_default() == self.base.port_or_known_default()
+            && u.username().is_empty()
+            && u.password().is_none()
+            && u.path().starts_with("/v3/");
+        if !same {
+            return None;
         }
+        if u.host_str() != self.base.host_str() {
+            u.set_host(self.base.host_str()).ok()?;
+        }
+        Some(u)
     }
 
     /// Sends one request (with retries), reporting each attempt to `observe`.
@@ -313,18 +326,18 @@ impl Client {
         body: Option<&Value>,
         observe: &(dyn Fn(Outcome) + Sync),
     ) -> Result<Answer, ApiError> {
-        if !self.is_under_base(url) {
+        let Some(target) = self.on_base(url) else {
             return Err(ApiError::ForeignUrl {
                 url: url.to_string(),
                 base: self.base_url().to_string(),
             });
-        }
+        };
         let mut attempt = 0;
         loop {
             self.wait_for_window(&method, url).await?;
             let mut req = self
                 .http
-                .request(method.clone(), url)
+                .request(method.clone(), target.clone())
                 .header("Accept", "application/json");
             req = match auth {
                 Auth::Basic => {
@@ -336,9 +349,15 @@ impl Client {
                 }
                 Auth::Bearer(token) => req.bearer_auth(token.expose()),
             };
-            if let Some(b) = body {
-                req = req.json(b);
-            }
+            req = match body {
+                Some(b) => req.json(b),
+                // A bodiless POST, PUT or PATCH still says its length (RFC 9110 §8.6): strict
+                // servers and front ends answer 411 Length Required without it.
+                None if [Method::POST, Method::PUT, Method::PATCH].contains(&method) => req
+                    .header(reqwest::header::CONTENT_LENGTH, "0")
+                    .body(Vec::<u8>::new()),
+                None => req,
+            };
             let err = match req.send().await {
                 Err(e) => {
                     observe(Outcome::Error);
@@ -673,6 +692,14 @@ mod tests {
         .unwrap();
         assert!(c.is_under_base("https://www.polaraccesslink.com/v3/exercises/aQlC83"));
         assert!(c.is_under_base("https://www.polaraccesslink.com:443/v3/exercises/a"));
+        // The spec's own example links have no `www.`: the same host, requested as configured.
+        let bare = "https://polaraccesslink.com/v3/users/21/physical-information-transactions/32";
+        assert_eq!(
+            c.on_base(bare).map(String::from).as_deref(),
+            Some(
+                "https://www.polaraccesslink.com/v3/users/21/physical-information-transactions/32"
+            )
+        );
         for bad in [
             "http://www.polaraccesslink.com/v3/exercises/a",
             "https://www.polaraccesslink.com.evil.example/v3/exercises/a",
@@ -680,6 +707,9 @@ mod tests {
             "https://user@www.polaraccesslink.com/v3/x",
             "https://www.polaraccesslink.com:8443/v3/x",
             "https://www.polaraccesslink.com/admin",
+            "https://wwwpolaraccesslink.com/v3/x",
+            "https://www.www.polaraccesslink.com/v3/x",
+            "https://evil.polaraccesslink.com/v3/x",
             "not a url",
         ] {
             assert!(!c.is_under_base(bad), "{bad}");

@@ -7,9 +7,37 @@
 //! together those name one exercise: that is its fingerprint. Daily data is named by user and date.
 
 use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::identity::{EventType, UserId};
+
+/// `GET /v3/notifications`' 200 answer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Notifications {
+    #[serde(rename = "available-user-data", default)]
+    pub available_user_data: Vec<AvailableUserData>,
+}
+
+/// One entry of [`Notifications`]: data of one type waiting for one user.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AvailableUserData {
+    #[serde(rename = "user-id")]
+    pub user_id: UserId,
+    #[serde(rename = "data-type")]
+    pub data_type: String,
+    /// Where to create the transaction.
+    pub url: String,
+}
+
+/// A transaction create's 201 answer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TransactionLocation {
+    #[serde(rename = "transaction-id")]
+    pub transaction_id: Option<u64>,
+    #[serde(rename = "resource-uri")]
+    pub resource_uri: String,
+}
 
 /// What an item tells.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,7 +95,10 @@ pub fn iso_duration_seconds(s: &str) -> Option<f64> {
 /// same user on the same device cannot start in the same second.
 pub fn exercise_fingerprint(user_id: UserId, v: &Value) -> Option<String> {
     let start = field(v, "start-time")?.as_str()?;
-    let start = NaiveDateTime::parse_from_str(start, "%Y-%m-%dT%H:%M:%S%.f").ok()?;
+    // The wall-clock digits: Polar's start times are zone-less local times, but older examples
+    // and some answers add a `Z` or an offset, which must not unlink the two channels' records
+    // (the offset that counts is `start-time-utc-offset`).
+    let (start, _zone) = NaiveDateTime::parse_and_remainder(start, "%Y-%m-%dT%H:%M:%S%.f").ok()?;
     let offset = field(v, "start-time-utc-offset")?.as_i64()?;
     let device = field(v, "device-id")?.as_str()?;
     Some(format!(
@@ -132,6 +163,42 @@ pub fn identify(kind: &EventType, user_id: UserId, v: &Value, announced: Option<
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_zone_on_the_start_time_does_not_unlink_the_channels() {
+        let tx = json!({"device-id": "1111AAAA", "start-time": "2008-10-13T10:40:02",
+            "start-time-utc-offset": 180});
+        let plain = exercise_fingerprint(UserId(7), &tx).unwrap();
+        for zoned in [
+            "2008-10-13T10:40:02Z",
+            "2008-10-13T10:40:02+03:00",
+            "2008-10-13T10:40:02.000Z",
+            "2008-10-13T10:40:02-05:00",
+        ] {
+            let snake = json!({"device_id": "1111AAAA", "start_time": zoned,
+                "start_time_utc_offset": 180});
+            assert_eq!(
+                exercise_fingerprint(UserId(7), &snake),
+                Some(plain.clone()),
+                "{zoned}"
+            );
+        }
+    }
+
+    #[test]
+    fn notifications_and_transaction_locations_deserialize() {
+        let n: Notifications = serde_json::from_value(json!({"available-user-data": [
+            {"user-id": 475, "data-type": "EXERCISE",
+             "url": "https://www.polaraccesslink.com/v3/users/475/exercise-transactions"}]}))
+        .unwrap();
+        assert_eq!(n.available_user_data[0].user_id, UserId(475));
+        assert_eq!(n.available_user_data[0].data_type, "EXERCISE");
+        let t: TransactionLocation = serde_json::from_value(json!({"transaction-id": 122,
+            "resource-uri": "https://polaraccesslink.com/v3/users/21/physical-information-transactions/32"}))
+        .unwrap();
+        assert_eq!(t.transaction_id, Some(122));
+        assert!(t.resource_uri.ends_with("/32"));
+    }
 
     #[test]
     fn durations() {

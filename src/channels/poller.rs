@@ -8,6 +8,7 @@
 //! outcome. A cycle never overlaps another: a tick that finds one running is skipped and counted.
 
 use crate::accesslink::identity::{EntityKey, EventType, UserId};
+use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 
 use chrono::Utc;
@@ -19,7 +20,7 @@ use crate::accesslink::client::{ApiError, Auth, Client, Outcome};
 use crate::accesslink::data;
 use crate::config::PollMode;
 use crate::process::Runtime;
-use crate::store::{PollRecorded, Store, counter};
+use crate::store::{OpenTransaction, PollRecorded, Store, counter};
 
 /// What one cycle did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -57,6 +58,16 @@ fn deprecation(kind: &EventType) -> Option<&'static str> {
         ),
         _ => None,
     }
+}
+
+/// What became of an open transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closed {
+    Committed,
+    /// Nothing to commit: empty, expired, or committed already.
+    Gone,
+    /// Still open: read again next cycle.
+    LeftOpen,
 }
 
 /// Maps a notification `data-type` to the entity type and the list key of its transaction.
@@ -205,6 +216,25 @@ impl Poller {
     }
 
     async fn transactions_cycle(&self, report: &mut CycleReport) {
+        // First what an earlier cycle (or process) created and did not commit: while it is open
+        // AccessLink answers 204 to a new create for the same user and kind.
+        let mut still_open: HashSet<(UserId, EventType)> = HashSet::new();
+        match self.store.open_transactions() {
+            Ok(open) => {
+                for t in open {
+                    if !self.resume(report, &t).await {
+                        still_open.insert((t.user_id, t.kind));
+                    }
+                }
+            }
+            Err(e) => {
+                report.errors += 1;
+                tracing::error!(
+                    error = format_args!("{e:#}"),
+                    "reading the open transactions"
+                );
+            }
+        }
         let url = self.client.url("/v3/notifications");
         let notes = match self
             .request(report, "notifications", Method::GET, &url, Auth::Basic)
@@ -214,36 +244,38 @@ impl Poller {
             Ok(None) => return,
             Err(e) => return self.failed(report, None, "pull notifications failed", &e),
         };
-        let entries = notes
-            .get("available-user-data")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        for entry in entries {
-            let user = entry.get("user-id").and_then(Value::as_u64).map(UserId);
-            let data_type = entry.get("data-type").and_then(Value::as_str).unwrap_or("");
-            let create_url = entry.get("url").and_then(Value::as_str).unwrap_or("");
-            let (Some(user), Some((kind, list_key))) = (user, kind_of(data_type)) else {
-                tracing::warn!(%entry, "skipping a notification hookrace does not understand");
+        let notes: data::Notifications = match serde_json::from_value(notes) {
+            Ok(n) => n,
+            Err(e) => {
+                let e = ApiError::Decode {
+                    method: Method::GET,
+                    url,
+                    message: e.to_string(),
+                };
+                return self.failed(report, None, "pull notifications failed", &e);
+            }
+        };
+        for entry in notes.available_user_data {
+            let Some((kind, list_key)) = kind_of(&entry.data_type) else {
+                tracing::warn!(
+                    user = entry.user_id.0,
+                    data_type = entry.data_type,
+                    "skipping a notification hookrace does not understand"
+                );
                 continue;
             };
-            let token = match self.store.user(user) {
-                Ok(Some(u)) if u.disconnected_at.is_none() => u.access_token,
-                Ok(_) => {
-                    tracing::warn!(
-                        user = user.0,
-                        "data waiting for a user without a valid token"
-                    );
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(error = format_args!("{e:#}"), "reading a user");
-                    continue;
-                }
+            let user = entry.user_id;
+            if still_open.contains(&(user, kind.clone())) {
+                // Its open transaction could not be finished this cycle: a create would only
+                // answer 204. The next cycle tries the open one again.
+                continue;
+            }
+            let Some(token) = self.token(user) else {
+                continue;
             };
             self.note_deprecation(&kind);
             if let Err(e) = self
-                .transaction(report, user, &token, create_url, &kind, list_key)
+                .transaction(report, user, &token, &entry.url, &kind, list_key)
                 .await
             {
                 self.failed(report, Some(user), "transaction left uncommitted", &e);
@@ -251,7 +283,52 @@ impl Poller {
         }
     }
 
-    /// One transaction: create, list, fetch and store every item, flush, commit.
+    /// The access token of a connected user, if there is one.
+    fn token(&self, user: UserId) -> Option<crate::config::Secret> {
+        match self.store.user(user) {
+            Ok(Some(u)) if u.disconnected_at.is_none() => Some(u.access_token),
+            Ok(_) => {
+                tracing::warn!(
+                    user = user.0,
+                    "data waiting for a user without a valid token"
+                );
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = format_args!("{e:#}"), "reading a user");
+                None
+            }
+        }
+    }
+
+    /// Reads and commits a transaction an earlier cycle left open; false when it is still open.
+    async fn resume(&self, report: &mut CycleReport, t: &OpenTransaction) -> bool {
+        let Some(list_key) = kind_of(t.kind.as_str()).map(|(_, key)| key) else {
+            // Never remembered by this code; nothing can read it.
+            return self.store.forget_transaction(&t.resource_uri).is_ok();
+        };
+        let Some(token) = self.token(t.user_id) else {
+            return false;
+        };
+        tracing::info!(
+            user = t.user_id.0,
+            transaction = t.resource_uri,
+            "finishing a transaction left open"
+        );
+        let auth = Auth::Bearer(&token);
+        match self
+            .read_and_commit(report, t.user_id, auth, &t.resource_uri, &t.kind, list_key)
+            .await
+        {
+            Ok(closed) => closed != Closed::LeftOpen,
+            Err(e) => {
+                self.failed(report, Some(t.user_id), "transaction left uncommitted", &e);
+                false
+            }
+        }
+    }
+
+    /// One transaction: create, remember its URI, then [`Poller::read_and_commit`].
     async fn transaction(
         &self,
         report: &mut CycleReport,
@@ -266,21 +343,71 @@ impl Poller {
             .request(report, "create_transaction", Method::POST, create_url, auth)
             .await?;
         let Some(created) = created else {
-            return Ok(()); // 204: nothing new after all
+            // 204 although the notifications list data: nothing new after all, or a transaction
+            // hookrace does not know is open (created by another client process, or before a
+            // crash that lost its answer) and blocks new ones until AccessLink expires it.
+            tracing::info!(
+                user = user.0,
+                kind = %kind,
+                "AccessLink lists data but answered 204 to a new transaction: an open transaction hookrace does not know may block it until AccessLink expires it"
+            );
+            return Ok(());
         };
-        let Some(uri) = created.get("resource-uri").and_then(Value::as_str) else {
-            return Err(ApiError::Decode {
+        let created: data::TransactionLocation =
+            serde_json::from_value(created).map_err(|e| ApiError::Decode {
                 method: Method::POST,
                 url: create_url.to_string(),
-                message: "no resource-uri in the transaction".into(),
-            });
+                message: format!("the transaction's location: {e}"),
+            })?;
+        let open = OpenTransaction {
+            resource_uri: created.resource_uri,
+            user_id: user,
+            kind: kind.clone(),
+            created_at: Utc::now(),
         };
-        let Some(list) = self
+        if let Err(e) = self.store.remember_transaction(&open).await {
+            // Reading it now is still safe (the commit waits for the items to be durable); only
+            // a failure before the commit would leave it to AccessLink's expiry.
+            report.errors += 1;
+            tracing::error!(
+                error = format_args!("{e:#}"),
+                transaction = open.resource_uri,
+                "could not keep the transaction's URI"
+            );
+        }
+        self.read_and_commit(report, user, auth, &open.resource_uri, kind, list_key)
+            .await
+            .map(|_| ())
+    }
+
+    /// Lists an open transaction, fetches and stores every item, makes them durable, commits,
+    /// and forgets the transaction; on any failure it stays open (and remembered), so its data
+    /// is read again next cycle and never deleted at the source before it is on disk here.
+    async fn read_and_commit(
+        &self,
+        report: &mut CycleReport,
+        user: UserId,
+        auth: Auth<'_>,
+        uri: &str,
+        kind: &EventType,
+        list_key: &str,
+    ) -> Result<Closed, ApiError> {
+        let gone = |report: &mut CycleReport| {
+            if let Err(e) = self.store.forget_transaction(uri) {
+                report.errors += 1;
+                tracing::error!(error = format_args!("{e:#}"), "forgetting a transaction");
+            }
+            Ok(Closed::Gone)
+        };
+        let list = match self
             .request(report, "list_transaction", Method::GET, uri, auth)
-            .await?
-        else {
-            // 204: nothing in it (an expired or already committed transaction); nothing to commit.
-            return Ok(());
+            .await
+        {
+            Ok(Some(list)) => list,
+            // 204: nothing in it; 404: expired or committed already. Either way nothing to commit.
+            Ok(None) => return gone(report),
+            Err(e) if e.status() == Some(404) => return gone(report),
+            Err(e) => return Err(e),
         };
         // A commit deletes the data at Polar: a list hookrace cannot read is never committed.
         let Some(listed) = list.get(list_key).and_then(Value::as_array) else {
@@ -308,9 +435,9 @@ impl Poller {
             tracing::error!(
                 user = user.0,
                 transaction = uri,
-                "an item could not be read or stored: not committing (its data is offered again)"
+                "an item could not be read or stored: not committing (the transaction stays open and is read again next cycle)"
             );
-            return Ok(());
+            return Ok(Closed::LeftOpen);
         }
         // Every item is on disk before the commit deletes it at the source.
         if let Err(e) = self.store.durable().await {
@@ -319,12 +446,17 @@ impl Poller {
                 "flush failed: not committing"
             );
             report.errors += 1;
-            return Ok(());
+            return Ok(Closed::LeftOpen);
         }
-        self.request(report, "commit", Method::PUT, uri, auth)
-            .await?;
+        match self.request(report, "commit", Method::PUT, uri, auth).await {
+            Ok(_) => {}
+            // Expired between the list and the commit: its data is offered again.
+            Err(e) if e.status() == Some(404) => return gone(report),
+            Err(e) => return Err(e),
+        }
         report.committed += 1;
-        Ok(())
+        gone(report)?;
+        Ok(Closed::Committed)
     }
 
     /// Stores one polled item; false when the store refused it.

@@ -196,8 +196,14 @@ impl Night {
 impl HeartRateDay {
     /// Polar's `continuous-heartrate` object.
     pub fn json(&self, polar_user: &str) -> Value {
+        let mut v = self.range_json();
+        v["polar_user"] = json!(polar_user);
+        v
+    }
+
+    /// One day of a range answer's `heart_rates`: its date and samples.
+    pub fn range_json(&self) -> Value {
         json!({
-            "polar_user": polar_user,
             "date": self.date,
             "heart_rate_samples": self
                 .samples
@@ -316,8 +322,8 @@ impl State {
         }
     }
 
-    /// `GET /v3/users/continuous-heart-rate/{date}`, or `?from=…&to=…` for a range (Polar's
-    /// schema is one object; the range answers the days found, the newest version of each).
+    /// `GET /v3/users/continuous-heart-rate/{date}`, or `?from=…&to=…` for a range: one object
+    /// whose `heart_rates` lists the days found, the newest version of each.
     pub(super) fn heart_rate(
         &self,
         uid: u64,
@@ -366,7 +372,10 @@ impl State {
                 for d in days.iter().filter(|d| d.date >= from && d.date <= to) {
                     newest.insert(&d.date, d);
                 }
-                Value::Array(newest.values().map(|d| d.json(&user)).collect()).into_ok()
+                // One object, `{"heart_rates": [{date, heart_rate_samples}, …]}`, as observed
+                // live (never a bare array).
+                let days: Vec<Value> = newest.values().map(|d| d.range_json()).collect();
+                json!({ "heart_rates": days }).into_ok()
             }
         }
     }

@@ -16,41 +16,47 @@ impl State {
         })
     }
 
-    pub(super) fn list_exercises(&self, uid: u64, base: &str) -> SimResponse {
-        Value::Array(self.exercises_of(uid).map(|i| i.snake_json(base)).collect()).into_ok()
+    /// `GET /v3/exercises` (`?samples=true&zones=true&route=true` add those parts).
+    pub(super) fn list_exercises(&self, uid: u64, query: &str, base: &str) -> SimResponse {
+        let list = self
+            .exercises_of(uid)
+            .map(|i| self.exercise_json(i, query, base))
+            .collect();
+        Value::Array(list).into_ok()
     }
 
-    pub(super) fn exercise(&self, uid: u64, hid: &str, base: &str) -> SimResponse {
+    /// `GET /v3/exercises/{hashed-id}` (the same query parts).
+    pub(super) fn exercise(&self, uid: u64, hid: &str, query: &str, base: &str) -> SimResponse {
         let found = self
             .exercises_of(uid)
             .find(|i| matches!(&i.data, ItemData::Exercise(e) if e.hashed_id == hid));
         match found {
-            Some(i) => i.snake_json(base).into_ok(),
+            Some(i) => self.exercise_json(i, query, base).into_ok(),
             None => SimResponse::error(StatusCode::NOT_FOUND, "NotFound", "no such exercise"),
         }
     }
 
-    pub(super) fn activity(&self, uid: u64, date: &str, base: &str) -> SimResponse {
-        // Polar documents 400 for a date that is not one, or more than 365 days old.
-        let today = Utc::now().date_naive();
-        match chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d") {
-            Ok(d) if (today - d).num_days() <= 365 => {}
-            _ => {
-                return SimResponse::error(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    "the date must be YYYY-MM-DD and at most 365 days ago",
-                );
+    /// A non-transactional exercise with the parts its query asks for, in the dialect the
+    /// faults choose.
+    fn exercise_json(&self, item: &Item, query: &str, base: &str) -> Value {
+        let mut v = item.snake_json(base);
+        if let ItemData::Exercise(e) = &item.data {
+            super::files::add_parts(e, &mut v, query);
+        }
+        self.zoned_start(v)
+    }
+
+    /// An exercise rendering with the `start_time_zone` fault's zone appended to its start time.
+    pub(super) fn zoned_start(&self, mut v: Value) -> Value {
+        let Some(zone) = &self.settings.faults.start_time_zone else {
+            return v;
+        };
+        for key in ["start_time", "start-time"] {
+            if let Some(t) = v.get(key).and_then(Value::as_str) {
+                v[key] = Value::String(format!("{t}{zone}"));
             }
         }
-        // The newest version of that day's summary.
-        let found = self.items.values().rev().find(|i| {
-            i.user_id == uid && matches!(&i.data, ItemData::Activity(a) if a.date == date)
-        });
-        match found {
-            Some(i) => i.snake_json(base).into_ok(),
-            None => SimResponse::empty(StatusCode::NO_CONTENT),
-        }
+        v
     }
 
     pub(super) fn physical(&self, uid: u64, base: &str) -> SimResponse {

@@ -1,7 +1,8 @@
 //! An exercise's sub-resources, in both dialects: `/fit`, `/tcx`, `/gpx` under
 //! `/v3/exercises/{hashed-id}` and under a transaction's item, plus the transactional
 //! `/heart-rate-zones`, `/samples` and `/samples/{type}` (Polar's `zones`, `samples` and `sample`
-//! schemas). The content is plausible, not a real recording: a FIT file with a valid header and
+//! schemas), and the parts a non-transactional exercise adds on request (`?zones`, `?samples`,
+//! `?route`). The content is plausible, not a real recording: a FIT file with a valid header and
 //! CRC and no records, XML with the exercise's start, duration and average heart rate.
 //!
 //! Choices where Polar's record is silent or the simulator simplifies: TCX is served as plain XML
@@ -104,6 +105,45 @@ fn heart_rate_sample(e: &Exercise) -> Value {
         .map(|k| (e.hr_avg + (k as u32 % 9)).saturating_sub(4).to_string())
         .collect();
     json!({"recording-rate": 1, "sample-type": "0", "data": data.join(",")})
+}
+
+/// The parts `?samples=true&zones=true&route=true` add to a non-transactional exercise:
+/// `heart_rate_zones` (Polar's `zone` objects), `samples` (its `sample` objects) and `route` (its
+/// `location` objects; none for an exercise without a route).
+pub(super) fn add_parts(e: &Exercise, v: &mut Value, query: &str) {
+    let asked: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+    let on = |name: &str| {
+        asked
+            .iter()
+            .any(|(k, val)| k == name && val.eq_ignore_ascii_case("true"))
+    };
+    if on("zones") {
+        v["heart_rate_zones"] = zones(e)["zone"].clone();
+    }
+    if on("samples") {
+        v["samples"] = json!([heart_rate_sample(e)]);
+    }
+    if on("route") {
+        v["route"] = Value::Array(route(e));
+    }
+}
+
+/// Route points every five minutes (none without a route), as Polar's `location` objects.
+fn route(e: &Exercise) -> Vec<Value> {
+    if e.distance_m <= 0.0 {
+        return Vec::new();
+    }
+    (0..5)
+        .map(|k| {
+            json!({
+                "latitude": 60.17 + k as f64 * 0.001,
+                "longitude": 24.94 + k as f64 * 0.001,
+                "time": format!("PT{}S", k * 300),
+                "satellites": 8,
+                "fix": 3,
+            })
+        })
+        .collect()
 }
 
 fn exercise_of(item: &Item) -> Option<&Exercise> {

@@ -18,6 +18,7 @@
 //! - `control`: the `/sim/...` control API; `truth`: the ground truth it reveals.
 //! - `generator`: new data at random times; `model`: the data and its two JSON dialects.
 
+mod activity;
 mod control;
 mod daily;
 mod data;

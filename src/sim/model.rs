@@ -225,10 +225,10 @@ pub fn iso_duration_ms(total_ms: u64) -> String {
     )
 }
 
-/// The same at minute precision, as the spec's non-transactional example writes it (`PT2H44M`;
-/// the seconds are dropped, the simulator's choice where the record is silent on rounding).
-pub fn iso_duration_minutes(total_ms: u64) -> String {
-    iso_duration((total_ms / 60_000 * 60) as u32)
+/// The same to the whole second, as real non-transactional answers carry it (`PT2H44M45S`; the
+/// spec's example `PT2H44M` has minute precision, but live answers keep the seconds).
+pub fn iso_duration_seconds(total_ms: u64) -> String {
+    iso_duration(u32::try_from(total_ms / 1000).unwrap_or(u32::MAX))
 }
 
 /// ISO-8601 duration as AccessLink writes it: `PT2H44M45S`.
@@ -335,7 +335,7 @@ impl Item {
                 "device_id": e.device_id,
                 "start_time": e.start_time.format("%Y-%m-%dT%H:%M:%S").to_string(),
                 "start_time_utc_offset": e.utc_offset_minutes,
-                "duration": iso_duration_minutes(e.duration_ms),
+                "duration": iso_duration_seconds(e.duration_ms),
                 "calories": e.calories,
                 "distance": e.distance_m,
                 "heart_rate": { "average": e.hr_avg, "maximum": e.hr_max },
@@ -377,7 +377,8 @@ impl Item {
                 "weight_source": "SOURCE_MEASURED",
                 "training_background": "REGULAR",
                 "typical_day": "MOSTLY_SITTING",
-                "sleep_goal": 28_800,
+                // An ISO-8601 duration here (the sleep schema's `sleep_goal` is seconds).
+                "sleep_goal": "PT8H",
             }),
             ItemData::Sleep(n) => n.sleep_json(&polar_user),
             ItemData::HeartRate(d) => d.json(&polar_user),
@@ -453,8 +454,8 @@ mod tests {
         assert_eq!(iso_duration_ms(3_600_000), "PT1H");
         assert_eq!(iso_duration_ms(61_005), "PT1M1.005S");
         assert_eq!(
-            iso_duration_minutes(2 * 3_600_000 + 44 * 60_000 + 45_999),
-            "PT2H44M"
+            iso_duration_seconds(2 * 3_600_000 + 44 * 60_000 + 45_999),
+            "PT2H44M45S"
         );
     }
 

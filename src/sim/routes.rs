@@ -176,7 +176,16 @@ impl Sim {
                 .entry("rate_limited".to_string())
                 .or_default() += 1;
         }
-        let mut resp = if limited {
+        let unsized_body = [Method::POST, Method::PUT, Method::PATCH].contains(&req.method)
+            && !req.headers.contains_key("content-length")
+            && !req.headers.contains_key("transfer-encoding");
+        let mut resp = if unsized_body && self.lock().settings.faults.require_content_length {
+            SimResponse::error(
+                StatusCode::LENGTH_REQUIRED,
+                "LengthRequired",
+                "a POST, PUT or PATCH must carry Content-Length (0 without a body)",
+            )
+        } else if limited {
             SimResponse::error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "RateLimitExceeded",
@@ -230,8 +239,23 @@ impl Sim {
                 self.bearer(req, false, |s, uid| s.register(uid, &req.body))
             }
             // The user's own data paths, before `/v3/users/{user-id}`, which takes only numbers.
+            ["users", "activities"] if *m == Method::GET => self.bearer(req, true, |s, uid| {
+                s.activities(uid, &req.query, &self.base)
+            }),
+            ["users", "activities", "samples"] if *m == Method::GET => {
+                self.bearer(req, true, |s, uid| {
+                    s.activity_samples(uid, None, &req.query)
+                })
+            }
+            ["users", "activities", "samples", date] if *m == Method::GET => {
+                self.bearer(req, true, |s, uid| {
+                    s.activity_samples(uid, Some(date), &req.query)
+                })
+            }
             ["users", "activities", date] if *m == Method::GET => {
-                self.bearer(req, true, |s, uid| s.activity(uid, date, &self.base))
+                self.bearer(req, true, |s, uid| {
+                    s.activity(uid, date, &req.query, &self.base)
+                })
             }
             ["users", "physical-info"] if *m == Method::GET => {
                 self.bearer(req, true, |s, uid| s.physical(uid, &self.base))
@@ -260,10 +284,14 @@ impl Sim {
             ["users", word, ..] if *m == Method::GET && word.parse::<u64>().is_err() => {
                 self.bearer(req, true, |s, _| s.unserved())
             }
-            ["users", id] if *m == Method::GET => self.bearer(req, false, |s, uid| {
-                s.own(uid, id)
-                    .unwrap_or_else(|| s.users[&uid].json().into_ok())
-            }),
+            // Another user is "not found" to this token: 204, as documented (403 would say the
+            // consents are missing).
+            ["users", id] if *m == Method::GET => {
+                self.bearer(req, false, |s, uid| match s.own(uid, id) {
+                    Some(_) => SimResponse::empty(StatusCode::NO_CONTENT),
+                    None => s.users[&uid].json().into_ok(),
+                })
+            }
             ["users", id] if *m == Method::DELETE => self.bearer(req, false, |s, uid| {
                 s.own(uid, id).unwrap_or_else(|| s.deregister(uid))
             }),
@@ -297,6 +325,18 @@ impl Sim {
                         .unwrap_or_else(|| s.item_file(uid, tid, item, rest, &self.base))
                 })
             }
+            [
+                "users",
+                id,
+                "activity-transactions",
+                tid,
+                "activities",
+                item,
+                what,
+            ] if *m == Method::GET => self.bearer(req, true, |s, uid| {
+                s.own(uid, id)
+                    .unwrap_or_else(|| s.activity_item_samples(uid, tid, item, what))
+            }),
             ["users", id, tx, tid, _, item]
                 if tx.ends_with("-transactions") && *m == Method::GET =>
             {
@@ -305,12 +345,12 @@ impl Sim {
                         .unwrap_or_else(|| s.item(uid, tid, item, &self.base))
                 })
             }
-            ["exercises"] if *m == Method::GET => {
-                self.bearer(req, true, |s, uid| s.list_exercises(uid, &self.base))
-            }
-            ["exercises", hid] if *m == Method::GET => {
-                self.bearer(req, true, |s, uid| s.exercise(uid, hid, &self.base))
-            }
+            ["exercises"] if *m == Method::GET => self.bearer(req, true, |s, uid| {
+                s.list_exercises(uid, &req.query, &self.base)
+            }),
+            ["exercises", hid] if *m == Method::GET => self.bearer(req, true, |s, uid| {
+                s.exercise(uid, hid, &req.query, &self.base)
+            }),
             ["exercises", hid, what @ ("fit" | "tcx" | "gpx")] if *m == Method::GET => {
                 self.bearer(req, true, |s, uid| s.exercise_file(uid, hid, what))
             }

@@ -87,6 +87,17 @@ pub struct Faults {
     pub code_ttl_s: u64,
     /// While true the generator makes nothing (injections still work).
     pub generator_paused: bool,
+    /// Answer `411 Length Required` to a `POST`, `PUT` or `PATCH` that carries neither
+    /// `Content-Length` nor `Transfer-Encoding`, as strict servers and front ends do (Polar's own
+    /// example client always sends `Content-Length`).
+    pub require_content_length: bool,
+    /// Write this host (with the simulator's port) into `resource-uri` and transaction item urls
+    /// instead of the one requested: Polar's links name both `www.polaraccesslink.com` and, in
+    /// the spec's own example, `polaraccesslink.com`.
+    pub links_host: Option<String>,
+    /// Append this zone (`Z`, `+02:00`) to exercise start times in both dialects, as older
+    /// examples and some mocks do (Polar's schema has local times without a zone).
+    pub start_time_zone: Option<String>,
 }
 
 impl Default for Faults {
@@ -107,6 +118,9 @@ impl Default for Faults {
             transaction_ttl_s: 600,
             code_ttl_s: 600,
             generator_paused: false,
+            require_content_length: false,
+            links_host: None,
+            start_time_zone: None,
         }
     }
 }

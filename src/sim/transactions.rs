@@ -1,5 +1,7 @@
-//! Pull notifications and the three transaction kinds: create (an open transaction is offered
-//! again), list, get an item, commit (deletes what it listed); transactions expire after the TTL.
+//! Pull notifications and the three transaction kinds: create (`204` while one is open, as at
+//! Polar: the open one is reachable only through its `resource-uri`), list, get an item, commit
+//! (deletes what it listed); an uncommitted transaction expires after the TTL (the simulator's
+//! choice: Polar does not say), and its items are offered again.
 
 use std::time::Duration;
 
@@ -57,6 +59,21 @@ impl State {
         )
     }
 
+    /// The base written into transaction links: `base`, or its host replaced by the
+    /// `links_host` fault.
+    pub(super) fn links_base(&self, base: &str) -> String {
+        let Some(host) = &self.settings.faults.links_host else {
+            return base.to_string();
+        };
+        let Ok(mut u) = reqwest::Url::parse(base) else {
+            return base.to_string();
+        };
+        match u.set_host(Some(host)) {
+            Ok(()) => u.as_str().trim_end_matches('/').to_string(),
+            Err(_) => base.to_string(),
+        }
+    }
+
     pub(super) fn ttl(&self) -> Duration {
         Duration::from_secs(self.settings.faults.transaction_ttl_s.max(1))
     }
@@ -64,17 +81,15 @@ impl State {
     pub(super) fn create_transaction(&mut self, uid: u64, kind: Kind, base: &str) -> SimResponse {
         let ttl = self.ttl();
         self.transactions.retain(|_, t| t.created.elapsed() < ttl);
-        // An open transaction is offered again rather than hiding its items.
-        if let Some(t) = self
+        // An open transaction blocks new ones: Polar answers 204, as if nothing were new.
+        if self
             .transactions
             .values()
-            .find(|t| t.user_id == uid && t.kind == kind)
+            .any(|t| t.user_id == uid && t.kind == kind)
         {
-            return SimResponse::json(
-                StatusCode::CREATED,
-                json!({"transaction-id": t.id, "resource-uri": Self::tx_uri(base, t)}),
-            );
+            return SimResponse::empty(StatusCode::NO_CONTENT);
         }
+        let base = &self.links_base(base);
         let items: Vec<u64> = self.pending(uid, kind).take(50).map(|i| i.id).collect();
         if items.is_empty() {
             return SimResponse::empty(StatusCode::NO_CONTENT);
@@ -113,6 +128,7 @@ impl State {
         let Some(t) = self.live_transaction(uid, seg, tid) else {
             return Self::no_transaction(seg, commit);
         };
+        let base = &self.links_base(base);
         if commit {
             for id in &t.items {
                 if let Some(i) = self.items.get_mut(id) {
@@ -142,7 +158,7 @@ impl State {
     pub(super) fn item(&self, uid: u64, tid: &str, item: &str, base: &str) -> SimResponse {
         let found = self
             .transaction_item(uid, tid, item)
-            .map(|(tid, i)| i.transactional_json(base, tid));
+            .map(|(tid, i)| self.zoned_start(i.transactional_json(base, tid)));
         match found {
             Some(v) => v.into_ok(),
             // Polar documents 200, 204 and 403 for item calls: no 404.

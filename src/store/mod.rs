@@ -10,6 +10,9 @@
 //! - `aliases`: entity key → the key it was merged into;
 //! - `data`: entity key → the newest data fetched or polled for it (JSON);
 //! - `users`: user id → [`StoredUser`] with the access token;
+//! - `open_transactions`: an AccessLink transaction's `resource-uri` → [`OpenTransaction`], from
+//!   its create until its commit (AccessLink answers 204 to a new create while one is open, and
+//!   the open one is reachable only through its URI);
 //! - `counters`, `deliveries`, `fetch_queue`: read only to upgrade a store of an earlier version.
 //!
 //! One delivery is one write: a compare-and-swap of its entity's record, which carries the raw
@@ -44,6 +47,7 @@ mod error;
 mod fetch_queue;
 mod linking;
 mod outbox;
+mod transactions;
 mod users;
 mod write;
 
@@ -56,6 +60,7 @@ use commit::{Counters, Durable, GroupCommit};
 pub use error::{CommitError, OpenError};
 use outbox::Outbox;
 pub use outbox::{DueNotice, Notice, NoticeRoute, NoticeState, SinkCounts, SinkNotice};
+pub use transactions::OpenTransaction;
 
 /// Counter names shared by the code that counts and the code that reports.
 pub mod counter {
@@ -225,6 +230,7 @@ pub struct Store {
     /// Woken when events are queued for the sinks.
     notices_ready: tokio::sync::Notify,
     users: sled::Tree,
+    open_transactions: sled::Tree,
     /// Serialises the operations that link records across channels (polls and fetch results),
     /// so two of them never merge the same records at once. Deliveries do not take it.
     link_lock: Mutex<()>,
@@ -380,6 +386,7 @@ impl Store {
             notice_routes: Default::default(),
             notices_ready: tokio::sync::Notify::new(),
             users: tree("users")?,
+            open_transactions: tree("open_transactions")?,
             link_lock: Mutex::new(()),
             generation: AtomicU64::new(0),
             live_summary: Mutex::new(LiveSummary::default()),
