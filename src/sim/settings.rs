@@ -91,9 +91,10 @@ pub struct Faults {
     /// `Content-Length` nor `Transfer-Encoding`, as strict servers and front ends do (Polar's own
     /// example client always sends `Content-Length`).
     pub require_content_length: bool,
-    /// Write this host (with the simulator's port) into `resource-uri` and transaction item urls
-    /// instead of the one requested: Polar's links name both `www.polaraccesslink.com` and, in
-    /// the spec's own example, `polaraccesslink.com`.
+    /// Write this host (with the simulator's port) into the links a client follows (notification
+    /// urls, `resource-uri`, transaction item urls, webhook payload urls) instead of its own:
+    /// Polar's links name both `www.polaraccesslink.com` and, in the spec's own example,
+    /// `polaraccesslink.com`.
     pub links_host: Option<String>,
     /// Append this zone (`Z`, `+02:00`) to exercise start times in both dialects, as older
     /// examples and some mocks do (Polar's schema has local times without a zone).

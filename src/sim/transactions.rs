@@ -30,6 +30,7 @@ impl State {
     }
 
     pub(super) fn notifications(&self, base: &str) -> SimResponse {
+        let base = &self.links_base(base);
         let mut list = Vec::new();
         // A user who disconnected is not announced: their data stays listed, their token fails.
         for u in self.users.values().filter(|u| u.registered) {
@@ -59,8 +60,8 @@ impl State {
         )
     }
 
-    /// The base written into transaction links: `base`, or its host replaced by the
-    /// `links_host` fault.
+    /// The base written into the links a client follows (notification, transaction and item
+    /// urls, webhook payload urls): `base`, or its host replaced by the `links_host` fault.
     pub(super) fn links_base(&self, base: &str) -> String {
         let Some(host) = &self.settings.faults.links_host else {
             return base.to_string();

@@ -272,7 +272,7 @@ impl State {
             Some(h) if h.events.contains(&event) => h.clone(),
             _ => return Vec::new(),
         };
-        let payload = item.webhook_payload(base, Utc::now());
+        let payload = item.webhook_payload(&self.links_base(base), Utc::now());
         let url = payload["url"].as_str().unwrap_or_default().to_string();
         let record = |s: &mut State, outcome: DeliveryOutcome, duplicate: bool| {
             s.truth.deliveries.push(TruthDelivery {
