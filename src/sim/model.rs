@@ -123,7 +123,9 @@ impl User {
             "gender": "MALE",
             "weight": 70.0,
             "height": 180.0,
-            "extra-info": [],
+            // Null without partner questions, as the schema says ("null if there are no
+            // required fields defined by the partner").
+            "extra-info": null,
         })
     }
 }
