@@ -5,6 +5,7 @@
 //! systemd can read them without importing one another.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -24,6 +25,71 @@ pub struct Runtime {
     pub webhook_health: WebhookHealth,
     /// The poll strategy and the interval in force.
     pub poll_pace: PollPace,
+    /// Each listener's connections against its cap (load, not liveness).
+    pub listeners: Vec<Arc<ListenerGauge>>,
+}
+
+/// One listener's load: open connections against its cap, and when it was full. A full listener
+/// is load, not death: it is shown in `/status` and `/metrics`, never in liveness, so a flood of
+/// connections slows hookrace down without making systemd restart it.
+#[derive(Debug)]
+pub struct ListenerGauge {
+    pub name: &'static str,
+    pub max: usize,
+    open: AtomicUsize,
+    times_full: AtomicU64,
+    /// Milliseconds since the epoch when the current full episode began; 0 when not full.
+    full_since_ms: AtomicI64,
+}
+
+impl ListenerGauge {
+    pub fn new(name: &'static str, max: usize) -> Arc<ListenerGauge> {
+        Arc::new(ListenerGauge {
+            name,
+            max,
+            open: AtomicUsize::new(0),
+            times_full: AtomicU64::new(0),
+            full_since_ms: AtomicI64::new(0),
+        })
+    }
+
+    pub fn opened(&self) {
+        self.open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn closed(&self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Open connections now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Marks the listener full (true: an episode starts, counted) or not.
+    pub fn set_full(&self, full: bool) {
+        if full {
+            let now = Utc::now().timestamp_millis().max(1);
+            if self.full_since_ms.swap(now, Ordering::Relaxed) == 0 {
+                self.times_full.fetch_add(1, Ordering::Relaxed);
+            }
+        } else {
+            self.full_since_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Since when the listener is full, if it is.
+    pub fn full_since(&self) -> Option<DateTime<Utc>> {
+        match self.full_since_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => DateTime::from_timestamp_millis(ms),
+        }
+    }
+
+    /// Full episodes so far.
+    pub fn times_full(&self) -> u64 {
+        self.times_full.load(Ordering::Relaxed)
+    }
 }
 
 /// What the webhook watch knows of the webhook at AccessLink.

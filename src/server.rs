@@ -5,10 +5,13 @@
 //! thousand idle sockets locked out both listeners. Here each connection must send its first byte
 //! within the header timeout and its headers within it too (hyper's timer, which also closes a
 //! keep-alive connection that stays idle that long), the number of
-//! open connections is capped by a semaphore, and while the cap is reached the listener is
-//! reported dead in [`Liveness`], so `/healthz` fails and the watchdog stops being fed.
+//! open connections is capped by a semaphore. A full listener is load, not death: its
+//! [`ListenerGauge`] shows it in `/status` and `/metrics`, and liveness (what the watchdog and
+//! `/healthz` report) is left alone, so a flood slows hookrace down instead of making systemd
+//! restart it again and again.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,17 +24,121 @@ use tokio::sync::Semaphore;
 use warp::Filter;
 use warp::reply::Reply;
 
-use crate::process::Liveness;
+use crate::process::ListenerGauge;
 
 /// What a listener allows.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Name in the liveness registry (`/healthz` names it while the listener is full).
-    pub name: &'static str,
     /// Time to send a request's headers, and the longest idle wait between requests.
     pub header_timeout: Duration,
-    /// Open connections at most.
-    pub max_connections: usize,
+    /// The longest a write may wait for the peer to take bytes: a reader that stops reading (a
+    /// dashboard stream in a frozen tab, a slow-read attack) is disconnected after this.
+    pub write_stall: Duration,
+}
+
+/// The longest a connection's write may wait for its reader, unless a listener says otherwise.
+pub const WRITE_STALL: Duration = Duration::from_secs(30);
+
+/// A connection whose writes fail once one has waited [`Limits::write_stall`] for the peer to
+/// take bytes; reads pass through.
+struct StallGuard<T> {
+    inner: T,
+    limit: Duration,
+    /// Armed while a write waits; cleared when one completes.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> StallGuard<T> {
+    fn new(inner: T, limit: Duration) -> StallGuard<T> {
+        StallGuard {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// After the inner write answered `poll`: arms, checks or clears the stall timer.
+    fn watch<R>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        poll: std::task::Poll<std::io::Result<R>>,
+    ) -> std::task::Poll<std::io::Result<R>> {
+        use std::task::Poll;
+        match poll {
+            Poll::Pending => {
+                let limit = self.limit;
+                let timer = self
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the peer took no bytes for the write-stall limit",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for StallGuard<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for StallGuard<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, poll)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, poll)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// An open connection: its slot under the cap, counted in the gauge until it closes.
+struct Open {
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    gauge: Arc<ListenerGauge>,
+}
+
+impl Open {
+    fn new(slot: tokio::sync::OwnedSemaphorePermit, gauge: Arc<ListenerGauge>) -> Open {
+        gauge.opened();
+        Open { _slot: slot, gauge }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.gauge.closed();
+    }
 }
 
 /// Serves `filter` on `listener` until `shutdown` completes, then waits for the open connections
@@ -40,32 +147,32 @@ pub async fn serve<F>(
     listener: TcpListener,
     filter: F,
     limits: Limits,
-    liveness: Arc<Liveness>,
+    gauge: Arc<ListenerGauge>,
     shutdown: impl Future<Output = ()>,
 ) where
     F: Filter<Error = std::convert::Infallible> + Clone + Send + Sync + 'static,
     F::Extract: Reply,
 {
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let slots = Arc::new(Semaphore::new(gauge.max));
     let mut shutdown = std::pin::pin!(shutdown);
-    liveness.set(limits.name, true);
     loop {
         // A free slot first: at the cap, accept nothing (the backlog holds the rest) and say so.
         let slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
                 tracing::warn!(
-                    listener = limits.name,
-                    max = limits.max_connections,
-                    "connection limit reached: new connections wait"
+                    listener = gauge.name,
+                    max = gauge.max,
+                    "connection limit reached: new connections wait (load, not a fault)"
                 );
-                liveness.set(limits.name, false);
+                gauge.set_full(true);
                 let slot = tokio::select! {
                     slot = slots.clone().acquire_owned() => slot,
                     _ = &mut shutdown => break,
                 };
-                liveness.set(limits.name, true);
+                gauge.set_full(false);
+                tracing::info!(listener = gauge.name, "connections are accepted again");
                 match slot {
                     Ok(slot) => slot,
                     Err(_) => break, // the semaphore is never closed
@@ -77,7 +184,7 @@ pub async fn serve<F>(
                 Ok((stream, _)) => stream,
                 Err(e) => {
                     // Out of file descriptors, typically: wait for some to close.
-                    tracing::error!(listener = limits.name, error = %e, "accept failed");
+                    tracing::error!(listener = gauge.name, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -85,9 +192,11 @@ pub async fn serve<F>(
             _ = &mut shutdown => break,
         };
         let service = TowerToHyperService::new(warp::service(filter.clone()));
-        let header_timeout = limits.header_timeout;
+        let (header_timeout, write_stall) = (limits.header_timeout, limits.write_stall);
         let watcher = graceful.watcher();
+        let open = Open::new(slot, gauge.clone());
         tokio::spawn(async move {
+            let _open = open;
             // hyper's header timer starts with the first byte of a request: a connection that
             // never sends one would be held open for ever. Wait for it here, as long.
             let mut first = [0u8; 1];
@@ -102,13 +211,45 @@ pub async fn serve<F>(
                 .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout);
+            let stream = StallGuard::new(stream, write_stall);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
-            drop(slot);
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+
+    /// A reader that never reads: the write waits until the stall limit, then fails (and the
+    /// server drops the connection); a reader that reads lets every write through.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_the_peer_never_takes_fails_after_the_stall_limit() {
+        let (near, _far) = tokio::io::duplex(64);
+        let mut guarded = super::StallGuard::new(near, Duration::from_secs(30));
+        let started = tokio::time::Instant::now();
+        let err = guarded.write_all(&[0u8; 1024]).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+
+        let (near, mut far) = tokio::io::duplex(64);
+        let mut guarded = super::StallGuard::new(near, Duration::from_secs(30));
+        let reader = tokio::spawn(async move {
+            let mut sink = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut far, &mut sink)
+                .await
+                .map(|_| sink.len())
+        });
+        guarded.write_all(&[0u8; 100_000]).await.unwrap();
+        guarded.shutdown().await.unwrap();
+        drop(guarded);
+        assert_eq!(reader.await.unwrap().unwrap(), 100_000);
+    }
 }

@@ -183,3 +183,59 @@ async fn the_dashboard_shows_the_race_in_a_real_browser() {
     eprintln!("dashboard screenshot: {}", shot.display());
     app.stop().await;
 }
+
+/// Open dashboards must not tax ingest. Before the fix each stream rebuilt the whole status and
+/// 300 entities on every change (60 streams that never read took the daemon from 3% to 26% CPU);
+/// now one snapshot per change is shared by every stream, and at most 16 streams are open (the
+/// admin listener keeps room for `/healthz`): the 17th is told to come back.
+#[tokio::test]
+async fn streams_share_one_snapshot_per_change_and_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_with(sim_config(dir.path(), 1, "transactions")).await;
+    let user = app.first_user().await;
+    let url = format!("{}/events", app.admin_base);
+    // Sixteen streams that never read past their headers.
+    let mut streams = Vec::new();
+    for _ in 0..16 {
+        let res = reqwest::get(&url).await.unwrap();
+        assert_eq!(res.status(), 200);
+        streams.push(res);
+    }
+    let over = reqwest::get(&url).await.unwrap();
+    assert_eq!(over.status(), 503);
+    assert_eq!(over.headers()["retry-after"], "5");
+    let metric = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} in {text}")) as u64
+    };
+    let before = app.admin_text("/metrics").await;
+    assert_eq!(metric(&before, "hookrace_dashboard_streams "), 16);
+    let built_before = metric(&before, "hookrace_dashboard_snapshots_total ");
+    for _ in 0..5 {
+        app.inject(user, "EXERCISE").await;
+    }
+    app.status_until("five fetches", |s| s["webhook"]["fetches"]["ok"] == 5)
+        .await;
+    // Per change (debounced) or heartbeat, one snapshot, not sixteen (the old code built one
+    // per stream per change).
+    let built = common::eventually("a shared snapshot of the changes", || async {
+        let after = app.admin_text("/metrics").await;
+        let built = metric(&after, "hookrace_dashboard_snapshots_total ") - built_before;
+        (built >= 1).then_some(built)
+    })
+    .await;
+    assert!(
+        (1..=12).contains(&built),
+        "{built} snapshots for 16 streams"
+    );
+    // Closing a stream frees its slot.
+    drop(streams.pop());
+    common::eventually("a freed stream slot", || async {
+        let res = reqwest::get(&url).await.unwrap();
+        (res.status() == 200).then_some(())
+    })
+    .await;
+    drop(streams);
+    app.stop().await;
+}

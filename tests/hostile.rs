@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{SECRET, exercise, spawn_with, test_config};
+use common::{SECRET, exercise, spawn_app, spawn_with, test_config};
 use hookrace::accesslink::signature::sign;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -486,11 +486,12 @@ async fn hammering_oauth_connect_neither_fills_the_disk_nor_memory() {
 }
 
 /// Attack: idle and half-sent connections. They are closed after the header timeout (here 3 s,
-/// `webhook.body_timeout`), at most `webhook.max_connections` are open at once, and while the cap
-/// holds new ones back `/healthz` says so (503), so the watchdog notices. Afterwards deliveries
-/// are served again.
+/// `webhook.body_timeout`), at most `webhook.max_connections` are open at once, and a full
+/// listener is load, not death: `/status` and `/metrics` show it while `/healthz` and the
+/// watchdog's health stay ok (before the fix the listener was marked dead, so systemd restarted
+/// the service again and again while a flood lasted). Afterwards deliveries are served again.
 #[tokio::test]
-async fn idle_connections_are_closed_capped_and_reported() {
+async fn idle_connections_are_closed_capped_and_reported_as_load() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = test_config(dir.path());
     cfg.webhook.max_connections = 20;
@@ -498,13 +499,6 @@ async fn idle_connections_are_closed_capped_and_reported() {
     cfg.webhook.body_timeout = Duration::from_secs(3);
     let app = spawn_with(cfg).await;
     let host = app.public_base.trim_start_matches("http://").to_string();
-    let healthz = || async {
-        app.http
-            .get(format!("{}/healthz", app.admin_base))
-            .send()
-            .await
-            .unwrap()
-    };
     // 25 connections: 20 open idle (one sends half a request head), 5 wait in the backlog.
     let mut idle = Vec::new();
     for i in 0..25 {
@@ -516,12 +510,27 @@ async fn idle_connections_are_closed_capped_and_reported() {
         }
         idle.push(conn);
     }
-    let res = common::eventually("healthz to report the full listener", || async {
-        let res = healthz().await;
-        (res.status() == 503).then_some(res)
-    })
-    .await;
-    assert!(res.text().await.unwrap().contains("webhook listener"));
+    let s = app
+        .status_until("the full listener in /status", |s| {
+            s["listeners"][0]["full_since"].is_string()
+        })
+        .await;
+    assert_eq!(s["listeners"][0]["name"], "webhook", "{s}");
+    assert_eq!(s["listeners"][0]["open_connections"], 20, "{s}");
+    assert_eq!(s["listeners"][0]["max_connections"], 20, "{s}");
+    let healthz = app
+        .http
+        .get(format!("{}/healthz", app.admin_base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(healthz.status(), 200, "a full listener is load, not death");
+    assert!(app.running.liveness.dead().is_empty());
+    let metrics = app.admin_text("/metrics").await;
+    assert!(
+        metrics.contains("hookrace_listener_full{listener=\"webhook\"} 1"),
+        "{metrics}"
+    );
     // The server closes them (header timeout), the listener recovers.
     let mut first = idle.remove(0);
     let mut buf = [0u8; 256];
@@ -535,14 +544,64 @@ async fn idle_connections_are_closed_capped_and_reported() {
     })
     .await;
     assert!(closed.is_ok(), "the half-sent connection was not closed");
-    common::eventually("healthz to recover", || async {
-        (healthz().await.status() == 200).then_some(())
-    })
-    .await;
+    let s = app
+        .status_until("the listener to recover", |s| {
+            s["listeners"][0]["full_since"].is_null()
+        })
+        .await;
+    assert!(
+        s["listeners"][0]["times_full"].as_u64().unwrap() >= 1,
+        "{s}"
+    );
     assert_eq!(
         app.deliver(&exercise(3, "after-the-flood")).await.status(),
         200
     );
     drop(idle);
+    app.stop().await;
+}
+
+/// Attack: more idle sockets than the admin listener takes (64). The watchdog's health (what
+/// `/healthz` reports) stays ok the whole time: before the fix the full admin listener was marked
+/// dead and the watchdog stopped being fed, even with an admin token set. Once the sockets go,
+/// `/status` says the listener was full.
+#[tokio::test]
+async fn a_full_admin_listener_does_not_starve_the_watchdog() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(dir.path()).await;
+    let host = app.admin_base.trim_start_matches("http://").to_string();
+    let mut idle = Vec::new();
+    for _ in 0..70 {
+        idle.push(TcpStream::connect(&host).await.unwrap());
+    }
+    common::eventually("the admin listener to fill", || async {
+        let full = app
+            .running
+            .runtime
+            .read()
+            .unwrap()
+            .listeners
+            .iter()
+            .any(|l| l.name == "admin" && l.full_since().is_some());
+        full.then_some(())
+    })
+    .await;
+    assert!(
+        app.running.liveness.dead().is_empty(),
+        "{:?}",
+        app.running.liveness.dead()
+    );
+    drop(idle);
+    let s = app
+        .status_until("the admin listener to answer again", |_| true)
+        .await;
+    let admin = s["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "admin")
+        .cloned()
+        .unwrap();
+    assert!(admin["times_full"].as_u64().unwrap() >= 1, "{s}");
     app.stop().await;
 }

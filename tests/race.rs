@@ -212,6 +212,7 @@ async fn report_formats_parse_and_match_the_status_of_the_same_store() {
         notify_sinks: Vec::new(),
         webhook_health: Default::default(),
         poll_pace: Default::default(),
+        listeners: Vec::new(),
     };
     let status =
         serde_json::to_value(hookrace::observe::status::build(&store, &rt).unwrap()).unwrap();

@@ -34,7 +34,7 @@ use crate::observe::admin::{self, AdminState};
 use crate::operations::admin_routes;
 use crate::operations::oauth::{self, OAuth};
 use crate::operations::systemd;
-use crate::process::Runtime;
+use crate::process::{ListenerGauge, Runtime};
 use crate::process::{Liveness, supervise};
 use crate::server;
 use crate::sim;
@@ -86,6 +86,8 @@ pub struct Running {
     /// The poller, when enabled (tests run cycles on it directly).
     pub poller: Option<Arc<Poller>>,
     pub fetcher: Arc<Fetcher>,
+    /// Which background tasks are alive: what `/healthz` and the systemd watchdog report.
+    pub liveness: Arc<Liveness>,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
@@ -165,6 +167,7 @@ pub async fn start_with_seed(
             },
             reason: None,
         },
+        listeners: Vec::new(),
     }));
     // Before anything can store data: entities stored from now on get their notify events.
     let notifier = Notifier::new(store.clone(), &config.notify)?;
@@ -239,6 +242,7 @@ pub async fn start_with_seed(
         runtime,
         poller,
         fetcher,
+        liveness,
         task,
     })
 }
@@ -377,12 +381,17 @@ impl Servers {
                         .into_response(),
                 )
             });
+        let view = View {
+            store: parts.store.clone(),
+            runtime: parts.runtime.clone(),
+            client: Some(parts.client.clone()),
+        };
         let admin_state = Arc::new(AdminState {
-            view: View {
-                store: parts.store.clone(),
-                runtime: parts.runtime.clone(),
-                client: Some(parts.client.clone()),
-            },
+            snapshots: Arc::new(crate::observe::dashboard::Snapshots::new(
+                view.clone(),
+                shutdown.child_token(),
+            )),
+            view,
             liveness: parts.liveness.clone(),
             token: config.admin.token.clone(),
             // Without a token, the listener's own address is its protection (against DNS
@@ -400,26 +409,29 @@ impl Servers {
             accesslink.webhook_secret.is_some(),
         );
         let token = shutdown.child_token();
+        let public_gauge = ListenerGauge::new("webhook", config.webhook.max_connections);
+        let admin_gauge = ListenerGauge::new("admin", ADMIN_MAX_CONNECTIONS);
+        if let Ok(mut rt) = parts.runtime.write() {
+            rt.listeners = vec![public_gauge.clone(), admin_gauge.clone()];
+        }
         let public = tokio::spawn(server::serve(
             public,
             public_routes,
             server::Limits {
-                name: "webhook listener",
                 header_timeout: config.webhook.body_timeout,
-                max_connections: config.webhook.max_connections,
+                write_stall: server::WRITE_STALL,
             },
-            parts.liveness.clone(),
+            public_gauge,
             token.clone().cancelled_owned(),
         ));
         let admin = tokio::spawn(server::serve(
             admin,
             admin::routes(admin_state, management),
             server::Limits {
-                name: "admin listener",
                 header_timeout: Duration::from_secs(10),
-                max_connections: ADMIN_MAX_CONNECTIONS,
+                write_stall: server::WRITE_STALL,
             },
-            parts.liveness.clone(),
+            admin_gauge,
             token.clone().cancelled_owned(),
         ));
         Ok(Servers {

@@ -30,6 +30,8 @@ pub struct AdminState {
     pub allowed_hosts: Option<Vec<String>>,
     /// Cancelled at shutdown: ends the dashboard's event streams, which would outlive the drain.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// The dashboard's shared snapshots and its stream cap.
+    pub snapshots: Arc<super::dashboard::Snapshots>,
 }
 
 /// Routes another module adds to the admin listener (behind the same token).
@@ -62,12 +64,24 @@ pub fn routes(
     let events = warp::path!("events")
         .and(warp::get())
         .and(with_state.clone())
-        .map(|s: Arc<AdminState>| {
-            warp::sse::reply(
-                warp::sse::keep_alive()
-                    .stream(super::dashboard::events(s.view.clone(), s.shutdown.clone())),
-            )
-            .into_response()
+        .map(|s: Arc<AdminState>| match s.snapshots.stream() {
+            Some(events) => {
+                warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response()
+            }
+            None => {
+                let mut r = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!(
+                        "{} dashboard streams are open already: close one (the page retries by itself)",
+                        super::dashboard::MAX_STREAMS
+                    ),
+                );
+                r.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    warp::http::HeaderValue::from_static("5"),
+                );
+                r
+            }
         });
     let entities = warp::path!("entities")
         .and(warp::get())
@@ -249,7 +263,11 @@ fn status(s: &AdminState) -> Response {
 }
 
 fn metrics(s: &AdminState) -> Response {
-    match super::metrics::render(s.view.clone()) {
+    let dashboard = super::metrics::DashboardLoad {
+        streams: s.snapshots.open_streams(),
+        snapshots: s.snapshots.built(),
+    };
+    match super::metrics::render(s.view.clone(), dashboard) {
         Ok(text) => warp::reply::with_header(
             text,
             header::CONTENT_TYPE,

@@ -3,8 +3,15 @@
 //! document) and an `entities` event (the newest entities) whenever the store changes, at most a
 //! few times a second, and at least every few seconds so the page's clock stays honest. The
 //! stream ends when the daemon shuts down; the browser's EventSource reconnects by itself.
+//!
+//! Open dashboards must not tax ingest: one snapshot is built per change and shared by every
+//! stream (a stream that does not read is not polled and costs nothing), at most
+//! [`MAX_STREAMS`] streams are open at once, and a connection whose reader stops taking bytes is
+//! closed by the server's write-stall timeout.
 
 use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt, stream};
@@ -24,65 +31,163 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 /// Send an update at least this often, change or not.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
-/// The two events describing the store now.
-pub fn snapshot(view: &View) -> Vec<Event> {
-    let mut events = Vec::with_capacity(2);
-    match view.status() {
-        Ok(doc) => match Event::default().event("status").json_data(&doc) {
-            Ok(e) => events.push(e),
-            Err(e) => tracing::error!(error = %e, "encoding a status event"),
-        },
-        Err(e) => tracing::error!(error = format_args!("{e:#}"), "building a status event"),
-    }
-    match view.store.newest_entities(ENTITIES_PER_EVENT, None) {
-        Ok(list) => {
-            let views: Vec<_> = list.iter().map(|e| e.view()).collect();
-            if let Ok(e) = Event::default().event("entities").json_data(&views) {
-                events.push(e);
-            }
-        }
-        Err(e) => tracing::error!(
-            error = format_args!("{e:#}"),
-            "reading entities for an event"
-        ),
-    }
-    events
+/// How many event streams may be open at once: the admin listener keeps room for `/healthz`,
+/// `/status` and `/metrics` however many dashboards are open.
+pub const MAX_STREAMS: usize = 16;
+
+/// The two events describing the store at one moment, encoded once and shared by every stream.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    status: Option<String>,
+    entities: Option<String>,
 }
 
-/// The event stream: a snapshot now, then one after each change (debounced) or heartbeat, until
-/// `shutdown` is cancelled (the streams would otherwise outlive the server's drain).
-pub fn events(
-    view: View,
-    shutdown: CancellationToken,
-) -> impl Stream<Item = Result<Event, Infallible>> + Send {
-    let changes = view.store.subscribe();
-    let first = stream::iter(
-        std::iter::once(Event::default().retry(Duration::from_secs(2)))
-            .chain(snapshot(&view))
-            .map(Ok),
-    );
-    let updates = stream::unfold((view, changes), move |(view, mut changes)| {
-        let shutdown = shutdown.clone();
-        async move {
-            tokio::select! {
-                _ = shutdown.cancelled() => return None,
-                changed = tokio::time::timeout(HEARTBEAT, changes.changed()) => {
-                    if let Ok(Err(_)) = changed {
-                        return None; // the store is gone
-                    }
-                }
+impl Snapshot {
+    /// The store now: the status document and the newest entities, encoded.
+    pub fn build(view: &View) -> Snapshot {
+        let status = match view.status() {
+            Ok(doc) => serde_json::to_string(&doc)
+                .map_err(|e| tracing::error!(error = %e, "encoding a status event"))
+                .ok(),
+            Err(e) => {
+                tracing::error!(error = format_args!("{e:#}"), "building a status event");
+                None
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return None,
-                _ = tokio::time::sleep(DEBOUNCE) => {}
+        };
+        let entities = match view.store.newest_entities(ENTITIES_PER_EVENT, None) {
+            Ok(list) => {
+                let views: Vec<_> = list.iter().map(|e| e.view()).collect();
+                serde_json::to_string(&views).ok()
             }
-            changes.borrow_and_update();
-            let batch = snapshot(&view);
-            Some((stream::iter(batch.into_iter().map(Ok)), (view, changes)))
+            Err(e) => {
+                tracing::error!(
+                    error = format_args!("{e:#}"),
+                    "reading entities for an event"
+                );
+                None
+            }
+        };
+        Snapshot { status, entities }
+    }
+
+    /// Its events for one stream.
+    pub fn events(&self) -> Vec<Event> {
+        let mut events = Vec::with_capacity(2);
+        if let Some(s) = &self.status {
+            events.push(Event::default().event("status").data(s.clone()));
         }
-    })
-    .flatten();
-    first.chain(updates)
+        if let Some(e) = &self.entities {
+            events.push(Event::default().event("entities").data(e.clone()));
+        }
+        events
+    }
+}
+
+/// The snapshots every stream shares: one is built per change (debounced) or heartbeat while
+/// at least one stream is open, however many are, and none while no dashboard is open.
+pub struct Snapshots {
+    view: View,
+    latest: tokio::sync::watch::Sender<Arc<Snapshot>>,
+    started: std::sync::Once,
+    shutdown: CancellationToken,
+    /// Limits the open streams ([`MAX_STREAMS`]).
+    slots: Arc<tokio::sync::Semaphore>,
+    /// Snapshots built so far (`hookrace_dashboard_snapshots_total`).
+    built: Arc<AtomicU64>,
+}
+
+impl Snapshots {
+    pub fn new(view: View, shutdown: CancellationToken) -> Snapshots {
+        Snapshots {
+            view,
+            latest: tokio::sync::watch::channel(Arc::new(Snapshot::default())).0,
+            started: std::sync::Once::new(),
+            shutdown,
+            slots: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
+            built: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Snapshots built so far.
+    pub fn built(&self) -> u64 {
+        self.built.load(Ordering::Relaxed)
+    }
+
+    /// Event streams open now.
+    pub fn open_streams(&self) -> usize {
+        MAX_STREAMS - self.slots.available_permits()
+    }
+
+    /// Starts the builder task (once, on the first stream).
+    fn start(&self) {
+        self.started.call_once(|| {
+            let (view, latest, shutdown) = (
+                self.view.clone(),
+                self.latest.clone(),
+                self.shutdown.clone(),
+            );
+            let built = self.built.clone();
+            tokio::spawn(async move {
+                let mut changes = view.store.subscribe();
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        changed = tokio::time::timeout(HEARTBEAT, changes.changed()) => {
+                            if let Ok(Err(_)) = changed {
+                                return; // the store is gone
+                            }
+                        }
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(DEBOUNCE) => {}
+                    }
+                    changes.borrow_and_update();
+                    if latest.receiver_count() == 0 {
+                        continue; // no dashboard is open: build nothing
+                    }
+                    let view = view.clone();
+                    let snapshot = tokio::task::spawn_blocking(move || Snapshot::build(&view))
+                        .await
+                        .unwrap_or_default();
+                    built.fetch_add(1, Ordering::Relaxed);
+                    latest.send_replace(Arc::new(snapshot));
+                }
+            });
+        });
+    }
+
+    /// A new event stream: a snapshot now, then the shared one after each change or heartbeat,
+    /// until shutdown; `None` when [`MAX_STREAMS`] are open already.
+    pub fn stream(
+        self: &Arc<Self>,
+    ) -> Option<impl Stream<Item = Result<Event, Infallible>> + Send + use<>> {
+        let slot = self.slots.clone().try_acquire_owned().ok()?;
+        self.start();
+        let mut updates = self.latest.subscribe();
+        updates.mark_unchanged();
+        let now = Snapshot::build(&self.view);
+        self.built.fetch_add(1, Ordering::Relaxed);
+        let first = stream::iter(
+            std::iter::once(Event::default().retry(Duration::from_secs(2)))
+                .chain(now.events())
+                .map(Ok),
+        );
+        let shutdown = self.shutdown.clone();
+        let rest = stream::unfold((updates, slot), move |(mut updates, slot)| {
+            let shutdown = shutdown.clone();
+            async move {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    changed = updates.changed() => changed.ok()?,
+                }
+                let batch = updates.borrow_and_update().events();
+                Some((stream::iter(batch.into_iter().map(Ok)), (updates, slot)))
+            }
+        })
+        .flatten();
+        Some(first.chain(rest))
+    }
 }
 
 #[cfg(test)]

@@ -159,6 +159,17 @@ fn notify<T>(
         .collect()
 }
 
+/// `(labels, value)` for each listener.
+fn listeners<T>(
+    doc: &status::StatusDoc,
+    value: impl Fn(&status::ListenerStatus) -> T,
+) -> Vec<(Labels, T)> {
+    doc.listeners
+        .iter()
+        .map(|l| (labels(&[("listener", &l.name)]), value(l)))
+        .collect()
+}
+
 fn by<T: Copy>(label: &str, values: &[(&str, T)]) -> Vec<(Labels, T)> {
     values
         .iter()
@@ -317,6 +328,26 @@ fn families<'a>(
             samples: Samples::Histogram(vec![(vec![], &summary.webhook_lead)], LEAD_BUCKETS),
         },
         gauge(
+            "hookrace_listener_connections",
+            "Open connections on each listener.",
+            listeners(doc, |l| l.open_connections as f64),
+        ),
+        gauge(
+            "hookrace_listener_max_connections",
+            "The connection cap of each listener.",
+            listeners(doc, |l| l.max_connections as f64),
+        ),
+        gauge(
+            "hookrace_listener_full",
+            "1 while a listener is at its connection cap (new connections wait: load, not a fault).",
+            listeners(doc, |l| f64::from(u8::from(l.full_since.is_some()))),
+        ),
+        counter(
+            "hookrace_listener_full_episodes",
+            "Times a listener reached its connection cap.",
+            listeners(doc, |l| l.times_full),
+        ),
+        gauge(
             "hookrace_accesslink_rate_limit_usage",
             "Requests this client made in each AccessLink rate-limit window, as last reported.",
             rate_windows(doc, |r| r.usage.map(|w| (w.short as f64, w.long as f64))),
@@ -456,10 +487,40 @@ impl Collector for StoreCollector {
     }
 }
 
+/// What the admin listener knows beyond the store and the process facts: the dashboard's load.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DashboardLoad {
+    /// Event streams open now.
+    pub streams: usize,
+    /// Snapshots built so far (one per change, shared by every stream).
+    pub snapshots: u64,
+}
+
+#[derive(Debug)]
+struct DashboardCollector(DashboardLoad);
+
+impl Collector for DashboardCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        gauge_family(
+            &mut enc,
+            "hookrace_dashboard_streams",
+            "Dashboard event streams open now.",
+            &[(vec![], self.0.streams as f64)],
+        )?;
+        counter_family(
+            &mut enc,
+            "hookrace_dashboard_snapshots",
+            "Dashboard snapshots built (one per change, shared by every open stream).",
+            &[(vec![], self.0.snapshots)],
+        )
+    }
+}
+
 /// The exposition text for the current state of the store and the process.
-pub fn render(view: super::View) -> Result<String, std::fmt::Error> {
+pub fn render(view: super::View, dashboard: DashboardLoad) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(StoreCollector { view }));
+    registry.register_collector(Box::new(DashboardCollector(dashboard)));
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)?;
     Ok(out)

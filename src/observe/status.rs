@@ -30,6 +30,22 @@ pub struct StatusDoc {
     /// The running daemon's view of AccessLink (absent when built from a store alone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accesslink: Option<AccessLinkStatus>,
+    /// Each listener's load: a full listener is load, shown here, not a fault.
+    #[serde(default)]
+    pub listeners: Vec<ListenerStatus>,
+}
+
+/// One listener's connections against its cap.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListenerStatus {
+    /// `webhook` or `admin`.
+    pub name: String,
+    pub open_connections: usize,
+    pub max_connections: usize,
+    /// Since when it is full (new connections wait in the backlog), if it is.
+    pub full_since: Option<DateTime<Utc>>,
+    /// Times it became full since the start.
+    pub times_full: u64,
 }
 
 /// One notify sink: what it was sent, what waits, and how fresh the data was when it arrived.
@@ -265,6 +281,17 @@ pub fn build(store: &Store, rt: &Runtime) -> anyhow::Result<StatusDoc> {
         .collect();
     Ok(StatusDoc {
         accesslink: None,
+        listeners: rt
+            .listeners
+            .iter()
+            .map(|l| ListenerStatus {
+                name: l.name.to_string(),
+                open_connections: l.open(),
+                max_connections: l.max,
+                full_since: l.full_since(),
+                times_full: l.times_full(),
+            })
+            .collect(),
         notify,
         service: "hookrace".into(),
         version: env!("CARGO_PKG_VERSION").into(),

@@ -524,6 +524,7 @@ pub async fn from_config(cfg: &crate::config::Config, format: Format) -> anyhow:
                 notify_sinks: cfg.notify.iter().map(Into::into).collect(),
                 webhook_health: Default::default(),
                 poll_pace: Default::default(),
+                listeners: Vec::new(),
             };
             if !cfg.notify.is_empty() {
                 // The notify numbers are counted from the records (a scan of the store).
