@@ -558,7 +558,10 @@ async fn shut_down(
     }
     // The background work has stopped: only this task holds the store now.
     drop(background.poller);
-    store.flush()?;
+    store.flush().context(
+        "the final commit of the store failed (a full disk?): hookrace stopped; the next start \
+         recounts from the store's records, and nothing answered 200 is lost",
+    )?;
     tracing::info!("store flushed; bye");
     Ok(())
 }

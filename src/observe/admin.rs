@@ -235,9 +235,12 @@ pub fn error(status: StatusCode, message: &str) -> Response {
 
 fn healthz(s: &AdminState) -> Response {
     let dead = s.liveness.dead();
-    if !s.view.store.is_healthy() {
-        return warp::reply::with_status("store unavailable\n", StatusCode::SERVICE_UNAVAILABLE)
-            .into_response();
+    if let Some(problem) = s.view.store.problem() {
+        return warp::reply::with_status(
+            format!("store unhealthy: {problem}\n"),
+            StatusCode::SERVICE_UNAVAILABLE,
+        )
+        .into_response();
     }
     if !dead.is_empty() {
         return warp::reply::with_status(

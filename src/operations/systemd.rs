@@ -55,11 +55,12 @@ pub async fn keep_alive(store: Arc<Store>, liveness: Arc<Liveness>, shutdown: Ca
             _ = tokio::time::sleep(every) => {}
         }
         let dead = liveness.dead();
-        let healthy = store.is_healthy() && dead.is_empty();
-        let line = if healthy {
-            status_line(&store)
-        } else {
-            format!("unhealthy: stopped tasks: {}", dead.join(", "))
+        let problem = store.problem();
+        let healthy = problem.is_none() && dead.is_empty();
+        let line = match (problem, dead.is_empty()) {
+            (None, true) => status_line(&store),
+            (Some(problem), _) => format!("unhealthy: store: {problem}"),
+            (None, false) => format!("unhealthy: stopped tasks: {}", dead.join(", ")),
         };
         if watchdog && healthy {
             send(&[NotifyState::Watchdog, NotifyState::Status(&line)]);

@@ -111,6 +111,10 @@ pub(super) struct Durable {
     /// The value of `last_delivery_ms` written by the last commit.
     persisted_delivery_ms: AtomicI64,
     files: SyncedFiles,
+    /// The first commit that failed, and why: sled's write errors are sticky (a full disk leaves
+    /// the open store failing after space is back), so the store reports itself unhealthy and the
+    /// watchdog restarts the daemon; the reopened store recovers.
+    failed: Mutex<Option<String>>,
 }
 
 impl Durable {
@@ -133,12 +137,42 @@ impl Durable {
             last_delivery_ms,
             persisted_delivery_ms: AtomicI64::new(persisted),
             files: SyncedFiles::open(path)?,
+            failed: Mutex::new(None),
         })
     }
 
+    /// Why the store is unusable until a restart, if a commit has failed.
+    pub(super) fn failure(&self) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// Makes everything written before the call durable: counters and the last delivery time
-    /// into their trees, sled's log written, then synced to the device. Blocking.
+    /// into their trees, sled's log written, then synced to the device. Blocking. A failure is
+    /// kept: the store is unhealthy from then on (see `failed`).
     pub(super) fn commit(&self) -> anyhow::Result<()> {
+        let result = self.try_commit();
+        if let Err(e) = &result {
+            let mut failed = self
+                .failed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if failed.is_none() {
+                tracing::error!(
+                    store = %self.files.dir.display(),
+                    error = format_args!("{e:#}"),
+                    "a commit of the store failed: deliveries are refused with 500 and the store \
+                     reports itself unhealthy until hookrace restarts (the reopened store recovers)"
+                );
+                *failed = Some(format!("{:#}", e));
+            }
+        }
+        result
+    }
+
+    fn try_commit(&self) -> anyhow::Result<()> {
         // Records written before this point are in the flush below.
         let mark = self.written_seq.load(Ordering::Acquire);
         if let Some(counters) = self.counters.take_changed() {
