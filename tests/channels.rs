@@ -677,3 +677,90 @@ async fn a_night_and_a_day_of_heart_rate_arrive_by_webhook_and_are_fetched_by_th
 fn app_fetched_all(s: &Value) -> bool {
     s["webhook"]["fetches"]["ok"] == s["webhook"]["accepted"]
 }
+
+/// An upstream whose notifications answer 204 with the given rate-limit headers, counting hits.
+async fn limited_upstream(
+    usage: &'static str,
+    limit: &'static str,
+    reset: &'static str,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use warp::Filter;
+    let hits = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let counted = hits.clone();
+    let notes = warp::path!("v3" / "notifications").map(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        warp::http::Response::builder()
+            .status(204)
+            .header("RateLimit-Usage", usage)
+            .header("RateLimit-Limit", limit)
+            .header("RateLimit-Reset", reset)
+            .body(String::new())
+            .unwrap()
+    });
+    tokio::spawn(warp::serve(notes).incoming(listener).run());
+    (base, hits)
+}
+
+/// One odd header must not stall AccessLink for a day. With `RateLimit-Limit: 2, 2` the reserve
+/// of 5 exceeded the limit, so before the fix every request waited the 24-hour reset (here the
+/// second cycle hung) while the usage (1 of 2) was nowhere near it.
+#[tokio::test]
+async fn a_tiny_reported_limit_does_not_hold_requests_back() {
+    use std::sync::atomic::Ordering;
+    let (base, hits) = limited_upstream("1, 1", "2, 2", "900, 86400").await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = against_upstream(&base, dir.path()).await;
+    let poller = app.running.poller.clone().unwrap();
+    for _ in 0..3 {
+        let r = tokio::time::timeout(std::time::Duration::from_secs(10), poller.cycle())
+            .await
+            .expect("a cycle is not held back by a window its usage is not near");
+        assert_eq!(r.errors, 0, "{r:?}");
+    }
+    assert!(hits.load(Ordering::SeqCst) >= 3);
+    let s = app.status().await;
+    assert_eq!(s["accesslink"]["rate_limit"]["waiting"], false, "{s}");
+    drop(poller);
+    app.stop().await;
+}
+
+/// A window really spent (usage at the limit, a day to the reset): the wait shows in `/status`
+/// and `/metrics` (how long, for which window), and a stop ends the wait at once instead of
+/// holding the stop for the grace period, or, before the client's waits were cancellable, for
+/// as long as the cycle waited.
+#[tokio::test]
+async fn a_long_rate_limit_wait_is_shown_and_ended_by_a_stop() {
+    let (base, _hits) = limited_upstream("5000, 5100", "5100, 5100", "900, 86400").await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = against_upstream(&base, dir.path()).await;
+    // A second cycle beside the start-up one: the later of the two waits for the window.
+    let poller = app.running.poller.clone().unwrap();
+    let cycle = tokio::spawn(async move { poller.cycle().await });
+    let s = app
+        .status_until("the wait in /status", |s| {
+            s["accesslink"]["rate_limit"]["waiting"] == true
+        })
+        .await;
+    let rate = &s["accesslink"]["rate_limit"];
+    assert_eq!(rate["waiting_for"], "daily", "{s}");
+    assert!(rate["waiting_seconds"].as_f64().unwrap() > 80_000.0, "{s}");
+    let metrics = app.admin_text("/metrics").await;
+    assert!(
+        metrics.contains("hookrace_accesslink_rate_limit_wait_seconds 8"),
+        "{metrics}"
+    );
+    let started = std::time::Instant::now();
+    app.stop().await;
+    // The daemon's grace for a running cycle is 10 s; the wait ends with the stop instead.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "the stop waited {:?}",
+        started.elapsed()
+    );
+    // Whichever of the start-up cycle and this one came second was waiting: both have ended.
+    cycle.await.unwrap();
+}

@@ -92,6 +92,8 @@ pub enum ApiError {
     },
     #[error("client credentials are not configured (accesslink.client_secret)")]
     NoClientSecret,
+    #[error("{method} {url}: not sent: hookrace is shutting down")]
+    ShuttingDown { method: Method, url: String },
     #[error("{method} {url}: not sent: {}", limit_spent(*window, *reset))]
     LimitSpent {
         method: Method,
@@ -171,7 +173,8 @@ pub struct Policy {
     pub retries: u32,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
-    /// Keep this many requests of the short window in reserve: when fewer remain, wait for reset.
+    /// Keep up to this many requests of a window in reserve: when fewer remain, wait for its
+    /// reset. Never more than a twentieth of the window's limit (see [`reserve_for`]).
     pub reserve: u64,
 }
 
@@ -230,6 +233,8 @@ pub struct Client {
     rate: Arc<Mutex<RateState>>,
     /// The longest wait for a rate-limit window before failing; `None`: wait (background work).
     patience: Option<Duration>,
+    /// Cancelled at shutdown: every wait (a rate-limit window, a retry's backoff) ends at once.
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for Client {
@@ -262,7 +267,15 @@ impl Client {
             policy,
             rate: Arc::new(Mutex::new(RateState::default())),
             patience: None,
+            shutdown: tokio_util::sync::CancellationToken::new(),
         })
+    }
+
+    /// The same client, whose waits end when `shutdown` is cancelled (requests then fail with
+    /// [`ApiError::ShuttingDown`] instead of holding the stop up to a day).
+    pub fn cancelled_by(mut self, shutdown: tokio_util::sync::CancellationToken) -> Client {
+        self.shutdown = shutdown;
+        self
     }
 
     /// The same client for a person waiting on the answer: when a rate-limit window blocks
@@ -380,7 +393,12 @@ impl Client {
             attempt += 1;
             let delay = backoff(self.policy.backoff_base, self.policy.backoff_max, attempt);
             tracing::debug!(error = %err, attempt, delay_ms = delay.as_millis() as u64, "retrying");
-            tokio::time::sleep(delay).await;
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.shutdown.cancelled() => {
+                    return Err(ApiError::ShuttingDown { method, url: url.to_string() });
+                }
+            }
         }
     }
 
@@ -474,14 +492,28 @@ impl Client {
             }
             started
         };
-        if started {
+        if started && wait > LONG_WAIT {
+            tracing::warn!(
+                wait = human_duration(wait),
+                window = ?by,
+                "pacing: requests to AccessLink wait a long time for a rate-limit window to reset"
+            );
+        } else if started {
             tracing::info!(
                 wait_s = wait.as_secs(),
                 window = ?by,
                 "pacing: requests to AccessLink wait for the rate-limit window to reset"
             );
         }
-        tokio::time::sleep_until(t).await;
+        tokio::select! {
+            _ = tokio::time::sleep_until(t) => {}
+            _ = self.shutdown.cancelled() => {
+                return Err(ApiError::ShuttingDown {
+                    method: method.clone(),
+                    url: url.to_string(),
+                });
+            }
+        }
         let ended = {
             let mut r = self.rate();
             let clear = r.blocked_until.is_none_or(|b| b <= Instant::now());
@@ -534,10 +566,11 @@ impl Client {
         if let (Some((u_short, u_long)), Some((l_short, l_long)), Some((r_short, r_long))) =
             (usage, limit, reset)
         {
-            let reserve = self.policy.reserve;
-            let wait = if u_long + reserve >= l_long {
+            let near =
+                |used: u64, limit: u64| used + reserve_for(self.policy.reserve, limit) >= limit;
+            let wait = if near(u_long, l_long) {
                 Some((r_long, Window::Daily))
-            } else if u_short + reserve >= l_short {
+            } else if near(u_short, l_short) {
                 Some((r_short, Window::Short))
             } else {
                 None
@@ -570,6 +603,17 @@ impl Client {
 
 /// The longest rate-limit reset hookrace believes: AccessLink's long window is 24 hours.
 const MAX_RESET_S: u64 = 24 * 3600 + 60;
+
+/// A wait for a window this long is logged as a warning (and shown in `/status`).
+const LONG_WAIT: Duration = Duration::from_secs(15 * 60);
+
+/// The requests kept in reserve in a window of `limit`: the policy's reserve, but never more
+/// than a twentieth of the limit, so an odd small limit (`RateLimit-Limit: 2, 2`) does not hold
+/// every request back for a window the usage is nowhere near (Polar's smallest real limit, 500
+/// per 15 minutes, keeps the full reserve of 5).
+pub fn reserve_for(reserve: u64, limit: u64) -> u64 {
+    reserve.min(limit / 20)
+}
 
 /// `"12, 40"` → (12, 40); spaces optional.
 pub fn parse_pair(s: &str) -> Option<(u64, u64)> {
@@ -622,6 +666,15 @@ fn jittered(unit: f64, base: Duration, cap: Duration, attempt: u32) -> Duration 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reserve_is_proportional_to_the_limit() {
+        assert_eq!(reserve_for(5, 500), 5);
+        assert_eq!(reserve_for(5, 5_100), 5);
+        assert_eq!(reserve_for(5, 40), 2);
+        // A window of 2 keeps nothing back: only a spent window makes requests wait.
+        assert_eq!(reserve_for(5, 2), 0);
+    }
 
     #[test]
     fn rate_headers_parse_tolerantly() {

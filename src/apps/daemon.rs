@@ -181,12 +181,16 @@ pub async fn start_with_seed(
     for u in &config.users {
         store.put_user(UserId(u.user_id), &u.access_token)?;
     }
-    let client = Arc::new(Client::new(
-        &accesslink.base_url,
-        &accesslink.client_id,
-        accesslink.client_secret.clone(),
-        Policy::default(),
-    )?);
+    // Every wait of the client (a rate-limit window, a retry) ends at shutdown.
+    let client = Arc::new(
+        Client::new(
+            &accesslink.base_url,
+            &accesslink.client_id,
+            accesslink.client_secret.clone(),
+            Policy::default(),
+        )?
+        .cancelled_by(shutdown.clone()),
+    );
     warn_about_the_webhook_secret(&accesslink, &store, simulator.is_some());
 
     let fetcher = Fetcher::new(store.clone(), client.clone(), liveness.clone());

@@ -165,6 +165,8 @@ impl Fetcher {
                 Ok(())
             }
             Ok(None) => self.give_up(key, "AccessLink has no data at the delivery's url (204)"),
+            // The job stays in its record: the next start fetches it.
+            Err(ApiError::ShuttingDown { .. }) => Ok(()),
             Err(ApiError::Unauthorized { .. }) => {
                 store
                     .mark_disconnected(job.user_id, "401 while fetching webhook data")

@@ -365,6 +365,14 @@ fn families<'a>(
                 .map(|a| vec![(vec![], f64::from(u8::from(a.rate_limit.waiting)))])
                 .unwrap_or_default(),
         ),
+        gauge(
+            "hookrace_accesslink_rate_limit_wait_seconds",
+            "Seconds requests to AccessLink still wait for a rate-limit window (0 when they go out).",
+            doc.accesslink
+                .as_ref()
+                .map(|a| vec![(vec![], a.rate_limit.waiting_seconds)])
+                .unwrap_or_default(),
+        ),
         counter(
             "hookrace_notify_sent",
             "Events a notify sink took (2xx, or exit 0), by sink.",

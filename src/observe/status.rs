@@ -90,6 +90,12 @@ pub struct RateLimitStatus {
     /// Requests wait for a window to reset now (the reserve is reached, or after a 429).
     pub waiting: bool,
     pub waiting_until: Option<DateTime<Utc>>,
+    /// What requests wait for: `short` (15-minute window), `daily`, or `429`.
+    #[serde(default)]
+    pub waiting_for: Option<String>,
+    /// Seconds left to wait (a wait of hours is worth an alert).
+    #[serde(default)]
+    pub waiting_seconds: f64,
     /// Times requests waited for a window (pacing before the limit, or after a 429), and how
     /// long in all (an episode still running counts up to now).
     #[serde(default)]
@@ -122,6 +128,16 @@ impl RateLimitStatus {
             }),
             waiting: until.is_some(),
             waiting_until: until.map(wall),
+            waiting_for: until.and(r.blocked_by).map(|w| {
+                use crate::accesslink::client::Window;
+                match w {
+                    Window::Short => "short",
+                    Window::Daily => "daily",
+                    Window::TooManyRequests => "429",
+                }
+                .to_string()
+            }),
+            waiting_seconds: until.map_or(0.0, |t| (t - now).as_secs_f64()),
             paced: r.paced,
             paced_seconds: (r.paced_for + r.pacing_since.map_or(Duration::ZERO, |t| t.elapsed()))
                 .as_secs_f64(),
