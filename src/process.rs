@@ -125,7 +125,7 @@ impl From<&crate::config::NotifyConfig> for SinkInfo {
             kind: c.kind.name().to_string(),
             target: match &c.kind {
                 NotifyKind::Webhook { url, .. } | NotifyKind::Ntfy { url, .. } => url.clone(),
-                NotifyKind::Exec { command } => command.join(" "),
+                NotifyKind::Exec { command, .. } => command.join(" "),
             },
         }
     }

@@ -223,8 +223,12 @@ pub enum NotifyKind {
         /// Signing secrets (`whsec_…`, base64): each signs, so a receiver may rotate.
         secrets: Vec<Secret>,
     },
-    /// A command run with the event's JSON on stdin; a non-zero exit is retried.
-    Exec { command: Vec<String> },
+    /// A command run with the event's JSON on stdin; a non-zero exit is retried. It gets a
+    /// cleared environment: `PATH`, `HOME`, `LANG`, `TZ`, the event's variables and `env`.
+    Exec {
+        command: Vec<String>,
+        env: std::collections::BTreeMap<String, String>,
+    },
     /// A one-line text POSTed to an ntfy topic URL.
     Ntfy { url: String, token: Option<Secret> },
 }

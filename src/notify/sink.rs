@@ -32,6 +32,7 @@ enum Target {
     },
     Exec {
         command: Vec<String>,
+        env: std::collections::BTreeMap<String, String>,
     },
     Ntfy {
         url: String,
@@ -66,8 +67,9 @@ impl Sink {
                     .collect::<anyhow::Result<_>>()?,
                 http: http()?,
             },
-            NotifyKind::Exec { command } => Target::Exec {
+            NotifyKind::Exec { command, env } => Target::Exec {
                 command: command.clone(),
+                env: env.clone(),
             },
             NotifyKind::Ntfy { url, token } => Target::Ntfy {
                 url: url.clone(),
@@ -100,7 +102,7 @@ impl Sink {
     pub fn target(&self) -> String {
         match &self.target {
             Target::Webhook { url, .. } | Target::Ntfy { url, .. } => url.clone(),
-            Target::Exec { command } => command.join(" "),
+            Target::Exec { command, .. } => command.join(" "),
         }
     }
 
@@ -143,25 +145,45 @@ impl Sink {
                 }
                 answered(url, request.send().await)
             }
-            Target::Exec { command } => self.run(command, id, event).await,
+            Target::Exec { command, env } => self.run(command, env, id, event).await,
         }
     }
 
     /// Runs the command with the event on stdin; exit 0 is delivered, anything else a retry.
-    async fn run(&self, command: &[String], id: &str, event: &Value) -> Attempt {
-        let mut child = match tokio::process::Command::new(&command[0])
-            .args(&command[1..])
+    ///
+    /// The command runs in its own process group with a cleared environment (`PATH`, `HOME`,
+    /// `LANG`, `TZ`, the event's variables and the sink's `env`: none of hookrace's secrets). Only
+    /// the last [`STDERR_KEPT`] bytes of its stderr are kept. On a timeout, and when the attempt is
+    /// dropped (at shutdown), the whole group is killed, children and grandchildren too.
+    async fn run(
+        &self,
+        command: &[String],
+        env: &std::collections::BTreeMap<String, String>,
+        id: &str,
+        event: &Value,
+    ) -> Attempt {
+        let mut cmd = tokio::process::Command::new(&command[0]);
+        cmd.args(&command[1..]).env_clear();
+        for name in INHERITED {
+            if let Some(v) = std::env::var_os(name) {
+                cmd.env(name, v);
+            }
+        }
+        cmd.envs(env)
             .env("HOOKRACE_EVENT_ID", id)
             .env("HOOKRACE_EVENT_TYPE", event["type"].as_str().unwrap_or(""))
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-        {
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => return Attempt::Retry(format!("starting {:?}: {e}", command[0])),
         };
+        // Killed with everything it started unless it ends by itself first.
+        let mut group = ProcessGroup(child.id());
+        let stderr = child.stderr.take().map(|e| tokio::spawn(tail(e)));
         let body = event.to_string();
         let finished = tokio::time::timeout(self.timeout, async {
             if let Some(mut stdin) = child.stdin.take() {
@@ -169,32 +191,106 @@ impl Sink {
                 let _ = stdin.write_all(body.as_bytes()).await;
                 let _ = stdin.write_all(b"\n").await;
             }
-            child.wait_with_output().await
+            child.wait().await
         })
         .await;
-        match finished {
-            Err(_) => Attempt::Retry(format!(
-                "{:?} did not finish within {}",
-                command[0],
-                humantime::format_duration(self.timeout)
-            )),
-            Ok(Err(e)) => Attempt::Retry(format!("waiting for {:?}: {e}", command[0])),
-            Ok(Ok(out)) if out.status.success() => Attempt::Delivered,
-            Ok(Ok(out)) => {
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                let last = stderr.lines().last().unwrap_or("").trim();
-                Attempt::Retry(format!(
-                    "{:?} exited with {}{}",
+        let status = match finished {
+            Err(_) => {
+                drop(group); // kills the group, so the stderr reader ends too
+                return Attempt::Retry(format!(
+                    "{:?} did not finish within {} (its process group was killed)",
                     command[0],
-                    out.status,
-                    if last.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {}", last.chars().take(200).collect::<String>())
+                    humantime::format_duration(self.timeout)
+                ));
+            }
+            Ok(Err(e)) => return Attempt::Retry(format!("waiting for {:?}: {e}", command[0])),
+            Ok(Ok(status)) => status,
+        };
+        // It ended by itself: what it started in the background is its own business.
+        group.disarm();
+        if status.success() {
+            if let Some(reader) = stderr {
+                reader.abort();
+            }
+            return Attempt::Delivered;
+        }
+        // Its stderr's end, unless something it left running still holds the pipe open.
+        let stderr = match stderr {
+            Some(mut reader) => {
+                match tokio::time::timeout(Duration::from_secs(1), &mut reader).await {
+                    Ok(Ok(kept)) => kept,
+                    _ => {
+                        reader.abort();
+                        Vec::new()
                     }
-                ))
+                }
+            }
+            None => Vec::new(),
+        };
+        let stderr = String::from_utf8_lossy(&stderr);
+        let last = stderr.lines().last().unwrap_or("").trim();
+        Attempt::Retry(format!(
+            "{:?} exited with {status}{}",
+            command[0],
+            if last.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", last.chars().take(200).collect::<String>())
+            }
+        ))
+    }
+}
+
+/// The variables an exec command inherits from hookrace's environment; nothing else (the
+/// webhook secret, the client secret, the admin token, `$CREDENTIALS_DIRECTORY`) reaches it.
+pub const INHERITED: [&str; 4] = ["PATH", "HOME", "LANG", "TZ"];
+
+/// How much of an exec command's stderr is kept (its end, for the error message).
+pub const STDERR_KEPT: usize = 4096;
+
+/// Reads `stream` to its end, keeping only its last [`STDERR_KEPT`] bytes.
+async fn tail(mut stream: impl tokio::io::AsyncRead + Unpin) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut kept: std::collections::VecDeque<u8> = std::collections::VecDeque::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                kept.extend(&buf[..n]);
+                let excess = kept.len().saturating_sub(STDERR_KEPT);
+                kept.drain(..excess);
             }
         }
+    }
+    kept.into()
+}
+
+/// An exec command's process group (its pid, as `process_group(0)` made it the leader): killed
+/// when dropped (a timeout, or the attempt dropped at shutdown), unless disarmed.
+struct ProcessGroup(Option<u32>);
+
+impl ProcessGroup {
+    /// The command ended by itself: leave its group alone.
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+
+    fn kill(&mut self) {
+        let Some(pid) = self.0.take() else { return };
+        let pid = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw);
+        if let Some(pid) = pid {
+            // ESRCH (the group is gone) is the usual, harmless answer.
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -208,5 +304,117 @@ fn answered(url: &str, result: reqwest::Result<reqwest::Response>) -> Attempt {
         Ok(r) => Attempt::Retry(format!("{url} answered {}", r.status())),
         Err(e) if e.is_timeout() => Attempt::Retry(format!("{url} did not answer in time")),
         Err(e) => Attempt::Retry(format!("posting to {url}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn exec(script: &str, env: BTreeMap<String, String>, timeout: Duration) -> Sink {
+        Sink {
+            name: "app".into(),
+            events: None,
+            include_data: false,
+            give_up_after: Duration::from_secs(60),
+            timeout,
+            target: Target::Exec {
+                command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+                env,
+            },
+        }
+    }
+
+    fn event() -> Value {
+        json!({"type": "exercise.created", "data": {"user_id": 7}})
+    }
+
+    /// The command sees none of hookrace's environment (its secrets, `$CREDENTIALS_DIRECTORY`,
+    /// and here the test harness's own variables) but `PATH`, `HOME`, `LANG`, `TZ`, the event's
+    /// variables and the sink's `env`. Before the fix it inherited everything.
+    #[tokio::test]
+    async fn the_command_gets_a_cleared_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("env");
+        let env = BTreeMap::from([("APP_MODE".to_string(), "test".to_string())]);
+        let script = format!("env > '{}'", out.display());
+        let sink = exec(&script, env, Duration::from_secs(10));
+        assert_eq!(sink.send("msg_1", &event()).await, Attempt::Delivered);
+        let seen = std::fs::read_to_string(&out).unwrap();
+        let names: Vec<&str> = seen.lines().filter_map(|l| l.split('=').next()).collect();
+        // What the shell itself sets is not inherited.
+        let shell = ["PWD", "SHLVL", "_", "OLDPWD"];
+        for name in &names {
+            assert!(
+                INHERITED.contains(name)
+                    || shell.contains(name)
+                    || ["APP_MODE", "HOOKRACE_EVENT_ID", "HOOKRACE_EVENT_TYPE"].contains(name),
+                "{name} reached the command: {seen}"
+            );
+        }
+        assert!(seen.contains("HOOKRACE_EVENT_ID=msg_1"), "{seen}");
+        assert!(seen.contains("APP_MODE=test"), "{seen}");
+        // The harness runs with variables of its own (cargo sets several): none came through.
+        assert!(std::env::vars().any(|(k, _)| k.starts_with("CARGO")));
+        assert!(!seen.contains("CARGO"), "{seen}");
+    }
+
+    /// A timeout kills the command's whole process group: before the fix only the direct child
+    /// was killed and what it had started ran on (6 orphans in 25 s against `TasksMax=64`).
+    #[tokio::test]
+    async fn a_timeout_kills_everything_the_command_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let script = format!(
+            "sleep 300 & echo $! > '{0}'; sh -c 'sleep 300' & echo $! >> '{0}'; sleep 300",
+            pids.display()
+        );
+        let sink = exec(&script, BTreeMap::new(), Duration::from_millis(500));
+        match sink.send("msg_2", &event()).await {
+            Attempt::Retry(why) => assert!(why.contains("process group was killed"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let started: Vec<String> = std::fs::read_to_string(&pids)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        assert_eq!(started.len(), 2);
+        for pid in started {
+            // Killed (a zombie at most, until its parent, killed too, is reaped by init).
+            let gone = (0..100).any(|_| {
+                let state = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+                let alive = state.is_ok_and(|s| !s.contains(") Z "));
+                if alive {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                !alive
+            });
+            assert!(gone, "process {pid} outlived the timeout");
+        }
+    }
+
+    /// A command that floods stderr costs at most a few KiB: its end is kept for the message.
+    /// Before the fix all of it was collected (400 MB of stderr took the daemon to 406 MB).
+    #[tokio::test]
+    async fn only_the_end_of_stderr_is_kept() {
+        let kept = tail(&mut std::io::Cursor::new(
+            [vec![b'x'; 10 * 1024 * 1024], b"\nthe last line".to_vec()].concat(),
+        ))
+        .await;
+        assert_eq!(kept.len(), STDERR_KEPT);
+        assert!(kept.ends_with(b"the last line"));
+        let script =
+            "head -c 20000000 /dev/zero | tr '\\0' 'x' >&2; echo '\nout of coffee' >&2; exit 4";
+        let sink = exec(script, BTreeMap::new(), Duration::from_secs(30));
+        match sink.send("msg_3", &event()).await {
+            Attempt::Retry(why) => assert!(why.ends_with("out of coffee"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -15,6 +15,8 @@ pub(super) struct RawNotify {
     secret: Option<OneOrMany>,
     token: Option<Secret>,
     command: Option<Vec<String>>,
+    /// Environment variables an exec command gets beside the few it inherits.
+    env: Option<std::collections::BTreeMap<String, String>>,
     events: Option<Vec<String>>,
     include_data: Option<bool>,
     timeout: Option<String>,
@@ -110,6 +112,7 @@ impl RawNotify {
         let kind = match self.kind.as_str() {
             "webhook" => {
                 unused("command", self.command.is_some(), problems);
+                unused("env", self.env.is_some(), problems);
                 unused("token", self.token.is_some(), problems);
                 let secrets = match self.secret {
                     Some(OneOrMany::One(s)) => vec![s],
@@ -150,9 +153,21 @@ impl RawNotify {
                 unused("url", self.url.is_some(), problems);
                 unused("secret", self.secret.is_some(), problems);
                 unused("token", self.token.is_some(), problems);
+                let env = self.env.unwrap_or_default();
+                for name in env.keys() {
+                    let fine = !name.is_empty()
+                        && !name.contains('=')
+                        && !name.contains('\0')
+                        && !name.starts_with("HOOKRACE_EVENT_");
+                    if !fine {
+                        problems.push(format!(
+                            "`{field}.env`: {name:?} is not a variable the command can be given"
+                        ));
+                    }
+                }
                 match self.command {
                     Some(c) if !c.is_empty() && !c[0].trim().is_empty() => {
-                        NotifyKind::Exec { command: c }
+                        NotifyKind::Exec { command: c, env }
                     }
                     _ => {
                         problems.push(format!(
@@ -164,6 +179,7 @@ impl RawNotify {
             }
             "ntfy" => {
                 unused("command", self.command.is_some(), problems);
+                unused("env", self.env.is_some(), problems);
                 unused("secret", self.secret.is_some(), problems);
                 NotifyKind::Ntfy {
                     url: url(problems)?,
