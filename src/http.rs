@@ -25,6 +25,27 @@ pub fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
         .context("building an HTTP client")
 }
 
+/// `url` as hookrace shows or stores it: credentials in its userinfo and every query value
+/// replaced by `***` (a sink URL like `https://user:pass@host/hook?key=…` would otherwise reach
+/// `/status`, the dashboard, the log and every stored error), the fragment dropped.
+pub fn redacted(url: &str) -> String {
+    let Ok(mut u) = reqwest::Url::parse(url) else {
+        return "(a URL that does not parse)".to_string();
+    };
+    if !u.username().is_empty() || u.password().is_some() {
+        let _ = u.set_username("***");
+        let _ = u.set_password(None);
+    }
+    if u.query().is_some() {
+        let keys: Vec<String> = u.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        u.query_pairs_mut()
+            .clear()
+            .extend_pairs(keys.iter().map(|k| (k.as_str(), "***")));
+    }
+    u.set_fragment(None);
+    u.to_string()
+}
+
 /// The running daemon's admin listener, as the command line reaches it.
 #[derive(Clone)]
 pub struct Admin {
@@ -88,5 +109,21 @@ impl Admin {
             anyhow::bail!("{what}: the daemon answered {status}: {}", body.trim());
         }
         Ok(res)
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    #[test]
+    fn credentials_in_a_url_are_never_shown() {
+        assert_eq!(
+            super::redacted("https://app:hunter2@example.org/hook?key=s3cret&auth=x#frag"),
+            "https://***@example.org/hook?key=***&auth=***"
+        );
+        assert_eq!(
+            super::redacted("https://ntfy.sh/my-topic"),
+            "https://ntfy.sh/my-topic"
+        );
+        assert_eq!(super::redacted("not a url"), "(a URL that does not parse)");
     }
 }

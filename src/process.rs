@@ -124,7 +124,9 @@ impl From<&crate::config::NotifyConfig> for SinkInfo {
             name: c.name.clone(),
             kind: c.kind.name().to_string(),
             target: match &c.kind {
-                NotifyKind::Webhook { url, .. } | NotifyKind::Ntfy { url, .. } => url.clone(),
+                NotifyKind::Webhook { url, .. } | NotifyKind::Ntfy { url, .. } => {
+                    crate::http::redacted(url)
+                }
                 NotifyKind::Exec { command, .. } => command.join(" "),
             },
         }

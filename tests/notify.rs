@@ -288,3 +288,84 @@ async fn sigkill_between_the_store_and_the_send_loses_no_event() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Credentials in a sink's URL (userinfo, `?key=`) never show: not in `/status`, `/metrics`,
+/// the dashboard's stream, nor the error stored with a retrying event. Before the fix the URL
+/// appeared whole in all of them.
+#[tokio::test]
+async fn credentials_in_a_sink_url_are_never_shown_nor_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens there: every attempt fails with a connection error, which is stored.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let url = format!("http://app:hunter2@127.0.0.1:{port}/hook?key=s3cret-key");
+    let sinks = json!([{"kind": "webhook", "url": url, "secret": your_app::SECRET,
+        "give_up_after": "1h"}]);
+    let app = spawn_with(config(dir.path(), sinks)).await;
+    let user = app.first_user().await;
+    app.inject(user, "EXERCISE").await;
+    app.status_until(
+        "two failed attempts (the first one's error is stored)",
+        |s| s["notify"][0]["attempts"].as_u64().unwrap_or(0) >= 2,
+    )
+    .await;
+    let status = app.status().await.to_string();
+    let metrics = app.admin_text("/metrics").await;
+    let events = tokio::time::timeout(Duration::from_secs(10), async {
+        use futures_util::StreamExt;
+        let res = reqwest::get(format!("{}/events", app.admin_base))
+            .await
+            .unwrap();
+        let mut body = res.bytes_stream();
+        let mut text = String::new();
+        while text.matches("\n\n").count() < 3 {
+            text.push_str(&String::from_utf8_lossy(
+                &body.next().await.unwrap().unwrap(),
+            ));
+        }
+        text
+    })
+    .await
+    .expect("the first snapshot");
+    for (what, text) in [
+        ("/status", &status),
+        ("/metrics", &metrics),
+        ("/events", &events),
+    ] {
+        assert!(
+            !text.contains("hunter2") && !text.contains("s3cret-key"),
+            "{what}: {text}"
+        );
+    }
+    assert!(status.contains("key=***"), "{status}");
+    app.stop().await;
+    // Every byte the store wrote: the stored errors are there, the credentials are not.
+    let mut stored = Vec::new();
+    for entry in walk(dir.path()) {
+        stored.extend(std::fs::read(entry).unwrap());
+    }
+    let find = |needle: &[u8]| stored.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        find(b"posting to http://***@127.0.0.1"),
+        "the error is stored"
+    );
+    assert!(
+        !find(b"hunter2") && !find(b"s3cret-key"),
+        "a credential was stored"
+    );
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

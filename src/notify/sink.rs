@@ -101,7 +101,7 @@ impl Sink {
     /// Where it sends (a URL, or the command), for logs and `/status`.
     pub fn target(&self) -> String {
         match &self.target {
-            Target::Webhook { url, .. } | Target::Ntfy { url, .. } => url.clone(),
+            Target::Webhook { url, .. } | Target::Ntfy { url, .. } => crate::http::redacted(url),
             Target::Exec { command, .. } => command.join(" "),
         }
     }
@@ -296,6 +296,8 @@ impl Drop for ProcessGroup {
 
 /// What an HTTP answer means for the event.
 fn answered(url: &str, result: reqwest::Result<reqwest::Response>) -> Attempt {
+    // What is said here is logged and stored: never the URL's credentials.
+    let url = crate::http::redacted(url);
     match result {
         Ok(r) if r.status().is_success() => Attempt::Delivered,
         Ok(r) if r.status() == reqwest::StatusCode::GONE => {
@@ -303,8 +305,20 @@ fn answered(url: &str, result: reqwest::Result<reqwest::Response>) -> Attempt {
         }
         Ok(r) => Attempt::Retry(format!("{url} answered {}", r.status())),
         Err(e) if e.is_timeout() => Attempt::Retry(format!("{url} did not answer in time")),
-        Err(e) => Attempt::Retry(format!("posting to {url}: {e}")),
+        Err(e) => Attempt::Retry(format!("posting to {url}: {}", causes(&e.without_url()))),
     }
+}
+
+/// An error and its causes, `: `-separated.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut said = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        said.push_str(": ");
+        said.push_str(&c.to_string());
+        cause = c.source();
+    }
+    said
 }
 
 #[cfg(test)]
