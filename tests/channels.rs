@@ -764,3 +764,53 @@ async fn a_long_rate_limit_wait_is_shown_and_ended_by_a_stop() {
     // Whichever of the start-up cycle and this one came second was waiting: both have ended.
     cycle.await.unwrap();
 }
+
+/// Ids from AccessLink's exercise list follow the webhook's rule for ids, and every path segment
+/// hookrace builds is percent-encoded: before the fix an id `../users/5` made the list-mode
+/// poller fetch `/v3/users/5` with the user's token and store whatever came back.
+#[tokio::test]
+async fn a_polled_id_that_is_a_path_is_neither_followed_nor_stored() {
+    use std::sync::{Arc, Mutex};
+    use warp::Filter;
+    let asked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let seen = asked.clone();
+    let upstream = warp::path::full().map(move |path: warp::path::FullPath| {
+        let path = path.as_str().to_string();
+        seen.lock().unwrap().push(path.clone());
+        let body = match path.as_str() {
+            "/v3/exercises" => json!([{"id": "../users/5"}, {"id": "fine1"}, {"id": "a b"}]),
+            "/v3/exercises/fine1" => json!({"id": "fine1", "upload_time": "2026-11-28T10:00:00Z",
+                "device_id": "D1", "start_time": "2026-11-28T09:00:00", "start_time_utc_offset": 60}),
+            _ => json!({"polar-user-id": 5, "first-name": "not an exercise"}),
+        };
+        warp::reply::json(&body)
+    });
+    tokio::spawn(warp::serve(upstream).incoming(listener).run());
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_with(common::config_from(json!({
+        "webhook": common::loopback_listeners(),
+        "admin": common::loopback_listeners(),
+        "accesslink": {"base_url": base, "client_id": "c", "client_secret": "s",
+            "webhook_secret": common::SECRET},
+        "users": [{"user_id": 5, "access_token": "token-of-five"}],
+        "poller": {"enabled": true, "cron": "0 0 0 1 1 *", "mode": "list"},
+        "store": {"path": dir.path()},
+    })))
+    .await;
+    let r = app.cycle().await;
+    assert_eq!((r.new_entities, r.errors), (1, 2), "{r:?}");
+    // (The webhook watch lists `/v3/webhooks` at start; nothing else is asked.)
+    let asked: Vec<String> = asked
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| *p != "/v3/webhooks")
+        .cloned()
+        .collect();
+    assert_eq!(asked, ["/v3/exercises", "/v3/exercises/fine1"], "{asked:?}");
+    let s = app.status().await;
+    assert_eq!(s["entities"]["total"], 1, "{s}");
+    app.stop().await;
+}

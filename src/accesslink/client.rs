@@ -293,6 +293,16 @@ impl Client {
         format!("{}{path}", self.base.as_str().trim_end_matches('/'))
     }
 
+    /// `{base}/v3/{segments…}`, each segment percent-encoded (an id from outside cannot add a
+    /// path level: `../users/475` stays one segment).
+    pub fn url_of(&self, segments: &[&str]) -> String {
+        let mut u = self.base.clone();
+        if let Ok(mut path) = u.path_segments_mut() {
+            path.pop_if_empty().push("v3").extend(segments);
+        }
+        u.to_string()
+    }
+
     pub fn base_url(&self) -> &str {
         self.base.as_str().trim_end_matches('/')
     }
@@ -731,6 +741,25 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "DELETE https://www.polaraccesslink.com/v3/users/1: not sent: Polar's daily request limit is spent; it resets in 3 h 12 min"
+        );
+    }
+
+    #[test]
+    fn built_paths_encode_each_segment() {
+        let c = Client::new(
+            "https://www.polaraccesslink.com",
+            "id",
+            None,
+            Policy::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.url_of(&["exercises", "aQlC83"]),
+            "https://www.polaraccesslink.com/v3/exercises/aQlC83"
+        );
+        assert_eq!(
+            c.url_of(&["exercises", "../users/475"]),
+            "https://www.polaraccesslink.com/v3/exercises/..%2Fusers%2F475"
         );
     }
 

@@ -39,7 +39,8 @@ pub struct TransactionLocation {
     pub resource_uri: String,
 }
 
-/// What an item tells.
+/// What an item tells. An `entity_id` left empty means the item names no entity hookrace may
+/// store (an id against the rule, a date that is none): it is refused.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Identity {
     /// The entity type (`EXERCISE`, `ACTIVITY_SUMMARY`, …).
@@ -113,9 +114,10 @@ pub fn exercise_fingerprint(user_id: UserId, v: &Value) -> Option<String> {
 pub fn identify(kind: &EventType, user_id: UserId, v: &Value, announced: Option<&str>) -> Identity {
     match kind {
         EventType::Exercise => {
+            // An id that breaks the rule for ids from outside is no id: the item is refused.
             let entity_id = match v.get("id") {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Number(n)) => format!("t{n}"),
+                Some(Value::String(s)) if super::identity::is_plain_id(s) => s.clone(),
+                Some(Value::Number(n)) if n.is_u64() => format!("t{n}"),
                 _ => String::new(),
             };
             Identity {
@@ -143,11 +145,13 @@ pub fn identify(kind: &EventType, user_id: UserId, v: &Value, announced: Option<
         _ => {
             // Daily data: the date names it in both channels; the transactional item carries
             // it, the non-transactional answer does not (the day is in the request).
+            // Only a real date names a day (a normalised `YYYY-MM-DD`); anything else is refused.
             let date = field(v, "date")
                 .and_then(Value::as_str)
                 .or(announced)
-                .unwrap_or_default()
-                .to_string();
+                .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+                .map(|d| d.format("%Y-%m-%d").to_string())
+                .unwrap_or_default();
             Identity {
                 kind: kind.clone(),
                 fingerprint: (!date.is_empty()).then(|| format!("{kind}|{user_id}|{date}")),

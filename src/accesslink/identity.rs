@@ -140,9 +140,37 @@ impl fmt::Display for EntityKey {
     }
 }
 
+/// Whether `id` is an id AccessLink could have given an entity (a hashed exercise id like
+/// `aQlC83`): 1 to 128 letters, digits, `-` and `_`. The one rule for ids from outside, whether a
+/// webhook carried them or a poll read them: nothing else goes into a store key or a URL path.
+pub fn is_plain_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_plain_ids_are_taken() {
+        assert!(is_plain_id("aQlC83"));
+        assert!(is_plain_id("2026-11-28"));
+        for bad in [
+            "",
+            "../users/475",
+            "a/b",
+            "a b",
+            "a%2F",
+            "é",
+            &"x".repeat(129),
+        ] {
+            assert!(!is_plain_id(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn names_round_trip_and_unknown_names_are_kept() {

@@ -136,10 +136,7 @@ pub fn parse(body: &[u8]) -> Result<Parsed, String> {
         }
     }
     if let Some(id) = &entity_id {
-        let plain = id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if id.is_empty() || id.len() > 128 || !plain {
+        if !super::identity::is_plain_id(id) {
             return Err("`entity_id` must be a short id of letters, digits, - and _".into());
         }
     }

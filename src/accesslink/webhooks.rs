@@ -154,7 +154,7 @@ pub async fn update(
     if let Some(e) = events {
         body["events"] = json!(e);
     }
-    let path = client.url(&format!("/v3/webhooks/{id}"));
+    let path = client.url_of(&["webhooks", id]);
     let answer = client
         .send(Method::PATCH, &path, Auth::Basic, Some(&body), &ignore)
         .await
@@ -171,7 +171,7 @@ pub async fn update(
 
 /// `DELETE /v3/webhooks/{id}`.
 pub async fn delete(client: &Client, id: &str) -> Result<(), WebhookError> {
-    let path = client.url(&format!("/v3/webhooks/{id}"));
+    let path = client.url_of(&["webhooks", id]);
     client
         .send(Method::DELETE, &path, Auth::Basic, None, &ignore)
         .await

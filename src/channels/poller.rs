@@ -469,6 +469,15 @@ impl Poller {
     ) -> bool {
         let id = data::identify(kind, user, item, None);
         report.items += 1;
+        if id.entity_id.is_empty() {
+            report.errors += 1;
+            tracing::error!(
+                user = user.0,
+                kind = %kind,
+                "a polled item names no entity (its id or date breaks the rule for ids): not stored"
+            );
+            return false;
+        }
         match self.store.record_poll(user, &id, item, Utc::now()) {
             Ok(PollRecorded::New) => {
                 report.new_entities += 1;
@@ -518,7 +527,16 @@ impl Poller {
                 if seen {
                     continue;
                 }
-                let url = self.client.url(&format!("/v3/exercises/{id}"));
+                if !crate::accesslink::identity::is_plain_id(id) {
+                    report.errors += 1;
+                    tracing::warn!(
+                        user = u.user_id.0,
+                        id = id.chars().take(80).collect::<String>(),
+                        "skipping an exercise whose id is not one AccessLink gives"
+                    );
+                    continue;
+                }
+                let url = self.client.url_of(&["exercises", id]);
                 match self
                     .request(report, "get_exercise", Method::GET, &url, auth)
                     .await
