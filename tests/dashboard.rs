@@ -98,11 +98,59 @@ async fn the_page_and_events_respect_the_admin_token() {
             .unwrap();
         assert_eq!(res.status(), 401, "{path}");
     }
-    let res = reqwest::get(format!("{}/?token=dashboard-token-0123", app.admin_base))
+    // Opened with ?token=, the page moves the token into a cookie and sends the browser back
+    // without it (out of the address bar and the history); the cookie then opens the page and
+    // its event stream.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = http
+        .get(format!(
+            "{}/?token=dashboard-token-0123&snapshot=1",
+            app.admin_base
+        ))
+        .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 200);
-    assert!(res.text().await.unwrap().contains("<title>hookrace"));
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "./?snapshot=1");
+    let cookie = res.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.starts_with("hookrace_token=dashboard-token-0123;") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let jar = cookie.split(';').next().unwrap().to_string();
+    let page = http
+        .get(format!("{}/?snapshot=1", app.admin_base))
+        .header("Cookie", &jar)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    // Every admin answer carries the security headers.
+    for (name, value) in [
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+        ("x-frame-options", "DENY"),
+    ] {
+        assert_eq!(page.headers()[name], value, "{name}");
+    }
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert!(page.text().await.unwrap().contains("<title>hookrace"));
+    let stream = http
+        .get(format!("{}/events", app.admin_base))
+        .header("Cookie", &jar)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200, "the cookie opens the stream");
+    drop(stream);
     let (_, events) = read_events(
         &format!("{}/events?token=dashboard-token-0123", app.admin_base),
         2,

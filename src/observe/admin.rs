@@ -58,9 +58,42 @@ pub fn routes(
         .and(warp::get())
         .and(with_state.clone())
         .map(|s: Arc<AdminState>| metrics(&s));
+    // Opened with `?token=`: the token moves into a cookie and the browser comes back without
+    // it, so it stays out of the address bar, the history and any Referer.
     let dashboard = warp::path::end()
         .and(warp::get())
-        .map(|| warp::reply::html(super::dashboard::PAGE).into_response());
+        .and(
+            warp::query::<HashMap<String, String>>()
+                .or(warp::any().map(HashMap::new))
+                .unify(),
+        )
+        .and(with_state.clone())
+        .map(
+            |q: HashMap<String, String>, s: Arc<AdminState>| match (q.get("token"), &s.token) {
+                (Some(given), Some(_)) => {
+                    let rest: Vec<(&String, &String)> =
+                        q.iter().filter(|(k, _)| *k != "token").collect();
+                    let location = match serde_urlencoded::to_string(&rest) {
+                        Ok(query) if !query.is_empty() => format!("./?{query}"),
+                        _ => "./".to_string(),
+                    };
+                    let cookie = format!(
+                        "{TOKEN_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
+                        percent_encode(given)
+                    );
+                    let mut r = warp::reply::with_status("", StatusCode::SEE_OTHER).into_response();
+                    if let (Ok(location), Ok(cookie)) = (
+                        warp::http::HeaderValue::from_str(&location),
+                        warp::http::HeaderValue::from_str(&cookie),
+                    ) {
+                        r.headers_mut().insert(header::LOCATION, location);
+                        r.headers_mut().insert(header::SET_COOKIE, cookie);
+                    }
+                    r
+                }
+                _ => warp::reply::html(super::dashboard::PAGE).into_response(),
+            },
+        );
     let events = warp::path!("events")
         .and(warp::get())
         .and(with_state.clone())
@@ -96,6 +129,7 @@ pub fn routes(
                 .or(warp::any().map(HashMap::new))
                 .unify(),
         )
+        .and(warp::cookie::optional::<String>(TOKEN_COOKIE))
         .and(warp::header::optional::<String>(header::HOST.as_str()))
         .and(warp::header::optional::<String>(header::ORIGIN.as_str()))
         .and(warp::method())
@@ -103,6 +137,7 @@ pub fn routes(
         .and_then(
             |auth: Option<String>,
              q: HashMap<String, String>,
+             cookie: Option<String>,
              host: Option<String>,
              origin: Option<String>,
              method: warp::http::Method,
@@ -123,7 +158,9 @@ pub fn routes(
                     }
                 }
                 let from_query = q.get("token").map(|t| format!("Bearer {t}"));
-                match authorize(s.token.as_ref(), auth.as_deref().or(from_query.as_deref())) {
+                let from_cookie = cookie.map(|c| format!("Bearer {}", percent_decode(&c)));
+                let given = auth.or(from_query).or(from_cookie);
+                match authorize(s.token.as_ref(), given.as_deref()) {
                     Ok(()) => Ok(()),
                     Err(()) => Err(warp::reject::custom(Unauthorized)),
                 }
@@ -148,6 +185,70 @@ pub fn routes(
         )
         .recover(|r: warp::Rejection| async move { Ok::<_, Infallible>(rejection(r)) })
         .unify()
+        .map(with_security_headers)
+}
+
+/// The cookie that carries the admin token for the dashboard in a browser.
+const TOKEN_COOKIE: &str = "hookrace_token";
+
+fn percent_encode(s: &str) -> String {
+    serde_urlencoded::to_string([("", s)])
+        .map(|q| q.trim_start_matches('=').to_string())
+        .unwrap_or_default()
+}
+
+fn percent_decode(s: &str) -> String {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(&format!("={s}"))
+        .ok()
+        .and_then(|v| v.into_iter().next().map(|(_, v)| v))
+        .unwrap_or_default()
+}
+
+/// The Content-Security-Policy of every admin answer: nothing but the dashboard's own inline
+/// script and style (by hash), its event stream, and never inside a frame.
+fn content_security_policy() -> &'static str {
+    static POLICY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    POLICY.get_or_init(|| {
+        use base64::Engine;
+        use sha2::Digest;
+        let page = super::dashboard::PAGE;
+        let inline = |open: &str, close: &str| {
+            let start = page.find(open).map(|i| i + open.len()).unwrap_or(0);
+            let end = page[start..].find(close).map_or(start, |i| start + i);
+            let digest = sha2::Sha256::digest(page[start..end].as_bytes());
+            format!(
+                "'sha256-{}'",
+                base64::engine::general_purpose::STANDARD.encode(digest)
+            )
+        };
+        format!(
+            "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src 'self' data:; \
+             frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+            inline("<script>", "</script>"),
+            inline("<style>", "</style>")
+        )
+    })
+}
+
+/// Adds the headers every admin answer carries: a strict CSP, no sniffing, no framing, no
+/// referrer, and no caching (status documents and tokens must not linger in caches).
+fn with_security_headers(mut r: Response) -> Response {
+    use warp::http::HeaderValue;
+    let h = r.headers_mut();
+    if let Ok(csp) = HeaderValue::from_str(content_security_policy()) {
+        h.insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 #[derive(Debug)]

@@ -265,6 +265,8 @@ pub(super) fn page(r: &Report) -> String {
     let mut out = String::new();
     out.push_str(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; \
+         style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'\">\
          <title>hookrace: webhooks versus polling</title><style>\
          body{font-family:sans-serif;margin:2em auto;max-width:1000px;color:#222}\
          table{border-collapse:collapse;margin:1em 0}td,th{padding:.25em .8em;border-bottom:1px solid #ddd}\
