@@ -215,7 +215,7 @@ fn content_security_policy() -> &'static str {
         let inline = |open: &str, close: &str| {
             let start = page.find(open).map(|i| i + open.len()).unwrap_or(0);
             let end = page[start..].find(close).map_or(start, |i| start + i);
-            let digest = sha2::Sha256::digest(page[start..end].as_bytes());
+            let digest = sha2::Sha256::digest(&page.as_bytes()[start..end]);
             format!(
                 "'sha256-{}'",
                 base64::engine::general_purpose::STANDARD.encode(digest)
