@@ -14,6 +14,8 @@ for path in ./usr/bin/hookrace ./lib/systemd/system/hookrace.service ./etc/hookr
   grep -q " $path\$" <<<"$CONTENTS" || fail "missing $path"
 done
 grep -Eq -- "^-rwxr-xr-x (root/root|0/0) .* ./usr/bin/hookrace$" <<<"$CONTENTS" || fail "the binary is not 0755, owned by root"
+grep -Eq -- "^-rw-r----- (root/root|0/0) .* ./etc/hookrace/config.toml$" <<<"$CONTENTS" \
+  || fail "the configuration is not 0640, owned by root"
 grep -q "^ Package: hookrace$" <<<"$INFO" || fail "no package name"
 grep -q "^ Depends: .*libc6" <<<"$INFO" || fail "no libc dependency"
 # The conffile is declared, so apt keeps an operator's edits on upgrade.

@@ -48,7 +48,10 @@ fn main() -> ExitCode {
             exit(hookrace::apps::whatif::run(&args, &mut out).map(|_| ()))
         }
         Command::CheckConfig { config } => match located(config.as_deref()) {
-            Ok(_) => {
+            Ok(cfg) => {
+                for w in &cfg.warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!("configuration is valid");
                 ExitCode::SUCCESS
             }

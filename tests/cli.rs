@@ -389,3 +389,88 @@ fn a_store_of_another_user_is_left_to_the_daemon() {
         "the command wrote into another user's store"
     );
 }
+
+/// A secret others may read is named by `check-config` (still valid: a warning): the
+/// configuration file when it holds one inline, and a secret file beside it. The ntfy token and
+/// users' access tokens have environment and credential forms, so no secret need sit in the
+/// configuration file; a sink over plain HTTP to another host is warned about; absurd notify
+/// ceilings are refused. Before the fix all of this was accepted without a word.
+#[test]
+fn check_config_names_secrets_others_can_read_and_refuses_absurd_ceilings() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let write = |text: &str, mode: u32| {
+        std::fs::write(&config, text).unwrap();
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let check = || {
+        let out = bare(dir.path())
+            .args(["check-config", "-c"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let store = format!(
+        "[simulator]\nenabled = true\n[store]\npath = {:?}\n",
+        dir.path().join("data")
+    );
+    // A token inline in a world-readable file.
+    write(
+        &format!(
+            "{store}[[notify]]\nkind = \"ntfy\"\nurl = \"http://ntfy.example.org/t\"\ntoken = \"tk_inline\"\n"
+        ),
+        0o644,
+    );
+    let (code, err) = check();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("holds a secret and is readable by others (mode 644)"),
+        "{err}"
+    );
+    assert!(err.contains("over plain HTTP"), "{err}");
+    assert!(!err.contains("tk_inline"), "{err}");
+    // The same token from a credential file beside the configuration, which is then secret-free.
+    write(
+        &format!(
+            "{store}[[notify]]\nkind = \"ntfy\"\nurl = \"https://ntfy.example.org/t\"\n[[users]]\nuser_id = 475\n"
+        ),
+        0o644,
+    );
+    std::fs::write(dir.path().join("notify_ntfy_token"), "tk_file\n").unwrap();
+    let (code, err) = check();
+    assert_eq!(code, Some(64), "the user's token is missing: {err}");
+    assert!(err.contains("HOOKRACE_USER_475_TOKEN"), "{err}");
+    std::fs::write(dir.path().join("user_475_token"), "token-of-475\n").unwrap();
+    let (code, err) = check();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("user_475_token is readable by others"),
+        "{err}"
+    );
+    assert!(!err.contains("holds a secret"), "{err}");
+    for f in ["user_475_token", "notify_ntfy_token"] {
+        let p = dir.path().join(f);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let (code, err) = check();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    // Ceilings.
+    write(
+        &format!(
+            "{store}[[notify]]\nkind = \"exec\"\ncommand = [\"/bin/true\"]\ntimeout = \"100000h\"\ngive_up_after = \"1s\"\n"
+        ),
+        0o600,
+    );
+    let (code, err) = check();
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("timeout") && err.contains("give_up_after"),
+        "{err}"
+    );
+}

@@ -152,6 +152,9 @@ pub async fn start_with_seed(
     seed: Option<u64>,
 ) -> anyhow::Result<Running> {
     let store = Arc::new(open_store(&config.store.path).await?);
+    for w in &config.warnings {
+        tracing::warn!("configuration: {w}");
+    }
     let runtime = Arc::new(RwLock::new(Runtime {
         started_at: Utc::now(),
         poll_enabled: config.poller.enabled,

@@ -75,6 +75,9 @@ pub struct Config {
     pub simulator: SimulatorConfig,
     /// Where hookrace tells your app about each new entity (`[[notify]]`), in file order.
     pub notify: Vec<NotifyConfig>,
+    /// What is valid but unwise (a secret others may read, a sink over plain HTTP): said by
+    /// `check-config` and logged at start.
+    pub warnings: Vec<String>,
 }
 
 /// The public listener Polar posts deliveries to.
@@ -360,14 +363,86 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     });
-    parse(&text, &source, &|name| {
+    let mut cfg = parse(&text, &source, &|name| {
         std::env::var(name).ok().or_else(|| {
             // Outside systemd, the configuration's own directory plays the credentials directory.
             (name == "CREDENTIALS_DIRECTORY")
                 .then(|| beside.as_ref().map(|d| d.display().to_string()))
                 .flatten()
         })
-    })
+    })?;
+    if let Some(p) = path {
+        cfg.warnings
+            .extend(exposed_secrets(p, &text, beside.as_deref()));
+    }
+    Ok(cfg)
+}
+
+/// Secrets that others on the machine may read: the configuration file, when it holds a secret
+/// itself, and the secret files beside it (the credentials the unit hands over), when their mode
+/// lets the group or the world read them.
+fn exposed_secrets(config: &Path, text: &str, beside: Option<&Path>) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let loose = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o777)
+            .filter(|mode| mode & 0o044 != 0)
+    };
+    let mut warnings = Vec::new();
+    let holds_secret = toml::from_str::<toml::Table>(text)
+        .map(|t| holds_secret(&toml::Value::Table(t)))
+        .unwrap_or(false);
+    if holds_secret {
+        if let Some(mode) = loose(config) {
+            warnings.push(format!(
+                "{} holds a secret and is readable by others (mode {mode:o}): chmod 600 it, or \
+                 move the secret into a file of its own (see docs/deploy.md)",
+                config.display()
+            ));
+        }
+    }
+    let credentials = std::fs::read_dir(beside.unwrap_or(Path::new(".")))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(is_credential_name)
+        });
+    for file in credentials {
+        if let Some(mode) = loose(&file) {
+            warnings.push(format!(
+                "the secret file {} is readable by others (mode {mode:o}): chmod 600 it",
+                file.display()
+            ));
+        }
+    }
+    warnings
+}
+
+/// Whether a configuration value holds a secret inline (a key named like one, with a value).
+fn holds_secret(v: &toml::Value) -> bool {
+    match v {
+        toml::Value::Table(t) => t.iter().any(|(k, v)| {
+            let secret_key = matches!(
+                k.as_str(),
+                "client_secret" | "webhook_secret" | "token" | "secret" | "access_token"
+            );
+            (secret_key && !matches!(v, toml::Value::String(s) if s.is_empty())) || holds_secret(v)
+        }),
+        toml::Value::Array(a) => a.iter().any(holds_secret),
+        _ => false,
+    }
+}
+
+/// The names of the credential files hookrace reads beside its configuration.
+fn is_credential_name(name: &str) -> bool {
+    matches!(name, "client_secret" | "webhook_secret" | "admin_token")
+        || (name.starts_with("notify_") && (name.ends_with("_secret") || name.ends_with("_token")))
+        || (name.starts_with("user_") && name.ends_with("_token"))
 }
 
 /// Parses and validates configuration text; `env` looks up environment variables (tests pass their own).
@@ -390,9 +465,39 @@ pub fn parse(
         .map(|k| format!("unknown key `{k}`"))
         .collect();
     match raw.validate(env, &mut problems) {
-        Some(cfg) if problems.is_empty() => Ok(cfg),
+        Some(mut cfg) if problems.is_empty() => {
+            cfg.warnings = plain_http_sinks(&cfg);
+            Ok(cfg)
+        }
         _ => Err(fail(problems)),
     }
+}
+
+/// Sinks that send events (and their signatures or tokens) over plain HTTP beyond this machine.
+fn plain_http_sinks(cfg: &Config) -> Vec<String> {
+    cfg.notify
+        .iter()
+        .filter_map(|n| match &n.kind {
+            NotifyKind::Webhook { url, .. } | NotifyKind::Ntfy { url, .. } => {
+                let u = reqwest::Url::parse(url).ok()?;
+                let host = u.host_str().unwrap_or("").trim_matches(['[', ']']);
+                let local = host == "localhost"
+                    || host.ends_with(".localhost")
+                    || host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback());
+                (u.scheme() == "http" && !local).then(|| {
+                    format!(
+                        "the notify sink {:?} sends to {} over plain HTTP: anyone on the way reads \
+                         the events (use https)",
+                        n.name,
+                        crate::http::redacted(url)
+                    )
+                })
+            }
+            NotifyKind::Exec { .. } => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -96,7 +96,8 @@ impl Default for RawAccessLink {
 #[derive(Deserialize)]
 struct RawUser {
     user_id: i64,
-    access_token: Secret,
+    /// Or from `HOOKRACE_USER_<ID>_TOKEN` (its `_FILE`, or the credential `user_<id>_token`).
+    access_token: Option<Secret>,
 }
 
 #[derive(Deserialize)]
@@ -230,7 +231,7 @@ impl RawConfig {
         let accesslink = self
             .accesslink
             .validate(env, self.simulator.enabled, problems);
-        let users = validate_users(self.users, problems);
+        let users = validate_users(self.users, env, problems);
         let poller = self.poller.validate(problems);
         let store = self.store.validate(problems);
         let simulator = self.simulator.validate(problems);
@@ -244,6 +245,7 @@ impl RawConfig {
             store: store?,
             simulator: simulator?,
             notify,
+            warnings: Vec::new(),
         })
     }
 }
@@ -418,26 +420,48 @@ impl RawAccessLink {
 }
 
 /// The users whose tokens are known up front: each valid one, once.
-fn validate_users(raw: Vec<RawUser>, problems: &mut Vec<String>) -> Vec<UserConfig> {
+fn validate_users(
+    raw: Vec<RawUser>,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<String>,
+) -> Vec<UserConfig> {
     let mut users: Vec<UserConfig> = Vec::new();
     for (i, u) in raw.into_iter().enumerate() {
-        if u.user_id <= 0 {
+        let access_token = u.access_token.or_else(|| {
+            (u.user_id > 0)
+                .then(|| {
+                    secret_from_env(
+                        env,
+                        &format!("HOOKRACE_USER_{}_TOKEN", u.user_id),
+                        &format!("user_{}_token", u.user_id),
+                        problems,
+                    )
+                })
+                .flatten()
+        });
+        let Some(access_token) = access_token else {
             problems.push(format!(
-                "`users[{i}].user_id` = {} must be a positive integer",
+                "`users[{i}].access_token` is missing: give it here, in HOOKRACE_USER_{0}_TOKEN \
+                 (or its _FILE), or as the credential `user_{0}_token`",
                 u.user_id
             ));
+            continue;
+        };
+        let u = UserConfig {
+            user_id: u.user_id.max(0) as u64,
+            access_token,
+        };
+        if u.user_id == 0 {
+            problems.push(format!("`users[{i}].user_id` must be a positive integer"));
         } else if u.access_token.expose().trim().is_empty() {
             problems.push(format!("`users[{i}].access_token` is empty"));
-        } else if users.iter().any(|x| x.user_id == u.user_id as u64) {
+        } else if users.iter().any(|x| x.user_id == u.user_id) {
             problems.push(format!(
                 "`users[{i}].user_id` = {} appears twice",
                 u.user_id
             ));
         } else {
-            users.push(UserConfig {
-                user_id: u.user_id as u64,
-                access_token: u.access_token,
-            });
+            users.push(u);
         }
     }
     users
@@ -588,7 +612,7 @@ fn valid_cron(expr: &str) -> Result<(), String> {
 /// systemd, `config::load` passes the configuration file's directory in its place), so a
 /// secret need not sit in the configuration file or in a plain environment variable. A trailing
 /// newline is not part of the secret.
-fn secret_from_env(
+pub(super) fn secret_from_env(
     env: &dyn Fn(&str) -> Option<String>,
     var: &str,
     credential: &str,

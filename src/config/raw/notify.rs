@@ -30,6 +30,11 @@ enum OneOrMany {
     Many(Vec<Secret>),
 }
 
+/// The longest one attempt of a sink may take.
+const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+/// The longest a sink's event is retried before it is parked.
+const MAX_GIVE_UP_AFTER: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
 /// The sinks, each checked, under unique names.
 pub(super) fn validate_notify(
     raw: Vec<RawNotify>,
@@ -181,9 +186,19 @@ impl RawNotify {
                 unused("command", self.command.is_some(), problems);
                 unused("env", self.env.is_some(), problems);
                 unused("secret", self.secret.is_some(), problems);
+                // Or from HOOKRACE_NOTIFY_<NAME>_TOKEN (its _FILE, the credential
+                // `notify_<name>_token`): a token need not sit in the configuration file.
+                let token = self.token.or_else(|| {
+                    let var = format!(
+                        "HOOKRACE_NOTIFY_{}_TOKEN",
+                        name.to_ascii_uppercase().replace('-', "_")
+                    );
+                    let credential = format!("notify_{}_token", name.replace('-', "_"));
+                    secret_from_env(env, &var, &credential, problems)
+                });
                 NotifyKind::Ntfy {
                     url: url(problems)?,
-                    token: self.token,
+                    token,
                 }
             }
             other => {
@@ -222,6 +237,25 @@ impl RawNotify {
             self.give_up_after.as_deref().unwrap_or("24h"),
             problems,
         );
+        // Ceilings: one attempt is minutes at most, and retrying stops within a month and after
+        // at least one attempt's time.
+        if let Some(t) = timeout.filter(|t| *t > MAX_TIMEOUT || t.is_zero()) {
+            problems.push(format!(
+                "`{field}.timeout` = {} must be between 1 ms and {}",
+                humantime::format_duration(t),
+                humantime::format_duration(MAX_TIMEOUT)
+            ));
+        }
+        if let (Some(t), Some(g)) = (timeout, give_up_after) {
+            if g < t || g > MAX_GIVE_UP_AFTER {
+                problems.push(format!(
+                    "`{field}.give_up_after` = {} must be at least the timeout ({}) and at most {}",
+                    humantime::format_duration(g),
+                    humantime::format_duration(t),
+                    humantime::format_duration(MAX_GIVE_UP_AFTER)
+                ));
+            }
+        }
         Some(NotifyConfig {
             name,
             kind,
