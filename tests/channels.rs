@@ -814,3 +814,34 @@ async fn a_polled_id_that_is_a_path_is_neither_followed_nor_stored() {
     assert_eq!(s["entities"]["total"], 1, "{s}");
     app.stop().await;
 }
+
+/// The fetch backlog shows in `/status` and `/metrics` (before, only as the difference of two
+/// counters): how many fetches wait, and how long the first has been due.
+#[tokio::test]
+async fn the_fetch_backlog_is_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path(), 1).await;
+    let user = app.first_user().await;
+    let s = app.status().await;
+    assert_eq!(s["webhook"]["fetch_backlog"]["jobs"], 0, "{s}");
+    // Every fetch fails for now: the jobs wait, retrying.
+    app.faults(json!({"fail_next": {"get_exercise": 1000}}))
+        .await;
+    app.inject(user, "EXERCISE").await;
+    app.inject(user, "EXERCISE").await;
+    let s = app
+        .status_until("two fetches waiting", |s| {
+            s["webhook"]["fetch_backlog"]["jobs"] == 2
+        })
+        .await;
+    assert!(
+        s["webhook"]["fetch_backlog"]["oldest_due_seconds"].is_number(),
+        "{s}"
+    );
+    let metrics = app.admin_text("/metrics").await;
+    assert!(
+        metrics.contains("hookrace_fetch_backlog_jobs 2"),
+        "{metrics}"
+    );
+    app.stop().await;
+}

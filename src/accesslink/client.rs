@@ -357,6 +357,12 @@ impl Client {
         };
         let mut attempt = 0;
         loop {
+            if self.shutdown.is_cancelled() {
+                return Err(ApiError::ShuttingDown {
+                    method,
+                    url: url.to_string(),
+                });
+            }
             self.wait_for_window(&method, url).await?;
             let mut req = self
                 .http
@@ -381,7 +387,15 @@ impl Client {
                     .body(Vec::<u8>::new()),
                 None => req,
             };
-            let err = match req.send().await {
+            // The request itself ends at shutdown too (an upstream that holds it open would
+            // otherwise hold the stop up to the timeout).
+            let sent = tokio::select! {
+                sent = req.send() => sent,
+                _ = self.shutdown.cancelled() => {
+                    return Err(ApiError::ShuttingDown { method, url: url.to_string() });
+                }
+            };
+            let err = match sent {
                 Err(e) => {
                     observe(Outcome::Error);
                     ApiError::Transport {

@@ -328,6 +328,16 @@ fn families<'a>(
             samples: Samples::Histogram(vec![(vec![], &summary.webhook_lead)], LEAD_BUCKETS),
         },
         gauge(
+            "hookrace_fetch_backlog_jobs",
+            "Webhook fetches still to do (due now or retrying later).",
+            vec![(vec![], w.fetch_backlog.jobs as f64)],
+        ),
+        gauge(
+            "hookrace_fetch_backlog_oldest_due_seconds",
+            "How long the webhook fetch due first has been due (0 when none is).",
+            vec![(vec![], w.fetch_backlog.oldest_due_seconds)],
+        ),
+        gauge(
             "hookrace_listener_connections",
             "Open connections on each listener.",
             listeners(doc, |l| l.open_connections as f64),

@@ -163,11 +163,21 @@ pub struct WebhookStatus {
     pub fetches: Fetches,
     /// HTTP requests made to fetch webhook data (retries included).
     pub fetch_requests: u64,
+    /// Fetches still to do: how many, and how long the first has been due (a backlog that
+    /// grows means AccessLink's rate limit lets hookrace fetch less than is announced).
+    #[serde(default)]
+    pub fetch_backlog: FetchBacklogStatus,
     pub latency_ms: LatencyStats,
     pub last_delivery_at: Option<DateTime<Utc>>,
     /// What the webhook watch found at AccessLink.
     #[serde(default)]
     pub health: WebhookHealth,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct FetchBacklogStatus {
+    pub jobs: u64,
+    pub oldest_due_seconds: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -328,6 +338,13 @@ pub fn build(store: &Store, rt: &Runtime) -> anyhow::Result<StatusDoc> {
                 failed: fetches_failed,
             },
             fetch_requests: get(counter::WEBHOOK_FETCH_REQUESTS),
+            fetch_backlog: {
+                let b = store.fetch_backlog();
+                FetchBacklogStatus {
+                    jobs: b.jobs as u64,
+                    oldest_due_seconds: b.oldest_due_seconds,
+                }
+            },
             latency_ms: summary.webhook_latency.stats(),
             last_delivery_at: store.last_delivery_at(),
             health: rt.webhook_health.clone(),

@@ -61,6 +61,21 @@ impl FetchQueue {
     fn is_empty(&self) -> bool {
         self.lock().due.is_empty()
     }
+
+    /// How many jobs wait, and the earliest due time among them.
+    fn backlog(&self) -> (usize, Option<i64>) {
+        let q = self.lock();
+        (q.due.len(), q.by_due.first().map(|(ms, _)| *ms))
+    }
+}
+
+/// The webhook fetches still to do, for `/status` and `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FetchBacklog {
+    /// Jobs waiting (due now or retrying later).
+    pub jobs: usize,
+    /// How long the job due first has been due (0 when none is due yet).
+    pub oldest_due_seconds: f64,
 }
 
 impl Store {
@@ -108,6 +123,16 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// The fetch backlog now: its size and how long its first job has been due.
+    pub fn fetch_backlog(&self) -> FetchBacklog {
+        let (jobs, first) = self.fetch_queue.backlog();
+        let now = Utc::now().timestamp_millis();
+        FetchBacklog {
+            jobs,
+            oldest_due_seconds: first.map_or(0.0, |ms| (now - ms).max(0) as f64 / 1000.0),
+        }
     }
 
     /// Whether no fetch is pending.

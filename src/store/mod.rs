@@ -40,7 +40,7 @@ use crate::accesslink::identity::{EntityKey, EventType, UserId};
 use crate::accesslink::payload::Delivery;
 use crate::race::{Entity, EntityTimes, FetchState, LiveSummary, SavedSummary, Summary};
 use fetch_queue::FetchQueue;
-pub use fetch_queue::Loaded;
+pub use fetch_queue::{FetchBacklog, Loaded};
 
 mod commit;
 mod error;
