@@ -133,12 +133,13 @@ pub async fn start(
 }
 
 /// Opens the store, waiting a moment while it is still held (see [`Store::open_waiting`]).
-async fn open_store(path: &std::path::Path) -> anyhow::Result<Store> {
-    let path = path.to_path_buf();
-    let opened =
-        tokio::task::spawn_blocking(move || Store::open_waiting(&path, Duration::from_secs(3)))
-            .await
-            .context("opening the store")?;
+async fn open_store(config: &crate::config::StoreConfig) -> anyhow::Result<Store> {
+    let (path, cache) = (config.path.clone(), config.cache_bytes);
+    let opened = tokio::task::spawn_blocking(move || {
+        Store::open_waiting(&path, Duration::from_secs(3), cache)
+    })
+    .await
+    .context("opening the store")?;
     Ok(opened?)
 }
 
@@ -151,7 +152,7 @@ pub async fn start_with_seed(
     shutdown: CancellationToken,
     seed: Option<u64>,
 ) -> anyhow::Result<Running> {
-    let store = Arc::new(open_store(&config.store.path).await?);
+    let store = Arc::new(open_store(&config.store).await?);
     for w in &config.warnings {
         tracing::warn!("configuration: {w}");
     }

@@ -182,6 +182,9 @@ pub enum PollMode {
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub path: PathBuf,
+    /// sled's page cache (`store.cache_mb`, default 64 MiB): with the fetch backlog's bounded
+    /// window, what keeps hookrace's resident memory flat however many entities arrive.
+    pub cache_bytes: u64,
 }
 
 /// The embedded simulator `run` may start.

@@ -127,11 +127,13 @@ impl Default for RawPoller {
 #[serde(default)]
 struct RawStore {
     path: String,
+    cache_mb: i64,
 }
 impl Default for RawStore {
     fn default() -> Self {
         RawStore {
             path: "./hookrace-data".into(),
+            cache_mb: 64,
         }
     }
 }
@@ -549,8 +551,16 @@ impl RawStore {
             problems.push("`store.path` is empty".into());
             return None;
         }
+        if !(8..=4096).contains(&self.cache_mb) {
+            problems.push(format!(
+                "`store.cache_mb` = {} must be between 8 and 4096 (MiB of sled's page cache)",
+                self.cache_mb
+            ));
+            return None;
+        }
         Some(StoreConfig {
             path: PathBuf::from(self.path),
+            cache_bytes: u64::try_from(self.cache_mb).unwrap_or(64) * 1024 * 1024,
         })
     }
 }

@@ -176,7 +176,11 @@ pub struct WebhookStatus {
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct FetchBacklogStatus {
+    /// Jobs waiting, up to the 10,000 held in memory.
     pub jobs: u64,
+    /// More than that wait in the records (read back when those are done).
+    #[serde(default)]
+    pub more_in_records: bool,
     pub oldest_due_seconds: f64,
 }
 
@@ -342,6 +346,7 @@ pub fn build(store: &Store, rt: &Runtime) -> anyhow::Result<StatusDoc> {
                 let b = store.fetch_backlog();
                 FetchBacklogStatus {
                     jobs: b.jobs as u64,
+                    more_in_records: b.more_in_records,
                     oldest_due_seconds: b.oldest_due_seconds,
                 }
             },

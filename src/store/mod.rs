@@ -105,6 +105,9 @@ pub mod counter {
     ];
 }
 
+/// sled's page cache unless configured (`store.cache_mb`).
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 const META_CREATED_AT: &str = "created_at";
 const META_LAST_DELIVERY_AT: &str = "webhook.last_delivery_at";
 const META_WEBHOOK_SECRET: &str = "webhook.signature_secret_key";
@@ -298,7 +301,12 @@ fn be_u64(bytes: &[u8]) -> u64 {
 impl Store {
     /// Opens (or creates) the store at `path`; [`OpenError::InUse`] when another process has it.
     pub fn open(path: &Path) -> Result<Store, OpenError> {
-        Self::open_exclusive(path).map_err(|e| OpenError::classify(path, e))
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Store::open`] with sled's page cache of `cache_bytes` (`store.cache_mb`).
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Store, OpenError> {
+        Self::open_exclusive(path, cache_bytes).map_err(|e| OpenError::classify(path, e))
     }
 
     /// Opens the store at `path` only if it exists, for a command that only reads: a missing
@@ -316,10 +324,14 @@ impl Store {
     /// [`Store::open`], trying again for up to `wait` while the store is held (blocking). sled
     /// releases its lock when its flusher thread ends, a moment after the last handle is dropped:
     /// a store closed a moment ago in this process (a restarted daemon, a test) can still be held.
-    pub fn open_waiting(path: &Path, wait: std::time::Duration) -> Result<Store, OpenError> {
+    pub fn open_waiting(
+        path: &Path,
+        wait: std::time::Duration,
+        cache_bytes: u64,
+    ) -> Result<Store, OpenError> {
         let deadline = std::time::Instant::now() + wait;
         loop {
-            match Store::open(path) {
+            match Store::open_with_cache(path, cache_bytes) {
                 Err(OpenError::InUse { .. }) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
@@ -328,17 +340,18 @@ impl Store {
         }
     }
 
-    fn open_exclusive(path: &Path) -> anyhow::Result<Store> {
+    fn open_exclusive(path: &Path, cache_bytes: u64) -> anyhow::Result<Store> {
         std::fs::create_dir_all(path)
             .with_context(|| format!("creating the store directory {}", path.display()))?;
         // The store holds access tokens and the webhook secret: only its owner may enter it,
         // whatever the umask (systemd's StateDirectory sets 0700 too; a manual run may not).
         restrict(path)?;
         // sled's default page cache is 1 GB; reading a large store through it (a report on a
-        // million entities) would keep most of that resident. 64 MB holds the working set.
+        // million entities) would keep most of that resident. 64 MB holds the working set; the
+        // daemon takes `store.cache_mb`.
         let db = sled::Config::new()
             .path(path)
-            .cache_capacity(64 * 1024 * 1024)
+            .cache_capacity(cache_bytes)
             .flush_every_ms(Some(500))
             .open()
             .with_context(|| format!("opening the sled store at {}", path.display()))?;

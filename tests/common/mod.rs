@@ -41,8 +41,12 @@ pub fn config_from(config: serde_json::Value) -> Config {
 
 /// Opens the store a daemon in this process has just stopped on.
 pub fn reopen_store(path: &Path) -> hookrace::store::Store {
-    hookrace::store::Store::open_waiting(path, std::time::Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()))
+    hookrace::store::Store::open_waiting(
+        path,
+        std::time::Duration::from_secs(5),
+        hookrace::store::DEFAULT_CACHE_BYTES,
+    )
+    .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()))
 }
 
 /// The two listeners on free loopback ports.
