@@ -1783,3 +1783,19 @@ async fn every_operation_the_simulator_serves_answers_in_its_fixtures_shape() {
         );
     }
 }
+
+/// `PUT /sim/faults` changes the fields it is given and keeps the others, as docs/simulator.md
+/// says every field is optional (before, an omitted field was reset to its default); an
+/// unknown field is refused.
+#[tokio::test]
+async fn putting_faults_changes_only_the_fields_given() {
+    let p = quiet(0).await;
+    let put = |body: Value| p.http.put(p.url("/sim/faults")).json(&body).send();
+    assert_eq!(put(json!({"drop_rate": 0.5})).await.unwrap().status(), 200);
+    let res = put(json!({"duplicate_rate": 0.25})).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let faults: Value = res.json().await.unwrap();
+    assert_eq!(faults["drop_rate"], 0.5, "{faults}");
+    assert_eq!(faults["duplicate_rate"], 0.25, "{faults}");
+    assert_eq!(put(json!({"drop_rat": 1.0})).await.unwrap().status(), 400);
+}

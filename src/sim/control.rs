@@ -26,12 +26,7 @@ impl Sim {
             ["users", id, "revoke"] if *m == Method::POST => self.control_revoke(id),
             ["inject"] if *m == Method::POST => self.control_inject(&req.body),
             ["faults"] if *m == Method::GET => self.control_faults(None),
-            ["faults"] if *m == Method::PUT => match serde_json::from_slice::<Faults>(&req.body) {
-                Ok(f) => self.control_faults(Some(f)),
-                Err(e) => {
-                    SimResponse::text(StatusCode::BAD_REQUEST, format!("faults not valid: {e}\n"))
-                }
-            },
+            ["faults"] if *m == Method::PUT => self.control_put_faults(&req.body),
             ["truth"] if *m == Method::GET => self.control_truth(),
             _ => SimResponse::text(
                 StatusCode::NOT_FOUND,
@@ -133,6 +128,30 @@ impl Sim {
                 serde_json::to_value(e).unwrap_or(Value::Null),
             ),
             None => SimResponse::text(StatusCode::NOT_FOUND, "no such registered user\n"),
+        }
+    }
+
+    /// `PUT /sim/faults`: the fields given replace those in force; every other field keeps its
+    /// value (each is optional, as docs/simulator.md says).
+    fn control_put_faults(&self, body: &[u8]) -> SimResponse {
+        let bad = |e: String| {
+            SimResponse::text(StatusCode::BAD_REQUEST, format!("faults not valid: {e}\n"))
+        };
+        let patch: serde_json::Map<String, Value> = match serde_json::from_slice(body) {
+            Ok(p) => p,
+            Err(e) => return bad(format!("{e} (send a JSON object of the fields to change)")),
+        };
+        let merged = {
+            let s = self.lock();
+            let mut current = serde_json::to_value(&s.settings.faults).unwrap_or(json!({}));
+            for (k, v) in patch {
+                current[k] = v;
+            }
+            current
+        };
+        match serde_json::from_value::<Faults>(merged) {
+            Ok(f) => self.control_faults(Some(f)),
+            Err(e) => bad(e.to_string()),
         }
     }
 
