@@ -91,7 +91,8 @@ pub struct WebhookConfig {
     /// How long a client may take to send a body; slower gets 408. Also how long a connection
     /// may take to send a request's headers, and stay idle between requests, before it is closed.
     pub body_timeout: Duration,
-    /// Open connections at most; beyond it new ones wait (and `/healthz` fails).
+    /// Open connections at most; beyond it new ones wait (load, shown in `/status`; liveness is
+    /// left alone).
     pub max_connections: usize,
     /// The public URL Polar posts to (as registered): the webhook watch checks the webhook
     /// points there. `None`: only that it exists and is active.
