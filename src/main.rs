@@ -44,6 +44,10 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Command::Whatif(args) => {
+            if let Some(problem) = hookrace::apps::whatif::invalid(&args) {
+                eprintln!("hookrace whatif: {problem}");
+                return ExitCode::from(EXIT_USAGE as u8);
+            }
             let mut out = std::io::stdout();
             exit(hookrace::apps::whatif::run(&args, &mut out).map(|_| ()))
         }

@@ -474,3 +474,20 @@ fn check_config_names_secrets_others_can_read_and_refuses_absurd_ceilings() {
         "{err}"
     );
 }
+
+/// A what-if question that cannot be asked is a usage error (64), as every other bad argument
+/// is; it exited 1 before.
+#[test]
+fn whatif_with_no_users_is_a_usage_error() {
+    for args in [
+        &["whatif", "--users", "0"][..],
+        &["whatif", "--drop-rate", "2"][..],
+    ] {
+        let out = hookrace().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("must be"),
+            "{out:?}"
+        );
+    }
+}

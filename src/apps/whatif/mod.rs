@@ -66,29 +66,40 @@ pub struct WhatIf {
     pub rows: Vec<Row>,
 }
 
+/// What is wrong with the arguments, if anything (a usage error: exit code 64).
+pub fn invalid(args: &WhatifArgs) -> Option<String> {
+    let check = || -> anyhow::Result<()> {
+        anyhow::ensure!(args.users >= 1, "--users must be at least 1");
+        anyhow::ensure!(
+            args.items_per_day > 0.0 && args.items_per_day.is_finite(),
+            "--items-per-day must be above zero"
+        );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&args.drop_rate),
+            "--drop-rate must be between 0 and 1"
+        );
+        anyhow::ensure!(
+            args.days > 0.0 && args.days <= 366.0,
+            "--days must be above zero and at most 366"
+        );
+        anyhow::ensure!(
+            args.poll_every.iter().all(|d| *d >= Duration::from_secs(1)),
+            "--poll-every: every interval must be at least 1s"
+        );
+        anyhow::ensure!(
+            !args.poll_every.is_empty(),
+            "--poll-every: give an interval"
+        );
+        Ok(())
+    };
+    check().err().map(|e| e.to_string())
+}
+
 /// Runs the model for `args`.
 pub fn compute(args: &WhatifArgs) -> anyhow::Result<WhatIf> {
-    anyhow::ensure!(args.users >= 1, "--users must be at least 1");
-    anyhow::ensure!(
-        args.items_per_day > 0.0 && args.items_per_day.is_finite(),
-        "--items-per-day must be above zero"
-    );
-    anyhow::ensure!(
-        (0.0..=1.0).contains(&args.drop_rate),
-        "--drop-rate must be between 0 and 1"
-    );
-    anyhow::ensure!(
-        args.days > 0.0 && args.days <= 366.0,
-        "--days must be above zero and at most 366"
-    );
-    anyhow::ensure!(
-        args.poll_every.iter().all(|d| *d >= Duration::from_secs(1)),
-        "--poll-every: every interval must be at least 1s"
-    );
-    anyhow::ensure!(
-        !args.poll_every.is_empty(),
-        "--poll-every: give an interval"
-    );
+    if let Some(problem) = invalid(args) {
+        anyhow::bail!(problem);
+    }
     let (lo, hi) = crate::config::parse_delay_range(&args.webhook_delay)
         .map_err(|e| anyhow::anyhow!("--webhook-delay {:?}: {e}", args.webhook_delay))?;
     let scenario = Scenario {
