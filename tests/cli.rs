@@ -491,3 +491,31 @@ fn whatif_with_no_users_is_a_usage_error() {
         );
     }
 }
+
+/// The packaged template's placeholders (`your-client-id`, example.org addresses) pass as valid
+/// but are named, so an operator does not go live with them (they passed silently before).
+#[test]
+fn check_config_names_the_templates_placeholders() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bare(dir.path())
+        .args(["check-config", "-c"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/deploy/config.toml"
+        ))
+        .env("HOOKRACE_CLIENT_SECRET", "a-secret")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    for field in [
+        "accesslink.client_id",
+        "webhook.public_url",
+        "accesslink.redirect_uri",
+    ] {
+        assert!(
+            err.contains(&format!("`{field}`")) && err.contains("placeholder"),
+            "{field}: {err}"
+        );
+    }
+}

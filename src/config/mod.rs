@@ -471,10 +471,48 @@ pub fn parse(
     match raw.validate(env, &mut problems) {
         Some(mut cfg) if problems.is_empty() => {
             cfg.warnings = plain_http_sinks(&cfg);
+            cfg.warnings.extend(placeholders(&cfg));
             Ok(cfg)
         }
         _ => Err(fail(problems)),
     }
+}
+
+/// Values still as the template wrote them (`your-client-id`, an `example.org` URL): valid, but
+/// Polar will not know them.
+fn placeholders(cfg: &Config) -> Vec<String> {
+    let example = |url: &str| {
+        reqwest::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(String::from))
+            .is_some_and(|h| {
+                ["example.org", "example.com", "example.net"]
+                    .iter()
+                    .any(|e| h == *e || h.ends_with(&format!(".{e}")))
+            })
+    };
+    let mut found = Vec::new();
+    if !cfg.simulator.enabled && cfg.accesslink.client_id.starts_with("your-") {
+        found.push(format!(
+            "`accesslink.client_id` = {:?} is the template's placeholder: put your client's id \
+             from admin.polaraccesslink.com",
+            cfg.accesslink.client_id
+        ));
+    }
+    for (field, url) in [
+        ("webhook.public_url", cfg.webhook.public_url.as_deref()),
+        (
+            "accesslink.redirect_uri",
+            cfg.accesslink.redirect_uri.as_deref(),
+        ),
+    ] {
+        if let Some(url) = url.filter(|u| example(u)) {
+            found.push(format!(
+                "`{field}` = {url:?} is the template's placeholder: put your own public address"
+            ));
+        }
+    }
+    found
 }
 
 /// Sinks that send events (and their signatures or tokens) over plain HTTP beyond this machine.
