@@ -519,3 +519,32 @@ fn check_config_names_the_templates_placeholders() {
         );
     }
 }
+
+/// An empty secret file is named, with the fix (before, the error named neither).
+#[test]
+fn an_empty_secret_file_is_named_with_its_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[accesslink]\nclient_id = \"c\"\n[store]\npath = {:?}\n[simulator]\nenabled = false\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    let secret = dir.path().join("client_secret");
+    std::fs::write(&secret, "\n").unwrap();
+    let out = bare(dir.path())
+        .args(["check-config", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains(&format!("the secret file {} ", secret.display()))
+            && err.contains("is empty: write the secret into it"),
+        "{err}"
+    );
+}

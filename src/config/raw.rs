@@ -637,6 +637,15 @@ pub(super) fn secret_from_env(
             .filter(|p| p.exists())
     })?;
     match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().is_empty() => {
+            problems.push(format!(
+                "the secret file {} ({var}_FILE, the credential `{credential}`, or the file of \
+                 that name beside the configuration) is empty: write the secret into it \
+                 (sudoedit {0}), or remove the file",
+                path.display()
+            ));
+            None
+        }
         Ok(s) => Some(Secret(s.trim_end_matches(['\n', '\r']).to_string())),
         Err(e) => {
             problems.push(format!(
