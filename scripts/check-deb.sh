@@ -10,7 +10,10 @@ CONTENTS=$(dpkg-deb -c "$DEB")
 INFO=$(dpkg-deb -I "$DEB")
 fail() { echo "check-deb: $*" >&2; exit 1; }
 for path in ./usr/bin/hookrace ./lib/systemd/system/hookrace.service ./etc/hookrace/config.toml \
-            ./usr/share/doc/hookrace/deploy.md; do
+            ./usr/share/doc/hookrace/deploy.md ./usr/share/doc/hookrace/accesslink-setup.md \
+            ./usr/share/doc/hookrace/notify.md ./usr/share/doc/hookrace/architecture.md \
+            ./usr/share/doc/hookrace/simulator.md ./usr/share/doc/hookrace/educators.md \
+            ./usr/share/doc/hookrace/performance.md; do
   grep -q " $path\$" <<<"$CONTENTS" || fail "missing $path"
 done
 grep -Eq -- "^-rwxr-xr-x (root/root|0/0) .* ./usr/bin/hookrace$" <<<"$CONTENTS" || fail "the binary is not 0755, owned by root"
@@ -21,5 +24,10 @@ grep -q "^ Depends: .*libc6" <<<"$INFO" || fail "no libc dependency"
 # The conffile is declared, so apt keeps an operator's edits on upgrade.
 dpkg-deb --ctrl-tarfile "$DEB" | tar -xO ./conffiles | grep -qx "/etc/hookrace/config.toml" \
   || fail "config.toml is not a conffile"
+# systemd learns of the unit on install and forgets it on removal.
+for script in postinst postrm; do
+  dpkg-deb --ctrl-tarfile "$DEB" | tar -xO "./$script" | grep -q "systemctl daemon-reload" \
+    || fail "$script does not run systemctl daemon-reload"
+done
 echo "$INFO" | grep -E "^ (Package|Version|Architecture|Depends):"
 echo "check-deb: ok"

@@ -548,3 +548,34 @@ fn an_empty_secret_file_is_named_with_its_fix() {
         "{err}"
     );
 }
+
+/// `demo --open` on a machine whose openers find no browser says so (before, an opener that
+/// started and then failed, as xdg-open does without a desktop, left the person waiting).
+#[test]
+fn demo_open_without_a_browser_says_so() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    for opener in ["xdg-open", "sensible-browser", "open"] {
+        let path = bin.join(opener);
+        std::fs::write(&path, "#!/bin/sh\nexit 3\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = bare(dir.path())
+        .args(["demo", "--open", "--duration", "1s", "--format", "json"])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("no browser found to open http://127.0.0.1:"),
+        "{err}"
+    );
+}

@@ -612,6 +612,8 @@ async fn set_rate_limit(sim_url: &str, limit: &str, window: Duration) -> anyhow:
 }
 
 /// Opens `url` with the desktop's browser when there is one; says so when there is none.
+/// An opener that starts but finds no browser exits non-zero at once (xdg-open without a desktop
+/// does): it is waited for a moment, so that case is said too.
 fn open_browser(url: &str) {
     for opener in ["xdg-open", "sensible-browser", "open"] {
         let spawned = std::process::Command::new(opener)
@@ -619,8 +621,16 @@ fn open_browser(url: &str) {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn();
-        if spawned.is_ok() {
-            return;
+        let Ok(mut child) = spawned else { continue };
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) if status.success() => return,
+                Ok(Some(_)) | Err(_) => break, // no browser behind this opener: try the next
+                // Still running: a browser (or its launcher) took the URL.
+                Ok(None) if std::time::Instant::now() >= deadline => return,
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            }
         }
     }
     eprintln!("no browser found to open {url}: open it yourself");
