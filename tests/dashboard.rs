@@ -287,3 +287,38 @@ async fn streams_share_one_snapshot_per_change_and_are_capped() {
     drop(streams);
     app.stop().await;
 }
+
+/// A base64 admin token pasted into the address bar as it is (`+` unescaped) still opens the
+/// dashboard: a `+` arrives as a space, and a token has none (before, it was refused).
+#[tokio::test]
+async fn a_base64_token_with_a_plus_opens_the_dashboard() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::test_config(dir.path());
+    cfg.admin.token = Some(hookrace::config::Secret::new("q1w2+e3r4/t5y6u7i8o9=="));
+    let app = spawn_with(cfg).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = http
+        .get(format!("{}/?token=q1w2+e3r4/t5y6u7i8o9==", app.admin_base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let jar = res.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let status = http
+        .get(format!("{}/status", app.admin_base))
+        .header("Cookie", &jar)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 200, "{jar}");
+    app.stop().await;
+}

@@ -322,7 +322,16 @@ impl RawAdmin {
             .or_else(|| secret_from_env(env, ENV_ADMIN_TOKEN, "admin_token", problems));
         if let Some(t) = &token {
             if t.expose().trim().len() < 16 {
-                problems.push("`admin.token` must be at least 16 characters".into());
+                problems.push(
+                    "`admin.token` must be at least 16 characters (make one with `openssl rand \
+                     -hex 32`)"
+                        .into(),
+                );
+            } else if t.expose().chars().any(char::is_whitespace) {
+                problems.push(
+                    "`admin.token` must not contain spaces (make one with `openssl rand -hex 32`)"
+                        .into(),
+                );
             }
         }
         // Beyond loopback, anyone who reaches the port could list users, de-register them at

@@ -79,7 +79,7 @@ pub fn routes(
                     };
                     let cookie = format!(
                         "{TOKEN_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
-                        percent_encode(given)
+                        percent_encode(&given.replace(' ', "+"))
                     );
                     let mut r = warp::reply::with_status("", StatusCode::SEE_OTHER).into_response();
                     if let (Ok(location), Ok(cookie)) = (
@@ -157,7 +157,11 @@ pub fn routes(
                         return Err(warp::reject::custom(WrongHost));
                     }
                 }
-                let from_query = q.get("token").map(|t| format!("Bearer {t}"));
+                // A `+` of a base64 token pasted into a URL arrives as a space; a token has
+                // none (the configuration refuses one), so it was a `+`.
+                let from_query = q
+                    .get("token")
+                    .map(|t| format!("Bearer {}", t.replace(' ', "+")));
                 let from_cookie = cookie.map(|c| format!("Bearer {}", percent_decode(&c)));
                 let given = auth.or(from_query).or(from_cookie);
                 match authorize(s.token.as_ref(), given.as_deref()) {
