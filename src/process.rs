@@ -104,6 +104,10 @@ pub struct WebhookHealth {
     /// Times hookrace reactivated it.
     pub reactivations: u64,
     pub last_problem: Option<String>,
+    /// What the last check found, by name: `healthy`, `inactive`, `reactivated`, `missing`,
+    /// `points_elsewhere` (active, but posting to another URL than `public_url`) or `unknown`.
+    #[serde(default)]
+    pub state: Option<String>,
 }
 
 /// The poll strategy and its current interval.

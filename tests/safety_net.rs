@@ -136,3 +136,48 @@ async fn a_deactivated_webhook_is_seen_and_reactivated_by_the_watch() {
     );
     app.stop().await;
 }
+
+/// A webhook saved through the admin listener (what `hookrace webhook create` does after
+/// creating one) makes the watch look at once, so `/status` does not keep saying what it found
+/// up to `check_every` ago (10 minutes by default); and what it found is named (`state`), so a
+/// webhook that is missing or points elsewhere is not shown as merely "inactive".
+#[tokio::test]
+async fn saving_a_webhook_secret_makes_the_watch_look_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = sim_config_json(dir.path(), 1, "transactions");
+    c["webhook"]["check_every"] = json!("1h");
+    let app = spawn_with(common::config_from(c)).await;
+    app.status_until("the first check", |s| {
+        s["webhook"]["health"]["state"] == "healthy"
+    })
+    .await;
+    // The webhook goes away at Polar's side; nothing checks for an hour...
+    let id = app.truth().await["webhook"]["id"].as_str().unwrap().to_string();
+    let res = app
+        .http
+        .delete(format!("{}/v3/webhooks/{id}", app.sim()))
+        .basic_auth(
+            hookrace::config::SIMULATOR_CLIENT_ID,
+            Some(hookrace::config::SIMULATOR_CLIENT_SECRET),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    // ... until a secret is saved, as after a `webhook create`: the watch looks now.
+    let res = app
+        .http
+        .put(format!("{}/webhook/secret", app.admin_base))
+        .body("a-new-signature-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let s = app
+        .status_until("the check after the save", |s| {
+            s["webhook"]["health"]["state"] == "missing"
+        })
+        .await;
+    assert_eq!(s["webhook"]["health"]["active"], false, "{s}");
+    app.stop().await;
+}

@@ -202,6 +202,7 @@ pub async fn start_with_seed(
         Some(_) => Some(webhook_url.clone()),
         None => config.webhook.public_url.clone(),
     };
+    let watch_now = Arc::new(tokio::sync::Notify::new());
     let parts = Parts {
         store: &store,
         client: &client,
@@ -211,6 +212,7 @@ pub async fn start_with_seed(
         notifier: &notifier,
         public_url: &public_url,
         has_credentials: accesslink.client_secret.is_some(),
+        watch_now: &watch_now,
     };
     let servers = Servers::spawn(
         &config,
@@ -336,6 +338,8 @@ struct Parts<'a> {
     public_url: &'a Option<String>,
     /// Client credentials are known (the webhook watch can list the webhooks).
     has_credentials: bool,
+    /// Wakes the webhook watch for a check now (a webhook was just created).
+    watch_now: &'a Arc<tokio::sync::Notify>,
 }
 
 /// The two listeners' server tasks and the token that stops them accepting.
@@ -415,6 +419,7 @@ impl Servers {
             parts.store.clone(),
             parts.client.clone(),
             accesslink.webhook_secret.is_some(),
+            parts.watch_now.clone(),
         );
         let token = shutdown.child_token();
         let public_gauge = ListenerGauge::new("webhook", config.webhook.max_connections);
@@ -504,6 +509,7 @@ impl Background {
                     reactivate: config.webhook.reactivate,
                     every,
                     poller: poller.clone(),
+                    now: parts.watch_now.clone(),
                 }
                 .run(token.clone()),
             )),

@@ -26,6 +26,8 @@ pub struct WebhookWatch {
     /// The poller whose alarm is rung when the webhook turns unhealthy (the adaptive auditor then
     /// polls at once).
     pub poller: Option<Arc<crate::channels::poller::Poller>>,
+    /// Rung for a check now (a webhook was just created), not at the next `every`.
+    pub now: Arc<tokio::sync::Notify>,
 }
 
 /// What one check found.
@@ -49,6 +51,7 @@ impl WebhookWatch {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(self.every) => {}
+                _ = self.now.notified() => {}
             }
         }
     }
@@ -114,6 +117,17 @@ impl WebhookWatch {
             let was = h.active;
             newly_unhealthy = unhealthy && was != Some(false);
             h.checked_at = Some(Utc::now());
+            h.state = Some(
+                match &found {
+                    Finding::Healthy => "healthy",
+                    Finding::Inactive if reactivated => "reactivated",
+                    Finding::Inactive => "inactive",
+                    Finding::ElsewhereUrl(_) => "points_elsewhere",
+                    Finding::Missing => "missing",
+                    Finding::Unknown(_) => "unknown",
+                }
+                .to_string(),
+            );
             h.active = match &found {
                 Finding::Healthy => Some(true),
                 Finding::Inactive => Some(reactivated),

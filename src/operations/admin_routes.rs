@@ -24,6 +24,7 @@ pub fn routes(
     store: Arc<Store>,
     client: Arc<Client>,
     configured_secret: bool,
+    watch_now: Arc<tokio::sync::Notify>,
 ) -> BoxedFilter<(Response,)> {
     let with_store = {
         let store = store.clone();
@@ -57,7 +58,9 @@ pub fn routes(
         .and(warp::body::content_length_limit(1024))
         .and(warp::body::bytes())
         .and(with_store.clone())
-        .then(move |body: bytes::Bytes, store: Arc<Store>| async move {
+        .then(move |body: bytes::Bytes, store: Arc<Store>| {
+            let watch_now = watch_now.clone();
+            async move {
             if configured_secret {
                 return error(
                     StatusCode::CONFLICT,
@@ -76,9 +79,13 @@ pub fn routes(
             match store.set_webhook_secret(&Secret::new(secret)).await {
                 Ok(()) => {
                     tracing::info!("a new webhook signature secret was saved");
+                    // A webhook was just created: the watch looks at once, so /status does not
+                    // say "no webhook" until its next check.
+                    watch_now.notify_one();
                     warp::reply::with_status("", StatusCode::NO_CONTENT).into_response()
                 }
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
+            }
             }
         });
     let notify_retry = warp::path!("notify" / "retry")
