@@ -322,3 +322,45 @@ async fn a_base64_token_with_a_plus_opens_the_dashboard() {
     assert_eq!(status.status(), 200, "{jar}");
     app.stop().await;
 }
+
+/// When hookrace stops (a demo's race is over), an open dashboard gets the final state and an
+/// `end` event, so the page says so instead of freezing on an older state under
+/// "reconnecting…" (before, the stream just ended).
+#[tokio::test]
+async fn a_stop_sends_the_final_state_and_an_end_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_with(sim_config(dir.path(), 1, "transactions")).await;
+    let url = format!("{}/events", app.admin_base);
+    let (connected, snapshot) = tokio::sync::oneshot::channel::<()>();
+    let reader = tokio::spawn(async move {
+        let res = reqwest::get(&url).await.unwrap();
+        let mut body = res.bytes_stream();
+        let mut text = String::new();
+        let mut connected = Some(connected);
+        while let Some(Ok(chunk)) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.matches("\n\n").count() >= 3 {
+                if let Some(tx) = connected.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+        text
+    });
+    snapshot.await.expect("the first snapshot");
+    app.stop().await;
+    let text = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("the stream ends with the stop")
+        .unwrap();
+    let end = text.find("event:end").or_else(|| text.find("event: end"));
+    let last_status = text
+        .rfind("event:status")
+        .or_else(|| text.rfind("event: status"));
+    assert!(end.is_some(), "{text}");
+    assert!(
+        last_status.unwrap() > text.find("status").unwrap(),
+        "a final status: {text}"
+    );
+    assert!(end > last_status, "{text}");
+}

@@ -152,7 +152,10 @@ async fn saving_a_webhook_secret_makes_the_watch_look_at_once() {
     })
     .await;
     // The webhook goes away at Polar's side; nothing checks for an hour...
-    let id = app.truth().await["webhook"]["id"].as_str().unwrap().to_string();
+    let id = app.truth().await["webhook"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let res = app
         .http
         .delete(format!("{}/v3/webhooks/{id}", app.sim()))

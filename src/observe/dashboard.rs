@@ -173,16 +173,28 @@ impl Snapshots {
                 .chain(now.events())
                 .map(Ok),
         );
-        let shutdown = self.shutdown.clone();
-        let rest = stream::unfold((updates, slot), move |(mut updates, slot)| {
-            let shutdown = shutdown.clone();
+        let (shutdown, view) = (self.shutdown.clone(), self.view.clone());
+        // At shutdown a stream ends with the final state and an `end` event (the page then stops
+        // reconnecting and says the race is over), instead of freezing on an older snapshot.
+        let rest = stream::unfold(Some((updates, slot)), move |open| {
+            let (shutdown, view) = (shutdown.clone(), view.clone());
             async move {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return None,
-                    changed = updates.changed() => changed.ok()?,
+                let (mut updates, slot) = open?;
+                let ended = tokio::select! {
+                    _ = shutdown.cancelled() => true,
+                    changed = updates.changed() => changed.is_err(),
+                };
+                if ended {
+                    let mut last = Snapshot::build(&view).events();
+                    last.push(Event::default().event("end").data("hookrace stopped"));
+                    drop(slot);
+                    return Some((stream::iter(last.into_iter().map(Ok)), None));
                 }
                 let batch = updates.borrow_and_update().events();
-                Some((stream::iter(batch.into_iter().map(Ok)), (updates, slot)))
+                Some((
+                    stream::iter(batch.into_iter().map(Ok)),
+                    Some((updates, slot)),
+                ))
             }
         })
         .flatten();
