@@ -171,18 +171,25 @@ fn the_configuration_comes_from_c_then_hookrace_config_and_a_stray_one_is_named(
     );
 }
 
-#[test]
-fn the_cli_reads_the_secrets_the_unit_hands_to_the_service_beside_the_configuration() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
+/// A configuration for real AccessLink in `dir` with no secret in it (the client secret must
+/// come from elsewhere), as docs/deploy.md writes one.
+fn config_without_secrets(dir: &std::path::Path) -> std::path::PathBuf {
+    let config = dir.join("config.toml");
     std::fs::write(
         &config,
         format!(
             "[accesslink]\nclient_id = \"c\"\n[store]\npath = {:?}\n[simulator]\nenabled = false\n",
-            dir.path().join("data")
+            dir.join("data")
         ),
     )
     .unwrap();
+    config
+}
+
+#[test]
+fn the_cli_reads_the_secrets_the_unit_hands_to_the_service_beside_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_without_secrets(dir.path());
     let check = || {
         bare(dir.path())
             .args(["check-config", "-c"])
@@ -524,15 +531,7 @@ fn check_config_names_the_templates_placeholders() {
 #[test]
 fn an_empty_secret_file_is_named_with_its_fix() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[accesslink]\nclient_id = \"c\"\n[store]\npath = {:?}\n[simulator]\nenabled = false\n",
-            dir.path().join("data")
-        ),
-    )
-    .unwrap();
+    let config = config_without_secrets(dir.path());
     let secret = dir.path().join("client_secret");
     std::fs::write(&secret, "\n").unwrap();
     let out = bare(dir.path())

@@ -195,18 +195,26 @@ impl State {
         }
     }
 
-    /// `GET /v3/users/activities[?from&to]`: 200 with a list (empty when there is nothing).
+    /// The days of a list query's range, each as `render` makes it: 200 with a list (empty when
+    /// there is nothing), or the 400 of a bad range.
+    fn days_in_range(
+        &self,
+        uid: u64,
+        query: &str,
+        render: impl Fn(&Item, &Activity) -> Value,
+    ) -> SimResponse {
+        match range(query) {
+            Ok((from, to)) => {
+                let days = self.activity_days(uid, from, to);
+                Value::Array(days.into_iter().map(|(i, a)| render(i, a)).collect()).into_ok()
+            }
+            Err(r) => r,
+        }
+    }
+
+    /// `GET /v3/users/activities[?from&to]`.
     pub(super) fn activities(&self, uid: u64, query: &str, base: &str) -> SimResponse {
-        let (from, to) = match range(query) {
-            Ok(r) => r,
-            Err(r) => return r,
-        };
-        let days: Vec<Value> = self
-            .activity_days(uid, from, to)
-            .into_iter()
-            .map(|(i, a)| self.activity_summary(i, a, query, base))
-            .collect();
-        Value::Array(days).into_ok()
+        self.days_in_range(uid, query, |i, a| self.activity_summary(i, a, query, base))
     }
 
     /// `GET /v3/users/activities/samples[?from&to]` (a list) or `…/samples/{date}` (one day,
@@ -227,18 +235,7 @@ impl State {
                     None => SimResponse::empty(StatusCode::NO_CONTENT),
                 }
             }
-            None => {
-                let (from, to) = match range(query) {
-                    Ok(r) => r,
-                    Err(r) => return r,
-                };
-                let days: Vec<Value> = self
-                    .activity_days(uid, from, to)
-                    .into_iter()
-                    .map(|(_, a)| a.day_samples(None))
-                    .collect();
-                Value::Array(days).into_ok()
-            }
+            None => self.days_in_range(uid, query, |_, a| a.day_samples(None)),
         }
     }
 
