@@ -184,3 +184,27 @@ async fn saving_a_webhook_secret_makes_the_watch_look_at_once() {
     assert_eq!(s["webhook"]["health"]["active"], false, "{s}");
     app.stop().await;
 }
+
+/// `/status` gives the reason for the auditor's pace that the log gives: after a clean cycle,
+/// "webhooks complete" (it was null while the log said why).
+#[tokio::test]
+async fn the_pace_reason_is_never_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = sim_config_json(dir.path(), 1, "transactions");
+    c["poller"] = json!({"enabled": true, "strategy": "adaptive", "every": "1s",
+        "max_every": "1s", "mode": "transactions"});
+    let app = spawn_with(common::config_from(c)).await;
+    let s = app
+        .status_until("the first cycle's reason", |s| {
+            s["poll"]["pace_reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("started"))
+        })
+        .await;
+    assert!(s["poll"]["pace_reason"].is_string(), "{s}");
+    app.status_until("a clean cycle's reason", |s| {
+        s["poll"]["pace_reason"] == "webhooks complete"
+    })
+    .await;
+    app.stop().await;
+}

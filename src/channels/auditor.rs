@@ -199,15 +199,18 @@ pub async fn run(
         evidence.webhook_unhealthy = active == Some(false) || seen > last.2;
         last = (d, f, seen);
         let interval = pace.after(&evidence);
-        let reason = evidence.reason();
-        if reason.is_some() || interval != every {
+        // The reason the log gives is the one `/status` shows (`poll.pace_reason`).
+        let reason = evidence
+            .reason()
+            .unwrap_or_else(|| "webhooks complete".to_string());
+        if evidence.reason().is_some() || interval != every {
             tracing::info!(
                 interval_s = interval.as_secs_f64(),
-                reason = reason.as_deref().unwrap_or("webhooks complete"),
+                reason = reason.as_str(),
                 "auditor pace"
             );
         }
-        set_pace(&poller, interval, reason);
+        set_pace(&poller, interval, Some(reason));
         evidence = Evidence::default();
         tokio::select! {
             _ = shutdown.cancelled() => break,
