@@ -369,6 +369,13 @@ async fn webhook_and_users_commands_work_against_a_running_daemon() {
     })
     .await;
 
+    // The html report of a running daemon draws its entities (they come from the daemon too):
+    // before, the page said "No entities to draw" while its table counted them.
+    let out = run(&["report", "--format", "html"]).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(!page.contains("No entities to draw"), "{page}");
+
     // A second create: 409, explained.
     let out = run(&["webhook", "create", "--url", &webhook_url]).await;
     assert_eq!(out.status.code(), Some(1));

@@ -275,18 +275,31 @@ pub fn sightings(
     store: &crate::store::Store,
     start: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<Vec<Sighting>> {
-    let secs = |t: chrono::DateTime<chrono::Utc>| (t - start).num_milliseconds() as f64 / 1000.0;
-    Ok(store
+    let views: Vec<crate::race::EntityView> = store
         .newest_entities(SIGHTINGS_MAX, None)?
-        .into_iter()
+        .iter()
+        .map(|e| e.view())
+        .collect();
+    Ok(sightings_of(&views, start))
+}
+
+/// Entity views (from a store, or a running daemon's `/entities`) as sightings, timed from
+/// `start`.
+pub fn sightings_of(
+    views: &[crate::race::EntityView],
+    start: chrono::DateTime<chrono::Utc>,
+) -> Vec<Sighting> {
+    let secs = |t: chrono::DateTime<chrono::Utc>| (t - start).num_milliseconds() as f64 / 1000.0;
+    views
+        .iter()
         .filter_map(|e| {
             Some(Sighting {
-                available_s: secs(e.available_at()?),
+                available_s: secs(e.available_at?),
                 webhook_s: e.webhook_at.map(secs),
                 poll_s: e.poll_at.map(secs),
             })
         })
-        .collect())
+        .collect()
 }
 
 impl Report {
@@ -543,6 +556,15 @@ pub async fn from_config(cfg: &crate::config::Config, format: Format) -> anyhow:
                 .await?;
             let doc: StatusDoc = res.json().await.context(what)?;
             let age = Duration::from_secs_f64(doc.uptime_seconds.max(0.0));
+            if format == Format::Html {
+                // The entities to draw come from the daemon too (it owns the store): before,
+                // the page said "No entities to draw" while its table counted them.
+                let what = "reading the running daemon's entities";
+                let path = format!("/entities?limit={SIGHTINGS_MAX}");
+                let res = admin.call(reqwest::Method::GET, &path, None, what).await?;
+                let views: Vec<crate::race::EntityView> = res.json().await.context(what)?;
+                sighted = sightings_of(&views, doc.started_at);
+            }
             (doc, Some(age))
         }
     };
