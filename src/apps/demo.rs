@@ -573,6 +573,12 @@ async fn race(
                 r.verified = Some(seen.verified);
                 r.refused = Some(seen.refused);
             }
+            if args.store.is_some() {
+                // `hookrace report --store DIR` prints this same report again, its window and
+                // its comparisons included (rebuilt later, the window would grow with the clock).
+                let json = serde_json::to_vec(&report).context("writing the race's report")?;
+                running.store.save_race_report(&json).await?;
+            }
             if human {
                 writeln!(out)?;
             }

@@ -113,6 +113,8 @@ const META_LAST_DELIVERY_AT: &str = "webhook.last_delivery_at";
 const META_WEBHOOK_SECRET: &str = "webhook.signature_secret_key";
 /// The settings a demo raced with (JSON), for a report read from its store later.
 const META_RACE_SETTINGS: &str = "demo.race_settings";
+/// The whole report a demo printed (JSON), so `report --store` prints the same report again.
+const META_RACE_REPORT: &str = "demo.race_report";
 /// Present while a process has the store open; found at open, it means the last one stopped
 /// without closing it (a crash, SIGKILL, power loss).
 const META_OPEN: &str = "open";
@@ -621,11 +623,24 @@ impl Store {
 
     /// What [`Store::save_race_settings`] saved, if anything.
     pub fn race_settings(&self) -> Option<Vec<u8>> {
+        self.meta_bytes(META_RACE_SETTINGS)
+    }
+
+    /// Saves the report a demo printed (its JSON), durably: `report --store` prints it again.
+    pub async fn save_race_report(&self, json: &[u8]) -> anyhow::Result<()> {
         self.meta
-            .get(META_RACE_SETTINGS)
-            .ok()
-            .flatten()
-            .map(|v| v.to_vec())
+            .insert(META_RACE_REPORT, json)
+            .context("saving the race's report")?;
+        self.durable().await
+    }
+
+    /// What [`Store::save_race_report`] saved, if anything.
+    pub fn race_report(&self) -> Option<Vec<u8>> {
+        self.meta_bytes(META_RACE_REPORT)
+    }
+
+    fn meta_bytes(&self, key: &str) -> Option<Vec<u8>> {
+        self.meta.get(key).ok().flatten().map(|v| v.to_vec())
     }
 
     /// Reads one entity, following aliases.
