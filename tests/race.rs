@@ -388,5 +388,7 @@ async fn the_html_report_is_one_page_whose_charts_render_in_a_real_browser() {
         .unwrap();
     let page = hookrace::apps::report::render(&from_store, Format::Html);
     assert!(page.contains("<figure id=\"timeline\""));
-    assert!(page.contains("sampled by <code>hookrace demo</code>"));
+    // The race's own report, kept with its store: its requests over time too.
+    assert!(page.contains("<figure id=\"requests\""), "{page}");
+    assert!(!page.contains("sampled by <code>hookrace demo</code>"));
 }

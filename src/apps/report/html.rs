@@ -318,7 +318,7 @@ pub(super) fn page(r: &Report) -> String {
     }
     if r.samples.is_empty() {
         out.push_str(
-            "<p>Requests over time are sampled by <code>hookrace demo</code> while it runs; a report from a store has none.</p>",
+            "<p>Requests over time are sampled by <code>hookrace demo</code> while it runs (a demo's <code>--store</code> keeps them with its report); a report rebuilt from a store or a running daemon has none.</p>",
         );
     } else {
         figure(
