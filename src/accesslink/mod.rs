@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod data;
+pub mod error;
 pub mod identity;
 pub mod payload;
 pub mod signature;
