@@ -100,12 +100,7 @@ async fn a_deactivated_webhook_is_seen_and_reactivated_by_the_watch() {
     .await;
     // Deactivated at Polar's side (as after days of failed deliveries).
     let res = app
-        .http
-        .post(format!("{}/v3/webhooks/deactivate", app.sim()))
-        .basic_auth(
-            hookrace::config::SIMULATOR_CLIENT_ID,
-            Some(hookrace::config::SIMULATOR_CLIENT_SECRET),
-        )
+        .sim_as_client(reqwest::Method::POST, "/v3/webhooks/deactivate")
         .send()
         .await
         .unwrap();
@@ -157,12 +152,7 @@ async fn saving_a_webhook_secret_makes_the_watch_look_at_once() {
         .unwrap()
         .to_string();
     let res = app
-        .http
-        .delete(format!("{}/v3/webhooks/{id}", app.sim()))
-        .basic_auth(
-            hookrace::config::SIMULATOR_CLIENT_ID,
-            Some(hookrace::config::SIMULATOR_CLIENT_SECRET),
-        )
+        .sim_as_client(reqwest::Method::DELETE, &format!("/v3/webhooks/{id}"))
         .send()
         .await
         .unwrap();

@@ -148,15 +148,25 @@ fn rate_windows(
         .unwrap_or_default()
 }
 
-/// `(labels, value)` for each value of one label.
+/// `(labels, value)` for each of `items`, labelled `label` = its name.
+fn each<I, T>(
+    items: &[I],
+    label: &str,
+    name: impl Fn(&I) -> &str,
+    value: impl Fn(&I) -> T,
+) -> Vec<(Labels, T)> {
+    items
+        .iter()
+        .map(|i| (labels(&[(label, name(i))]), value(i)))
+        .collect()
+}
+
+/// `(labels, value)` for each notify sink.
 fn notify<T>(
     doc: &status::StatusDoc,
     value: impl Fn(&status::NotifyStatus) -> T,
 ) -> Vec<(Labels, T)> {
-    doc.notify
-        .iter()
-        .map(|n| (labels(&[("sink", &n.name)]), value(n)))
-        .collect()
+    each(&doc.notify, "sink", |n| &n.name, value)
 }
 
 /// `(labels, value)` for each listener.
@@ -164,10 +174,7 @@ fn listeners<T>(
     doc: &status::StatusDoc,
     value: impl Fn(&status::ListenerStatus) -> T,
 ) -> Vec<(Labels, T)> {
-    doc.listeners
-        .iter()
-        .map(|l| (labels(&[("listener", &l.name)]), value(l)))
-        .collect()
+    each(&doc.listeners, "listener", |l| &l.name, value)
 }
 
 fn by<T: Copy>(label: &str, values: &[(&str, T)]) -> Vec<(Labels, T)> {

@@ -46,6 +46,7 @@ mod commit;
 mod error;
 mod fetch_queue;
 mod linking;
+mod meta;
 mod outbox;
 mod transactions;
 mod users;
@@ -573,76 +574,6 @@ impl Store {
         Ok(self.counters.all())
     }
 
-    fn meta_time(&self, key: &str) -> Option<DateTime<Utc>> {
-        let v = self.meta.get(key).ok()??;
-        DateTime::parse_from_rfc3339(std::str::from_utf8(&v).ok()?)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
-    }
-
-    /// When the store was created.
-    pub fn created_at(&self) -> Option<DateTime<Utc>> {
-        self.meta_time(META_CREATED_AT)
-    }
-
-    /// When the last valid delivery arrived.
-    pub fn last_delivery_at(&self) -> Option<DateTime<Utc>> {
-        let ms = self.last_delivery_ms.load(Ordering::Acquire);
-        (ms != i64::MIN)
-            .then(|| DateTime::from_timestamp_millis(ms))
-            .flatten()
-    }
-
-    /// A webhook signature key saved by `hookrace webhook create`, if any.
-    pub fn webhook_secret(&self) -> Option<crate::config::Secret> {
-        let v = self.meta.get(META_WEBHOOK_SECRET).ok()??;
-        String::from_utf8(v.to_vec())
-            .ok()
-            .map(crate::config::Secret::new)
-    }
-
-    /// Saves the webhook signature key durably (through the group commit: never blocks the
-    /// runtime).
-    pub async fn set_webhook_secret(&self, secret: &crate::config::Secret) -> anyhow::Result<()> {
-        self.meta
-            .insert(META_WEBHOOK_SECRET, secret.expose().as_bytes())
-            .context("saving the webhook secret")?;
-        self.durable().await?;
-        Ok(())
-    }
-
-    /// Saves the settings a demo raced with (its report's JSON), so a report read from this
-    /// store later shows them rather than those of whatever configuration names the store.
-    pub async fn save_race_settings(&self, json: &[u8]) -> anyhow::Result<()> {
-        self.meta
-            .insert(META_RACE_SETTINGS, json)
-            .context("saving the race settings")?;
-        self.durable().await?;
-        Ok(())
-    }
-
-    /// What [`Store::save_race_settings`] saved, if anything.
-    pub fn race_settings(&self) -> Option<Vec<u8>> {
-        self.meta_bytes(META_RACE_SETTINGS)
-    }
-
-    /// Saves the report a demo printed (its JSON), durably: `report --store` prints it again.
-    pub async fn save_race_report(&self, json: &[u8]) -> anyhow::Result<()> {
-        self.meta
-            .insert(META_RACE_REPORT, json)
-            .context("saving the race's report")?;
-        self.durable().await
-    }
-
-    /// What [`Store::save_race_report`] saved, if anything.
-    pub fn race_report(&self) -> Option<Vec<u8>> {
-        self.meta_bytes(META_RACE_REPORT)
-    }
-
-    fn meta_bytes(&self, key: &str) -> Option<Vec<u8>> {
-        self.meta.get(key).ok().flatten().map(|v| v.to_vec())
-    }
-
     /// Reads one entity, following aliases.
     pub fn entity(&self, key: &str) -> anyhow::Result<Option<Entity>> {
         let key = &self.resolve(key)?;
@@ -741,11 +672,6 @@ impl Store {
     /// A blocking commit of everything written so far (counters, sled's flush, the sync).
     pub fn flush(&self) -> anyhow::Result<()> {
         self.durable.commit()
-    }
-
-    /// Whether the store still answers reads and no commit has failed.
-    pub fn is_healthy(&self) -> bool {
-        self.problem().is_none()
     }
 
     /// What is wrong with the store, if anything: a failed commit (sticky until a restart: sled

@@ -258,6 +258,17 @@ impl App {
         res.json().await.unwrap_or(serde_json::Value::Null)
     }
 
+    /// A request to the embedded simulator's AccessLink API with the simulated client's
+    /// credentials (as Polar's side of a test: deactivate, delete a webhook…).
+    pub fn sim_as_client(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.sim()))
+            .basic_auth(
+                hookrace::config::SIMULATOR_CLIENT_ID,
+                Some(hookrace::config::SIMULATOR_CLIENT_SECRET),
+            )
+    }
+
     /// Changes some simulator faults.
     pub async fn faults(&self, patch: serde_json::Value) {
         hookrace::sim::patch_faults(&self.http, &self.sim(), patch)
