@@ -45,7 +45,7 @@ async fn drive(
             body.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::builder()
+            let http = hookrace::http::builder()
                 .pool_max_idle_per_host(1)
                 .build()
                 .unwrap();

@@ -204,7 +204,7 @@ async fn deliver(
         let (url, next, stop, measuring) =
             (url.clone(), next.clone(), stop.clone(), measuring.clone());
         tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
+            let http = hookrace::http::plain_client();
             let mut done = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -253,7 +253,7 @@ async fn dashboard(admin: String, stop: Arc<AtomicBool>) -> u64 {
 
 /// Reads `path` on the admin listener every 50 ms until `stop`; returns the latencies in µs.
 async fn read_every(admin: String, path: &str, stop: Arc<AtomicBool>) -> Histogram<u64> {
-    let http = reqwest::Client::new();
+    let http = hookrace::http::plain_client();
     let mut h = Histogram::<u64>::new(3).unwrap();
     while !stop.load(Ordering::Relaxed) {
         let t = Instant::now();

@@ -397,7 +397,7 @@ async fn the_fetch_queue_resumes_after_a_restart() {
     // A simulator that outlives the daemon.
     let polar = common::external_sim().await;
     let (user, access) = (polar.user, polar.access_token.clone());
-    let http = reqwest::Client::new();
+    let http = hookrace::http::plain_client();
     let dir = tempfile::tempdir().unwrap();
     let config = |dir: &std::path::Path| {
         common::config_from(json!({

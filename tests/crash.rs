@@ -49,7 +49,7 @@ async fn load(url: String, total: usize, ok: Arc<AtomicUsize>) -> Vec<usize> {
     for _ in 0..CONNECTIONS {
         let (url, acked, next, ok) = (url.clone(), acked.clone(), next.clone(), ok.clone());
         tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::builder()
+            let http = hookrace::http::builder()
                 .pool_max_idle_per_host(1)
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -132,7 +132,7 @@ async fn sigkill_mid_stream_loses_no_acknowledged_delivery() {
         }
         // Restart on the same store; every acknowledged delivery again is a duplicate.
         let (mut child, url) = start(&config);
-        let http = reqwest::Client::new();
+        let http = hookrace::http::plain_client();
         for i in acked.iter().take(200) {
             let body = exercise(1, &format!("c{i}"));
             let res = binary::post_signed(&http, &url, SECRET, body)

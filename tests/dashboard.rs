@@ -101,7 +101,7 @@ async fn the_page_and_events_respect_the_admin_token() {
     // Opened with ?token=, the page moves the token into a cookie and sends the browser back
     // without it (out of the address bar and the history); the cookie then opens the page and
     // its event stream.
-    let http = reqwest::Client::builder()
+    let http = hookrace::http::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
@@ -296,7 +296,7 @@ async fn a_base64_token_with_a_plus_opens_the_dashboard() {
     let mut cfg = common::test_config(dir.path());
     cfg.admin.token = Some(hookrace::config::Secret::new("q1w2+e3r4/t5y6u7i8o9=="));
     let app = spawn_with(cfg).await;
-    let http = reqwest::Client::builder()
+    let http = hookrace::http::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();

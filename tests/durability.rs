@@ -56,7 +56,7 @@ async fn a_200_waits_for_the_fdatasync_of_its_commit() {
         ..
     } = binary::start(strace, &config);
 
-    let http = reqwest::Client::new();
+    let http = hookrace::http::plain_client();
     for id in ["sync-1", "sync-2"] {
         let body = exercise(1, id);
         let sent = Instant::now();

@@ -33,7 +33,7 @@ async fn daemon(polar: &ExternalSim, base: &str, dir: &std::path::Path) -> App {
 }
 
 async fn control(polar: &ExternalSim, method: reqwest::Method, path: &str, body: Value) -> Value {
-    let res = reqwest::Client::new()
+    let res = hookrace::http::plain_client()
         .request(method, format!("{}{path}", polar.base_url))
         .json(&body)
         .send()
@@ -49,7 +49,7 @@ async fn inject(polar: &ExternalSim, kind: &str) -> Value {
 }
 
 async fn faults(polar: &ExternalSim, patch: Value) {
-    hookrace::sim::patch_faults(&reqwest::Client::new(), &polar.base_url, patch)
+    hookrace::sim::patch_faults(&hookrace::http::plain_client(), &polar.base_url, patch)
         .await
         .expect("the simulator takes the faults");
 }
@@ -120,7 +120,7 @@ async fn a_transaction_left_open_is_finished_first_even_by_the_next_process() {
     let s = app.status().await;
     assert_eq!(s["entities"]["total"], 2, "{s}");
     // Committed at the source: nothing is waiting any more.
-    let waiting = reqwest::Client::new()
+    let waiting = hookrace::http::plain_client()
         .get(format!("{}/v3/notifications", polar.base_url))
         .basic_auth("hookrace-sim", Some("hookrace-sim-secret"))
         .send()
@@ -172,7 +172,7 @@ async fn bodiless_posts_and_puts_carry_content_length_zero() {
     );
     assert!(webhooks::set_active(&client, true).await.expect("activate"));
     // The strict answer is real: a bare POST is refused.
-    let bare = reqwest::Client::new()
+    let bare = hookrace::http::plain_client()
         .post(format!("{}/v3/webhooks/deactivate", polar.base_url))
         .basic_auth("hookrace-sim", Some("hookrace-sim-secret"))
         .send()

@@ -407,7 +407,7 @@ async fn a_flood_of_refusals_is_counted_exactly_but_logged_sparingly() {
         log: lines,
     } = common::binary::start(common::binary::hookrace(), &config);
     const FLOOD: usize = 400;
-    let http = reqwest::Client::new();
+    let http = hookrace::http::plain_client();
     let started = std::time::Instant::now();
     for i in 0..FLOOD {
         let body = exercise(424242, &format!("flood{i}"));
@@ -458,7 +458,7 @@ async fn hammering_oauth_connect_neither_fills_the_disk_nor_memory() {
     app.running.store.flush().unwrap();
     let size = |p: &std::path::Path| std::fs::metadata(p.join("db")).unwrap().len();
     let before = size(dir.path());
-    let http = reqwest::Client::builder()
+    let http = hookrace::http::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();

@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
+    hookrace::http::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
@@ -291,7 +291,7 @@ fn hookrace() -> Command {
 async fn webhook_and_users_commands_work_against_a_running_daemon() {
     let polar = common::external_sim().await;
     let (user, access) = (polar.user, polar.access_token.clone());
-    let http = reqwest::Client::new();
+    let http = hookrace::http::plain_client();
 
     // The daemon, with its admin port known so the commands can reach it.
     let dir = tempfile::tempdir().unwrap();

@@ -24,7 +24,7 @@ async fn polar(settings: SimSettings) -> Polar {
     let running = sim::start(listener, settings, shutdown.clone()).unwrap();
     Polar {
         base: running.base_url,
-        http: reqwest::Client::builder()
+        http: hookrace::http::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap(),

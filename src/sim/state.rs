@@ -56,7 +56,7 @@ impl Sim {
         // The simulator stands beside the application and builds its own client (as Polar
         // would): a timeout, and no redirects followed (a receiver's redirect is a failed
         // delivery, not a new address).
-        let http = reqwest::Client::builder()
+        let http = crate::http::builder()
             .timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent("hookrace-sim (AccessLink simulator)")

@@ -102,7 +102,7 @@ pub async fn spawn_with(cfg: Config) -> App {
         admin_base,
         shutdown,
         running,
-        http: reqwest::Client::new(),
+        http: hookrace::http::plain_client(),
     }
 }
 

@@ -1,0 +1,223 @@
+//! What each command of the `hookrace` binary runs, and how its outcome becomes an exit code (0
+//! ok, 64 bad usage or config, 1 runtime failure). It lives in the library rather than in
+//! `main.rs` so the binary's crate stays a few lines: the generic code a command instantiates
+//! (the runtime's `block_on` of every command's future, clap's parsing) is compiled once, here,
+//! not again in the binary (that second copy was 14 s of a fresh release build).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use crate::apps::daemon;
+use crate::cli::{Cli, Command, EXIT_FAILURE, EXIT_USAGE};
+use crate::{config, telemetry};
+
+/// The command line, parsed; `Err` is the exit code once clap has printed its message (help
+/// and `--version` are 0, a usage error 64).
+pub fn parse() -> Result<Cli, ExitCode> {
+    Cli::try_parse().map_err(|e| {
+        let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+        let _ = e.print();
+        ExitCode::from(code as u8)
+    })
+}
+
+/// Starts logging at the level the command wants: the commands that draw on the terminal
+/// (the demo's progress, a report, the management commands) log only warnings.
+pub fn start_logging(cli: &Cli) {
+    match &cli.command {
+        Command::Demo(_)
+        | Command::Report { .. }
+        | Command::Webhook { .. }
+        | Command::Users { .. }
+        | Command::Notify { .. } => telemetry::init_with("warn"),
+        _ => telemetry::init(),
+    }
+}
+
+/// Runs the command `cli` names to its end.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Demo(args) => on_runtime(async move {
+            let mut out = std::io::stdout();
+            crate::apps::demo::run(&args, &mut out).await.map(|_| ())
+        }),
+        Command::Report {
+            config,
+            store,
+            format,
+        } => with_config(config, |mut cfg| async move {
+            if let Some(dir) = store {
+                cfg.store.path = dir;
+            }
+            let report = crate::apps::report::from_config(&cfg, format).await?;
+            print!("{}", crate::apps::report::render(&report, format));
+            Ok(())
+        }),
+        Command::Whatif(args) => {
+            if let Some(problem) = crate::apps::whatif::invalid(&args) {
+                eprintln!("hookrace whatif: {problem}");
+                return ExitCode::from(EXIT_USAGE as u8);
+            }
+            let mut out = std::io::stdout();
+            exit(crate::apps::whatif::run(&args, &mut out).map(|_| ()))
+        }
+        Command::CheckConfig { config } => match located(config.as_deref()) {
+            Ok(cfg) => {
+                for w in &cfg.warnings {
+                    eprintln!("warning: {w}");
+                }
+                println!("configuration is valid");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprint!("{e}");
+                ExitCode::from(EXIT_USAGE as u8)
+            }
+        },
+        Command::Webhook { config, command } => with_config(config, |cfg| async move {
+            let mut out = std::io::stdout();
+            crate::operations::manage::webhook_command(&cfg, &command.action(), &mut out).await
+        }),
+        Command::Notify { config, command } => with_config(config, |cfg| async move {
+            match command {
+                crate::cli::NotifyCommand::Test => {
+                    crate::notify::test_command(&cfg.notify, &mut std::io::stdout()).await
+                }
+            }
+        }),
+        Command::Users { config, command } => {
+            with_config(config, |cfg| users_command(cfg, command))
+        }
+        Command::Sim(args) => match args.settings() {
+            Ok(settings) => on_runtime(run_sim(args, settings)),
+            Err(e) => {
+                eprintln!("hookrace sim: {e}");
+                ExitCode::from(EXIT_USAGE as u8)
+            }
+        },
+        Command::Run { config } => with_config(config, |cfg| async move {
+            let shutdown = CancellationToken::new();
+            daemon::spawn_signal_handler(shutdown.clone())?;
+            let listeners = daemon::Listeners::bind(&cfg).await?;
+            daemon::run(cfg, listeners, shutdown).await
+        }),
+    }
+}
+
+/// `hookrace users list|remove`.
+async fn users_command(
+    cfg: config::Config,
+    command: crate::cli::UsersCommand,
+) -> anyhow::Result<()> {
+    use crate::operations::manage;
+    match command {
+        crate::cli::UsersCommand::List => {
+            let users = manage::list_users(&cfg).await?;
+            if users.is_empty() {
+                println!("no users: connect one at /oauth/connect on the public listener");
+            }
+            for u in users {
+                match u.disconnected_at {
+                    None => println!("{}  connected since {}", u.user_id, u.added_at),
+                    Some(t) => println!(
+                        "{}  DISCONNECTED at {t}: {}",
+                        u.user_id,
+                        u.disconnect_reason.unwrap_or_default()
+                    ),
+                }
+            }
+            Ok(())
+        }
+        crate::cli::UsersCommand::Remove { user } => {
+            if manage::remove_user_cmd(&cfg, user).await? {
+                println!("user {user} de-registered and removed");
+                Ok(())
+            } else {
+                anyhow::bail!("no user {user} is known")
+            }
+        }
+    }
+}
+
+/// Runs `work` on a new runtime; its error is exit code 1.
+fn on_runtime(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    exit(runtime().and_then(|rt| rt.block_on(work)))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hookrace: {e:#}");
+            ExitCode::from(EXIT_FAILURE as u8)
+        }
+    }
+}
+
+/// `hookrace sim`: serve until SIGTERM/SIGINT, after printing what a student needs to start.
+async fn run_sim(
+    args: crate::cli::SimArgs,
+    settings: crate::sim::SimSettings,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let shutdown = CancellationToken::new();
+    daemon::spawn_signal_handler(shutdown.clone())?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding the simulator on {}", args.listen))?;
+    let running = crate::sim::start(listener, settings, shutdown)?;
+    println!("AccessLink simulator at {}", running.base_url);
+    println!(
+        "  client credentials (HTTP Basic): {}:{}",
+        args.client_id, args.client_secret
+    );
+    for uid in running.sim.active_user_ids() {
+        if let Some(token) = running.sim.token_of(uid) {
+            println!("  user {uid}: access token {token}");
+        }
+    }
+    println!(
+        "  ground truth: GET {}/sim/truth   (see docs/simulator.md)",
+        running.base_url
+    );
+    running.handle.await.context("the simulator task")?;
+    Ok(())
+}
+
+/// Loads the configuration (exit 64 when invalid) and runs `f` with it on a runtime.
+fn with_config<F, Fut>(path: Option<std::path::PathBuf>, f: F) -> ExitCode
+where
+    F: FnOnce(crate::config::Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    match located(path.as_deref()) {
+        Ok(cfg) => on_runtime(f(cfg)),
+        Err(e) => {
+            eprint!("{e}");
+            ExitCode::from(EXIT_USAGE as u8)
+        }
+    }
+}
+
+/// Loads the configuration by the one rule (`-c`, `$HOOKRACE_CONFIG`, `/etc/hookrace/config.toml`,
+/// the embedded default), saying on stderr which one when it was not given, and warning when a
+/// `./config.toml` sits here unread.
+fn located(given: Option<&std::path::Path>) -> Result<config::Config, config::ConfigErrors> {
+    let source = config::ConfigSource::locate(given, &|k| std::env::var(k).ok(), &|p| p.exists());
+    if let Some(line) = source.notice() {
+        eprintln!("hookrace: {line}");
+        let here = std::path::Path::new("config.toml");
+        if here.exists() && source.path() != Some(here) {
+            eprintln!("hookrace: ./config.toml is not read unless named: -c config.toml");
+        }
+    }
+    config::load(source.path())
+}
