@@ -758,8 +758,9 @@ fn deliveries_of<'a>(
         .filter(|d| d.event == e.kind && d.user_id == e.user_id && d.entity_id == e.entity_id)
 }
 
-/// The simulator's entities whose first delivery was lost (dropped, failed, not sent) while a
-/// later one (an activity update of the same day) reached the receiver.
+/// The simulator's entities whose first item was not delivered (the delivery was dropped or
+/// failed, or no webhook existed yet to send it to) while a later one (an activity update of the
+/// same day) reached the receiver.
 fn announced_late(t: &crate::sim::Truth) -> Vec<&crate::sim::TruthEntity> {
     t.entities
         .iter()
@@ -785,7 +786,11 @@ fn ground_truth(t: &crate::sim::Truth, store: &crate::store::Store) -> GroundTru
         entities_announced_late: late.len() as u64,
         announced_late_max_ms: late_delays.reduce(f64::max),
         entities_generated: t.entities.len() as u64,
-        deliveries_decided: t.deliveries.iter().filter(|d| !d.duplicate).count() as u64,
+        deliveries_decided: t
+            .deliveries
+            .iter()
+            .filter(|d| !d.duplicate && d.outcome != DeliveryOutcome::NoWebhook)
+            .count() as u64,
         deliveries_dropped: t
             .deliveries
             .iter()
@@ -794,5 +799,36 @@ fn ground_truth(t: &crate::sim::Truth, store: &crate::store::Store) -> GroundTru
         deliveries_duplicated: t.deliveries.iter().filter(|d| d.duplicate).count() as u64,
         entities_never_delivered: never_delivered(t).len() as u64,
         requests: t.requests.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(outcome: &str, at: &str) -> serde_json::Value {
+        serde_json::json!({"event": "ACTIVITY_SUMMARY", "user_id": 1, "entity_id": "2026-12-02",
+            "url": "u", "outcome": outcome, "status": null, "duplicate": false,
+            "decided_at": at, "sent_at": null})
+    }
+
+    fn truth(first: &str) -> crate::sim::Truth {
+        serde_json::from_value(serde_json::json!({
+            "entities": [{"type": "ACTIVITY_SUMMARY", "user_id": 1, "entity_id": "2026-12-02",
+                "item_ids": [1, 2], "available_at": "2026-12-02T10:00:00Z"}],
+            "deliveries": [delivery(first, "2026-12-02T10:00:00Z"),
+                delivery("sent", "2026-12-02T10:00:35Z")],
+            "requests": {}
+        }))
+        .expect("a ground truth as /sim/truth serves it")
+    }
+
+    /// A day whose first item found no webhook (or lost its delivery) and whose update was
+    /// delivered was announced late; one whose first delivery arrived was not.
+    #[test]
+    fn an_entity_announced_only_by_its_update_is_announced_late() {
+        assert_eq!(announced_late(&truth("no_webhook")).len(), 1);
+        assert_eq!(announced_late(&truth("dropped")).len(), 1);
+        assert_eq!(announced_late(&truth("sent")).len(), 0);
     }
 }

@@ -94,6 +94,11 @@ pub enum DeliveryOutcome {
     Dropped,
     /// The webhook was inactive: not sent.
     Inactive,
+    /// No webhook subscribed to the event existed when the item was made: nothing to send. Kept
+    /// so an entity whose first item came before the webhook (and a later update announced it)
+    /// shows as announced late, not as a slow network.
+    #[serde(rename = "no_webhook")]
+    NoWebhook,
 }
 
 /// One delivery decided by the simulator, and what became of it.

@@ -268,10 +268,6 @@ impl State {
     /// Decides the deliveries for a new item: none, dropped, one, or two.
     pub(super) fn announce(&mut self, item: &Item, base: &str) -> Vec<DeliveryJob> {
         let event = item.kind.event_type().to_string();
-        let hook = match &self.hook {
-            Some(h) if h.events.contains(&event) => h.clone(),
-            _ => return Vec::new(),
-        };
         let payload = item.webhook_payload(&self.links_base(base), Utc::now());
         let url = payload["url"].as_str().unwrap_or_default().to_string();
         let record = |s: &mut State, outcome: DeliveryOutcome, duplicate: bool| {
@@ -287,6 +283,13 @@ impl State {
                 sent_at: None,
             });
             s.truth.deliveries.len() - 1
+        };
+        let hook = match &self.hook {
+            Some(h) if h.events.contains(&event) => h.clone(),
+            _ => {
+                record(self, DeliveryOutcome::NoWebhook, false);
+                return Vec::new();
+            }
         };
         if !hook.active {
             record(self, DeliveryOutcome::Inactive, false);

@@ -376,8 +376,8 @@ pub(super) fn explanations(r: &Report) -> Vec<String> {
     }
     if let Some(t) = r.truth.as_ref().filter(|t| t.entities_announced_late > 0) {
         lines.push(format!(
-            "webhook: {} announced only by a later delivery (the first was lost; an activity \
-             update of the same day came later): their webhook delay, up to {}, is that wait, \
+            "webhook: {} announced only by a later delivery (the first was lost, or came \
+             before the webhook existed; an activity update of the same day came later): their webhook delay, up to {}, is that wait, \
              not the network",
             plural(t.entities_announced_late, "entity was", "entities were"),
             ms(t.announced_late_max_ms)
