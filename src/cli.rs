@@ -96,7 +96,11 @@ pub enum Command {
 
 /// Options of `hookrace sim`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct SimArgs {
+    /// Talk to a running simulator instead of starting one.
+    #[command(subcommand)]
+    pub action: Option<SimAction>,
     /// Address to listen on (loopback by default).
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
@@ -142,6 +146,16 @@ pub struct SimArgs {
     /// Where OAuth authorize redirects when the request names no redirect_uri.
     #[arg(long)]
     pub redirect_uri: Option<String>,
+}
+
+/// What `hookrace sim trigger|log` do to a running simulator.
+#[derive(Debug, Clone, Subcommand)]
+pub enum SimAction {
+    /// Make new data now and let the simulator deliver it to the registered webhook (or send a
+    /// PING), optionally with a one-shot fault on that delivery.
+    Trigger(crate::apps::workbench::TriggerArgs),
+    /// Every delivery the simulator made, the receiver's answer, and what the receiver fetched.
+    Log(crate::apps::workbench::LogArgs),
 }
 
 impl SimArgs {

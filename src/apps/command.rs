@@ -90,6 +90,18 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Users { config, command } => {
             with_config(config, |cfg| users_command(cfg, command))
         }
+        Command::Sim(crate::cli::SimArgs {
+            action: Some(action),
+            ..
+        }) => on_runtime(async move {
+            let mut out = std::io::stdout();
+            match action {
+                crate::cli::SimAction::Trigger(t) => {
+                    crate::apps::workbench::trigger(&t, &mut out).await
+                }
+                crate::cli::SimAction::Log(l) => crate::apps::workbench::log(&l, &mut out).await,
+            }
+        }),
         Command::Sim(args) => match args.settings() {
             Ok(settings) => on_runtime(run_sim(args, settings)),
             Err(e) => {

@@ -9,4 +9,5 @@ pub mod daemon;
 pub mod demo;
 pub mod report;
 pub mod whatif;
+pub mod workbench;
 pub mod your_app;

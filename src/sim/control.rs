@@ -10,7 +10,7 @@ use crate::accesslink::identity::EventType;
 
 impl Sim {
     /// Routes a control request to its handler.
-    pub(super) fn control(&self, req: &SimRequest, rest: &str) -> SimResponse {
+    pub(super) async fn control(&self, req: &SimRequest, rest: &str) -> SimResponse {
         let m = &req.method;
         let segs: Vec<&str> = rest.split('/').collect();
         match segs.as_slice() {
@@ -28,6 +28,10 @@ impl Sim {
             ["faults"] if *m == Method::GET => self.control_faults(None),
             ["faults"] if *m == Method::PUT => self.control_put_faults(&req.body),
             ["truth"] if *m == Method::GET => self.control_truth(),
+            ["webhook-secret"] if *m == Method::POST => self.control_webhook_secret(&req.body),
+            ["trigger"] if *m == Method::POST => self.control_trigger(&req.body).await,
+            ["log"] if *m == Method::GET => self.control_log(&req.query),
+            ["watch"] if *m == Method::GET => super::workbench::watch_page(),
             _ => SimResponse::text(
                 StatusCode::NOT_FOUND,
                 "no such control route: see docs/simulator.md\n",
@@ -42,11 +46,41 @@ impl Sim {
             .get("registered")
             .and_then(Value::as_bool)
             .unwrap_or(true);
-        let (id, token) = self.add_user(registered);
+        let token = body
+            .get("access_token")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if let Some(t) = &token {
+            if t.len() < 8 || self.lock().tokens.contains_key(t) {
+                return SimResponse::text(
+                    StatusCode::BAD_REQUEST,
+                    "access_token must be at least 8 characters and not another user's\n",
+                );
+            }
+        }
+        let (id, token) = self.add_user_with(registered, token);
         SimResponse::json(
             StatusCode::CREATED,
             json!({"user_id": id, "access_token": token, "registered": registered}),
         )
+    }
+
+    /// `POST /sim/webhook-secret` with `{"secret": "…"}`: the next webhook created gets this
+    /// `signature_secret_key`, so a receiver can have it before its first delivery.
+    fn control_webhook_secret(&self, body: &[u8]) -> SimResponse {
+        let secret = serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v.get("secret").and_then(Value::as_str).map(str::to_string));
+        match secret {
+            Some(s) if s.len() >= 16 && s.chars().all(|c| c.is_ascii_graphic()) => {
+                self.lock().next_webhook_secret = Some(s.clone());
+                SimResponse::json(StatusCode::OK, json!({"next_webhook_secret": s}))
+            }
+            _ => SimResponse::text(
+                StatusCode::BAD_REQUEST,
+                "send {\"secret\": \"…\"}: at least 16 printable characters, no spaces\n",
+            ),
+        }
     }
 
     /// `GET /sim/users`.

@@ -15,7 +15,19 @@ use tokio_util::sync::CancellationToken;
 impl Sim {
     /// Creates a new item of `kind` for `user` now, announces it, returns its truth entry.
     pub fn generate(&self, user_id: u64, kind: Kind) -> Option<TruthEntity> {
-        let (entity, job) = {
+        self.generate_with(user_id, kind, &OneShot::default())
+            .map(|(entity, _)| entity)
+    }
+
+    /// Like [`Sim::generate`], the item's deliveries carrying `fault`; also returns the data's
+    /// URL as the delivery names it.
+    pub fn generate_with(
+        &self,
+        user_id: u64,
+        kind: Kind,
+        fault: &OneShot,
+    ) -> Option<(TruthEntity, String)> {
+        let (entity, url, job) = {
             let mut s = self.lock();
             if !s
                 .users
@@ -26,21 +38,29 @@ impl Sim {
             }
             let item = s.new_item(user_id, kind, &self.base);
             let index = s.record_entity(&item);
-            let mut job = s.announce(&item, &self.base);
+            let url = item.webhook_payload(&s.links_base(&self.base), Utc::now())["url"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let mut job = s.announce(&item, &self.base, fault);
+            if fault.gone {
+                // The data is deleted before anyone can fetch it.
+                s.items.remove(&item.id);
+            }
             // Polar computes SleepWise™ once five nights of sleep are known.
             if kind == Kind::Sleep && s.night_count(user_id) >= 5 {
                 for derived in [Kind::SleepWiseAlertness, Kind::SleepWiseCircadianBedtime] {
                     let item = s.new_item(user_id, derived, &self.base);
                     s.record_entity(&item);
-                    job.extend(s.announce(&item, &self.base));
+                    job.extend(s.announce(&item, &self.base, &OneShot::default()));
                 }
             }
-            (s.truth.entities[index].clone(), job)
+            (s.truth.entities[index].clone(), url, job)
         };
         for j in job {
             let _ = self.deliveries.send(j);
         }
-        Some(entity)
+        Some((entity, url))
     }
 }
 

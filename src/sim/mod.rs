@@ -15,7 +15,9 @@
 //!   `daily`: sleep, Nightly Recharge and continuous heart rate (model, rendering, endpoints);
 //!   `files`: an exercise's FIT, TCX, GPX, heart-rate zones and samples.
 //! - `limits`: rate limits and injected server errors.
-//! - `control`: the `/sim/...` control API; `truth`: the ground truth it reveals.
+//! - `control`: the `/sim/...` control API; `truth`: the ground truth it reveals;
+//!   `workbench`: the delivery and request log and `POST /sim/trigger`, for people building a
+//!   receiver (`hookrace sim trigger|log`, `/sim/watch`, `hookrace check-receiver`).
 //! - `generator`: new data at random times; `model`: the data and its two JSON dialects.
 
 mod activity;
@@ -34,6 +36,7 @@ mod transactions;
 mod truth;
 mod users;
 mod webhooks;
+mod workbench;
 
 use std::sync::Arc;
 
@@ -47,7 +50,8 @@ pub use routes::{SimRequest, SimResponse, endpoint_name};
 pub use settings::{Faults, SimSettings};
 pub use state::Sim;
 pub use truth::{DeliveryOutcome, Truth, TruthDelivery, TruthEntity};
-pub use webhooks::DeliveryJob;
+pub use webhooks::{DeliveryJob, UNKNOWN_USER};
+pub use workbench::{LogEntry, Logged, OneShot, path_of};
 
 // What the endpoint families share among themselves (the simulator's own modules only).
 use limits::Window;
@@ -77,7 +81,11 @@ pub fn start(
     let (tx, rx) = mpsc::unbounded_channel();
     let sim = Sim::new(settings, base_url.clone(), tx)?;
 
-    let server = warp::serve(routes::filter(sim.clone()))
+    use warp::Filter;
+    let routes = workbench::log_events(sim.clone(), shutdown.clone())
+        .or(routes::filter(sim.clone()))
+        .unify();
+    let server = warp::serve(routes)
         .incoming(listener)
         .graceful(shutdown.clone().cancelled_owned())
         .run();

@@ -152,7 +152,7 @@ impl Sim {
     pub async fn handle(&self, req: SimRequest) -> SimResponse {
         let path = req.path.trim_end_matches('/').to_string();
         if let Some(rest) = path.strip_prefix("/sim/") {
-            return self.control(&req, rest);
+            return self.control(&req, rest).await;
         }
         match (req.method.clone(), path.as_str()) {
             (Method::GET, "/oauth2/authorization") => return self.authorize(&req),
@@ -206,6 +206,7 @@ impl Sim {
         } else {
             self.v3(&req, &path).await
         };
+        self.log_request(&req, resp.status);
         resp.headers.extend(headers);
         resp
     }

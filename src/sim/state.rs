@@ -33,6 +33,10 @@ pub(super) struct State {
     pub(super) short: Window,
     pub(super) long: Window,
     pub(super) truth: Truth,
+    /// What the simulator did to the receiver and what the receiver asked back (the workbench).
+    pub(super) log: super::workbench::WorkLog,
+    /// The secret the next webhook created gets (`POST /sim/webhook-secret`), else a random one.
+    pub(super) next_webhook_secret: Option<String>,
 }
 
 /// The simulator: shared state plus what is needed to send deliveries and PINGs.
@@ -81,6 +85,8 @@ impl Sim {
                 short: Window::default(),
                 long: Window::default(),
                 truth: Truth::default(),
+                log: Default::default(),
+                next_webhook_secret: None,
             }),
             base,
             http,
@@ -100,9 +106,25 @@ impl Sim {
 
     /// Adds a user with a token; registered when `registered`.
     pub fn add_user(&self, registered: bool) -> (u64, String) {
+        self.add_user_with(registered, None)
+    }
+
+    /// Like [`Sim::add_user`] with the access token given (when it is not taken already).
+    pub fn add_user_with(&self, registered: bool, token: Option<String>) -> (u64, String) {
         let out = {
             let mut s = self.lock();
-            s.new_user(registered)
+            let (id, random) = s.new_user(registered);
+            match token {
+                Some(t) if !t.is_empty() && !s.tokens.contains_key(&t) => {
+                    s.tokens.remove(&random);
+                    s.tokens.insert(t.clone(), id);
+                    if let Some(u) = s.users.get_mut(&id) {
+                        u.token = t.clone();
+                    }
+                    (id, t)
+                }
+                _ => (id, random),
+            }
         };
         self.users_changed.notify_one();
         out

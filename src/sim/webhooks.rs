@@ -13,7 +13,11 @@ use tokio::sync::mpsc;
 use warp::http::StatusCode;
 
 use super::model::Item;
+use super::workbench::{Logged, OneShot};
 use super::*;
+
+/// The `user_id` a delivery names when the grader probes with a user the client does not know.
+pub const UNKNOWN_USER: u64 = 99_999_999;
 use crate::accesslink::identity::EventType;
 
 #[derive(Debug, Clone)]
@@ -44,6 +48,8 @@ pub struct DeliveryJob {
     pub secret: String,
     pub event: String,
     pub delay: Duration,
+    /// The one-shot fault it carries (`sim trigger`, the receiver grader).
+    pub fault: OneShot,
 }
 
 impl Sim {
@@ -58,6 +64,7 @@ impl Sim {
         })
         .to_string();
         let sig = crate::accesslink::signature::sign(secret, body.as_bytes());
+        let started = std::time::Instant::now();
         let res = self
             .http
             .post(url)
@@ -67,6 +74,11 @@ impl Sim {
             .body(body)
             .send()
             .await;
+        self.lock().log.record(Logged::Ping {
+            receiver: url.to_string(),
+            status: res.as_ref().ok().map(|r| r.status().as_u16()),
+            ms: Some(started.elapsed().as_millis() as u64),
+        });
         match res {
             Ok(r) if r.status() == StatusCode::OK => Ok(()),
             Ok(r) => Err(format!("Response code was [{}]", r.status().as_u16())),
@@ -103,7 +115,12 @@ impl Sim {
                     "a webhook already exists for this client",
                 );
             }
-            uuid_like(&mut s.rng)
+            // A secret fixed in advance (`POST /sim/webhook-secret`) lets a receiver have it
+            // before its first delivery.
+            match s.next_webhook_secret.take() {
+                Some(fixed) => fixed,
+                None => uuid_like(&mut s.rng),
+            }
         };
         if let Err(why) = self.ping(&url, &secret).await {
             return Self::ping_failed(&url, &why);
@@ -266,13 +283,19 @@ impl State {
     }
 
     /// Decides the deliveries for a new item: none, dropped, one, or two.
-    pub(super) fn announce(&mut self, item: &Item, base: &str) -> Vec<DeliveryJob> {
-        let event = item.kind.event_type().to_string();
-        let payload = item.webhook_payload(&self.links_base(base), Utc::now());
+    pub(super) fn announce(
+        &mut self,
+        item: &Item,
+        base: &str,
+        fault: &OneShot,
+    ) -> Vec<DeliveryJob> {
+        let mut event = item.kind.event_type().to_string();
+        let mut payload = item.webhook_payload(&self.links_base(base), Utc::now());
         let url = payload["url"].as_str().unwrap_or_default().to_string();
+        let hook_event = event.clone();
         let record = |s: &mut State, outcome: DeliveryOutcome, duplicate: bool| {
             s.truth.deliveries.push(TruthDelivery {
-                event: event.clone(),
+                event: hook_event.clone(),
                 user_id: item.user_id,
                 entity_id: item.source_id(),
                 url: url.clone(),
@@ -285,7 +308,7 @@ impl State {
             s.truth.deliveries.len() - 1
         };
         let hook = match &self.hook {
-            Some(h) if h.events.contains(&event) => h.clone(),
+            Some(h) if h.events.contains(&hook_event) => h.clone(),
             _ => {
                 record(self, DeliveryOutcome::NoWebhook, false);
                 return Vec::new();
@@ -296,11 +319,33 @@ impl State {
             return Vec::new();
         }
         let f = self.settings.faults.clone();
-        if f.drop_rate > 0.0 && self.rng.random_bool(f.drop_rate.min(1.0)) {
+        let randomly_dropped =
+            f.drop_rate > 0.0 && self.rng.random_bool(f.drop_rate.min(1.0)) && !fault.drop;
+        if fault.drop || randomly_dropped {
             record(self, DeliveryOutcome::Dropped, false);
+            self.log.record(Logged::Delivery {
+                event: event.clone(),
+                user_id: item.user_id,
+                url: url.clone(),
+                receiver: hook.url.clone(),
+                fault: Some(fault.label().unwrap_or_else(|| "drop_rate".into())),
+                sent: false,
+                status: None,
+                ms: None,
+            });
             return Vec::new();
         }
-        let copies = if f.duplicate_rate > 0.0 && self.rng.random_bool(f.duplicate_rate.min(1.0)) {
+        // The grader's probes change what the receiver is told (the truth keeps the real item).
+        if fault.unknown_event {
+            event = "UNKNOWN_EVENT".to_string();
+            payload["event"] = Value::String(event.clone());
+        }
+        if fault.unknown_user {
+            payload["user_id"] = json!(UNKNOWN_USER);
+        }
+        let copies = if fault.duplicate
+            || (f.duplicate_rate > 0.0 && self.rng.random_bool(f.duplicate_rate.min(1.0)))
+        {
             2
         } else {
             1
@@ -308,11 +353,12 @@ impl State {
         (0..copies)
             .map(|n| {
                 let (lo, hi) = f.delay_ms;
-                let delay = Duration::from_millis(if hi > lo {
+                let drawn = Duration::from_millis(if hi > lo {
                     self.rng.random_range(lo..=hi)
                 } else {
                     lo
                 });
+                let delay = super::workbench::delay_of(fault, drawn);
                 DeliveryJob {
                     truth_index: record(self, DeliveryOutcome::Pending, n > 0),
                     url: hook.url.clone(),
@@ -320,6 +366,7 @@ impl State {
                     secret: hook.secret.clone(),
                     event: event.clone(),
                     delay,
+                    fault: fault.clone(),
                 }
             })
             .collect()
@@ -402,11 +449,21 @@ pub(super) async fn send_deliveries(
                 return;
             }
             let mut payload = job.payload;
-            payload["timestamp"] = serde_json::Value::String(
-                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            );
+            let now = chrono::Utc::now();
+            payload["timestamp"] = serde_json::Value::String(if job.fault.zoneless_timestamp {
+                now.naive_utc().format("%Y-%m-%dT%H:%M:%S%.3f").to_string()
+            } else {
+                now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            });
             let body = payload.to_string();
-            let signature = crate::accesslink::signature::sign(&job.secret, body.as_bytes());
+            let secret = if job.fault.bad_signature {
+                // Not the webhook's secret: a forgery, or a receiver with a stale secret.
+                format!("not-{}", job.secret)
+            } else {
+                job.secret.clone()
+            };
+            let signature = crate::accesslink::signature::sign(&secret, body.as_bytes());
+            let started = std::time::Instant::now();
             let res = http
                 .post(&job.url)
                 .header("Content-Type", "application/json")
@@ -416,6 +473,16 @@ pub(super) async fn send_deliveries(
                 .send()
                 .await;
             let status = res.ok().map(|r| r.status().as_u16());
+            sim.lock().log.record(Logged::Delivery {
+                event: job.event.clone(),
+                user_id: payload["user_id"].as_u64().unwrap_or_default(),
+                url: payload["url"].as_str().unwrap_or_default().to_string(),
+                receiver: job.url.clone(),
+                fault: job.fault.label(),
+                sent: true,
+                status,
+                ms: Some(started.elapsed().as_millis() as u64),
+            });
             sim.delivery_done(job.truth_index, status);
         });
     }

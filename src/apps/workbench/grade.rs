@@ -1,0 +1,1 @@
+//! `hookrace check-receiver`: grades a webhook receiver against Polar's contract.

@@ -1,0 +1,205 @@
+//! The receiver workbench: for people building their own webhook receiver against the
+//! simulator. `hookrace sim trigger` makes data now (with a one-shot fault if asked) and lets
+//! the simulator deliver it; `hookrace sim log` prints every delivery, the receiver's answer and
+//! what the receiver fetched with which token; `hookrace check-receiver` ([`grade`]) runs Polar's
+//! contract against a receiver as rules with verdicts. All of it talks to the simulator's control
+//! API over HTTP, so it works against a simulator in another process or on another machine.
+
+pub mod grade;
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use crate::sim::LogEntry;
+
+/// Where `hookrace sim` listens by default.
+pub const DEFAULT_SIM: &str = "http://127.0.0.1:7070";
+
+/// `hookrace sim trigger`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TriggerArgs {
+    /// EXERCISE, SLEEP, ACTIVITY_SUMMARY, CONTINUOUS_HEART_RATE, SleepWise, PHYSICAL_INFORMATION,
+    /// or ping.
+    pub event: String,
+    /// The user the data is for (default: the first registered user).
+    #[arg(long)]
+    pub user: Option<u64>,
+    /// How many items to make.
+    #[arg(long, default_value_t = 1)]
+    pub count: u32,
+    /// Do not send the delivery at all (a lost webhook).
+    #[arg(long)]
+    pub drop: bool,
+    /// Send the delivery twice.
+    #[arg(long)]
+    pub duplicate: bool,
+    /// Send the delivery after this long (e.g. 12s) instead of the usual 20–400 ms.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub delay: Option<Duration>,
+    /// Sign the delivery with a wrong secret (a forgery: your receiver must not act on it).
+    #[arg(long)]
+    pub bad_signature: bool,
+    /// The running simulator.
+    #[arg(long, default_value = DEFAULT_SIM)]
+    pub sim: String,
+}
+
+/// `hookrace sim log`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// Keep printing new entries as they happen (Ctrl-C to stop).
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Print each entry as one JSON object per line instead of a sentence.
+    #[arg(long)]
+    pub json: bool,
+    /// The running simulator.
+    #[arg(long, default_value = DEFAULT_SIM)]
+    pub sim: String,
+}
+
+/// The simulator's base URL from `--sim` (`127.0.0.1:7070` or a URL).
+pub fn sim_base(sim: &str) -> String {
+    let sim = sim.trim_end_matches('/');
+    if sim.starts_with("http://") || sim.starts_with("https://") {
+        sim.to_string()
+    } else {
+        format!("http://{sim}")
+    }
+}
+
+fn unreachable(base: &str, e: reqwest::Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no simulator answers at {base} ({e}): start one with `hookrace sim`, or name it with --sim"
+    )
+}
+
+/// Makes the data (or the PING) and prints what was made and where it is delivered.
+pub async fn trigger(args: &TriggerArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+    let base = sim_base(&args.sim);
+    let mut fault = json!({
+        "drop": args.drop,
+        "duplicate": args.duplicate,
+        "bad_signature": args.bad_signature,
+    });
+    if let Some(d) = args.delay {
+        fault["delay_ms"] = json!(d.as_millis() as u64);
+    }
+    let mut body = json!({"event": args.event, "count": args.count, "fault": fault});
+    if let Some(u) = args.user {
+        body["user_id"] = json!(u);
+    }
+    let http = crate::http::client(Duration::from_secs(30))?;
+    let res = http
+        .post(format!("{base}/sim/trigger"))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| unreachable(&base, e))?;
+    let status = res.status();
+    if !status.is_success() {
+        let text = res.text().await.unwrap_or_default();
+        bail!(
+            "the simulator at {base} refused ({status}): {}",
+            text.trim()
+        );
+    }
+    let v: Value = res.json().await.context("reading the simulator's answer")?;
+    if v["event"] == "PING" {
+        match v["answered"].as_bool() {
+            Some(true) => writeln!(
+                out,
+                "PING sent to {}: answered 200",
+                v["webhook"].as_str().unwrap_or("?")
+            )?,
+            _ => bail!(
+                "PING sent to {}: {}",
+                v["webhook"].as_str().unwrap_or("?"),
+                v["problem"].as_str().unwrap_or("not answered 200")
+            ),
+        }
+        return Ok(());
+    }
+    let fault = v["fault"]
+        .as_str()
+        .map(|f| format!(" with fault {f}"))
+        .unwrap_or_default();
+    for m in v["made"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "made {} {} for user {}: data at {}",
+            m["type"].as_str().unwrap_or("?"),
+            m["entity_id"].as_str().unwrap_or("?"),
+            m["user_id"],
+            m["url"].as_str().unwrap_or("?"),
+        )?;
+    }
+    writeln!(
+        out,
+        "delivering to {}{fault}; watch it with `hookrace sim log --follow` or {base}/sim/watch",
+        v["webhook"].as_str().unwrap_or("?")
+    )?;
+    Ok(())
+}
+
+/// Prints the log, and with `--follow` every new entry until the simulator stops.
+pub async fn log(args: &LogArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+    let base = sim_base(&args.sim);
+    let print = |out: &mut (dyn Write + Send), e: &LogEntry| -> std::io::Result<()> {
+        if args.json {
+            writeln!(out, "{}", serde_json::to_string(e).unwrap_or_default())?;
+        } else {
+            writeln!(out, "{}", e.line())?;
+        }
+        out.flush()
+    };
+    if !args.follow {
+        let http = crate::http::client(Duration::from_secs(30))?;
+        let entries: Vec<LogEntry> = http
+            .get(format!("{base}/sim/log"))
+            .send()
+            .await
+            .map_err(|e| unreachable(&base, e))?
+            .error_for_status()
+            .with_context(|| format!("reading {base}/sim/log"))?
+            .json()
+            .await
+            .with_context(|| format!("reading {base}/sim/log"))?;
+        for e in &entries {
+            print(out, e)?;
+        }
+        return Ok(());
+    }
+    // A stream lives as long as the simulator: no timeout on the whole request.
+    let http = crate::http::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .context("building an HTTP client")?;
+    let res = http
+        .get(format!("{base}/sim/log/events"))
+        .send()
+        .await
+        .map_err(|e| unreachable(&base, e))?
+        .error_for_status()
+        .with_context(|| format!("following {base}/sim/log/events"))?;
+    let mut body = res.bytes_stream();
+    let mut pending = String::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.with_context(|| format!("following {base}/sim/log/events"))?;
+        pending.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = pending.find('\n') {
+            let line: String = pending.drain(..=end).collect();
+            if let Some(data) = line.trim_end().strip_prefix("data:") {
+                if let Ok(e) = serde_json::from_str::<LogEntry>(data.trim_start()) {
+                    print(out, &e)?;
+                }
+            }
+        }
+    }
+    writeln!(out, "(the simulator at {base} stopped)")?;
+    Ok(())
+}

@@ -1,0 +1,542 @@
+//! The receiver workbench's side of the simulator: a log of what it did to the receiver (every
+//! delivery and PING, with the answer and how long it took) and of what the receiver then asked
+//! of it (every request carrying a user's token, with whose token and how long after the
+//! delivery that announced the URL), and `POST /sim/trigger`, which makes data now, optionally
+//! with a one-shot fault on its delivery. `hookrace sim log`, the simulator's live page
+//! (`/sim/watch`) and `hookrace check-receiver` read the log. None of it is part of AccessLink.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use warp::http::StatusCode;
+
+use super::model::Kind;
+use super::*;
+use crate::accesslink::identity::EventType;
+
+/// How many entries the log keeps (older ones are dropped; a follower that falls this far behind
+/// is told how many it missed).
+const KEEP: usize = 10_000;
+
+/// One thing the log records.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Logged {
+    /// A webhook delivery and the receiver's answer (`status` none: no answer or not sent).
+    Delivery {
+        event: String,
+        /// The `user_id` of the payload.
+        user_id: u64,
+        /// The data's URL (the payload's `url`).
+        url: String,
+        /// Where it was sent.
+        receiver: String,
+        /// The one-shot fault it carried (`drop`, `duplicate`, `bad_signature`, …), if any.
+        fault: Option<String>,
+        /// Whether it was sent at all (a dropped delivery is logged, not sent).
+        sent: bool,
+        status: Option<u16>,
+        ms: Option<u64>,
+    },
+    /// A PING (webhook creation, activation, `sim trigger ping`) and the answer.
+    Ping {
+        receiver: String,
+        status: Option<u16>,
+        ms: Option<u64>,
+    },
+    /// A request made with a user's bearer token: the receiver fetching data.
+    Request {
+        method: String,
+        /// Path and query.
+        path: String,
+        /// The user the token belongs to; none for a token the simulator does not know.
+        token_user: Option<u64>,
+        status: u16,
+        /// The user the last delivery of this URL was for, when one announced it.
+        announced_for: Option<u64>,
+        /// Milliseconds since that delivery was answered.
+        after_delivery_ms: Option<i64>,
+    },
+}
+
+/// A log entry: a sequence number (for followers), when, and what.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LogEntry {
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub what: Logged,
+}
+
+impl LogEntry {
+    /// One line for people: `12:00:03 EXERCISE user 10001 → 200 in 14 ms`, or
+    /// `12:00:03   · fetched /v3/exercises/aQlC83 with user 10001's token → 200, 38 ms after
+    /// the delivery`.
+    pub fn line(&self) -> String {
+        let at = self.at.format("%H:%M:%S");
+        let answer = |status: &Option<u16>, ms: &Option<u64>| match (status, ms) {
+            (Some(s), Some(ms)) => format!("{s} in {ms} ms"),
+            (Some(s), None) => s.to_string(),
+            (None, Some(ms)) => format!("no answer ({ms} ms)"),
+            (None, None) => "no answer".to_string(),
+        };
+        match &self.what {
+            Logged::Delivery {
+                event,
+                user_id,
+                url,
+                fault,
+                sent,
+                status,
+                ms,
+                ..
+            } => {
+                let fault = fault
+                    .as_ref()
+                    .map(|f| format!(" [{f}]"))
+                    .unwrap_or_default();
+                if *sent {
+                    format!(
+                        "{at} {event} user {user_id} → {}{fault} · {}",
+                        answer(status, ms),
+                        path_of(url)
+                    )
+                } else {
+                    format!("{at} {event} user {user_id} → not sent{fault}")
+                }
+            }
+            Logged::Ping {
+                receiver,
+                status,
+                ms,
+            } => format!("{at} PING {receiver} → {}", answer(status, ms)),
+            Logged::Request {
+                method,
+                path,
+                token_user,
+                status,
+                announced_for,
+                after_delivery_ms,
+            } => {
+                let verb = if method == "GET" { "fetched" } else { method };
+                let whose = match (token_user, announced_for) {
+                    (None, _) => "an unknown token".to_string(),
+                    (Some(t), Some(a)) if t != a => {
+                        format!("user {t}'s token (WRONG: the delivery was for user {a})")
+                    }
+                    (Some(t), _) => format!("user {t}'s token"),
+                };
+                let when = after_delivery_ms
+                    .map(|ms| format!(", {ms} ms after the delivery"))
+                    .unwrap_or_else(|| ", no delivery announced it".to_string());
+                format!("{at}   · {verb} {path} with {whose} → {status}{when}")
+            }
+        }
+    }
+}
+
+/// The path (and query) of `url`, or `url` itself when it does not parse.
+pub fn path_of(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => match u.query() {
+            Some(q) => format!("{}?{q}", u.path()),
+            None => u.path().to_string(),
+        },
+        Err(_) => url.to_string(),
+    }
+}
+
+/// The log: the newest entries, a broadcast of each new one, and which user each data URL was
+/// last delivered for.
+pub(super) struct WorkLog {
+    next_seq: u64,
+    entries: VecDeque<LogEntry>,
+    announced: HashMap<String, (u64, DateTime<Utc>)>,
+    tx: broadcast::Sender<LogEntry>,
+}
+
+impl Default for WorkLog {
+    fn default() -> Self {
+        WorkLog {
+            next_seq: 1,
+            entries: VecDeque::new(),
+            announced: HashMap::new(),
+            tx: broadcast::channel(1024).0,
+        }
+    }
+}
+
+impl WorkLog {
+    pub(super) fn record(&mut self, what: Logged) {
+        let now = Utc::now();
+        if let Logged::Delivery {
+            user_id,
+            url,
+            sent: true,
+            ..
+        } = &what
+        {
+            self.announced.insert(path_of(url), (*user_id, now));
+        }
+        let entry = LogEntry {
+            seq: self.next_seq,
+            at: now,
+            what,
+        };
+        self.next_seq += 1;
+        if self.entries.len() == KEEP {
+            self.entries.pop_front();
+        }
+        self.entries.push_back(entry.clone());
+        // No follower is no error.
+        let _ = self.tx.send(entry);
+    }
+
+    /// The user the last delivery of `path` was for, and when it was answered.
+    pub(super) fn announced(&self, path: &str) -> Option<(u64, DateTime<Utc>)> {
+        self.announced.get(path).copied()
+    }
+
+    pub(super) fn after(&self, seq: u64) -> Vec<LogEntry> {
+        self.entries
+            .iter()
+            .filter(|e| e.seq > seq)
+            .cloned()
+            .collect()
+    }
+
+    pub(super) fn subscribe(&self) -> broadcast::Receiver<LogEntry> {
+        self.tx.subscribe()
+    }
+}
+
+/// A one-shot fault on the deliveries of one trigger, and the payload changes the receiver
+/// grader uses to probe a receiver.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OneShot {
+    /// Not sent at all.
+    pub drop: bool,
+    /// Sent twice.
+    pub duplicate: bool,
+    /// Sent after this many milliseconds (instead of the configured delay).
+    pub delay_ms: Option<u64>,
+    /// Signed with a wrong secret.
+    pub bad_signature: bool,
+    /// The payload's `event` is one AccessLink does not have.
+    pub unknown_event: bool,
+    /// The payload's `user_id` is a user the client does not know.
+    pub unknown_user: bool,
+    /// The payload's `timestamp` has no zone (`2026-12-02T10:00:00.123`).
+    pub zoneless_timestamp: bool,
+    /// The data is gone by the time the receiver fetches it (404).
+    pub gone: bool,
+}
+
+impl OneShot {
+    /// The fault's name for the log (`drop`, `duplicate+bad_signature`, …), none when clean.
+    pub fn label(&self) -> Option<String> {
+        let mut names = Vec::new();
+        for (on, name) in [
+            (self.drop, "drop"),
+            (self.duplicate, "duplicate"),
+            (self.delay_ms.is_some(), "delay"),
+            (self.bad_signature, "bad_signature"),
+            (self.unknown_event, "unknown_event"),
+            (self.unknown_user, "unknown_user"),
+            (self.zoneless_timestamp, "zoneless_timestamp"),
+            (self.gone, "gone"),
+        ] {
+            if on {
+                names.push(name);
+            }
+        }
+        (!names.is_empty()).then(|| names.join("+"))
+    }
+}
+
+/// `POST /sim/trigger`'s body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Trigger {
+    /// An event name (`EXERCISE`, `SLEEP`, …, `SleepWise` for both SleepWise kinds) or `PING`.
+    event: String,
+    user_id: Option<u64>,
+    #[serde(default = "one")]
+    count: u32,
+    #[serde(default)]
+    fault: OneShot,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The most a trigger makes at once.
+const MAX_COUNT: u32 = 500;
+
+/// The kinds an event name triggers (`SleepWise` is both SleepWise kinds).
+fn kinds_of(event: &str) -> Option<Vec<Kind>> {
+    if event.eq_ignore_ascii_case("sleepwise") || event.eq_ignore_ascii_case("sleep_wise") {
+        return Some(vec![
+            Kind::SleepWiseAlertness,
+            Kind::SleepWiseCircadianBedtime,
+        ]);
+    }
+    let wanted = EventType::parse(&event.to_ascii_uppercase());
+    [
+        Kind::Exercise,
+        Kind::Activity,
+        Kind::PhysicalInformation,
+        Kind::Sleep,
+        Kind::ContinuousHeartRate,
+        Kind::SleepWiseAlertness,
+        Kind::SleepWiseCircadianBedtime,
+    ]
+    .into_iter()
+    .find(|k| k.event_type() == wanted)
+    .map(|k| vec![k])
+}
+
+impl Sim {
+    /// `POST /sim/trigger`: makes `count` new items of `event` for a user now (the first active
+    /// one unless `user_id` names one) and lets the simulator deliver them with `fault`, or sends
+    /// a PING. 409 when no active webhook would deliver them.
+    pub(super) async fn control_trigger(&self, body: &[u8]) -> SimResponse {
+        let bad = |m: String| SimResponse::text(StatusCode::BAD_REQUEST, format!("{m}\n"));
+        let t: Trigger = match serde_json::from_slice(body) {
+            Ok(t) => t,
+            Err(e) => return bad(format!("not a trigger: {e}")),
+        };
+        let hook = self.lock().hook.clone();
+        if t.event.eq_ignore_ascii_case("ping") {
+            let Some(h) = hook else {
+                return no_webhook("PING");
+            };
+            let answer = self.ping(&h.url, &h.secret).await;
+            return SimResponse::json(
+                StatusCode::OK,
+                json!({"event": "PING", "webhook": h.url, "answered": answer.is_ok(),
+                       "problem": answer.err()}),
+            );
+        }
+        let Some(kinds) = kinds_of(&t.event) else {
+            return bad(format!(
+                "unknown event {:?}: EXERCISE, SLEEP, ACTIVITY_SUMMARY, CONTINUOUS_HEART_RATE, \
+                 SleepWise, PHYSICAL_INFORMATION or PING",
+                t.event
+            ));
+        };
+        if t.count == 0 || t.count > MAX_COUNT {
+            return bad(format!("count must be 1 to {MAX_COUNT}"));
+        }
+        match &hook {
+            Some(h) if h.active => {
+                if let Some(k) = kinds
+                    .iter()
+                    .find(|k| !h.events.iter().any(|e| *e == k.event_type().as_str()))
+                {
+                    return SimResponse::text(
+                        StatusCode::CONFLICT,
+                        format!(
+                            "the webhook at {} is not subscribed to {}: add it (PATCH \
+                             /v3/webhooks/{{id}})\n",
+                            h.url,
+                            k.event_type().as_str()
+                        ),
+                    );
+                }
+            }
+            Some(h) => {
+                return SimResponse::text(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "the webhook at {} is inactive: activate it (POST /v3/webhooks/activate)\n",
+                        h.url
+                    ),
+                );
+            }
+            None => return no_webhook(&t.event),
+        }
+        let user = match t.user_id {
+            Some(u) => u,
+            None => match self.active_user_ids().first() {
+                Some(u) => *u,
+                None => return bad("the simulator has no registered user: add one".into()),
+            },
+        };
+        let mut made = Vec::new();
+        for _ in 0..t.count {
+            for kind in &kinds {
+                match self.generate_with(user, *kind, &t.fault) {
+                    Some((entity, url)) => made.push(json!({
+                        "type": entity.kind, "user_id": entity.user_id,
+                        "entity_id": entity.entity_id, "url": url,
+                    })),
+                    None => {
+                        return SimResponse::text(
+                            StatusCode::NOT_FOUND,
+                            format!("no registered user {user}\n"),
+                        );
+                    }
+                }
+            }
+        }
+        SimResponse::json(
+            StatusCode::CREATED,
+            json!({"made": made, "webhook": hook.map(|h| h.url), "fault": t.fault.label()}),
+        )
+    }
+
+    /// `GET /sim/log[?after=SEQ]`: the log's entries after `SEQ` (all that are kept by default).
+    pub(super) fn control_log(&self, query: &str) -> SimResponse {
+        let after = serde_urlencoded::from_str::<HashMap<String, String>>(query)
+            .ok()
+            .and_then(|q| q.get("after").and_then(|a| a.parse().ok()))
+            .unwrap_or(0);
+        let entries = self.lock().log.after(after);
+        SimResponse::json(
+            StatusCode::OK,
+            serde_json::to_value(entries).unwrap_or(Value::Null),
+        )
+    }
+
+    /// The log's entries after `seq` and a receiver of every later one (taken under one lock,
+    /// so none is missed or repeated).
+    pub fn follow_log(&self, seq: u64) -> (Vec<LogEntry>, broadcast::Receiver<LogEntry>) {
+        let s = self.lock();
+        (s.log.after(seq), s.log.subscribe())
+    }
+
+    /// Records a request made with a bearer token (the receiver fetching data), attributed to the
+    /// delivery that announced its URL.
+    pub(super) fn log_request(&self, req: &SimRequest, status: StatusCode) {
+        let Some(token) = req
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+        else {
+            return;
+        };
+        let path = if req.query.is_empty() {
+            req.path.clone()
+        } else {
+            format!("{}?{}", req.path, req.query)
+        };
+        let mut s = self.lock();
+        let token_user = s.tokens.get(token).copied();
+        let announced = s.log.announced(&path);
+        s.log.record(Logged::Request {
+            method: req.method.to_string(),
+            path,
+            token_user,
+            status: status.as_u16(),
+            announced_for: announced.map(|a| a.0),
+            after_delivery_ms: announced.map(|a| (Utc::now() - a.1).num_milliseconds()),
+        });
+    }
+}
+
+fn no_webhook(event: &str) -> SimResponse {
+    SimResponse::text(
+        StatusCode::CONFLICT,
+        format!(
+            "no webhook to deliver {event} to: register one first (POST /v3/webhooks with the \
+             client's credentials; see docs/simulator.md)\n"
+        ),
+    )
+}
+
+/// The delivery delay of a one-shot fault, or the configured range's draw.
+pub(super) fn delay_of(fault: &OneShot, drawn: Duration) -> Duration {
+    fault.delay_ms.map(Duration::from_millis).unwrap_or(drawn)
+}
+
+/// `GET /sim/watch`: the log as a live page (server-sent events from `/sim/log/events`), one line
+/// per delivery and request, a failed answer or a wrong token in red.
+pub(super) fn watch_page() -> SimResponse {
+    let mut r = SimResponse::text(StatusCode::OK, WATCH_PAGE);
+    r.headers
+        .push(("Content-Type".into(), "text/html; charset=utf-8".into()));
+    r
+}
+
+const WATCH_PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>hookrace sim: what your receiver did</title>
+<style>
+body { font: 15px/1.5 ui-monospace, monospace; margin: 1.5em; background: #fafafa; }
+h1 { font: 600 20px system-ui, sans-serif; }
+#log div { white-space: pre-wrap; border-bottom: 1px solid #eee; }
+.bad { color: #b00020; font-weight: 600; } .ok { color: #1b5e20; } .info { color: #555; }
+</style></head><body>
+<h1>Deliveries to your receiver, and what it fetched</h1>
+<p class="info" id="state">connecting…</p>
+<div id="log"></div>
+<script>
+const log = document.getElementById("log"), state = document.getElementById("state");
+const es = new EventSource("/sim/log/events");
+es.onopen = () => { state.textContent = "live"; };
+es.onerror = () => { state.textContent = "reconnecting…"; };
+es.onmessage = (m) => {
+  const e = JSON.parse(m.data), div = document.createElement("div");
+  div.textContent = e.line;
+  const bad = (e.kind === "delivery" && e.sent && e.status !== 200) ||
+    (e.kind === "ping" && e.status !== 200) ||
+    (e.kind === "request" && (e.status >= 400 || e.token_user === null ||
+      (e.announced_for !== null && e.token_user !== e.announced_for)));
+  div.className = bad ? "bad" : "ok";
+  log.prepend(div);
+};
+</script></body></html>
+"#;
+
+/// `GET /sim/log/events`: the log as server-sent events, each `data` an entry with its `line`;
+/// the entries after `Last-Event-ID` (or `?after=`, or all that are kept) first, then every new
+/// one. The stream ends when the simulator shuts down.
+pub(super) fn log_events(
+    sim: std::sync::Arc<Sim>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> impl warp::Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    use futures_util::StreamExt;
+    use warp::Filter;
+    use warp::reply::Reply;
+    warp::path!("sim" / "log" / "events")
+        .and(warp::get())
+        .and(warp::header::optional::<u64>("last-event-id"))
+        .and(warp::query::<HashMap<String, String>>())
+        .map(move |last: Option<u64>, query: HashMap<String, String>| {
+            let after = last
+                .or_else(|| query.get("after").and_then(|a| a.parse().ok()))
+                .unwrap_or(0);
+            let (backlog, rx) = sim.follow_log(after);
+            let live = futures_util::stream::unfold(rx, |mut rx| async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(entry) => return Some((entry, rx)),
+                        // A follower that fell behind skips what it missed.
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            });
+            let events = futures_util::stream::iter(backlog)
+                .chain(live)
+                .map(|entry| {
+                    let mut v = serde_json::to_value(&entry).unwrap_or(Value::Null);
+                    v["line"] = Value::String(entry.line());
+                    Ok::<_, std::convert::Infallible>(
+                        warp::sse::Event::default()
+                            .id(entry.seq.to_string())
+                            .data(v.to_string()),
+                    )
+                })
+                .take_until(shutdown.clone().cancelled_owned());
+            warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response()
+        })
+}
