@@ -85,6 +85,10 @@ pub enum Command {
     },
     /// Run the AccessLink simulator alone (for tests, demos and students).
     Sim(SimArgs),
+    /// Grade a webhook receiver against Polar's contract on a simulator: PING, signatures,
+    /// fetching with the right token, duplicates, bursts, unknown events, data gone. Exit 0 only
+    /// when every rule passes.
+    CheckReceiver(crate::apps::workbench::grade::CheckArgs),
     /// Validate a configuration: exit 0, or print every problem and exit 64.
     CheckConfig {
         /// The configuration file (default: $HOOKRACE_CONFIG, else /etc/hookrace/config.toml when

@@ -31,7 +31,11 @@ pub fn start_logging(cli: &Cli) {
         | Command::Report { .. }
         | Command::Webhook { .. }
         | Command::Users { .. }
-        | Command::Notify { .. } => telemetry::init_with("warn"),
+        | Command::Notify { .. }
+        | Command::CheckReceiver(_)
+        | Command::Sim(crate::cli::SimArgs {
+            action: Some(_), ..
+        }) => telemetry::init_with("warn"),
         _ => telemetry::init(),
     }
 }
@@ -90,6 +94,17 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Users { config, command } => {
             with_config(config, |cfg| users_command(cfg, command))
         }
+        Command::CheckReceiver(args) => on_runtime(async move {
+            let mut out = std::io::stdout();
+            if crate::apps::workbench::grade::run(&args, &mut out)
+                .await?
+                .passed()
+            {
+                Ok(())
+            } else {
+                anyhow::bail!("the receiver at {} failed a required rule", args.url)
+            }
+        }),
         Command::Sim(crate::cli::SimArgs {
             action: Some(action),
             ..

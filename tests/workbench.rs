@@ -1,0 +1,547 @@
+//! The receiver workbench: `sim trigger` and `sim log` against a running simulator, and
+//! `check-receiver`'s rules, each shown failing for a receiver that breaks it and passing for one
+//! that keeps it; the naive receiver's exact failures; the example receiver passing every rule.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hookrace::apps::workbench::grade::{self, CheckArgs, Grade, GradeFormat, Outcome};
+use hookrace::apps::workbench::{self, LogArgs, TriggerArgs};
+use hookrace::sim::{self, SimSettings};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use warp::Filter;
+use warp::http::{HeaderMap, StatusCode};
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+const TOKENS: [&str; 2] = ["token-of-alice-000", "token-of-bob-00000"];
+
+/// How a test receiver behaves: `good()` keeps every rule; each test breaks one.
+#[derive(Clone)]
+struct Behaviour {
+    ping_status: u16,
+    verify: bool,
+    fetch: bool,
+    /// Fetch every delivery with the first user's token.
+    one_token: bool,
+    dedupe: bool,
+    /// Retry a failed fetch every 100 ms, for ever.
+    retry_for_ever: bool,
+    /// Answer an unknown event type 500.
+    crash_on_unknown_event: bool,
+    /// Answer a delivery for a user it has no token for 500.
+    crash_on_unknown_user: bool,
+    /// Answer a timestamp without a zone 400.
+    strict_timestamp: bool,
+    /// Answer the first this many signed deliveries only after the simulator's 10 s timeout.
+    hang_first: usize,
+}
+
+fn good() -> Behaviour {
+    Behaviour {
+        ping_status: 200,
+        verify: true,
+        fetch: true,
+        one_token: false,
+        dedupe: true,
+        retry_for_ever: false,
+        crash_on_unknown_event: false,
+        crash_on_unknown_user: false,
+        strict_timestamp: false,
+        hang_first: 0,
+    }
+}
+
+/// The deliberately naive receiver: 200 to anything, never verifies, fetches every delivery with
+/// the one token it has, keeps no record of what it took, retries a failed fetch for ever.
+fn naive() -> Behaviour {
+    Behaviour {
+        verify: false,
+        one_token: true,
+        dedupe: false,
+        retry_for_ever: true,
+        ..good()
+    }
+}
+
+struct TestReceiver {
+    url: String,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+async fn receiver(b: Behaviour) -> TestReceiver {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/acl_webhook", listener.local_addr().unwrap());
+    let stop_server = CancellationToken::new();
+    let stop = stop_server.clone();
+    let http = hookrace::http::plain_client();
+    let seen = Arc::new(Mutex::new(HashSet::<String>::new()));
+    let signed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tokens: HashMap<u64, &str> = [(10_001, TOKENS[0]), (10_002, TOKENS[1])].into();
+    let route = warp::path!("acl_webhook")
+        .and(warp::header::headers_cloned())
+        .and(warp::body::bytes())
+        .then(move |headers: HeaderMap, body: Bytes| {
+            let (b, http, seen, signed, tokens, stop) = (
+                b.clone(),
+                http.clone(),
+                seen.clone(),
+                signed.clone(),
+                tokens.clone(),
+                stop.clone(),
+            );
+            async move {
+                let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+                if header("Polar-Webhook-Event") == Some("PING") {
+                    return StatusCode::from_u16(b.ping_status).unwrap();
+                }
+                if signed.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < b.hang_first {
+                    tokio::time::sleep(Duration::from_secs(11)).await;
+                }
+                if b.verify
+                    && hookrace::accesslink::signature::verify(
+                        SECRET,
+                        &body,
+                        header("Polar-Webhook-Signature"),
+                    )
+                    .is_err()
+                {
+                    return StatusCode::UNAUTHORIZED;
+                }
+                let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+                let event = v["event"].as_str().unwrap_or_default();
+                if b.crash_on_unknown_event && event == "UNKNOWN_EVENT" {
+                    return StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                if b.strict_timestamp && !v["timestamp"].as_str().unwrap_or("").ends_with('Z') {
+                    return StatusCode::BAD_REQUEST;
+                }
+                let user = v["user_id"].as_u64().unwrap_or_default();
+                let token = if b.one_token {
+                    Some(TOKENS[0])
+                } else {
+                    tokens.get(&user).copied()
+                };
+                let Some(token) = token else {
+                    return if b.crash_on_unknown_user {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        StatusCode::OK
+                    };
+                };
+                let url = v["url"].as_str().unwrap_or_default().to_string();
+                if b.dedupe && !seen.lock().unwrap().insert(url.clone()) {
+                    return StatusCode::OK;
+                }
+                if b.fetch && event != "UNKNOWN_EVENT" {
+                    tokio::spawn(async move {
+                        loop {
+                            let ok = http
+                                .get(&url)
+                                .bearer_auth(token)
+                                .send()
+                                .await
+                                .is_ok_and(|r| r.status() == 200);
+                            if ok || !b.retry_for_ever || stop.is_cancelled() {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    });
+                }
+                StatusCode::OK
+            }
+        });
+    tokio::spawn(
+        warp::serve(route)
+            .incoming(listener)
+            .graceful(stop_server.clone().cancelled_owned())
+            .run(),
+    );
+    TestReceiver {
+        url,
+        _stop: stop_server.drop_guard(),
+    }
+}
+
+fn args(url: &str) -> CheckArgs {
+    CheckArgs {
+        url: url.to_string(),
+        sim: None,
+        secret: Some(SECRET.into()),
+        tokens: TOKENS.iter().map(|t| t.to_string()).collect(),
+        env_file: None,
+        fetch_wait: Duration::from_millis(600),
+        format: GradeFormat::Json,
+        junit: None,
+    }
+}
+
+async fn grade_of(b: Behaviour) -> Grade {
+    hookrace::telemetry::init_for_tests();
+    let rx = receiver(b).await;
+    grade::run(&args(&rx.url), &mut Vec::new()).await.unwrap()
+}
+
+fn failed(g: &Grade) -> Vec<&'static str> {
+    g.verdicts
+        .iter()
+        .filter(|v| v.outcome == Outcome::Fail)
+        .map(|v| v.rule)
+        .collect()
+}
+
+fn outcome(g: &Grade, rule: &str) -> Outcome {
+    g.verdicts
+        .iter()
+        .find(|v| v.rule == rule)
+        .unwrap_or_else(|| panic!("no rule {rule}"))
+        .outcome
+}
+
+/// Each rule: a receiver that breaks it (and only it) fails that rule, and the good one passes
+/// every rule. The grades run at once, each against its own simulator.
+#[tokio::test]
+async fn each_rule_fails_for_a_receiver_that_breaks_it() {
+    let cases: Vec<(&str, Behaviour)> = vec![
+        ("", good()),
+        (
+            "signed-delivery",
+            Behaviour {
+                hang_first: 5,
+                ..good()
+            },
+        ),
+        (
+            "fetch",
+            Behaviour {
+                one_token: true,
+                ..good()
+            },
+        ),
+        (
+            "forged-delivery",
+            Behaviour {
+                verify: false,
+                ..good()
+            },
+        ),
+        (
+            "duplicate",
+            Behaviour {
+                fetch: false,
+                ..good()
+            },
+        ),
+        (
+            "unknown-event",
+            Behaviour {
+                crash_on_unknown_event: true,
+                ..good()
+            },
+        ),
+        (
+            "unknown-user",
+            Behaviour {
+                crash_on_unknown_user: true,
+                ..good()
+            },
+        ),
+        (
+            "gone",
+            Behaviour {
+                retry_for_ever: true,
+                ..good()
+            },
+        ),
+        (
+            "zoneless-timestamp",
+            Behaviour {
+                strict_timestamp: true,
+                ..good()
+            },
+        ),
+    ];
+    let grades =
+        futures_util::future::join_all(cases.iter().map(|(_, b)| grade_of(b.clone()))).await;
+    for ((rule, _), g) in cases.iter().zip(&grades) {
+        let table = grade::render_table(g);
+        let fails = failed(g);
+        if rule.is_empty() {
+            assert!(
+                fails.is_empty() && g.passed(),
+                "the good receiver:\n{table}"
+            );
+            assert_eq!(g.verdicts.len(), 10, "{table}");
+        } else {
+            assert!(fails.contains(rule), "{rule} should fail:\n{table}");
+            assert!(!g.passed(), "{table}");
+        }
+    }
+}
+
+/// The PING rule: a receiver that answers PING other than 200 cannot be registered, and the grade
+/// stops there with that one failure.
+#[tokio::test]
+async fn a_receiver_that_refuses_the_ping_is_not_registered() {
+    let g = grade_of(Behaviour {
+        ping_status: 401,
+        ..good()
+    })
+    .await;
+    assert_eq!(failed(&g), ["ping"], "{}", grade::render_table(&g));
+    assert!(
+        g.verdicts[0].observed.contains("401"),
+        "{:?}",
+        g.verdicts[0]
+    );
+    assert!(!g.passed());
+}
+
+/// The naive receiver (200 to anything, no signature check, one token, no record of what it
+/// took, retries for ever) fails exactly these rules, and the duplicate rule warns.
+#[tokio::test]
+async fn the_naive_receiver_fails_exactly_the_rules_it_breaks() {
+    let g = grade_of(naive()).await;
+    let table = grade::render_table(&g);
+    println!("{table}");
+    assert_eq!(failed(&g), ["fetch", "forged-delivery", "gone"], "{table}");
+    assert_eq!(outcome(&g, "duplicate"), Outcome::Warn, "{table}");
+    assert!(table.contains("the receiver does not keep Polar's contract yet"));
+    let junit = grade::render_junit(&g);
+    assert_eq!(junit.matches("<failure").count(), 3, "{junit}");
+    assert_eq!(junit.matches("<testcase").count(), 10, "{junit}");
+}
+
+/// `examples/receiver.rs`, run as a process reading the grader's `--env-file`, passes every rule.
+#[tokio::test]
+async fn the_example_receiver_passes_every_rule() {
+    hookrace::telemetry::init_for_tests();
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let exe = std::env::current_exe().unwrap();
+    let example = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("examples/receiver");
+    let mut child = tokio::process::Command::new(&example)
+        .arg(format!("127.0.0.1:{port}"))
+        .current_dir(dir.path())
+        .env_remove("POLAR_WEBHOOK_SECRET")
+        .env_remove("POLAR_ACCESS_TOKENS")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {} ({e}): cargo test builds it", example.display()));
+    let url = format!("http://127.0.0.1:{port}/acl_webhook");
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let junit = dir.path().join("grade.xml");
+    let g = grade::run(
+        &CheckArgs {
+            secret: None,
+            tokens: Vec::new(),
+            env_file: Some(dir.path().join("receiver.env")),
+            junit: Some(junit.clone()),
+            format: GradeFormat::Table,
+            ..args(&url)
+        },
+        &mut Vec::new(),
+    )
+    .await
+    .unwrap();
+    let _ = child.kill().await;
+    let table = grade::render_table(&g);
+    println!("{table}");
+    assert!(g.passed(), "{table}");
+    assert!(
+        g.verdicts.iter().all(|v| v.outcome == Outcome::Pass),
+        "{table}"
+    );
+    let xml = std::fs::read_to_string(junit).unwrap();
+    assert!(xml.contains("failures=\"0\""), "{xml}");
+}
+
+/// A simulator for the trigger and log commands: no generator, one user.
+async fn sim_alone() -> (String, tokio_util::sync::DropGuard) {
+    hookrace::telemetry::init_for_tests();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stop = CancellationToken::new();
+    let running = sim::start(
+        listener,
+        SimSettings {
+            users: 1,
+            ..SimSettings::default()
+        },
+        stop.clone(),
+    )
+    .unwrap();
+    (running.base_url, stop.drop_guard())
+}
+
+fn trigger_args(sim: &str, event: &str) -> TriggerArgs {
+    TriggerArgs {
+        event: event.into(),
+        user: None,
+        count: 1,
+        drop: false,
+        duplicate: false,
+        delay: None,
+        bad_signature: false,
+        sim: sim.into(),
+    }
+}
+
+async fn register(sim: &str, url: &str) {
+    let res = hookrace::http::plain_client()
+        .post(format!("{sim}/v3/webhooks"))
+        .basic_auth("hookrace-sim", Some("hookrace-sim-secret"))
+        .json(&json!({"events": ["EXERCISE", "SLEEP"], "url": url}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+}
+
+/// `sim trigger` makes data and the simulator delivers it; `sim log` prints the delivery with the
+/// receiver's answer and the fetch with whose token; a one-shot drop is logged, not sent.
+#[tokio::test]
+async fn trigger_makes_data_and_log_shows_the_delivery_and_the_fetch() {
+    let (sim, _stop) = sim_alone().await;
+    // Without a webhook there is nobody to deliver to: a clear error.
+    let err = workbench::trigger(&trigger_args(&sim, "EXERCISE"), &mut Vec::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no webhook"), "{err}");
+    let rx = receiver(Behaviour {
+        verify: false,
+        ..good()
+    })
+    .await;
+    register(&sim, &rx.url).await;
+    let mut out = Vec::new();
+    workbench::trigger(&trigger_args(&sim, "SLEEP"), &mut out)
+        .await
+        .unwrap();
+    let printed = String::from_utf8(out).unwrap();
+    assert!(printed.contains("made SLEEP"), "{printed}");
+    assert!(printed.contains(&rx.url), "{printed}");
+    workbench::trigger(
+        &TriggerArgs {
+            drop: true,
+            ..trigger_args(&sim, "EXERCISE")
+        },
+        &mut Vec::new(),
+    )
+    .await
+    .unwrap();
+    // The receiver answers, then fetches (with no token of its own for user 10001: it uses the
+    // test's first token, which the simulator does not know).
+    let log_args = LogArgs {
+        follow: false,
+        json: false,
+        sim: sim.clone(),
+    };
+    let mut text = String::new();
+    for _ in 0..100 {
+        let mut out = Vec::new();
+        workbench::log(&log_args, &mut out).await.unwrap();
+        text = String::from_utf8(out).unwrap();
+        if text.contains("fetched") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(text.contains("PING"), "{text}");
+    assert!(text.contains("SLEEP user 10001 → 200 in"), "{text}");
+    assert!(
+        text.contains("EXERCISE user 10001 → not sent [drop]"),
+        "{text}"
+    );
+    assert!(text.contains("fetched /v3/users/sleep/"), "{text}");
+    assert!(text.contains("an unknown token → 401"), "{text}");
+    // No simulator: a clear error naming the address.
+    let err = workbench::trigger(&trigger_args("127.0.0.1:9", "EXERCISE"), &mut Vec::new())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("no simulator answers at http://127.0.0.1:9"),
+        "{err}"
+    );
+}
+
+/// `sim log --follow` prints the entries already there, then each new one as it happens.
+#[tokio::test]
+async fn log_follow_streams_new_entries() {
+    let (sim, stop) = sim_alone().await;
+    let rx = receiver(good()).await;
+    register(&sim, &rx.url).await;
+    let out = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let follow = {
+        let (sim, out) = (sim.clone(), out.clone());
+        tokio::spawn(async move {
+            struct Shared(Arc<Mutex<Vec<u8>>>);
+            impl std::io::Write for Shared {
+                fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                    self.0.lock().unwrap().extend_from_slice(b);
+                    Ok(b.len())
+                }
+                fn flush(&mut self) -> std::io::Result<()> {
+                    Ok(())
+                }
+            }
+            let args = LogArgs {
+                follow: true,
+                json: false,
+                sim,
+            };
+            workbench::log(&args, &mut Shared(out)).await
+        })
+    };
+    let seen = |needle: &str| {
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        text.contains(needle)
+    };
+    for _ in 0..100 {
+        if seen("PING") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen("PING"));
+    workbench::trigger(&trigger_args(&sim, "EXERCISE"), &mut Vec::new())
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if seen("EXERCISE user 10001 → 401") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The good receiver verifies with the test's secret, not this webhook's: 401.
+    assert!(seen("EXERCISE user 10001 → 401"));
+    // The stream ends when the simulator stops.
+    drop(stop);
+    tokio::time::timeout(Duration::from_secs(10), follow)
+        .await
+        .expect("the follower ends with the simulator")
+        .unwrap()
+        .unwrap();
+    assert!(seen("the simulator at"));
+}
