@@ -107,7 +107,7 @@ fn wait_listening(port: u16) {
 fn walkthrough(sim_port: u16, receiver_port: u16) -> (String, Vec<String>) {
     let doc = read("docs/simulator.md");
     let start = doc.find("## A student's walk through it").unwrap();
-    let end = doc.find("## Rate limits").unwrap();
+    let end = start + 3 + doc[start + 3..].find("\n## ").unwrap();
     let section = &doc[start..end];
     let script: String = blocks(section, "sh")
         .into_iter()
@@ -130,8 +130,9 @@ fn walkthrough(sim_port: u16, receiver_port: u16) -> (String, Vec<String>) {
 }
 
 /// Runs the walk-through against a receiver started by `receiver` (given its port and the
-/// working directory, where `webhook_secret.txt` is written) and checks every promised status.
-fn follow_the_walkthrough(receiver: impl Fn(u16, &Path) -> Command) {
+/// working directory, where `webhook_secret.txt` is written) and checks every promised status,
+/// then that the receiver printed `done` (what it prints once it has the exercise).
+fn follow_the_walkthrough(receiver: impl Fn(u16, &Path) -> Command, done: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (sim_port, receiver_port) = (free_port(), free_port());
     let _sim = Running::start({
@@ -166,9 +167,10 @@ fn follow_the_walkthrough(receiver: impl Fn(u16, &Path) -> Command) {
         statuses, expected,
         "statuses printed vs promised:\n{stdout}"
     );
-    // The injected exercise reached the receiver, its signature verified with the saved secret.
+    // The injected exercise reached the receiver, its signature verified with the saved secret
+    // (and, for the reference receiver, its data fetched with the user's token).
     assert!(
-        rx.wait_for("verified:", Duration::from_secs(10)),
+        rx.wait_for(done, Duration::from_secs(10)),
         "the receiver verified nothing: {:?}",
         rx.lines.lock().unwrap()
     );
@@ -191,11 +193,14 @@ fn the_simulator_walkthrough_works_as_written_with_the_rust_receiver() {
             "building the example receiver"
         );
     }
-    follow_the_walkthrough(|port, dir| {
-        let mut c = Command::new(&example);
-        c.arg(format!("127.0.0.1:{port}")).current_dir(dir);
-        c
-    });
+    follow_the_walkthrough(
+        |port, dir| {
+            let mut c = Command::new(&example);
+            c.arg(format!("127.0.0.1:{port}")).current_dir(dir);
+            c
+        },
+        "  fetched ",
+    );
 }
 
 #[test]
@@ -206,13 +211,16 @@ fn the_simulator_walkthrough_works_as_written_with_the_python_receiver() {
     }
     let doc = read("docs/simulator.md");
     let python = blocks(&doc, "python").remove(0);
-    follow_the_walkthrough(|port, dir| {
-        let code = python.replace("8000", &port.to_string());
-        std::fs::write(dir.join("receiver.py"), code).unwrap();
-        let mut c = Command::new("python3");
-        c.args(["-u", "receiver.py"]).current_dir(dir);
-        c
-    });
+    follow_the_walkthrough(
+        |port, dir| {
+            let code = python.replace("8000", &port.to_string());
+            std::fs::write(dir.join("receiver.py"), code).unwrap();
+            let mut c = Command::new("python3");
+            c.args(["-u", "receiver.py"]).current_dir(dir);
+            c
+        },
+        "verified:",
+    );
 }
 
 /// Every `hookrace …` command the docs and the README show parses (options exist, values fit).
