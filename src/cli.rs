@@ -111,6 +111,13 @@ pub struct SimArgs {
     /// Users created at start, registered, each with an access token.
     #[arg(long, default_value_t = 3)]
     pub users: u32,
+    /// A class on one simulator: this many students, each with their own client credentials,
+    /// two users and one webhook; the scoreboard is at /sim/class.
+    #[arg(long, default_value_t = 0)]
+    pub class: u32,
+    /// Also write the class's credentials to this file (a table to hand out).
+    #[arg(long, requires = "class")]
+    pub class_file: Option<PathBuf>,
     /// Seed of the generator and of every random choice.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -189,6 +196,7 @@ impl SimArgs {
         };
         let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
         Ok(SimSettings {
+            class: a.class,
             seed: a.seed,
             users: a.users,
             exercise_every: nonzero(a.exercise_every),

@@ -398,6 +398,8 @@ fn trigger_args(sim: &str, event: &str) -> TriggerArgs {
     TriggerArgs {
         event: event.into(),
         user: None,
+        student: None,
+        everyone: false,
         count: 1,
         drop: false,
         duplicate: false,

@@ -201,6 +201,21 @@ async fn run_sim(
         .await
         .with_context(|| format!("binding the simulator on {}", args.listen))?;
     let running = crate::sim::start(listener, settings, shutdown)?;
+    if args.class > 0 {
+        let table =
+            crate::sim::credentials_table(&running.sim.class_credentials(), &running.base_url);
+        print!("{table}");
+        if let Some(path) = &args.class_file {
+            std::fs::write(path, &table).with_context(|| {
+                format!("writing the class's credentials to {}", path.display())
+            })?;
+            println!("  (also in {})", path.display());
+        }
+        println!(
+            "  scoreboard: {0}/sim/class   each student's log: {0}/sim/watch",
+            running.base_url
+        );
+    }
     println!("AccessLink simulator at {}", running.base_url);
     println!(
         "  client credentials (HTTP Basic): {}:{}",

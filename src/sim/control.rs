@@ -32,6 +32,8 @@ impl Sim {
             ["trigger"] if *m == Method::POST => self.control_trigger(&req.body).await,
             ["log"] if *m == Method::GET => self.control_log(&req.query),
             ["watch"] if *m == Method::GET => super::workbench::watch_page(),
+            ["class"] if *m == Method::GET => super::class::class_page(),
+            ["class.json"] if *m == Method::GET => self.control_class(),
             _ => SimResponse::text(
                 StatusCode::NOT_FOUND,
                 "no such control route: see docs/simulator.md\n",
@@ -73,7 +75,7 @@ impl Sim {
             .and_then(|v| v.get("secret").and_then(Value::as_str).map(str::to_string));
         match secret {
             Some(s) if s.len() >= 16 && s.chars().all(|c| c.is_ascii_graphic()) => {
-                self.lock().next_webhook_secret = Some(s.clone());
+                self.lock().clients[0].next_webhook_secret = Some(s.clone());
                 SimResponse::json(StatusCode::OK, json!({"next_webhook_secret": s}))
             }
             _ => SimResponse::text(
@@ -209,7 +211,7 @@ impl Sim {
     /// `GET /sim/truth`: every entity and delivery, the webhook and the client id.
     fn control_truth(&self) -> SimResponse {
         let s = self.lock();
-        let hook = s.hook.as_ref().map(Hook::json);
+        let hook = s.clients[0].hook.as_ref().map(Hook::json);
         let mut v = serde_json::to_value(&s.truth).unwrap_or(Value::Null);
         v["webhook"] = hook.unwrap_or(Value::Null);
         v["client_id"] = json!(s.settings.client_id);

@@ -17,10 +17,12 @@
 //! - `limits`: rate limits and injected server errors.
 //! - `control`: the `/sim/...` control API; `truth`: the ground truth it reveals;
 //!   `workbench`: the delivery and request log and `POST /sim/trigger`, for people building a
-//!   receiver (`hookrace sim trigger|log`, `/sim/watch`, `hookrace check-receiver`).
+//!   receiver (`hookrace sim trigger|log`, `/sim/watch`, `hookrace check-receiver`); `class`: a
+//!   class on one simulator (a client per student) and its scoreboard.
 //! - `generator`: new data at random times; `model`: the data and its two JSON dialects.
 
 mod activity;
+mod class;
 mod control;
 mod daily;
 mod data;
@@ -45,6 +47,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use class::{StudentScore, credentials_table};
 pub use control::patch_faults;
 pub use routes::{SimRequest, SimResponse, endpoint_name};
 pub use settings::{Faults, SimSettings};
@@ -83,6 +86,8 @@ pub fn start(
 
     use warp::Filter;
     let routes = workbench::log_events(sim.clone(), shutdown.clone())
+        .or(class::class_events(sim.clone(), shutdown.clone()))
+        .unify()
         .or(routes::filter(sim.clone()))
         .unify();
     let server = warp::serve(routes)

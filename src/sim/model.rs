@@ -109,6 +109,8 @@ pub struct User {
     pub found: bool,
     /// Deleted or disconnected: the token answers 401.
     pub revoked: bool,
+    /// The API client the user connected to (0: the simulator's own; a student's in class mode).
+    pub client: usize,
 }
 
 impl User {

@@ -28,9 +28,9 @@ impl Sim {
         if q.get("response_type").map(String::as_str) != Some("code") {
             return SimResponse::text(StatusCode::BAD_REQUEST, "response_type must be code\n");
         }
-        if q.get("client_id") != Some(&s.settings.client_id) {
+        let Some(client) = q.get("client_id").and_then(|id| s.client_with(id, None)) else {
             return SimResponse::text(StatusCode::BAD_REQUEST, "unknown client_id\n");
-        }
+        };
         let Some(target) = q
             .get("redirect_uri")
             .cloned()
@@ -54,7 +54,7 @@ impl Sim {
         let uid = match q.get("user_id").and_then(|v| v.parse::<u64>().ok()) {
             Some(uid) if s.users.contains_key(&uid) => uid,
             Some(_) => return SimResponse::text(StatusCode::BAD_REQUEST, "unknown user_id\n"),
-            None => s.new_user(false).0,
+            None => s.new_user_of(false, client).0,
         };
         let code = s.random_token(16);
         s.codes.insert(
@@ -73,8 +73,7 @@ impl Sim {
     pub(super) fn token(&self, req: &SimRequest) -> SimResponse {
         let mut s = self.lock();
         match basic_credentials(&req.headers) {
-            Some((id, secret))
-                if id == s.settings.client_id && secret == s.settings.client_secret => {}
+            Some((id, secret)) if s.client_with(&id, Some(&secret)).is_some() => {}
             _ => {
                 // Polar's token endpoint documents only 200 and 400.
                 return SimResponse::json(

@@ -216,26 +216,28 @@ impl Sim {
         let m = &req.method;
         match segs.as_slice() {
             ["notifications"] if *m == Method::GET => {
-                self.basic(req, |s| s.notifications(&self.base))
+                self.basic(req, |s, c| s.notifications(&self.base, c))
             }
-            ["webhooks"] if *m == Method::GET => self.basic(req, |s| s.list_webhooks()),
+            ["webhooks"] if *m == Method::GET => self.basic(req, |s, c| s.list_webhooks(c)),
             ["webhooks"] if *m == Method::POST => match self.check_basic(req) {
                 Err(r) => r,
-                Ok(()) => self.create_webhook(req).await,
+                Ok(c) => self.create_webhook(req, c).await,
             },
             ["webhooks", "activate"] if *m == Method::POST => match self.check_basic(req) {
                 Err(r) => r,
-                Ok(()) => self.set_webhook_active(true).await,
+                Ok(c) => self.set_webhook_active(true, c).await,
             },
             ["webhooks", "deactivate"] if *m == Method::POST => match self.check_basic(req) {
                 Err(r) => r,
-                Ok(()) => self.set_webhook_active(false).await,
+                Ok(c) => self.set_webhook_active(false, c).await,
             },
             ["webhooks", id] if *m == Method::PATCH => match self.check_basic(req) {
                 Err(r) => r,
-                Ok(()) => self.patch_webhook(req, id).await,
+                Ok(c) => self.patch_webhook(req, id, c).await,
             },
-            ["webhooks", id] if *m == Method::DELETE => self.basic(req, |s| s.delete_webhook(id)),
+            ["webhooks", id] if *m == Method::DELETE => {
+                self.basic(req, |s, c| s.delete_webhook(id, c))
+            }
             ["users"] if *m == Method::POST => {
                 self.bearer(req, false, |s, uid| s.register(uid, &req.body))
             }
@@ -359,16 +361,13 @@ impl Sim {
         }
     }
 
-    pub(super) fn check_basic(&self, req: &SimRequest) -> Result<(), SimResponse> {
+    /// The client (its index in [`State::clients`]) the request's HTTP Basic credentials name.
+    pub(super) fn check_basic(&self, req: &SimRequest) -> Result<usize, SimResponse> {
         let s = self.lock();
         let given = basic_credentials(&req.headers);
-        match given {
-            Some((id, secret))
-                if id == s.settings.client_id && secret == s.settings.client_secret =>
-            {
-                Ok(())
-            }
-            _ => Err(unauthorized(
+        match given.and_then(|(id, secret)| s.client_with(&id, Some(&secret))) {
+            Some(c) => Ok(c),
+            None => Err(unauthorized(
                 "client credentials (HTTP Basic) are missing or wrong",
             )),
         }
@@ -377,11 +376,11 @@ impl Sim {
     pub(super) fn basic(
         &self,
         req: &SimRequest,
-        f: impl FnOnce(&mut State) -> SimResponse,
+        f: impl FnOnce(&mut State, usize) -> SimResponse,
     ) -> SimResponse {
         match self.check_basic(req) {
             Err(r) => r,
-            Ok(()) => f(&mut self.lock()),
+            Ok(c) => f(&mut self.lock(), c),
         }
     }
 

@@ -12,6 +12,9 @@ pub struct SimSettings {
     pub seed: u64,
     /// Users created (registered, with tokens) at start.
     pub users: u32,
+    /// Class mode: this many students, each an API client of their own (`student-01`, …) with
+    /// two users and one webhook; 0 for none.
+    pub class: u32,
     /// Mean time between new exercises per user; `None` = no generator.
     pub exercise_every: Option<Duration>,
     /// Mean time between activity updates per user; `None` = none.
@@ -44,6 +47,7 @@ impl Default for SimSettings {
             heart_rate_every: None,
             client_id: "hookrace-sim".into(),
             client_secret: "hookrace-sim-secret".into(),
+            class: 0,
             default_redirect_uri: None,
             faults: Faults::default(),
         }

@@ -13,6 +13,9 @@ use tokio::sync::{Notify, mpsc};
 use super::model::{Item, Kind, User};
 use super::*;
 
+/// How many users each student of a class gets.
+pub const USERS_PER_STUDENT: u32 = 2;
+
 pub(super) struct State {
     pub(super) settings: SimSettings,
     pub(super) rng: ChaCha8Rng,
@@ -29,14 +32,38 @@ pub(super) struct State {
     /// exercises in one second, which receivers (hookrace's fingerprint) rely on.
     pub(super) exercise_starts: std::collections::HashSet<(u64, chrono::NaiveDateTime)>,
     pub(super) transactions: HashMap<u64, Transaction>,
-    pub(super) hook: Option<Hook>,
+    /// The API clients: the simulator's own (index 0, `settings.client_id`) and, in class mode,
+    /// one per student (1..=N), each with its own webhook and users.
+    pub(super) clients: Vec<ClientAccount>,
     pub(super) short: Window,
     pub(super) long: Window,
     pub(super) truth: Truth,
     /// What the simulator did to the receiver and what the receiver asked back (the workbench).
     pub(super) log: super::workbench::WorkLog,
+}
+
+/// An API client: its credentials, its one webhook, and the secret its next webhook gets.
+#[derive(Debug, Clone)]
+pub(super) struct ClientAccount {
+    pub(super) id: String,
+    pub(super) secret: String,
+    pub(super) hook: Option<Hook>,
     /// The secret the next webhook created gets (`POST /sim/webhook-secret`), else a random one.
     pub(super) next_webhook_secret: Option<String>,
+}
+
+impl State {
+    /// The client named `id` (and `secret`, when given).
+    pub(super) fn client_with(&self, id: &str, secret: Option<&str>) -> Option<usize> {
+        self.clients
+            .iter()
+            .position(|c| c.id == id && secret.is_none_or(|s| s == c.secret))
+    }
+
+    /// The client a user belongs to (the simulator's own for an unknown user).
+    pub(super) fn client_of(&self, user: u64) -> usize {
+        self.users.get(&user).map_or(0, |u| u.client)
+    }
 }
 
 /// The simulator: shared state plus what is needed to send deliveries and PINGs.
@@ -81,18 +108,39 @@ impl Sim {
                 entity_index: HashMap::new(),
                 exercise_starts: Default::default(),
                 transactions: HashMap::new(),
-                hook: None,
+                clients: Vec::new(),
                 short: Window::default(),
                 long: Window::default(),
                 truth: Truth::default(),
                 log: Default::default(),
-                next_webhook_secret: None,
             }),
             base,
             http,
             deliveries,
             users_changed: Notify::new(),
         });
+        {
+            let mut s = sim.lock();
+            let own = ClientAccount {
+                id: s.settings.client_id.clone(),
+                secret: s.settings.client_secret.clone(),
+                hook: None,
+                next_webhook_secret: None,
+            };
+            s.clients.push(own);
+            for student in 1..=s.settings.class {
+                let secret = s.random_token(20);
+                s.clients.push(ClientAccount {
+                    id: format!("student-{student:02}"),
+                    secret,
+                    hook: None,
+                    next_webhook_secret: None,
+                });
+                for _ in 0..USERS_PER_STUDENT {
+                    s.new_user_of(true, student as usize);
+                }
+            }
+        }
         for _ in 0..n {
             sim.add_user(true);
         }

@@ -29,11 +29,15 @@ impl State {
             .filter(move |i| i.user_id == uid && i.kind == kind && !i.committed)
     }
 
-    pub(super) fn notifications(&self, base: &str) -> SimResponse {
+    pub(super) fn notifications(&self, base: &str, client: usize) -> SimResponse {
         let base = &self.links_base(base);
         let mut list = Vec::new();
         // A user who disconnected is not announced: their data stays listed, their token fails.
-        for u in self.users.values().filter(|u| u.registered) {
+        for u in self
+            .users
+            .values()
+            .filter(|u| u.registered && u.client == client)
+        {
             for kind in Kind::TRANSACTIONAL {
                 if self.pending(u.id, kind).next().is_some() {
                     list.push(json!({

@@ -18,6 +18,11 @@ impl State {
     }
 
     pub(super) fn new_user(&mut self, registered: bool) -> (u64, String) {
+        self.new_user_of(registered, 0)
+    }
+
+    /// A new user of client `client`.
+    pub(super) fn new_user_of(&mut self, registered: bool, client: usize) -> (u64, String) {
         let id = self.next_user_id;
         self.next_user_id += 1;
         let token = self.random_token(24);
@@ -33,6 +38,7 @@ impl State {
                 consents: true,
                 found: true,
                 revoked: false,
+                client,
             },
         );
         (id, token)

@@ -50,10 +50,12 @@ pub struct DeliveryJob {
     pub delay: Duration,
     /// The one-shot fault it carries (`sim trigger`, the receiver grader).
     pub fault: OneShot,
+    /// The client whose webhook it goes to.
+    pub client: usize,
 }
 
 impl Sim {
-    pub(super) async fn ping(&self, url: &str, secret: &str) -> Result<(), String> {
+    pub(super) async fn ping(&self, url: &str, secret: &str, client: usize) -> Result<(), String> {
         if self.in_outage() {
             // The receiver is down: the PING reaches nobody either.
             return Err("no answer (a simulated receiver outage is in progress)".into());
@@ -74,11 +76,14 @@ impl Sim {
             .body(body)
             .send()
             .await;
-        self.lock().log.record(Logged::Ping {
-            receiver: url.to_string(),
-            status: res.as_ref().ok().map(|r| r.status().as_u16()),
-            ms: Some(started.elapsed().as_millis() as u64),
-        });
+        self.lock().log.record(
+            client,
+            Logged::Ping {
+                receiver: url.to_string(),
+                status: res.as_ref().ok().map(|r| r.status().as_u16()),
+                ms: Some(started.elapsed().as_millis() as u64),
+            },
+        );
         match res {
             Ok(r) if r.status() == StatusCode::OK => Ok(()),
             Ok(r) => Err(format!("Response code was [{}]", r.status().as_u16())),
@@ -100,7 +105,7 @@ impl Sim {
         )
     }
 
-    pub(super) async fn create_webhook(&self, req: &SimRequest) -> SimResponse {
+    pub(super) async fn create_webhook(&self, req: &SimRequest, c: usize) -> SimResponse {
         let (events, url) = match parse_webhook_body(&req.body, true) {
             Ok((Some(e), Some(u))) => (e, u),
             Ok(_) => return unreachable_fields(),
@@ -108,7 +113,7 @@ impl Sim {
         };
         let secret = {
             let mut s = self.lock();
-            if s.hook.is_some() {
+            if s.clients[c].hook.is_some() {
                 return SimResponse::error(
                     StatusCode::CONFLICT,
                     "Conflict",
@@ -117,16 +122,16 @@ impl Sim {
             }
             // A secret fixed in advance (`POST /sim/webhook-secret`) lets a receiver have it
             // before its first delivery.
-            match s.next_webhook_secret.take() {
+            match s.clients[c].next_webhook_secret.take() {
                 Some(fixed) => fixed,
                 None => uuid_like(&mut s.rng),
             }
         };
-        if let Err(why) = self.ping(&url, &secret).await {
+        if let Err(why) = self.ping(&url, &secret, c).await {
             return Self::ping_failed(&url, &why);
         }
         let mut s = self.lock();
-        if s.hook.is_some() {
+        if s.clients[c].hook.is_some() {
             return SimResponse::error(
                 StatusCode::CONFLICT,
                 "Conflict",
@@ -143,21 +148,21 @@ impl Sim {
             failing_since: None,
             failures_in_row: 0,
         };
-        s.hook = Some(hook);
+        s.clients[c].hook = Some(hook);
         SimResponse::json(
             StatusCode::CREATED,
             json!({"data": {"id": id, "events": events, "url": url, "signature_secret_key": secret}}),
         )
     }
 
-    pub(super) async fn patch_webhook(&self, req: &SimRequest, id: &str) -> SimResponse {
+    pub(super) async fn patch_webhook(&self, req: &SimRequest, id: &str, c: usize) -> SimResponse {
         let (events, url) = match parse_webhook_body(&req.body, false) {
             Ok(v) => v,
             Err(r) => return r,
         };
         let (needs_ping, secret) = {
             let s = self.lock();
-            match &s.hook {
+            match &s.clients[c].hook {
                 Some(h) if h.id == id => (
                     url.as_ref().filter(|u| **u != h.url).cloned(),
                     h.secret.clone(),
@@ -172,12 +177,12 @@ impl Sim {
             }
         };
         if let Some(u) = &needs_ping {
-            if let Err(why) = self.ping(u, &secret).await {
+            if let Err(why) = self.ping(u, &secret, c).await {
                 return Self::ping_failed(u, &why);
             }
         }
         let mut s = self.lock();
-        match s.hook.as_mut() {
+        match s.clients[c].hook.as_mut() {
             Some(h) if h.id == id => {
                 if let Some(e) = events {
                     h.events = e;
@@ -192,21 +197,21 @@ impl Sim {
         }
     }
 
-    pub(super) async fn set_webhook_active(&self, active: bool) -> SimResponse {
+    pub(super) async fn set_webhook_active(&self, active: bool, c: usize) -> SimResponse {
         let target = {
             let s = self.lock();
-            match &s.hook {
+            match &s.clients[c].hook {
                 None => return SimResponse::empty(StatusCode::NO_CONTENT),
                 Some(h) => (h.url.clone(), h.secret.clone()),
             }
         };
         if active {
-            if let Err(why) = self.ping(&target.0, &target.1).await {
+            if let Err(why) = self.ping(&target.0, &target.1, c).await {
                 return Self::ping_failed(&target.0, &why);
             }
         }
         let mut s = self.lock();
-        match s.hook.as_mut() {
+        match s.clients[c].hook.as_mut() {
             None => SimResponse::empty(StatusCode::NO_CONTENT),
             Some(h) => {
                 h.active = active;
@@ -220,7 +225,7 @@ impl Sim {
     }
 
     /// Records the outcome of a delivery attempt (called by the sender task).
-    pub fn delivery_done(&self, index: usize, status: Option<u16>) {
+    pub fn delivery_done(&self, index: usize, client: usize, status: Option<u16>) {
         let mut s = self.lock();
         let now = Utc::now();
         let ok = status == Some(200);
@@ -235,7 +240,7 @@ impl Sim {
         }
         let after = Duration::from_secs(s.settings.faults.deactivate_after_s);
         let after_failures = s.settings.faults.deactivate_after_failures;
-        if let Some(h) = s.hook.as_mut() {
+        if let Some(h) = s.clients.get_mut(client).and_then(|c| c.hook.as_mut()) {
             if ok {
                 h.failing_since = None;
                 h.failures_in_row = 0;
@@ -267,15 +272,15 @@ impl Sim {
 }
 
 impl State {
-    pub(super) fn list_webhooks(&self) -> SimResponse {
-        let data: Vec<Value> = self.hook.iter().map(Hook::json).collect();
+    pub(super) fn list_webhooks(&self, c: usize) -> SimResponse {
+        let data: Vec<Value> = self.clients[c].hook.iter().map(Hook::json).collect();
         json!({ "data": data }).into_ok()
     }
 
-    pub(super) fn delete_webhook(&mut self, id: &str) -> SimResponse {
-        match &self.hook {
+    pub(super) fn delete_webhook(&mut self, id: &str, c: usize) -> SimResponse {
+        match &self.clients[c].hook {
             Some(h) if h.id == id => {
-                self.hook = None;
+                self.clients[c].hook = None;
                 SimResponse::empty(StatusCode::NO_CONTENT)
             }
             _ => SimResponse::error(StatusCode::NOT_FOUND, "NotFound", "no webhook with this id"),
@@ -307,7 +312,8 @@ impl State {
             });
             s.truth.deliveries.len() - 1
         };
-        let hook = match &self.hook {
+        let client = self.client_of(item.user_id);
+        let hook = match &self.clients[client].hook {
             Some(h) if h.events.contains(&hook_event) => h.clone(),
             _ => {
                 record(self, DeliveryOutcome::NoWebhook, false);
@@ -323,16 +329,19 @@ impl State {
             f.drop_rate > 0.0 && self.rng.random_bool(f.drop_rate.min(1.0)) && !fault.drop;
         if fault.drop || randomly_dropped {
             record(self, DeliveryOutcome::Dropped, false);
-            self.log.record(Logged::Delivery {
-                event: event.clone(),
-                user_id: item.user_id,
-                url: url.clone(),
-                receiver: hook.url.clone(),
-                fault: Some(fault.label().unwrap_or_else(|| "drop_rate".into())),
-                sent: false,
-                status: None,
-                ms: None,
-            });
+            self.log.record(
+                client,
+                Logged::Delivery {
+                    event: event.clone(),
+                    user_id: item.user_id,
+                    url: url.clone(),
+                    receiver: hook.url.clone(),
+                    fault: Some(fault.label().unwrap_or_else(|| "drop_rate".into())),
+                    sent: false,
+                    status: None,
+                    ms: None,
+                },
+            );
             return Vec::new();
         }
         // The grader's probes change what the receiver is told (the truth keeps the real item).
@@ -367,6 +376,7 @@ impl State {
                     event: event.clone(),
                     delay,
                     fault: fault.clone(),
+                    client,
                 }
             })
             .collect()
@@ -445,7 +455,7 @@ pub(super) async fn send_deliveries(
             }
             if sim.in_outage() {
                 // The receiver is unreachable: the delivery is lost, as Polar would lose it.
-                sim.delivery_done(job.truth_index, None);
+                sim.delivery_done(job.truth_index, job.client, None);
                 return;
             }
             let mut payload = job.payload;
@@ -473,17 +483,20 @@ pub(super) async fn send_deliveries(
                 .send()
                 .await;
             let status = res.ok().map(|r| r.status().as_u16());
-            sim.lock().log.record(Logged::Delivery {
-                event: job.event.clone(),
-                user_id: payload["user_id"].as_u64().unwrap_or_default(),
-                url: payload["url"].as_str().unwrap_or_default().to_string(),
-                receiver: job.url.clone(),
-                fault: job.fault.label(),
-                sent: true,
-                status,
-                ms: Some(started.elapsed().as_millis() as u64),
-            });
-            sim.delivery_done(job.truth_index, status);
+            sim.lock().log.record(
+                job.client,
+                Logged::Delivery {
+                    event: job.event.clone(),
+                    user_id: payload["user_id"].as_u64().unwrap_or_default(),
+                    url: payload["url"].as_str().unwrap_or_default().to_string(),
+                    receiver: job.url.clone(),
+                    fault: job.fault.label(),
+                    sent: true,
+                    status,
+                    ms: Some(started.elapsed().as_millis() as u64),
+                },
+            );
+            sim.delivery_done(job.truth_index, job.client, status);
         });
     }
 }

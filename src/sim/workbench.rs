@@ -68,6 +68,9 @@ pub enum Logged {
 pub struct LogEntry {
     pub seq: u64,
     pub at: DateTime<Utc>,
+    /// The API client it concerns: 0 the simulator's own, 1… a student's (class mode).
+    #[serde(default)]
+    pub client: usize,
     #[serde(flatten)]
     pub what: Logged,
 }
@@ -171,7 +174,7 @@ impl Default for WorkLog {
 }
 
 impl WorkLog {
-    pub(super) fn record(&mut self, what: Logged) {
+    pub(super) fn record(&mut self, client: usize, what: Logged) {
         let now = Utc::now();
         if let Logged::Delivery {
             user_id,
@@ -185,6 +188,7 @@ impl WorkLog {
         let entry = LogEntry {
             seq: self.next_seq,
             at: now,
+            client,
             what,
         };
         self.next_seq += 1;
@@ -266,6 +270,11 @@ struct Trigger {
     /// An event name (`EXERCISE`, `SLEEP`, …, `SleepWise` for both SleepWise kinds) or `PING`.
     event: String,
     user_id: Option<u64>,
+    /// A student's number (class mode).
+    student: Option<usize>,
+    /// Every student (class mode), or the simulator's own client without a class.
+    #[serde(default)]
+    everyone: bool,
     #[serde(default = "one")]
     count: u32,
     #[serde(default)]
@@ -303,93 +312,153 @@ fn kinds_of(event: &str) -> Option<Vec<Kind>> {
 }
 
 impl Sim {
-    /// `POST /sim/trigger`: makes `count` new items of `event` for a user now (the first active
-    /// one unless `user_id` names one) and lets the simulator deliver them with `fault`, or sends
-    /// a PING. 409 when no active webhook would deliver them.
+    /// `POST /sim/trigger`: makes `count` new items of `event` now and lets the simulator deliver
+    /// them with `fault`, or sends a PING. For whom: `user_id`, else the first user of `student`
+    /// (class mode), else of every student with an active webhook (`everyone`), else of the
+    /// simulator's own client. 409 when no active webhook would deliver them.
     pub(super) async fn control_trigger(&self, body: &[u8]) -> SimResponse {
         let bad = |m: String| SimResponse::text(StatusCode::BAD_REQUEST, format!("{m}\n"));
         let t: Trigger = match serde_json::from_slice(body) {
             Ok(t) => t,
             Err(e) => return bad(format!("not a trigger: {e}")),
         };
-        let hook = self.lock().hook.clone();
-        if t.event.eq_ignore_ascii_case("ping") {
-            let Some(h) = hook else {
-                return no_webhook("PING");
-            };
-            let answer = self.ping(&h.url, &h.secret).await;
-            return SimResponse::json(
-                StatusCode::OK,
-                json!({"event": "PING", "webhook": h.url, "answered": answer.is_ok(),
-                       "problem": answer.err()}),
-            );
-        }
-        let Some(kinds) = kinds_of(&t.event) else {
-            return bad(format!(
-                "unknown event {:?}: EXERCISE, SLEEP, ACTIVITY_SUMMARY, CONTINUOUS_HEART_RATE, \
-                 SleepWise, PHYSICAL_INFORMATION or PING",
-                t.event
-            ));
+        let ping = t.event.eq_ignore_ascii_case("ping");
+        let kinds = match (ping, kinds_of(&t.event)) {
+            (true, _) => Vec::new(),
+            (false, Some(k)) => k,
+            (false, None) => {
+                return bad(format!(
+                    "unknown event {:?}: EXERCISE, SLEEP, ACTIVITY_SUMMARY, \
+                     CONTINUOUS_HEART_RATE, SleepWise, PHYSICAL_INFORMATION or PING",
+                    t.event
+                ));
+            }
         };
         if t.count == 0 || t.count > MAX_COUNT {
             return bad(format!("count must be 1 to {MAX_COUNT}"));
         }
-        match &hook {
-            Some(h) if h.active => {
-                if let Some(k) = kinds
-                    .iter()
-                    .find(|k| !h.events.iter().any(|e| *e == k.event_type().as_str()))
-                {
-                    return SimResponse::text(
-                        StatusCode::CONFLICT,
-                        format!(
-                            "the webhook at {} is not subscribed to {}: add it (PATCH \
-                             /v3/webhooks/{{id}})\n",
-                            h.url,
-                            k.event_type().as_str()
-                        ),
-                    );
-                }
-            }
-            Some(h) => {
-                return SimResponse::text(
-                    StatusCode::CONFLICT,
-                    format!(
-                        "the webhook at {} is inactive: activate it (POST /v3/webhooks/activate)\n",
-                        h.url
-                    ),
-                );
-            }
-            None => return no_webhook(&t.event),
-        }
-        let user = match t.user_id {
-            Some(u) => u,
-            None => match self.active_user_ids().first() {
-                Some(u) => *u,
-                None => return bad("the simulator has no registered user: add one".into()),
-            },
+        let targets = match self.targets(&t) {
+            Ok(targets) => targets,
+            Err(r) => return r,
         };
         let mut made = Vec::new();
-        for _ in 0..t.count {
-            for kind in &kinds {
-                match self.generate_with(user, *kind, &t.fault) {
-                    Some((entity, url)) => made.push(json!({
-                        "type": entity.kind, "user_id": entity.user_id,
-                        "entity_id": entity.entity_id, "url": url,
-                    })),
-                    None => {
-                        return SimResponse::text(
-                            StatusCode::NOT_FOUND,
-                            format!("no registered user {user}\n"),
-                        );
+        let mut delivered_to = Vec::new();
+        let mut skipped = Vec::new();
+        for (client, user) in targets {
+            let hook = self.lock().clients[client].hook.clone();
+            let problem = match &hook {
+                None => Some(format!(
+                    "no webhook to deliver {} to: register one first (POST /v3/webhooks with the \
+                     client's credentials; see docs/simulator.md)",
+                    t.event
+                )),
+                Some(h) if !h.active => Some(format!(
+                    "the webhook at {} is inactive: activate it (POST /v3/webhooks/activate)",
+                    h.url
+                )),
+                Some(h) => kinds
+                    .iter()
+                    .find(|k| !h.events.iter().any(|e| *e == k.event_type().as_str()))
+                    .map(|k| {
+                        format!(
+                            "the webhook at {} is not subscribed to {}: add it (PATCH \
+                             /v3/webhooks/{{id}})",
+                            h.url,
+                            k.event_type().as_str()
+                        )
+                    }),
+            };
+            let client_id = self.lock().clients[client].id.clone();
+            if let Some(why) = problem {
+                if !t.everyone {
+                    return SimResponse::text(StatusCode::CONFLICT, format!("{why}\n"));
+                }
+                skipped.push(json!({"client_id": client_id, "why": why}));
+                continue;
+            }
+            let Some(h) = hook else { continue };
+            if ping {
+                let answer = self.ping(&h.url, &h.secret, client).await;
+                delivered_to.push(json!({"client_id": client_id, "webhook": h.url,
+                    "answered": answer.is_ok(), "problem": answer.err()}));
+                continue;
+            }
+            delivered_to.push(json!({"client_id": client_id, "webhook": h.url}));
+            for _ in 0..t.count {
+                for kind in &kinds {
+                    match self.generate_with(user, *kind, &t.fault) {
+                        Some((entity, url)) => made.push(json!({
+                            "type": entity.kind, "user_id": entity.user_id,
+                            "entity_id": entity.entity_id, "url": url,
+                            "client_id": client_id,
+                        })),
+                        None => {
+                            return SimResponse::text(
+                                StatusCode::NOT_FOUND,
+                                format!("no registered user {user}\n"),
+                            );
+                        }
                     }
                 }
             }
         }
+        if ping {
+            return SimResponse::json(
+                StatusCode::OK,
+                json!({"event": "PING", "pinged": delivered_to, "skipped": skipped}),
+            );
+        }
         SimResponse::json(
             StatusCode::CREATED,
-            json!({"made": made, "webhook": hook.map(|h| h.url), "fault": t.fault.label()}),
+            json!({"made": made, "delivered_to": delivered_to, "skipped": skipped,
+                   "fault": t.fault.label()}),
         )
+    }
+
+    /// The (client, user) pairs a trigger is for.
+    fn targets(&self, t: &Trigger) -> Result<Vec<(usize, u64)>, SimResponse> {
+        let s = self.lock();
+        let first_user = |client: usize| {
+            s.users
+                .values()
+                .find(|u| u.client == client && u.registered && !u.revoked)
+                .map(|u| u.id)
+        };
+        let students = s.clients.len() - 1;
+        let not_found = |m: String| SimResponse::text(StatusCode::NOT_FOUND, format!("{m}\n"));
+        if let Some(user) = t.user_id {
+            return match s.users.get(&user) {
+                Some(u) => Ok(vec![(u.client, user)]),
+                None => Err(not_found(format!("no user {user}"))),
+            };
+        }
+        if t.everyone {
+            let clients: Vec<usize> = if students == 0 {
+                vec![0]
+            } else {
+                (1..=students).collect()
+            };
+            return Ok(clients
+                .into_iter()
+                .filter_map(|c| first_user(c).map(|u| (c, u)))
+                .collect());
+        }
+        let client = match t.student {
+            Some(n) if (1..=students).contains(&n) => n,
+            Some(n) => {
+                return Err(not_found(format!(
+                    "no student {n}: this simulator has {students} (hookrace sim --class N)"
+                )));
+            }
+            None => 0,
+        };
+        match first_user(client) {
+            Some(u) => Ok(vec![(client, u)]),
+            None => Err(SimResponse::text(
+                StatusCode::BAD_REQUEST,
+                "the simulator has no registered user for that client: add one\n",
+            )),
+        }
     }
 
     /// `GET /sim/log[?after=SEQ]`: the log's entries after `SEQ` (all that are kept by default).
@@ -432,25 +501,21 @@ impl Sim {
         let mut s = self.lock();
         let token_user = s.tokens.get(token).copied();
         let announced = s.log.announced(&path);
-        s.log.record(Logged::Request {
-            method: req.method.to_string(),
-            path,
-            token_user,
-            status: status.as_u16(),
-            announced_for: announced.map(|a| a.0),
-            after_delivery_ms: announced.map(|a| (Utc::now() - a.1).num_milliseconds()),
-        });
+        let client = token_user
+            .or(announced.map(|a| a.0))
+            .map_or(0, |u| s.client_of(u));
+        s.log.record(
+            client,
+            Logged::Request {
+                method: req.method.to_string(),
+                path,
+                token_user,
+                status: status.as_u16(),
+                announced_for: announced.map(|a| a.0),
+                after_delivery_ms: announced.map(|a| (Utc::now() - a.1).num_milliseconds()),
+            },
+        );
     }
-}
-
-fn no_webhook(event: &str) -> SimResponse {
-    SimResponse::text(
-        StatusCode::CONFLICT,
-        format!(
-            "no webhook to deliver {event} to: register one first (POST /v3/webhooks with the \
-             client's credentials; see docs/simulator.md)\n"
-        ),
-    )
 }
 
 /// The delivery delay of a one-shot fault, or the configured range's draw.

@@ -28,6 +28,12 @@ pub struct TriggerArgs {
     /// The user the data is for (default: the first registered user).
     #[arg(long)]
     pub user: Option<u64>,
+    /// For this student's first user (a class: `hookrace sim --class N`).
+    #[arg(long, conflicts_with = "user")]
+    pub student: Option<usize>,
+    /// For every student with an active webhook (a class), each student's first user.
+    #[arg(long, conflicts_with_all = ["user", "student"])]
+    pub everyone: bool,
     /// How many items to make.
     #[arg(long, default_value_t = 1)]
     pub count: u32,
@@ -89,9 +95,13 @@ pub async fn trigger(args: &TriggerArgs, out: &mut (dyn Write + Send)) -> anyhow
     if let Some(d) = args.delay {
         fault["delay_ms"] = json!(d.as_millis() as u64);
     }
-    let mut body = json!({"event": args.event, "count": args.count, "fault": fault});
+    let mut body = json!({"event": args.event, "count": args.count, "fault": fault,
+                          "everyone": args.everyone});
     if let Some(u) = args.user {
         body["user_id"] = json!(u);
+    }
+    if let Some(n) = args.student {
+        body["student"] = json!(n);
     }
     let http = crate::http::client(Duration::from_secs(30))?;
     let res = http
@@ -109,18 +119,31 @@ pub async fn trigger(args: &TriggerArgs, out: &mut (dyn Write + Send)) -> anyhow
         );
     }
     let v: Value = res.json().await.context("reading the simulator's answer")?;
+    for skip in v["skipped"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "skipped {}: {}",
+            skip["client_id"].as_str().unwrap_or("?"),
+            skip["why"].as_str().unwrap_or("?")
+        )?;
+    }
     if v["event"] == "PING" {
-        match v["answered"].as_bool() {
-            Some(true) => writeln!(
-                out,
-                "PING sent to {}: answered 200",
-                v["webhook"].as_str().unwrap_or("?")
-            )?,
-            _ => bail!(
-                "PING sent to {}: {}",
-                v["webhook"].as_str().unwrap_or("?"),
-                v["problem"].as_str().unwrap_or("not answered 200")
-            ),
+        let mut failed = 0;
+        for p in v["pinged"].as_array().into_iter().flatten() {
+            let to = p["webhook"].as_str().unwrap_or("?");
+            if p["answered"] == true {
+                writeln!(out, "PING sent to {to}: answered 200")?;
+            } else {
+                failed += 1;
+                writeln!(
+                    out,
+                    "PING sent to {to}: {}",
+                    p["problem"].as_str().unwrap_or("not answered 200")
+                )?;
+            }
+        }
+        if failed > 0 {
+            bail!("{failed} PING(s) not answered 200");
         }
         return Ok(());
     }
@@ -138,10 +161,16 @@ pub async fn trigger(args: &TriggerArgs, out: &mut (dyn Write + Send)) -> anyhow
             m["url"].as_str().unwrap_or("?"),
         )?;
     }
+    for d in v["delivered_to"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "delivering to {}{fault}",
+            d["webhook"].as_str().unwrap_or("?")
+        )?;
+    }
     writeln!(
         out,
-        "delivering to {}{fault}; watch it with `hookrace sim log --follow` or {base}/sim/watch",
-        v["webhook"].as_str().unwrap_or("?")
+        "watch it with `hookrace sim log --follow` or {base}/sim/watch"
     )?;
     Ok(())
 }

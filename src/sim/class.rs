@@ -1,0 +1,318 @@
+//! A class on one simulator (`hookrace sim --class N`): each student is an API client of their
+//! own (`student-01`, … with a secret, two users and one webhook, so Polar's one-webhook-per-client
+//! rule holds per student), and the teacher projects a scoreboard (`/sim/class`, live through
+//! `/sim/class/events`) computed from the workbench's log: per student, webhook registered and
+//! active, PING passed, deliveries answered and how fast, data fetched with the right token,
+//! forged delivery refused, duplicates handled.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use warp::http::StatusCode;
+
+use super::workbench::{LogEntry, Logged, path_of};
+use super::*;
+
+/// One student's row of the scoreboard.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StudentScore {
+    pub student: usize,
+    pub client_id: String,
+    /// The webhook's url, when one is registered.
+    pub webhook: Option<String>,
+    pub active: bool,
+    /// The last PING to the student's receiver was answered 200.
+    pub ping_passed: bool,
+    /// Deliveries sent, and answered 2xx.
+    pub deliveries: u64,
+    pub answered: u64,
+    pub median_ms: Option<u64>,
+    /// Clean deliveries answered 2xx (their data to fetch), fetched with the delivery's user's
+    /// token, and requests made with another user's token or an unknown one.
+    pub to_fetch: u64,
+    pub fetched_right: u64,
+    pub wrong_token: u64,
+    /// None until a forged delivery was sent; then whether every one was refused (4xx, no fetch).
+    pub forged_refused: Option<bool>,
+    /// None until a duplicate was sent; then whether every pair was answered 2xx and fetched at
+    /// most once.
+    pub duplicates_handled: Option<bool>,
+}
+
+/// A client as the scoreboard sees it: its index, its id, and its webhook's url and whether it
+/// is active.
+pub(super) type Scored = (usize, String, Option<(String, bool)>);
+
+/// The scoreboard of `clients` from the log's `entries`.
+pub(super) fn scores(
+    clients: &[Scored],
+    entries: &[LogEntry],
+) -> Vec<StudentScore> {
+    clients
+        .iter()
+        .map(|(c, id, hook)| {
+            let mine: Vec<&LogEntry> = entries.iter().filter(|e| e.client == *c).collect();
+            let mut score = StudentScore {
+                student: *c,
+                client_id: id.clone(),
+                webhook: hook.as_ref().map(|h| h.0.clone()),
+                active: hook.as_ref().is_some_and(|h| h.1),
+                ping_passed: false,
+                deliveries: 0,
+                answered: 0,
+                median_ms: None,
+                to_fetch: 0,
+                fetched_right: 0,
+                wrong_token: 0,
+                forged_refused: None,
+                duplicates_handled: None,
+            };
+            let mut times = Vec::new();
+            let mut clean = HashSet::new();
+            let mut forged = HashMap::<String, bool>::new();
+            let mut duplicated = HashMap::<String, u32>::new();
+            let mut fetches = HashMap::<String, u32>::new();
+            let mut right = HashSet::new();
+            for e in &mine {
+                match &e.what {
+                    Logged::Ping { status, .. } => score.ping_passed = *status == Some(200),
+                    Logged::Delivery {
+                        url,
+                        fault,
+                        sent: true,
+                        status,
+                        ms,
+                        ..
+                    } => {
+                        let ok = status.is_some_and(|s| (200..300).contains(&s));
+                        score.deliveries += 1;
+                        score.answered += u64::from(ok);
+                        times.extend(*ms);
+                        let path = path_of(url);
+                        let fault = fault.as_deref().unwrap_or("");
+                        if fault.contains("bad_signature") {
+                            let refused = status.is_some_and(|s| (400..500).contains(&s));
+                            forged.insert(path, refused);
+                        } else if fault.contains("duplicate") {
+                            *duplicated.entry(path.clone()).or_default() += u32::from(ok);
+                            if ok {
+                                clean.insert(path);
+                            }
+                        } else if fault.is_empty() && ok {
+                            clean.insert(path);
+                        }
+                    }
+                    Logged::Request {
+                        path,
+                        token_user,
+                        announced_for,
+                        status,
+                        ..
+                    } => {
+                        *fetches.entry(path.clone()).or_default() += 1;
+                        match (token_user, announced_for) {
+                            (Some(t), Some(a)) if t == a && *status == 200 => {
+                                right.insert(path.clone());
+                            }
+                            (None, _) => score.wrong_token += 1,
+                            (Some(t), Some(a)) if t != a => score.wrong_token += 1,
+                            _ => {}
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            times.sort_unstable();
+            score.median_ms = times.get(times.len() / 2).copied();
+            score.to_fetch = clean.len() as u64;
+            score.fetched_right = clean.iter().filter(|p| right.contains(*p)).count() as u64;
+            if !forged.is_empty() {
+                score.forged_refused = Some(
+                    forged
+                        .iter()
+                        .all(|(p, refused)| *refused && !fetches.contains_key(p)),
+                );
+            }
+            if !duplicated.is_empty() {
+                score.duplicates_handled = Some(
+                    duplicated
+                        .iter()
+                        .all(|(p, ok)| *ok == 2 && fetches.get(p).copied().unwrap_or(0) <= 1),
+                );
+            }
+            score
+        })
+        .collect()
+}
+
+impl Sim {
+    /// The scoreboard: one row per student (the simulator's own client when there is no class).
+    pub fn scoreboard(&self) -> Vec<StudentScore> {
+        let s = self.lock();
+        let first = usize::from(s.clients.len() > 1);
+        let clients: Vec<_> = s
+            .clients
+            .iter()
+            .enumerate()
+            .skip(first)
+            .map(|(i, c)| {
+                (
+                    i,
+                    c.id.clone(),
+                    c.hook.as_ref().map(|h| (h.url.clone(), h.active)),
+                )
+            })
+            .collect();
+        scores(&clients, &s.log.after(0))
+    }
+
+    /// The class's credentials: per student, client id and secret, and each user's token.
+    pub fn class_credentials(&self) -> Vec<Value> {
+        let s = self.lock();
+        s.clients
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, c)| {
+                let users: Vec<Value> = s
+                    .users
+                    .values()
+                    .filter(|u| u.client == i)
+                    .map(|u| json!({"user_id": u.id, "access_token": u.token}))
+                    .collect();
+                json!({"student": i, "client_id": c.id, "client_secret": c.secret, "users": users})
+            })
+            .collect()
+    }
+
+    /// `GET /sim/class.json`.
+    pub(super) fn control_class(&self) -> SimResponse {
+        SimResponse::json(
+            StatusCode::OK,
+            json!({"students": self.scoreboard(), "credentials": self.class_credentials()}),
+        )
+    }
+}
+
+/// The credentials as a table to hand out (one line per user).
+pub fn credentials_table(credentials: &[Value], base_url: &str) -> String {
+    let mut out = format!(
+        "AccessLink simulator for the class: {base_url}\n\
+         student  client id    client secret             user   access token\n"
+    );
+    for c in credentials {
+        for u in c["users"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "{:>7}  {:<11}  {:<24}  {:<5}  {}\n",
+                c["student"],
+                c["client_id"].as_str().unwrap_or("?"),
+                c["client_secret"].as_str().unwrap_or("?"),
+                u["user_id"],
+                u["access_token"].as_str().unwrap_or("?"),
+            ));
+        }
+    }
+    out
+}
+
+/// `GET /sim/class/events`: the scoreboard as server-sent events, now and after every change to
+/// the log (changes within a quarter of a second are sent once). Ends when the simulator stops.
+pub(super) fn class_events(
+    sim: Arc<Sim>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> impl warp::Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    use futures_util::StreamExt;
+    use warp::Filter;
+    use warp::reply::Reply;
+    warp::path!("sim" / "class" / "events")
+        .and(warp::get())
+        .map(move || {
+            let (_, rx) = sim.follow_log(u64::MAX);
+            let sim = sim.clone();
+            let updates = futures_util::stream::unfold((rx, true), |(mut rx, first)| async move {
+                if !first {
+                    match rx.recv().await {
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                        _ => {
+                            tokio::time::sleep(Duration::from_millis(250)).await;
+                            while rx.try_recv().is_ok() {}
+                        }
+                    }
+                }
+                Some(((), (rx, false)))
+            });
+            let events = updates
+                .map(move |()| {
+                    let board = serde_json::to_string(&sim.scoreboard()).unwrap_or_default();
+                    Ok::<_, std::convert::Infallible>(warp::sse::Event::default().data(board))
+                })
+                .take_until(shutdown.clone().cancelled_owned());
+            warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response()
+        })
+}
+
+/// `GET /sim/class`: the scoreboard page to project.
+pub(super) fn class_page() -> SimResponse {
+    let mut r = SimResponse::text(StatusCode::OK, CLASS_PAGE);
+    r.headers
+        .push(("Content-Type".into(), "text/html; charset=utf-8".into()));
+    r
+}
+
+const CLASS_PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>hookrace: the class's receivers</title>
+<style>
+body { font: 26px/1.4 system-ui, sans-serif; margin: 1em 1.5em; background: #fff; color: #111; }
+h1 { font-size: 34px; margin: 0 0 .3em; } #state { color: #666; font-size: 20px; }
+table { border-collapse: collapse; width: 100%; }
+th, td { padding: .35em .5em; border-bottom: 2px solid #ddd; text-align: center; }
+th { font-size: 20px; color: #444; } td:first-child, th:first-child { text-align: left; }
+.yes { background: #c8e6c9; } .no { background: #ffcdd2; } .na { color: #999; }
+small { font-size: 18px; color: #555; }
+</style></head><body>
+<h1>Webhook receivers: the class</h1>
+<p id="state">connecting…</p>
+<table><thead><tr><th>student</th><th>webhook</th><th>PING</th><th>deliveries answered</th>
+<th>fetched, right token</th><th>forged refused</th><th>duplicates handled</th></tr></thead>
+<tbody id="rows"></tbody></table>
+<script>
+const rows = document.getElementById("rows"), state = document.getElementById("state");
+const snapshot = new URLSearchParams(location.search).has("snapshot");
+function cell(ok, text) {
+  const td = document.createElement("td");
+  td.className = ok === null ? "na" : (ok ? "yes" : "no");
+  td.textContent = text;
+  return td;
+}
+function draw(board) {
+  rows.replaceChildren();
+  for (const s of board) {
+    const tr = document.createElement("tr");
+    const name = document.createElement("td");
+    name.textContent = s.client_id;
+    tr.append(name,
+      cell(s.webhook === null ? false : s.active, s.webhook === null ? "none" : (s.active ? "active" : "inactive")),
+      cell(s.webhook === null ? null : s.ping_passed, s.ping_passed ? "✓" : "✗"),
+      cell(s.deliveries === 0 ? null : s.answered === s.deliveries,
+        s.deliveries === 0 ? "–" : `${s.answered}/${s.deliveries}` + (s.median_ms === null ? "" : ` · ${s.median_ms} ms`)),
+      cell(s.to_fetch === 0 ? null : (s.fetched_right === s.to_fetch && s.wrong_token === 0),
+        s.to_fetch === 0 ? "–" : `${s.fetched_right}/${s.to_fetch}` + (s.wrong_token ? ` · ${s.wrong_token} wrong` : "")),
+      cell(s.forged_refused, s.forged_refused === null ? "–" : (s.forged_refused ? "✓" : "✗")),
+      cell(s.duplicates_handled, s.duplicates_handled === null ? "–" : (s.duplicates_handled ? "✓" : "✗")));
+    tr.dataset.student = s.student;
+    rows.append(tr);
+  }
+}
+const es = new EventSource("/sim/class/events");
+es.onopen = () => { state.textContent = "live"; };
+es.onerror = () => { state.textContent = "reconnecting…"; };
+es.onmessage = (m) => {
+  draw(JSON.parse(m.data));
+  state.textContent = snapshot ? "snapshot" : "live · " + new Date().toLocaleTimeString();
+  if (snapshot) es.close();
+};
+</script></body></html>
+"#;
