@@ -74,6 +74,15 @@ struct TestReceiver {
 }
 
 async fn receiver(b: Behaviour) -> TestReceiver {
+    let tokens = [
+        (10_001, TOKENS[0].to_string()),
+        (10_002, TOKENS[1].to_string()),
+    ];
+    receiver_with(b, SECRET.to_string(), tokens.into()).await
+}
+
+/// A receiver verifying with `secret` and fetching with `tokens` (user → token).
+async fn receiver_with(b: Behaviour, secret: String, tokens: HashMap<u64, String>) -> TestReceiver {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/acl_webhook", listener.local_addr().unwrap());
     let stop_server = CancellationToken::new();
@@ -81,18 +90,24 @@ async fn receiver(b: Behaviour) -> TestReceiver {
     let http = hookrace::http::plain_client();
     let seen = Arc::new(Mutex::new(HashSet::<String>::new()));
     let signed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let tokens: HashMap<u64, &str> = [(10_001, TOKENS[0]), (10_002, TOKENS[1])].into();
+    let first_token = tokens
+        .iter()
+        .min_by_key(|(user, _)| **user)
+        .map(|(_, t)| t.clone())
+        .unwrap_or_default();
     let route = warp::path!("acl_webhook")
         .and(warp::header::headers_cloned())
         .and(warp::body::bytes())
         .then(move |headers: HeaderMap, body: Bytes| {
-            let (b, http, seen, signed, tokens, stop) = (
+            let (b, http, seen, signed, tokens, stop, secret, first_token) = (
                 b.clone(),
                 http.clone(),
                 seen.clone(),
                 signed.clone(),
                 tokens.clone(),
                 stop.clone(),
+                secret.clone(),
+                first_token.clone(),
             );
             async move {
                 let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
@@ -104,7 +119,7 @@ async fn receiver(b: Behaviour) -> TestReceiver {
                 }
                 if b.verify
                     && hookrace::accesslink::signature::verify(
-                        SECRET,
+                        &secret,
                         &body,
                         header("Polar-Webhook-Signature"),
                     )
@@ -122,9 +137,9 @@ async fn receiver(b: Behaviour) -> TestReceiver {
                 }
                 let user = v["user_id"].as_u64().unwrap_or_default();
                 let token = if b.one_token {
-                    Some(TOKENS[0])
+                    Some(first_token)
                 } else {
-                    tokens.get(&user).copied()
+                    tokens.get(&user).cloned()
                 };
                 let Some(token) = token else {
                     return if b.crash_on_unknown_user {
@@ -142,7 +157,7 @@ async fn receiver(b: Behaviour) -> TestReceiver {
                         loop {
                             let ok = http
                                 .get(&url)
-                                .bearer_auth(token)
+                                .bearer_auth(&token)
                                 .send()
                                 .await
                                 .is_ok_and(|r| r.status() == 200);
@@ -546,4 +561,186 @@ async fn log_follow_streams_new_entries() {
         .unwrap()
         .unwrap();
     assert!(seen("the simulator at"));
+}
+
+/// A class of three on one simulator: two students register receivers (one keeps the contract,
+/// one is naive), the third none; the teacher triggers for everyone, a forgery and a duplicate
+/// included; the scoreboard tells the three apart, as JSON and in a real browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_class_on_one_simulator_and_its_scoreboard() {
+    hookrace::telemetry::init_for_tests();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let running = sim::start(
+        listener,
+        SimSettings {
+            users: 0,
+            class: 3,
+            ..SimSettings::default()
+        },
+        stop,
+    )
+    .unwrap();
+    let base = running.base_url.clone();
+    let http = hookrace::http::plain_client();
+    let class: Value = http
+        .get(format!("{base}/sim/class.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let creds = class["credentials"].as_array().unwrap().clone();
+    assert_eq!(creds.len(), 3);
+    let table = sim::credentials_table(&creds, &base);
+    assert_eq!(table.lines().count(), 2 + 3 * 2, "{table}");
+    let mut receivers = Vec::new();
+    for (student, behaviour) in [(1, good()), (2, naive())] {
+        let c = &creds[student - 1];
+        let tokens: HashMap<u64, String> = c["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| {
+                (
+                    u["user_id"].as_u64().unwrap(),
+                    u["access_token"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let secret = format!("class-secret-of-student-{student}");
+        let res = http
+            .post(format!("{base}/sim/webhook-secret"))
+            .json(&json!({"secret": secret, "student": student}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let rx = receiver_with(behaviour, secret, tokens).await;
+        let res = http
+            .post(format!("{base}/v3/webhooks"))
+            .basic_auth(
+                c["client_id"].as_str().unwrap(),
+                c["client_secret"].as_str(),
+            )
+            .json(&json!({"events": ["EXERCISE"], "url": rx.url}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201, "student {student} registers");
+        receivers.push(rx);
+    }
+    // One webhook per client holds per student: student 1 cannot register a second.
+    let c1 = &creds[0];
+    let again = http
+        .post(format!("{base}/v3/webhooks"))
+        .basic_auth(
+            c1["client_id"].as_str().unwrap(),
+            c1["client_secret"].as_str(),
+        )
+        .json(&json!({"events": ["EXERCISE"], "url": receivers[1].url}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+
+    let everyone = |fault: (bool, bool)| TriggerArgs {
+        everyone: true,
+        count: 2,
+        bad_signature: fault.0,
+        duplicate: fault.1,
+        ..trigger_args(&base, "EXERCISE")
+    };
+    let mut out = Vec::new();
+    workbench::trigger(&everyone((false, false)), &mut out)
+        .await
+        .unwrap();
+    let printed = String::from_utf8(out).unwrap();
+    assert!(
+        printed.contains("skipped student-03: no webhook"),
+        "{printed}"
+    );
+    assert_eq!(printed.matches("delivering to").count(), 2, "{printed}");
+    workbench::trigger(&everyone((true, false)), &mut Vec::new())
+        .await
+        .unwrap();
+    workbench::trigger(&everyone((false, true)), &mut Vec::new())
+        .await
+        .unwrap();
+    // Settled: every delivery answered, every fetch the receivers make made.
+    let mut board = Vec::new();
+    for _ in 0..200 {
+        board = running.sim.scoreboard();
+        let settled = board[..2].iter().all(|s| s.deliveries == 2 + 4)
+            && board[0].fetched_right == board[0].to_fetch
+            && board[1].forged_refused == Some(false)
+            && board[1].duplicates_handled == Some(false);
+        if settled {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (good_row, naive_row, none_row) = (&board[0], &board[1], &board[2]);
+    assert_eq!(good_row.client_id, "student-01");
+    assert!(good_row.active && good_row.ping_passed, "{good_row:?}");
+    assert_eq!(
+        (good_row.answered, good_row.deliveries),
+        (6, 6),
+        "{good_row:?}"
+    );
+    assert_eq!(
+        (good_row.fetched_right, good_row.to_fetch),
+        (4, 4),
+        "{good_row:?}"
+    );
+    assert_eq!(good_row.forged_refused, Some(true), "{good_row:?}");
+    assert_eq!(good_row.duplicates_handled, Some(true), "{good_row:?}");
+    assert_eq!(
+        (naive_row.answered, naive_row.deliveries),
+        (6, 6),
+        "{naive_row:?}"
+    );
+    assert_eq!(naive_row.forged_refused, Some(false), "{naive_row:?}");
+    assert_eq!(naive_row.duplicates_handled, Some(false), "{naive_row:?}");
+    assert!(
+        none_row.webhook.is_none() && none_row.deliveries == 0,
+        "{none_row:?}"
+    );
+
+    // The page, in a real browser: three rows, the good student's cells all green.
+    let Some(browser) = common::browser_or_skip() else {
+        return;
+    };
+    let url = format!("{base}/sim/class?snapshot=1");
+    let dom = common::dump_dom(&browser, &url).await;
+    assert!(
+        dom.contains(">snapshot<"),
+        "the event stream delivered:\n{dom}"
+    );
+    assert_eq!(dom.matches("data-student=").count(), 3, "{dom}");
+    let row = |n: usize| {
+        let at = dom.find(&format!("data-student=\"{n}\"")).unwrap();
+        let end = at + dom[at..].find("</tr>").unwrap();
+        dom[at..end].to_string()
+    };
+    assert!(!row(1).contains("class=\"no\""), "student 1: {}", row(1));
+    assert_eq!(
+        row(2).matches("class=\"no\"").count(),
+        2,
+        "student 2: {}",
+        row(2)
+    );
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("class-scoreboard.png");
+    let arg = format!("--screenshot={}", shot.display());
+    let out = tokio::task::spawn_blocking(move || common::headless(&browser, &[&arg], &url))
+        .await
+        .unwrap();
+    assert!(
+        shot.is_file(),
+        "screenshot written: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("class scoreboard screenshot: {}", shot.display());
 }

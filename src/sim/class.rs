@@ -26,7 +26,7 @@ pub struct StudentScore {
     pub active: bool,
     /// The last PING to the student's receiver was answered 200.
     pub ping_passed: bool,
-    /// Deliveries sent, and answered 2xx.
+    /// Deliveries sent (forgeries aside), and answered 2xx.
     pub deliveries: u64,
     pub answered: u64,
     pub median_ms: Option<u64>,
@@ -47,10 +47,7 @@ pub struct StudentScore {
 pub(super) type Scored = (usize, String, Option<(String, bool)>);
 
 /// The scoreboard of `clients` from the log's `entries`.
-pub(super) fn scores(
-    clients: &[Scored],
-    entries: &[LogEntry],
-) -> Vec<StudentScore> {
+pub(super) fn scores(clients: &[Scored], entries: &[LogEntry]) -> Vec<StudentScore> {
     clients
         .iter()
         .map(|(c, id, hook)| {
@@ -88,11 +85,14 @@ pub(super) fn scores(
                         ..
                     } => {
                         let ok = status.is_some_and(|s| (200..300).contains(&s));
-                        score.deliveries += 1;
-                        score.answered += u64::from(ok);
-                        times.extend(*ms);
                         let path = path_of(url);
                         let fault = fault.as_deref().unwrap_or("");
+                        // A forgery is to be refused: it counts in its own column only.
+                        if !fault.contains("bad_signature") {
+                            score.deliveries += 1;
+                            score.answered += u64::from(ok);
+                            times.extend(*ms);
+                        }
                         if fault.contains("bad_signature") {
                             let refused = status.is_some_and(|s| (400..500).contains(&s));
                             forged.insert(path, refused);
@@ -269,7 +269,7 @@ body { font: 26px/1.4 system-ui, sans-serif; margin: 1em 1.5em; background: #fff
 h1 { font-size: 34px; margin: 0 0 .3em; } #state { color: #666; font-size: 20px; }
 table { border-collapse: collapse; width: 100%; }
 th, td { padding: .35em .5em; border-bottom: 2px solid #ddd; text-align: center; }
-th { font-size: 20px; color: #444; } td:first-child, th:first-child { text-align: left; }
+th { font-size: 20px; color: #444; } td:first-child, th:first-child { text-align: left; white-space: nowrap; }
 .yes { background: #c8e6c9; } .no { background: #ffcdd2; } .na { color: #999; }
 small { font-size: 18px; color: #555; }
 </style></head><body>
@@ -295,7 +295,7 @@ function draw(board) {
     name.textContent = s.client_id;
     tr.append(name,
       cell(s.webhook === null ? false : s.active, s.webhook === null ? "none" : (s.active ? "active" : "inactive")),
-      cell(s.webhook === null ? null : s.ping_passed, s.ping_passed ? "✓" : "✗"),
+      cell(s.webhook === null ? null : s.ping_passed, s.webhook === null ? "–" : (s.ping_passed ? "✓" : "✗")),
       cell(s.deliveries === 0 ? null : s.answered === s.deliveries,
         s.deliveries === 0 ? "–" : `${s.answered}/${s.deliveries}` + (s.median_ms === null ? "" : ` · ${s.median_ms} ms`)),
       cell(s.to_fetch === 0 ? null : (s.fetched_right === s.to_fetch && s.wrong_token === 0),

@@ -67,15 +67,23 @@ impl Sim {
         )
     }
 
-    /// `POST /sim/webhook-secret` with `{"secret": "…"}`: the next webhook created gets this
-    /// `signature_secret_key`, so a receiver can have it before its first delivery.
+    /// `POST /sim/webhook-secret` with `{"secret": "…"[, "student": N]}`: the next webhook the
+    /// client creates gets this `signature_secret_key`, so a receiver can have it before its first
+    /// delivery.
     fn control_webhook_secret(&self, body: &[u8]) -> SimResponse {
-        let secret = serde_json::from_slice::<Value>(body)
-            .ok()
-            .and_then(|v| v.get("secret").and_then(Value::as_str).map(str::to_string));
+        let body = serde_json::from_slice::<Value>(body).unwrap_or_default();
+        let secret = body
+            .get("secret")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        // A student's client in class mode (`"student": N`), else the simulator's own.
+        let client = body.get("student").and_then(Value::as_u64).unwrap_or(0) as usize;
+        if client >= self.lock().clients.len() {
+            return SimResponse::text(StatusCode::NOT_FOUND, format!("no student {client}\n"));
+        }
         match secret {
             Some(s) if s.len() >= 16 && s.chars().all(|c| c.is_ascii_graphic()) => {
-                self.lock().clients[0].next_webhook_secret = Some(s.clone());
+                self.lock().clients[client].next_webhook_secret = Some(s.clone());
                 SimResponse::json(StatusCode::OK, json!({"next_webhook_secret": s}))
             }
             _ => SimResponse::text(

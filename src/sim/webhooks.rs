@@ -473,6 +473,10 @@ pub(super) async fn send_deliveries(
                 job.secret.clone()
             };
             let signature = crate::accesslink::signature::sign(&secret, body.as_bytes());
+            sim.lock().log.announce(
+                payload["url"].as_str().unwrap_or_default(),
+                payload["user_id"].as_u64().unwrap_or_default(),
+            );
             let started = std::time::Instant::now();
             let res = http
                 .post(&job.url)

@@ -58,7 +58,7 @@ pub enum Logged {
         status: u16,
         /// The user the last delivery of this URL was for, when one announced it.
         announced_for: Option<u64>,
-        /// Milliseconds since that delivery was answered.
+        /// Milliseconds since that delivery was sent.
         after_delivery_ms: Option<i64>,
     },
 }
@@ -176,15 +176,6 @@ impl Default for WorkLog {
 impl WorkLog {
     pub(super) fn record(&mut self, client: usize, what: Logged) {
         let now = Utc::now();
-        if let Logged::Delivery {
-            user_id,
-            url,
-            sent: true,
-            ..
-        } = &what
-        {
-            self.announced.insert(path_of(url), (*user_id, now));
-        }
         let entry = LogEntry {
             seq: self.next_seq,
             at: now,
@@ -200,7 +191,13 @@ impl WorkLog {
         let _ = self.tx.send(entry);
     }
 
-    /// The user the last delivery of `path` was for, and when it was answered.
+    /// Notes that a delivery of `url` for `user` is being sent now (before the receiver can
+    /// answer, or fetch while it answers).
+    pub(super) fn announce(&mut self, url: &str, user: u64) {
+        self.announced.insert(path_of(url), (user, Utc::now()));
+    }
+
+    /// The user the last delivery of `path` was for, and when it was sent.
     pub(super) fn announced(&self, path: &str) -> Option<(u64, DateTime<Utc>)> {
         self.announced.get(path).copied()
     }
@@ -482,7 +479,7 @@ impl Sim {
     }
 
     /// Records a request made with a bearer token (the receiver fetching data), attributed to the
-    /// delivery that announced its URL.
+    /// delivery that announced its URL (sent before, or being answered).
     pub(super) fn log_request(&self, req: &SimRequest, status: StatusCode) {
         let Some(token) = req
             .headers
