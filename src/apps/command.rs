@@ -221,7 +221,7 @@ async fn run_sim(
         "  client credentials (HTTP Basic): {}:{}",
         args.client_id, args.client_secret
     );
-    for uid in running.sim.active_user_ids() {
+    for uid in running.sim.own_user_ids() {
         if let Some(token) = running.sim.token_of(uid) {
             println!("  user {uid}: access token {token}");
         }

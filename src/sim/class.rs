@@ -207,10 +207,10 @@ pub fn credentials_table(credentials: &[Value], base_url: &str) -> String {
         for u in c["users"].as_array().into_iter().flatten() {
             out.push_str(&format!(
                 "{:>7}  {:<11}  {:<24}  {:<5}  {}\n",
-                c["student"],
+                c["student"].as_u64().unwrap_or_default(),
                 c["client_id"].as_str().unwrap_or("?"),
                 c["client_secret"].as_str().unwrap_or("?"),
-                u["user_id"],
+                u["user_id"].as_u64().unwrap_or_default(),
                 u["access_token"].as_str().unwrap_or("?"),
             ));
         }

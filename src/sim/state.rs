@@ -183,6 +183,16 @@ impl Sim {
         self.lock().users.get(&user_id).map(|u| u.token.clone())
     }
 
+    /// Registered, not revoked users of the simulator's own client (not a class's students').
+    pub fn own_user_ids(&self) -> Vec<u64> {
+        let s = self.lock();
+        s.users
+            .values()
+            .filter(|u| u.registered && !u.revoked && u.client == 0)
+            .map(|u| u.id)
+            .collect()
+    }
+
     /// Registered, not revoked users.
     pub fn active_user_ids(&self) -> Vec<u64> {
         let s = self.lock();

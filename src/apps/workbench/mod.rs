@@ -145,7 +145,16 @@ pub async fn trigger(args: &TriggerArgs, out: &mut (dyn Write + Send)) -> anyhow
         if failed > 0 {
             bail!("{failed} PING(s) not answered 200");
         }
+        if v["pinged"].as_array().is_none_or(|p| p.is_empty()) {
+            bail!("no webhook to PING");
+        }
         return Ok(());
+    }
+    if v["made"].as_array().is_none_or(|m| m.is_empty()) {
+        bail!(
+            "nothing was made: no student has an active webhook for {}",
+            args.event
+        );
     }
     let fault = v["fault"]
         .as_str()
