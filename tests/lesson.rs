@@ -32,7 +32,7 @@ async fn race(args: DemoArgs) -> (Report, String) {
 async fn measured_empty_polls_match_theory_while_data_is_made() {
     // λ = 3 users × (1/5 s + 1/30 s) = 0.7/s, T = 1 s: e^(−0.7) = 50%.
     let (report, table) = race(DemoArgs {
-        duration: Duration::from_secs(30),
+        duration: Duration::from_secs(24),
         poll_every: Duration::from_secs(1),
         users: 3,
         exercise_every: Duration::from_secs(5),
@@ -47,14 +47,15 @@ async fn measured_empty_polls_match_theory_while_data_is_made() {
     assert!(window.cycles >= 20, "{window:?}");
     let measured = window.empty_share().unwrap();
     let expected = report.theory.empty_poll_share.unwrap();
-    // ~28 cycles: one standard deviation of the share is ~0.095; allow about three.
+    // ~22 cycles: one standard deviation of the share is ~0.107; allow about two and a half
+    // (the seed fixes the data; only the timing moves).
     assert!(
         (measured - expected).abs() < 0.27,
         "measured {measured} vs expected {expected}\n{table}"
     );
     assert!(table.contains("while data was made"), "{table}");
     // The header says how long data was made and how long was measured, apart.
-    assert!(table.contains("30 s of new data"), "{table}");
+    assert!(table.contains("24 s of new data"), "{table}");
 }
 
 /// "Quiet data: almost every poll is empty".
@@ -122,8 +123,10 @@ async fn list_mode_costs_more_poll_requests_than_transactions() {
         mode,
         ..DemoArgs::default()
     };
-    let (transactions, _) = race(args(DemoMode::Transactions)).await;
-    let (list, table) = race(args(DemoMode::List)).await;
+    let ((transactions, _), (list, table)) = tokio::join!(
+        race(args(DemoMode::Transactions)),
+        race(args(DemoMode::List))
+    );
     assert_eq!(list.settings.as_ref().unwrap().poll_mode, "list");
     assert!(table.contains("(list mode)"), "{table}");
     let per_cycle = |r: &Report| {
@@ -231,8 +234,7 @@ async fn the_poll_interval_changes_the_poll_and_not_the_webhook() {
         seed: Some(6),
         ..DemoArgs::default()
     };
-    let (fast, fast_table) = race(at(1)).await;
-    let (slow, slow_table) = race(at(5)).await;
+    let ((fast, fast_table), (slow, slow_table)) = tokio::join!(race(at(1)), race(at(5)));
     let both = format!("{fast_table}\n{slow_table}");
     assert_eq!(fast.entities_total, slow.entities_total, "{both}");
     assert_eq!(
