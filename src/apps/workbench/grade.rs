@@ -358,17 +358,22 @@ impl Seen {
             .count()
     }
     fn statuses(&self) -> String {
-        let mut v: Vec<String> = self
-            .deliveries
-            .iter()
-            .map(|d| d.0.map_or("no answer".to_string(), |s| s.to_string()))
-            .collect();
-        v.dedup();
-        v.join(", ")
+        statuses(&self.deliveries)
     }
     fn fetched(&self, path: &str) -> usize {
         self.fetches.iter().filter(|f| f.0 == path).count()
     }
+}
+
+/// The distinct answers among `deliveries` (`200, 503`, `no answer`).
+fn statuses(deliveries: &[(Option<u16>, Option<u64>)]) -> String {
+    let mut v: Vec<String> = deliveries
+        .iter()
+        .map(|d| d.0.map_or("no answer".to_string(), |s| s.to_string()))
+        .collect();
+    v.sort();
+    v.dedup();
+    v.join(", ")
 }
 
 impl SimClient {
@@ -559,7 +564,7 @@ async fn grade(
         },
         format!(
             "{ok} of {total} answered 2xx ({}); {timing}",
-            [a.statuses(), b.statuses()].join(", ")
+            statuses(&[a.deliveries.clone(), b.deliveries.clone()].concat())
         ),
         "Verify the signature, keep the notification (durably), answer 200 at once and fetch \
          afterwards: Polar gives up on a slow answer and does not retry.",
