@@ -6,6 +6,7 @@
 //! - repeated deliveries (the duplicate path; target: at least 0.5 × the empty route).
 //!
 //! The load generator runs on the same cores as the server.
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

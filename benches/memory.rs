@@ -8,6 +8,7 @@
 //!
 //! Environment: `HOOKRACE_BENCH_ENTITIES` (default 300000), `HOOKRACE_BENCH_CACHE_MB` (sled's
 //! page cache, `store.cache_mb`; default 32).
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
 
 use chrono::Utc;
 use hookrace::accesslink::payload::{self, Parsed};

@@ -7,6 +7,7 @@
 //! Then, on that store with a daemon running on it: ingest with the dashboard's event stream open
 //! against ingest without it (target: within 10%), and `/status` and `/metrics` read while
 //! deliveries keep arriving (target: p99 ≤ 50 ms).
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
 
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;

@@ -11,9 +11,9 @@ use crate::operations::manage::WebhookAction;
 use crate::sim::SimSettings;
 
 /// Exit code for bad usage or an invalid configuration (EX_USAGE).
-pub const EXIT_USAGE: i32 = 64;
+pub const EXIT_USAGE: u8 = 64;
 /// Exit code for a failure at run time.
-pub const EXIT_FAILURE: i32 = 1;
+pub const EXIT_FAILURE: u8 = 1;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -209,7 +209,7 @@ impl SimArgs {
             faults: crate::sim::Faults {
                 drop_rate: a.drop_rate,
                 duplicate_rate: a.duplicate_rate,
-                delay_ms: (delay.0.as_millis() as u64, delay.1.as_millis() as u64),
+                delay_ms: (crate::units::millis(delay.0), crate::units::millis(delay.1)),
                 error_rate: a.error_rate,
                 rate_limit,
                 ..crate::sim::Faults::default()

@@ -39,3 +39,4 @@ pub mod server;
 pub mod sim;
 pub mod store;
 pub mod telemetry;
+pub mod units;

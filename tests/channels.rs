@@ -1,4 +1,5 @@
 //! Both channels against the simulator on loopback: webhook + fetch, polling, and their meeting.
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The live dashboard: the SSE stream's format, and the page in a real (headless) browser.
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! One long scenario with every fault the simulator has: dropped, duplicated and delayed
 //! deliveries, 5xx answers, a lowered rate limit and a revoked token. No entity is lost (but the
 //! revoked user's), none is counted twice, and no rate limit is broken.
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
 
 mod common;
 

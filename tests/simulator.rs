@@ -1,4 +1,5 @@
 //! The AccessLink simulator through HTTP: every documented behaviour and its error paths.
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
 
 mod common;
 

@@ -299,7 +299,7 @@ impl Client {
             }
             attempt += 1;
             let delay = backoff(self.policy.backoff_base, self.policy.backoff_max, attempt);
-            tracing::debug!(error = %err, attempt, delay_ms = delay.as_millis() as u64, "retrying");
+            tracing::debug!(error = %err, attempt, delay_ms = crate::units::millis(delay), "retrying");
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.shutdown.cancelled() => {

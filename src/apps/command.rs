@@ -19,7 +19,7 @@ pub fn parse() -> Result<Cli, ExitCode> {
     Cli::try_parse().map_err(|e| {
         let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
         let _ = e.print();
-        ExitCode::from(code as u8)
+        ExitCode::from(code)
     })
 }
 
@@ -62,7 +62,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Whatif(args) => {
             if let Some(problem) = crate::apps::whatif::invalid(&args) {
                 eprintln!("hookrace whatif: {problem}");
-                return ExitCode::from(EXIT_USAGE as u8);
+                return ExitCode::from(EXIT_USAGE);
             }
             let mut out = std::io::stdout();
             exit(crate::apps::whatif::run(&args, &mut out).map(|_| ()))
@@ -77,7 +77,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Err(e) => {
                 eprint!("{e}");
-                ExitCode::from(EXIT_USAGE as u8)
+                ExitCode::from(EXIT_USAGE)
             }
         },
         Command::Webhook { config, command } => with_config(config, |cfg| async move {
@@ -121,7 +121,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Ok(settings) => on_runtime(run_sim(args, settings)),
             Err(e) => {
                 eprintln!("hookrace sim: {e}");
-                ExitCode::from(EXIT_USAGE as u8)
+                ExitCode::from(EXIT_USAGE)
             }
         },
         Command::Run { config } => with_config(config, |cfg| async move {
@@ -184,7 +184,7 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hookrace: {e:#}");
-            ExitCode::from(EXIT_FAILURE as u8)
+            ExitCode::from(EXIT_FAILURE)
         }
     }
 }
@@ -244,7 +244,7 @@ where
         Ok(cfg) => on_runtime(f(cfg)),
         Err(e) => {
             eprint!("{e}");
-            ExitCode::from(EXIT_USAGE as u8)
+            ExitCode::from(EXIT_USAGE)
         }
     }
 }

@@ -282,8 +282,8 @@ fn resolve_accesslink(
             drop_rate: s.webhook_drop_rate,
             duplicate_rate: s.webhook_duplicate_rate,
             delay_ms: (
-                s.webhook_delay.0.as_millis() as u64,
-                s.webhook_delay.1.as_millis() as u64,
+                crate::units::millis(s.webhook_delay.0),
+                crate::units::millis(s.webhook_delay.1),
             ),
             ..sim::Faults::default()
         },

@@ -255,7 +255,7 @@ fn starved(poller: &Poller) -> Option<String> {
         if nearly(us, ls) || nearly(ul, ll) {
             return Some(format!(
                 "{}% of a rate-limit window is kept for webhook fetches",
-                (FETCH_RESERVE * 100.0) as u32
+                crate::units::u32_saturating(crate::units::round_u64(FETCH_RESERVE * 100.0))
             ));
         }
     }

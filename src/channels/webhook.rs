@@ -378,7 +378,9 @@ where
     }
     let read = async {
         let mut body = std::pin::pin!(body);
-        let mut buf = BytesMut::with_capacity(declared.unwrap_or(1024).min(max as u64) as usize);
+        let mut buf = BytesMut::with_capacity(crate::units::usize_saturating(
+            declared.unwrap_or(1024).min(max as u64),
+        ));
         while let Some(chunk) = body.next().await {
             let mut chunk = chunk.map_err(|e| Outcome::BodyError(e.to_string()))?;
             if buf.len() + chunk.remaining() > max {

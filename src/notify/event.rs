@@ -125,7 +125,7 @@ pub fn headline(event: &Value) -> String {
 
 /// "45 min" or "7 h 32 min".
 fn human_minutes(seconds: f64) -> String {
-    let minutes = (seconds / 60.0).round() as u64;
+    let minutes = crate::units::round_u64(seconds / 60.0);
     match minutes {
         0..60 => format!("{minutes} min"),
         _ => format!("{} h {} min", minutes / 60, minutes % 60),

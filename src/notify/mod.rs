@@ -239,7 +239,7 @@ impl Sender {
                     sink = name,
                     entity = key,
                     reason,
-                    retry_in_ms = delay.as_millis() as u64,
+                    retry_in_ms = crate::units::millis(delay),
                     "notify attempt failed; will retry"
                 );
                 store.notice_retry(key, name, next_at, &reason)

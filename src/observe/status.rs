@@ -369,7 +369,7 @@ pub fn build(store: &Store, rt: &Runtime) -> anyhow::Result<StatusDoc> {
             last_cycle_at: rt.last_cycle_at,
             next_cycle_at: rt.next_cycle_at,
             strategy: rt.poll_pace.strategy.clone(),
-            interval_ms: rt.poll_pace.interval.map(|d| d.as_millis() as u64),
+            interval_ms: rt.poll_pace.interval.map(crate::units::millis),
             pace_reason: rt.poll_pace.reason.clone(),
             misses_caught: summary.poll_only,
             catch_delay_ms: summary.catch_delay.stats(),

@@ -124,7 +124,7 @@ impl SignedHistogram {
         if n == 0 {
             return None;
         }
-        let rank = ((q * n as f64).ceil() as u64).clamp(1, n);
+        let rank = crate::units::round_u64((q * n as f64).ceil()).clamp(1, n);
         let neg = self.negative.len();
         let us = if rank <= neg {
             // The rank-th smallest signed value is the (neg - rank + 1)-th smallest magnitude.
@@ -271,7 +271,7 @@ impl<'a> Contribution<'a> {
 }
 
 fn to_us(ms: f64) -> i64 {
-    (ms * 1000.0).round() as i64
+    crate::units::round_i64(ms * 1000.0)
 }
 
 impl Summary {

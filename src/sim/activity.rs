@@ -28,9 +28,10 @@ fn steps_per_hour(a: &Activity) -> impl Iterator<Item = (u32, u32)> + '_ {
         let per_mille: u32 = HOURLY_PER_MILLE[..h].iter().sum();
         total * u64::from(per_mille) / 1000
     };
-    (0usize..24).map(move |h| {
-        let steps = u32::try_from(upto(h + 1) - upto(h)).unwrap_or(u32::MAX);
-        (h as u32, steps)
+    (0u32..24).map(move |h| {
+        let h_at = h as usize;
+        let steps = u32::try_from(upto(h_at + 1) - upto(h_at)).unwrap_or(u32::MAX);
+        (h, steps)
     })
 }
 

@@ -77,7 +77,9 @@ impl Sim {
             .and_then(Value::as_str)
             .map(str::to_string);
         // A student's client in class mode (`"student": N`), else the simulator's own.
-        let client = body.get("student").and_then(Value::as_u64).unwrap_or(0) as usize;
+        let client = crate::units::usize_saturating(
+            body.get("student").and_then(Value::as_u64).unwrap_or(0),
+        );
         if client >= self.lock().clients.len() {
             return SimResponse::text(StatusCode::NOT_FOUND, format!("no student {client}\n"));
         }
@@ -204,7 +206,8 @@ impl Sim {
         let mut s = self.lock();
         if let Some(mut f) = new {
             if let Some(secs) = f.outage_for.take() {
-                let length = chrono::Duration::milliseconds((secs.max(0.0) * 1000.0) as i64);
+                let length =
+                    chrono::Duration::milliseconds(crate::units::round_i64(secs.max(0.0) * 1000.0));
                 f.outage_until = Some(chrono::Utc::now() + length);
                 tracing::info!(seconds = secs, "simulator: receiver outage starts");
             }

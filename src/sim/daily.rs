@@ -69,7 +69,9 @@ impl Night {
     /// Polar's `sleep` object.
     pub fn sleep_json(&self, polar_user: &str) -> Value {
         let asleep = self.light + self.deep + self.rem;
-        let awake = ((self.end - self.start).num_seconds().max(0) as u32).saturating_sub(asleep);
+        let awake = u32::try_from((self.end - self.start).num_seconds().max(0))
+            .unwrap_or(u32::MAX)
+            .saturating_sub(asleep);
         let minutes = (self.end - self.start).num_minutes();
         json!({
             "polar_user": polar_user,
@@ -254,7 +256,10 @@ pub fn new_heart_rate_day(
         .step_by(5)
         .map(|k| {
             let at = midnight + ChronoDuration::minutes(k);
-            (at.format("%H:%M:%S").to_string(), base + (k as u32 / 5) % 7)
+            (
+                at.format("%H:%M:%S").to_string(),
+                base + u32::try_from(k / 5 % 7).unwrap_or(0),
+            )
         })
         .collect();
     HeartRateDay {

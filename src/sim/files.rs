@@ -86,12 +86,12 @@ fn zones(e: &Exercise) -> Value {
         .iter()
         .enumerate()
         .map(|(i, share)| {
-            let lower = 95 + 19 * i as u32;
+            let lower = 95 + 19 * u32::try_from(i).unwrap_or(u32::MAX);
             json!({
                 "index": i + 1,
                 "lower-limit": lower,
                 "upper-limit": lower + 19,
-                "in-zone": super::model::iso_duration((total * share / 100) as u32),
+                "in-zone": super::model::iso_duration(crate::units::u32_saturating(total * share / 100)),
             })
         })
         .collect();
@@ -102,7 +102,11 @@ fn zones(e: &Exercise) -> Value {
 fn heart_rate_sample(e: &Exercise) -> Value {
     let n = (e.duration_ms / 1000).min(600);
     let data: Vec<String> = (0..n)
-        .map(|k| (e.hr_avg + (k as u32 % 9)).saturating_sub(4).to_string())
+        .map(|k| {
+            (e.hr_avg + crate::units::u32_saturating(k % 9))
+                .saturating_sub(4)
+                .to_string()
+        })
         .collect();
     json!({"recording-rate": 1, "sample-type": "0", "data": data.join(",")})
 }

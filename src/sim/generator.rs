@@ -76,7 +76,7 @@ impl State {
         let data = match kind {
             Kind::Exercise => {
                 let duration_ms: u64 = self.rng.random_range(15 * 60_000..2 * 3_600_000);
-                let duration_s = (duration_ms / 1000) as u32;
+                let duration_s = crate::units::u32_saturating(duration_ms / 1000);
                 let sports = [
                     "RUNNING",
                     "CYCLING",
@@ -96,7 +96,10 @@ impl State {
                 ItemData::Exercise(Exercise {
                     hashed_id: hashed_id(self.settings.seed, id),
                     device: "Polar Vantage V3".into(),
-                    device_id: format!("{:08X}", (uid * 2_654_435_761) as u32),
+                    device_id: format!(
+                        "{:08X}",
+                        crate::units::low_u32(uid.wrapping_mul(2_654_435_761))
+                    ),
                     start_time: start,
                     utc_offset_minutes: offset,
                     duration_ms,
@@ -133,7 +136,10 @@ impl State {
                 resting_heart_rate: self.rng.random_range(45..70),
             }),
             Kind::Sleep => {
-                let device_id = format!("{:08X}", (uid * 2_654_435_761) as u32);
+                let device_id = format!(
+                    "{:08X}",
+                    crate::units::low_u32(uid.wrapping_mul(2_654_435_761))
+                );
                 let rng = &mut self.rng;
                 let mut draw = |lo: u32, hi: u32| rng.random_range(lo..hi);
                 ItemData::Sleep(super::daily::new_night(
@@ -148,7 +154,10 @@ impl State {
                 let night = self.newest_night(uid).unwrap_or_else(|| {
                     let rng = &mut self.rng;
                     let mut draw = |lo: u32, hi: u32| rng.random_range(lo..hi);
-                    let device_id = format!("{:08X}", (uid * 2_654_435_761) as u32);
+                    let device_id = format!(
+                        "{:08X}",
+                        crate::units::low_u32(uid.wrapping_mul(2_654_435_761))
+                    );
                     super::daily::new_night(
                         local_now.with_nanosecond_zero(),
                         offset,

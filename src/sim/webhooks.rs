@@ -81,7 +81,7 @@ impl Sim {
             Logged::Ping {
                 receiver: url.to_string(),
                 status: res.as_ref().ok().map(|r| r.status().as_u16()),
-                ms: Some(started.elapsed().as_millis() as u64),
+                ms: Some(crate::units::millis(started.elapsed())),
             },
         );
         match res {
@@ -497,7 +497,7 @@ pub(super) async fn send_deliveries(
                     fault: job.fault.label(),
                     sent: true,
                     status,
-                    ms: Some(started.elapsed().as_millis() as u64),
+                    ms: Some(crate::units::millis(started.elapsed())),
                 },
             );
             sim.delivery_done(job.truth_index, job.client, status);

@@ -84,7 +84,7 @@ fn timeline(s: &[Sighting]) -> String {
             .configure_mesh()
             .disable_y_mesh()
             .y_labels(2)
-            .y_label_formatter(&|y: &f64| match y.round() as i32 {
+            .y_label_formatter(&|y: &f64| match crate::units::round_i64(*y) {
                 1 => "webhook".into(),
                 0 => "poll".into(),
                 _ => String::new(),
@@ -125,7 +125,7 @@ fn delays(s: &[Sighting]) -> String {
     let count = |v: &[f64]| {
         let mut bins = [0u32; BINS];
         for d in v {
-            bins[((d / width) as usize).min(BINS - 1)] += 1;
+            bins[crate::units::floor_usize(d / width).min(BINS - 1)] += 1;
         }
         bins
     };

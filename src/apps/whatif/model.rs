@@ -134,7 +134,10 @@ struct Spend {
 impl Spend {
     fn add(&mut self, at: f64, n: u64) {
         self.total += n;
-        *self.windows.entry((at / WINDOW_S) as u64).or_default() += n;
+        *self
+            .windows
+            .entry(crate::units::round_u64((at / WINDOW_S).floor()))
+            .or_default() += n;
     }
     fn peak(&self) -> u64 {
         self.windows.values().copied().max().unwrap_or(0)

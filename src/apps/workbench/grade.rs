@@ -480,7 +480,7 @@ fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
     if sorted.is_empty() {
         return None;
     }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    let i = crate::units::floor_usize(((sorted.len() as f64 - 1.0) * p).round());
     sorted.get(i).copied()
 }
 

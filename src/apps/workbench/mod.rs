@@ -93,7 +93,7 @@ pub async fn trigger(args: &TriggerArgs, out: &mut (dyn Write + Send)) -> anyhow
         "bad_signature": args.bad_signature,
     });
     if let Some(d) = args.delay {
-        fault["delay_ms"] = json!(d.as_millis() as u64);
+        fault["delay_ms"] = json!(crate::units::millis(d));
     }
     let mut body = json!({"event": args.event, "count": args.count, "fault": fault,
                           "everyone": args.everyone});
