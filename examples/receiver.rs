@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use hookrace::accesslink::identity::EventType;
 use hookrace::accesslink::signature;
 use serde_json::Value;
 use warp::Filter;
@@ -32,15 +33,6 @@ use warp::http::{HeaderMap, StatusCode};
 
 const ENV_FILE: &str = "receiver.env";
 const SECRET_FILE: &str = "webhook_secret.txt";
-const KNOWN_EVENTS: [&str; 7] = [
-    "EXERCISE",
-    "SLEEP",
-    "CONTINUOUS_HEART_RATE",
-    "SLEEP_WISE_CIRCADIAN_BEDTIME",
-    "SLEEP_WISE_ALERTNESS",
-    "ACTIVITY_SUMMARY",
-    "PHYSICAL_INFORMATION",
-];
 /// A repeat of a delivery within this long is a duplicate.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(60);
 
@@ -105,7 +97,7 @@ impl Receiver {
             println!("no user_id or url: answered 400");
             return StatusCode::BAD_REQUEST;
         };
-        if !KNOWN_EVENTS.contains(&event.as_str()) {
+        if !EventType::parse(&event).is_known() {
             println!("event {event:?} unknown here: answered 200, ignored");
             return StatusCode::OK;
         }

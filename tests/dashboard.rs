@@ -219,17 +219,7 @@ async fn the_dashboard_shows_the_race_in_a_real_browser() {
     assert_eq!(dots, 5, "dots on the timeline");
 
     // A screenshot, kept as a test artifact.
-    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
-    let arg = format!("--screenshot={}", shot.display());
-    let out = tokio::task::spawn_blocking(move || common::headless(&browser, &[&arg], &url))
-        .await
-        .unwrap();
-    assert!(
-        shot.is_file(),
-        "screenshot written: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("dashboard screenshot: {}", shot.display());
+    common::screenshot(&browser, &url, "dashboard.png").await;
     app.stop().await;
 }
 

@@ -733,15 +733,5 @@ async fn a_class_on_one_simulator_and_its_scoreboard() {
         "student 2: {}",
         row(2)
     );
-    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("class-scoreboard.png");
-    let arg = format!("--screenshot={}", shot.display());
-    let out = tokio::task::spawn_blocking(move || common::headless(&browser, &[&arg], &url))
-        .await
-        .unwrap();
-    assert!(
-        shot.is_file(),
-        "screenshot written: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("class scoreboard screenshot: {}", shot.display());
+    common::screenshot(&browser, &url, "class-scoreboard.png").await;
 }

@@ -425,3 +425,21 @@ fn chromium() -> Option<String> {
             })
         })
 }
+
+/// A screenshot of `url` written to the test target's temporary directory as `name`, kept as a
+/// test artifact; its path.
+pub async fn screenshot(browser: &str, url: &str, name: &str) -> std::path::PathBuf {
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let arg = format!("--screenshot={}", shot.display());
+    let (browser, url) = (browser.to_string(), url.to_string());
+    let out = tokio::task::spawn_blocking(move || headless(&browser, &[&arg], &url))
+        .await
+        .unwrap();
+    assert!(
+        shot.is_file(),
+        "screenshot written: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("screenshot: {}", shot.display());
+    shot
+}

@@ -18,17 +18,6 @@ use tokio_util::sync::CancellationToken;
 use super::sim_base;
 use crate::sim::{LogEntry, Logged, path_of};
 
-/// Every event type Polar delivers: the webhook is registered for all of them.
-const EVENTS: [&str; 7] = [
-    "EXERCISE",
-    "SLEEP",
-    "CONTINUOUS_HEART_RATE",
-    "SLEEP_WISE_CIRCADIAN_BEDTIME",
-    "SLEEP_WISE_ALERTNESS",
-    "ACTIVITY_SUMMARY",
-    "PHYSICAL_INFORMATION",
-];
-
 /// The simulator's delivery timeout: a delivery not answered within it is lost. Polar does not
 /// publish its own; this is the budget a receiver must stay far inside.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -312,7 +301,11 @@ impl SimClient {
             .http
             .post(format!("{}/v3/webhooks", self.base))
             .basic_auth(&self.client.0, Some(&self.client.1))
-            .json(&json!({"events": EVENTS, "url": url}))
+            // Every event type Polar delivers.
+            .json(&json!({
+                "events": crate::accesslink::identity::EventType::KNOWN.map(|e| e.as_str().to_string()),
+                "url": url,
+            }))
             .send()
             .await
             .with_context(|| format!("registering the webhook at {}", self.base))?;
