@@ -35,6 +35,7 @@ pub mod observe;
 pub mod operations;
 pub mod process;
 pub mod race;
+pub mod retry;
 pub mod server;
 pub mod sim;
 pub mod store;

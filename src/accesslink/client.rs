@@ -11,7 +11,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::RngExt;
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -298,7 +297,12 @@ impl Client {
                 return Err(err);
             }
             attempt += 1;
-            let delay = backoff(self.policy.backoff_base, self.policy.backoff_max, attempt);
+            let delay = crate::retry::RetryPolicy {
+                base: self.policy.backoff_base,
+                cap: self.policy.backoff_max,
+                limit: crate::retry::Limit::Attempts(self.policy.retries.saturating_add(1)),
+            }
+            .backoff(attempt);
             tracing::debug!(error = %err, attempt, delay_ms = crate::units::millis(delay), "retrying");
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -531,21 +535,6 @@ pub fn parse_pair(s: &str) -> Option<(u64, u64)> {
     }
 }
 
-/// The wait before retry `attempt` (1, 2, …): exponential backoff with full jitter, uniform in
-/// [0, min(cap, base·2^(attempt−1))], so that clients failing together do not retry together.
-/// Every retry in hookrace waits this way.
-pub fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
-    jittered(rand::rng().random_range(0.0..=1.0), base, cap, attempt)
-}
-
-/// [`backoff`] for a given draw `unit` in [0, 1].
-fn jittered(unit: f64, base: Duration, cap: Duration, attempt: u32) -> Duration {
-    let ceiling = base
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-        .min(cap);
-    ceiling.mul_f64(unit.clamp(0.0, 1.0))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -577,19 +566,6 @@ mod tests {
         assert_eq!(parse_pair(" 1 ,  2 "), Some((1, 2)));
         assert_eq!(parse_pair("12"), None);
         assert_eq!(parse_pair("a, b"), None);
-    }
-
-    #[test]
-    fn backoff_is_full_jitter_under_a_growing_cap() {
-        let (base, cap) = (Duration::from_millis(200), Duration::from_secs(10));
-        let ms = |unit, attempt| jittered(unit, base, cap, attempt).as_millis();
-        // The ceiling doubles from the base up to the cap...
-        let ceilings: Vec<u128> = (1..=8).map(|n| ms(1.0, n)).collect();
-        assert_eq!(ceilings, [200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]);
-        // ... and the wait is anywhere under it, down to zero (full, not equal, jitter).
-        assert_eq!(ms(0.0, 5), 0);
-        assert_eq!(ms(0.25, 5), 800);
-        assert!(backoff(base, cap, 40) <= cap);
     }
 
     #[test]

@@ -15,16 +15,19 @@ use chrono::Utc;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::accesslink::client::{ApiError, Auth, Client, Outcome, backoff};
+use crate::accesslink::client::{ApiError, Auth, Client, Outcome};
 use crate::accesslink::data;
 use crate::process::Liveness;
+use crate::retry::{Attempt, Decision, Limit, RetryPolicy};
 use crate::store::{FetchJob, Loaded, Store, counter};
 
-/// Attempts before a fetch is given up.
-const MAX_ATTEMPTS: u32 = 8;
-/// Retries wait up to 2 s, 4 s, 8 s, … (full jitter, see [`backoff`]), at most 10 minutes.
-const RETRY_BASE: Duration = Duration::from_secs(2);
-const RETRY_CAP: Duration = Duration::from_secs(600);
+/// A fetch's retries: up to 2 s, 4 s, 8 s, … (full jitter), at most 10 minutes apart, 8 attempts
+/// in all.
+const RETRY: RetryPolicy = RetryPolicy {
+    base: Duration::from_secs(2),
+    cap: Duration::from_secs(600),
+    limit: Limit::Attempts(8),
+};
 
 pub struct Fetcher {
     pub store: Arc<Store>,
@@ -205,11 +208,18 @@ impl Fetcher {
         reason: &str,
         wait: Option<Duration>,
     ) -> anyhow::Result<()> {
-        job.attempts += 1;
-        if job.attempts >= MAX_ATTEMPTS {
-            return self.give_up(key, &format!("{reason} (after {} attempts)", job.attempts));
-        }
-        let delay = wait.unwrap_or_else(|| backoff(RETRY_BASE, RETRY_CAP, job.attempts));
+        let attempt = Attempt::Transient {
+            reason: reason.to_string(),
+            wait,
+        };
+        let delay = match RETRY.decide_now(attempt, job.attempts, Duration::ZERO) {
+            Decision::Retry { after, attempt } => {
+                job.attempts = attempt;
+                after
+            }
+            Decision::GiveUp(why) => return self.give_up(key, &why),
+            Decision::Done => return Ok(()),
+        };
         job.next_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
         tracing::warn!(
             entity = key,

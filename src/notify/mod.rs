@@ -15,8 +15,8 @@ use chrono::Utc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::accesslink::client::backoff;
 use crate::config::NotifyConfig;
+use crate::retry::{self, Decision, Limit, RetryPolicy};
 use crate::store::{DueNotice, NoticeRoute, Store, counter};
 
 pub mod event;
@@ -24,9 +24,15 @@ pub mod sink;
 
 pub use sink::{Attempt, Sink};
 
-/// Retries wait up to 1 s, 2 s, 4 s, … (full jitter), at most an hour.
-const RETRY_BASE: Duration = Duration::from_secs(1);
-const RETRY_CAP: Duration = Duration::from_secs(3600);
+/// An event's retries to a sink: up to 1 s, 2 s, 4 s, … (full jitter), at most an hour apart,
+/// until the sink's `give_up_after` has passed since the first failure.
+fn retry_policy(sink: &Sink) -> RetryPolicy {
+    RetryPolicy {
+        base: Duration::from_secs(1),
+        cap: Duration::from_secs(3600),
+        limit: Limit::Elapsed(sink.give_up_after),
+    }
+}
 
 /// The configured sinks and the store their events live in.
 pub struct Notifier {
@@ -223,18 +229,26 @@ impl Sender {
                 store.notice_failed(key, name, &reason)
             }
             Attempt::Retry(reason) => {
-                let attempts = due.attempts + 1;
-                let delay = backoff(RETRY_BASE, RETRY_CAP, attempts);
+                let failing_for = (Utc::now() - due.since).to_std().unwrap_or_default();
+                let attempt = retry::Attempt::Transient {
+                    reason: reason.clone(),
+                    wait: None,
+                };
+                let delay = match retry_policy(sink).decide_now(attempt, due.attempts, failing_for)
+                {
+                    Decision::Retry { after, .. } => after,
+                    Decision::GiveUp(reason) => {
+                        tracing::error!(
+                            sink = name,
+                            entity = key,
+                            reason,
+                            "event parked as failed"
+                        );
+                        return store.notice_failed(key, name, &reason);
+                    }
+                    Decision::Done => return Ok(()),
+                };
                 let next_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                let limit = chrono::Duration::from_std(sink.give_up_after).unwrap_or_default();
-                if next_at - due.since > limit {
-                    let reason = format!(
-                        "{reason} (given up after {attempts} attempts over {})",
-                        humantime::format_duration(sink.give_up_after)
-                    );
-                    tracing::error!(sink = name, entity = key, reason, "event parked as failed");
-                    return store.notice_failed(key, name, &reason);
-                }
                 tracing::warn!(
                     sink = name,
                     entity = key,
