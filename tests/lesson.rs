@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use hookrace::apps::demo::{self, DemoArgs, DemoMode};
+use hookrace::apps::demo::{self, DemoArgs, PollMode};
 use hookrace::apps::report::{Format, Report, render};
 
 /// A short race at lesson settings scaled down in time.
@@ -125,10 +125,10 @@ async fn list_mode_costs_more_poll_requests_than_transactions() {
         ..DemoArgs::default()
     };
     let ((transactions, _), (list, table)) = tokio::join!(
-        race(args(DemoMode::Transactions)),
-        race(args(DemoMode::List))
+        race(args(PollMode::Transactions)),
+        race(args(PollMode::List))
     );
-    assert_eq!(list.settings.as_ref().unwrap().poll_mode, "list");
+    assert_eq!(list.settings.as_ref().unwrap().poll_mode, PollMode::List);
     assert!(table.contains("(list mode)"), "{table}");
     let per_cycle = |r: &Report| {
         let w = r.race_window.as_ref().unwrap();

@@ -40,7 +40,7 @@ fn short_demo(format: Format, store: Option<std::path::PathBuf>) -> DemoArgs {
         strategy: demo::Strategy::Fixed,
         max_every: Duration::from_secs(60),
         outage: None,
-        mode: demo::DemoMode::Transactions,
+        mode: demo::PollMode::Transactions,
         keep_open: false,
     }
 }

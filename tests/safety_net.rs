@@ -33,7 +33,7 @@ fn adaptive_demo(drop_rate: f64, outage: Option<(Duration, Duration)>) -> DemoAr
         strategy: Strategy::Adaptive,
         max_every: Duration::from_secs(3),
         outage,
-        mode: demo::DemoMode::Transactions,
+        mode: demo::PollMode::Transactions,
         keep_open: false,
     }
 }

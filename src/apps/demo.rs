@@ -18,6 +18,7 @@ use crate::accesslink::identity::{EntityKey, EventType, UserId};
 use crate::apps::daemon::{self, Listeners, Running};
 use crate::apps::report::{self, Format, GroundTruth, RaceSettings, Report};
 use crate::apps::your_app::YourApp;
+pub use crate::config::PollMode;
 use crate::observe::status::StatusDoc;
 use crate::sim::DeliveryOutcome;
 
@@ -87,8 +88,8 @@ pub struct DemoArgs {
     pub store: Option<PathBuf>,
     /// How the poller asks: `transactions` (one notifications call for every user, then a
     /// transaction per user and type with news) or `list` (every user's lists, every cycle).
-    #[arg(long, value_enum, default_value_t = DemoMode::Transactions)]
-    pub mode: DemoMode,
+    #[arg(long, value_enum, default_value_t = PollMode::Transactions)]
+    pub mode: PollMode,
     /// After the report, keep the daemon and its live dashboard up until Ctrl-C.
     #[arg(long)]
     pub keep_open: bool,
@@ -129,22 +130,6 @@ fn for_person<'a>(human: bool, out: &'a mut (dyn Write + Send)) -> Box<dyn Write
         Box::new(out)
     } else {
         Box::new(Chatter)
-    }
-}
-
-/// The poll modes the demo can race.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum DemoMode {
-    Transactions,
-    List,
-}
-
-impl DemoMode {
-    fn as_str(self) -> &'static str {
-        match self {
-            DemoMode::Transactions => "transactions",
-            DemoMode::List => "list",
-        }
     }
 }
 
@@ -532,7 +517,7 @@ async fn race(
                     .then_some(args.poll_every.as_secs_f64()),
                 adaptive: (args.strategy == Strategy::Adaptive)
                     .then(|| report::adaptive_text(args.poll_every, args.max_every)),
-                poll_mode: args.mode.as_str().into(),
+                poll_mode: args.mode,
                 users: u64::from(args.users),
                 // The rate this race's simulator really made items at (new exercises and
                 // activity updates, as its truth records them), not the settings' mean: a minute

@@ -172,12 +172,42 @@ pub enum PollSchedule {
     Cron(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the poller reads: the one enum for the configuration (`[poller] mode`), the demo's
+/// `--mode` and the report's settings.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum PollMode {
     /// Pull notifications + transactions.
+    #[default]
     Transactions,
     /// The non-transactional `GET /v3/exercises` per known user.
     List,
+}
+
+impl PollMode {
+    /// Its name in the configuration, on the command line and in the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PollMode::Transactions => "transactions",
+            PollMode::List => "list",
+        }
+    }
+}
+
+impl std::fmt::Display for PollMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone)]

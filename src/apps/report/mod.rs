@@ -27,7 +27,7 @@ pub const ZAPIER_WASTED_SHARE: f64 = 0.985;
 pub struct RaceSettings {
     /// The poll interval; `None` for a cron schedule (no single interval).
     pub poll_interval_s: Option<f64>,
-    pub poll_mode: String,
+    pub poll_mode: crate::config::PollMode,
     pub users: u64,
     /// New items per user per second, by type (an activity update counts as an item).
     pub item_rate_per_user_s: BTreeMap<String, f64>,
@@ -402,7 +402,7 @@ fn cost_row(s: &RaceSettings, users: u64, scenario: &str) -> Option<CostRow> {
     let items_per_day: f64 = s.item_rate_per_user_s.values().map(|r| n * r * day).sum();
     // Each item: one delivery and one fetch.
     let webhook = 2.0 * items_per_day;
-    let poll = if s.poll_mode == "list" {
+    let poll = if s.poll_mode == PollMode::List {
         // A list call per user per cycle, plus one fetch per new exercise.
         let exercises = s
             .item_rate_per_user_s
@@ -452,11 +452,7 @@ pub fn settings_from_config(
         (crate::config::PollSchedule::Every(d), _) => (Some(d.as_secs_f64()), None),
         (crate::config::PollSchedule::Cron(_), _) => (None, None),
     };
-    let poll_mode = match cfg.poller.mode {
-        PollMode::Transactions => "transactions",
-        PollMode::List => "list",
-    }
-    .to_string();
+    let poll_mode = cfg.poller.mode;
     if cfg.simulator.enabled {
         let mut rates = BTreeMap::new();
         rates.insert(
@@ -594,7 +590,7 @@ mod tests {
     fn settings() -> RaceSettings {
         RaceSettings {
             poll_interval_s: Some(30.0),
-            poll_mode: "transactions".into(),
+            poll_mode: PollMode::Transactions,
             users: 3,
             item_rate_per_user_s: [("EXERCISE".to_string(), 1.0 / 600.0)].into(),
             rates_from: "test".into(),
@@ -614,7 +610,7 @@ mod tests {
         assert_eq!(one.poll_requests_per_day, expected.round());
         assert_eq!(one.polar_daily_limit, 5100);
         let mut list = s;
-        list.poll_mode = "list".into();
+        list.poll_mode = PollMode::List;
         assert_eq!(
             cost_row(&list, 100, "race").unwrap().poll_requests_per_day,
             288_000.0 + 14_400.0
