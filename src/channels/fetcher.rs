@@ -123,6 +123,7 @@ impl Fetcher {
 
     /// Fetches one due job. Every outcome ends the job (done or given up) or reschedules it; an
     /// error means the store could not record either, and the caller pauses.
+    #[tracing::instrument(name = "fetch", skip_all, fields(entity = %key, attempt = job.attempts))]
     async fn fetch_one(&self, key: &str, job: FetchJob) -> anyhow::Result<()> {
         // The job came from the entity's record (`next_fetch`): it is still due.
         let store = &self.store;

@@ -141,6 +141,7 @@ impl Poller {
         let _guard = self.running.lock().await;
     }
 
+    #[tracing::instrument(name = "poll_cycle", skip_all, fields(mode = %self.mode))]
     async fn cycle_locked(&self) -> CycleReport {
         let started = Utc::now();
         let mut report = CycleReport::default();
@@ -383,6 +384,7 @@ impl Poller {
     /// Lists an open transaction, fetches and stores every item, makes them durable, commits,
     /// and forgets the transaction; on any failure it stays open (and remembered), so its data
     /// is read again next cycle and never deleted at the source before it is on disk here.
+    #[tracing::instrument(name = "transaction", skip_all, fields(user = %user, kind = %kind))]
     async fn read_and_commit(
         &self,
         report: &mut CycleReport,

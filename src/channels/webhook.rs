@@ -129,6 +129,7 @@ enum Outcome {
     StoreFailed(anyhow::Error),
 }
 
+#[tracing::instrument(name = "delivery", skip_all, fields(entity = tracing::field::Empty))]
 async fn handle<S, B>(state: &WebhookState, headers: &HeaderMap, body: S) -> Response
 where
     S: Stream<Item = Result<B, warp::Error>>,
@@ -303,7 +304,8 @@ fn log(
     }
 }
 
-/// The checks after the body is read: PING, signature, shape, then the durable record.
+/// The checks after the body is read: PING, signature, shape, then the durable record; the
+/// `delivery` span gets the entity key once the body names it.
 async fn process(
     state: &WebhookState,
     headers: &HeaderMap,
@@ -332,6 +334,7 @@ async fn process(
         Ok(Parsed::Ping(_)) => return Outcome::Ping,
         Err(reason) => return Outcome::Malformed(reason.clone()),
     };
+    tracing::Span::current().record("entity", tracing::field::display(delivery.entity().key()));
     // One write: the entity's record with its raw body and its fetch job (a duplicate of an entity
     // whose data was never fetched queues the fetch again); then one shared commit before the 200,
     // unless the record was durable already (a duplicate that changed only its count).

@@ -185,6 +185,7 @@ impl Sender {
     }
 
     /// One attempt at one event, and what it leaves in the store.
+    #[tracing::instrument(name = "notify", skip_all, fields(sink = %self.sink.name, entity = %due.key))]
     async fn deliver(&self, due: DueNotice) -> anyhow::Result<()> {
         let (store, sink) = (&self.store, &self.sink);
         let name = sink.name.as_str();
