@@ -106,8 +106,8 @@ async fn sigkill_mid_stream_loses_no_acknowledged_delivery() {
             assert!(entities as usize >= acked.len());
             // Every entity here came from one delivery: after the crash the counters equal what
             // the store holds (recounted on open, as the store was not closed cleanly).
-            assert_eq!(store.counter(counter::WEBHOOK_ACCEPTED), entities);
-            assert_eq!(store.counter(counter::WEBHOOK_DUPLICATES), 0);
+            assert_eq!(store.counter(counter::Counter::WebhookAccepted), entities);
+            assert_eq!(store.counter(counter::Counter::WebhookDuplicates), 0);
             // Each accepted delivery's fetch job was written in the same transaction: every
             // entity has its job queued, or the fetcher already dealt with it (here it gives up
             // at once: the user has no token). No job was lost, none is there twice.
@@ -146,7 +146,7 @@ async fn sigkill_mid_stream_loses_no_acknowledged_delivery() {
             .status();
         assert_eq!(child.wait().unwrap().code(), Some(0));
         let store = Store::open(&dir.path().join("store")).unwrap();
-        let dups = store.counter(counter::WEBHOOK_DUPLICATES) as usize;
+        let dups = store.counter(counter::Counter::WebhookDuplicates) as usize;
         assert_eq!(
             dups,
             acked.len().min(200),
@@ -189,7 +189,7 @@ async fn sigterm_under_load_drains_and_exits_cleanly() {
         );
     }
     assert_eq!(
-        store.counter(counter::WEBHOOK_ACCEPTED) as usize,
+        store.counter(counter::Counter::WebhookAccepted) as usize,
         store.summary().total as usize
     );
 }

@@ -121,8 +121,9 @@ pub async fn run(
     let store = poller.store.clone();
     let mut pace = Pace::new(every, max_every);
     let mut suspects = Suspects::default();
-    let count = |name: &str| store.counter(name);
-    let deliveries = || count(counter::WEBHOOK_ACCEPTED) + count(counter::WEBHOOK_DUPLICATES);
+    let count = |c: counter::Counter<'_>| store.counter(c);
+    let deliveries =
+        || count(counter::Counter::WebhookAccepted) + count(counter::Counter::WebhookDuplicates);
     let unhealthy_seen = || {
         poller
             .runtime
@@ -132,7 +133,7 @@ pub async fn run(
     };
     let mut last = (
         deliveries(),
-        count(counter::WEBHOOK_FETCHES_FAILED),
+        count(counter::Counter::WebhookFetchesFailed),
         unhealthy_seen().1,
     );
     let mut evidence = Evidence {
@@ -148,7 +149,7 @@ pub async fn run(
     loop {
         let since = last_cycle.map(|t| t.elapsed());
         if let Some(why) = waits(starved(&poller), since, max_every) {
-            store.incr(counter::POLL_STARVED, 1);
+            store.incr(counter::Counter::PollStarved, 1);
             if !starved_logged {
                 tracing::warn!(
                     reason = why,
@@ -191,7 +192,7 @@ pub async fn run(
             .count() as u64;
         let (d, f, (active, seen)) = (
             deliveries(),
-            count(counter::WEBHOOK_FETCHES_FAILED),
+            count(counter::Counter::WebhookFetchesFailed),
             unhealthy_seen(),
         );
         evidence.fetch_failures = f.saturating_sub(last.1);

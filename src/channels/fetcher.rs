@@ -128,8 +128,8 @@ impl Fetcher {
         // The job came from the entity's record (`next_fetch`): it is still due.
         let store = &self.store;
         let observe = |o: Outcome| {
-            store.incr(counter::WEBHOOK_FETCH_REQUESTS, 1);
-            store.incr(&format!("{}{}", counter::FETCH_OUTCOME_PREFIX, o.name()), 1);
+            store.incr(counter::Counter::WebhookFetchRequests, 1);
+            store.incr(counter::Counter::FetchOutcome(o.name()), 1);
         };
         let user = match store.user(job.user_id) {
             Ok(Some(u)) if u.disconnected_at.is_none() => u,
@@ -150,7 +150,7 @@ impl Fetcher {
                 let id = data::identify(&job.event, job.user_id, &v, announced);
                 match store.record_fetched(key, &id, &v) {
                     Ok(()) => {
-                        store.incr(counter::WEBHOOK_FETCHES_OK, 1);
+                        store.incr(counter::Counter::WebhookFetchesOk, 1);
                         tracing::info!(
                             entity = key,
                             fingerprint = id.fingerprint.as_deref().unwrap_or("-"),
@@ -238,7 +238,7 @@ impl Fetcher {
         self.store
             .fetch_failed(key, reason)
             .with_context(|| format!("recording that the fetch of {key} failed"))?;
-        self.store.incr(counter::WEBHOOK_FETCHES_FAILED, 1);
+        self.store.incr(counter::Counter::WebhookFetchesFailed, 1);
         Ok(())
     }
 }

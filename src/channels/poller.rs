@@ -119,7 +119,7 @@ impl Poller {
     pub async fn tick(&self) -> Option<CycleReport> {
         let Ok(_guard) = self.running.try_lock() else {
             tracing::info!("poll cycle still running: skipping this tick");
-            self.store.incr(counter::POLL_SKIPPED, 1);
+            self.store.incr(counter::Counter::PollSkipped, 1);
             return None;
         };
         Some(self.cycle_locked().await)
@@ -150,13 +150,13 @@ impl Poller {
             PollMode::List => self.list_cycle(&mut report).await,
         }
         let store = &self.store;
-        store.incr(counter::POLL_CYCLES, 1);
+        store.incr(counter::Counter::PollCycles, 1);
         if report.items == 0 {
-            store.incr(counter::POLL_EMPTY_CYCLES, 1);
+            store.incr(counter::Counter::PollEmptyCycles, 1);
         }
-        store.incr(counter::POLL_ITEMS, report.items);
-        store.incr(counter::POLL_NEW_ENTITIES, report.new_entities);
-        store.incr(counter::POLL_ERRORS, report.errors);
+        store.incr(counter::Counter::PollItems, report.items);
+        store.incr(counter::Counter::PollNewEntities, report.new_entities);
+        store.incr(counter::Counter::PollErrors, report.errors);
         if let Ok(mut rt) = self.runtime.write() {
             rt.last_cycle_at = Some(started);
         }
@@ -184,10 +184,10 @@ impl Poller {
         let attempts = std::sync::atomic::AtomicU64::new(0);
         let observe = |o: Outcome| {
             attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            store.incr(&format!("{}{endpoint}", counter::POLL_REQUESTS_PREFIX), 1);
-            store.incr(&format!("{}{}", counter::POLL_OUTCOME_PREFIX, o.name()), 1);
+            store.incr(counter::Counter::PollRequests(endpoint), 1);
+            store.incr(counter::Counter::PollOutcome(o.name()), 1);
             if o == Outcome::RateLimited {
-                store.incr(counter::POLL_RATE_LIMITED, 1);
+                store.incr(counter::Counter::PollRateLimited, 1);
             }
         };
         let result = self

@@ -137,7 +137,7 @@ where
 {
     let started = Instant::now();
     let received_at = Utc::now();
-    state.store.incr(counter::WEBHOOK_DELIVERIES, 1);
+    state.store.incr(counter::Counter::WebhookDeliveries, 1);
     let (outcome, parsed) =
         match read_limited(headers, body, state.max_body, state.body_timeout).await {
             Err(o) => (o, None),
@@ -166,24 +166,27 @@ where
 
 impl Outcome {
     /// The answer's status and text, and the counter of refusals it adds to.
-    fn answer(&self, state: &WebhookState) -> (StatusCode, String, Option<&'static str>) {
+    fn answer(
+        &self,
+        state: &WebhookState,
+    ) -> (StatusCode, String, Option<counter::Counter<'static>>) {
         match self {
             Outcome::Accepted => (StatusCode::OK, "ok\n".to_string(), None),
             Outcome::Duplicate => (StatusCode::OK, "ok (duplicate)\n".to_string(), None),
             Outcome::Ping => (
                 StatusCode::OK,
                 "pong\n".to_string(),
-                Some(counter::WEBHOOK_PINGS),
+                Some(counter::Counter::WebhookPings),
             ),
             Outcome::TooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("body larger than {} bytes\n", state.max_body),
-                Some(counter::WEBHOOK_REJECTED_TOO_LARGE),
+                Some(counter::Counter::WebhookRejectedTooLarge),
             ),
             Outcome::BodyError(e) => (
                 StatusCode::BAD_REQUEST,
                 format!("could not read the body: {e}\n"),
-                Some(counter::WEBHOOK_REJECTED_MALFORMED),
+                Some(counter::Counter::WebhookRejectedMalformed),
             ),
             Outcome::SlowBody => (
                 StatusCode::REQUEST_TIMEOUT,
@@ -191,12 +194,12 @@ impl Outcome {
                     "the body did not arrive within {}\n",
                     humantime::format_duration(state.body_timeout)
                 ),
-                Some(counter::WEBHOOK_REJECTED_MALFORMED),
+                Some(counter::Counter::WebhookRejectedMalformed),
             ),
             Outcome::NotJson(ct) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!("Content-Type {ct:?} is not application/json\n"),
-                Some(counter::WEBHOOK_REJECTED_MALFORMED),
+                Some(counter::Counter::WebhookRejectedMalformed),
             ),
             Outcome::NoSecret => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -206,12 +209,12 @@ impl Outcome {
             Outcome::BadSignature(e) => (
                 StatusCode::UNAUTHORIZED,
                 format!("{}\n", e.reason()),
-                Some(counter::WEBHOOK_REJECTED_SIGNATURE),
+                Some(counter::Counter::WebhookRejectedSignature),
             ),
             Outcome::Malformed(reason) => (
                 StatusCode::BAD_REQUEST,
                 format!("malformed delivery: {reason}\n"),
-                Some(counter::WEBHOOK_REJECTED_MALFORMED),
+                Some(counter::Counter::WebhookRejectedMalformed),
             ),
             Outcome::StoreFailed(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -203,7 +203,7 @@ impl Sender {
         };
         let event = event::payload(&due.entity, &due.notice, item, sink.include_data);
         let id = event::event_id(key, name);
-        store.incr(&format!("{}{name}", counter::NOTIFY_ATTEMPTS_PREFIX), 1);
+        store.incr(counter::Counter::NotifyAttempts(name), 1);
         match sink.send(&id, &event).await {
             Attempt::Delivered => {
                 let now = Utc::now();

@@ -192,10 +192,10 @@ fn families<'a>(
     summary: &'a crate::race::Summary,
 ) -> Vec<Family<'a>> {
     let (w, p, e) = (&doc.webhook, &doc.poll, &doc.entities);
-    let outcomes = |prefix: &str| -> Vec<(Labels, u64)> {
+    let outcomes = |family: fn(&'static str) -> counter::Counter<'static>| -> Vec<(Labels, u64)> {
         ["data", "empty", "error", "rate_limited"]
             .iter()
-            .map(|o| (labels(&[("outcome", o)]), get(&format!("{prefix}{o}"))))
+            .map(|o| (labels(&[("outcome", o)]), get(&family(o).name())))
             .collect()
     };
     let connected = doc.users.known - doc.users.disconnected.len() as u64;
@@ -231,7 +231,7 @@ fn families<'a>(
         counter(
             "hookrace_webhook_fetch_requests",
             "HTTP requests made to fetch webhook data (retries included), by outcome.",
-            outcomes(counter::FETCH_OUTCOME_PREFIX),
+            outcomes(counter::Counter::FetchOutcome),
         ),
         counter(
             "hookrace_poll_cycles",
@@ -259,7 +259,7 @@ fn families<'a>(
         counter(
             "hookrace_poll_request_outcomes",
             "HTTP requests the poller made, by outcome.",
-            outcomes(counter::POLL_OUTCOME_PREFIX),
+            outcomes(counter::Counter::PollOutcome),
         ),
         counter(
             "hookrace_poll_errors",

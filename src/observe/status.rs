@@ -264,28 +264,23 @@ pub struct RequestsPerEntity {
 /// Builds the status document from the store.
 pub fn build(store: &Store, rt: &Runtime) -> anyhow::Result<StatusDoc> {
     let c = store.counters()?;
-    let get = |name: &str| c.get(name).copied().unwrap_or(0);
+    let get = |counter: counter::Counter<'_>| c.get(&*counter.name()).copied().unwrap_or(0);
     let summary = store.summary();
     let users = store.users()?;
 
     let requests_by_endpoint: BTreeMap<String, u64> = counter::POLL_ENDPOINTS
         .iter()
-        .map(|e| {
-            (
-                e.to_string(),
-                get(&format!("{}{e}", counter::POLL_REQUESTS_PREFIX)),
-            )
-        })
+        .map(|e| (e.to_string(), get(counter::Counter::PollRequests(e))))
         .collect();
     let poll_requests: u64 = requests_by_endpoint.values().sum();
-    let accepted = get(counter::WEBHOOK_ACCEPTED);
-    let duplicates = get(counter::WEBHOOK_DUPLICATES);
-    let fetches_ok = get(counter::WEBHOOK_FETCHES_OK);
-    let fetches_failed = get(counter::WEBHOOK_FETCHES_FAILED);
+    let accepted = get(counter::Counter::WebhookAccepted);
+    let duplicates = get(counter::Counter::WebhookDuplicates);
+    let fetches_ok = get(counter::Counter::WebhookFetchesOk);
+    let fetches_failed = get(counter::Counter::WebhookFetchesFailed);
     // A webhook's cost: each valid delivery plus each request made to fetch its data.
-    let webhook_requests = accepted + duplicates + get(counter::WEBHOOK_FETCH_REQUESTS);
-    let cycles = get(counter::POLL_CYCLES);
-    let empty_cycles = get(counter::POLL_EMPTY_CYCLES);
+    let webhook_requests = accepted + duplicates + get(counter::Counter::WebhookFetchRequests);
+    let cycles = get(counter::Counter::PollCycles);
+    let empty_cycles = get(counter::Counter::PollEmptyCycles);
 
     let notify = rt
         .notify_sinks
@@ -297,7 +292,7 @@ pub fn build(store: &Store, rt: &Runtime) -> anyhow::Result<StatusDoc> {
                 kind: s.kind.clone(),
                 target: s.target.clone(),
                 sent: c.sent,
-                attempts: get(&format!("{}{}", counter::NOTIFY_ATTEMPTS_PREFIX, s.name)),
+                attempts: get(counter::Counter::NotifyAttempts(&s.name)),
                 pending: c.pending,
                 retrying: c.retrying,
                 failed: c.failed,
@@ -328,20 +323,20 @@ pub fn build(store: &Store, rt: &Runtime) -> anyhow::Result<StatusDoc> {
         started_at: rt.started_at,
         uptime_seconds: ((Utc::now() - rt.started_at).num_milliseconds() as f64 / 1000.0).max(0.0),
         webhook: WebhookStatus {
-            deliveries: get(counter::WEBHOOK_DELIVERIES),
+            deliveries: get(counter::Counter::WebhookDeliveries),
             accepted,
             duplicates,
-            pings: get(counter::WEBHOOK_PINGS),
+            pings: get(counter::Counter::WebhookPings),
             rejected: Rejected {
-                signature: get(counter::WEBHOOK_REJECTED_SIGNATURE),
-                malformed: get(counter::WEBHOOK_REJECTED_MALFORMED),
-                too_large: get(counter::WEBHOOK_REJECTED_TOO_LARGE),
+                signature: get(counter::Counter::WebhookRejectedSignature),
+                malformed: get(counter::Counter::WebhookRejectedMalformed),
+                too_large: get(counter::Counter::WebhookRejectedTooLarge),
             },
             fetches: Fetches {
                 ok: fetches_ok,
                 failed: fetches_failed,
             },
-            fetch_requests: get(counter::WEBHOOK_FETCH_REQUESTS),
+            fetch_requests: get(counter::Counter::WebhookFetchRequests),
             fetch_backlog: {
                 let b = store.fetch_backlog();
                 FetchBacklogStatus {
@@ -360,11 +355,11 @@ pub fn build(store: &Store, rt: &Runtime) -> anyhow::Result<StatusDoc> {
             empty_cycles,
             requests: poll_requests,
             requests_by_endpoint,
-            skipped: get(counter::POLL_SKIPPED),
-            errors: get(counter::POLL_ERRORS),
-            rate_limited: get(counter::POLL_RATE_LIMITED),
-            items: get(counter::POLL_ITEMS),
-            new_entities: get(counter::POLL_NEW_ENTITIES),
+            skipped: get(counter::Counter::PollSkipped),
+            errors: get(counter::Counter::PollErrors),
+            rate_limited: get(counter::Counter::PollRateLimited),
+            items: get(counter::Counter::PollItems),
+            new_entities: get(counter::Counter::PollNewEntities),
             latency_ms: summary.poll_latency.stats(),
             last_cycle_at: rt.last_cycle_at,
             next_cycle_at: rt.next_cycle_at,
@@ -373,7 +368,7 @@ pub fn build(store: &Store, rt: &Runtime) -> anyhow::Result<StatusDoc> {
             pace_reason: rt.poll_pace.reason.clone(),
             misses_caught: summary.poll_only,
             catch_delay_ms: summary.catch_delay.stats(),
-            starved: get(counter::POLL_STARVED),
+            starved: get(counter::Counter::PollStarved),
         },
         entities: EntitiesStatus {
             total: summary.total,

@@ -23,8 +23,8 @@ pub fn status_line(store: &Store) -> String {
     let (total, wh, poll) = (s.total, s.first_by_webhook, s.first_by_poll);
     format!(
         "{total} entities ({wh} first by webhook, {poll} first by poll); {} deliveries; {} poll cycles",
-        store.counter(counter::WEBHOOK_DELIVERIES),
-        store.counter(counter::POLL_CYCLES)
+        store.counter(counter::Counter::WebhookDeliveries),
+        store.counter(counter::Counter::PollCycles)
     )
 }
 

@@ -64,36 +64,71 @@ pub use outbox::{DueNotice, Notice, NoticeRoute, NoticeState, SinkCounts, SinkNo
 pub use transactions::OpenTransaction;
 
 /// Counter names shared by the code that counts and the code that reports.
+/// A counter the store keeps (in memory, written with each commit). Its name on disk, and in
+/// the counters `/status` and `/metrics` read, is [`Counter::name`]; the four families carry the
+/// part that varies (an outcome, an endpoint, a sink).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter<'a> {
+    WebhookDeliveries,
+    WebhookAccepted,
+    WebhookDuplicates,
+    WebhookPings,
+    WebhookRejectedSignature,
+    WebhookRejectedMalformed,
+    WebhookRejectedTooLarge,
+    WebhookFetchesOk,
+    WebhookFetchesFailed,
+    WebhookFetchRequests,
+    PollStarved,
+    PollSkipped,
+    PollCycles,
+    PollEmptyCycles,
+    PollErrors,
+    PollRateLimited,
+    PollItems,
+    PollNewEntities,
+    /// A poll request's outcome (`poll.outcome.empty`, …).
+    PollOutcome(&'a str),
+    /// A fetch request's outcome (`webhook.fetch_outcome.ok`, …).
+    FetchOutcome(&'a str),
+    /// Poll requests to one endpoint (`poll.requests.notifications`, …).
+    PollRequests(&'a str),
+    /// Attempts to send to one notify sink (`notify.attempts.app`, …).
+    NotifyAttempts(&'a str),
+}
+
+impl Counter<'_> {
+    /// The counter's name.
+    pub fn name(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Counter::WebhookDeliveries => "webhook.deliveries".into(),
+            Counter::WebhookAccepted => "webhook.accepted".into(),
+            Counter::WebhookDuplicates => "webhook.duplicates".into(),
+            Counter::WebhookPings => "webhook.pings".into(),
+            Counter::WebhookRejectedSignature => "webhook.rejected.signature".into(),
+            Counter::WebhookRejectedMalformed => "webhook.rejected.malformed".into(),
+            Counter::WebhookRejectedTooLarge => "webhook.rejected.too_large".into(),
+            Counter::WebhookFetchesOk => "webhook.fetches.ok".into(),
+            Counter::WebhookFetchesFailed => "webhook.fetches.failed".into(),
+            Counter::WebhookFetchRequests => "webhook.fetch_requests".into(),
+            Counter::PollStarved => "poll.starved".into(),
+            Counter::PollSkipped => "poll.skipped".into(),
+            Counter::PollCycles => "poll.cycles".into(),
+            Counter::PollEmptyCycles => "poll.empty_cycles".into(),
+            Counter::PollErrors => "poll.errors".into(),
+            Counter::PollRateLimited => "poll.rate_limited".into(),
+            Counter::PollItems => "poll.items".into(),
+            Counter::PollNewEntities => "poll.new_entities".into(),
+            Counter::PollOutcome(o) => format!("poll.outcome.{o}").into(),
+            Counter::FetchOutcome(o) => format!("webhook.fetch_outcome.{o}").into(),
+            Counter::PollRequests(e) => format!("poll.requests.{e}").into(),
+            Counter::NotifyAttempts(s) => format!("notify.attempts.{s}").into(),
+        }
+    }
+}
+
 pub mod counter {
-    pub const WEBHOOK_DELIVERIES: &str = "webhook.deliveries";
-    pub const WEBHOOK_ACCEPTED: &str = "webhook.accepted";
-    pub const WEBHOOK_DUPLICATES: &str = "webhook.duplicates";
-    pub const WEBHOOK_PINGS: &str = "webhook.pings";
-    pub const WEBHOOK_REJECTED_SIGNATURE: &str = "webhook.rejected.signature";
-    pub const WEBHOOK_REJECTED_MALFORMED: &str = "webhook.rejected.malformed";
-    pub const WEBHOOK_REJECTED_TOO_LARGE: &str = "webhook.rejected.too_large";
-    pub const WEBHOOK_FETCHES_OK: &str = "webhook.fetches.ok";
-    pub const WEBHOOK_FETCHES_FAILED: &str = "webhook.fetches.failed";
-    /// HTTP requests made to fetch webhook data (retries included).
-    pub const WEBHOOK_FETCH_REQUESTS: &str = "webhook.fetch_requests";
-    /// Auditor cycles put off to leave the rate-limit budget to webhook fetches.
-    pub const POLL_STARVED: &str = "poll.starved";
-    /// Ticks that found the previous cycle still running.
-    pub const POLL_SKIPPED: &str = "poll.skipped";
-    /// Prefix of the per-outcome poll request counters (`poll.outcome.empty`, …).
-    pub const POLL_OUTCOME_PREFIX: &str = "poll.outcome.";
-    /// Prefix of the per-outcome fetch request counters.
-    pub const FETCH_OUTCOME_PREFIX: &str = "webhook.fetch_outcome.";
-    pub const POLL_CYCLES: &str = "poll.cycles";
-    pub const POLL_EMPTY_CYCLES: &str = "poll.empty_cycles";
-    pub const POLL_ERRORS: &str = "poll.errors";
-    pub const POLL_RATE_LIMITED: &str = "poll.rate_limited";
-    pub const POLL_ITEMS: &str = "poll.items";
-    pub const POLL_NEW_ENTITIES: &str = "poll.new_entities";
-    /// Prefix of the per-endpoint poll request counters (`poll.requests.notifications`, …).
-    pub const POLL_REQUESTS_PREFIX: &str = "poll.requests.";
-    /// Prefix of the per-sink notify attempt counters (`notify.attempts.app`, …).
-    pub const NOTIFY_ATTEMPTS_PREFIX: &str = "notify.attempts.";
+    pub use super::Counter;
     /// The poll endpoints the status document lists, in order.
     pub const POLL_ENDPOINTS: &[&str] = &[
         "notifications",
@@ -492,13 +527,16 @@ impl Store {
             fetched += u64::from(c.fetched && c.fetch_error.is_none() && c.webhook_deliveries > 0);
             failed += u64::from(c.fetch_error.is_some());
         }
-        self.counters.set(counter::WEBHOOK_ACCEPTED, accepted);
+        self.counters
+            .set(&counter::Counter::WebhookAccepted.name(), accepted);
         self.counters.set(
-            counter::WEBHOOK_DUPLICATES,
+            &counter::Counter::WebhookDuplicates.name(),
             deliveries.saturating_sub(accepted),
         );
-        self.counters.set(counter::WEBHOOK_FETCHES_OK, fetched);
-        self.counters.set(counter::WEBHOOK_FETCHES_FAILED, failed);
+        self.counters
+            .set(&counter::Counter::WebhookFetchesOk.name(), fetched);
+        self.counters
+            .set(&counter::Counter::WebhookFetchesFailed.name(), failed);
         Ok(summary)
     }
 
@@ -543,8 +581,8 @@ impl Store {
     }
 
     /// Adds `by` to a counter (in memory; written to disk with the next commit).
-    pub fn incr(&self, name: &str, by: u64) {
-        self.counters.add(name, by);
+    pub fn incr(&self, counter: Counter<'_>, by: u64) {
+        self.counters.add(&counter.name(), by);
         self.changed();
     }
 
@@ -565,8 +603,8 @@ impl Store {
     }
 
     /// A counter's value (0 when never incremented).
-    pub fn counter(&self, name: &str) -> u64 {
-        self.counters.get(name)
+    pub fn counter(&self, counter: Counter<'_>) -> u64 {
+        self.counters.get(&counter.name())
     }
 
     /// All counters by name.

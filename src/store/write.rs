@@ -120,10 +120,10 @@ impl Store {
                 self.entity_changed(before.as_ref(), Some(&rec.entity.times()));
             }
             let outcome = if first {
-                self.incr(counter::WEBHOOK_ACCEPTED, 1);
+                self.incr(counter::Counter::WebhookAccepted, 1);
                 Recorded::Accepted
             } else {
-                self.incr(counter::WEBHOOK_DUPLICATES, 1);
+                self.incr(counter::Counter::WebhookDuplicates, 1);
                 Recorded::Duplicate
             };
             self.last_delivery_ms
