@@ -69,10 +69,11 @@ fn recent_date(s: &str) -> Option<NaiveDate> {
     ((Utc::now().date_naive() - d).num_days() <= 365).then_some(d)
 }
 
-/// `from`/`to` of a list query: the last 28 days when absent; `to` defaults to today.
+/// `from`/`to` of a list query: the last 28 days when absent; `to` defaults to today, the
+/// user's today: activity is dated in the user's time zone, which may be a day ahead of UTC.
 fn range(query: &str) -> Result<(NaiveDate, NaiveDate), SimResponse> {
     let q: HashMap<String, String> = serde_urlencoded::from_str(query).unwrap_or_default();
-    let today = Utc::now().date_naive();
+    let today = Utc::now().date_naive() + ChronoDuration::days(1);
     let from = match q.get("from") {
         None => return Ok((today - ChronoDuration::days(28), today)),
         Some(f) => recent_date(f).ok_or_else(bad_date)?,

@@ -403,7 +403,9 @@ impl State {
             Some(&"circadian-bedtime") => Kind::SleepWiseCircadianBedtime,
             _ => return SimResponse::error(StatusCode::NOT_FOUND, "NotFound", "no such resource"),
         };
-        let today = Utc::now().date_naive();
+        // The user's today, not UTC's: a night is dated in the user's time zone, which may be
+        // a day ahead of UTC (a user at +05:30 is on tomorrow from 18:30 UTC).
+        let today = Utc::now().date_naive() + ChronoDuration::days(1);
         let (from, to) = match rest.get(1) {
             None => (today - ChronoDuration::days(28), today),
             Some(&"date") => {
