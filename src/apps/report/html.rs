@@ -223,10 +223,9 @@ fn requests(samples: &[(f64, u64, u64)]) -> String {
 /// The what-if curve at the race's settings (fixed polling only: it needs one interval), with
 /// the race's own poll marked.
 fn whatif(r: &Report) -> Option<String> {
-    use crate::apps::whatif::{WhatifArgs, chart, compute};
+    use crate::apps::whatif::{chart, model};
     let s = r.settings.as_ref()?;
     let interval = s.poll_interval_s?;
-    let items_per_day: f64 = s.item_rate_per_user_s.values().sum::<f64>() * 86_400.0;
     let drop_rate = r
         .truth
         .as_ref()
@@ -238,18 +237,18 @@ fn whatif(r: &Report) -> Option<String> {
         .iter()
         .map(|f| std::time::Duration::from_secs_f64((interval * f).max(1.0)))
         .collect();
-    let w = compute(&WhatifArgs {
-        users: s.users.max(1),
-        items_per_day,
+    let w = model::run(&model::Model {
+        scenario: model::Scenario {
+            users: s.users.max(1),
+            items_per_user_day: s.item_rate_per_user_s.values().sum::<f64>() * 86_400.0,
+            drop_rate,
+            // The simulator's default delivery delay, 20–400 ms.
+            webhook_delay_s: (0.02, 0.4),
+            days: 1.0,
+            seed: 1,
+        },
         poll_every,
-        drop_rate,
-        webhook_delay: "20ms..400ms".into(),
-        strategy: crate::apps::demo::Strategy::Fixed,
-        max_every: std::time::Duration::from_secs(900),
-        days: 1.0,
-        seed: 1,
-        format: super::Format::Html,
-        svg: None,
+        adaptive_max_every: None,
     })
     .ok()?;
     let measured = (

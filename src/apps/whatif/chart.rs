@@ -5,7 +5,7 @@
 
 use plotters::prelude::*;
 
-use super::WhatIf;
+use super::model::{Row, WhatIf};
 
 /// A measured point to mark: (label, mean delay in seconds, requests per day).
 pub type Measured = (String, f64, f64);
@@ -16,7 +16,7 @@ fn err(e: impl std::fmt::Display) -> anyhow::Error {
 
 /// The chart as an SVG document.
 pub fn svg(w: &WhatIf, measured: Option<&Measured>) -> anyhow::Result<String> {
-    let point = |r: &super::Row| {
+    let point = |r: &Row| {
         r.delay_ms
             .mean
             .map(|ms| ((ms / 1000.0).max(0.001), r.requests_per_day.max(0.1)))

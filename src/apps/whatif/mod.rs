@@ -9,12 +9,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
 
 pub mod chart;
 pub mod model;
 
-pub use model::{Row, Scenario};
+pub use model::{Model, Row, Scenario, WhatIf};
 
 use crate::apps::report::Format;
 
@@ -55,15 +54,6 @@ pub struct WhatifArgs {
     /// Draw the delay-versus-cost chart into this SVG file.
     #[arg(long)]
     pub svg: Option<PathBuf>,
-}
-
-/// The answer: the scenario and a row per strategy.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WhatIf {
-    pub scenario: Scenario,
-    pub polar_limit_15m: u64,
-    pub polar_limit_day: u64,
-    pub rows: Vec<Row>,
 }
 
 /// What is wrong with the arguments, if anything (a usage error: exit code 64).
@@ -110,26 +100,11 @@ pub fn compute(args: &WhatifArgs) -> anyhow::Result<WhatIf> {
         days: args.days,
         seed: args.seed,
     };
-    let mut rows: Vec<Row> = args
-        .poll_every
-        .iter()
-        .map(|every| model::fixed(&scenario, *every))
-        .collect();
-    rows.push(model::webhooks(&scenario));
-    if args.strategy == crate::apps::demo::Strategy::Adaptive {
-        let fastest = args.poll_every.iter().min().copied().unwrap_or_default();
-        anyhow::ensure!(
-            args.max_every >= fastest,
-            "--max-every must not be shorter than the fastest --poll-every"
-        );
-        rows.push(model::adaptive(&scenario, fastest, args.max_every));
-    }
-    let (short, day) = model::polar_limits(args.users);
-    Ok(WhatIf {
+    model::run(&Model {
         scenario,
-        polar_limit_15m: short,
-        polar_limit_day: day,
-        rows,
+        poll_every: args.poll_every.clone(),
+        adaptive_max_every: (args.strategy == crate::apps::demo::Strategy::Adaptive)
+            .then_some(args.max_every),
     })
 }
 

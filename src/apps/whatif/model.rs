@@ -20,6 +20,49 @@ use serde::{Deserialize, Serialize};
 use crate::channels::auditor::{Evidence, GRACE, Pace};
 use crate::race::{LatencyStats, SignedHistogram};
 
+/// What the model runs, typed: from the command line (`hookrace whatif`) or from a race's
+/// report (the html page's curve), without going through the command line's strings.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub scenario: Scenario,
+    /// The fixed poll intervals to model, one row each.
+    pub poll_every: Vec<Duration>,
+    /// The adaptive auditor's slowest interval, when it is modelled too (its fastest is the
+    /// fastest of `poll_every`).
+    pub adaptive_max_every: Option<Duration>,
+}
+
+/// The answer: the scenario and a row per strategy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WhatIf {
+    pub scenario: Scenario,
+    pub polar_limit_15m: u64,
+    pub polar_limit_day: u64,
+    pub rows: Vec<Row>,
+}
+
+/// Runs `m`: a row per poll interval, the webhooks alone, and the adaptive net when asked.
+pub fn run(m: &Model) -> anyhow::Result<WhatIf> {
+    let s = &m.scenario;
+    let mut rows: Vec<Row> = m.poll_every.iter().map(|every| fixed(s, *every)).collect();
+    rows.push(webhooks(s));
+    if let Some(max_every) = m.adaptive_max_every {
+        let fastest = m.poll_every.iter().min().copied().unwrap_or_default();
+        anyhow::ensure!(
+            max_every >= fastest,
+            "--max-every must not be shorter than the fastest --poll-every"
+        );
+        rows.push(adaptive(s, fastest, max_every));
+    }
+    let (short, day) = polar_limits(s.users);
+    Ok(WhatIf {
+        scenario: s.clone(),
+        polar_limit_15m: short,
+        polar_limit_day: day,
+        rows,
+    })
+}
+
 /// Polar's per-client limits: `500 + 20 × users` per 15 minutes, `5000 + 100 × users` per day.
 pub fn polar_limits(users: u64) -> (u64, u64) {
     (500 + 20 * users, 5000 + 100 * users)
