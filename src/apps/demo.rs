@@ -19,6 +19,8 @@ use crate::apps::daemon::{self, Listeners, Running};
 use crate::apps::report::{self, Format, GroundTruth, RaceSettings, Report};
 use crate::apps::your_app::YourApp;
 pub use crate::config::PollMode;
+/// The poll strategies the demo can race (the configuration's names).
+pub use crate::config::StrategyKind as Strategy;
 use crate::observe::status::StatusDoc;
 use crate::sim::DeliveryOutcome;
 
@@ -131,13 +133,6 @@ fn for_person<'a>(human: bool, out: &'a mut (dyn Write + Send)) -> Box<dyn Write
     } else {
         Box::new(Chatter)
     }
-}
-
-/// The poll strategies the demo can race.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Strategy {
-    Fixed,
-    Adaptive,
 }
 
 /// `LENGTH@START`, like `15s@20s`.
@@ -331,10 +326,7 @@ fn demo_config(
             "enabled": true,
             "every": duration(args.poll_every),
             "mode": args.mode.as_str(),
-            "strategy": match args.strategy {
-                Strategy::Fixed => "fixed",
-                Strategy::Adaptive => "adaptive",
-            },
+            "strategy": args.strategy.as_str(),
             "max_every": duration(args.max_every),
         },
         "store": {"path": store},
@@ -634,10 +626,7 @@ fn safety_net(args: &DemoArgs, s: &StatusDoc, truth: &crate::sim::Truth) -> repo
     let lost = never_delivered(truth);
     let (every, max) = (args.poll_every.as_secs_f64(), args.max_every.as_secs_f64());
     report::SafetyNet {
-        strategy: match args.strategy {
-            Strategy::Fixed => "fixed".into(),
-            Strategy::Adaptive => "adaptive".into(),
-        },
+        strategy: args.strategy.as_str().into(),
         every_s: every,
         max_every_s: (args.strategy == Strategy::Adaptive).then_some(max),
         lost: lost.len() as u64,

@@ -158,9 +158,35 @@ pub enum PollStrategy {
 
 impl PollStrategy {
     pub fn name(&self) -> &'static str {
+        self.kind().as_str()
+    }
+
+    /// Which strategy, without its settings.
+    pub fn kind(&self) -> StrategyKind {
         match self {
-            PollStrategy::Fixed => "fixed",
-            PollStrategy::Adaptive { .. } => "adaptive",
+            PollStrategy::Fixed => StrategyKind::Fixed,
+            PollStrategy::Adaptive { .. } => StrategyKind::Adaptive,
+        }
+    }
+}
+
+/// Which poll strategy, by name (`fixed`, `adaptive`): the one enum for `[poller] strategy`, the
+/// demo's and the what-if's `--strategy`; [`PollStrategy`] adds the adaptive auditor's bound.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum StrategyKind {
+    Fixed,
+    Adaptive,
+}
+
+impl StrategyKind {
+    /// Its name in the configuration, on the command line and in the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StrategyKind::Fixed => "fixed",
+            StrategyKind::Adaptive => "adaptive",
         }
     }
 }

@@ -37,8 +37,8 @@ pub struct WhatifArgs {
     pub webhook_delay: String,
     /// Also model webhooks with the adaptive net (`adaptive`), between the fastest interval and
     /// `--max-every`.
-    #[arg(long, value_enum, default_value_t = crate::apps::demo::Strategy::Adaptive)]
-    pub strategy: crate::apps::demo::Strategy,
+    #[arg(long, value_enum, default_value_t = crate::config::StrategyKind::Adaptive)]
+    pub strategy: crate::config::StrategyKind,
     /// The adaptive net's slowest interval.
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     pub max_every: Duration,
@@ -103,7 +103,7 @@ pub fn compute(args: &WhatifArgs) -> anyhow::Result<WhatIf> {
     model::run(&Model {
         scenario,
         poll_every: args.poll_every.clone(),
-        adaptive_max_every: (args.strategy == crate::apps::demo::Strategy::Adaptive)
+        adaptive_max_every: (args.strategy == crate::config::StrategyKind::Adaptive)
             .then_some(args.max_every),
     })
 }
