@@ -1,9 +1,9 @@
 //! The `hookrace` binary: parse the command line, start logging, run the command; what each
-//! command does and its exit code live in the library ([`hookrace::apps::command`]).
+//! command does and its exit code live in the library ([`hookrace::cli::run`]).
 
 use std::process::ExitCode;
 
-use hookrace::apps::command;
+use hookrace::cli::run as command;
 
 fn main() -> ExitCode {
     match command::parse() {

@@ -4,7 +4,6 @@
 //!
 //! They may import any module below them; nothing below imports them.
 
-pub mod command;
 pub mod daemon;
 pub mod demo;
 pub mod report;

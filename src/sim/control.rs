@@ -77,9 +77,10 @@ impl Sim {
             .and_then(Value::as_str)
             .map(str::to_string);
         // A student's client in class mode (`"student": N`), else the simulator's own.
-        let client = crate::units::usize_saturating(
-            body.get("student").and_then(Value::as_u64).unwrap_or(0),
-        );
+        let client = body
+            .get("student")
+            .and_then(Value::as_u64)
+            .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
         if client >= self.lock().clients.len() {
             return SimResponse::text(StatusCode::NOT_FOUND, format!("no student {client}\n"));
         }
@@ -206,8 +207,10 @@ impl Sim {
         let mut s = self.lock();
         if let Some(mut f) = new {
             if let Some(secs) = f.outage_for.take() {
-                let length =
-                    chrono::Duration::milliseconds(crate::units::round_i64(secs.max(0.0) * 1000.0));
+                let length = std::time::Duration::try_from_secs_f64(secs.max(0.0))
+                    .ok()
+                    .and_then(|d| chrono::Duration::from_std(d).ok())
+                    .unwrap_or(chrono::Duration::MAX);
                 f.outage_until = Some(chrono::Utc::now() + length);
                 tracing::info!(seconds = secs, "simulator: receiver outage starts");
             }

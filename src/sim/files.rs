@@ -91,7 +91,7 @@ fn zones(e: &Exercise) -> Value {
                 "index": i + 1,
                 "lower-limit": lower,
                 "upper-limit": lower + 19,
-                "in-zone": super::model::iso_duration(crate::units::u32_saturating(total * share / 100)),
+                "in-zone": super::model::iso_duration(u32::try_from(total * share / 100).unwrap_or(u32::MAX)),
             })
         })
         .collect();
@@ -103,7 +103,7 @@ fn heart_rate_sample(e: &Exercise) -> Value {
     let n = (e.duration_ms / 1000).min(600);
     let data: Vec<String> = (0..n)
         .map(|k| {
-            (e.hr_avg + crate::units::u32_saturating(k % 9))
+            (e.hr_avg + u32::try_from(k % 9).unwrap_or(0))
                 .saturating_sub(4)
                 .to_string()
         })

@@ -76,7 +76,7 @@ impl State {
         let data = match kind {
             Kind::Exercise => {
                 let duration_ms: u64 = self.rng.random_range(15 * 60_000..2 * 3_600_000);
-                let duration_s = crate::units::u32_saturating(duration_ms / 1000);
+                let duration_s = u32::try_from(duration_ms / 1000).unwrap_or(u32::MAX);
                 let sports = [
                     "RUNNING",
                     "CYCLING",
@@ -96,10 +96,7 @@ impl State {
                 ItemData::Exercise(Exercise {
                     hashed_id: hashed_id(self.settings.seed, id),
                     device: "Polar Vantage V3".into(),
-                    device_id: format!(
-                        "{:08X}",
-                        crate::units::low_u32(uid.wrapping_mul(2_654_435_761))
-                    ),
+                    device_id: device_id(uid),
                     start_time: start,
                     utc_offset_minutes: offset,
                     duration_ms,
@@ -136,10 +133,7 @@ impl State {
                 resting_heart_rate: self.rng.random_range(45..70),
             }),
             Kind::Sleep => {
-                let device_id = format!(
-                    "{:08X}",
-                    crate::units::low_u32(uid.wrapping_mul(2_654_435_761))
-                );
+                let device_id = device_id(uid);
                 let rng = &mut self.rng;
                 let mut draw = |lo: u32, hi: u32| rng.random_range(lo..hi);
                 ItemData::Sleep(super::daily::new_night(
@@ -154,10 +148,7 @@ impl State {
                 let night = self.newest_night(uid).unwrap_or_else(|| {
                     let rng = &mut self.rng;
                     let mut draw = |lo: u32, hi: u32| rng.random_range(lo..hi);
-                    let device_id = format!(
-                        "{:08X}",
-                        crate::units::low_u32(uid.wrapping_mul(2_654_435_761))
-                    );
+                    let device_id = device_id(uid);
                     super::daily::new_night(
                         local_now.with_nanosecond_zero(),
                         offset,
@@ -306,4 +297,9 @@ mod tests {
             "every exercise starts in its own second"
         );
     }
+}
+
+/// A user's watch: eight hex digits from a multiplicative hash of the user id (its low 32 bits).
+fn device_id(uid: u64) -> String {
+    format!("{:08X}", uid.wrapping_mul(2_654_435_761) & 0xFFFF_FFFF)
 }

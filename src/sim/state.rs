@@ -86,8 +86,10 @@ impl Sim {
     ) -> anyhow::Result<Arc<Sim>> {
         // The simulator stands beside the application and builds its own client (as Polar
         // would): a timeout, and no redirects followed (a receiver's redirect is a failed
-        // delivery, not a new address).
-        let http = crate::http::builder()
+        // delivery, not a new address). reqwest is built without a TLS provider (Cargo.toml):
+        // install rustls's ring one unless the process has one already (an error says so).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent("hookrace-sim (AccessLink simulator)")

@@ -81,7 +81,7 @@ impl Sim {
             Logged::Ping {
                 receiver: url.to_string(),
                 status: res.as_ref().ok().map(|r| r.status().as_u16()),
-                ms: Some(crate::units::millis(started.elapsed())),
+                ms: Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
             },
         );
         match res {
@@ -497,7 +497,7 @@ pub(super) async fn send_deliveries(
                     fault: job.fault.label(),
                     sent: true,
                     status,
-                    ms: Some(crate::units::millis(started.elapsed())),
+                    ms: Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
                 },
             );
             sim.delivery_done(job.truth_index, job.client, status);

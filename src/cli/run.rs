@@ -1,6 +1,7 @@
 //! What each command of the `hookrace` binary runs, and how its outcome becomes an exit code (0
-//! ok, 64 bad usage or config, 1 runtime failure). It lives in the library rather than in
-//! `main.rs` so the binary's crate stays a few lines: the generic code a command instantiates
+//! ok, 64 bad usage or config, 1 runtime failure): the command line's top, above the apps it
+//! calls. It lives in the library rather than in `main.rs` so the binary's crate stays a few
+//! lines: the generic code a command instantiates
 //! (the runtime's `block_on` of every command's future, clap's parsing) is compiled once, here,
 //! not again in the binary (that second copy was 14 s of a fresh release build).
 
@@ -10,7 +11,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use crate::apps::daemon;
-use crate::cli::{Cli, Command, EXIT_FAILURE, EXIT_USAGE};
+use super::{Cli, Command, EXIT_FAILURE, EXIT_USAGE};
 use crate::{config, telemetry};
 
 /// The command line, parsed; `Err` is the exit code once clap has printed its message (help
@@ -33,7 +34,7 @@ pub fn start_logging(cli: &Cli) {
         | Command::Users { .. }
         | Command::Notify { .. }
         | Command::CheckReceiver(_)
-        | Command::Sim(crate::cli::SimArgs {
+        | Command::Sim(super::SimArgs {
             action: Some(_), ..
         }) => telemetry::init_with("warn"),
         _ => telemetry::init(),
@@ -86,7 +87,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }),
         Command::Notify { config, command } => with_config(config, |cfg| async move {
             match command {
-                crate::cli::NotifyCommand::Test => {
+                super::NotifyCommand::Test => {
                     crate::notify::test_command(&cfg.notify, &mut std::io::stdout()).await
                 }
             }
@@ -105,16 +106,16 @@ pub fn run(cli: Cli) -> ExitCode {
                 anyhow::bail!("the receiver at {} failed a required rule", args.url)
             }
         }),
-        Command::Sim(crate::cli::SimArgs {
+        Command::Sim(super::SimArgs {
             action: Some(action),
             ..
         }) => on_runtime(async move {
             let mut out = std::io::stdout();
             match action {
-                crate::cli::SimAction::Trigger(t) => {
+                super::SimAction::Trigger(t) => {
                     crate::apps::workbench::trigger(&t, &mut out).await
                 }
-                crate::cli::SimAction::Log(l) => crate::apps::workbench::log(&l, &mut out).await,
+                super::SimAction::Log(l) => crate::apps::workbench::log(&l, &mut out).await,
             }
         }),
         Command::Sim(args) => match args.settings() {
@@ -136,11 +137,11 @@ pub fn run(cli: Cli) -> ExitCode {
 /// `hookrace users list|remove`.
 async fn users_command(
     cfg: config::Config,
-    command: crate::cli::UsersCommand,
+    command: super::UsersCommand,
 ) -> anyhow::Result<()> {
     use crate::operations::manage;
     match command {
-        crate::cli::UsersCommand::List => {
+        super::UsersCommand::List => {
             let users = manage::list_users(&cfg).await?;
             if users.is_empty() {
                 println!("no users: connect one at /oauth/connect on the public listener");
@@ -157,7 +158,7 @@ async fn users_command(
             }
             Ok(())
         }
-        crate::cli::UsersCommand::Remove { user } => {
+        super::UsersCommand::Remove { user } => {
             if manage::remove_user_cmd(&cfg, user).await? {
                 println!("user {user} de-registered and removed");
                 Ok(())
@@ -191,7 +192,7 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
 
 /// `hookrace sim`: serve until SIGTERM/SIGINT, after printing what a student needs to start.
 async fn run_sim(
-    args: crate::cli::SimArgs,
+    args: super::SimArgs,
     settings: crate::sim::SimSettings,
 ) -> anyhow::Result<()> {
     use anyhow::Context;

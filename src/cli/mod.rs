@@ -1,11 +1,13 @@
-//! The command line: one binary, one subcommand per job. Parsing only; the work is
-//! done by the library functions each command calls, and `main` maps results to exit codes.
+//! The command line: one binary, one subcommand per job. This file parses; [`run`] calls the
+//! library function each command names and maps its result to an exit code.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+
+pub mod run;
 
 use crate::operations::manage::WebhookAction;
 use crate::sim::SimSettings;
