@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use crate::apps::daemon;
 use super::{Cli, Command, EXIT_FAILURE, EXIT_USAGE};
+use crate::apps::daemon;
 use crate::{config, telemetry};
 
 /// The command line, parsed; `Err` is the exit code once clap has printed its message (help
@@ -112,9 +112,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }) => on_runtime(async move {
             let mut out = std::io::stdout();
             match action {
-                super::SimAction::Trigger(t) => {
-                    crate::apps::workbench::trigger(&t, &mut out).await
-                }
+                super::SimAction::Trigger(t) => crate::apps::workbench::trigger(&t, &mut out).await,
                 super::SimAction::Log(l) => crate::apps::workbench::log(&l, &mut out).await,
             }
         }),
@@ -135,10 +133,7 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 /// `hookrace users list|remove`.
-async fn users_command(
-    cfg: config::Config,
-    command: super::UsersCommand,
-) -> anyhow::Result<()> {
+async fn users_command(cfg: config::Config, command: super::UsersCommand) -> anyhow::Result<()> {
     use crate::operations::manage;
     match command {
         super::UsersCommand::List => {
@@ -191,10 +186,7 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
 }
 
 /// `hookrace sim`: serve until SIGTERM/SIGINT, after printing what a student needs to start.
-async fn run_sim(
-    args: super::SimArgs,
-    settings: crate::sim::SimSettings,
-) -> anyhow::Result<()> {
+async fn run_sim(args: super::SimArgs, settings: crate::sim::SimSettings) -> anyhow::Result<()> {
     use anyhow::Context;
     let shutdown = CancellationToken::new();
     daemon::spawn_signal_handler(shutdown.clone())?;

@@ -264,6 +264,11 @@ pub(super) async fn run(sim: Arc<Sim>, shutdown: CancellationToken) {
     }
 }
 
+/// A user's watch: eight hex digits from a multiplicative hash of the user id (its low 32 bits).
+fn device_id(uid: u64) -> String {
+    format!("{:08X}", uid.wrapping_mul(2_654_435_761) & 0xFFFF_FFFF)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,9 +302,4 @@ mod tests {
             "every exercise starts in its own second"
         );
     }
-}
-
-/// A user's watch: eight hex digits from a multiplicative hash of the user id (its low 32 bits).
-fn device_id(uid: u64) -> String {
-    format!("{:08X}", uid.wrapping_mul(2_654_435_761) & 0xFFFF_FFFF)
 }
