@@ -1,0 +1,281 @@
+//! `hookrace check-receiver URL`: grades a webhook receiver against Polar's contract. It starts a
+//! simulator (or uses `--sim`), fixes the webhook secret and two users' tokens in advance (and
+//! prints them, or writes them to `--env-file` for the receiver to read), registers URL as the
+//! client's webhook (Polar's PING must pass first), then runs each rule as a scenario through
+//! `POST /sim/trigger` and judges it from the simulator's log: what the receiver answered, how
+//! fast, and what it fetched with whose token. Output: a table with a one-line score, JSON, or a
+//! JUnit file for CI; the exit code is 0 only when every required rule passes.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::sim_base;
+
+/// The simulator's delivery timeout: a delivery not answered within it is lost. Polar does not
+/// publish its own; this is the budget a receiver must stay far inside.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// An answer slower than this is a warning: a receiver should answer at once and work after.
+const SLOW_ANSWER_MS: u64 = 1000;
+/// How many fetches of data that is gone count as retrying for ever.
+const MAX_FETCHES_OF_GONE: usize = 3;
+
+/// `hookrace check-receiver`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CheckArgs {
+    /// The receiver's URL, as Polar would call it (e.g. http://127.0.0.1:8000/acl_webhook).
+    pub url: String,
+    /// Use this running simulator (address or URL) instead of starting one; its webhook, if any,
+    /// is replaced.
+    #[arg(long)]
+    pub sim: Option<String>,
+    /// The webhook secret the receiver verifies signatures with (default: a new random one).
+    #[arg(long)]
+    pub secret: Option<String>,
+    /// The access tokens of the two test users, `TOKEN_A,TOKEN_B` (default: new random ones).
+    #[arg(long, value_delimiter = ',', num_args = 2)]
+    pub tokens: Vec<String>,
+    /// Write the secret, the users and their tokens to this file (KEY=value lines) before the
+    /// webhook is registered, for the receiver to read.
+    #[arg(long)]
+    pub env_file: Option<PathBuf>,
+    /// How long to wait for the receiver's fetches after each delivery.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub fetch_wait: Duration,
+    /// How the result is printed.
+    #[arg(long, value_enum, default_value_t = GradeFormat::Table)]
+    pub format: GradeFormat,
+    /// Also write the result as a JUnit XML file (one test case per rule), for CI.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GradeFormat {
+    Table,
+    Json,
+}
+
+/// A rule's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Pass,
+    /// Kept, with a recommendation not followed.
+    Warn,
+    Fail,
+}
+
+/// One rule of the contract, judged.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    /// A short stable name (`ping`, `signed-delivery`, …).
+    pub rule: &'static str,
+    /// What the rule asks.
+    pub title: &'static str,
+    /// Whether a failure fails the grade (every rule is required; a warning never fails).
+    pub required: bool,
+    pub outcome: Outcome,
+    /// What was observed.
+    pub observed: String,
+    /// How to fix it (empty when it passed).
+    pub fix: String,
+}
+
+/// The whole grade.
+#[derive(Debug, Clone, Serialize)]
+pub struct Grade {
+    pub receiver: String,
+    pub simulator: String,
+    pub verdicts: Vec<Verdict>,
+    /// The receiver's answer times to signed deliveries, in milliseconds.
+    pub answer_p50_ms: Option<u64>,
+    pub answer_p95_ms: Option<u64>,
+}
+
+impl Grade {
+    pub fn passed(&self) -> bool {
+        self.verdicts
+            .iter()
+            .all(|v| !(v.required && v.outcome == Outcome::Fail))
+    }
+
+    /// `7 of 9 rules pass, 1 warning, 1 failure`.
+    pub fn score(&self) -> String {
+        let n = |o| self.verdicts.iter().filter(|v| v.outcome == o).count();
+        format!(
+            "{} of {} rules pass, {} with a warning, {} failed: {}",
+            n(Outcome::Pass) + n(Outcome::Warn),
+            self.verdicts.len(),
+            n(Outcome::Warn),
+            n(Outcome::Fail),
+            if self.passed() {
+                "the receiver keeps Polar's contract"
+            } else {
+                "the receiver does not keep Polar's contract yet"
+            }
+        )
+    }
+}
+
+/// The secrets the receiver needs before its first delivery.
+#[derive(Debug, Clone)]
+pub struct Fixture {
+    pub secret: String,
+    /// `(user id, token)` of the two test users.
+    pub users: Vec<(u64, String)>,
+    pub base: String,
+}
+
+impl Fixture {
+    /// The `--env-file` contents: `POLAR_WEBHOOK_SECRET`, `POLAR_BASE_URL` and
+    /// `POLAR_ACCESS_TOKENS=user=token,user=token`.
+    pub fn env(&self) -> String {
+        let tokens: Vec<String> = self.users.iter().map(|(u, t)| format!("{u}={t}")).collect();
+        format!(
+            "POLAR_WEBHOOK_SECRET={}\nPOLAR_BASE_URL={}\nPOLAR_ACCESS_TOKENS={}\n",
+            self.secret,
+            self.base,
+            tokens.join(",")
+        )
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    let b: Vec<u8> = (0..bytes).map(|_| rand::random::<u8>()).collect();
+    hex::encode(b)
+}
+
+/// Runs the grade and prints it (and writes the JUnit file); [`Grade::passed`] says whether
+/// every required rule passed.
+pub async fn run(args: &CheckArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<Grade> {
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let base = match &args.sim {
+        Some(s) => sim_base(s),
+        None => {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .context("binding the grader's simulator on loopback")?;
+            let settings = crate::sim::SimSettings {
+                users: 0,
+                faults: crate::sim::Faults {
+                    delay_ms: (5, 30),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            crate::sim::start(listener, settings, shutdown.clone())?.base_url
+        }
+    };
+    let sim = SimClient::connect(&base).await?;
+    let fixture = sim.prepare(args).await?;
+    if let Some(path) = &args.env_file {
+        std::fs::write(path, fixture.env())
+            .with_context(|| format!("writing the receiver's secrets to {}", path.display()))?;
+    }
+    if args.format == GradeFormat::Table {
+        writeln!(out, "hookrace check-receiver: {} against {base}", args.url)?;
+        writeln!(out, "  webhook secret   {}", fixture.secret)?;
+        for (u, t) in &fixture.users {
+            writeln!(out, "  user {u}       access token {t}")?;
+        }
+        if let Some(p) = &args.env_file {
+            writeln!(out, "  (also in {})", p.display())?;
+        }
+        writeln!(out)?;
+    }
+    let grade = rules::grade(&sim, &fixture, &args.url, args.fetch_wait).await?;
+    match args.format {
+        GradeFormat::Table => write!(out, "{}", render_table(&grade))?,
+        GradeFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&grade)?)?,
+    }
+    if let Some(path) = &args.junit {
+        std::fs::write(path, render_junit(&grade))
+            .with_context(|| format!("writing the JUnit report to {}", path.display()))?;
+    }
+    Ok(grade)
+}
+
+mod rules;
+mod sim_client;
+
+use sim_client::SimClient;
+
+/// The grade as a table for people, with the score last.
+pub fn render_table(g: &Grade) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for v in &g.verdicts {
+        let mark = match v.outcome {
+            Outcome::Pass => "PASS",
+            Outcome::Warn => "WARN",
+            Outcome::Fail => "FAIL",
+        };
+        let _ = writeln!(out, "{mark}  {:<19} {}", v.rule, v.title);
+        let _ = writeln!(out, "      {:<19} {}", "", v.observed);
+        if !v.fix.is_empty() {
+            let _ = writeln!(out, "      {:<19} fix: {}", "", v.fix);
+        }
+    }
+    let _ = writeln!(out, "\n{}", g.score());
+    out
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The grade as JUnit XML: one test case per rule, a failure for each failed rule (a warning is
+/// written to the case's system-out).
+pub fn render_junit(g: &Grade) -> String {
+    use std::fmt::Write as _;
+    let failures = g
+        .verdicts
+        .iter()
+        .filter(|v| v.outcome == Outcome::Fail)
+        .count();
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        out,
+        "<testsuite name=\"hookrace check-receiver\" tests=\"{}\" failures=\"{failures}\">",
+        g.verdicts.len()
+    );
+    for v in &g.verdicts {
+        let _ = write!(
+            out,
+            "  <testcase classname=\"polar-contract\" name=\"{}: {}\">",
+            v.rule,
+            xml_escape(v.title)
+        );
+        match v.outcome {
+            Outcome::Fail => {
+                let _ = write!(
+                    out,
+                    "<failure message=\"{}\">{}</failure>",
+                    xml_escape(&v.observed),
+                    xml_escape(&v.fix)
+                );
+            }
+            Outcome::Warn => {
+                let _ = write!(
+                    out,
+                    "<system-out>warning: {} (fix: {})</system-out>",
+                    xml_escape(&v.observed),
+                    xml_escape(&v.fix)
+                );
+            }
+            Outcome::Pass => {}
+        }
+        out.push_str("</testcase>\n");
+    }
+    out.push_str("</testsuite>\n");
+    out
+}

@@ -1,0 +1,334 @@
+//! Polar's contract as rules: each a scenario run on the simulator and a verdict from what its
+//! log shows.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::sim_client::{SimClient, statuses};
+use super::{Fixture, Grade, MAX_FETCHES_OF_GONE, Outcome, SLOW_ANSWER_MS, Verdict};
+use crate::sim::Logged;
+
+fn verdict(
+    rule: &'static str,
+    title: &'static str,
+    outcome: Outcome,
+    observed: String,
+    fix: &str,
+) -> Verdict {
+    Verdict {
+        rule,
+        title,
+        required: true,
+        outcome,
+        observed,
+        fix: if outcome == Outcome::Pass {
+            String::new()
+        } else {
+            fix.to_string()
+        },
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = crate::units::floor_usize(((sorted.len() as f64 - 1.0) * p).round());
+    sorted.get(i).copied()
+}
+
+/// Runs every rule against the receiver at `url`.
+pub(super) async fn grade(
+    sim: &SimClient,
+    fixture: &Fixture,
+    url: &str,
+    wait: Duration,
+) -> anyhow::Result<Grade> {
+    let mut verdicts = Vec::new();
+    let (alice, bob) = (fixture.users[0].0, fixture.users[1].0);
+    // 1. PING.
+    let before = sim.last_seq().await?;
+    let registered = sim.register(url).await?;
+    tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
+    let after_ping = sim.log_after(before).await?;
+    let fetched_after_ping = after_ping
+        .iter()
+        .filter(|e| matches!(e.what, Logged::Request { .. }))
+        .count();
+    let ping_title = "PING answered 200 without a signature check, and not taken as data";
+    match registered {
+        Err(why) => {
+            verdicts.push(verdict(
+                "ping",
+                ping_title,
+                Outcome::Fail,
+                format!("the webhook could not be registered: {why}"),
+                "Answer a POST whose Polar-Webhook-Event header is PING with 200 before anything \
+                 else: Polar registers the webhook only if its PING is answered 200.",
+            ));
+            return Ok(Grade {
+                receiver: url.to_string(),
+                simulator: sim.base.clone(),
+                verdicts,
+                answer_p50_ms: None,
+                answer_p95_ms: None,
+            });
+        }
+        Ok(()) => verdicts.push(verdict(
+            "ping",
+            ping_title,
+            if fetched_after_ping == 0 {
+                Outcome::Pass
+            } else {
+                Outcome::Fail
+            },
+            format!("PING answered 200; {fetched_after_ping} request(s) to AccessLink followed it"),
+            "A PING carries no data: answer 200 and do nothing else.",
+        )),
+    }
+
+    // 2 and 3. Signed deliveries for two users: answered 200 quickly, fetched with the right token.
+    let a = sim.scenario("EXERCISE", alice, 3, json!({}), wait).await?;
+    let b = sim.scenario("EXERCISE", bob, 2, json!({}), wait).await?;
+    let mut times: Vec<u64> = a
+        .deliveries
+        .iter()
+        .chain(&b.deliveries)
+        .filter_map(|d| d.1)
+        .collect();
+    times.sort_unstable();
+    let (p50, p95) = (percentile(&times, 0.5), percentile(&times, 0.95));
+    let total = a.deliveries.len() + b.deliveries.len();
+    let ok = a.answered_ok() + b.answered_ok();
+    let timing = format!(
+        "answer p50 {} ms, p95 {} ms",
+        p50.map_or("–".into(), |v| v.to_string()),
+        p95.map_or("–".into(), |v| v.to_string())
+    );
+    verdicts.push(verdict(
+        "signed-delivery",
+        "a signed delivery answered 200 quickly",
+        if ok < total || total == 0 {
+            Outcome::Fail
+        } else if p95.unwrap_or(0) > SLOW_ANSWER_MS {
+            Outcome::Warn
+        } else {
+            Outcome::Pass
+        },
+        format!(
+            "{ok} of {total} answered 2xx ({}); {timing}",
+            statuses(&[a.deliveries.clone(), b.deliveries.clone()].concat())
+        ),
+        "Verify the signature, keep the notification (durably), answer 200 at once and fetch \
+         afterwards: Polar gives up on a slow answer and does not retry.",
+    ));
+    let mut right = 0;
+    let mut wrong = Vec::new();
+    let mut missing = 0;
+    for seen in [&a, &b] {
+        for (path, user) in &seen.made {
+            let mine: Vec<_> = seen.fetches.iter().filter(|f| &f.0 == path).collect();
+            if mine.is_empty() {
+                missing += 1;
+            } else if mine.iter().any(|f| f.1 == Some(*user) && f.2 == 200) {
+                right += 1;
+            } else {
+                wrong.push(format!(
+                    "{path} with {}",
+                    mine[0]
+                        .1
+                        .map_or("an unknown token".to_string(), |u| format!(
+                            "user {u}'s token"
+                        ))
+                ));
+            }
+        }
+    }
+    let made = a.made.len() + b.made.len();
+    verdicts.push(verdict(
+        "fetch",
+        "the data fetched from `url` with the right user's token",
+        if right == made {
+            Outcome::Pass
+        } else {
+            Outcome::Fail
+        },
+        format!(
+            "{right} of {made} fetched with their user's token within {}; {missing} never \
+             fetched{}",
+            humantime::format_duration(wait),
+            if wrong.is_empty() {
+                String::new()
+            } else {
+                format!("; wrong: {}", wrong.join(", "))
+            }
+        ),
+        "GET the delivery's `url` with the access token of the delivery's `user_id` (keep a \
+         token per user); the notification carries no data itself.",
+    ));
+
+    // 4. A forged delivery.
+    let forged = sim
+        .scenario("EXERCISE", alice, 1, json!({"bad_signature": true}), wait)
+        .await?;
+    let status = forged.deliveries.first().and_then(|d| d.0);
+    let acted = forged.fetches.len();
+    verdicts.push(verdict(
+        "forged-delivery",
+        "a delivery with a wrong signature not acted on (4xx recommended)",
+        match (acted, status) {
+            (0, Some(s)) if (400..500).contains(&s) => Outcome::Pass,
+            (0, _) => Outcome::Warn,
+            _ => Outcome::Fail,
+        },
+        format!(
+            "answered {}; {acted} fetch(es) of its data",
+            status.map_or("nothing".into(), |s| s.to_string())
+        ),
+        "Compute HMAC-SHA256 of the raw body with the webhook's secret and compare it (in \
+         constant time) with Polar-Webhook-Signature; on a mismatch answer 401 and do nothing.",
+    ));
+
+    // 5. A duplicate delivery.
+    let dup = sim
+        .scenario("EXERCISE", alice, 1, json!({"duplicate": true}), wait)
+        .await?;
+    let path = dup.made.first().map(|m| m.0.clone()).unwrap_or_default();
+    let fetched = dup.fetched(&path);
+    verdicts.push(verdict(
+        "duplicate",
+        "a duplicate delivery answered 200 and fetched at most once",
+        if dup.answered_ok() < 2 {
+            Outcome::Fail
+        } else if fetched == 1 {
+            Outcome::Pass
+        } else if fetched == 0 {
+            Outcome::Fail
+        } else {
+            Outcome::Warn
+        },
+        format!(
+            "{} of 2 copies answered 2xx ({}); the data fetched {fetched} time(s)",
+            dup.answered_ok(),
+            dup.statuses()
+        ),
+        "Answer a repeated delivery 200 (it is not an error) and skip what you already have: \
+         key each notification by (event, user_id, entity_id or date).",
+    ));
+
+    // 6. An unknown event type and an unknown user.
+    for (rule, title, fault) in [
+        (
+            "unknown-event",
+            "an unknown event type answered without a crash (2xx or 4xx)",
+            json!({"unknown_event": true}),
+        ),
+        (
+            "unknown-user",
+            "a delivery for an unknown user answered without a crash (2xx or 4xx)",
+            json!({"unknown_user": true}),
+        ),
+    ] {
+        let seen = sim.scenario("EXERCISE", alice, 1, fault, wait).await?;
+        let status = seen.deliveries.first().and_then(|d| d.0);
+        verdicts.push(verdict(
+            rule,
+            title,
+            match status {
+                Some(s) if (200..500).contains(&s) => Outcome::Pass,
+                _ => Outcome::Fail,
+            },
+            format!(
+                "answered {}",
+                status.map_or("nothing (no answer or timed out)".into(), |s| s.to_string())
+            ),
+            "Polar adds event types and may name a user you no longer have: answer 200 (or a \
+             4xx) and ignore what you do not know; never a 5xx, never a hang.",
+        ));
+    }
+
+    // 7. A burst.
+    let burst = sim.scenario("EXERCISE", bob, 50, json!({}), wait).await?;
+    let mut burst_times: Vec<u64> = burst.deliveries.iter().filter_map(|d| d.1).collect();
+    burst_times.sort_unstable();
+    verdicts.push(verdict(
+        "burst",
+        "a burst of 50 deliveries all answered within the timeout",
+        if burst.answered_ok() == 50 {
+            Outcome::Pass
+        } else {
+            Outcome::Fail
+        },
+        format!(
+            "{} of 50 answered 2xx; slowest {} ms",
+            burst.answered_ok(),
+            burst_times.last().map_or("–".into(), |v| v.to_string())
+        ),
+        "Answer each delivery independently and at once (queue the fetches): deliveries arrive \
+         together when many users sync at the same time.",
+    ));
+
+    // 8. Data gone before the fetch.
+    let gone = sim
+        .scenario("EXERCISE", alice, 1, json!({"gone": true}), wait * 3)
+        .await?;
+    let path = gone.made.first().map(|m| m.0.clone()).unwrap_or_default();
+    let tries = gone.fetched(&path);
+    verdicts.push(verdict(
+        "gone",
+        "data gone by the fetch (404/204) does not make the receiver retry for ever",
+        if tries <= MAX_FETCHES_OF_GONE {
+            Outcome::Pass
+        } else {
+            Outcome::Fail
+        },
+        format!(
+            "fetched {tries} time(s) in {} (answered 404)",
+            humantime::format_duration(wait * 3)
+        ),
+        "A 404 or 204 on the data means it is gone (deleted, or a newer version replaced it): \
+         give up on it; retry only a 429 or a 5xx, a few times, with growing pauses.",
+    ));
+
+    // 9. A zone-less timestamp.
+    let zoneless = sim
+        .scenario(
+            "EXERCISE",
+            alice,
+            1,
+            json!({"zoneless_timestamp": true}),
+            wait,
+        )
+        .await?;
+    let status = zoneless.deliveries.first().and_then(|d| d.0);
+    let path = zoneless
+        .made
+        .first()
+        .map(|m| m.0.clone())
+        .unwrap_or_default();
+    verdicts.push(verdict(
+        "zoneless-timestamp",
+        "a `timestamp` without a time zone accepted",
+        if status == Some(200) && zoneless.fetched(&path) >= 1 {
+            Outcome::Pass
+        } else {
+            Outcome::Fail
+        },
+        format!(
+            "answered {}; data fetched {} time(s)",
+            status.map_or("nothing".into(), |s| s.to_string()),
+            zoneless.fetched(&path)
+        ),
+        "Polar's examples carry both `…Z` and zone-less timestamps: parse tolerantly (or not at \
+         all: the timestamp is informative).",
+    ));
+
+    Ok(Grade {
+        receiver: url.to_string(),
+        simulator: sim.base.clone(),
+        verdicts,
+        answer_p50_ms: p50,
+        answer_p95_ms: p95,
+    })
+}
