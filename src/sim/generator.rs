@@ -38,10 +38,7 @@ impl Sim {
             }
             let item = s.new_item(user_id, kind, &self.base);
             let index = s.record_entity(&item);
-            let url = item.webhook_payload(&s.links_base(&self.base), Utc::now())["url"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
+            let url = item.data_url(&s.links_base(&self.base));
             let mut job = s.announce(&item, &self.base, fault);
             if fault.gone {
                 // The data is deleted before anyone can fetch it.

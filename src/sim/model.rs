@@ -393,7 +393,27 @@ impl Item {
 
     /// The webhook payload announcing this item (without signature).
     pub fn webhook_payload(&self, base: &str, sent_at: DateTime<Utc>) -> Value {
-        let (identity, path) = match &self.data {
+        let (identity, path) = self.located();
+        let mut payload = json!({
+            "event": self.kind.event_type().as_str(),
+            "user_id": self.user_id,
+            "timestamp": rfc3339(sent_at),
+            "url": format!("{base}{path}"),
+        });
+        if let (Some(p), Value::Object(id)) = (payload.as_object_mut(), identity) {
+            p.extend(id);
+        }
+        payload
+    }
+
+    /// Where a receiver fetches this item: the `url` its deliveries name.
+    pub fn data_url(&self, base: &str) -> String {
+        format!("{base}{}", self.located().1)
+    }
+
+    /// The payload's identity fields and the data's path.
+    fn located(&self) -> (Value, String) {
+        match &self.data {
             ItemData::Exercise(e) => (
                 json!({"entity_id": e.hashed_id}),
                 format!("/v3/exercises/{}", e.hashed_id),
@@ -419,17 +439,7 @@ impl Item {
                     n.date
                 ),
             ),
-        };
-        let mut payload = json!({
-            "event": self.kind.event_type().as_str(),
-            "user_id": self.user_id,
-            "timestamp": rfc3339(sent_at),
-            "url": format!("{base}{path}"),
-        });
-        if let (Some(p), Value::Object(id)) = (payload.as_object_mut(), identity) {
-            p.extend(id);
         }
-        payload
     }
 
     /// The identity the ground truth lists it under (hashed id for exercises, date for activity).

@@ -14,6 +14,8 @@ pub(super) struct SimClient {
     pub(super) http: reqwest::Client,
     pub(super) base: String,
     pub(super) client: (String, String),
+    /// The newest log entry read so far: the next read asks only for what came after it.
+    newest: std::sync::atomic::AtomicU64,
 }
 
 impl SimClient {
@@ -24,6 +26,7 @@ impl SimClient {
             http: crate::http::client(DELIVERY_TIMEOUT + Duration::from_secs(20))?,
             base: base.to_string(),
             client: ("hookrace-sim".into(), "hookrace-sim-secret".into()),
+            newest: Default::default(),
         };
         let truth = sim
             .send(
@@ -134,11 +137,24 @@ impl SimClient {
                 "reading the simulator's log",
             )
             .await?;
-        serde_json::from_value(v).context("reading the simulator's log")
+        let entries: Vec<LogEntry> =
+            serde_json::from_value(v).context("reading the simulator's log")?;
+        if let Some(last) = entries.last() {
+            self.newest
+                .fetch_max(last.seq, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(entries)
     }
 
+    /// The newest entry's number: reads only the entries after the newest one read before
+    /// (the log keeps up to 10,000; reading them all before each scenario was most of its I/O).
     pub(super) async fn last_seq(&self) -> anyhow::Result<u64> {
-        Ok(self.log_after(0).await?.last().map_or(0, |e| e.seq))
+        let newest = self.newest.load(std::sync::atomic::Ordering::Relaxed);
+        Ok(self
+            .log_after(newest)
+            .await?
+            .last()
+            .map_or(newest, |e| e.seq))
     }
 }
 
