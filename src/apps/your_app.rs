@@ -68,12 +68,13 @@ impl YourApp {
                 };
                 warp::reply::with_status("", status)
             });
-        tokio::spawn(
-            warp::serve(route)
-                .incoming(listener)
-                .graceful(shutdown.cancelled_owned())
-                .run(),
-        );
+        tokio::spawn(crate::server::serve_local(
+            listener,
+            "your app",
+            1024,
+            route,
+            shutdown.cancelled_owned(),
+        ));
         Ok(YourApp { url, secret, state })
     }
 

@@ -90,10 +90,13 @@ pub fn start(
         .unify()
         .or(routes::filter(sim.clone()))
         .unify();
-    let server = warp::serve(routes)
-        .incoming(listener)
-        .graceful(shutdown.clone().cancelled_owned())
-        .run();
+    let server = crate::server::serve_local(
+        listener,
+        "simulator",
+        4096,
+        routes,
+        shutdown.clone().cancelled_owned(),
+    );
     let sender = tokio::spawn(webhooks::send_deliveries(sim.clone(), rx, shutdown.clone()));
     let generator = tokio::spawn(generator::run(sim.clone(), shutdown.clone()));
     let handle = tokio::spawn(async move {
