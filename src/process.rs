@@ -175,29 +175,48 @@ impl Liveness {
 
 /// Runs a background task, marked alive in `liveness` while it runs. A task that returns before
 /// `shutdown` or that panics (a panic ends only its own task: nothing else would notice) is marked
-/// dead, so `/healthz` fails and the watchdog stops being fed.
+/// dead, so `/healthz` fails and the watchdog stops being fed. One task: aborting the handle
+/// drops the work itself (shutdown relies on it to bound its wait).
 pub fn supervise(
     name: &'static str,
     liveness: &Arc<Liveness>,
     shutdown: &CancellationToken,
     task: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> JoinHandle<()> {
+    use futures_util::FutureExt;
     liveness.set(name, true);
     let (liveness, shutdown) = (liveness.clone(), shutdown.clone());
-    let inner = tokio::spawn(task);
     tokio::spawn(async move {
-        match inner.await {
+        match std::panic::AssertUnwindSafe(task).catch_unwind().await {
             Ok(()) if shutdown.is_cancelled() => {}
             Ok(()) => {
                 tracing::error!(task = name, "a background task stopped unexpectedly");
                 liveness.set(name, false);
             }
-            Err(e) => {
-                tracing::error!(task = name, error = %e, "a background task panicked");
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                tracing::error!(task = name, error = %why, "a background task panicked");
                 liveness.set(name, false);
             }
         }
     })
+}
+
+/// Waits for a task until `deadline`, then aborts it and waits for it to be dropped: once this
+/// returns, the task holds nothing (no store, no connection). Says which task was cut short.
+pub async fn stop_by(name: &str, mut task: JoinHandle<()>, deadline: tokio::time::Instant) {
+    if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+        tracing::warn!(
+            task = name,
+            "still running at the end of the shutdown grace: stopped where it was"
+        );
+        task.abort();
+        let _ = task.await;
+    }
 }
 
 #[cfg(test)]

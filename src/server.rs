@@ -33,6 +33,8 @@ pub struct Limits {
     /// The longest a write may wait for the peer to take bytes: a reader that stops reading (a
     /// dashboard stream in a frozen tab, a slow-read attack) is disconnected after this.
     pub write_stall: Duration,
+    /// How long open requests may run on once shutdown begins; then they are closed.
+    pub grace: Duration,
 }
 
 /// The longest a connection's write may wait for its reader, unless a listener says otherwise.
@@ -45,6 +47,7 @@ impl Limits {
         Limits {
             header_timeout: Duration::from_secs(600),
             write_stall: WRITE_STALL,
+            grace: Duration::from_secs(10),
         }
     }
 }
@@ -192,8 +195,9 @@ impl Drop for Open {
     }
 }
 
-/// Serves `filter` on `listener` until `shutdown` completes, then waits for the open connections
-/// to finish their requests (the caller bounds that wait).
+/// Serves `filter` on `listener` until `shutdown` completes, then lets the open connections finish
+/// their requests for up to `grace` and closes the rest. When it returns, no connection task is
+/// left (nothing the filter holds, such as the store, outlives it).
 pub async fn serve<F>(
     listener: TcpListener,
     filter: F,
@@ -205,12 +209,15 @@ pub async fn serve<F>(
     F::Extract: Reply,
 {
     let graceful = GracefulShutdown::new();
+    // Every connection's task, so that none outlives the server.
+    let mut connections = tokio::task::JoinSet::new();
     // Cancelled when shutdown begins: a connection still waiting for its first byte is closed
     // then (graceful shutdown only ends connections that are serving HTTP).
     let closing = tokio_util::sync::CancellationToken::new();
     let slots = Arc::new(Semaphore::new(gauge.max));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        while connections.try_join_next().is_some() {} // reap the connections that ended
         // A free slot first: at the cap, accept nothing (the backlog holds the rest) and say so.
         let slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
@@ -250,7 +257,7 @@ pub async fn serve<F>(
         let watcher = graceful.watcher();
         let open = Open::new(slot, gauge.clone());
         let closing = closing.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _open = open;
             // hyper's header timer starts with the first byte of a request: a connection that
             // never sends one would be held open for ever. Wait for it here, as long.
@@ -279,7 +286,18 @@ pub async fn serve<F>(
     }
     drop(listener);
     closing.cancel();
-    graceful.shutdown().await;
+    if tokio::time::timeout(limits.grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            listener = gauge.name,
+            open = gauge.open(),
+            "requests still running after the grace period are abandoned (their clients retry; \
+             nothing they had not committed counts as received)"
+        );
+    }
+    connections.shutdown().await;
 }
 
 #[cfg(test)]

@@ -39,6 +39,30 @@ pub struct TransactionLocation {
     pub resource_uri: String,
 }
 
+/// An open transaction's list of item URLs. Its one array is named by the transaction's kind:
+/// `exercises`, `activity-log` or `physical-informations`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TransactionList {
+    #[serde(default)]
+    pub exercises: Option<Vec<String>>,
+    #[serde(rename = "activity-log", default)]
+    pub activity_log: Option<Vec<String>>,
+    #[serde(rename = "physical-informations", default)]
+    pub physical_informations: Option<Vec<String>>,
+}
+
+impl TransactionList {
+    /// The item URLs under `list_key` (one of the three names), if the list has that array.
+    pub fn items(self, list_key: &str) -> Option<Vec<String>> {
+        match list_key {
+            "exercises" => self.exercises,
+            "activity-log" => self.activity_log,
+            "physical-informations" => self.physical_informations,
+            _ => None,
+        }
+    }
+}
+
 /// What an item tells. An `entity_id` left empty means the item names no entity hookrace may
 /// store (an id against the rule, a date that is none): it is refused.
 #[derive(Debug, Clone, PartialEq)]
@@ -202,6 +226,18 @@ mod tests {
         .unwrap();
         assert_eq!(t.transaction_id, Some(122));
         assert!(t.resource_uri.ends_with("/32"));
+    }
+
+    #[test]
+    fn a_transaction_list_yields_its_kind_s_array_and_refuses_what_is_not_urls() {
+        let list: TransactionList = serde_json::from_value(json!({
+            "activity-log": ["https://polaraccesslink.com/v3/users/1/activity-transactions/2/activities/3"]
+        }))
+        .unwrap();
+        assert_eq!(list.clone().items("activity-log").map(|v| v.len()), Some(1));
+        assert_eq!(list.items("exercises"), None);
+        // A list hookrace cannot read entirely is never committed (a commit deletes the data).
+        assert!(serde_json::from_value::<TransactionList>(json!({"exercises": ["u", 7]})).is_err());
     }
 
     #[test]

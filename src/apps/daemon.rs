@@ -22,12 +22,12 @@ use tokio::task::JoinHandle;
 use crate::accesslink::client::{Client, Policy};
 use crate::accesslink::identity::UserId;
 use crate::accesslink::webhooks;
-use crate::channels::auditor;
 use crate::channels::fetcher::Fetcher;
-use crate::channels::poller::{self, Poller};
+use crate::channels::poll_loop;
+use crate::channels::poller::Poller;
 use crate::channels::watch::WebhookWatch;
 use crate::channels::webhook::{self, WebhookState};
-use crate::config::{AccessLinkConfig, Config, PollSchedule, PollStrategy, Secret};
+use crate::config::{AccessLinkConfig, Config, Secret};
 use crate::notify::Notifier;
 use crate::observe::View;
 use crate::observe::admin::{self, AdminState};
@@ -89,6 +89,9 @@ pub struct Running {
     /// Which background tasks are alive: what `/healthz` and the systemd watchdog report.
     pub liveness: Arc<Liveness>,
     task: JoinHandle<anyhow::Result<()>>,
+    /// Dropped when this handle has let go of the store (in [`Running::wait`], or with it):
+    /// shutdown closes the store only then.
+    released: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Running {
@@ -101,10 +104,11 @@ impl Running {
             poller,
             fetcher,
             simulator,
+            released,
             ..
         } = self;
-        // Only the task may keep the store open: it flushes it last.
-        drop((store, client, poller, fetcher));
+        // Only the task may keep the store open: it closes it last.
+        drop((store, client, poller, fetcher, released));
         let result = task.await;
         if let Some(sim) = simulator {
             let _ = sim.handle.await;
@@ -236,13 +240,15 @@ pub async fn start_with_seed(
         "hookrace is running"
     );
     systemd::ready(&store);
-    tokio::spawn(systemd::keep_alive(
-        store.clone(),
-        liveness.clone(),
-        background.token.clone(),
-    ));
     let poller = background.poller.clone();
-    let task = tokio::spawn(shut_down(shutdown, servers, background, store.clone()));
+    let (released, holders_gone) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(shut_down(
+        shutdown,
+        servers,
+        background,
+        store.clone(),
+        holders_gone,
+    ));
     Ok(Running {
         store,
         client,
@@ -254,6 +260,7 @@ pub async fn start_with_seed(
         fetcher,
         liveness,
         task,
+        released,
     })
 }
 
@@ -347,6 +354,8 @@ struct Servers {
     token: CancellationToken,
     public: JoinHandle<()>,
     admin: JoinHandle<()>,
+    /// The dashboard's snapshot builder (it holds the store).
+    snapshots: Arc<crate::observe::dashboard::Snapshots>,
 }
 
 impl Servers {
@@ -398,11 +407,12 @@ impl Servers {
             runtime: parts.runtime.clone(),
             client: Some(parts.client.clone()),
         };
+        let snapshots = Arc::new(crate::observe::dashboard::Snapshots::new(
+            view.clone(),
+            shutdown.child_token(),
+        ));
         let admin_state = Arc::new(AdminState {
-            snapshots: Arc::new(crate::observe::dashboard::Snapshots::new(
-                view.clone(),
-                shutdown.child_token(),
-            )),
+            snapshots: snapshots.clone(),
             view,
             liveness: parts.liveness.clone(),
             token: config.admin.token.clone(),
@@ -433,6 +443,7 @@ impl Servers {
             server::Limits {
                 header_timeout: config.webhook.body_timeout,
                 write_stall: server::WRITE_STALL,
+                grace: GRACE,
             },
             public_gauge,
             token.clone().cancelled_owned(),
@@ -443,6 +454,7 @@ impl Servers {
             server::Limits {
                 header_timeout: Duration::from_secs(10),
                 write_stall: server::WRITE_STALL,
+                grace: GRACE,
             },
             admin_gauge,
             token.clone().cancelled_owned(),
@@ -451,6 +463,7 @@ impl Servers {
             token,
             public,
             admin,
+            snapshots,
         })
     }
 }
@@ -464,6 +477,8 @@ struct Background {
     /// One sender per notify sink.
     senders: Vec<JoinHandle<()>>,
     watch: Option<JoinHandle<()>>,
+    /// Feeds systemd's watchdog.
+    keep_alive: JoinHandle<()>,
 }
 
 impl Background {
@@ -483,21 +498,13 @@ impl Background {
             )
         });
         let poller_task = poller.clone().map(|poller| {
-            let schedule = config.poller.schedule.clone();
+            let (strategy, schedule) = (config.poller.strategy, config.poller.schedule.clone());
             let stop = token.clone();
-            match (config.poller.strategy, schedule) {
-                (PollStrategy::Adaptive { max_every }, PollSchedule::Every(every)) => supervise(
-                    "poller",
-                    parts.liveness,
-                    &token,
-                    auditor::run(poller, every, max_every, stop, GRACE),
-                ),
-                (_, schedule) => supervise("poller", parts.liveness, &token, async move {
-                    if let Err(e) = poller::run_scheduled(poller, schedule, stop, GRACE).await {
-                        tracing::error!(error = format_args!("{e:#}"), "the poller stopped");
-                    }
-                }),
-            }
+            supervise("poller", parts.liveness, &token, async move {
+                if let Err(e) = poll_loop::run(poller, strategy, schedule, stop).await {
+                    tracing::error!(error = format_args!("{e:#}"), "the poller stopped");
+                }
+            })
         });
         // The webhook watch needs the client's credentials (it lists the client's webhooks).
         let watch = match (config.webhook.check_every, parts.has_credentials) {
@@ -516,6 +523,11 @@ impl Background {
             _ => None,
         };
         let senders = parts.notifier.spawn(&token);
+        let keep_alive = tokio::spawn(systemd::keep_alive(
+            parts.store.clone(),
+            parts.liveness.clone(),
+            token.clone(),
+        ));
         Background {
             token,
             fetcher,
@@ -523,18 +535,29 @@ impl Background {
             poller_task,
             senders,
             watch,
+            keep_alive,
         }
     }
 }
 
-/// Waits for `shutdown`, then: stop accepting and let in-flight requests finish within
-/// [`GRACE`] (abandoning what still runs after it), stop the background work, commit the store.
+/// How long the background work (poll cycle, fetches, notify sends, the webhook watch) may take
+/// to stop once the servers have drained; what still runs then is stopped where it is. With
+/// [`GRACE`] for the servers, SIGTERM ends hookrace within about 15 s whatever it waits on (a
+/// rate-limit pause, a slow AccessLink).
+pub const BACKGROUND_GRACE: Duration = Duration::from_secs(5);
+
+/// Waits for `shutdown`, then, in order: the servers stop accepting and drain their requests
+/// within [`GRACE`] (each server closes what remains); the background tasks stop within
+/// [`BACKGROUND_GRACE`] (aborted after it) and are awaited; the store is closed explicitly. No
+/// task outlives this: the store is closed only when this task holds its last handle.
 async fn shut_down(
     shutdown: CancellationToken,
     servers: Servers,
     background: Background,
     store: Arc<Store>,
+    holders_gone: tokio::sync::oneshot::Receiver<()>,
 ) -> anyhow::Result<()> {
+    use crate::process::stop_by;
     shutdown.cancelled().await;
     systemd::stopping();
     tracing::info!(
@@ -542,42 +565,48 @@ async fn shut_down(
         "shutting down: draining in-flight requests"
     );
     servers.token.cancel();
-    let (public_abort, admin_abort) = (servers.public.abort_handle(), servers.admin.abort_handle());
-    let drained = tokio::time::timeout(GRACE, async {
-        let _ = servers.public.await;
-        let _ = servers.admin.await;
-    })
-    .await;
-    if drained.is_err() {
-        // Stop waiting: the servers stop now; a request still running gets no answer (its
-        // client retries) and nothing it had not committed counts as received.
-        public_abort.abort();
-        admin_abort.abort();
-        tracing::warn!(
-            "requests still running after the grace period are abandoned; committing the store"
-        );
-    }
+    // Each server bounds its own drain by GRACE; the extra second covers closing what remains.
+    let deadline = tokio::time::Instant::now() + GRACE + Duration::from_secs(1);
+    stop_by("webhook listener", servers.public, deadline).await;
+    stop_by("admin listener", servers.admin, deadline).await;
+    let _ = tokio::time::timeout_at(deadline, servers.snapshots.stopped()).await;
+    drop(servers.snapshots);
+
     background.token.cancel();
+    let deadline = tokio::time::Instant::now() + BACKGROUND_GRACE;
     if let Some(p) = background.poller_task {
-        let _ = p.await;
+        stop_by("poller", p, deadline).await;
     }
-    let _ = tokio::time::timeout(GRACE, background.fetcher).await;
+    stop_by(crate::channels::fetcher::TASK, background.fetcher, deadline).await;
     // A sender stops at once (an event in flight stays pending: sent again after a restart,
     // under the same webhook-id).
     for sender in background.senders {
-        let _ = sender.await;
+        stop_by("notify sender", sender, deadline).await;
     }
     if let Some(watch) = background.watch {
-        let _ = watch.await;
+        stop_by("webhook watch", watch, deadline).await;
     }
-    // The background work has stopped: only this task holds the store now.
+    stop_by("watchdog", background.keep_alive, deadline).await;
     drop(background.poller);
-    store.flush().context(
-        "the final commit of the store failed (a full disk?): hookrace stopped; the next start \
-         recounts from the store's records, and nothing answered 200 is lost",
-    )?;
-    tracing::info!("store flushed; bye");
-    Ok(())
+    // The caller's handle (`Running`) lets go of the store in `wait`.
+    let _ = holders_gone.await;
+    close_store(store).await
+}
+
+/// Closes the store once this is its last handle. A blocking snapshot build or commit that was
+/// cut short may still hold a handle for a moment after its task ended: give it a second.
+async fn close_store(store: Arc<Store>) -> anyhow::Result<()> {
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(1);
+    while Arc::strong_count(&store) > 1 && tokio::time::Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::task::spawn_blocking(move || Store::close_shared(store))
+        .await
+        .context("the closing task panicked")?
+        .context(
+            "closing the store (its final commit) failed: hookrace stopped; the next start \
+             recounts from the store's records, and nothing answered 200 is lost",
+        )
 }
 
 /// Connects the simulator's users through the OAuth flow, as a person in a browser would

@@ -18,11 +18,9 @@
 //! but never past `max_every` since its last cycle: the net's guaranteed share of the budget,
 //! so its bound holds under any fetch backlog.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio_util::sync::CancellationToken;
 
 use crate::channels::poller::Poller;
 use crate::store::counter;
@@ -110,77 +108,119 @@ struct Suspects {
     keys: Vec<(String, DateTime<Utc>)>,
 }
 
-/// Runs the auditor until `shutdown`; waits for a running cycle to end within `grace`.
-pub async fn run(
-    poller: Arc<Poller>,
-    every: Duration,
-    max_every: Duration,
-    shutdown: CancellationToken,
-    grace: Duration,
-) {
-    let store = poller.store.clone();
-    let mut pace = Pace::new(every, max_every);
-    let mut suspects = Suspects::default();
-    let count = |c: counter::Counter<'_>| store.counter(c);
-    let deliveries =
-        || count(counter::Counter::WebhookAccepted) + count(counter::Counter::WebhookDuplicates);
-    let unhealthy_seen = || {
+/// The auditor's state between cycles: its pace, the entities still in their grace period, and
+/// the counts the next cycle's evidence is measured against. The poll loop
+/// (`channels::poll_loop`) asks it when the next cycle is due ([`Auditor::due`]) and tells it
+/// what each cycle found ([`Auditor::after`]).
+pub struct Auditor {
+    pace: Pace,
+    suspects: Suspects,
+    /// Deliveries, failed fetches and "deactivated" sightings at the last cycle.
+    last: (u64, u64, u64),
+    evidence: Evidence,
+    starved_logged: bool,
+    /// When the last cycle started (none yet: the first runs at once).
+    last_cycle: Option<tokio::time::Instant>,
+}
+
+impl Auditor {
+    pub fn new(poller: &Poller, every: Duration, max_every: Duration) -> Auditor {
+        let mut auditor = Auditor {
+            pace: Pace::new(every, max_every),
+            suspects: Suspects::default(),
+            last: (0, 0, 0),
+            // A start is evidence: deliveries sent while hookrace was down are lost.
+            evidence: Evidence {
+                restart: true,
+                ..Evidence::default()
+            },
+            starved_logged: false,
+            last_cycle: None,
+        };
+        auditor.last = auditor.observed(poller);
+        auditor
+    }
+
+    /// Deliveries, failed fetches, and (whether the webhook is active, "deactivated" sightings).
+    fn observed(&self, poller: &Poller) -> (u64, u64, u64) {
+        let count = |c: counter::Counter<'_>| poller.store.counter(c);
+        (
+            count(counter::Counter::WebhookAccepted) + count(counter::Counter::WebhookDuplicates),
+            count(counter::Counter::WebhookFetchesFailed),
+            self.webhook_health(poller).1,
+        )
+    }
+
+    fn webhook_health(&self, poller: &Poller) -> (Option<bool>, u64) {
         poller
             .runtime
             .read()
             .map(|rt| (rt.webhook_health.active, rt.webhook_health.deactivated_seen))
             .unwrap_or_default()
-    };
-    let mut last = (
-        deliveries(),
-        count(counter::Counter::WebhookFetchesFailed),
-        unhealthy_seen().1,
-    );
-    let mut evidence = Evidence {
-        restart: true,
-        ..Evidence::default()
-    };
-    let mut starved_logged = false;
-    // The net's guaranteed share of the budget: fetches come first, but never for longer than
-    // `max_every` since the last cycle, so the bound (a lost delivery's data is found within
-    // `max_every` plus a cycle) holds under any fetch backlog. One cycle costs one request when
-    // nothing is waiting.
-    let mut last_cycle: Option<tokio::time::Instant> = None;
-    loop {
-        let since = last_cycle.map(|t| t.elapsed());
-        if let Some(why) = waits(starved(&poller), since, max_every) {
-            store.incr(counter::Counter::PollStarved, 1);
-            if !starved_logged {
+    }
+
+    /// When the next cycle is due by the pace (now, before the first).
+    pub fn next_at(&self) -> tokio::time::Instant {
+        match self.last_cycle {
+            Some(t) => t + self.pace.interval,
+            None => tokio::time::Instant::now(),
+        }
+    }
+
+    /// Returns when the next cycle should run: at the pace's time, or at once when the webhook
+    /// watch raises the alarm; then, while the fetcher needs the budget, later (a *starved*
+    /// turn, counted), but never past `max_every` since the last cycle: the net's guaranteed
+    /// share of the budget, so its bound (a lost delivery's data is found within `max_every`
+    /// plus a cycle) holds under any fetch backlog.
+    pub async fn due(&mut self, poller: &Poller) {
+        if self.last_cycle.is_some() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(self.next_at()) => {}
+                // The watch found the webhook unhealthy: poll now, not after a slow interval.
+                _ = poller.alarm.notified() => {}
+            }
+        }
+        loop {
+            let since = self.last_cycle.map(|t| t.elapsed());
+            let Some(why) = waits(starved(poller), since, self.pace.max_every) else {
+                break;
+            };
+            poller.store.incr(counter::Counter::PollStarved, 1);
+            if !self.starved_logged {
                 tracing::warn!(
                     reason = why,
                     "the auditor waits: fetching announced data comes first"
                 );
-                starved_logged = true;
+                self.starved_logged = true;
             }
-            set_pace(&poller, pace.every, Some(format!("starved: {why}")));
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(pace.every.min(Duration::from_secs(5))) => continue,
-            }
+            set_pace(poller, self.pace.every, Some(format!("starved: {why}")));
+            tokio::time::sleep(self.pace.every.min(Duration::from_secs(5))).await;
         }
-        if starved_logged {
+        if self.starved_logged {
             tracing::info!("the auditor polls again");
-            starved_logged = false;
+            self.starved_logged = false;
         }
-        last_cycle = Some(tokio::time::Instant::now());
-        let report = poller.cycle().await;
-        // What this cycle and the time since the last one say.
+        self.last_cycle = Some(tokio::time::Instant::now());
+    }
+
+    /// Reads what a cycle (and the time since the last) says about the webhooks, and sets the
+    /// pace from it.
+    pub fn after(&mut self, poller: &Poller, report: &crate::channels::poller::CycleReport) {
+        let store = &poller.store;
         let now = Utc::now();
-        for (key, available) in report.new_keys {
-            suspects.keys.push((key, available.unwrap_or(now)));
+        for (key, available) in &report.new_keys {
+            self.suspects
+                .keys
+                .push((key.clone(), available.unwrap_or(now)));
         }
         let grace_ago = now - chrono::Duration::from_std(GRACE).unwrap_or_default();
-        let (due, waiting): (Vec<_>, Vec<_>) = suspects
+        let (due, waiting): (Vec<_>, Vec<_>) = self
+            .suspects
             .keys
             .drain(..)
             .partition(|(_, available)| *available <= grace_ago);
-        suspects.keys = waiting;
-        evidence.missed = due
+        self.suspects.keys = waiting;
+        self.evidence.missed = due
             .iter()
             .filter(|(key, _)| {
                 store
@@ -190,38 +230,27 @@ pub async fn run(
                     .is_some_and(|e| e.webhook_at.is_none())
             })
             .count() as u64;
-        let (d, f, (active, seen)) = (
-            deliveries(),
-            count(counter::Counter::WebhookFetchesFailed),
-            unhealthy_seen(),
-        );
-        evidence.fetch_failures = f.saturating_sub(last.1);
-        evidence.silent = d == last.0 && report.items > 0;
-        evidence.webhook_unhealthy = active == Some(false) || seen > last.2;
-        last = (d, f, seen);
-        let interval = pace.after(&evidence);
+        let (d, f, seen) = self.observed(poller);
+        let active = self.webhook_health(poller).0;
+        self.evidence.fetch_failures = f.saturating_sub(self.last.1);
+        self.evidence.silent = d == self.last.0 && report.items > 0;
+        self.evidence.webhook_unhealthy = active == Some(false) || seen > self.last.2;
+        self.last = (d, f, seen);
+        let interval = self.pace.after(&self.evidence);
         // The reason the log gives is the one `/status` shows (`poll.pace_reason`).
-        let reason = evidence
+        let reason = self
+            .evidence
             .reason()
             .unwrap_or_else(|| "webhooks complete".to_string());
-        if evidence.reason().is_some() || interval != every {
+        if self.evidence.reason().is_some() || interval != self.pace.every {
             tracing::info!(
                 interval_s = interval.as_secs_f64(),
                 reason = reason.as_str(),
                 "auditor pace"
             );
         }
-        set_pace(&poller, interval, Some(reason));
-        evidence = Evidence::default();
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(interval) => {}
-            // The watch found the webhook unhealthy: poll now, not after a slow interval.
-            _ = poller.alarm.notified() => {}
-        }
-    }
-    if tokio::time::timeout(grace, poller.idle()).await.is_err() {
-        tracing::warn!("the running poll cycle did not end within the grace period");
+        set_pace(poller, interval, Some(reason));
+        self.evidence = Evidence::default();
     }
 }
 
@@ -263,12 +292,12 @@ fn starved(poller: &Poller) -> Option<String> {
     None
 }
 
+/// The pace `/status` shows (`poll.interval_s`, `poll.pace_reason`); the poll loop writes
+/// `next_cycle_at`.
 fn set_pace(poller: &Poller, interval: Duration, reason: Option<String>) {
     if let Ok(mut rt) = poller.runtime.write() {
         rt.poll_pace.interval = Some(interval);
         rt.poll_pace.reason = reason;
-        rt.next_cycle_at =
-            Some(Utc::now() + chrono::Duration::from_std(interval).unwrap_or_default());
     }
 }
 

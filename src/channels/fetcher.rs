@@ -81,7 +81,17 @@ impl Fetcher {
             }
             let outcome = match self.store.next_fetch() {
                 Ok(Some((key, job))) if job.next_at <= Utc::now() => {
-                    self.fetch_one(&key, job).await.map(|()| None)
+                    match self.fetch_one(&key, job).await {
+                        // The fetcher commits its own work before it reports it.
+                        Ok(done) => match self.store.durable().await {
+                            Ok(()) => {
+                                done.report(&self.store, &key);
+                                Ok(None)
+                            }
+                            Err(e) => Err(e.context(format!("committing the fetch of {key}"))),
+                        },
+                        Err(e) => Err(e),
+                    }
                 }
                 Ok(Some((_, job))) => Ok(Some(
                     (job.next_at - Utc::now())
@@ -122,9 +132,10 @@ impl Fetcher {
     }
 
     /// Fetches one due job. Every outcome ends the job (done or given up) or reschedules it; an
-    /// error means the store could not record either, and the caller pauses.
+    /// error means the store could not record either, and the caller pauses. The caller commits
+    /// what this wrote, then reports it.
     #[tracing::instrument(name = "fetch", skip_all, fields(entity = %key, attempt = job.attempts))]
-    async fn fetch_one(&self, key: &str, job: FetchJob) -> anyhow::Result<()> {
+    async fn fetch_one(&self, key: &str, job: FetchJob) -> anyhow::Result<Done> {
         // The job came from the entity's record (`next_fetch`): it is still due.
         let store = &self.store;
         let observe = |o: Outcome| {
@@ -149,28 +160,20 @@ impl Fetcher {
                 let announced = key.splitn(3, '/').nth(2);
                 let id = data::identify(&job.event, job.user_id, &v, announced);
                 match store.record_fetched(key, &id, &v) {
-                    Ok(()) => {
-                        store.incr(counter::Counter::WebhookFetchesOk, 1);
-                        tracing::info!(
-                            entity = key,
-                            fingerprint = id.fingerprint.as_deref().unwrap_or("-"),
-                            "fetched webhook data"
-                        );
-                    }
-                    Err(e) => {
-                        return self.retry_later(
-                            key,
-                            job,
-                            &format!("storing the fetched data: {e:#}"),
-                            None,
-                        );
-                    }
+                    Ok(()) => Ok(Done::Fetched {
+                        fingerprint: id.fingerprint,
+                    }),
+                    Err(e) => self.retry_later(
+                        key,
+                        job,
+                        &format!("storing the fetched data: {e:#}"),
+                        None,
+                    ),
                 }
-                Ok(())
             }
             Ok(None) => self.give_up(key, "AccessLink has no data at the delivery's url (204)"),
             // The job stays in its record: the next start fetches it.
-            Err(ApiError::ShuttingDown { .. }) => Ok(()),
+            Err(ApiError::ShuttingDown { .. }) => Ok(Done::Other),
             Err(ApiError::Unauthorized { .. }) => {
                 store
                     .mark_disconnected(job.user_id, "401 while fetching webhook data")
@@ -208,7 +211,7 @@ impl Fetcher {
         mut job: FetchJob,
         reason: &str,
         wait: Option<Duration>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Done> {
         let attempt = Attempt::Transient {
             reason: reason.to_string(),
             wait,
@@ -219,7 +222,7 @@ impl Fetcher {
                 after
             }
             Decision::GiveUp(why) => return self.give_up(key, &why),
-            Decision::Done => return Ok(()),
+            Decision::Done => return Ok(Done::Other),
         };
         job.next_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
         tracing::warn!(
@@ -230,15 +233,37 @@ impl Fetcher {
         );
         self.store
             .reschedule_fetch(key, &job)
-            .with_context(|| format!("rescheduling the fetch of {key}"))
+            .with_context(|| format!("rescheduling the fetch of {key}"))?;
+        Ok(Done::Other)
     }
 
-    fn give_up(&self, key: &str, reason: &str) -> anyhow::Result<()> {
+    fn give_up(&self, key: &str, reason: &str) -> anyhow::Result<Done> {
         tracing::warn!(entity = key, reason, "webhook data not fetched");
         self.store
             .fetch_failed(key, reason)
             .with_context(|| format!("recording that the fetch of {key} failed"))?;
         self.store.incr(counter::Counter::WebhookFetchesFailed, 1);
-        Ok(())
+        Ok(Done::Other)
+    }
+}
+
+/// What one fetch stored, to report once it is committed.
+enum Done {
+    /// The data is stored with its entity.
+    Fetched { fingerprint: Option<String> },
+    /// Given up, rescheduled or left for the next start (said when it happened).
+    Other,
+}
+
+impl Done {
+    fn report(self, store: &Store, key: &str) {
+        if let Done::Fetched { fingerprint } = self {
+            store.incr(counter::Counter::WebhookFetchesOk, 1);
+            tracing::info!(
+                entity = key,
+                fingerprint = fingerprint.as_deref().unwrap_or("-"),
+                "fetched webhook data (committed)"
+            );
+        }
     }
 }

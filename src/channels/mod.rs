@@ -1,12 +1,14 @@
 //! The two channels that bring data into the store: the public [`webhook`] route (Polar calls us),
-//! the [`fetcher`] that reads each delivery's data, and the [`poller`] (we call Polar), with its
-//! adaptive pace ([`auditor`]) and the [`watch`] that checks the webhook is still active.
+//! the [`fetcher`] that reads each delivery's data, and the [`poller`] (we call Polar), run by the
+//! one [`poll_loop`] on a fixed interval, a cron schedule or the adaptive pace ([`auditor`]), and
+//! the [`watch`] that checks the webhook is still active.
 //!
 //! They import `store`, `accesslink`, `config` and `process` (to publish the poller's schedule),
 //! never the observers, the operations or the applications.
 
 pub mod auditor;
 pub mod fetcher;
+pub mod poll_loop;
 pub mod poller;
 pub mod watch;
 pub mod webhook;

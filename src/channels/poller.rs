@@ -115,16 +115,6 @@ impl Poller {
         }
     }
 
-    /// A scheduled tick: runs a cycle unless one is still running (then counts a skip).
-    pub async fn tick(&self) -> Option<CycleReport> {
-        let Ok(_guard) = self.running.try_lock() else {
-            tracing::info!("poll cycle still running: skipping this tick");
-            self.store.incr(counter::Counter::PollSkipped, 1);
-            return None;
-        };
-        Some(self.cycle_locked().await)
-    }
-
     /// Runs one cycle now, waiting for a running one to end first.
     pub async fn cycle(&self) -> CycleReport {
         let _guard = self.running.lock().await;
@@ -412,18 +402,16 @@ impl Poller {
             Err(e) => return Err(e),
         };
         // A commit deletes the data at Polar: a list hookrace cannot read is never committed.
-        let Some(listed) = list.get(list_key).and_then(Value::as_array) else {
-            return Err(ApiError::Decode {
-                method: Method::GET,
-                url: uri.to_string(),
-                message: format!("the transaction's list has no `{list_key}` array"),
-            });
+        let decode = |message: String| ApiError::Decode {
+            method: Method::GET,
+            url: uri.to_string(),
+            message,
         };
-        let items: Vec<String> = listed
-            .iter()
-            .filter_map(|u| u.as_str().map(String::from))
-            .collect();
-        let mut all_stored = items.len() == listed.len();
+        let items = serde_json::from_value::<data::TransactionList>(list)
+            .map_err(|e| decode(format!("the transaction's list: {e}")))?
+            .items(list_key)
+            .ok_or_else(|| decode(format!("the transaction's list has no `{list_key}` array")))?;
+        let mut all_stored = true;
         for item_url in &items {
             let Some(item) = self
                 .request(report, "get_item", Method::GET, item_url, auth)
@@ -559,63 +547,6 @@ impl Poller {
             tracing::error!(error = format_args!("{e:#}"), "flushing polled items");
         }
     }
-}
-
-/// Runs the poller on its schedule until `shutdown`; a running cycle gets up to `grace` to end.
-pub async fn run_scheduled(
-    poller: Arc<Poller>,
-    schedule: crate::config::PollSchedule,
-    shutdown: tokio_util::sync::CancellationToken,
-    grace: std::time::Duration,
-) -> anyhow::Result<()> {
-    use tokio_cron_scheduler::{Job, JobScheduler};
-    let mut scheduler = JobScheduler::new()
-        .await
-        .map_err(|e| anyhow::anyhow!("starting the poll scheduler: {e}"))?;
-    // The scheduler's internal tasks may outlive its shutdown: they hold only a weak handle,
-    // so the store closes when the daemon ends.
-    let weak = Arc::downgrade(&poller);
-    let run = move |id: uuid::Uuid, mut sched: JobScheduler| {
-        let weak = weak.clone();
-        Box::pin(async move {
-            let Some(p) = weak.upgrade() else { return };
-            p.tick().await;
-            if let Ok(next) = sched.next_tick_for_job(id).await {
-                if let Ok(mut rt) = p.runtime.write() {
-                    rt.next_cycle_at = next;
-                }
-            }
-        }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
-    };
-    let job = match &schedule {
-        crate::config::PollSchedule::Every(d) => Job::new_repeated_async(*d, run),
-        crate::config::PollSchedule::Cron(expr) => Job::new_async(expr.as_str(), run),
-    }
-    .map_err(|e| anyhow::anyhow!("the poll schedule {schedule:?}: {e}"))?;
-    let id = scheduler
-        .add(job)
-        .await
-        .map_err(|e| anyhow::anyhow!("scheduling the poller: {e}"))?;
-    scheduler
-        .start()
-        .await
-        .map_err(|e| anyhow::anyhow!("starting the poll scheduler: {e}"))?;
-    if let Ok(next) = scheduler.next_tick_for_job(id).await {
-        if let Ok(mut rt) = poller.runtime.write() {
-            rt.next_cycle_at = next;
-        }
-    }
-    // An interval poller starts with a cycle, as a real one would on start-up.
-    if matches!(schedule, crate::config::PollSchedule::Every(_)) {
-        let p = poller.clone();
-        tokio::spawn(async move { p.tick().await });
-    }
-    shutdown.cancelled().await;
-    let _ = scheduler.shutdown().await;
-    if tokio::time::timeout(grace, poller.idle()).await.is_err() {
-        tracing::warn!("the running poll cycle did not end within the grace period");
-    }
-    Ok(())
 }
 
 #[cfg(test)]

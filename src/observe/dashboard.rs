@@ -94,6 +94,8 @@ pub struct Snapshots {
     slots: Arc<tokio::sync::Semaphore>,
     /// Snapshots built so far (`hookrace_dashboard_snapshots_total`).
     built: Arc<AtomicU64>,
+    /// The builder task, so shutdown can wait for it (it holds the store).
+    tasks: tokio_util::task::TaskTracker,
 }
 
 impl Snapshots {
@@ -105,7 +107,14 @@ impl Snapshots {
             shutdown,
             slots: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
             built: Arc::new(AtomicU64::new(0)),
+            tasks: tokio_util::task::TaskTracker::new(),
         }
+    }
+
+    /// Returns once the builder task has ended (it ends when its shutdown token is cancelled).
+    pub async fn stopped(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 
     /// Snapshots built so far.
@@ -127,7 +136,7 @@ impl Snapshots {
                 self.shutdown.clone(),
             );
             let built = self.built.clone();
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 let mut changes = view.store.subscribe();
                 loop {
                     tokio::select! {

@@ -143,7 +143,9 @@ fn foreign_owner(store: &std::path::Path) -> Option<u32> {
 pub async fn save_webhook_secret(cfg: &Config, secret: &Secret) -> anyhow::Result<String> {
     match target(cfg)? {
         Target::Store(store) => {
-            store.set_webhook_secret(secret).await?;
+            let saved = store.set_webhook_secret(secret).await;
+            Store::close_shared(store)?;
+            saved?;
             Ok(format!("the store at {}", cfg.store.path.display()))
         }
         Target::Daemon(admin) => {
@@ -163,7 +165,11 @@ pub async fn save_webhook_secret(cfg: &Config, secret: &Secret) -> anyhow::Resul
 /// The users hookrace knows.
 pub async fn list_users(cfg: &Config) -> anyhow::Result<Vec<UserView>> {
     match existing_target(cfg)? {
-        Target::Store(store) => Ok(store.users()?.into_iter().map(UserView::from).collect()),
+        Target::Store(store) => {
+            let users = store.users();
+            Store::close_shared(store)?;
+            Ok(users?.into_iter().map(UserView::from).collect())
+        }
         Target::Daemon(admin) => Ok(admin
             .call(reqwest::Method::GET, "/users", None, "listing users")
             .await?
@@ -176,7 +182,14 @@ pub async fn list_users(cfg: &Config) -> anyhow::Result<Vec<UserView>> {
 /// Removes a user (de-registering at AccessLink); `false` when unknown.
 pub async fn remove_user_cmd(cfg: &Config, user_id: u64) -> anyhow::Result<bool> {
     match existing_target(cfg)? {
-        Target::Store(store) => remove_user(&store, &client_for(cfg)?, UserId(user_id)).await,
+        Target::Store(store) => {
+            let removed = match client_for(cfg) {
+                Ok(client) => remove_user(&store, &client, UserId(user_id)).await,
+                Err(e) => Err(e),
+            };
+            Store::close_shared(store)?;
+            removed
+        }
         Target::Daemon(admin) => {
             let path = format!("/users/{user_id}");
             let what = "asking the daemon to remove the user";

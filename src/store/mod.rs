@@ -727,34 +727,50 @@ impl Store {
     }
 }
 
-impl Drop for Store {
-    /// Closes the store cleanly: the last counters and the "open" mark's removal made durable,
-    /// so the next open trusts the counters.
-    fn drop(&mut self) {
-        let saved = lock(&self.live_summary)
-            .snapshot()
-            .map(|s| serde_json::to_vec(&SavedSummary::from(&s)));
-        let closed = match saved {
-            Some(Ok(bytes)) => self
-                .meta
+impl Store {
+    /// Closes the store cleanly: the summary saved, the last counters committed and the "open"
+    /// mark removed and committed, so the next open trusts both and recounts nothing. A store
+    /// dropped without `close` (a crash, a forgotten handle) is recounted at its next open; that
+    /// is safe, only slower.
+    pub fn close(self) -> anyhow::Result<()> {
+        let summary = lock(&self.live_summary).snapshot();
+        if let Some(summary) = summary {
+            let bytes = serde_json::to_vec(&SavedSummary::from(&summary))
+                .context("encoding the summary")?;
+            self.meta
                 .insert(META_SUMMARY, bytes)
-                .map(drop)
-                .context("saving the summary"),
-            // Not saved: the next open recounts.
-            _ => Ok(()),
-        };
-        let closed = closed
-            .and_then(|()| self.durable.commit())
-            .and_then(|()| Ok(self.meta.remove(META_OPEN)?))
-            .and_then(|_| self.durable.commit());
-        if let Err(e) = closed {
-            tracing::error!(
-                store = %self.path.display(),
-                error = format_args!("{e:#}"),
-                "closing the store failed: the next start recounts from its records (nothing \
-                 answered 200 is lost: every 200 waited for a commit that succeeded)"
-            );
+                .context("saving the summary")?;
         }
+        // Otherwise (two writers' updates half-applied, which cannot happen once every writer
+        // has stopped) nothing is saved and the next open recounts.
+        self.durable.commit()?;
+        self.meta
+            .remove(META_OPEN)
+            .context("removing the store's open mark")?;
+        self.durable.commit()?;
+        tracing::info!(store = %self.path.display(), "store closed cleanly");
+        Ok(())
+    }
+
+    /// [`Store::close`] for a store shared behind an `Arc`: an error if another holder remains.
+    pub fn close_shared(store: Arc<Store>) -> anyhow::Result<()> {
+        match Arc::try_unwrap(store) {
+            Ok(store) => store.close(),
+            Err(shared) => {
+                shared.flush()?;
+                anyhow::bail!(
+                    "the store at {} is still held by {} other handle(s) at close: everything is \
+                     committed, but it stays marked open and its next start recounts",
+                    shared.path.display(),
+                    Arc::strong_count(&shared) - 1
+                )
+            }
+        }
+    }
+
+    /// The last process had not closed the store (its summary was recounted at this open).
+    pub fn found_unclean(&self) -> bool {
+        self.unclean
     }
 }
 

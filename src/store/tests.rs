@@ -188,7 +188,8 @@ fn counters_survive_a_clean_close_and_are_recounted_after_an_unclean_one() {
         let (d, body) = delivery("d1");
         store.record_delivery(&d, &body, Utc::now(), true).unwrap();
         store.incr(counter::Counter::WebhookPings, 2);
-    } // closed cleanly: the counters are written as they are
+        store.close().unwrap(); // closed cleanly: the counters are written as they are
+    }
     {
         let store = reopen(dir.path());
         assert_eq!(store.counter(counter::Counter::WebhookAccepted), 3);
@@ -310,7 +311,8 @@ fn the_live_summary_follows_every_write_and_survives_a_clean_close() {
             (100, 40),
             "60 + 80 - 40 merged"
         );
-    } // closed cleanly: the summary is saved
+        Store::close_shared(store).unwrap(); // closed cleanly: the summary is saved
+    }
     let store = reopen(dir.path());
     assert!(!store.unclean);
     assert_eq!(visible(&store.summary()), visible(&recounted(&store)));

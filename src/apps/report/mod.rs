@@ -516,45 +516,56 @@ pub enum Format {
 /// the store open, the numbers come from its `/status` instead (the same document).
 pub async fn from_config(cfg: &crate::config::Config, format: Format) -> anyhow::Result<Report> {
     use crate::operations::manage::{Target, existing_target};
+    use crate::store::Store;
     use anyhow::Context;
     let mut sighted = Vec::new();
     let mut saved = None;
     let (status, age) = match existing_target(cfg)? {
         Target::Store(store) => {
-            // A demo's store: the report it printed, as it printed it.
-            let printed = store
-                .race_report()
-                .and_then(|json| serde_json::from_slice::<Report>(&json).ok());
-            if let Some(mut report) = printed {
-                if format == Format::Html && report.sightings.is_empty() {
-                    let created = store.created_at().unwrap_or_else(chrono::Utc::now);
-                    report.sightings = sightings(&store, created)?;
+            // Read, then close the store (a command's handle, like the daemon's, is closed
+            // explicitly: the next start then has nothing to recount). Err: the report a demo
+            // printed, as it printed it.
+            let read = (|| -> anyhow::Result<Result<(StatusDoc, Option<Duration>), Report>> {
+                // A demo's store: the report it printed, as it printed it.
+                let printed = store
+                    .race_report()
+                    .and_then(|json| serde_json::from_slice::<Report>(&json).ok());
+                if let Some(mut report) = printed {
+                    if format == Format::Html && report.sightings.is_empty() {
+                        let created = store.created_at().unwrap_or_else(chrono::Utc::now);
+                        report.sightings = sightings(&store, created)?;
+                    }
+                    return Ok(Err(report));
                 }
-                return Ok(report);
+                saved = store
+                    .race_settings()
+                    .and_then(|json| serde_json::from_slice::<RaceSettings>(&json).ok());
+                let created = store.created_at().unwrap_or_else(chrono::Utc::now);
+                let rt = crate::process::Runtime {
+                    started_at: created,
+                    poll_enabled: cfg.poller.enabled,
+                    last_cycle_at: None,
+                    next_cycle_at: None,
+                    notify_sinks: cfg.notify.iter().map(Into::into).collect(),
+                    webhook_health: Default::default(),
+                    poll_pace: Default::default(),
+                    listeners: Vec::new(),
+                };
+                if !cfg.notify.is_empty() {
+                    // The notify numbers are counted from the records (a scan of the store).
+                    store.load_pending()?;
+                }
+                let doc = crate::observe::status::build(&store, &rt)?;
+                if format == Format::Html {
+                    sighted = sightings(&store, created)?;
+                }
+                Ok(Ok((doc, (chrono::Utc::now() - created).to_std().ok())))
+            })();
+            Store::close_shared(store)?;
+            match read? {
+                Ok(status) => status,
+                Err(printed) => return Ok(printed),
             }
-            saved = store
-                .race_settings()
-                .and_then(|json| serde_json::from_slice::<RaceSettings>(&json).ok());
-            let created = store.created_at().unwrap_or_else(chrono::Utc::now);
-            let rt = crate::process::Runtime {
-                started_at: created,
-                poll_enabled: cfg.poller.enabled,
-                last_cycle_at: None,
-                next_cycle_at: None,
-                notify_sinks: cfg.notify.iter().map(Into::into).collect(),
-                webhook_health: Default::default(),
-                poll_pace: Default::default(),
-                listeners: Vec::new(),
-            };
-            if !cfg.notify.is_empty() {
-                // The notify numbers are counted from the records (a scan of the store).
-                store.load_pending()?;
-            }
-            let doc = crate::observe::status::build(&store, &rt)?;
-            if format == Format::Html {
-                sighted = sightings(&store, created)?;
-            }
-            (doc, (chrono::Utc::now() - created).to_std().ok())
         }
         Target::Daemon(admin) => {
             let what = "reading the running daemon's status";
