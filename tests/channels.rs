@@ -358,7 +358,9 @@ async fn a_payload_url_on_a_foreign_host_is_never_fetched() {
     app.stop().await;
     let store = common::reopen_store(dir.path());
     let e = store
-        .entity(&format!("EXERCISE/{user}/evil1"))
+        .entity(&hookrace::accesslink::identity::EntityKey::stored(format!(
+            "EXERCISE/{user}/evil1"
+        )))
         .unwrap()
         .unwrap();
     let FetchState::Failed(reason) = e.fetch_state() else {
@@ -605,7 +607,9 @@ async fn upstream_redirects_are_not_followed_and_absurd_resets_do_not_panic() {
     let entity = common::eventually("the fetch to end", || async {
         app.running
             .store
-            .entity("EXERCISE/5/r1")
+            .entity(&hookrace::accesslink::identity::EntityKey::stored(
+                "EXERCISE/5/r1",
+            ))
             .unwrap()
             .filter(|e| e.fetch_state() != FetchState::NotFetched)
     })
@@ -647,7 +651,7 @@ async fn a_night_and_a_day_of_heart_rate_arrive_by_webhook_and_are_fetched_by_th
     // Each is stored under the day the webhook announced, and linked by it.
     for (kind, truth) in [("SLEEP", &sleep), ("CONTINUOUS_HEART_RATE", &heart)] {
         let day = truth["entity_id"].as_str().unwrap();
-        let key = format!("{kind}/{user}/{day}");
+        let key = hookrace::accesslink::identity::EntityKey::stored(format!("{kind}/{user}/{day}"));
         let e = app
             .running
             .store

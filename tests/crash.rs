@@ -96,7 +96,8 @@ async fn sigkill_mid_stream_loses_no_acknowledged_delivery() {
         {
             let store = Store::open(&dir.path().join("store")).unwrap();
             for i in &acked {
-                let key = format!("EXERCISE/1/c{i}");
+                let key =
+                    hookrace::accesslink::identity::EntityKey::stored(format!("EXERCISE/1/c{i}"));
                 assert!(
                     store.entity(&key).unwrap().is_some(),
                     "kill at {kill_at}: {key} was acknowledged but is lost"
@@ -116,7 +117,7 @@ async fn sigkill_mid_stream_loses_no_acknowledged_delivery() {
                 .queued_fetches()
                 .unwrap()
                 .into_iter()
-                .map(|(k, _)| k)
+                .map(|(k, _)| k.to_string())
                 .collect();
             let unique: std::collections::HashSet<&String> = queued.iter().collect();
             assert_eq!(unique.len(), queued.len(), "kill at {kill_at}: a job twice");
@@ -184,7 +185,12 @@ async fn sigterm_under_load_drains_and_exits_cleanly() {
     let store = Store::open(&dir.path().join("store")).unwrap();
     for i in &acked {
         assert!(
-            store.entity(&format!("EXERCISE/1/c{i}")).unwrap().is_some(),
+            store
+                .entity(&hookrace::accesslink::identity::EntityKey::stored(format!(
+                    "EXERCISE/1/c{i}"
+                )))
+                .unwrap()
+                .is_some(),
             "c{i} lost"
         );
     }

@@ -110,9 +110,16 @@ async fn every_fault_at_once_loses_and_doubles_nothing() {
             .iter()
             .filter(|e| e["user_id"] != revoked)
             .all(|e| {
-                keys(e)
-                    .iter()
-                    .any(|k| app.running.store.entity(k).ok().flatten().is_some())
+                keys(e).iter().any(|k| {
+                    app.running
+                        .store
+                        .entity(&hookrace::accesslink::identity::EntityKey::stored(
+                            k.as_str(),
+                        ))
+                        .ok()
+                        .flatten()
+                        .is_some()
+                })
             });
         (!pending && all && app.running.store.fetch_queue_is_empty()).then_some(truth)
     })

@@ -257,7 +257,9 @@ async fn an_empty_webhook_secret_is_refused_and_never_verifies() {
     assert!(
         app.running
             .store
-            .entity("EXERCISE/7/empty-key")
+            .entity(&hookrace::accesslink::identity::EntityKey::stored(
+                "EXERCISE/7/empty-key"
+            ))
             .unwrap()
             .is_none()
     );

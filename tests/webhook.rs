@@ -300,5 +300,12 @@ async fn shutdown_drains_an_in_flight_delivery() {
     app.running.wait().await.unwrap();
 
     let store = common::reopen_store(dir.path());
-    assert!(store.entity("EXERCISE/21/inflight").unwrap().is_some());
+    assert!(
+        store
+            .entity(&hookrace::accesslink::identity::EntityKey::stored(
+                "EXERCISE/21/inflight"
+            ))
+            .unwrap()
+            .is_some()
+    );
 }

@@ -105,7 +105,7 @@ impl Pace {
 /// was merely late.
 #[derive(Debug, Default)]
 struct Suspects {
-    keys: Vec<(String, DateTime<Utc>)>,
+    keys: Vec<(crate::accesslink::identity::EntityKey, DateTime<Utc>)>,
 }
 
 /// The auditor's state between cycles: its pace, the entities still in their grace period, and

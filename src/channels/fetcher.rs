@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accesslink::client::{ApiError, Auth, Client, Outcome};
 use crate::accesslink::data;
+use crate::accesslink::identity::EntityKey;
 use crate::process::Liveness;
 use crate::retry::{Attempt, Decision, Limit, RetryPolicy};
 use crate::store::{FetchJob, Loaded, Store, counter};
@@ -135,7 +136,7 @@ impl Fetcher {
     /// error means the store could not record either, and the caller pauses. The caller commits
     /// what this wrote, then reports it.
     #[tracing::instrument(name = "fetch", skip_all, fields(entity = %key, attempt = job.attempts))]
-    async fn fetch_one(&self, key: &str, job: FetchJob) -> anyhow::Result<Done> {
+    async fn fetch_one(&self, key: &EntityKey, job: FetchJob) -> anyhow::Result<Done> {
         // The job came from the entity's record (`next_fetch`): it is still due.
         let store = &self.store;
         let observe = |o: Outcome| {
@@ -207,7 +208,7 @@ impl Fetcher {
     /// the attempts), or give up after `MAX_ATTEMPTS`.
     fn retry_later(
         &self,
-        key: &str,
+        key: &EntityKey,
         mut job: FetchJob,
         reason: &str,
         wait: Option<Duration>,
@@ -226,7 +227,7 @@ impl Fetcher {
         };
         job.next_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
         tracing::warn!(
-            entity = key,
+            entity = %key,
             reason,
             retry_in_s = delay.as_secs(),
             "fetch failed; will retry"
@@ -237,8 +238,8 @@ impl Fetcher {
         Ok(Done::Other)
     }
 
-    fn give_up(&self, key: &str, reason: &str) -> anyhow::Result<Done> {
-        tracing::warn!(entity = key, reason, "webhook data not fetched");
+    fn give_up(&self, key: &EntityKey, reason: &str) -> anyhow::Result<Done> {
+        tracing::warn!(entity = %key, reason, "webhook data not fetched");
         self.store
             .fetch_failed(key, reason)
             .with_context(|| format!("recording that the fetch of {key} failed"))?;
@@ -256,11 +257,11 @@ enum Done {
 }
 
 impl Done {
-    fn report(self, store: &Store, key: &str) {
+    fn report(self, store: &Store, key: &EntityKey) {
         if let Done::Fetched { fingerprint } = self {
             store.incr(counter::Counter::WebhookFetchesOk, 1);
             tracing::info!(
-                entity = key,
+                entity = %key,
                 fingerprint = fingerprint.as_deref().unwrap_or("-"),
                 "fetched webhook data (committed)"
             );

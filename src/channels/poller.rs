@@ -31,7 +31,7 @@ pub struct CycleReport {
     pub errors: u64,
     pub committed: u64,
     /// The entities this cycle saw first (no channel had them), with their availability.
-    pub new_keys: Vec<(String, Option<chrono::DateTime<Utc>>)>,
+    pub new_keys: Vec<(EntityKey, Option<chrono::DateTime<Utc>>)>,
 }
 
 pub struct Poller {
@@ -472,9 +472,7 @@ impl Poller {
             Ok(PollRecorded::New) => {
                 report.new_entities += 1;
                 let key = EntityKey::new(&id.kind, user, &id.entity_id);
-                report
-                    .new_keys
-                    .push((key.as_str().to_string(), id.available_at));
+                report.new_keys.push((key, id.available_at));
                 true
             }
             Ok(_) => true,

@@ -189,7 +189,7 @@ impl Sender {
     async fn deliver(&self, due: DueNotice) -> anyhow::Result<()> {
         let (store, sink) = (&self.store, &self.sink);
         let name = sink.name.as_str();
-        let key = due.key.as_str();
+        let key = &due.key;
         if let Some(reason) = store.sink_gone(name) {
             return store.notice_failed(
                 key,
@@ -210,7 +210,7 @@ impl Sender {
                 store.notice_sent(key, name, now)?;
                 tracing::info!(
                     sink = name,
-                    entity = key,
+                    entity = %key,
                     id,
                     end_to_end_ms = due
                         .notice
@@ -241,7 +241,7 @@ impl Sender {
                     Decision::GiveUp(reason) => {
                         tracing::error!(
                             sink = name,
-                            entity = key,
+                            entity = %key,
                             reason,
                             "event parked as failed"
                         );
@@ -252,7 +252,7 @@ impl Sender {
                 let next_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
                 tracing::warn!(
                     sink = name,
-                    entity = key,
+                    entity = %key,
                     reason,
                     retry_in_ms = crate::units::millis(delay),
                     "notify attempt failed; will retry"

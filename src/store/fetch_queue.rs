@@ -14,7 +14,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 
 use super::{FetchJob, Notice, Store};
-use crate::accesslink::identity::UserId;
+use crate::accesslink::identity::{EntityKey, UserId};
 
 #[derive(Debug)]
 pub(super) struct FetchQueue {
@@ -129,7 +129,7 @@ pub struct FetchBacklog {
 
 impl Store {
     /// The job due first, as its record holds it: the entity key and the job.
-    pub fn next_fetch(&self) -> anyhow::Result<Option<(String, FetchJob)>> {
+    pub fn next_fetch(&self) -> anyhow::Result<Option<(EntityKey, FetchJob)>> {
         if self.fetch_queue.needs_refill() {
             self.refill_fetches()?;
         }
@@ -144,7 +144,7 @@ impl Store {
                         self.fetch_queue.remove(&key);
                         self.fetch_queue.put(&at, job.next_at);
                     }
-                    return Ok(Some((at, job)));
+                    return Ok(Some((EntityKey::stored(at), job)));
                 }
                 // Done or given up meanwhile: nothing left to do for it.
                 None => self.fetch_queue.remove(&key),
@@ -178,7 +178,7 @@ impl Store {
     }
 
     /// Schedules the entity's pending fetch again (a retry with its new attempt count and time).
-    pub fn reschedule_fetch(&self, key: &str, job: &FetchJob) -> anyhow::Result<()> {
+    pub fn reschedule_fetch(&self, key: &EntityKey, job: &FetchJob) -> anyhow::Result<()> {
         let key = self
             .update_record(key, |r| {
                 r.fetch = Some(job.clone());
@@ -189,12 +189,12 @@ impl Store {
     }
 
     /// Every pending fetch, by entity key, in due order.
-    pub fn queued_fetches(&self) -> anyhow::Result<Vec<(String, FetchJob)>> {
+    pub fn queued_fetches(&self) -> anyhow::Result<Vec<(EntityKey, FetchJob)>> {
         let mut out = Vec::new();
         for key in self.fetch_queue.keys() {
             if let Some((k, r)) = self.record(&key)? {
                 if let Some(job) = r.fetch {
-                    out.push((k, job));
+                    out.push((EntityKey::stored(k), job));
                 }
             }
         }

@@ -26,7 +26,7 @@ impl Store {
             None => natural,
         };
         // Stable while the link lock is held: only linking merges records.
-        let key = self.resolve(&key)?;
+        let key = self.resolve_key(&key)?;
         let notice = self.new_notice(&id.kind, at)?;
         // The data first, then the record with its event (see `outbox.rs`).
         self.put_data(&key, data)?;
@@ -63,12 +63,12 @@ impl Store {
     /// when the poller already holds the same entity under another key, merges the two records.
     pub fn record_fetched(
         &self,
-        key: &str,
+        key: &EntityKey,
         id: &crate::accesslink::data::Identity,
         data: &serde_json::Value,
     ) -> anyhow::Result<()> {
         let _guard = self.link_lock.lock().map_err(poisoned)?;
-        let key = self.resolve(key)?;
+        let key = self.resolve_key(key)?;
         if let Some(fp) = &id.fingerprint {
             let other = self
                 .fingerprints
@@ -76,7 +76,7 @@ impl Store {
                 .context("reading fingerprints")?
                 .map(|k| String::from_utf8_lossy(&k).into_owned());
             if let Some(other) = other {
-                let other = self.resolve(&other)?;
+                let other = self.resolve_key(&other)?;
                 if other != key {
                     self.merge(&other, &key)?;
                 }
@@ -148,7 +148,7 @@ impl Store {
     /// Marks the webhook fetch of an entity as failed for good (an entity that is gone stays gone)
     /// and ends its pending fetch.
     /// An entity that had no data gets its event now, saying the fetch failed.
-    pub fn fetch_failed(&self, key: &str, reason: &str) -> anyhow::Result<()> {
+    pub fn fetch_failed(&self, key: &EntityKey, reason: &str) -> anyhow::Result<()> {
         let notice = match self.record(key)? {
             Some((_, r)) => self.new_notice(&r.entity.kind, Utc::now())?,
             None => None,
@@ -163,7 +163,7 @@ impl Store {
             Ok(at) => self.fetch_queue.remove(&at),
             Err(e) if self.entity(key)?.is_none() => {
                 tracing::debug!(
-                    entity = key,
+                    entity = %key,
                     error = format_args!("{e:#}"),
                     "no record to mark"
                 );
@@ -182,8 +182,8 @@ impl Store {
     }
 
     /// The newest data stored for an entity.
-    pub fn data(&self, key: &str) -> anyhow::Result<Option<serde_json::Value>> {
-        let key = self.resolve(key)?;
+    pub fn data(&self, key: &EntityKey) -> anyhow::Result<Option<serde_json::Value>> {
+        let key = self.resolve_key(key)?;
         match self.data.get(&key)? {
             Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
             None => Ok(None),

@@ -613,8 +613,8 @@ impl Store {
     }
 
     /// Reads one entity, following aliases.
-    pub fn entity(&self, key: &str) -> anyhow::Result<Option<Entity>> {
-        let key = &self.resolve(key)?;
+    pub fn entity(&self, key: &EntityKey) -> anyhow::Result<Option<Entity>> {
+        let key = &self.resolve_key(key)?;
         self.entity_exact(key)
     }
 

@@ -99,7 +99,7 @@ pub struct NoticeRoute {
 #[derive(Debug, Clone)]
 pub struct DueNotice {
     /// The key the entity's record lives under now.
-    pub key: String,
+    pub key: EntityKey,
     pub entity: Entity,
     pub notice: Notice,
     pub attempts: u32,
@@ -371,7 +371,7 @@ impl Store {
                         self.outbox.put(sink, &at, entity.user_id, &notice, &s);
                     }
                     return Ok(Some(DueNotice {
-                        key: at,
+                        key: EntityKey::stored(at),
                         entity,
                         notice,
                         attempts: s.attempts,
@@ -411,7 +411,12 @@ impl Store {
 
     /// The sink took the event at `at`; the first sink to take it marks the entity as told
     /// (`notified_at`: the end of the end-to-end delay the race reports).
-    pub fn notice_sent(&self, key: &str, sink: &str, at: DateTime<Utc>) -> anyhow::Result<()> {
+    pub fn notice_sent(
+        &self,
+        key: &EntityKey,
+        sink: &str,
+        at: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
         let mut available = None;
         let k = self
             .update_record(key, |r| {
@@ -435,7 +440,7 @@ impl Store {
     /// The attempt failed for a passing reason: try again at `next_at`.
     pub fn notice_retry(
         &self,
-        key: &str,
+        key: &EntityKey,
         sink: &str,
         next_at: DateTime<Utc>,
         reason: &str,
@@ -457,7 +462,7 @@ impl Store {
     }
 
     /// Parks the event: it is not sent again until `POST /notify/retry`.
-    pub fn notice_failed(&self, key: &str, sink: &str, reason: &str) -> anyhow::Result<()> {
+    pub fn notice_failed(&self, key: &EntityKey, sink: &str, reason: &str) -> anyhow::Result<()> {
         let now = Utc::now();
         let (k, _, _) = self.update_notice(key, sink, |s| {
             s.state = NoticeState::Failed {

@@ -40,12 +40,17 @@ fn reopen(path: &std::path::Path) -> Store {
     Store::open_waiting(path, std::time::Duration::from_secs(5), DEFAULT_CACHE_BYTES).unwrap()
 }
 
+/// A key as the store holds it.
+fn k(key: &str) -> EntityKey {
+    EntityKey::stored(key)
+}
+
 fn queued(store: &Store) -> Vec<String> {
     store
         .queued_fetches()
         .unwrap()
         .into_iter()
-        .map(|(k, _)| k)
+        .map(|(k, _)| k.to_string())
         .collect()
 }
 
@@ -57,7 +62,7 @@ fn one_delivery_writes_its_entity_raw_body_and_fetch_job_together() {
     let r = store.record_delivery(&d, &body, Utc::now(), true).unwrap();
     let (outcome, job) = (r.outcome, r.fetch_pending);
     assert_eq!((outcome, job), (Recorded::Accepted, true));
-    assert!(store.entity("EXERCISE/7/a1").unwrap().is_some());
+    assert!(store.entity(&k("EXERCISE/7/a1")).unwrap().is_some());
     assert_eq!(store.deliveries().unwrap().len(), 1);
     assert_eq!(queued(&store), ["EXERCISE/7/a1"]);
     assert_eq!(store.counter(counter::Counter::WebhookAccepted), 1);
@@ -162,7 +167,7 @@ fn pending_fetches_survive_a_restart_in_their_records() {
             let (d, body) = delivery(id);
             store.record_delivery(&d, &body, Utc::now(), true).unwrap();
         }
-        store.fetch_failed("EXERCISE/7/e2", "404").unwrap();
+        store.fetch_failed(&k("EXERCISE/7/e2"), "404").unwrap();
     }
     let store = reopen(dir.path());
     assert!(
@@ -301,7 +306,7 @@ fn the_live_summary_follows_every_write_and_survives_a_clean_close() {
                 available_at: Some(base - chrono::Duration::seconds(i)),
             };
             store
-                .record_fetched(&format!("EXERCISE/7/e{i}"), &id, &serde_json::json!({}))
+                .record_fetched(&k(&format!("EXERCISE/7/e{i}")), &id, &serde_json::json!({}))
                 .unwrap();
         }
         let live = store.summary();
@@ -379,7 +384,7 @@ fn merges_racing_deliveries_lose_no_delivery_and_leave_one_record_per_entity() {
         let s = store.clone();
         scope.spawn(move || {
             for i in 0..N {
-                let key = format!("EXERCISE/7/m{i}");
+                let key = k(&format!("EXERCISE/7/m{i}"));
                 // The delivery may not be recorded yet: then there is nothing to link.
                 if s.entity(&key).unwrap().is_some() {
                     s.record_fetched(&key, &identity(format!("m{i}"), i), &serde_json::json!({}))
@@ -390,7 +395,7 @@ fn merges_racing_deliveries_lose_no_delivery_and_leave_one_record_per_entity() {
     });
     // Link whatever the fetcher thread came too early for.
     for i in 0..N {
-        let key = format!("EXERCISE/7/m{i}");
+        let key = k(&format!("EXERCISE/7/m{i}"));
         let id = identity(format!("m{i}"), i);
         store
             .record_fetched(&key, &id, &serde_json::json!({}))
@@ -455,7 +460,7 @@ fn an_entity_gets_one_event_whichever_channels_store_its_data_and_it_survives_a_
         let (d, body) = delivery("w1");
         store.record_delivery(&d, &body, Utc::now(), true).unwrap();
         store
-            .record_fetched("EXERCISE/7/w1", &exercise_identity("w1"), &data)
+            .record_fetched(&k("EXERCISE/7/w1"), &exercise_identity("w1"), &data)
             .unwrap();
         // The poll again, and a duplicate delivery: nothing new.
         store
@@ -492,10 +497,10 @@ fn a_failed_fetch_makes_an_event_without_data_and_a_users_events_go_in_order() {
     store.record_delivery(&d1, &b1, Utc::now(), true).unwrap();
     store.record_delivery(&d2, &b2, Utc::now(), true).unwrap();
     assert!(store.next_notice("app").unwrap().is_none(), "no data yet");
-    store.fetch_failed("EXERCISE/7/a", "404").unwrap();
+    store.fetch_failed(&k("EXERCISE/7/a"), "404").unwrap();
     store
         .record_fetched(
-            "EXERCISE/7/b",
+            &k("EXERCISE/7/b"),
             &exercise_identity("b"),
             &serde_json::json!({}),
         )
@@ -548,7 +553,7 @@ fn a_fetch_backlog_beyond_the_cap_waits_in_the_records_and_comes_back() {
         assert!(store.fetch_backlog().jobs <= 3);
     }
     done.sort();
-    let all: Vec<String> = ids.iter().map(|i| format!("EXERCISE/7/{i}")).collect();
+    let all: Vec<EntityKey> = ids.iter().map(|i| k(&format!("EXERCISE/7/{i}"))).collect();
     assert_eq!(done, all);
     assert!(store.fetch_queue_is_empty());
 }

@@ -12,7 +12,7 @@ use super::*;
 impl Store {
     /// The record at `key` (following aliases), with the key it lives under.
     pub(super) fn record(&self, key: &str) -> anyhow::Result<Option<(String, Record)>> {
-        let key = self.resolve(key)?;
+        let key = self.resolve_key(key)?;
         match self
             .entities
             .get(&key)
@@ -40,7 +40,7 @@ impl Store {
         let mut body = Some(String::from_utf8_lossy(body).into_owned());
         loop {
             // Resolved on every try: a merge may have moved the record meanwhile.
-            let key = self.resolve(&natural)?;
+            let key = self.resolve_key(&natural)?;
             let old = self
                 .entities
                 .get(&key)
@@ -137,7 +137,12 @@ impl Store {
     }
 
     /// The key an entity key now lives under (itself unless it was merged into another).
-    pub fn resolve(&self, key: &str) -> anyhow::Result<String> {
+    pub fn resolve(&self, key: &EntityKey) -> anyhow::Result<EntityKey> {
+        self.resolve_key(key).map(EntityKey::stored)
+    }
+
+    /// [`Store::resolve`] on a key as the store's trees hold it.
+    pub(super) fn resolve_key(&self, key: &str) -> anyhow::Result<String> {
         let mut key = key.to_string();
         // Aliases point at a record that existed when they were written; a chain is short.
         for _ in 0..8 {
@@ -158,7 +163,7 @@ impl Store {
     /// a result; it may run more than once. The rest of the record is kept.
     pub fn update_entity<T>(
         &self,
-        key: &str,
+        key: &EntityKey,
         mut f: impl FnMut(Option<Entity>) -> (Entity, T),
     ) -> anyhow::Result<T> {
         let (_, out) = self.upsert_record(key, |current| match current {
@@ -193,7 +198,7 @@ impl Store {
     ) -> anyhow::Result<(String, T)> {
         loop {
             // Resolved on every try: a merge may have moved the record meanwhile.
-            let key = self.resolve(key)?;
+            let key = self.resolve_key(key)?;
             let old = self
                 .entities
                 .get(&key)
@@ -235,7 +240,7 @@ impl Store {
         mut f: impl FnMut(&mut Record),
     ) -> anyhow::Result<String> {
         loop {
-            let key = self.resolve(key)?;
+            let key = self.resolve_key(key)?;
             let Some(old) = self
                 .entities
                 .get(&key)

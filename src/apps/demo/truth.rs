@@ -92,7 +92,7 @@ pub(super) fn ground_truth(t: &crate::sim::Truth, store: &crate::store::Store) -
     let late = announced_late(t);
     let late_delays = late.iter().filter_map(|e| {
         let key = EntityKey::new(&EventType::parse(&e.kind), UserId(e.user_id), &e.entity_id);
-        let entity = store.entity(key.as_str()).ok()??;
+        let entity = store.entity(&key).ok()??;
         Some((entity.webhook_at? - entity.available_at()?).num_milliseconds() as f64)
     });
     GroundTruth {
