@@ -238,3 +238,35 @@ async fn a_clean_stop_leaves_no_task_behind_and_nothing_to_recount() {
     assert_eq!(store.summary().total, 5);
     store.close().unwrap();
 }
+
+/// SIGTERM ends hookrace within its grace whatever it waits on: here the poll loop waits out a
+/// spent rate-limit window of 15 minutes. (A 60-minute soak over the rate limit once took 273 s
+/// to exit: the poll cycle and the webhook watch waited inside the client's pause, and shutdown
+/// awaited them without a bound.) The deadline is a bound, not a timing assertion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_ends_within_the_grace_while_the_poller_waits_out_a_rate_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::sim_config_json(dir.path(), 2, "transactions");
+    cfg["poller"] = serde_json::json!({"enabled": true, "every": "1s", "mode": "transactions"});
+    let app = common::spawn_with(common::config_from(cfg)).await;
+    app.faults(serde_json::json!({"rate_limit": [2, 1000], "short_window_s": 900}))
+        .await;
+    // `paced` counts the requests that began to wait: a poll request is inside the pause.
+    app.status_until("a poll request waits for the spent window", |s| {
+        let rate = &s["accesslink"]["rate_limit"];
+        rate["waiting"] == true
+            && rate["waiting_seconds"].as_f64() > Some(60.0)
+            && rate["paced"].as_u64() >= Some(1)
+    })
+    .await;
+    let bound = hookrace::apps::daemon::GRACE
+        + hookrace::apps::daemon::BACKGROUND_GRACE
+        + Duration::from_secs(10);
+    let store_path = dir.path().to_path_buf();
+    tokio::time::timeout(bound, app.stop())
+        .await
+        .unwrap_or_else(|_| panic!("still stopping {bound:?} after the stop"));
+    let store = common::reopen_store(&store_path);
+    assert!(!store.found_unclean(), "closed cleanly, not cut off");
+    store.close().unwrap();
+}
