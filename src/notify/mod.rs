@@ -118,6 +118,9 @@ pub async fn test_command(
     Ok(())
 }
 
+/// How long a sender waits for the commit of an event's writer before it asks for one itself.
+const COMMIT_FALLBACK: Duration = Duration::from_millis(250);
+
 /// One sink's sender.
 struct Sender {
     store: Arc<Store>,
@@ -140,8 +143,23 @@ impl Sender {
             let result = match self.store.next_notice(name) {
                 Ok(Some(due)) if due.next_at <= Utc::now() => {
                     if !self.store.notice_durable(due.notice.seq) {
-                        // Written but not yet committed: join (or start) a group commit.
-                        self.store.durable().await.map(|()| Duration::ZERO)
+                        // Written but not yet committed. Its writer commits it (the webhook
+                        // route before its 200, the fetcher and the poller after their work),
+                        // and the commit wakes this sender; should none come soon, ask for one.
+                        let seq = due.notice.seq;
+                        let mut durable = self.store.durable_watch();
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            covered = async { durable.wait_for(|d| *d >= seq).await.map(drop) } => {
+                                match covered {
+                                    Ok(()) => Ok(Duration::ZERO),
+                                    Err(_) => Err(anyhow::anyhow!("the store's commits stopped")),
+                                }
+                            }
+                            () = tokio::time::sleep(COMMIT_FALLBACK) => {
+                                self.store.durable().await.map(|()| Duration::ZERO)
+                            }
+                        }
                     } else {
                         tokio::select! {
                             _ = shutdown.cancelled() => return,

@@ -104,6 +104,9 @@ pub(super) struct Durable {
     written_seq: Arc<AtomicU64>,
     /// Raised to that mark when the commit has finished.
     durable_seq: Arc<AtomicU64>,
+    /// Publishes `durable_seq` after each commit: what waits for a write to become durable (a
+    /// notify sender) is woken by the commit instead of asking for one.
+    published: tokio::sync::watch::Sender<u64>,
     pub(super) meta: sled::Tree,
     pub(super) counters: Arc<Counters>,
     /// The newest delivery time in milliseconds (`i64::MIN`: none yet).
@@ -128,10 +131,12 @@ impl Durable {
         path: &Path,
     ) -> anyhow::Result<Durable> {
         let persisted = last_delivery_ms.load(Ordering::Acquire);
+        let published = tokio::sync::watch::channel(durable_seq.load(Ordering::Acquire)).0;
         Ok(Durable {
             db,
             written_seq,
             durable_seq,
+            published,
             meta,
             counters,
             last_delivery_ms,
@@ -192,8 +197,20 @@ impl Durable {
             .flush()
             .with_context(|| format!("flushing the store at {}", self.files.dir.display()))?;
         self.files.sync()?;
-        self.durable_seq.fetch_max(mark, Ordering::AcqRel);
+        let durable = self.durable_seq.fetch_max(mark, Ordering::AcqRel).max(mark);
+        self.published.send_if_modified(|published| {
+            let grew = durable > *published;
+            if grew {
+                *published = durable;
+            }
+            grew
+        });
         Ok(())
+    }
+
+    /// A receiver of the durable sequence, updated after every commit.
+    pub(super) fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.published.subscribe()
     }
 }
 

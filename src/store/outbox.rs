@@ -348,6 +348,12 @@ impl Store {
         &self.notices_ready
     }
 
+    /// The durable sequence, published after every commit: a notice with a sequence up to it
+    /// may be sent.
+    pub fn durable_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.durable.watch()
+    }
+
     /// Whether a commit has covered the notice with this sequence (it may be sent).
     pub fn notice_durable(&self, seq: u64) -> bool {
         seq <= self.durable_seq.load(Ordering::Acquire)
