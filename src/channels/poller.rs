@@ -126,11 +126,6 @@ impl Poller {
         self.running.try_lock().is_ok()
     }
 
-    /// Waits until no cycle is running (for shutdown).
-    pub async fn idle(&self) {
-        let _guard = self.running.lock().await;
-    }
-
     #[tracing::instrument(name = "poll_cycle", skip_all, fields(mode = %self.mode))]
     async fn cycle_locked(&self) -> CycleReport {
         let started = Utc::now();

@@ -1,7 +1,8 @@
 //! The AccessLink simulator: Polar's API v3 on loopback, for tests, the demo and students.
 //!
 //! It shares no state with the daemon: the two talk only HTTP, and it imports nothing of the
-//! application but `accesslink`'s shared types (payload names, signatures). [`start`] takes a bound
+//! application but `accesslink`'s shared types (payload names, signatures) and `server::serve_local`
+//! (the one HTTP/1 serving loop, a leaf with no application state). [`start`] takes a bound
 //! listener and a cancellation token and runs three things: the HTTP server (every request goes
 //! through the one route table in `routes.rs`), the delivery sender (signed webhook POSTs after a
 //! random delay, some dropped or duplicated as configured) and the generator (new exercises and
