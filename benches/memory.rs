@@ -12,6 +12,7 @@
 
 use chrono::Utc;
 use hookrace::accesslink::payload::{self, Parsed};
+use hookrace::channels::fetch_queue::FetchQueue;
 use hookrace::store::Store;
 
 fn rss_kib() -> u64 {
@@ -37,6 +38,8 @@ fn main() {
     let cache_mb = env_or("HOOKRACE_BENCH_CACHE_MB", 32);
     let dir = tempfile::tempdir().expect("a temporary directory");
     let store = Store::open_with_cache(dir.path(), cache_mb * 1024 * 1024).expect("the store");
+    // The fetcher's queue, given each job the write queued (as the commit would hand it over).
+    let queue = FetchQueue::default();
     let baseline = rss_kib();
     println!(
         "memory: {entities} distinct deliveries, each leaving a fetch to do; sled cache {cache_mb} MiB"
@@ -59,13 +62,16 @@ fn main() {
         let Ok(Parsed::Delivery(d)) = payload::parse(body.as_bytes()) else {
             panic!("not a delivery: {body}");
         };
-        store
+        let recorded = store
             .record_delivery(&d, body.as_bytes(), Utc::now(), true)
             .expect("recorded");
+        if let Some((key, due)) = &recorded.fetch_queued {
+            queue.put(key, *due);
+        }
         if (i + 1) % step == 0 {
             let rss = rss_kib();
             samples.push((i + 1, rss));
-            let b = store.fetch_backlog();
+            let b = queue.backlog_now();
             println!(
                 "  {:>9}  {:>9.1}  {:>7.2}×  {:>9}{}",
                 i + 1,

@@ -112,9 +112,11 @@ async fn sigkill_mid_stream_loses_no_acknowledged_delivery() {
             // Each accepted delivery's fetch job was written in the same transaction: every
             // entity has its job queued, or the fetcher already dealt with it (here it gives up
             // at once: the user has no token). No job was lost, none is there twice.
-            store.load_pending().unwrap();
-            let queued: Vec<String> = store
-                .queued_fetches()
+            // The fetcher's queue as a start fills it from the records.
+            let queues = hookrace::observe::Queues::scanned(&store).unwrap();
+            let queued: Vec<String> = queues
+                .fetches
+                .queued(&store)
                 .unwrap()
                 .into_iter()
                 .map(|(k, _)| k.to_string())

@@ -121,7 +121,7 @@ async fn every_fault_at_once_loses_and_doubles_nothing() {
                         .is_some()
                 })
             });
-        (!pending && all && app.running.store.fetch_queue_is_empty()).then_some(truth)
+        (!pending && all && app.running.queues.fetches.is_empty()).then_some(truth)
     })
     .await;
 

@@ -215,8 +215,10 @@ async fn report_formats_parse_and_match_the_status_of_the_same_store() {
         poll_pace: Default::default(),
         listeners: Vec::new(),
     };
-    let status =
-        serde_json::to_value(hookrace::observe::status::build(&store, &rt).unwrap()).unwrap();
+    let status = serde_json::to_value(
+        hookrace::observe::status::build(&store, &Default::default(), &rt).unwrap(),
+    )
+    .unwrap();
     assert_eq!(json["webhook"]["delay_ms"], status["webhook"]["latency_ms"]);
     assert_eq!(json["poll"]["delay_ms"], status["poll"]["latency_ms"]);
     assert_eq!(json["webhook_lead_ms"], status["race"]["webhook_lead_ms"]);

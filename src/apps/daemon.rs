@@ -29,8 +29,8 @@ use crate::channels::watch::WebhookWatch;
 use crate::channels::webhook::{self, WebhookState};
 use crate::config::{AccessLinkConfig, Config, Secret};
 use crate::notify::Notifier;
-use crate::observe::View;
 use crate::observe::admin::{self, AdminState};
+use crate::observe::{Queues, View};
 use crate::operations::admin_routes;
 use crate::operations::oauth::{self, OAuth};
 use crate::operations::systemd;
@@ -38,7 +38,7 @@ use crate::process::{ListenerGauge, Runtime};
 use crate::process::{Liveness, supervise};
 use crate::server;
 use crate::sim;
-use crate::store::Store;
+use crate::store::{self, Keeper, Store};
 
 /// How long in-flight requests may take to finish once shutdown begins.
 /// Open connections the admin listener allows (an operator, a scraper, a few dashboards).
@@ -86,6 +86,8 @@ pub struct Running {
     /// The poller, when enabled (tests run cycles on it directly).
     pub poller: Option<Arc<Poller>>,
     pub fetcher: Arc<Fetcher>,
+    /// The fetcher's queue and the notify outbox (fed by the store's commits).
+    pub queues: Queues,
     /// Which background tasks are alive: what `/healthz` and the systemd watchdog report.
     pub liveness: Arc<Liveness>,
     task: JoinHandle<anyhow::Result<()>>,
@@ -201,7 +203,17 @@ pub async fn start_with_seed(
     );
     warn_about_the_webhook_secret(&accesslink, &store, simulator.is_some());
 
-    let fetcher = Fetcher::new(store.clone(), client.clone(), liveness.clone());
+    // The consumers' queues, fed by the store's commits (`store::feed`, a background task).
+    let queues = Queues {
+        fetches: Default::default(),
+        outbox: notifier.outbox().clone(),
+    };
+    let fetcher = Fetcher::new(
+        store.clone(),
+        client.clone(),
+        queues.fetches.clone(),
+        liveness.clone(),
+    );
     let public_url = match &simulator {
         Some(_) => Some(webhook_url.clone()),
         None => config.webhook.public_url.clone(),
@@ -211,6 +223,7 @@ pub async fn start_with_seed(
         store: &store,
         client: &client,
         fetcher: &fetcher,
+        queues: &queues,
         runtime: &runtime,
         liveness: &liveness,
         notifier: &notifier,
@@ -258,6 +271,7 @@ pub async fn start_with_seed(
         runtime,
         poller,
         fetcher,
+        queues,
         liveness,
         task,
         released,
@@ -338,6 +352,7 @@ struct Parts<'a> {
     store: &'a Arc<Store>,
     client: &'a Arc<Client>,
     fetcher: &'a Arc<Fetcher>,
+    queues: &'a Queues,
     runtime: &'a Arc<RwLock<Runtime>>,
     liveness: &'a Arc<Liveness>,
     notifier: &'a Arc<Notifier>,
@@ -377,7 +392,7 @@ impl Servers {
             max_body: config.webhook.max_body,
             body_timeout: config.webhook.body_timeout,
             secret: accesslink.webhook_secret.clone(),
-            fetcher: Some(parts.fetcher.clone()),
+            fetch: true,
             refusals: Default::default(),
         });
         let oauth = Arc::new(OAuth {
@@ -404,6 +419,7 @@ impl Servers {
             });
         let view = View {
             store: parts.store.clone(),
+            queues: parts.queues.clone(),
             runtime: parts.runtime.clone(),
             client: Some(parts.client.clone()),
         };
@@ -427,6 +443,7 @@ impl Servers {
         });
         let management = admin_routes::routes(
             parts.store.clone(),
+            parts.notifier.clone(),
             parts.client.clone(),
             accesslink.webhook_secret.is_some(),
             parts.watch_now.clone(),
@@ -471,6 +488,8 @@ impl Servers {
 /// The fetcher and the poller, supervised, and the token that stops them.
 struct Background {
     token: CancellationToken,
+    /// Hands each commit's durable work to the fetcher's queue and the outbox.
+    feed: JoinHandle<()>,
     fetcher: JoinHandle<()>,
     poller: Option<Arc<Poller>>,
     poller_task: Option<JoinHandle<()>>,
@@ -483,6 +502,9 @@ struct Background {
 
 impl Background {
     fn spawn(config: &Config, parts: Parts<'_>, token: CancellationToken) -> Background {
+        let keepers: Vec<Arc<dyn Keeper>> =
+            vec![parts.queues.fetches.clone(), parts.queues.outbox.clone()];
+        let feed = tokio::spawn(store::feed(parts.store.clone(), keepers, token.clone()));
         let fetcher = supervise(
             crate::channels::fetcher::TASK,
             parts.liveness,
@@ -495,6 +517,7 @@ impl Background {
                 parts.client.clone(),
                 config.poller.mode,
                 parts.runtime.clone(),
+                parts.queues.fetches.clone(),
             )
         });
         let poller_task = poller.clone().map(|poller| {
@@ -530,6 +553,7 @@ impl Background {
         ));
         Background {
             token,
+            feed,
             fetcher,
             poller,
             poller_task,
@@ -587,6 +611,7 @@ async fn shut_down(
         stop_by("webhook watch", watch, deadline).await;
     }
     stop_by("watchdog", background.keep_alive, deadline).await;
+    stop_by("work feed", background.feed, deadline).await;
     drop(background.poller);
     // The caller's handle (`Running`) lets go of the store in `wait`.
     let _ = holders_gone.await;

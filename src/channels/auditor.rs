@@ -266,7 +266,7 @@ fn waits(
 
 /// Why the auditor must leave the budget to the fetcher now, if it must.
 fn starved(poller: &Poller) -> Option<String> {
-    if let Ok(Some((_, job))) = poller.store.next_fetch() {
+    if let Ok(Some((_, job))) = poller.fetches.next_due(&poller.store) {
         if job.next_at <= Utc::now() {
             return Some("webhook fetches are due".into());
         }

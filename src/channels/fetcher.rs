@@ -12,15 +12,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::accesslink::client::{ApiError, Auth, Client, Outcome};
 use crate::accesslink::data;
 use crate::accesslink::identity::EntityKey;
+use crate::channels::fetch_queue::FetchQueue;
 use crate::process::Liveness;
 use crate::retry::{Attempt, Decision, Limit, RetryPolicy};
-use crate::store::{FetchJob, Loaded, Store, counter};
+use crate::store::{FetchJob, Store, counter};
 
 /// A fetch's retries: up to 2 s, 4 s, 8 s, … (full jitter), at most 10 minutes apart, 8 attempts
 /// in all.
@@ -33,8 +33,8 @@ const RETRY: RetryPolicy = RetryPolicy {
 pub struct Fetcher {
     pub store: Arc<Store>,
     pub client: Arc<Client>,
-    /// Woken when a job is queued.
-    pub wake: Notify,
+    /// The jobs in due order (fed by the store's commits; the fetcher's own results update it).
+    pub queue: Arc<FetchQueue>,
     /// Where the worker says it is stuck: while it cannot use the store, `/healthz` fails.
     liveness: Arc<Liveness>,
 }
@@ -43,36 +43,22 @@ pub struct Fetcher {
 pub const TASK: &str = "fetcher";
 
 impl Fetcher {
-    pub fn new(store: Arc<Store>, client: Arc<Client>, liveness: Arc<Liveness>) -> Arc<Fetcher> {
+    pub fn new(
+        store: Arc<Store>,
+        client: Arc<Client>,
+        queue: Arc<FetchQueue>,
+        liveness: Arc<Liveness>,
+    ) -> Arc<Fetcher> {
         Arc::new(Fetcher {
             store,
             client,
-            wake: Notify::new(),
+            queue,
             liveness,
         })
     }
 
-    /// Wakes the worker: a delivery's batch queued a job.
-    pub fn wake(&self) {
-        self.wake.notify_one();
-    }
-
     /// Runs until cancelled: takes due jobs in due order, one at a time.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        // The pending jobs are in the records: put them in due order (a scan, in the background,
-        // so a large store does not delay start-up; deliveries add theirs meanwhile). The same
-        // scan queues the notify events still to send (their senders wake when it ends).
-        let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.load_pending()).await {
-            Ok(Ok(loaded)) if loaded == Loaded::default() => {}
-            Ok(Ok(loaded)) => tracing::info!(
-                fetches = loaded.fetches,
-                notify_events = loaded.notices,
-                "work still to do from before the start"
-            ),
-            Ok(Err(e)) => tracing::error!(error = format_args!("{e:#}"), "loading pending fetches"),
-            Err(e) => tracing::error!(error = %e, "the scan for pending fetches failed"),
-        }
         // After a store error the worker pauses, doubling up to a minute, instead of taking the
         // same job again at once (which would request AccessLink in a tight loop).
         let mut store_trouble = Duration::ZERO;
@@ -80,12 +66,17 @@ impl Fetcher {
             if shutdown.is_cancelled() {
                 return;
             }
-            let outcome = match self.store.next_fetch() {
+            // A job that arrives while the worker looks leaves a permit: the wait ends at once.
+            let arrived = self.queue.arrived();
+            let outcome = match self.queue.next_due(&self.store) {
                 Ok(Some((key, job))) if job.next_at <= Utc::now() => {
                     match self.fetch_one(&key, job).await {
                         // The fetcher commits its own work before it reports it.
                         Ok(done) => match self.store.durable().await {
                             Ok(()) => {
+                                if matches!(done, Done::Fetched { .. }) {
+                                    self.queue.remove(&key);
+                                }
                                 done.report(&self.store, &key);
                                 Ok(None)
                             }
@@ -99,7 +90,7 @@ impl Fetcher {
                         .to_std()
                         .unwrap_or(Duration::ZERO),
                 )),
-                // Nothing pending: a delivery that queues a job wakes the worker.
+                // Nothing pending: the queue wakes the worker when a commit brings a job.
                 Ok(None) => Ok(Some(Duration::from_secs(3600))),
                 Err(e) => Err(e.context("reading the fetch queue")),
             };
@@ -126,7 +117,7 @@ impl Fetcher {
             };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = self.wake.notified() => {}
+                _ = arrived => {}
                 _ = tokio::time::sleep(sleep) => {}
             }
         }
@@ -137,7 +128,7 @@ impl Fetcher {
     /// what this wrote, then reports it.
     #[tracing::instrument(name = "fetch", skip_all, fields(entity = %key, attempt = job.attempts))]
     async fn fetch_one(&self, key: &EntityKey, job: FetchJob) -> anyhow::Result<Done> {
-        // The job came from the entity's record (`next_fetch`): it is still due.
+        // The job came from the entity's record (`FetchQueue::next_due`): it is still due.
         let store = &self.store;
         let observe = |o: Outcome| {
             store.incr(counter::Counter::WebhookFetchRequests, 1);
@@ -232,17 +223,21 @@ impl Fetcher {
             retry_in_s = delay.as_secs(),
             "fetch failed; will retry"
         );
-        self.store
-            .reschedule_fetch(key, &job)
-            .with_context(|| format!("rescheduling the fetch of {key}"))?;
+        let at = self.store.reschedule_fetch(key, &job)?;
+        self.queue.put(&at, job.next_at);
         Ok(Done::Other)
     }
 
     fn give_up(&self, key: &EntityKey, reason: &str) -> anyhow::Result<Done> {
         tracing::warn!(entity = %key, reason, "webhook data not fetched");
-        self.store
+        let at = self
+            .store
             .fetch_failed(key, reason)
             .with_context(|| format!("recording that the fetch of {key} failed"))?;
+        self.queue.remove(key);
+        if let Some(at) = at {
+            self.queue.remove(&at);
+        }
         self.store.incr(counter::Counter::WebhookFetchesFailed, 1);
         Ok(Done::Other)
     }

@@ -1,5 +1,5 @@
 //! The two channels that bring data into the store: the public [`webhook`] route (Polar calls us),
-//! the [`fetcher`] that reads each delivery's data, and the [`poller`] (we call Polar), run by the
+//! the [`fetcher`] that reads each delivery's data (its jobs in the [`fetch_queue`]), and the [`poller`] (we call Polar), run by the
 //! one [`poll_loop`] on a fixed interval, a cron schedule or the adaptive pace ([`auditor`]), and
 //! the [`watch`] that checks the webhook is still active.
 //!
@@ -7,6 +7,7 @@
 //! never the observers, the operations or the applications.
 
 pub mod auditor;
+pub mod fetch_queue;
 pub mod fetcher;
 pub mod poll_loop;
 pub mod poller;

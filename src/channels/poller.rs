@@ -18,6 +18,7 @@ use tokio::sync::Mutex;
 
 use crate::accesslink::client::{ApiError, Auth, Client, Outcome};
 use crate::accesslink::data;
+use crate::channels::fetch_queue::FetchQueue;
 use crate::config::PollMode;
 use crate::process::Runtime;
 use crate::store::{OpenTransaction, PollRecorded, Store, counter};
@@ -39,6 +40,8 @@ pub struct Poller {
     pub client: Arc<Client>,
     pub mode: PollMode,
     pub runtime: Arc<RwLock<Runtime>>,
+    /// The fetcher's queue: the adaptive auditor leaves the budget to due fetches.
+    pub fetches: Arc<FetchQueue>,
     running: Mutex<()>,
     /// Rung when there is news the adaptive auditor should not sleep through (the webhook watch
     /// found the webhook unhealthy): it polls at once.
@@ -88,12 +91,14 @@ impl Poller {
         client: Arc<Client>,
         mode: PollMode,
         runtime: Arc<RwLock<Runtime>>,
+        fetches: Arc<FetchQueue>,
     ) -> Arc<Poller> {
         Arc::new(Poller {
             store,
             client,
             mode,
             runtime,
+            fetches,
             running: Mutex::new(()),
             alarm: tokio::sync::Notify::new(),
             deprecations_logged: std::sync::Mutex::new(Default::default()),

@@ -31,8 +31,9 @@ pub struct WebhookState {
     pub body_timeout: Duration,
     /// The signature key from the config; when `None`, the key saved in the store is used.
     pub secret: Option<Secret>,
-    /// Fetches each accepted delivery's data after the 200.
-    pub fetcher: Option<Arc<crate::channels::fetcher::Fetcher>>,
+    /// Each accepted delivery's record gets a fetch job (the fetcher reads its data after the
+    /// 200; its queue gets the job from the commit).
+    pub fetch: bool,
     /// Keeps a flood of refused requests from flooding the log.
     pub refusals: RefusalLog,
 }
@@ -341,7 +342,7 @@ async fn process(
     // One write: the entity's record with its raw body and its fetch job (a duplicate of an entity
     // whose data was never fetched queues the fetch again); then one shared commit before the 200,
     // unless the record was durable already (a duplicate that changed only its count).
-    let fetch = state.fetcher.is_some();
+    let fetch = state.fetch;
     let recorded = match state
         .store
         .record_delivery(delivery, body, received_at, fetch)
@@ -352,11 +353,6 @@ async fn process(
     if !recorded.already_durable {
         if let Err(e) = state.store.durable().await {
             return Outcome::StoreFailed(e);
-        }
-    }
-    if recorded.fetch_pending {
-        if let Some(f) = &state.fetcher {
-            f.wake();
         }
     }
     match recorded.outcome {

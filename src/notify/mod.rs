@@ -1,9 +1,10 @@
-//! The callback's second hop: hookrace tells your app about every new entity, through the durable
-//! outbox in the store (`store/outbox.rs`) and the sinks in `[[notify]]` (`sink.rs`).
+//! The callback's second hop: hookrace tells your app about every new entity, through the events
+//! kept in the records (`store/notices.rs`), the outbox that queues them once they are durable
+//! (`outbox.rs`) and the sinks in `[[notify]]` (`sink.rs`).
 //!
-//! One sender task per sink takes the sink's next due event, waits until a commit covers it (an
-//! event is never sent before it is durable, so a crash cannot send an event it then forgets), and
-//! sends it. 2xx (or exit 0) marks it sent; 410 parks every event of the sink until
+//! One sender task per sink takes the sink's next due event from the outbox (which holds only
+//! events a commit has made durable, so a crash cannot send an event it then forgets) and sends
+//! it. 2xx (or exit 0) marks it sent; 410 parks every event of the sink until
 //! `POST /notify/retry`; anything else retries with exponential backoff and full jitter until
 //! `give_up_after` has passed, then parks it as failed. The senders never block the webhook route
 //! or the poller: those only write the record (and wake the senders).
@@ -15,13 +16,16 @@ use chrono::Utc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::accesslink::identity::EntityKey;
 use crate::config::NotifyConfig;
 use crate::retry::{self, Decision, Limit, RetryPolicy};
 use crate::store::{DueNotice, NoticeRoute, Store, counter};
 
 pub mod event;
+pub mod outbox;
 pub mod sink;
 
+pub use outbox::Outbox;
 pub use sink::{Attempt, Sink};
 
 /// An event's retries to a sink: up to 1 s, 2 s, 4 s, … (full jitter), at most an hour apart,
@@ -34,10 +38,11 @@ fn retry_policy(sink: &Sink) -> RetryPolicy {
     }
 }
 
-/// The configured sinks and the store their events live in.
+/// The configured sinks, the store their events live in and the outbox that queues them.
 pub struct Notifier {
     store: Arc<Store>,
     sinks: Vec<Arc<Sink>>,
+    outbox: Arc<Outbox>,
 }
 
 impl Notifier {
@@ -57,13 +62,34 @@ impl Notifier {
                 })
                 .collect(),
         );
-        Ok(Arc::new(Notifier { store, sinks }))
+        Ok(Arc::new(Notifier {
+            store,
+            sinks,
+            outbox: Arc::new(Outbox::default()),
+        }))
     }
 
     pub fn sinks(&self) -> &[Arc<Sink>] {
         &self.sinks
     }
 
+    /// The events waiting for the sinks (fed by the store's commits, see `store::feed`).
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// `POST /notify/retry`: makes the parked events (of `sink`, or of every sink) pending again
+    /// and commits; the commit hands them to the outbox. Returns how many.
+    pub async fn requeue(&self, sink: Option<String>) -> anyhow::Result<u64> {
+        let store = self.store.clone();
+        let requeued =
+            tokio::task::spawn_blocking(move || store.requeue_failed_notices(sink.as_deref()))
+                .await
+                .map_err(|e| anyhow::anyhow!("the re-queue task failed: {e}"))??;
+        self.store.durable().await?;
+        self.outbox.unparked(&requeued);
+        Ok(requeued.len() as u64)
+    }
     /// Starts one sender per sink; they stop when `shutdown` is cancelled.
     pub fn spawn(&self, shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
         self.sinks
@@ -71,6 +97,7 @@ impl Notifier {
             .map(|sink| {
                 let sender = Sender {
                     store: self.store.clone(),
+                    outbox: self.outbox.clone(),
                     sink: sink.clone(),
                 };
                 tokio::spawn(sender.run(shutdown.clone()))
@@ -118,12 +145,10 @@ pub async fn test_command(
     Ok(())
 }
 
-/// How long a sender waits for the commit of an event's writer before it asks for one itself.
-const COMMIT_FALLBACK: Duration = Duration::from_millis(250);
-
 /// One sink's sender.
 struct Sender {
     store: Arc<Store>,
+    outbox: Arc<Outbox>,
     sink: Arc<Sink>,
 }
 
@@ -134,41 +159,21 @@ impl Sender {
         let mut trouble = Duration::ZERO;
         loop {
             // Listening before looking: an event queued between the look and the wait wakes it.
-            let ready = self.store.notices_ready().notified();
+            let ready = self.outbox.arrived();
             tokio::pin!(ready);
             ready.as_mut().enable();
             if shutdown.is_cancelled() {
                 return;
             }
-            let result = match self.store.next_notice(name) {
+            let result = match self.outbox.next_due(&self.store, name) {
                 Ok(Some(due)) if due.next_at <= Utc::now() => {
-                    if !self.store.notice_durable(due.notice.seq) {
-                        // Written but not yet committed. Its writer commits it (the webhook
-                        // route before its 200, the fetcher and the poller after their work),
-                        // and the commit wakes this sender; should none come soon, ask for one.
-                        let seq = due.notice.seq;
-                        let mut durable = self.store.durable_watch();
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            covered = async { durable.wait_for(|d| *d >= seq).await.map(drop) } => {
-                                match covered {
-                                    Ok(()) => Ok(Duration::ZERO),
-                                    Err(_) => Err(anyhow::anyhow!("the store's commits stopped")),
-                                }
-                            }
-                            () = tokio::time::sleep(COMMIT_FALLBACK) => {
-                                self.store.durable().await.map(|()| Duration::ZERO)
-                            }
-                        }
-                    } else {
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            r = self.deliver(due) => r.map(|()| Duration::ZERO),
-                        }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        r = self.deliver(due) => r.map(|()| Duration::ZERO),
                     }
                 }
                 Ok(Some(due)) => Ok((due.next_at - Utc::now()).to_std().unwrap_or_default()),
-                // Nothing pending: the store wakes the sender when an event is queued.
+                // Nothing pending: the outbox wakes the sender when an event is queued.
                 Ok(None) => Ok(Duration::from_secs(3600)),
                 Err(e) => Err(e),
             };
@@ -209,9 +214,8 @@ impl Sender {
         let name = sink.name.as_str();
         let key = &due.key;
         if let Some(reason) = store.sink_gone(name) {
-            return store.notice_failed(
+            return self.park(
                 key,
-                name,
                 &format!("not sent: {reason} earlier (POST /notify/retry sends again)"),
             );
         }
@@ -225,7 +229,8 @@ impl Sender {
         match sink.send(&id, &event).await {
             Attempt::Delivered => {
                 let now = Utc::now();
-                store.notice_sent(key, name, now)?;
+                let (at, available) = store.notice_sent(key, name, now)?;
+                self.outbox.sent(name, key, &at, available, now);
                 tracing::info!(
                     sink = name,
                     entity = %key,
@@ -245,7 +250,7 @@ impl Sender {
                     "the sink asks for no more events: sending to it stops until POST /notify/retry"
                 );
                 store.set_sink_gone(name, &reason)?;
-                store.notice_failed(key, name, &reason)
+                self.park(key, &reason)
             }
             Attempt::Retry(reason) => {
                 let failing_for = (Utc::now() - due.since).to_std().unwrap_or_default();
@@ -263,7 +268,7 @@ impl Sender {
                             reason,
                             "event parked as failed"
                         );
-                        return store.notice_failed(key, name, &reason);
+                        return self.park(key, &reason);
                     }
                     Decision::Done => return Ok(()),
                 };
@@ -275,8 +280,19 @@ impl Sender {
                     retry_in_ms = crate::units::millis(delay),
                     "notify attempt failed; will retry"
                 );
-                store.notice_retry(key, name, next_at, &reason)
+                if let Some(again) = store.notice_retry(key, name, next_at, &reason)? {
+                    self.outbox.put_due(name, &again);
+                }
+                Ok(())
             }
         }
+    }
+
+    /// Parks the event: in its record, and out of the queue.
+    fn park(&self, key: &EntityKey, reason: &str) -> anyhow::Result<()> {
+        let name = self.sink.name.as_str();
+        let at = self.store.notice_failed(key, name, reason)?;
+        self.outbox.parked(name, key, &at);
+        Ok(())
     }
 }

@@ -13,13 +13,38 @@ pub mod status;
 
 use std::sync::{Arc, RwLock};
 
+use crate::channels::fetch_queue::FetchQueue;
+use crate::notify::Outbox;
 use crate::process::Runtime;
 use crate::store::Store;
 
-/// The read-only view every observer works from: the store and the process's own facts.
+/// The consumers' queues an observer reads: the fetcher's jobs and the notify outbox.
+#[derive(Clone, Default)]
+pub struct Queues {
+    pub fetches: Arc<FetchQueue>,
+    pub outbox: Arc<Outbox>,
+}
+
+impl Queues {
+    /// The queues as a scan of the records fills them (blocking): for a command that reads a
+    /// store no daemon runs on.
+    pub fn scanned(store: &Store) -> anyhow::Result<Queues> {
+        use crate::store::Keeper;
+        let q = Queues::default();
+        store.scan_work(|w| {
+            q.fetches.scanned(&w);
+            q.outbox.scanned(&w);
+        })?;
+        Ok(q)
+    }
+}
+
+/// The read-only view every observer works from: the store, the consumers' queues and the
+/// process's own facts.
 #[derive(Clone)]
 pub struct View {
     pub store: Arc<Store>,
+    pub queues: Queues,
     pub runtime: Arc<RwLock<Runtime>>,
     /// The daemon's AccessLink client, for its rate-limit state (none offline).
     pub client: Option<Arc<crate::accesslink::client::Client>>,
@@ -37,7 +62,7 @@ impl View {
 
     /// The status document as of now.
     pub fn status(&self) -> anyhow::Result<status::StatusDoc> {
-        let mut doc = status::build(&self.store, &self.runtime())?;
+        let mut doc = status::build(&self.store, &self.queues, &self.runtime())?;
         doc.accesslink = self.client.as_ref().map(|c| status::AccessLinkStatus {
             rate_limit: status::RateLimitStatus::from_client(&c.rate_state()),
         });

@@ -262,7 +262,7 @@ pub struct RequestsPerEntity {
 }
 
 /// Builds the status document from the store.
-pub fn build(store: &Store, rt: &Runtime) -> anyhow::Result<StatusDoc> {
+pub fn build(store: &Store, queues: &super::Queues, rt: &Runtime) -> anyhow::Result<StatusDoc> {
     let c = store.counters()?;
     let get = |counter: counter::Counter<'_>| c.get(&*counter.name()).copied().unwrap_or(0);
     let summary = store.summary();
@@ -286,7 +286,8 @@ pub fn build(store: &Store, rt: &Runtime) -> anyhow::Result<StatusDoc> {
         .notify_sinks
         .iter()
         .map(|s| {
-            let c = store.sink_counts(&s.name);
+            let mut c = queues.outbox.counts(&s.name);
+            c.gone = store.sink_gone(&s.name);
             NotifyStatus {
                 name: s.name.clone(),
                 kind: s.kind.clone(),
@@ -338,7 +339,7 @@ pub fn build(store: &Store, rt: &Runtime) -> anyhow::Result<StatusDoc> {
             },
             fetch_requests: get(counter::Counter::WebhookFetchRequests),
             fetch_backlog: {
-                let b = store.fetch_backlog();
+                let b = queues.fetches.backlog_now();
                 FetchBacklogStatus {
                     jobs: b.jobs as u64,
                     more_in_records: b.more_in_records,

@@ -14,6 +14,7 @@ use super::manage::{self, UserView};
 use crate::accesslink::client::{ApiError, Client};
 use crate::accesslink::identity::UserId;
 use crate::config::Secret;
+use crate::notify::Notifier;
 use crate::store::Store;
 
 /// The management routes over `store`, de-registering users through `client`. With
@@ -22,6 +23,7 @@ use crate::store::Store;
 /// that would never be used.
 pub fn routes(
     store: Arc<Store>,
+    notifier: Arc<Notifier>,
     client: Arc<Client>,
     configured_secret: bool,
     watch_now: Arc<tokio::sync::Notify>,
@@ -91,20 +93,14 @@ pub fn routes(
     let notify_retry = warp::path!("notify" / "retry")
         .and(warp::post())
         .and(warp::query::<RetryQuery>())
-        .and(warp::any().map(move || store.clone()))
-        .then(|q: RetryQuery, store: Arc<Store>| async move {
-            // Reads every record: on the blocking pool.
-            let requeued = tokio::task::spawn_blocking(move || {
-                store.requeue_failed_notices(q.sink.as_deref())
-            })
-            .await;
-            match requeued {
-                Ok(Ok(n)) => {
+        .and(warp::any().map(move || notifier.clone()))
+        .then(|q: RetryQuery, notifier: Arc<Notifier>| async move {
+            match notifier.requeue(q.sink).await {
+                Ok(n) => {
                     tracing::info!(events = n, "parked notify events queued again");
                     warp::reply::json(&serde_json::json!({ "requeued": n })).into_response()
                 }
-                Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
             }
         });
     // A management route asked with the wrong method is told the right one (and `Allow`).

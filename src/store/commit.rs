@@ -21,6 +21,7 @@ use anyhow::Context;
 use chrono::DateTime;
 use tokio::sync::{mpsc, oneshot};
 
+use super::changes::Journal;
 use super::error::CommitError;
 use super::{META_COUNTERS, META_LAST_DELIVERY_AT, poisoned};
 
@@ -104,9 +105,8 @@ pub(super) struct Durable {
     written_seq: Arc<AtomicU64>,
     /// Raised to that mark when the commit has finished.
     durable_seq: Arc<AtomicU64>,
-    /// Publishes `durable_seq` after each commit: what waits for a write to become durable (a
-    /// notify sender) is woken by the commit instead of asking for one.
-    published: tokio::sync::watch::Sender<u64>,
+    /// The changes written and not yet committed; each commit broadcasts the ones it covered.
+    journal: Arc<Journal>,
     pub(super) meta: sled::Tree,
     pub(super) counters: Arc<Counters>,
     /// The newest delivery time in milliseconds (`i64::MIN`: none yet).
@@ -131,12 +131,11 @@ impl Durable {
         path: &Path,
     ) -> anyhow::Result<Durable> {
         let persisted = last_delivery_ms.load(Ordering::Acquire);
-        let published = tokio::sync::watch::channel(durable_seq.load(Ordering::Acquire)).0;
         Ok(Durable {
             db,
             written_seq,
             durable_seq,
-            published,
+            journal: Arc::new(Journal::new()),
             meta,
             counters,
             last_delivery_ms,
@@ -144,6 +143,11 @@ impl Durable {
             files: SyncedFiles::open(path)?,
             failed: Mutex::new(None),
         })
+    }
+
+    /// The journal this commit publishes (writers add to it).
+    pub(super) fn journal(&self) -> Arc<Journal> {
+        self.journal.clone()
     }
 
     /// Why the store is unusable until a restart, if a commit has failed.
@@ -180,6 +184,7 @@ impl Durable {
     fn try_commit(&self) -> anyhow::Result<()> {
         // Records written before this point are in the flush below.
         let mark = self.written_seq.load(Ordering::Acquire);
+        let changes = self.journal.take();
         if let Some(counters) = self.counters.take_changed() {
             self.meta
                 .insert(META_COUNTERS, counters)
@@ -197,20 +202,11 @@ impl Durable {
             .flush()
             .with_context(|| format!("flushing the store at {}", self.files.dir.display()))?;
         self.files.sync()?;
-        let durable = self.durable_seq.fetch_max(mark, Ordering::AcqRel).max(mark);
-        self.published.send_if_modified(|published| {
-            let grew = durable > *published;
-            if grew {
-                *published = durable;
-            }
-            grew
-        });
+        self.durable_seq.fetch_max(mark, Ordering::AcqRel);
+        // A failed commit drops its changes with the store's health: the records keep the
+        // work, and the restart that the unhealthy store calls for reads it again.
+        self.journal.publish(changes);
         Ok(())
-    }
-
-    /// A receiver of the durable sequence, updated after every commit.
-    pub(super) fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.published.subscribe()
     }
 }
 

@@ -28,7 +28,7 @@ impl Store {
         // Stable while the link lock is held: only linking merges records.
         let key = self.resolve_key(&key)?;
         let notice = self.new_notice(&id.kind, at)?;
-        // The data first, then the record with its event (see `outbox.rs`).
+        // The data first, then the record with its event (see `notices.rs`).
         self.put_data(&key, data)?;
         let (key, outcome) = self.upsert_record(&key, |current| {
             let mut r = current.unwrap_or_else(|| Record {
@@ -87,9 +87,9 @@ impl Store {
         }
         let notice = self.new_notice(&id.kind, Utc::now())?;
         // The data first: a crash before the record says "fetched" fetches again, harmlessly,
-        // and makes the event then (see `outbox.rs`).
+        // and makes the event then (see `notices.rs`).
         self.put_data(&key, data)?;
-        let key = self.update_record(&key, |r| {
+        self.update_record(&key, |r| {
             let e = &mut r.entity;
             let had_data = e.poll_at.is_some() || e.fetch_state() == FetchState::Fetched;
             e.data_available_at = id.available_at.or(e.data_available_at);
@@ -98,7 +98,6 @@ impl Store {
             r.fetch = None;
             Self::attach_notice(r, &notice, had_data);
         })?;
-        self.fetch_queue.remove(&key);
         Ok(())
     }
 
@@ -122,6 +121,7 @@ impl Store {
                 continue;
             }
             self.entity_changed(Some(&absorbed.entity.times()), None);
+            // The work moves with the record: the consumers' pointers to `from` follow the alias.
             let into = self.update_record(into, |r| {
                 if r.entity.key != absorbed.entity.key {
                     r.entity.absorb(&absorbed.entity);
@@ -130,10 +130,6 @@ impl Store {
                 r.fetch = r.fetch.take().or(absorbed.fetch.clone());
                 r.notify = r.notify.take().or(absorbed.notify.clone());
             })?;
-            if let Some(job) = &absorbed.fetch {
-                self.fetch_queue.remove(from);
-                self.fetch_queue.put(&into, job.next_at);
-            }
             let into = into.as_str();
             if let Some(d) = self.data.remove(from).context("moving data")? {
                 if self.data.get(into)?.is_none() {
@@ -146,9 +142,9 @@ impl Store {
     }
 
     /// Marks the webhook fetch of an entity as failed for good (an entity that is gone stays gone)
-    /// and ends its pending fetch.
+    /// and ends its pending fetch; returns the key its record lives under (`None`: no record).
     /// An entity that had no data gets its event now, saying the fetch failed.
-    pub fn fetch_failed(&self, key: &EntityKey, reason: &str) -> anyhow::Result<()> {
+    pub fn fetch_failed(&self, key: &EntityKey, reason: &str) -> anyhow::Result<Option<EntityKey>> {
         let notice = match self.record(key)? {
             Some((_, r)) => self.new_notice(&r.entity.kind, Utc::now())?,
             None => None,
@@ -160,18 +156,27 @@ impl Store {
             r.fetch = None;
             Self::attach_notice(r, &notice, had_data);
         }) {
-            Ok(at) => self.fetch_queue.remove(&at),
+            Ok(at) => Ok(Some(EntityKey::stored(at))),
             Err(e) if self.entity(key)?.is_none() => {
                 tracing::debug!(
                     entity = %key,
                     error = format_args!("{e:#}"),
                     "no record to mark"
                 );
-                self.fetch_queue.remove(key);
+                Ok(None)
             }
-            Err(e) => return Err(e),
+            Err(e) => Err(e),
         }
-        Ok(())
+    }
+
+    /// Schedules the entity's pending fetch again (a retry with its new attempt count and time);
+    /// returns the key its record lives under.
+    pub fn reschedule_fetch(&self, key: &EntityKey, job: &FetchJob) -> anyhow::Result<EntityKey> {
+        self.update_record(key, |r| {
+            r.fetch = Some(job.clone());
+        })
+        .map(EntityKey::stored)
+        .with_context(|| format!("rescheduling the fetch of {key}"))
     }
 
     pub(super) fn put_data(&self, key: &str, data: &serde_json::Value) -> anyhow::Result<()> {
@@ -189,9 +194,4 @@ impl Store {
             None => Ok(None),
         }
     }
-
-    // ---- the fetch queue ----
-    //
-    // Keys are the due time (milliseconds, big-endian) followed by the entity key, so the first
-    // entry is always the next job due and the worker never scans the queue.
 }

@@ -39,28 +39,26 @@ use serde::{Deserialize, Serialize};
 use crate::accesslink::identity::{EntityKey, EventType, UserId};
 use crate::accesslink::payload::Delivery;
 use crate::race::{Entity, EntityTimes, FetchState, LiveSummary, SavedSummary, Summary};
-use fetch_queue::FetchQueue;
-pub use fetch_queue::{FetchBacklog, Loaded};
+pub use changes::{Batch, Change, Committed, Follow, Follower, Keeper, Work, feed};
 
+mod changes;
 mod commit;
 mod error;
-mod fetch_queue;
 mod linking;
 mod meta;
-mod outbox;
+mod notices;
 mod transactions;
 mod users;
 mod write;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 #[doc(hidden)]
 pub use commit::BENCHMARK_SKIP_FDATASYNC;
 use commit::{Counters, Durable, GroupCommit};
 pub use error::{CommitError, OpenError};
-use outbox::Outbox;
-pub use outbox::{DueNotice, Notice, NoticeRoute, NoticeState, SinkCounts, SinkNotice};
+pub use notices::{DueNotice, Notice, NoticeRoute, NoticeState, SinkNotice};
 pub use transactions::OpenTransaction;
 
 /// Counter names shared by the code that counts and the code that reports.
@@ -161,11 +159,11 @@ const META_COUNTERS: &str = "counters";
 const META_SUMMARY: &str = "summary";
 
 /// What recording a delivery did, and what its answer must wait for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryRecorded {
     pub outcome: Recorded,
-    /// A webhook fetch is pending for the entity (the fetcher should look).
-    pub fetch_pending: bool,
+    /// The write queued a webhook fetch: the job the fetcher's queue gets once it is durable.
+    pub fetch_queued: Option<(EntityKey, DateTime<Utc>)>,
     /// Everything the answer vouches for is durable already: a duplicate of an entity whose
     /// record reached the disk in an earlier commit, that queued no fetch. Its 200 need not wait
     /// for a commit (only its delivery count is in the air).
@@ -212,7 +210,7 @@ struct Record {
     /// The webhook fetch still to do, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fetch: Option<FetchJob>,
-    /// The entity's event to the notify sinks (the outbox, see `outbox.rs`), once made.
+    /// The entity's event to the notify sinks (see `notices.rs`), once made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     notify: Option<Notice>,
 }
@@ -262,14 +260,11 @@ pub struct Store {
     fingerprints: sled::Tree,
     aliases: sled::Tree,
     data: sled::Tree,
-    /// The pending fetches in due order (in memory; the records hold the jobs).
-    fetch_queue: FetchQueue,
-    /// The pending notify events by sink and user (in memory; the records hold them).
-    outbox: Outbox,
-    /// Which sinks want which event types.
+    /// Which sinks want which event types (a record's write attaches its event).
     notice_routes: std::sync::RwLock<Vec<NoticeRoute>>,
-    /// Woken when events are queued for the sinks.
-    notices_ready: tokio::sync::Notify,
+    /// The records' work changed by writes not yet committed, and the broadcast of committed
+    /// work (see `changes.rs`).
+    journal: Arc<changes::Journal>,
     users: sled::Tree,
     open_transactions: sled::Tree,
     /// Serialises the operations that link records across channels (polls and fetch results),
@@ -432,10 +427,8 @@ impl Store {
             fingerprints: tree("fingerprints")?,
             aliases: tree("aliases")?,
             data: tree("data")?,
-            fetch_queue: FetchQueue::default(),
-            outbox: Outbox::default(),
             notice_routes: Default::default(),
-            notices_ready: tokio::sync::Notify::new(),
+            journal: durable.journal(),
             users: tree("users")?,
             open_transactions: tree("open_transactions")?,
             link_lock: Mutex::new(()),

@@ -1,6 +1,7 @@
 //! The store's write path at the record level: what one delivery writes, what a duplicate does to
-//! a fetch that never happened, pending fetches across a restart, and counters across a clean and
-//! an unclean close.
+//! a fetch that never happened, pending fetches across a restart, what a commit hands the
+//! consumers, and counters across a clean and an unclean close. (The consumers' queues are tested
+//! where they live: `channels/fetch_queue.rs`, `notify/outbox.rs`.)
 
 use chrono::Utc;
 
@@ -9,7 +10,8 @@ use crate::accesslink::identity::{EventType, UserId};
 use crate::accesslink::payload::{self, Parsed};
 use crate::race::visible;
 
-fn delivery(id: &str) -> (Delivery, Vec<u8>) {
+/// A delivery of exercise `id` of user 7, and its body.
+pub(crate) fn delivery(id: &str) -> (Delivery, Vec<u8>) {
     let body = format!(
         r#"{{"event":"EXERCISE","user_id":7,"entity_id":"{id}","timestamp":"2026-11-28T10:00:00Z","url":"https://www.polaraccesslink.com/v3/exercises/{id}"}}"#
     );
@@ -36,22 +38,35 @@ fn open_raw(path: &std::path::Path) -> sled::Db {
 }
 
 /// Opens a store that was just closed in this process.
-fn reopen(path: &std::path::Path) -> Store {
+pub(crate) fn reopen(path: &std::path::Path) -> Store {
     Store::open_waiting(path, std::time::Duration::from_secs(5), DEFAULT_CACHE_BYTES).unwrap()
 }
 
 /// A key as the store holds it.
-fn k(key: &str) -> EntityKey {
+pub(crate) fn k(key: &str) -> EntityKey {
     EntityKey::stored(key)
 }
 
+/// The records holding a fetch job, as a scan finds them.
 fn queued(store: &Store) -> Vec<String> {
+    let mut out = Vec::new();
     store
-        .queued_fetches()
-        .unwrap()
-        .into_iter()
-        .map(|(k, _)| k.to_string())
-        .collect()
+        .scan_work(|w| {
+            if w.fetch.is_some() {
+                out.push(w.key.to_string());
+            }
+        })
+        .unwrap();
+    out
+}
+
+/// What the commits made durable so far, as a consumer was handed it.
+fn handed(follower: &mut Follower) -> Vec<Change> {
+    let mut out = Vec::new();
+    while let Some(c) = follower.try_next() {
+        out.extend(c.changes.iter().cloned());
+    }
+    out
 }
 
 #[test]
@@ -60,7 +75,7 @@ fn one_delivery_writes_its_entity_raw_body_and_fetch_job_together() {
     let store = Store::open(dir.path()).unwrap();
     let (d, body) = delivery("a1");
     let r = store.record_delivery(&d, &body, Utc::now(), true).unwrap();
-    let (outcome, job) = (r.outcome, r.fetch_pending);
+    let (outcome, job) = (r.outcome, r.fetch_queued.is_some());
     assert_eq!((outcome, job), (Recorded::Accepted, true));
     assert!(store.entity(&k("EXERCISE/7/a1")).unwrap().is_some());
     assert_eq!(store.deliveries().unwrap().len(), 1);
@@ -69,8 +84,8 @@ fn one_delivery_writes_its_entity_raw_body_and_fetch_job_together() {
 
     // A duplicate while the job is pending adds no second job: still the one.
     let r = store.record_delivery(&d, &body, Utc::now(), true).unwrap();
-    let (outcome, pending) = (r.outcome, r.fetch_pending);
-    assert_eq!((outcome, pending), (Recorded::Duplicate, true));
+    let (outcome, queued_again) = (r.outcome, r.fetch_queued.is_some());
+    assert_eq!((outcome, queued_again), (Recorded::Duplicate, false));
     assert_eq!(queued(&store).len(), 1);
     assert_eq!(
         store.deliveries().unwrap().len(),
@@ -105,7 +120,7 @@ async fn a_duplicate_waits_for_a_commit_only_while_its_record_is_not_durable() {
     let requeued = store
         .record_delivery(&d2, &body2, Utc::now(), true)
         .unwrap();
-    assert!(requeued.fetch_pending);
+    assert!(requeued.fetch_queued.is_some());
     assert!(!requeued.already_durable);
 }
 
@@ -117,16 +132,15 @@ fn a_duplicate_queues_the_fetch_that_was_never_queued() {
     // Recorded without a job (as a daemon without a fetcher would, or an older version that
     // queued after the flush and lost the job with the connection).
     let r = store.record_delivery(&d, &body, Utc::now(), false).unwrap();
-    let job = r.fetch_pending;
-    assert!(!job);
+    assert!(r.fetch_queued.is_none());
     assert!(queued(&store).is_empty());
     // Polar sends it again: the data was never fetched, so the fetch is queued now.
     let r = store.record_delivery(&d, &body, Utc::now(), true).unwrap();
-    let (outcome, job) = (r.outcome, r.fetch_pending);
+    let (outcome, job) = (r.outcome, r.fetch_queued.is_some());
     assert_eq!((outcome, job), (Recorded::Duplicate, true));
     assert_eq!(queued(&store), ["EXERCISE/7/b2"]);
     // Once its data is stored, another duplicate queues nothing.
-    let (key, _) = store.next_fetch().unwrap().unwrap();
+    let key = k("EXERCISE/7/b2");
     let id = crate::accesslink::data::identify(
         &EventType::Exercise,
         UserId(7),
@@ -136,10 +150,9 @@ fn a_duplicate_queues_the_fetch_that_was_never_queued() {
     store
         .record_fetched(&key, &id, &serde_json::json!({}))
         .unwrap();
-    assert!(store.next_fetch().unwrap().is_none());
+    assert!(store.fetch_job(&key).unwrap().is_none());
     let r = store.record_delivery(&d, &body, Utc::now(), true).unwrap();
-    let job = r.fetch_pending;
-    assert!(!job);
+    assert!(r.fetch_queued.is_none());
     assert!(queued(&store).is_empty());
 }
 
@@ -149,13 +162,12 @@ fn a_retry_replaces_the_job_instead_of_adding_one() {
     let store = Store::open(dir.path()).unwrap();
     let (d, body) = delivery("c3");
     store.record_delivery(&d, &body, Utc::now(), true).unwrap();
-    let (key, mut job) = store.next_fetch().unwrap().unwrap();
+    let (key, mut job) = store.fetch_job(&k("EXERCISE/7/c3")).unwrap().unwrap();
     job.attempts += 1;
     job.next_at = Utc::now() + chrono::Duration::seconds(60);
     store.reschedule_fetch(&key, &job).unwrap();
-    let all = store.queued_fetches().unwrap();
-    assert_eq!(all.len(), 1);
-    assert_eq!(all[0].1.attempts, 1);
+    assert_eq!(queued(&store).len(), 1);
+    assert_eq!(store.fetch_job(&key).unwrap().unwrap().1.attempts, 1);
 }
 
 #[test]
@@ -170,11 +182,6 @@ fn pending_fetches_survive_a_restart_in_their_records() {
         store.fetch_failed(&k("EXERCISE/7/e2"), "404").unwrap();
     }
     let store = reopen(dir.path());
-    assert!(
-        store.fetch_queue_is_empty(),
-        "loaded by the fetcher, not by open"
-    );
-    assert_eq!(store.load_pending().unwrap().fetches, 1);
     assert_eq!(queued(&store), ["EXERCISE/7/e1"]);
     let raw = store.deliveries().unwrap();
     assert_eq!(raw.len(), 2, "each record keeps its first body");
@@ -421,7 +428,8 @@ fn merges_racing_deliveries_lose_no_delivery_and_leave_one_record_per_entity() {
     assert_eq!(visible(&store.summary()), visible(&recounted(&store)));
 }
 
-fn routes(store: &Store) {
+/// Two sinks: `app` wants every event, `phone` only sleep.
+pub(crate) fn routes(store: &Store) {
     store.set_notice_routes(vec![
         NoticeRoute {
             sink: "app".into(),
@@ -434,7 +442,7 @@ fn routes(store: &Store) {
     ]);
 }
 
-fn exercise_identity(id: &str) -> crate::accesslink::data::Identity {
+pub(crate) fn exercise_identity(id: &str) -> crate::accesslink::data::Identity {
     crate::accesslink::data::Identity {
         kind: EventType::Exercise,
         entity_id: id.into(),
@@ -443,117 +451,53 @@ fn exercise_identity(id: &str) -> crate::accesslink::data::Identity {
     }
 }
 
-#[test]
-fn an_entity_gets_one_event_whichever_channels_store_its_data_and_it_survives_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let store = Store::open(dir.path()).unwrap();
-        routes(&store);
-        // The poll stores it first (under its own id), the webhook's delivery and fetch follow:
-        // the two records are merged; one event, for the sink that wants exercises only.
-        let data = serde_json::json!({"id": "p1"});
-        store
-            .record_poll(UserId(7), &exercise_identity("p1"), &data, Utc::now())
-            .unwrap();
-        assert_eq!(store.pending_notices("app").len(), 1);
-        assert!(store.pending_notices("phone").is_empty());
-        let (d, body) = delivery("w1");
-        store.record_delivery(&d, &body, Utc::now(), true).unwrap();
-        store
-            .record_fetched(&k("EXERCISE/7/w1"), &exercise_identity("w1"), &data)
-            .unwrap();
-        // The poll again, and a duplicate delivery: nothing new.
-        store
-            .record_poll(UserId(7), &exercise_identity("p1"), &data, Utc::now())
-            .unwrap();
-        store.record_delivery(&d, &body, Utc::now(), true).unwrap();
-        let due = store.next_notice("app").unwrap().expect("one event due");
-        assert_eq!(due.key, "EXERCISE/7/w1", "the event moved with the merge");
-        assert_eq!(store.pending_notices("app").len(), 1);
-        // Not sent before a commit covers it.
-        assert!(!store.notice_durable(due.notice.seq));
-        store.flush().unwrap();
-        assert!(store.notice_durable(due.notice.seq));
-    }
-    // After a restart (the sender never ran): still exactly one event pending.
-    let store = reopen(dir.path());
-    routes(&store);
-    assert_eq!(store.load_pending().unwrap().notices, 1);
-    let due = store.next_notice("app").unwrap().unwrap();
-    store.notice_sent(&due.key, "app", Utc::now()).unwrap();
-    assert!(store.next_notice("app").unwrap().is_none());
-    let c = store.sink_counts("app");
-    assert_eq!((c.sent, c.pending, c.failed), (1, 0, 0));
-    assert_eq!(c.latency.count, 1);
-}
-
-#[test]
-fn a_failed_fetch_makes_an_event_without_data_and_a_users_events_go_in_order() {
+/// The consumers' queues are fed by the commits: a write's work is handed over only once a
+/// commit has made it durable, a write that changes no work hands nothing, and the record's
+/// state after the write is what arrives.
+#[tokio::test]
+async fn a_commit_hands_the_consumers_only_the_work_it_made_durable() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     routes(&store);
-    let (d1, b1) = delivery("a");
-    let (d2, b2) = delivery("b");
-    store.record_delivery(&d1, &b1, Utc::now(), true).unwrap();
-    store.record_delivery(&d2, &b2, Utc::now(), true).unwrap();
-    assert!(store.next_notice("app").unwrap().is_none(), "no data yet");
-    store.fetch_failed(&k("EXERCISE/7/a"), "404").unwrap();
+    let mut follower = store.follow();
+    let (d, body) = delivery("h1");
+    store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+    assert!(
+        handed(&mut follower).is_empty(),
+        "nothing before the commit"
+    );
+    store.durable().await.unwrap();
+    let got = handed(&mut follower);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].key, "EXERCISE/7/h1");
+    assert!(got[0].fetch.is_some() && got[0].notice.is_none());
+    // A duplicate changes no work.
+    store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+    store.durable().await.unwrap();
+    assert!(handed(&mut follower).is_empty());
+    // The fetch stores the data: the job ends and the event is made, in one write.
     store
         .record_fetched(
-            &k("EXERCISE/7/b"),
-            &exercise_identity("b"),
+            &k("EXERCISE/7/h1"),
+            &exercise_identity("h1"),
             &serde_json::json!({}),
         )
         .unwrap();
-    // The first event fails for now: the user's second waits behind it, even once due.
-    let first = store.next_notice("app").unwrap().unwrap();
-    assert_eq!(first.key, "EXERCISE/7/a");
-    assert_eq!(first.entity.fetch_state(), FetchState::Failed("404".into()));
-    let later = Utc::now() + chrono::Duration::seconds(60);
-    store.notice_retry(&first.key, "app", later, "500").unwrap();
-    let next = store.next_notice("app").unwrap().unwrap();
-    assert_eq!(next.key, "EXERCISE/7/a");
-    // Stored to the microsecond.
-    assert_eq!(next.next_at.timestamp_micros(), later.timestamp_micros());
-    assert_eq!(store.sink_counts("app").retrying, 1);
-    // Parked, it lets the next one go; a re-queue brings it back.
-    store.notice_failed(&first.key, "app", "gave up").unwrap();
-    assert_eq!(
-        store.next_notice("app").unwrap().unwrap().key,
-        "EXERCISE/7/b"
-    );
-    assert_eq!(store.requeue_failed_notices(None).unwrap(), 1);
-    assert_eq!(
-        store.next_notice("app").unwrap().unwrap().key,
-        "EXERCISE/7/a"
-    );
-}
-
-/// A fetch backlog of any size holds a bounded number of jobs in memory (the earliest due);
-/// the rest stay in their records and come back, in order, once those are done. Before the fix
-/// every job was held (28,304 of them in a 60-minute soak over the rate limit).
-#[test]
-fn a_fetch_backlog_beyond_the_cap_waits_in_the_records_and_comes_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path()).unwrap();
-    store.fetch_queue = fetch_queue::FetchQueue::with_cap(3);
-    let ids = ["a1", "a2", "a3", "a4", "a5", "a6", "a7"];
-    for id in ids {
-        let (d, body) = delivery(id);
-        store.record_delivery(&d, &body, Utc::now(), true).unwrap();
-    }
-    let backlog = store.fetch_backlog();
-    assert_eq!((backlog.jobs, backlog.more_in_records), (3, true));
-    // Done one by one (as the fetcher would, giving up here): every job comes, none twice.
-    let mut done = Vec::new();
-    while let Some((key, _)) = store.next_fetch().unwrap() {
-        assert!(!done.contains(&key), "{key} twice");
-        store.fetch_failed(&key, "test").unwrap();
-        done.push(key);
-        assert!(store.fetch_backlog().jobs <= 3);
-    }
-    done.sort();
-    let all: Vec<EntityKey> = ids.iter().map(|i| k(&format!("EXERCISE/7/{i}"))).collect();
-    assert_eq!(done, all);
-    assert!(store.fetch_queue_is_empty());
+    store.flush().unwrap();
+    let got = handed(&mut follower);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].fetch.is_none());
+    let sinks: Vec<&str> = got[0]
+        .notice
+        .iter()
+        .flat_map(|n| &n.sinks)
+        .map(|s| s.sink.as_str())
+        .collect();
+    assert_eq!(sinks, ["app"], "only the sink that wants exercises");
+    // Sent: the work is done, and nothing more is handed.
+    store
+        .notice_sent(&k("EXERCISE/7/h1"), "app", Utc::now())
+        .unwrap();
+    store.flush().unwrap();
+    assert!(handed(&mut follower).is_empty());
 }

@@ -26,8 +26,8 @@ impl Store {
     /// Records a valid delivery in one write: creates its entity with its raw body and, when
     /// `fetch` is set, its fetch job; or marks an existing one (seen by the poller first, or a
     /// duplicate), queueing the fetch again if its data was never fetched and no job is pending.
-    /// Returns what it did and whether a fetch is pending for it. Not yet durable: call
-    /// [`Store::durable`] before answering 200.
+    /// Returns what it did and the fetch it queued (the fetcher's queue gets it from the commit).
+    /// Not yet durable: call [`Store::durable`] before answering 200.
     pub fn record_delivery(
         &self,
         delivery: &Delivery,
@@ -109,12 +109,18 @@ impl Store {
             let record_durable = rec
                 .seq
                 .is_none_or(|s| s <= self.durable_seq.load(Ordering::Acquire));
-            let pending = match &rec.fetch {
-                Some(job) if fetch => {
-                    self.fetch_queue.put(&key, job.next_at);
-                    true
+            let fetch_queued = match &rec.fetch {
+                Some(job) if queued_now => {
+                    self.work_changed(
+                        &key,
+                        rec.entity.user_id,
+                        (None, rec.notify.as_ref()),
+                        Some(job),
+                        rec.notify.as_ref(),
+                    );
+                    Some((EntityKey::stored(key.as_str()), job.next_at))
                 }
-                _ => false,
+                _ => None,
             };
             if first {
                 self.entity_changed(before.as_ref(), Some(&rec.entity.times()));
@@ -130,10 +136,17 @@ impl Store {
                 .fetch_max(received_at.timestamp_millis(), Ordering::AcqRel);
             return Ok(DeliveryRecorded {
                 outcome,
-                fetch_pending: pending,
+                fetch_queued,
                 already_durable: !first && !queued_now && record_durable,
             });
         }
+    }
+
+    /// The entity's pending fetch, if its record holds one, with the key the record lives under.
+    pub fn fetch_job(&self, key: &EntityKey) -> anyhow::Result<Option<(EntityKey, FetchJob)>> {
+        Ok(self
+            .record(key)?
+            .and_then(|(at, r)| r.fetch.map(|job| (EntityKey::stored(at), job))))
     }
 
     /// The key an entity key now lives under (itself unless it was merged into another).
@@ -206,6 +219,10 @@ impl Store {
             let current = old.as_ref().map(|v| decode_record(&key, v)).transpose()?;
             let created = current.is_none();
             let before = current.as_ref().map(|r| r.entity.times().into_owned());
+            let work_before = current
+                .as_ref()
+                .map(|r| (r.fetch.clone(), r.notify.clone()))
+                .unwrap_or_default();
             let (mut rec, out) = f(current);
             rec.entity.key = EntityKey::stored(key.clone());
             if created && rec.seq.is_none() {
@@ -226,7 +243,7 @@ impl Store {
                     }
                 }
                 self.entity_changed(before.as_ref(), Some(&rec.entity.times()));
-                self.queue_notices(&key, &rec);
+                self.record_work_changed(&key, &work_before, &rec);
                 return Ok((key, out));
             }
         }
@@ -250,6 +267,7 @@ impl Store {
             };
             let mut rec = decode_record(&key, &old)?;
             let before = rec.entity.times().into_owned();
+            let work_before = (rec.fetch.clone(), rec.notify.clone());
             f(&mut rec);
             let bytes = serde_json::to_vec(&rec).context("encoding an entity")?;
             if self
@@ -259,9 +277,25 @@ impl Store {
                 .is_ok()
             {
                 self.entity_changed(Some(&before), Some(&rec.entity.times()));
-                self.queue_notices(&key, &rec);
+                self.record_work_changed(&key, &work_before, &rec);
                 return Ok(key);
             }
         }
+    }
+
+    /// Journals the record's work when the write changed it (see `changes.rs`).
+    fn record_work_changed(
+        &self,
+        key: &str,
+        before: &(Option<FetchJob>, Option<Notice>),
+        rec: &Record,
+    ) {
+        self.work_changed(
+            key,
+            rec.entity.user_id,
+            (before.0.as_ref(), before.1.as_ref()),
+            rec.fetch.as_ref(),
+            rec.notify.as_ref(),
+        );
     }
 }

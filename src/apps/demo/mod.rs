@@ -360,6 +360,7 @@ fn status_now(running: &Running) -> anyhow::Result<StatusDoc> {
     // The daemon's own view: the store, the runtime facts and the client's rate-limit state.
     crate::observe::View {
         store: running.store.clone(),
+        queues: running.queues.clone(),
         runtime: running.runtime.clone(),
         client: Some(running.client.clone()),
     }
@@ -492,7 +493,7 @@ async fn race(
             .deliveries
             .iter()
             .any(|d| d.outcome == DeliveryOutcome::Pending);
-        let fetching = !running.store.fetch_queue_is_empty();
+        let fetching = !running.queues.fetches.is_empty();
         let s = status_now(running)?;
         let quiet = idle_before
             && poller_idle()

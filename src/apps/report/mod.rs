@@ -551,11 +551,12 @@ pub async fn from_config(cfg: &crate::config::Config, format: Format) -> anyhow:
                     poll_pace: Default::default(),
                     listeners: Vec::new(),
                 };
-                if !cfg.notify.is_empty() {
-                    // The notify numbers are counted from the records (a scan of the store).
-                    store.load_pending()?;
-                }
-                let doc = crate::observe::status::build(&store, &rt)?;
+                // The notify numbers are counted from the records (a scan of the store).
+                let queues = match cfg.notify.is_empty() {
+                    true => crate::observe::Queues::default(),
+                    false => crate::observe::Queues::scanned(&store)?,
+                };
+                let doc = crate::observe::status::build(&store, &queues, &rt)?;
                 if format == Format::Html {
                     sighted = sightings(&store, created)?;
                 }
