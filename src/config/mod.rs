@@ -589,13 +589,34 @@ fn plain_http_sinks(cfg: &Config) -> Vec<String> {
                         "the notify sink {:?} sends to {} over plain HTTP: anyone on the way reads \
                          the events (use https)",
                         n.name,
-                        crate::http::redacted(url)
+                        redacted(url)
                     )
                 })
             }
             NotifyKind::Exec { .. } => None,
         })
         .collect()
+}
+
+/// `url` as hookrace shows or stores it: credentials in its userinfo and every query value
+/// replaced by `***` (a sink URL like `https://user:pass@host/hook?key=…` would otherwise reach
+/// `/status`, the dashboard, the log and every stored error), the fragment dropped.
+pub fn redacted(url: &str) -> String {
+    let Ok(mut u) = reqwest::Url::parse(url) else {
+        return "(a URL that does not parse)".to_string();
+    };
+    if !u.username().is_empty() || u.password().is_some() {
+        let _ = u.set_username("***");
+        let _ = u.set_password(None);
+    }
+    if u.query().is_some() {
+        let keys: Vec<String> = u.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        u.query_pairs_mut()
+            .clear()
+            .extend_pairs(keys.iter().map(|k| (k.as_str(), "***")));
+    }
+    u.set_fragment(None);
+    u.to_string()
 }
 
 #[cfg(test)]

@@ -15,34 +15,8 @@ use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, NaiveDateTime, Utc
 use serde_json::{Map, Value, json};
 use warp::http::StatusCode;
 
-use super::model::{Item, ItemData, Kind};
+use super::model::{HeartRateDay, Item, ItemData, Kind, Night};
 use super::*;
-
-/// One night: the sleep and its Nightly Recharge.
-#[derive(Debug, Clone)]
-pub struct Night {
-    /// The day the sleep ended, `YYYY-MM-DD`.
-    pub date: String,
-    /// Local wall-clock start and end, and the user's UTC offset in minutes.
-    pub start: NaiveDateTime,
-    pub end: NaiveDateTime,
-    pub utc_offset_minutes: i32,
-    pub device_id: String,
-    /// Seconds in each stage.
-    pub light: u32,
-    pub deep: u32,
-    pub rem: u32,
-    pub score: u32,
-    pub heart_rate_avg: u32,
-    pub hrv_avg: u32,
-}
-
-/// One day of continuous heart rate (a sample every 5 minutes of local time).
-#[derive(Debug, Clone)]
-pub struct HeartRateDay {
-    pub date: String,
-    pub samples: Vec<(String, u32)>,
-}
 
 fn zoned(t: NaiveDateTime, offset_minutes: i32) -> String {
     let sign = if offset_minutes < 0 { '-' } else { '+' };
@@ -294,7 +268,7 @@ impl State {
             .filter(move |i| i.user_id == uid && i.kind == kind && i.available_at >= since)
     }
 
-    fn nights(&self, uid: u64) -> Vec<&super::daily::Night> {
+    fn nights(&self, uid: u64) -> Vec<&Night> {
         let since = Utc::now() - ChronoDuration::days(28);
         self.daily(uid, Kind::Sleep, since)
             .filter_map(|i| match &i.data {

@@ -151,10 +151,10 @@ pub enum ItemData {
     Exercise(Exercise),
     Activity(Activity),
     Physical(Physical),
-    Sleep(super::daily::Night),
-    HeartRate(super::daily::HeartRateDay),
+    Sleep(Night),
+    HeartRate(HeartRateDay),
     /// A SleepWise™ period derived from a night (alertness or circadian bedtime, by the kind).
-    SleepWise(super::daily::Night),
+    SleepWise(Night),
 }
 
 #[derive(Debug, Clone)]
@@ -453,6 +453,32 @@ impl Item {
             ItemData::SleepWise(n) => format!("{0}..{0}", n.date),
         }
     }
+}
+
+/// One night: the sleep and its Nightly Recharge.
+#[derive(Debug, Clone)]
+pub struct Night {
+    /// The day the sleep ended, `YYYY-MM-DD`.
+    pub date: String,
+    /// Local wall-clock start and end, and the user's UTC offset in minutes.
+    pub start: NaiveDateTime,
+    pub end: NaiveDateTime,
+    pub utc_offset_minutes: i32,
+    pub device_id: String,
+    /// Seconds in each stage.
+    pub light: u32,
+    pub deep: u32,
+    pub rem: u32,
+    pub score: u32,
+    pub heart_rate_avg: u32,
+    pub hrv_avg: u32,
+}
+
+/// One day of continuous heart rate (a sample every 5 minutes of local time).
+#[derive(Debug, Clone)]
+pub struct HeartRateDay {
+    pub date: String,
+    pub samples: Vec<(String, u32)>,
 }
 
 #[cfg(test)]

@@ -17,7 +17,18 @@ mod html;
 mod render;
 use crate::observe::status::StatusDoc;
 use crate::race::LatencyStats;
-pub use render::{render, render_json, render_markdown, render_table};
+pub use render::{render_json, render_markdown, render_table};
+
+/// The report in `format` (the HTML page builds on the text renderers' helpers, so the choice
+/// is made here, above both).
+pub fn render(r: &Report, format: Format) -> String {
+    match format {
+        Format::Table => render_table(r),
+        Format::Json => render_json(r),
+        Format::Markdown => render_markdown(r),
+        Format::Html => html::page(r),
+    }
+}
 
 /// Zapier's published figure (resthooks.org, 2013): share of polls that found nothing.
 pub const ZAPIER_WASTED_SHARE: f64 = 0.985;

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::{Format, Report, TYPICAL_ITEMS_PER_USER_DAY};
+use super::{Report, TYPICAL_ITEMS_PER_USER_DAY};
 
 pub(super) fn ms(v: Option<f64>) -> String {
     match v {
@@ -571,13 +571,4 @@ pub fn render_markdown(r: &Report) -> String {
 /// The report as pretty JSON.
 pub fn render_json(r: &Report) -> String {
     serde_json::to_string_pretty(r).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
-}
-
-pub fn render(r: &Report, format: Format) -> String {
-    match format {
-        Format::Table => render_table(r),
-        Format::Json => render_json(r),
-        Format::Markdown => render_markdown(r),
-        Format::Html => super::html::page(r),
-    }
 }
