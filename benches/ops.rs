@@ -7,6 +7,12 @@
 //! Then, on that store with a daemon running on it: ingest with the dashboard's event stream open
 //! against ingest without it (target: within 10%), and `/status` and `/metrics` read while
 //! deliveries keep arriving (target: p99 ≤ 50 ms).
+//!
+//! Last, the hop hookrace adds on the callback's way (delivery received → your app notified):
+//! deliveries at `BENCH_HOP_RATE` a second (default 1,000) for `BENCH_MEASURE_S`, each fetched
+//! from a stand-in AccessLink on loopback and announced to a stand-in app (a `[[notify]]`
+//! webhook sink); the time from sending each delivery to the app receiving its event, p50/p99
+//! (target: p99 ≤ 20 ms at 1,000/s). `BENCH_HOP_ONLY=1` runs only this part.
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
 
 use std::os::unix::net::UnixDatagram;
@@ -469,10 +475,146 @@ fn store_size(path: &Path, n: u64) {
     );
 }
 
+/// The hop: see the module docs. Prints the rate reached, how many events arrived, and the
+/// latency percentiles from delivery sent to event received.
+fn notify_hop() {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use warp::Filter;
+
+    let rate: u64 = std::env::var("BENCH_HOP_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let measure = Duration::from_secs(
+        std::env::var("BENCH_MEASURE_S")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(8),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // A stand-in AccessLink: every exercise exists and answers at once.
+        let exercises = warp::path!("v3" / "exercises" / String).map(|id: String| {
+            warp::reply::json(&json!({
+                "id": id, "upload_time": "2026-11-28T10:00:00Z",
+                "start_time": "2026-11-28T09:00:00", "sport": "RUNNING",
+            }))
+        });
+        let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream_url = format!("http://{}", upstream.local_addr().unwrap());
+        tokio::spawn(warp::serve(exercises).incoming(upstream).run());
+        // A stand-in app: notes when each entity's event arrives.
+        let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        let hops = Arc::new(Mutex::new(Histogram::<u64>::new(3).unwrap()));
+        let (sent, h) = (sent_at.clone(), hops.clone());
+        let app = warp::post()
+            .and(warp::body::json())
+            .map(move |event: serde_json::Value| {
+                let now = Instant::now();
+                let id = event["data"]["entity_id"].as_str().unwrap_or_default().to_string();
+                if let Some(at) = sent.lock().unwrap().get(&id) {
+                    let us = now.duration_since(*at).as_micros() as u64;
+                    h.lock().unwrap().record(us.max(1)).unwrap();
+                }
+                warp::reply()
+            });
+        let app_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let app_url = format!("http://{}/events", app_listener.local_addr().unwrap());
+        tokio::spawn(warp::serve(app).incoming(app_listener).run());
+
+        let dir = tempfile::tempdir().unwrap();
+        let text = toml_text(json!({
+            "webhook": {"listen": "127.0.0.1:0"},
+            "admin": {"listen": "127.0.0.1:0"},
+            "accesslink": {"client_id": "bench", "client_secret": "x", "webhook_secret": SECRET,
+                           "base_url": upstream_url},
+            "users": [{"user_id": 475, "access_token": "bench-token"}],
+            "poller": {"enabled": false},
+            "notify": [{"kind": "webhook", "url": app_url,
+                        "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}],
+            "store": {"path": dir.path().join("store")},
+        }));
+        let cfg = hookrace::config::parse(&text, "bench", &|_| None).unwrap();
+        let shutdown = CancellationToken::new();
+        let listeners = hookrace::apps::daemon::Listeners {
+            webhook: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            simulator: None,
+        };
+        let running = hookrace::apps::daemon::start(cfg, listeners, shutdown.clone())
+            .await
+            .unwrap();
+        let url = running.webhook_url.clone();
+        // One delivery every 1/rate s, each on its own task (a delivery does not wait for the
+        // one before it, as Polar's do not); the first 2 s warm up and are not counted.
+        let http = hookrace::http::plain_client();
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let warmup = Duration::from_secs(2);
+        let start = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut counted = 0u64;
+        let mut i = 0u64;
+        while start.elapsed() < warmup + measure {
+            tick.tick().await;
+            i += 1;
+            let id = format!("hop{i}");
+            let body = format!(
+                r#"{{"event":"EXERCISE","user_id":475,"entity_id":"{id}","timestamp":"2026-11-28T10:00:00Z","url":"{upstream_url}/v3/exercises/{id}"}}"#
+            );
+            if start.elapsed() >= warmup {
+                sent_at.lock().unwrap().insert(id, Instant::now());
+                counted += 1;
+            }
+            let (http, url) = (http.clone(), url.clone());
+            tasks.spawn(async move {
+                let res = http
+                    .post(&url)
+                    .header("Content-Type", "application/json")
+                    .header("Polar-Webhook-Signature", sign(SECRET, body.as_bytes()))
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("a delivery");
+                assert_eq!(res.status(), 200);
+            });
+            while tasks.try_join_next().is_some() {}
+        }
+        let sent_s = start.elapsed().as_secs_f64();
+        while tasks.join_next().await.is_some() {}
+        // Let the last events arrive (up to 30 s).
+        let wait = Instant::now();
+        while hops.lock().unwrap().len() < counted && wait.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let h = hops.lock().unwrap().clone();
+        println!(
+            "notify hop at {rate}/s ({i} deliveries in {sent_s:.1} s): {} of {counted} events \
+             arrived; delivery sent → app told p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms \
+             (target p99 ≤ 20 ms)",
+            h.len(),
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+            h.max() as f64 / 1000.0
+        );
+        shutdown.cancel();
+        running.wait().await.unwrap();
+    });
+}
+
 fn main() {
+    if std::env::var("BENCH_HOP_ONLY").is_ok() {
+        notify_hop();
+        return;
+    }
     if std::env::var("BENCH_SKIP_IDLE").is_err() {
         start_to_ready_and_idle();
     }
     let (_dir, store_path) = report_on_a_million();
     reads_under_load(&store_path);
+    notify_hop();
 }
