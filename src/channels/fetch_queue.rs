@@ -38,6 +38,8 @@ struct Queue {
     cap: usize,
     /// Jobs exist in the records that are not in memory (the cap was reached).
     spilled: bool,
+    /// Jobs the fetcher is working on (taken, not yet released): never handed out twice.
+    in_flight: std::collections::HashSet<String>,
 }
 
 impl Default for FetchQueue {
@@ -59,6 +61,7 @@ impl FetchQueue {
                 due: HashMap::new(),
                 cap: cap.max(1),
                 spilled: false,
+                in_flight: Default::default(),
             }),
             ready: Notify::new(),
             arrived: std::sync::atomic::AtomicBool::new(false),
@@ -135,7 +138,61 @@ pub struct FetchBacklog {
     pub oldest_due_seconds: f64,
 }
 
+/// What [`FetchQueue::take_due`] found.
+#[derive(Debug)]
+pub enum Due {
+    /// A job due now, taken: release it with [`FetchQueue::release`] when done.
+    Job(EntityKey, FetchJob),
+    /// The first job not in flight is due in this long.
+    Later(std::time::Duration),
+    /// No job waits (beyond those in flight).
+    Nothing,
+}
+
 impl FetchQueue {
+    /// Takes the first job that is due and not in flight (as its record holds it), marking it
+    /// in flight; or says when the next one is due.
+    pub fn take_due(&self, store: &Store) -> anyhow::Result<Due> {
+        if self.needs_refill() {
+            self.refill(store)?;
+        }
+        loop {
+            let first = {
+                let q = self.lock();
+                q.by_due
+                    .iter()
+                    .find(|(_, k)| !q.in_flight.contains(k))
+                    .cloned()
+            };
+            let Some((due_ms, key)) = first else {
+                return Ok(Due::Nothing);
+            };
+            match store.fetch_job(&EntityKey::stored(key.as_str()))? {
+                Some((at, job)) if *at != *key || job.next_at.timestamp_millis() != due_ms => {
+                    // Merged meanwhile, or rescheduled by a write whose change has not arrived
+                    // yet: the record decides.
+                    self.remove(&key);
+                    self.put(&at, job.next_at);
+                }
+                Some((at, job)) => {
+                    let now = Utc::now();
+                    if job.next_at > now {
+                        return Ok(Due::Later((job.next_at - now).to_std().unwrap_or_default()));
+                    }
+                    self.lock().in_flight.insert(key);
+                    return Ok(Due::Job(at, job));
+                }
+                // Done or given up meanwhile: nothing left to do for it.
+                None => self.remove(&key),
+            }
+        }
+    }
+
+    /// The fetcher is done with a job it took (its record says what is left of it).
+    pub fn release(&self, key: &str) {
+        self.lock().in_flight.remove(key);
+    }
+
     /// The job due first, as its record holds it: the entity key and the job.
     pub fn next_due(&self, store: &Store) -> anyhow::Result<Option<(EntityKey, FetchJob)>> {
         if self.needs_refill() {
@@ -301,5 +358,41 @@ mod tests {
         let all: Vec<EntityKey> = ids.iter().map(|i| k(&format!("EXERCISE/7/{i}"))).collect();
         assert_eq!(done, all);
         assert!(queue.is_empty());
+    }
+
+    /// The fetcher works on several jobs at once: a job taken is not handed out again until it
+    /// is released, and the next due job comes instead.
+    #[test]
+    fn a_job_in_flight_is_never_taken_twice() {
+        use super::Due;
+        use crate::store::Store;
+        use crate::store::tests::{delivery, k};
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let queue = FetchQueue::default();
+        for id in ["t1", "t2"] {
+            let (d, body) = delivery(id);
+            let r = store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+            let (key, due) = r.fetch_queued.unwrap();
+            queue.put(&key, due);
+        }
+        let taken = |q: &FetchQueue| match q.take_due(&store).unwrap() {
+            Due::Job(key, _) => Some(key),
+            _ => None,
+        };
+        let first = taken(&queue).unwrap();
+        let second = taken(&queue).unwrap();
+        assert_ne!(first, second);
+        assert!(taken(&queue).is_none(), "both are in flight");
+        queue.release(&first);
+        assert_eq!(
+            taken(&queue),
+            Some(first),
+            "released and still due in its record"
+        );
+        store.fetch_failed(&k("EXERCISE/7/t2"), "test").unwrap();
+        queue.release(&second);
+        assert!(taken(&queue).is_none(), "t1 is in flight again, t2 is done");
     }
 }

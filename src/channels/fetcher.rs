@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::accesslink::client::{ApiError, Auth, Client, Outcome};
 use crate::accesslink::data;
 use crate::accesslink::identity::EntityKey;
-use crate::channels::fetch_queue::FetchQueue;
+use crate::channels::fetch_queue::{Due, FetchQueue};
 use crate::process::Liveness;
 use crate::retry::{Attempt, Decision, Limit, RetryPolicy};
 use crate::store::{FetchJob, Store, counter};
@@ -57,70 +58,90 @@ impl Fetcher {
         })
     }
 
-    /// Runs until cancelled: takes due jobs in due order, one at a time.
+    /// Runs until cancelled: takes due jobs in due order, up to [`FETCHES_IN_FLIGHT`] at a time
+    /// (their commits share the group commit, so the fetcher keeps up with a burst of deliveries
+    /// instead of waiting for one sync per job).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         // After a store error the worker pauses, doubling up to a minute, instead of taking the
         // same job again at once (which would request AccessLink in a tight loop).
-        let mut store_trouble = Duration::ZERO;
+        let mut trouble = Trouble::default();
+        let mut in_flight: JoinSet<anyhow::Result<()>> = JoinSet::new();
         loop {
             if shutdown.is_cancelled() {
-                return;
+                break;
             }
             // A job that arrives while the worker looks leaves a permit: the wait ends at once.
             let arrived = self.queue.arrived();
-            let outcome = match self.queue.next_due(&self.store) {
-                Ok(Some((key, job))) if job.next_at <= Utc::now() => {
-                    match self.fetch_one(&key, job).await {
-                        // The fetcher commits its own work before it reports it.
-                        Ok(done) => match self.store.durable().await {
-                            Ok(()) => {
-                                if matches!(done, Done::Fetched { .. }) {
-                                    self.queue.remove(&key);
-                                }
-                                done.report(&self.store, &key);
-                                Ok(None)
+            let mut wait = Duration::from_secs(3600);
+            match trouble.paused_for() {
+                Some(left) => wait = left,
+                None => {
+                    let mut failed = false;
+                    while in_flight.len() < FETCHES_IN_FLIGHT {
+                        match self.queue.take_due(&self.store) {
+                            Ok(Due::Job(key, job)) => {
+                                let me = self.clone();
+                                in_flight.spawn(async move {
+                                    let taken = key.to_string();
+                                    let result = me.fetch_and_commit(key, job).await;
+                                    me.queue.release(&taken);
+                                    result
+                                });
                             }
-                            Err(e) => Err(e.context(format!("committing the fetch of {key}"))),
-                        },
-                        Err(e) => Err(e),
+                            Ok(Due::Later(after)) => {
+                                wait = after;
+                                break;
+                            }
+                            // Nothing pending: the queue wakes the worker when a commit brings
+                            // a job.
+                            Ok(Due::Nothing) => break,
+                            Err(e) => {
+                                wait = trouble
+                                    .failed(&self.liveness, &e.context("reading the fetch queue"));
+                                failed = true;
+                                break;
+                            }
+                        }
+                    }
+                    if !failed {
+                        trouble.recovered(&self.liveness);
                     }
                 }
-                Ok(Some((_, job))) => Ok(Some(
-                    (job.next_at - Utc::now())
-                        .to_std()
-                        .unwrap_or(Duration::ZERO),
-                )),
-                // Nothing pending: the queue wakes the worker when a commit brings a job.
-                Ok(None) => Ok(Some(Duration::from_secs(3600))),
-                Err(e) => Err(e.context("reading the fetch queue")),
-            };
-            if outcome.is_ok() && !store_trouble.is_zero() {
-                tracing::info!("the fetcher can use the store again");
-                store_trouble = Duration::ZERO;
-                self.liveness.set(TASK, true);
             }
-            let sleep = match outcome {
-                Ok(None) => continue,
-                Ok(Some(sleep)) => sleep,
-                Err(e) => {
-                    store_trouble =
-                        (store_trouble * 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
-                    // Not alive while stuck: `/healthz` fails and systemd's watchdog may restart.
-                    self.liveness.set(TASK, false);
-                    tracing::error!(
-                        error = format_args!("{e:#}"),
-                        retry_in_s = store_trouble.as_secs(),
-                        "the fetcher cannot use the store"
-                    );
-                    store_trouble
-                }
-            };
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    let result = done.unwrap_or_else(|e| {
+                        Err(anyhow::Error::new(e).context("a fetch task failed"))
+                    });
+                    match result {
+                        Ok(()) => trouble.recovered(&self.liveness),
+                        Err(e) => {
+                            trouble.failed(&self.liveness, &e);
+                        }
+                    }
+                }
                 _ = arrived => {}
-                _ = tokio::time::sleep(sleep) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
+        // The client's waits end at shutdown: the fetches in flight end at once (a job cut short
+        // stays in its record, fetched after the restart).
+        while in_flight.join_next().await.is_some() {}
+    }
+
+    /// Fetches one job, commits what that wrote, then reports it.
+    async fn fetch_and_commit(&self, key: EntityKey, job: FetchJob) -> anyhow::Result<()> {
+        let done = self.fetch_one(&key, job).await?;
+        self.store
+            .durable()
+            .await
+            .map_err(|e| e.context(format!("committing the fetch of {key}")))?;
+        if matches!(done, Done::Fetched { .. }) {
+            self.queue.remove(&key);
+        }
+        done.report(&self.store, &key);
+        Ok(())
     }
 
     /// Fetches one due job. Every outcome ends the job (done or given up) or reschedules it; an
@@ -240,6 +261,52 @@ impl Fetcher {
         }
         self.store.incr(counter::Counter::WebhookFetchesFailed, 1);
         Ok(Done::Other)
+    }
+}
+
+/// How many jobs the fetcher works on at once.
+pub const FETCHES_IN_FLIGHT: usize = 8;
+
+/// The fetcher's trouble with the store: after an error it pauses, doubling up to a minute.
+#[derive(Default)]
+struct Trouble {
+    pause: Duration,
+    until: Option<tokio::time::Instant>,
+}
+
+impl Trouble {
+    /// How much of the pause is left, if the fetcher is paused.
+    fn paused_for(&self) -> Option<Duration> {
+        let left = self
+            .until?
+            .checked_duration_since(tokio::time::Instant::now())?;
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// An error: not alive while stuck (`/healthz` fails and systemd's watchdog may restart);
+    /// returns the pause.
+    fn failed(&mut self, liveness: &Liveness, e: &anyhow::Error) -> Duration {
+        // The jobs in flight fail together: one pause for them all, doubled only by a failure
+        // after it.
+        if self.paused_for().is_none() {
+            self.pause = (self.pause * 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+            self.until = Some(tokio::time::Instant::now() + self.pause);
+        }
+        liveness.set(TASK, false);
+        tracing::error!(
+            error = format_args!("{e:#}"),
+            retry_in_s = self.pause.as_secs(),
+            "the fetcher cannot use the store"
+        );
+        self.pause
+    }
+
+    fn recovered(&mut self, liveness: &Liveness) {
+        if !self.pause.is_zero() && self.paused_for().is_none() {
+            tracing::info!("the fetcher can use the store again");
+            *self = Trouble::default();
+            liveness.set(TASK, true);
+        }
     }
 }
 
