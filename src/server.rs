@@ -20,6 +20,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use warp::Filter;
 use warp::reply::Reply;
 
@@ -50,6 +51,22 @@ impl Limits {
             grace: Duration::from_secs(10),
         }
     }
+}
+
+/// Serves the simulator's routes on `listener` until `shutdown` (what `sim::start` is handed):
+/// [`serve_local`] with the simulator's name and a cap of 4,096 connections.
+pub fn serve_simulator(
+    listener: TcpListener,
+    routes: warp::filters::BoxedFilter<(warp::reply::Response,)>,
+    shutdown: CancellationToken,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(serve_local(
+        listener,
+        "simulator",
+        4096,
+        routes,
+        shutdown.cancelled_owned(),
+    ))
 }
 
 /// Serves `filter` on `listener` with [`Limits::local`] and a cap of `max` connections until

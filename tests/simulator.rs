@@ -22,7 +22,13 @@ async fn polar(settings: SimSettings) -> Polar {
     hookrace::telemetry::init_for_tests();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let shutdown = CancellationToken::new();
-    let running = sim::start(listener, settings, shutdown.clone()).unwrap();
+    let running = sim::start(
+        listener,
+        settings,
+        shutdown.clone(),
+        hookrace::server::serve_simulator,
+    )
+    .unwrap();
     Polar {
         base: running.base_url,
         http: hookrace::http::builder()

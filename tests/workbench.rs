@@ -405,6 +405,7 @@ async fn sim_alone() -> (String, tokio_util::sync::DropGuard) {
             ..SimSettings::default()
         },
         stop.clone(),
+        hookrace::server::serve_simulator,
     )
     .unwrap();
     (running.base_url, stop.drop_guard())
@@ -581,6 +582,7 @@ async fn a_class_on_one_simulator_and_its_scoreboard() {
             ..SimSettings::default()
         },
         stop,
+        hookrace::server::serve_simulator,
     )
     .unwrap();
     let base = running.base_url.clone();

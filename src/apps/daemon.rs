@@ -323,7 +323,12 @@ fn resolve_accesslink(
         redirect_uri: Some(format!("{public_base}/oauth/callback")),
     };
     let settings_for_sim = settings.clone();
-    let running = sim::start(listener, settings_for_sim, shutdown.child_token())?;
+    let running = sim::start(
+        listener,
+        settings_for_sim,
+        shutdown.child_token(),
+        crate::server::serve_simulator,
+    )?;
     Ok((accesslink(&running.base_url), Some(running)))
 }
 

@@ -193,7 +193,7 @@ async fn run_sim(args: super::SimArgs, settings: crate::sim::SimSettings) -> any
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding the simulator on {}", args.listen))?;
-    let running = crate::sim::start(listener, settings, shutdown)?;
+    let running = crate::sim::start(listener, settings, shutdown, crate::server::serve_simulator)?;
     if args.class > 0 {
         let table =
             crate::sim::credentials_table(&running.sim.class_credentials(), &running.base_url);

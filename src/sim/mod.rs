@@ -1,10 +1,10 @@
 //! The AccessLink simulator: Polar's API v3 on loopback, for tests, the demo and students.
 //!
 //! It shares no state with the daemon: the two talk only HTTP, and it imports nothing of the
-//! application but `accesslink`'s shared types (payload names, signatures) and `server::serve_local`
-//! (the one HTTP/1 serving loop, a leaf with no application state). [`start`] takes a bound
-//! listener and a cancellation token and runs three things: the HTTP server (every request goes
-//! through the one route table in `routes.rs`), the delivery sender (signed webhook POSTs after a
+//! application but `accesslink`'s shared types (payload names, signatures). [`start`] takes a bound
+//! listener, a cancellation token and the function that serves HTTP on the listener (the caller's:
+//! `server::serve_simulator`, hookrace's one HTTP/1 serving loop) and runs three things: the HTTP
+//! server (every request goes through the one route table in `routes.rs`), the delivery sender (signed webhook POSTs after a
 //! random delay, some dropped or duplicated as configured) and the generator (new exercises and
 //! activity updates per user at exponential intervals, reproducible from a seed).
 //!
@@ -74,11 +74,23 @@ pub struct RunningSim {
     pub handle: JoinHandle<()>,
 }
 
-/// Starts the simulator on `listener` until `shutdown` is cancelled.
+/// The simulator's routes, as the serving function gets them.
+pub type Routes = warp::filters::BoxedFilter<(warp::reply::Response,)>;
+
+/// Serves `Routes` on the listener until the token is cancelled, then drains (the caller's
+/// server: the simulator imports none).
+pub type Serve = fn(
+    TcpListener,
+    Routes,
+    CancellationToken,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Starts the simulator on `listener`, served by `serve`, until `shutdown` is cancelled.
 pub fn start(
     listener: TcpListener,
     settings: SimSettings,
     shutdown: CancellationToken,
+    serve: Serve,
 ) -> anyhow::Result<RunningSim> {
     let addr = listener.local_addr()?;
     let base_url = format!("http://{addr}");
@@ -90,14 +102,9 @@ pub fn start(
         .or(class::class_events(sim.clone(), shutdown.clone()))
         .unify()
         .or(routes::filter(sim.clone()))
-        .unify();
-    let server = crate::server::serve_local(
-        listener,
-        "simulator",
-        4096,
-        routes,
-        shutdown.clone().cancelled_owned(),
-    );
+        .unify()
+        .boxed();
+    let server = serve(listener, routes, shutdown.clone());
     let sender = tokio::spawn(webhooks::send_deliveries(sim.clone(), rx, shutdown.clone()));
     let generator = tokio::spawn(generator::run(sim.clone(), shutdown.clone()));
     let handle = tokio::spawn(async move {

@@ -348,6 +348,7 @@ pub async fn external_sim() -> ExternalSim {
             ..SimSettings::default()
         },
         token.clone(),
+        hookrace::server::serve_simulator,
     )
     .unwrap();
     let users: serde_json::Value = reqwest::get(format!("{}/sim/users", polar.base_url))

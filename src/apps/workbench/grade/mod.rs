@@ -169,7 +169,13 @@ pub async fn run(args: &CheckArgs, out: &mut (dyn Write + Send)) -> anyhow::Resu
                 },
                 ..Default::default()
             };
-            crate::sim::start(listener, settings, shutdown.clone())?.base_url
+            crate::sim::start(
+                listener,
+                settings,
+                shutdown.clone(),
+                crate::server::serve_simulator,
+            )?
+            .base_url
         }
     };
     let sim = SimClient::connect(&base).await?;
