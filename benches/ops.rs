@@ -49,6 +49,22 @@ fn cpu_ticks(pid: u32) -> u64 {
         + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
+/// A number from the environment, or `default`.
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The multi-threaded runtime a phase runs its daemon and load on.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// A configuration's text built from its shape (the toml crate escapes every value).
 fn toml_text(config: serde_json::Value) -> String {
     toml::to_string(&config).expect("a configuration shaped as TOML tables")
@@ -129,10 +145,7 @@ fn start_to_ready_and_idle() {
 }
 
 fn report_on_a_million() -> (tempfile::TempDir, std::path::PathBuf) {
-    let n: u64 = std::env::var("BENCH_ENTITIES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let n = env_u64("BENCH_ENTITIES", 1_000_000);
     let dir = tempfile::tempdir().unwrap();
     let store_path = dir.path().join("store");
     let t = Instant::now();
@@ -276,16 +289,8 @@ async fn read_every(admin: String, path: &str, stop: Arc<AtomicBool>) -> Histogr
 /// Ingest with and without the dashboard open, and reads of `/status` and `/metrics` while
 /// deliveries arrive, on the store just generated.
 fn reads_under_load(store_path: &Path) {
-    let measure = Duration::from_secs(
-        std::env::var("BENCH_MEASURE_S")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(8),
-    );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let measure = Duration::from_secs(env_u64("BENCH_MEASURE_S", 8));
+    let rt = runtime();
     rt.block_on(async {
         let text = toml_text(json!({
             "webhook": {"listen": "127.0.0.1:0"},
@@ -485,20 +490,9 @@ fn notify_hop() {
     use std::sync::Mutex;
     use warp::Filter;
 
-    let rate: u64 = std::env::var("BENCH_HOP_RATE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
-    let measure = Duration::from_secs(
-        std::env::var("BENCH_MEASURE_S")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(8),
-    );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rate = env_u64("BENCH_HOP_RATE", 1000);
+    let measure = Duration::from_secs(env_u64("BENCH_MEASURE_S", 8));
+    let rt = runtime();
     rt.block_on(async {
         // A stand-in AccessLink: every exercise exists and answers at once.
         let exercises = warp::path!("v3" / "exercises" / String).map(|id: String| {

@@ -105,10 +105,6 @@ impl FetchQueue {
         }
     }
 
-    fn first(&self) -> Option<(i64, String)> {
-        self.lock().by_due.first().cloned()
-    }
-
     fn keys(&self) -> Vec<String> {
         self.lock().by_due.iter().map(|(_, k)| k.clone()).collect()
     }
@@ -153,6 +149,25 @@ impl FetchQueue {
     /// Takes the first job that is due and not in flight (as its record holds it), marking it
     /// in flight; or says when the next one is due.
     pub fn take_due(&self, store: &Store) -> anyhow::Result<Due> {
+        let Some((at, job)) = self.first_job(store, true)? else {
+            return Ok(Due::Nothing);
+        };
+        let now = Utc::now();
+        if job.next_at > now {
+            return Ok(Due::Later((job.next_at - now).to_std().unwrap_or_default()));
+        }
+        self.lock().in_flight.insert(at.to_string());
+        Ok(Due::Job(at, job))
+    }
+
+    /// The first job in due order (skipping those in flight when asked), as its record holds it.
+    /// Entries whose record moved (a merge) or changed its due time (a write whose change has not
+    /// arrived yet) are put where the record says; entries whose job ended are dropped.
+    fn first_job(
+        &self,
+        store: &Store,
+        skip_in_flight: bool,
+    ) -> anyhow::Result<Option<(EntityKey, FetchJob)>> {
         if self.needs_refill() {
             self.refill(store)?;
         }
@@ -161,28 +176,18 @@ impl FetchQueue {
                 let q = self.lock();
                 q.by_due
                     .iter()
-                    .find(|(_, k)| !q.in_flight.contains(k))
+                    .find(|(_, k)| !(skip_in_flight && q.in_flight.contains(k)))
                     .cloned()
             };
             let Some((due_ms, key)) = first else {
-                return Ok(Due::Nothing);
+                return Ok(None);
             };
             match store.fetch_job(&EntityKey::stored(key.as_str()))? {
                 Some((at, job)) if *at != *key || job.next_at.timestamp_millis() != due_ms => {
-                    // Merged meanwhile, or rescheduled by a write whose change has not arrived
-                    // yet: the record decides.
                     self.remove(&key);
                     self.put(&at, job.next_at);
                 }
-                Some((at, job)) => {
-                    let now = Utc::now();
-                    if job.next_at > now {
-                        return Ok(Due::Later((job.next_at - now).to_std().unwrap_or_default()));
-                    }
-                    self.lock().in_flight.insert(key);
-                    return Ok(Due::Job(at, job));
-                }
-                // Done or given up meanwhile: nothing left to do for it.
+                Some(found) => return Ok(Some(found)),
                 None => self.remove(&key),
             }
         }
@@ -195,26 +200,7 @@ impl FetchQueue {
 
     /// The job due first, as its record holds it: the entity key and the job.
     pub fn next_due(&self, store: &Store) -> anyhow::Result<Option<(EntityKey, FetchJob)>> {
-        if self.needs_refill() {
-            self.refill(store)?;
-        }
-        while let Some((due_ms, key)) = self.first() {
-            match store.fetch_job(&EntityKey::stored(key.as_str()))? {
-                Some((at, job)) => {
-                    if *at != *key || job.next_at.timestamp_millis() != due_ms {
-                        // Merged meanwhile (the job moved with the record), or rescheduled by
-                        // a write whose change has not arrived yet: the record decides.
-                        self.remove(&key);
-                        self.put(&at, job.next_at);
-                        continue;
-                    }
-                    return Ok(Some((at, job)));
-                }
-                // Done or given up meanwhile: nothing left to do for it.
-                None => self.remove(&key),
-            }
-        }
-        Ok(None)
+        self.first_job(store, false)
     }
 
     /// Waits until jobs arrive (or a job put earlier is due sooner).

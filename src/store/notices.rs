@@ -165,11 +165,10 @@ impl Store {
         Ok(self.record(key)?.and_then(|(at, r)| {
             let n = r.notify?;
             let s = n.sinks.iter().find(|s| s.sink == sink)?.clone();
-            let mut entity = r.entity;
-            entity.key = EntityKey::stored(at.as_str());
+            // The record was read under `at`: its entity carries that key.
             s.state.is_pending().then(|| DueNotice {
                 key: EntityKey::stored(at),
-                entity,
+                entity: r.entity,
                 notice: n,
                 attempts: s.attempts,
                 since: s.since,
