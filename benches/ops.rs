@@ -310,7 +310,7 @@ fn reads_under_load(store_path: &Path) {
         let running = hookrace::apps::daemon::start(cfg, listeners, shutdown.clone()).await.unwrap();
         println!(
             "daemon on {} entities started in {:.0} ms",
-            running.store.summary().total,
+            running.tally.summary().total,
             t.elapsed().as_secs_f64() * 1000.0
         );
         let (url, admin) = (running.webhook_url.clone(), running.admin_url.clone());

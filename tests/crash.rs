@@ -103,7 +103,7 @@ async fn sigkill_mid_stream_loses_no_acknowledged_delivery() {
                     "kill at {kill_at}: {key} was acknowledged but is lost"
                 );
             }
-            let entities = store.summary().total;
+            let entities = store.follow_tally().unwrap().summary().total;
             assert!(entities as usize >= acked.len());
             // Every entity here came from one delivery: after the crash the counters equal what
             // the store holds (recounted on open, as the store was not closed cleanly).
@@ -198,7 +198,7 @@ async fn sigterm_under_load_drains_and_exits_cleanly() {
     }
     assert_eq!(
         store.counter(counter::Counter::WebhookAccepted) as usize,
-        store.summary().total as usize
+        store.follow_tally().unwrap().summary().total as usize
     );
     assert!(
         !store.found_unclean(),
@@ -237,7 +237,7 @@ async fn a_clean_stop_leaves_no_task_behind_and_nothing_to_recount() {
     let store = common::reopen_store(&store_path);
     assert!(!store.found_unclean(), "the stop closed the store");
     assert_eq!(store.counter(counter::Counter::WebhookAccepted), 5);
-    assert_eq!(store.summary().total, 5);
+    assert_eq!(store.follow_tally().unwrap().summary().total, 5);
     store.close().unwrap();
 }
 

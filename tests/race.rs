@@ -216,7 +216,13 @@ async fn report_formats_parse_and_match_the_status_of_the_same_store() {
         listeners: Vec::new(),
     };
     let status = serde_json::to_value(
-        hookrace::observe::status::build(&store, &Default::default(), &rt).unwrap(),
+        hookrace::observe::status::build(
+            &store,
+            &Default::default(),
+            &store.follow_tally().unwrap().summary(),
+            &rt,
+        )
+        .unwrap(),
     )
     .unwrap();
     assert_eq!(json["webhook"]["delay_ms"], status["webhook"]["latency_ms"]);

@@ -36,6 +36,7 @@ use crate::operations::oauth::{self, OAuth};
 use crate::operations::systemd;
 use crate::process::{ListenerGauge, Runtime};
 use crate::process::{Liveness, supervise};
+use crate::race::Tally;
 use crate::server;
 use crate::sim;
 use crate::store::{self, Keeper, Store};
@@ -88,6 +89,8 @@ pub struct Running {
     pub fetcher: Arc<Fetcher>,
     /// The fetcher's queue and the notify outbox (fed by the store's commits).
     pub queues: Queues,
+    /// The race's figures (fed by the store's commits, saved by its clean close).
+    pub tally: Arc<Tally>,
     /// Which background tasks are alive: what `/healthz` and the systemd watchdog report.
     pub liveness: Arc<Liveness>,
     task: JoinHandle<anyhow::Result<()>>,
@@ -97,6 +100,18 @@ pub struct Running {
 }
 
 impl Running {
+    /// The daemon's own view, as its admin listener reads it: the store, the queues, the tally,
+    /// the runtime facts and the client's rate-limit state.
+    pub fn view(&self) -> View {
+        View {
+            store: self.store.clone(),
+            queues: self.queues.clone(),
+            tally: self.tally.clone(),
+            runtime: self.runtime.clone(),
+            client: Some(self.client.clone()),
+        }
+    }
+
     /// Waits until the daemon has shut down (after `shutdown` was cancelled).
     pub async fn wait(self) -> anyhow::Result<()> {
         let Running {
@@ -159,6 +174,8 @@ pub async fn start_with_seed(
     seed: Option<u64>,
 ) -> anyhow::Result<Running> {
     let store = Arc::new(open_store(&config.store).await?);
+    // Before anything writes an entity: the tally starts from the summary the store opened with.
+    let tally = store.follow_tally()?;
     for w in &config.warnings {
         tracing::warn!("configuration: {w}");
     }
@@ -224,6 +241,7 @@ pub async fn start_with_seed(
         client: &client,
         fetcher: &fetcher,
         queues: &queues,
+        tally: &tally,
         runtime: &runtime,
         liveness: &liveness,
         notifier: &notifier,
@@ -252,7 +270,7 @@ pub async fn start_with_seed(
         poller = ?config.poller.schedule,
         "hookrace is running"
     );
-    systemd::ready(&store);
+    systemd::ready(&store, &tally.summary());
     let poller = background.poller.clone();
     let (released, holders_gone) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(shut_down(
@@ -272,6 +290,7 @@ pub async fn start_with_seed(
         poller,
         fetcher,
         queues,
+        tally,
         liveness,
         task,
         released,
@@ -358,6 +377,7 @@ struct Parts<'a> {
     client: &'a Arc<Client>,
     fetcher: &'a Arc<Fetcher>,
     queues: &'a Queues,
+    tally: &'a Arc<Tally>,
     runtime: &'a Arc<RwLock<Runtime>>,
     liveness: &'a Arc<Liveness>,
     notifier: &'a Arc<Notifier>,
@@ -425,6 +445,7 @@ impl Servers {
         let view = View {
             store: parts.store.clone(),
             queues: parts.queues.clone(),
+            tally: parts.tally.clone(),
             runtime: parts.runtime.clone(),
             client: Some(parts.client.clone()),
         };
@@ -553,6 +574,7 @@ impl Background {
         let senders = parts.notifier.spawn(&token);
         let keep_alive = tokio::spawn(systemd::keep_alive(
             parts.store.clone(),
+            parts.tally.clone(),
             parts.liveness.clone(),
             token.clone(),
         ));

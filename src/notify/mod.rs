@@ -230,6 +230,9 @@ impl Sender {
             Attempt::Delivered => {
                 let now = Utc::now();
                 let (at, available) = store.notice_sent(key, name, now)?;
+                // The sent mark needs no sync before the next send (a crash before it only sends
+                // the event again), but the race's tally counts it once a commit has it.
+                store.commit_soon()?;
                 self.outbox.sent(name, key, &at, available, now);
                 tracing::info!(
                     sink = name,

@@ -498,7 +498,7 @@ impl Collector for StoreCollector {
         let store = &self.view.store;
         let c = store.counters().map_err(|_| std::fmt::Error)?;
         let get = |n: &str| c.get(n).copied().unwrap_or(0);
-        let summary = store.summary();
+        let summary = self.view.tally.summary();
         for f in families(&doc, &get, &summary) {
             match &f.samples {
                 Samples::Counter(v) => counter_family(&mut enc, f.name, f.help, v)?,

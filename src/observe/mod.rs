@@ -16,6 +16,7 @@ use std::sync::{Arc, RwLock};
 use crate::channels::fetch_queue::FetchQueue;
 use crate::notify::Outbox;
 use crate::process::Runtime;
+use crate::race::Tally;
 use crate::store::Store;
 
 /// The consumers' queues an observer reads: the fetcher's jobs and the notify outbox.
@@ -39,12 +40,14 @@ impl Queues {
     }
 }
 
-/// The read-only view every observer works from: the store, the consumers' queues and the
-/// process's own facts.
+/// The read-only view every observer works from: the store, the consumers' queues, the race's
+/// tally and the process's own facts.
 #[derive(Clone)]
 pub struct View {
     pub store: Arc<Store>,
     pub queues: Queues,
+    /// The race's figures, fed by the store's commits.
+    pub tally: Arc<Tally>,
     pub runtime: Arc<RwLock<Runtime>>,
     /// The daemon's AccessLink client, for its rate-limit state (none offline).
     pub client: Option<Arc<crate::accesslink::client::Client>>,
@@ -62,7 +65,8 @@ impl View {
 
     /// The status document as of now.
     pub fn status(&self) -> anyhow::Result<status::StatusDoc> {
-        let mut doc = status::build(&self.store, &self.queues, &self.runtime())?;
+        let summary = self.tally.summary();
+        let mut doc = status::build(&self.store, &self.queues, &summary, &self.runtime())?;
         doc.accesslink = self.client.as_ref().map(|c| status::AccessLinkStatus {
             rate_limit: status::RateLimitStatus::from_client(&c.rate_state()),
         });

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::process::{Runtime, WebhookHealth};
-use crate::race::{self, LatencyStats};
+use crate::race::{self, LatencyStats, Summary};
 use crate::store::{Store, counter};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -261,11 +261,15 @@ pub struct RequestsPerEntity {
     pub poll: Option<f64>,
 }
 
-/// Builds the status document from the store.
-pub fn build(store: &Store, queues: &super::Queues, rt: &Runtime) -> anyhow::Result<StatusDoc> {
+/// Builds the status document from the store, the consumers' queues and the race's figures.
+pub fn build(
+    store: &Store,
+    queues: &super::Queues,
+    summary: &Summary,
+    rt: &Runtime,
+) -> anyhow::Result<StatusDoc> {
     let c = store.counters()?;
     let get = |counter: counter::Counter<'_>| c.get(&*counter.name()).copied().unwrap_or(0);
-    let summary = store.summary();
     let users = store.users()?;
 
     let requests_by_endpoint: BTreeMap<String, u64> = counter::POLL_ENDPOINTS

@@ -9,6 +9,7 @@ use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 
 use crate::process::Liveness;
+use crate::race::{Summary, Tally};
 use crate::store::{Store, counter};
 
 fn send(states: &[NotifyState]) {
@@ -18,8 +19,7 @@ fn send(states: &[NotifyState]) {
 }
 
 /// A one-line summary for `systemctl status`.
-pub fn status_line(store: &Store) -> String {
-    let s = store.summary();
+pub fn status_line(store: &Store, s: &Summary) -> String {
     let (total, wh, poll) = (s.total, s.first_by_webhook, s.first_by_poll);
     format!(
         "{total} entities ({wh} first by webhook, {poll} first by poll); {} deliveries; {} poll cycles",
@@ -28,8 +28,8 @@ pub fn status_line(store: &Store) -> String {
     )
 }
 
-pub fn ready(store: &Store) {
-    let line = status_line(store);
+pub fn ready(store: &Store, summary: &Summary) {
+    let line = status_line(store, summary);
     send(&[NotifyState::Ready, NotifyState::Status(&line)]);
 }
 
@@ -38,7 +38,12 @@ pub fn stopping() {
 }
 
 /// Keeps the watchdog fed (while healthy) and the status line fresh, until `shutdown`.
-pub async fn keep_alive(store: Arc<Store>, liveness: Arc<Liveness>, shutdown: CancellationToken) {
+pub async fn keep_alive(
+    store: Arc<Store>,
+    tally: Arc<Tally>,
+    liveness: Arc<Liveness>,
+    shutdown: CancellationToken,
+) {
     let mut usec = 0;
     let watchdog = sd_notify::watchdog_enabled(false, &mut usec);
     let every = if watchdog {
@@ -58,7 +63,7 @@ pub async fn keep_alive(store: Arc<Store>, liveness: Arc<Liveness>, shutdown: Ca
         let problem = store.problem();
         let healthy = problem.is_none() && dead.is_empty();
         let line = match (problem, dead.is_empty()) {
-            (None, true) => status_line(&store),
+            (None, true) => status_line(&store, &tally.summary()),
             (Some(problem), _) => format!("unhealthy: store: {problem}"),
             (None, false) => format!("unhealthy: stopped tasks: {}", dead.join(", ")),
         };

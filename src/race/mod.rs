@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::accesslink::identity::{EntityKey, EventType, UserId};
 
 mod summary;
+mod tally;
 
 #[cfg(test)]
 pub(crate) use summary::visible;
@@ -16,6 +17,7 @@ pub use summary::{
     EntityTimes, LatencyStats, LiveSummary, SavedSummary, SignedHistogram, Summary,
     requests_per_entity, summarize, wasted_share,
 };
+pub use tally::{Retimed, Tally};
 
 /// The two ways hookrace learns about new data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,6 +1,6 @@
 //! Statistics over many entities: signed latency histograms, the [`Summary`] the status document
-//! and the report share, and [`LiveSummary`], which the store keeps up to date as entities change
-//! so that nobody has to read every entity to answer `/status`.
+//! and the report share, and [`LiveSummary`], the running tally `race::Tally` keeps up to date as
+//! commits make entity changes durable, so that nobody has to read every entity to answer `/status`.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;

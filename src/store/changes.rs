@@ -1,4 +1,4 @@
-//! What became durable, for the consumers that keep queues of the records' work.
+//! What became durable, for the consumers that keep state derived from the records.
 //!
 //! A record write that changes the record's work (its pending fetch, or its notify event while
 //! a sink still waits for it) adds a [`Change`] to the journal. The group commit takes the
@@ -9,8 +9,15 @@
 //! A change says what the record holds after the write, not how it got there: a consumer's
 //! entry is a pointer, and the record decides whether the work is still due (a stale entry costs
 //! one read). A consumer that missed changes ([`Follow::Lagged`]: it fell behind the broadcast,
-//! or the journal overflowed because writes went uncommitted) reads the records again; at start each consumer fills its queue from one scan ([`Store::scan_work`]), subscribed
-//! before it, so nothing written meanwhile is missed.
+//! or the journal overflowed because writes went uncommitted) reads the records again; at start
+//! each consumer fills its queue from one scan ([`Store::scan_work`]), subscribed before it, so
+//! nothing written meanwhile is missed.
+//!
+//! The race's figures ([`Tally`]) are fed by the same commits, but not through the broadcast: a
+//! figure cannot be read again from a pointer, and recounting a million records because a reader
+//! fell behind would cost seconds and race with the writers. So every entity write journals its
+//! times before and after ([`Retimed`]), and the commit hands them to the one tally directly,
+//! after its sync ([`Store::follow_tally`]).
 
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +25,7 @@ use tokio::sync::broadcast;
 
 use super::{FetchJob, Notice, Store, lock};
 use crate::accesslink::identity::{EntityKey, UserId};
+use crate::race::{EntityTimes, Retimed, Summary, Tally};
 
 /// One record's work after a write.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,12 +62,31 @@ const JOURNAL_CAP: usize = 100_000;
 pub(super) struct Journal {
     written: Mutex<Written>,
     committed: broadcast::Sender<Committed>,
+    /// Ticks on every change to entities or counters, written or committed: the dashboard's
+    /// event stream waits on it.
+    ticks: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Default)]
 struct Written {
     changes: Vec<Change>,
     missed: bool,
+    /// Entity writes not yet committed, for the tally.
+    retimed: Vec<Retimed>,
+    figures: Figures,
+}
+
+/// Who keeps the race's figures.
+#[derive(Default)]
+enum Figures {
+    /// Nobody yet: the summary the store opened with still describes the records.
+    Opened(Box<Summary>),
+    /// An entity was written with no tally following: the opening summary is stale, and a close
+    /// saves none (the next open recounts).
+    #[default]
+    Stale,
+    /// The tally, fed by every commit.
+    Followed(Arc<Tally>),
 }
 
 impl Journal {
@@ -67,7 +94,80 @@ impl Journal {
         Journal {
             written: Mutex::new(Written::default()),
             committed: broadcast::channel(BACKLOG).0,
+            ticks: tokio::sync::watch::channel(0).0,
         }
+    }
+
+    /// The records are summarised by `summary` (the store's open saved or recounted it).
+    pub(super) fn opened(&self, summary: Summary) {
+        lock(&self.written).figures = Figures::Opened(Box::new(summary));
+    }
+
+    /// The tally fed from now on, started from the opening summary (see [`Store::follow_tally`]).
+    fn follow_tally(&self) -> anyhow::Result<Arc<Tally>> {
+        let mut w = lock(&self.written);
+        let tally = match std::mem::take(&mut w.figures) {
+            Figures::Opened(summary) => Arc::new(Tally::new(*summary)),
+            Figures::Followed(tally) => tally,
+            Figures::Stale => anyhow::bail!(
+                "entities were written before the race's tally followed the store: its opening \
+                 summary no longer describes the records (open the store again)"
+            ),
+        };
+        w.figures = Figures::Followed(tally.clone());
+        Ok(tally)
+    }
+
+    /// The tally, if one follows.
+    pub(super) fn tally(&self) -> Option<Arc<Tally>> {
+        match &lock(&self.written).figures {
+            Figures::Followed(tally) => Some(tally.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether the summary the store opened with still describes the records (nothing followed
+    /// and nothing written): a close may keep the one saved.
+    pub(super) fn opening_summary_holds(&self) -> bool {
+        matches!(lock(&self.written).figures, Figures::Opened(_))
+    }
+
+    /// Journals an entity write for the tally (after the record was written).
+    pub(super) fn retimed(&self, old: Option<&EntityTimes<'_>>, new: Option<&EntityTimes<'_>>) {
+        if old != new {
+            let mut w = lock(&self.written);
+            let followed = match &w.figures {
+                Figures::Followed(tally) => Some(tally.clone()),
+                _ => None,
+            };
+            match followed {
+                Some(tally) => {
+                    let change = Retimed {
+                        old: old.map(|t| t.clone().into_owned()),
+                        new: new.map(|t| t.clone().into_owned()),
+                    };
+                    if w.retimed.len() >= JOURNAL_CAP {
+                        // Writes went uncommitted this long (every writer commits its own):
+                        // count them now rather than hold more; the figures run ahead of the
+                        // disk by what the next commit makes durable.
+                        let early = std::mem::take(&mut w.retimed);
+                        tally.apply(&early);
+                    }
+                    w.retimed.push(change);
+                }
+                None => w.figures = Figures::Stale,
+            }
+        }
+        self.tick();
+    }
+
+    /// Wakes the watchers of changes.
+    pub(super) fn tick(&self) {
+        self.ticks.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub(super) fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.ticks.subscribe()
     }
 
     /// Adds a change (after its record was written). Without a consumer nothing is kept: one
@@ -85,16 +185,26 @@ impl Journal {
     }
 
     /// Takes what was written so far: a commit calls it before its flush.
-    pub(super) fn take(&self) -> Batch {
-        let w = std::mem::take(&mut *lock(&self.written));
-        Batch {
-            changes: w.changes,
-            missed: w.missed,
+    pub(super) fn take(&self) -> Taken {
+        let mut w = lock(&self.written);
+        Taken {
+            batch: Batch {
+                changes: std::mem::take(&mut w.changes),
+                missed: std::mem::take(&mut w.missed),
+            },
+            retimed: std::mem::take(&mut w.retimed),
         }
     }
 
     /// Hands a commit's changes to every consumer (after its sync).
-    pub(super) fn publish(&self, batch: Batch) {
+    pub(super) fn publish(&self, taken: Taken) {
+        let Taken { batch, retimed } = taken;
+        if !retimed.is_empty() {
+            if let Some(tally) = self.tally() {
+                tally.apply(&retimed);
+            }
+            self.tick();
+        }
         if !batch.changes.is_empty() || batch.missed {
             // No receiver: nobody keeps a queue (a CLI command); the records hold the work.
             let _ = self.committed.send(Arc::new(batch));
@@ -104,6 +214,12 @@ impl Journal {
     pub(super) fn subscribe(&self) -> broadcast::Receiver<Committed> {
         self.committed.subscribe()
     }
+}
+
+/// What one commit takes from the journal and publishes after its sync.
+pub(super) struct Taken {
+    batch: Batch,
+    retimed: Vec<Retimed>,
 }
 
 /// What a consumer got from [`Store::follow`].
@@ -234,6 +350,20 @@ impl Store {
     /// Subscribes to what every commit from now on makes durable.
     pub fn follow(&self) -> Follower {
         Follower(self.journal.subscribe())
+    }
+
+    /// The race's figures, started from the summary this store opened with (the one its last
+    /// clean close saved, or a recount) and fed by every commit from now on with the entity
+    /// writes it made durable; a clean [`Store::close`] saves what it counts. Every call returns
+    /// the same tally. Fails when entities were written before the first call (the opening
+    /// summary no longer describes them): take it right after opening the store.
+    pub fn follow_tally(&self) -> anyhow::Result<Arc<Tally>> {
+        self.journal.follow_tally()
+    }
+
+    /// A receiver that wakes on every change to entities or counters.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.journal.watch()
     }
 
     /// Reads every record once (blocking) and hands each one's work, fetch and notify event

@@ -321,13 +321,22 @@ impl GroupCommit {
     }
 
     pub(super) async fn wait(&self, durable: &Arc<Durable>) -> anyhow::Result<()> {
+        self.queue(durable)?
+            .await
+            .map_err(|_| anyhow::anyhow!("the store's commit task has stopped"))?
+            .map_err(anyhow::Error::from)
+    }
+
+    /// Queues a waiter for the next commit; its answer arrives on the receiver.
+    pub(super) fn queue(
+        &self,
+        durable: &Arc<Durable>,
+    ) -> anyhow::Result<oneshot::Receiver<Result<(), CommitError>>> {
         let (tx, rx) = oneshot::channel();
         self.sender()?
             .send((tx, durable.clone()))
             .map_err(|_| anyhow::anyhow!("the store's commit task has stopped"))?;
-        rx.await
-            .map_err(|_| anyhow::anyhow!("the store's commit task has stopped"))?
-            .map_err(anyhow::Error::from)
+        Ok(rx)
     }
 }
 

@@ -5,7 +5,7 @@
 //!   first delivery, its pending webhook fetch ([`FetchJob`]) and its creation sequence;
 //! - `recent`: creation sequence (u64 BE) → entity key, so `/entities` lists newest first cheaply;
 //! - `meta`: creation time, last delivery time, the counters, a stored webhook secret, the "open"
-//!   mark;
+//!   mark, the race's summary as the tally had it at the last clean close;
 //! - `fingerprints`: fingerprint → entity key, linking the records of one entity across channels;
 //! - `aliases`: entity key → the key it was merged into;
 //! - `data`: entity key → the newest data fetched or polled for it (JSON);
@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::accesslink::identity::{EntityKey, EventType, UserId};
 use crate::accesslink::payload::Delivery;
-use crate::race::{Entity, EntityTimes, FetchState, LiveSummary, SavedSummary, Summary};
+use crate::race::{Entity, EntityTimes, FetchState, SavedSummary, Summary};
 pub use changes::{Batch, Change, Committed, Follow, Follower, Keeper, Work, feed};
 
 mod changes;
@@ -270,13 +270,8 @@ pub struct Store {
     /// Serialises the operations that link records across channels (polls and fetch results),
     /// so two of them never merge the same records at once. Deliveries do not take it.
     link_lock: Mutex<()>,
-    /// Bumped on every entity write, so the cached summary knows when it is stale.
-    generation: AtomicU64,
-    /// The entity summary, kept up to date by every entity write (see `race::LiveSummary`).
-    live_summary: Mutex<LiveSummary>,
     /// The newest delivery time in milliseconds (persisted in `meta` with each commit).
     last_delivery_ms: Arc<AtomicI64>,
-    summary_cache: Mutex<Option<(u64, Arc<Summary>)>>,
     /// The counters (in memory; persisted with each commit).
     counters: Arc<Counters>,
     /// What a commit makes durable, shared with the group-commit task.
@@ -288,8 +283,6 @@ pub struct Store {
     written_seq: Arc<AtomicU64>,
     /// Every record with a creation sequence up to this one is durable.
     durable_seq: Arc<AtomicU64>,
-    /// Ticks on every entity or counter change: the dashboard's event stream waits on it.
-    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -432,17 +425,13 @@ impl Store {
             users: tree("users")?,
             open_transactions: tree("open_transactions")?,
             link_lock: Mutex::new(()),
-            generation: AtomicU64::new(0),
-            live_summary: Mutex::new(LiveSummary::default()),
             last_delivery_ms,
-            summary_cache: Mutex::new(None),
             counters,
             durable,
             group_commit: GroupCommit::new(),
             unclean: false,
             written_seq,
             durable_seq,
-            changes: tokio::sync::watch::channel(0).0,
             db,
         };
         if store.meta.get(META_CREATED_AT)?.is_none() {
@@ -467,7 +456,8 @@ impl Store {
             // After a crash, or on a store of an earlier version: one pass over the records.
             None => store.recount()?,
         };
-        *lock(&store.live_summary) = LiveSummary::new(summary);
+        // The tally that follows the store starts from it (see `Store::follow_tally`).
+        store.journal.opened(summary);
         store.meta.insert(META_OPEN, &[1u8])?;
         store.durable.commit()?;
         // The files sled has just created (on a new store) get the same treatment.
@@ -579,20 +569,13 @@ impl Store {
         self.changed();
     }
 
-    /// Accounts for an entity written (or removed): the summary, its generation, the watchers.
+    /// Journals an entity written (or removed) for the race's tally, and wakes the watchers.
     fn entity_changed(&self, old: Option<&EntityTimes<'_>>, new: Option<&EntityTimes<'_>>) {
-        lock(&self.live_summary).change(old, new);
-        self.generation.fetch_add(1, Ordering::Release);
-        self.changed();
+        self.journal.retimed(old, new);
     }
 
     fn changed(&self) {
-        self.changes.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
-    /// A receiver that wakes on every change to entities or counters.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.changes.subscribe()
+        self.journal.tick();
     }
 
     /// A counter's value (0 when never incremented).
@@ -650,33 +633,6 @@ impl Store {
         Ok(())
     }
 
-    /// The summary of all entities: one snapshot shared by every reader until an entity changes
-    /// (built from the live summary, not by reading the records).
-    pub fn summary(&self) -> Arc<Summary> {
-        let generation = self.generation.load(Ordering::Acquire);
-        let mut cache = lock(&self.summary_cache);
-        if let Some((g, s)) = cache.as_ref() {
-            if *g == generation {
-                return s.clone();
-            }
-        }
-        // Two writers finishing out of order leave the live summary inconsistent for the
-        // moment between their last steps; the earlier snapshot stands in meanwhile.
-        for _ in 0..1000 {
-            if let Some(now) = lock(&self.live_summary).snapshot() {
-                let now = Arc::new(now);
-                *cache = Some((generation, now.clone()));
-                return now;
-            }
-            if let Some((_, earlier)) = cache.as_ref() {
-                return earlier.clone();
-            }
-            std::thread::yield_now();
-        }
-        tracing::error!("the live summary stayed inconsistent: an entity write was lost");
-        Arc::new(Summary::default())
-    }
-
     /// Raw accepted deliveries, oldest first (a full scan).
     pub fn deliveries(&self) -> anyhow::Result<Vec<StoredDelivery>> {
         let mut out = Vec::new();
@@ -700,6 +656,13 @@ impl Store {
         self.group_commit.wait(&self.durable).await
     }
 
+    /// Asks for a commit of everything written so far without waiting for it (it joins the
+    /// group commit): for a writer whose write need not be durable before it goes on, but whose
+    /// consumers (the tally) should see it soon. A failure shows in [`Store::problem`].
+    pub fn commit_soon(&self) -> anyhow::Result<()> {
+        self.group_commit.queue(&self.durable).map(drop)
+    }
+
     /// A blocking commit of everything written so far (counters, sled's flush, the sync).
     pub fn flush(&self) -> anyhow::Result<()> {
         self.durable.commit()
@@ -721,22 +684,31 @@ impl Store {
 }
 
 impl Store {
-    /// Closes the store cleanly: the summary saved, the last counters committed and the "open"
-    /// mark removed and committed, so the next open trusts both and recounts nothing. A store
-    /// dropped without `close` (a crash, a forgotten handle) is recounted at its next open; that
-    /// is safe, only slower.
+    /// Closes the store cleanly: the last writes committed (the tally then counts them all), the
+    /// tally's summary saved, and the "open" mark removed and committed, so the next open trusts
+    /// the summary and the counters and recounts nothing. A store dropped without `close` (a
+    /// crash, a forgotten handle) is recounted at its next open; that is safe, only slower.
     pub fn close(self) -> anyhow::Result<()> {
-        let summary = lock(&self.live_summary).snapshot();
-        if let Some(summary) = summary {
-            let bytes = serde_json::to_vec(&SavedSummary::from(&summary))
-                .context("encoding the summary")?;
-            self.meta
-                .insert(META_SUMMARY, bytes)
-                .context("saving the summary")?;
-        }
-        // Otherwise (two writers' updates half-applied, which cannot happen once every writer
-        // has stopped) nothing is saved and the next open recounts.
         self.durable.commit()?;
+        match self.journal.tally().map(|t| t.exact()) {
+            Some(Some(summary)) => {
+                let bytes = serde_json::to_vec(&SavedSummary::from(&summary))
+                    .context("encoding the summary")?;
+                self.meta
+                    .insert(META_SUMMARY, bytes)
+                    .context("saving the summary")?;
+            }
+            // Nothing followed and nothing was written: the summary saved before still holds.
+            None if self.journal.opening_summary_holds() => {}
+            // Entities written with no tally following (a command that wrote and did not
+            // count), or a tally half-way between two commits' changes (which cannot happen once
+            // every writer has stopped): the next open recounts.
+            _ => {
+                self.meta
+                    .remove(META_SUMMARY)
+                    .context("removing the saved summary")?;
+            }
+        }
         self.meta
             .remove(META_OPEN)
             .context("removing the store's open mark")?;

@@ -236,7 +236,7 @@ fn counters_survive_a_clean_close_and_are_recounted_after_an_unclean_one() {
     assert_eq!(store.counter(counter::Counter::WebhookDuplicates), 1);
     assert_eq!(store.counter(counter::Counter::WebhookPings), 2);
     // The summary saved at the clean close is not trusted after a crash: it is recounted.
-    assert_eq!(store.summary().total, 3);
+    assert_eq!(store.follow_tally().unwrap().summary().total, 3);
 }
 
 #[test]
@@ -272,25 +272,41 @@ fn recounted(store: &Store) -> Summary {
 }
 
 #[test]
-fn the_live_summary_follows_every_write_and_survives_a_clean_close() {
+fn the_tally_counts_every_committed_write_and_survives_a_clean_close() {
     use crate::accesslink::data::Identity;
     let dir = tempfile::tempdir().unwrap();
     let base = Utc::now();
     {
         let store = std::sync::Arc::new(Store::open(dir.path()).unwrap());
-        // Deliveries and duplicates from four threads at once, on overlapping entities.
+        let tally = store.follow_tally().unwrap();
+        let writing = std::sync::atomic::AtomicBool::new(true);
+        // Deliveries and duplicates from four threads at once, on overlapping entities, while
+        // a fifth commits over and over (commits publish concurrently with the writes).
         std::thread::scope(|scope| {
-            for t in 0..4i64 {
-                let store = store.clone();
-                scope.spawn(move || {
-                    for i in 0..50i64 {
-                        let (d, body) = delivery(&format!("e{}", (i * 7 + t) % 60));
-                        let at = base + chrono::Duration::milliseconds(i * 10 + t);
-                        store.record_delivery(&d, &body, at, true).unwrap();
-                    }
-                });
+            scope.spawn(|| {
+                while writing.load(std::sync::atomic::Ordering::Acquire) {
+                    store.flush().unwrap();
+                }
+            });
+            let writers: Vec<_> = (0..4i64)
+                .map(|t| {
+                    let store = store.clone();
+                    scope.spawn(move || {
+                        for i in 0..50i64 {
+                            let (d, body) = delivery(&format!("e{}", (i * 7 + t) % 60));
+                            let at = base + chrono::Duration::milliseconds(i * 10 + t);
+                            store.record_delivery(&d, &body, at, true).unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for w in writers {
+                w.join().unwrap();
             }
+            writing.store(false, std::sync::atomic::Ordering::Release);
         });
+        store.flush().unwrap();
+        assert_eq!(tally.summary().total, 60);
         // The poller sees some of them (under their fingerprint), and some nobody else saw.
         for i in 0..80i64 {
             let id = Identity {
@@ -316,7 +332,10 @@ fn the_live_summary_follows_every_write_and_survives_a_clean_close() {
                 .record_fetched(&k(&format!("EXERCISE/7/e{i}")), &id, &serde_json::json!({}))
                 .unwrap();
         }
-        let live = store.summary();
+        // Written, not yet committed: the tally counts what a crash would keep.
+        assert_eq!(tally.summary().total, 60);
+        store.flush().unwrap();
+        let live = tally.summary();
         assert_eq!(visible(&live), visible(&recounted(&store)));
         assert_eq!(
             (live.total, live.seen_by_both),
@@ -327,10 +346,50 @@ fn the_live_summary_follows_every_write_and_survives_a_clean_close() {
     }
     let store = reopen(dir.path());
     assert!(!store.unclean);
-    assert_eq!(visible(&store.summary()), visible(&recounted(&store)));
+    let tally = store.follow_tally().unwrap();
+    assert_eq!(visible(&tally.summary()), visible(&recounted(&store)));
     let (d, body) = delivery("after");
     store.record_delivery(&d, &body, Utc::now(), true).unwrap();
-    assert_eq!(store.summary().total, 101);
+    store.flush().unwrap();
+    assert_eq!(tally.summary().total, 101);
+}
+
+#[test]
+fn a_summary_is_saved_only_while_it_describes_the_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = |store: &Store| store.saved_summary().unwrap().map(|s| s.total);
+    {
+        let store = reopen(dir.path());
+        let tally = store.follow_tally().unwrap();
+        let (d, body) = delivery("a");
+        store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+        store.close().unwrap();
+        assert_eq!(tally.summary().total, 1, "the close's commit fed the tally");
+    }
+    {
+        // A command that only reads, and counts nothing: the saved summary still holds.
+        let store = reopen(dir.path());
+        assert_eq!(saved(&store), Some(1));
+        store.close().unwrap();
+    }
+    {
+        // A command that writes an entity with no tally following: the saved summary no
+        // longer describes the records, and a tally can no longer start from it.
+        let store = reopen(dir.path());
+        let (d, body) = delivery("b");
+        store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+        let refused = store.follow_tally().unwrap_err();
+        assert!(
+            format!("{refused}").contains("before the race's tally"),
+            "{refused}"
+        );
+        store.close().unwrap();
+    }
+    let store = reopen(dir.path());
+    assert_eq!(saved(&store), None, "removed at the close");
+    assert!(!store.unclean);
+    // So this open recounted: both entities are there.
+    assert_eq!(store.follow_tally().unwrap().summary().total, 2);
 }
 
 #[test]
@@ -352,6 +411,7 @@ fn merges_racing_deliveries_lose_no_delivery_and_leave_one_record_per_entity() {
     use crate::accesslink::data::Identity;
     let dir = tempfile::tempdir().unwrap();
     let store = std::sync::Arc::new(Store::open(dir.path()).unwrap());
+    let tally = store.follow_tally().unwrap();
     let base = Utc::now();
     const N: i64 = 40;
     const COPIES: i64 = 5;
@@ -425,7 +485,8 @@ fn merges_racing_deliveries_lose_no_delivery_and_leave_one_record_per_entity() {
         "one raw body each"
     );
     assert_eq!(store.counter(counter::Counter::WebhookAccepted) as i64, N);
-    assert_eq!(visible(&store.summary()), visible(&recounted(&store)));
+    store.flush().unwrap();
+    assert_eq!(visible(&tally.summary()), visible(&recounted(&store)));
 }
 
 /// Two sinks: `app` wants every event, `phone` only sleep.

@@ -357,14 +357,7 @@ fn demo_config(
 }
 
 fn status_now(running: &Running) -> anyhow::Result<StatusDoc> {
-    // The daemon's own view: the store, the runtime facts and the client's rate-limit state.
-    crate::observe::View {
-        store: running.store.clone(),
-        queues: running.queues.clone(),
-        runtime: running.runtime.clone(),
-        client: Some(running.client.clone()),
-    }
-    .status()
+    running.view().status()
 }
 
 fn progress_line(s: &StatusDoc) -> String {
@@ -494,6 +487,9 @@ async fn race(
             .iter()
             .any(|d| d.outcome == DeliveryOutcome::Pending);
         let fetching = !running.queues.fetches.is_empty();
+        // The tally counts what commits made durable: commit the last writes (the senders' sent
+        // marks) before reading the figures.
+        running.store.durable().await?;
         let s = status_now(running)?;
         let quiet = idle_before
             && poller_idle()

@@ -567,7 +567,8 @@ pub async fn from_config(cfg: &crate::config::Config, format: Format) -> anyhow:
                     true => crate::observe::Queues::default(),
                     false => crate::observe::Queues::scanned(&store)?,
                 };
-                let doc = crate::observe::status::build(&store, &queues, &rt)?;
+                let summary = store.follow_tally()?.summary();
+                let doc = crate::observe::status::build(&store, &queues, &summary, &rt)?;
                 if format == Format::Html {
                     sighted = sightings(&store, created)?;
                 }
