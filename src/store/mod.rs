@@ -434,7 +434,8 @@ impl Store {
             durable_seq,
             db,
         };
-        if store.meta.get(META_CREATED_AT)?.is_none() {
+        let created = store.meta.get(META_CREATED_AT)?.is_none();
+        if created {
             store
                 .meta
                 .insert(META_CREATED_AT, Utc::now().to_rfc3339().as_bytes())?;
@@ -453,8 +454,17 @@ impl Store {
         };
         let summary = match saved {
             Some(summary) => summary,
-            // After a crash, or on a store of an earlier version: one pass over the records.
-            None => store.recount()?,
+            // After a crash, on a store of an earlier version, or one closed after writes no
+            // tally counted: one pass over the records.
+            None => {
+                if !store.unclean && !created {
+                    tracing::info!(
+                        store = %path.display(),
+                        "no summary was saved at the last close: recounting from the records"
+                    );
+                }
+                store.recount()?
+            }
         };
         // The tally that follows the store starts from it (see `Store::follow_tally`).
         store.journal.opened(summary);
@@ -709,6 +719,8 @@ impl Store {
                     .context("removing the saved summary")?;
             }
         }
+        // The summary is on disk before the mark that makes the next open trust it is gone.
+        self.durable.commit()?;
         self.meta
             .remove(META_OPEN)
             .context("removing the store's open mark")?;
