@@ -335,7 +335,13 @@ mod tests {
         let mut done = Vec::new();
         while let Some((key, _)) = queue.next_due(&store).unwrap() {
             assert!(!done.contains(&key), "{key} twice");
-            store.fetch_failed(&key, "test").unwrap();
+            store
+                .fetch_failed(
+                    &key,
+                    &crate::accesslink::identity::EventType::Exercise,
+                    "test",
+                )
+                .unwrap();
             queue.remove(&key);
             done.push(key);
             assert!(queue.backlog_now().jobs <= 3);
@@ -377,7 +383,13 @@ mod tests {
             Some(first),
             "released and still due in its record"
         );
-        store.fetch_failed(&k("EXERCISE/7/t2"), "test").unwrap();
+        store
+            .fetch_failed(
+                &k("EXERCISE/7/t2"),
+                &crate::accesslink::identity::EventType::Exercise,
+                "test",
+            )
+            .unwrap();
         queue.release(&second);
         assert!(taken(&queue).is_none(), "t1 is in flight again, t2 is done");
     }

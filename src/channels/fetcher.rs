@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accesslink::client::{ApiError, Auth, Client, Outcome};
 use crate::accesslink::data;
-use crate::accesslink::identity::EntityKey;
+use crate::accesslink::identity::{EntityKey, EventType};
 use crate::channels::fetch_queue::{Due, FetchQueue};
 use crate::process::Liveness;
 use crate::retry::{Attempt, Decision, Limit, RetryPolicy};
@@ -157,9 +157,9 @@ impl Fetcher {
         };
         let user = match store.user(job.user_id) {
             Ok(Some(u)) if u.disconnected_at.is_none() => u,
-            Ok(Some(_)) => return self.give_up(key, "the user is disconnected"),
+            Ok(Some(_)) => return self.give_up(key, &job.event, "the user is disconnected"),
             Ok(None) => {
-                return self.give_up(key, "no access token is known for this user");
+                return self.give_up(key, &job.event, "no access token is known for this user");
             }
             Err(e) => return self.retry_later(key, job, &format!("reading the user: {e:#}"), None),
         };
@@ -184,28 +184,38 @@ impl Fetcher {
                     ),
                 }
             }
-            Ok(None) => self.give_up(key, "AccessLink has no data at the delivery's url (204)"),
+            Ok(None) => self.give_up(
+                key,
+                &job.event,
+                "AccessLink has no data at the delivery's url (204)",
+            ),
             // The job stays in its record: the next start fetches it.
             Err(ApiError::ShuttingDown { .. }) => Ok(Done::Other),
             Err(ApiError::Unauthorized { .. }) => {
                 store
                     .mark_disconnected(job.user_id, "401 while fetching webhook data")
                     .context("marking the user disconnected")?;
-                self.give_up(key, "401: the user's token is no longer valid")
+                self.give_up(key, &job.event, "401: the user's token is no longer valid")
             }
             Err(
                 e @ (ApiError::ForeignUrl { .. }
                 | ApiError::Forbidden { .. }
                 | ApiError::Decode { .. }),
-            ) => self.give_up(key, &e.to_string()),
-            Err(e @ ApiError::Status { status: 404, .. }) => self.give_up(key, &e.to_string()),
+            ) => self.give_up(key, &job.event, &e.to_string()),
+            Err(e @ ApiError::Status { status: 404, .. }) => {
+                self.give_up(key, &job.event, &e.to_string())
+            }
             // AccessLink's data URLs answer directly; a redirect is never followed (it could lead
             // past the base-URL guard with the user's token).
             Err(
                 e @ ApiError::Status {
                     status: 300..=399, ..
                 },
-            ) => self.give_up(key, &format!("{e} (redirects are not followed)")),
+            ) => self.give_up(
+                key,
+                &job.event,
+                &format!("{e} (redirects are not followed)"),
+            ),
             Err(e) => {
                 let wait = match &e {
                     ApiError::RateLimited { reset, .. } => Some(*reset),
@@ -234,7 +244,7 @@ impl Fetcher {
                 job.attempts = attempt;
                 after
             }
-            Decision::GiveUp(why) => return self.give_up(key, &why),
+            Decision::GiveUp(why) => return self.give_up(key, &job.event, &why),
             Decision::Done => return Ok(Done::Other),
         };
         job.next_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
@@ -249,11 +259,11 @@ impl Fetcher {
         Ok(Done::Other)
     }
 
-    fn give_up(&self, key: &EntityKey, reason: &str) -> anyhow::Result<Done> {
+    fn give_up(&self, key: &EntityKey, kind: &EventType, reason: &str) -> anyhow::Result<Done> {
         tracing::warn!(entity = %key, reason, "webhook data not fetched");
         let at = self
             .store
-            .fetch_failed(key, reason)
+            .fetch_failed(key, kind, reason)
             .with_context(|| format!("recording that the fetch of {key} failed"))?;
         self.queue.remove(key);
         if let Some(at) = at {

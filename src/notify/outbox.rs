@@ -387,7 +387,13 @@ mod tests {
             outbox.next_due(&store, "app").unwrap().is_none(),
             "no data yet"
         );
-        store.fetch_failed(&k("EXERCISE/7/a"), "404").unwrap();
+        store
+            .fetch_failed(
+                &k("EXERCISE/7/a"),
+                &crate::accesslink::identity::EventType::Exercise,
+                "404",
+            )
+            .unwrap();
         store
             .record_fetched(
                 &k("EXERCISE/7/b"),

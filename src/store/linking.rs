@@ -144,11 +144,14 @@ impl Store {
     /// Marks the webhook fetch of an entity as failed for good (an entity that is gone stays gone)
     /// and ends its pending fetch; returns the key its record lives under (`None`: no record).
     /// An entity that had no data gets its event now, saying the fetch failed.
-    pub fn fetch_failed(&self, key: &EntityKey, reason: &str) -> anyhow::Result<Option<EntityKey>> {
-        let notice = match self.record(key)? {
-            Some((_, r)) => self.new_notice(&r.entity.kind, Utc::now())?,
-            None => None,
-        };
+    pub fn fetch_failed(
+        &self,
+        key: &EntityKey,
+        kind: &EventType,
+        reason: &str,
+    ) -> anyhow::Result<Option<EntityKey>> {
+        // The event, for the sinks that want this type (the job's, which is its record's).
+        let notice = self.new_notice(kind, Utc::now())?;
         match self.update_record(key, |r| {
             let e = &mut r.entity;
             let had_data = e.poll_at.is_some() || e.fetch_state() == FetchState::Fetched;

@@ -179,7 +179,9 @@ fn pending_fetches_survive_a_restart_in_their_records() {
             let (d, body) = delivery(id);
             store.record_delivery(&d, &body, Utc::now(), true).unwrap();
         }
-        store.fetch_failed(&k("EXERCISE/7/e2"), "404").unwrap();
+        store
+            .fetch_failed(&k("EXERCISE/7/e2"), &EventType::Exercise, "404")
+            .unwrap();
     }
     let store = reopen(dir.path());
     assert_eq!(queued(&store), ["EXERCISE/7/e1"]);

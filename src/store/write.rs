@@ -144,9 +144,24 @@ impl Store {
 
     /// The entity's pending fetch, if its record holds one, with the key the record lives under.
     pub fn fetch_job(&self, key: &EntityKey) -> anyhow::Result<Option<(EntityKey, FetchJob)>> {
-        Ok(self
-            .record(key)?
-            .and_then(|(at, r)| r.fetch.map(|job| (EntityKey::stored(at), job))))
+        /// Only the job: the rest of the record (its entity, its raw body) is skipped, not
+        /// decoded (the fetcher reads this for every job it takes).
+        #[derive(Deserialize)]
+        struct JobOnly {
+            #[serde(default)]
+            fetch: Option<FetchJob>,
+        }
+        let key = self.resolve_key(key)?;
+        let Some(bytes) = self
+            .entities
+            .get(&key)
+            .with_context(|| format!("reading entity {key}"))?
+        else {
+            return Ok(None);
+        };
+        let r: JobOnly = serde_json::from_slice(&bytes)
+            .with_context(|| format!("decoding the fetch job of entity {key}"))?;
+        Ok(r.fetch.map(|job| (EntityKey::stored(key), job)))
     }
 
     /// The key an entity key now lives under (itself unless it was merged into another).
