@@ -210,6 +210,19 @@ fn report_on_a_million() -> (tempfile::TempDir, std::path::PathBuf) {
 const SECRET: &str = "abe1f3ae-fd33-11e8-8eb2-f2801f1b9fd1";
 const CONNECTIONS: usize = 16;
 
+/// Posts one signed delivery, as Polar does, and expects its 200.
+async fn post_signed(http: &reqwest::Client, url: &str, body: String) {
+    let res = http
+        .post(url)
+        .header("Content-Type", "application/json")
+        .header("Polar-Webhook-Signature", sign(SECRET, body.as_bytes()))
+        .body(body)
+        .send()
+        .await
+        .expect("a delivery");
+    assert_eq!(res.status(), 200);
+}
+
 /// Sends distinct signed deliveries from `CONNECTIONS` connections until `stop`; returns how
 /// many were answered 200 while `measuring` was set.
 async fn deliver(
@@ -231,15 +244,7 @@ async fn deliver(
                 let body = format!(
                     r#"{{"event":"EXERCISE","user_id":475,"entity_id":"load{i}","timestamp":"2026-11-28T10:00:00Z","url":"https://www.polaraccesslink.com/v3/exercises/load{i}"}}"#
                 );
-                let res = http
-                    .post(&url)
-                    .header("Content-Type", "application/json")
-                    .header("Polar-Webhook-Signature", sign(SECRET, body.as_bytes()))
-                    .body(body)
-                    .send()
-                    .await
-                    .expect("a delivery");
-                assert_eq!(res.status(), 200);
+                post_signed(&http, &url, body).await;
                 if measuring.load(Ordering::Relaxed) {
                     done += 1;
                 }
@@ -572,15 +577,7 @@ fn notify_hop() {
             }
             let (http, url) = (http.clone(), url.clone());
             tasks.spawn(async move {
-                let res = http
-                    .post(&url)
-                    .header("Content-Type", "application/json")
-                    .header("Polar-Webhook-Signature", sign(SECRET, body.as_bytes()))
-                    .body(body)
-                    .send()
-                    .await
-                    .expect("a delivery");
-                assert_eq!(res.status(), 200);
+                post_signed(&http, &url, body).await;
             });
             while tasks.try_join_next().is_some() {}
         }

@@ -135,27 +135,21 @@ impl Journal {
     /// Journals an entity write for the tally (after the record was written).
     pub(super) fn retimed(&self, old: Option<&EntityTimes<'_>>, new: Option<&EntityTimes<'_>>) {
         if old != new {
-            let mut w = lock(&self.written);
-            let followed = match &w.figures {
-                Figures::Followed(tally) => Some(tally.clone()),
-                _ => None,
-            };
-            match followed {
-                Some(tally) => {
-                    let change = Retimed {
-                        old: old.map(|t| t.clone().into_owned()),
-                        new: new.map(|t| t.clone().into_owned()),
-                    };
-                    if w.retimed.len() >= JOURNAL_CAP {
-                        // Writes went uncommitted this long (every writer commits its own):
-                        // count them now rather than hold more; the figures run ahead of the
-                        // disk by what the next commit makes durable.
-                        let early = std::mem::take(&mut w.retimed);
-                        tally.apply(&early);
-                    }
-                    w.retimed.push(change);
+            let mut guard = lock(&self.written);
+            let w = &mut *guard;
+            if let Figures::Followed(tally) = &w.figures {
+                if w.retimed.len() >= JOURNAL_CAP {
+                    // Writes went uncommitted this long (every writer commits its own): count
+                    // them now rather than hold more; the figures run ahead of the disk by what
+                    // the next commit makes durable.
+                    tally.apply(&std::mem::take(&mut w.retimed));
                 }
-                None => w.figures = Figures::Stale,
+                w.retimed.push(Retimed {
+                    old: old.map(|t| t.clone().into_owned()),
+                    new: new.map(|t| t.clone().into_owned()),
+                });
+            } else {
+                w.figures = Figures::Stale;
             }
         }
         self.tick();

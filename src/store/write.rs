@@ -10,15 +10,23 @@ use chrono::{DateTime, Utc};
 use super::*;
 
 impl Store {
-    /// The record at `key` (following aliases), with the key it lives under.
-    pub(super) fn record(&self, key: &str) -> anyhow::Result<Option<(String, Record)>> {
+    /// The stored bytes of the record at `key` (following aliases), with the key it lives under.
+    fn record_bytes(&self, key: &str) -> anyhow::Result<Option<(String, sled::IVec)>> {
         let key = self.resolve_key(key)?;
-        match self
+        let bytes = self
             .entities
             .get(&key)
-            .with_context(|| format!("reading entity {key}"))?
-        {
-            Some(v) => Ok(Some((key.clone(), decode_record(&key, &v)?))),
+            .with_context(|| format!("reading entity {key}"))?;
+        Ok(bytes.map(|b| (key, b)))
+    }
+
+    /// The record at `key` (following aliases), with the key it lives under.
+    pub(super) fn record(&self, key: &str) -> anyhow::Result<Option<(String, Record)>> {
+        match self.record_bytes(key)? {
+            Some((key, v)) => {
+                let r = decode_record(&key, &v)?;
+                Ok(Some((key, r)))
+            }
             None => Ok(None),
         }
     }
@@ -151,12 +159,7 @@ impl Store {
             #[serde(default)]
             fetch: Option<FetchJob>,
         }
-        let key = self.resolve_key(key)?;
-        let Some(bytes) = self
-            .entities
-            .get(&key)
-            .with_context(|| format!("reading entity {key}"))?
-        else {
+        let Some((key, bytes)) = self.record_bytes(key)? else {
             return Ok(None);
         };
         let r: JobOnly = serde_json::from_slice(&bytes)
@@ -272,13 +275,8 @@ impl Store {
         mut f: impl FnMut(&mut Record),
     ) -> anyhow::Result<String> {
         loop {
-            let key = self.resolve_key(key)?;
-            let Some(old) = self
-                .entities
-                .get(&key)
-                .with_context(|| format!("reading entity {key}"))?
-            else {
-                anyhow::bail!("no entity {key}");
+            let Some((key, old)) = self.record_bytes(key)? else {
+                anyhow::bail!("no entity {}", self.resolve_key(key)?);
             };
             let mut rec = decode_record(&key, &old)?;
             let before = rec.entity.times().into_owned();
