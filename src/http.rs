@@ -11,40 +11,7 @@ use anyhow::Context;
 
 use crate::config::Secret;
 
-/// How long connecting may take, whatever the request's own timeout.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A `reqwest` client builder, with the process's TLS provider (rustls on *ring*) installed
-/// first: reqwest is built without one of its own (see `Cargo.toml`), so every client in the
-/// process, the simulator's and the tests' included, starts here.
-pub fn builder() -> reqwest::ClientBuilder {
-    static INSTALL: std::sync::Once = std::sync::Once::new();
-    INSTALL.call_once(|| {
-        // An error only says another provider was installed first, which serves as well.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-    reqwest::Client::builder()
-}
-
-/// A client with reqwest's defaults (redirects followed, no timeout): for talking to a server
-/// one started oneself, as the tests, benches and command-line helpers do.
-pub fn plain_client() -> reqwest::Client {
-    builder()
-        .build()
-        // Only TLS setup can fail here, and the ring provider is installed just above.
-        .expect("building a default HTTP client")
-}
-
-/// A client with the project's policy and `timeout` for each request.
-pub fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    builder()
-        .timeout(timeout)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("hookrace/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("building an HTTP client")
-}
+pub use accesslink::http::{builder, client, plain_client};
 
 pub use crate::config::redacted;
 

@@ -3,7 +3,11 @@
 //! how late each was and how many requests each spent.
 //!
 //! # Layout
-//! Folders by role; imports run one way, downwards (`docs/architecture.md` has the diagram).
+//! A workspace whose crates are the architecture: this application crate stands on
+//! `hookrace-accesslink` (Polar's API, the shared types, the client), `hookrace-race` (the
+//! measurement model) and `hookrace-sim` (the simulator, which knows nothing of the application);
+//! `tests/arrows.rs` checks those arrows. Inside this crate, folders by role; imports run one way,
+//! downwards (`docs/architecture.md` has the diagram).
 //! - [`cli`]: the command line; nothing below it imports it (commands become plain arguments).
 //! - [`apps`]: the applications: `daemon` (`run`: wiring and shutdown), `demo`, `report`, `whatif`.
 //! - [`channels`]: the two ways data arrives: the webhook route, its fetcher, the poller.
@@ -11,20 +15,24 @@
 //! - [`observe`]: what an operator sees: admin routes, the status document, metrics, dashboard.
 //! - [`operations`]: OAuth onboarding, webhook and user management, systemd.
 //! - [`store`]: sled records, de-duplication, cross-channel linking, the group commit.
-//! - [`race`]: the measurement model: entities, first channel, latency statistics. No I/O.
+//! - [`race`]: the measurement model: entities, first channel, latency statistics. No I/O
+//!   (its own crate, re-exported).
 //! - [`process`]: facts only the running process knows (start time, schedule, live tasks).
 //! - [`http`]: building HTTP clients with the project's policy; the admin client.
 //! - [`server`]: serving a listener with a header timeout, an idle timeout and a connection cap.
-//! - [`accesslink`]: Polar's API as a client sees it: payloads, signatures, the HTTP client.
+//! - [`accesslink`]: Polar's API as a client sees it: payloads, signatures, the HTTP client (its
+//!   own crate, re-exported), with what that client shares: [`retry`] (backoff schedules) and
+//!   [`units`] (saturating conversions).
 //! - [`config`]: the TOML configuration, validated all at once; imports nothing of the app.
 //! - [`telemetry`]: logging (plain lines when not on a terminal).
-//! - [`sim`]: the AccessLink simulator, beside it all; imports only `accesslink`'s shared types.
+//! - [`sim`]: the AccessLink simulator, beside it all; its own crate, which depends only on
+//!   `hookrace-accesslink`.
 //!
 //! Data flows one way: a listener validates a request, the store records it durably, the status
 //! and report read the store. Servers take bound listeners and a cancellation token, so the tests
 //! drive the real thing on `127.0.0.1:0`.
 
-pub mod accesslink;
+pub use accesslink;
 pub mod apps;
 pub mod channels;
 pub mod cli;
@@ -34,10 +42,10 @@ pub mod notify;
 pub mod observe;
 pub mod operations;
 pub mod process;
-pub mod race;
-pub mod retry;
+pub use accesslink::retry;
+pub use race;
 pub mod server;
-pub mod sim;
+pub use sim;
 pub mod store;
 pub mod telemetry;
-pub mod units;
+pub use accesslink::units;

@@ -1565,7 +1565,7 @@ fn every_fixture_follows_polars_documented_schema() {
     );
 }
 
-/// Every operation the simulator serves (its route table in `src/sim/routes.rs`) answers in the
+/// Every operation the simulator serves (its route table in `crates/sim/src/routes.rs`) answers in the
 /// shape of its fixture: the same keys, recursively, with the same JSON types.
 #[tokio::test]
 async fn every_operation_the_simulator_serves_answers_in_its_fixtures_shape() {

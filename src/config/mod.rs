@@ -11,8 +11,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
 mod raw;
 
 use raw::RawConfig;
@@ -34,34 +32,7 @@ pub const ENV_ADMIN_TOKEN: &str = "HOOKRACE_ADMIN_TOKEN";
 // Each of the three may also come from a file: `{VAR}_FILE=/path`, or the systemd credential
 // `client_secret`, `webhook_secret` or `admin_token` (`LoadCredential=`).
 
-/// A secret string (client secret, webhook signature key, access token, admin token).
-///
-/// Its `Debug` and `Display` print a mask, so it can sit in structs that are logged.
-#[derive(Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    /// The secret itself: call only where it is used (signing, an Authorization header).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use accesslink::Secret;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]

@@ -638,7 +638,7 @@ pub(super) fn secret_from_env(
     problems: &mut Vec<String>,
 ) -> Option<Secret> {
     if let Some(v) = env(var) {
-        return Some(Secret(v));
+        return Some(Secret::new(v));
     }
     let path = env(&format!("{var}_FILE")).map(PathBuf::from).or_else(|| {
         env("CREDENTIALS_DIRECTORY")
@@ -655,7 +655,7 @@ pub(super) fn secret_from_env(
             ));
             None
         }
-        Ok(s) => Some(Secret(s.trim_end_matches(['\n', '\r']).to_string())),
+        Ok(s) => Some(Secret::new(s.trim_end_matches(['\n', '\r']).to_string())),
         Err(e) => {
             problems.push(format!(
                 "cannot read the secret in {} ({var}_FILE, the credential `{credential}`, or the \

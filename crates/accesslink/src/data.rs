@@ -312,14 +312,14 @@ mod tests {
         let polled = identify(
             &kind,
             UserId(7),
-            &crate::accesslink::fixture_json("activity_transactional.json"),
+            &crate::fixture_json("activity_transactional.json"),
             None,
         );
         // The webhook announced the day; Polar's daily answer has no `date` field.
         let fetched = identify(
             &kind,
             UserId(7),
-            &crate::accesslink::fixture_json("daily_activity.json"),
+            &crate::fixture_json("daily_activity.json"),
             Some("2026-11-28"),
         );
         assert_eq!(polled.entity_id, "2026-11-28");
@@ -339,7 +339,7 @@ mod tests {
         let polled = identify(
             &kind,
             UserId(7),
-            &crate::accesslink::fixture_json("physical_info_transactional.json"),
+            &crate::fixture_json("physical_info_transactional.json"),
             None,
         );
         assert_eq!(polled.entity_id, "2026-11-28T08:00:00.000Z");
@@ -347,13 +347,13 @@ mod tests {
         let updated = identify(
             &kind,
             UserId(7),
-            &crate::accesslink::fixture_json("physical_info.json"),
+            &crate::fixture_json("physical_info.json"),
             None,
         );
         assert_eq!(updated.entity_id, "2026-11-28T09:30:00.000Z");
         assert_ne!(updated.fingerprint, polled.fingerprint);
         // Not modified since it was created: the same record in both channels.
-        let mut first = crate::accesslink::fixture_json("physical_info.json");
+        let mut first = crate::fixture_json("physical_info.json");
         first["modified"] = first["created"].clone();
         let fetched = identify(&kind, UserId(7), &first, None);
         assert_eq!(fetched.fingerprint, polled.fingerprint);

@@ -15,7 +15,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::config::Secret;
+use crate::Secret;
 
 pub use super::error::{ApiError, Outcome, Window, error_message, human_duration};
 

@@ -6,7 +6,7 @@ use warp::http::{Method, StatusCode};
 
 use super::model::Kind;
 use super::*;
-use crate::accesslink::identity::EventType;
+use accesslink::identity::EventType;
 
 impl Sim {
     /// Routes a control request to its handler.

@@ -308,7 +308,7 @@ mod tests {
 
     #[test]
     fn a_ping_is_a_ping_whatever_its_timestamp() {
-        let zoneless = crate::accesslink::fixture("ping_zoneless.json");
+        let zoneless = crate::fixture("ping_zoneless.json");
         let Ok(Parsed::Ping(p)) = parse(zoneless.trim().as_bytes()) else {
             panic!("a zone-less PING is a PING: {zoneless}");
         };

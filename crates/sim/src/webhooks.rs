@@ -18,7 +18,7 @@ use super::*;
 
 /// The `user_id` a delivery names when the grader probes with a user the client does not know.
 pub const UNKNOWN_USER: u64 = 99_999_999;
-use crate::accesslink::identity::EventType;
+use accesslink::identity::EventType;
 
 #[derive(Debug, Clone)]
 pub(super) struct Hook {
@@ -65,14 +65,14 @@ impl Sim {
             "event": "PING",
         })
         .to_string();
-        let sig = crate::accesslink::signature::sign(secret, body.as_bytes());
+        let sig = accesslink::signature::sign(secret, body.as_bytes());
         let started = std::time::Instant::now();
         let res = self
             .http
             .post(url)
             .header("Content-Type", "application/json")
-            .header(crate::accesslink::EVENT_HEADER, "PING")
-            .header(crate::accesslink::SIGNATURE_HEADER, sig)
+            .header(accesslink::EVENT_HEADER, "PING")
+            .header(accesslink::SIGNATURE_HEADER, sig)
             .body(body)
             .send()
             .await;
@@ -472,7 +472,7 @@ pub(super) async fn send_deliveries(
             } else {
                 job.secret.clone()
             };
-            let signature = crate::accesslink::signature::sign(&secret, body.as_bytes());
+            let signature = accesslink::signature::sign(&secret, body.as_bytes());
             sim.lock().log.announce(
                 payload["url"].as_str().unwrap_or_default(),
                 payload["user_id"].as_u64().unwrap_or_default(),
@@ -481,8 +481,8 @@ pub(super) async fn send_deliveries(
             let res = http
                 .post(&job.url)
                 .header("Content-Type", "application/json")
-                .header(crate::accesslink::EVENT_HEADER, &job.event)
-                .header(crate::accesslink::SIGNATURE_HEADER, signature)
+                .header(accesslink::EVENT_HEADER, &job.event)
+                .header(accesslink::SIGNATURE_HEADER, signature)
                 .body(body)
                 .send()
                 .await;

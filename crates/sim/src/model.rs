@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::accesslink::identity::EventType;
+use accesslink::identity::EventType;
 
 /// The kinds of data the simulator makes: the three with transactions, and the daily data
 /// served only non-transactionally (see `daily.rs`).

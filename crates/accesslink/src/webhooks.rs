@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::client::{ApiError, Auth, Client, Outcome};
 use super::identity::EventType;
-use crate::config::Secret;
+use crate::Secret;
 
 /// A webhook as AccessLink lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -207,8 +207,8 @@ mod tests {
             "webhook_patch_object.json",
             "webhook_list.json",
         ] {
-            let hooks = webhooks_in(crate::accesslink::fixture_json(name))
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let hooks =
+                webhooks_in(crate::fixture_json(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(hooks.len(), 1, "{name}");
             assert_eq!(hooks[0].id, "abdf33", "{name}");
             assert_eq!(hooks[0].events, ["EXERCISE", "SLEEP"], "{name}");

@@ -124,7 +124,7 @@ impl SignedHistogram {
         if n == 0 {
             return None;
         }
-        let rank = crate::units::round_u64((q * n as f64).ceil()).clamp(1, n);
+        let rank = accesslink::units::round_u64((q * n as f64).ceil()).clamp(1, n);
         let neg = self.negative.len();
         let us = if rank <= neg {
             // The rank-th smallest signed value is the (neg - rank + 1)-th smallest magnitude.
@@ -271,7 +271,7 @@ impl<'a> Contribution<'a> {
 }
 
 fn to_us(ms: f64) -> i64 {
-    crate::units::round_i64(ms * 1000.0)
+    accesslink::units::round_i64(ms * 1000.0)
 }
 
 impl Summary {
@@ -491,9 +491,10 @@ pub fn requests_per_entity(requests: u64, entities_first: u64) -> Option<f64> {
 pub fn wasted_share(empty_cycles: u64, cycles: u64) -> Option<f64> {
     (cycles > 0).then(|| round3(empty_cycles as f64 / cycles as f64))
 }
-/// Everything a reader of a summary can see, for tests that compare two summaries.
-#[cfg(test)]
-pub(crate) fn visible(s: &Summary) -> impl PartialEq + std::fmt::Debug + use<> {
+/// Everything a reader of a summary can see, for tests that compare two summaries (the store's
+/// tests too, so it is public but hidden).
+#[doc(hidden)]
+pub fn visible(s: &Summary) -> impl PartialEq + std::fmt::Debug + use<> {
     (
         (
             s.total,
@@ -517,7 +518,7 @@ pub(crate) fn visible(s: &Summary) -> impl PartialEq + std::fmt::Debug + use<> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::accesslink::identity::{EventType, UserId};
+    use accesslink::identity::{EventType, UserId};
     use chrono::TimeZone;
 
     fn t(s: i64) -> DateTime<Utc> {

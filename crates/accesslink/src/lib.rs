@@ -1,14 +1,26 @@
 //! Polar's AccessLink API v3 as hookrace sees it: what a webhook delivery looks like and how it
-//! is signed. Both the daemon (receiving) and the simulator (sending) use these definitions, so
-//! the two sides cannot drift apart; they share no state, only these pure types and functions.
+//! is signed, the entity identities built from it, and the HTTP client that talks to it. The
+//! daemon (receiving), the simulator (sending) and the receiver grader all use these definitions,
+//! so the sides cannot drift apart; they share no state, only these types and functions.
+//!
+//! Beside Polar's API it holds the few things that API's client needs and the whole project
+//! shares: the [`Secret`] credential type, the HTTP client policy ([`http`]), the retry schedule
+//! ([`retry`]) and saturating numeric conversions ([`units`]). It depends on no other crate of
+//! hookrace's.
 
 pub mod client;
 pub mod data;
 pub mod error;
+pub mod http;
 pub mod identity;
 pub mod payload;
+pub mod retry;
+mod secret;
 pub mod signature;
+pub mod units;
 pub mod webhooks;
+
+pub use secret::Secret;
 
 /// Header naming the event of a delivery.
 pub const EVENT_HEADER: &str = "Polar-Webhook-Event";
@@ -18,7 +30,10 @@ pub const SIGNATURE_HEADER: &str = "Polar-Webhook-Signature";
 /// A file of `tests/fixtures/polar/`, the project's record of Polar's answers (tests only).
 #[cfg(test)]
 pub(crate) fn fixture(name: &str) -> String {
-    let path = format!("{}/tests/fixtures/polar/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../../tests/fixtures/polar/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 

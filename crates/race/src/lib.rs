@@ -6,13 +6,13 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::accesslink::identity::{EntityKey, EventType, UserId};
+use accesslink::identity::{EntityKey, EventType, UserId};
 
 mod summary;
 mod tally;
 
-#[cfg(test)]
-pub(crate) use summary::visible;
+#[doc(hidden)]
+pub use summary::visible;
 pub use summary::{
     EntityTimes, LatencyStats, LiveSummary, SavedSummary, SignedHistogram, Summary,
     requests_per_entity, summarize, wasted_share,

@@ -95,8 +95,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::accesslink::identity::{EventType, UserId};
-    use crate::race::Entity;
+    use crate::Entity;
+    use accesslink::identity::{EventType, UserId};
     use chrono::{TimeZone, Utc};
 
     fn times(e: &Entity) -> Option<EntityTimes<'static>> {

@@ -16,7 +16,7 @@ use warp::http::StatusCode;
 
 use super::model::Kind;
 use super::*;
-use crate::accesslink::identity::EventType;
+use accesslink::identity::EventType;
 
 /// How many entries the log keeps (older ones are dropped; a follower that falls this far behind
 /// is told how many it missed).
