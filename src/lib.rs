@@ -6,7 +6,7 @@
 //! A workspace whose crates are the architecture: this application crate stands on
 //! `hookrace-accesslink` (Polar's API, the shared types, the client), `hookrace-race` (the
 //! measurement model) and `hookrace-sim` (the simulator, which knows nothing of the application);
-//! `tests/arrows.rs` checks those arrows. Inside this crate, folders by role; imports run one way,
+//! `tests/suite/arrows.rs` checks those arrows. Inside this crate, folders by role; imports run one way,
 //! downwards (`docs/architecture.md` has the diagram).
 //! - [`cli`]: the command line; nothing below it imports it (commands become plain arguments).
 //! - [`apps`]: the applications: `daemon` (`run`: wiring and shutdown), `demo`, `report`, `whatif`.

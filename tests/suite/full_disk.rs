@@ -7,9 +7,8 @@
 //!
 //! Mounting a tmpfs needs root (CI runs as root and sets `HOOKRACE_REQUIRE_MOUNT=1`, which turns a
 //! refused mount into a failure); elsewhere the test says it was skipped.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

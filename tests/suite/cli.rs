@@ -1,5 +1,4 @@
 //! The binary itself: exit codes and what a user sees for a bad configuration.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
 
 use std::process::Command;
 

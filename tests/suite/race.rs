@@ -1,8 +1,7 @@
 //! The race end to end: the demo against the simulator's ground truth, the report's formats, the
 //! report against `/status`, and `/metrics` as Prometheus exposition.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

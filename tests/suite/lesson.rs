@@ -3,7 +3,6 @@
 //! real demo: simulator, daemon and poller on loopback. A statistical claim is run over several
 //! seeds at once and asserted within about three standard deviations of its sampling error; a
 //! claim about one seeded run names the seed.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
 
 use std::time::Duration;
 

@@ -1,9 +1,8 @@
 //! One long scenario with every fault the simulator has: dropped, duplicated and delayed
 //! deliveries, 5xx answers, a lowered rate limit and a revoked token. No entity is lost (but the
 //! revoked user's), none is counted twice, and no rate limit is broken.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
 
-mod common;
+use crate::common;
 
 use common::{App, eventually, spawn_with};
 use reqwest::Method;
@@ -168,7 +167,7 @@ async fn every_fault_at_once_loses_and_doubles_nothing() {
         .unwrap_or(0);
     assert!(server_errors > 0, "5xx answers were met: {requests}");
     // Detecting the revoked token is covered deterministically by
-    // tests/channels.rs::a_revoked_user_is_marked_disconnected_by_both_channels; here the point is
+    // tests/suite/channels.rs::a_revoked_user_is_marked_disconnected_by_both_channels; here the point is
     // that the other users lose nothing while it happens.
     app.stop().await;
 }

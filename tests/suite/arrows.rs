@@ -2,7 +2,6 @@
 //! (`docs/architecture.md` draws the same arrows), read from `cargo metadata`, and every source
 //! file of a crate declared as a module by its parent (so the layout a `lib.rs` lists is the
 //! layout there is).
-#![allow(clippy::unwrap_used)] // A test unwraps: a failure is its verdict.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -1,8 +1,7 @@
 //! One entity's journey can be followed in the real binary's log: every line about it carries
 //! its key in the span of the step that wrote it (`docs/architecture.md`).
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,8 +1,5 @@
 //! The what-if model against reality: a short race on loopback and `whatif` at the same settings
 //! agree on the poll's mean delay, empty polls and requests per entity; and the chart is drawn.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
-
-mod common;
 
 use std::time::Duration;
 

@@ -1,7 +1,6 @@
 //! Both channels against the simulator on loopback: webhook + fetch, polling, and their meeting.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
 
-mod common;
+use crate::common;
 
 use common::receiver::Receiver;
 use common::{App, sim_config, spawn_with};

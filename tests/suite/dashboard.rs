@@ -1,7 +1,6 @@
 //! The live dashboard: the SSE stream's format, and the page in a real (headless) browser.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,9 +1,8 @@
 //! Real AccessLink operation against the simulator: OAuth onboarding and its failure pages, the
 //! webhook and users commands (with the daemon answering the PING), the admin token, and the
 //! systemd notifications of the real binary.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

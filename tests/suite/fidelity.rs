@@ -3,9 +3,8 @@
 //! remember and finish it, across a restart too), strict servers want `Content-Length` on a
 //! bodiless POST or PUT, links may name `polaraccesslink.com` without `www.`, and a start time
 //! may carry a zone.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
 
-mod common;
+use crate::common;
 
 use common::{App, ExternalSim, external_sim, spawn_with};
 use hookrace::accesslink::client::{Client, Policy};

@@ -4,9 +4,8 @@
 //! sled's own `flush()` ends in `sync_file_range` on Linux, which survives a killed process but not
 //! a power cut; without the group commit's `fdatasync` this delivery is answered in milliseconds.
 //! Needs `strace` (Debian's package; `.ci/run` installs it and sets `HOOKRACE_REQUIRE_STRACE=1`).
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,8 +1,7 @@
 //! Hostile and malformed requests: each gets the right 4xx (or a 200 that stores nothing new),
 //! and the daemon serves normally afterwards.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,9 +1,8 @@
 //! The receiver workbench: `sim trigger` and `sim log` against a running simulator, and
 //! `check-receiver`'s rules, each shown failing for a receiver that breaks it and passing for one
 //! that keeps it; the naive receiver's exact failures; the example receiver passing every rule.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -2,9 +2,8 @@
 //! every entity is caught by some channel and each lost one within `max_every` plus a cycle; with
 //! nothing lost the auditor spends far less than fixed polling; a deactivated webhook is seen and
 //! reactivated.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,6 @@
 //! the real simulator and each reference receiver (the Rust example and the Python in the doc),
 //! and every status the comments promise is the status curl printed; every command line the docs
 //! show parses; the unit file keeps what `docs/deploy.md` says of it; relative links resolve.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

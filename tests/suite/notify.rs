@@ -1,9 +1,8 @@
 //! The callback's second hop, through the real daemon, the simulator and "your app" on loopback:
 //! one signed event per new entity whatever the channels did, retries under the same id, 410,
 //! the exec and ntfy sinks, and (with the real binary) SIGKILL before the send.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -1,8 +1,7 @@
 //! The real binary under load: SIGKILL mid-stream loses no delivery that got a 200, and SIGTERM
 //! drains every accepted delivery and exits 0 within the grace period.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Child, Command};

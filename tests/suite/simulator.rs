@@ -1,7 +1,6 @@
 //! The AccessLink simulator through HTTP: every documented behaviour and its error paths.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
 
-mod common;
+use crate::common;
 
 use common::receiver::Receiver;
 use hookrace::accesslink::signature;

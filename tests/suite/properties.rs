@@ -1,5 +1,4 @@
 //! Property tests: signature verification and delivery parsing hold for any input.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
 
 use hookrace::accesslink::payload::{self, Parsed};
 use hookrace::accesslink::signature::{self, SignatureError};

@@ -1,7 +1,6 @@
 //! The delivery route through HTTP: Polar's contract, duplicates, every refusal, restart, drain.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
 
-mod common;
+use crate::common;
 
 use common::{EXAMPLE, SECRET, exercise, spawn_app};
 use hookrace::accesslink::signature;
