@@ -3,7 +3,7 @@
 # unit, the configuration as a conffile, the docs. Needs cargo-deb (`cargo install cargo-deb`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo deb --locked --profile dist >/dev/null
+cargo deb --locked >/dev/null
 DEB=$(ls -t target/debian/hookrace_*.deb | head -1)
 echo "== $DEB"
 CONTENTS=$(dpkg-deb -c "$DEB")

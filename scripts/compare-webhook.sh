@@ -2,8 +2,7 @@
 # Side-by-side: hookrace versus adnanh/webhook (Debian's `webhook` package) with an HMAC-SHA256
 # rule, under the same wrk load on loopback. Both must verify the signature before answering;
 # hookrace also stores each delivery durably before its 200, webhook runs a command (/bin/true).
-#   apt-get install -y wrk webhook && cargo build --profile dist && scripts/compare-webhook.sh
-# (`dist` is the optimised build; `release` is left unoptimised for a fast first demo.)
+#   apt-get install -y wrk webhook && cargo build --release && scripts/compare-webhook.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
@@ -11,7 +10,7 @@ CONNECTIONS=${CONNECTIONS:-32}
 SECRET=abe1f3ae-fd33-11e8-8eb2-f2801f1b9fd1
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
-BIN=${BIN:-target/dist/hookrace}
+BIN=${BIN:-target/release/hookrace}
 
 # 400,000 distinct signed deliveries (more than a 10 s run sends at 30,000 req/s), cycled by wrk.
 python3 - "$WORK" "$SECRET" <<'PY'

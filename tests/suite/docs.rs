@@ -270,8 +270,8 @@ fn every_command_line_in_the_docs_parses() {
                     continue;
                 }
                 let line = line.split(" #").next().unwrap_or("").trim();
-                let args = match (line.find("hookrace "), line.find("cargo run --release -- ")) {
-                    (_, Some(i)) => &line[i + "cargo run --release -- ".len()..],
+                let args = match (line.find("hookrace "), line.find("cargo run -- ")) {
+                    (_, Some(i)) => &line[i + "cargo run -- ".len()..],
                     (Some(i), None) => &line[i + "hookrace ".len()..],
                     // The lesson's table names commands without the binary: `demo --users 50`.
                     _ if !strict && line.starts_with("demo ") => line,
