@@ -127,7 +127,7 @@ fn main() {
             .map(|_b: bytes::Bytes| "ok\n");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let empty_url = format!("http://{}/acl_webhook", listener.local_addr().unwrap());
-        tokio::spawn(warp::serve(empty).incoming(listener).run());
+        tokio::spawn(hookrace::server::serve_local(listener, "empty receiver", 1024, empty, std::future::pending()));
 
         // hookrace: a real daemon with a fresh store, the poller off.
         let dir = tempfile::tempdir().unwrap();

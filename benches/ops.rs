@@ -511,7 +511,7 @@ fn notify_hop() {
         });
         let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let upstream_url = format!("http://{}", upstream.local_addr().unwrap());
-        tokio::spawn(warp::serve(exercises).incoming(upstream).run());
+        tokio::spawn(hookrace::server::serve_local(upstream, "upstream", 1024, exercises, std::future::pending()));
         // A stand-in app: notes when each entity's event arrives.
         let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
         let hops = Arc::new(Mutex::new(Histogram::<u64>::new(3).unwrap()));
@@ -529,7 +529,7 @@ fn notify_hop() {
             });
         let app_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let app_url = format!("http://{}/events", app_listener.local_addr().unwrap());
-        tokio::spawn(warp::serve(app).incoming(app_listener).run());
+        tokio::spawn(hookrace::server::serve_local(app_listener, "your app", 1024, app, std::future::pending()));
 
         let dir = tempfile::tempdir().unwrap();
         let text = toml_text(json!({

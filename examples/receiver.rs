@@ -1,5 +1,5 @@
 //! A small AccessLink webhook receiver that keeps Polar's contract, for students and integrators
-//! (`docs/simulator.md`): run it with `cargo run --release --example receiver`, then register it
+//! (`docs/simulator.md`): run it with `cargo run --example receiver`, then register it
 //! (`curl`, or `hookrace check-receiver http://127.0.0.1:8000/acl_webhook --env-file
 //! receiver.env`, which also grades it).
 //!
@@ -182,5 +182,5 @@ async fn main() {
         }
     };
     println!("receiver listening on http://{addr}/acl_webhook");
-    warp::serve(route).incoming(listener).run().await;
+    hookrace::server::serve_local(listener, "receiver", 1024, route, std::future::pending()).await;
 }

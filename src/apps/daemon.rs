@@ -179,23 +179,7 @@ pub async fn start_with_seed(
     for w in &config.warnings {
         tracing::warn!("configuration: {w}");
     }
-    let runtime = Arc::new(RwLock::new(Runtime {
-        started_at: Utc::now(),
-        poll_enabled: config.poller.enabled,
-        last_cycle_at: None,
-        next_cycle_at: None,
-        notify_sinks: config.notify.iter().map(Into::into).collect(),
-        webhook_health: Default::default(),
-        poll_pace: crate::process::PollPace {
-            strategy: config.poller.strategy.name().into(),
-            interval: match config.poller.schedule {
-                crate::config::PollSchedule::Every(d) => Some(d),
-                crate::config::PollSchedule::Cron(_) => None,
-            },
-            reason: None,
-        },
-        listeners: Vec::new(),
-    }));
+    let runtime = Arc::new(RwLock::new(runtime(&config)));
     // Before anything can store data: entities stored from now on get their notify events.
     let notifier = Notifier::new(store.clone(), &config.notify)?;
     let liveness = Arc::new(Liveness::default());
@@ -208,16 +192,7 @@ pub async fn start_with_seed(
     for u in &config.users {
         store.put_user(UserId(u.user_id), &u.access_token)?;
     }
-    // Every wait of the client (a rate-limit window, a retry) ends at shutdown.
-    let client = Arc::new(
-        Client::new(
-            &accesslink.base_url,
-            &accesslink.client_id,
-            accesslink.client_secret.clone(),
-            Policy::default(),
-        )?
-        .cancelled_by(shutdown.clone()),
-    );
+    let client = client_for(&accesslink, &shutdown)?;
     warn_about_the_webhook_secret(&accesslink, &store, simulator.is_some());
 
     // The consumers' queues, fed by the store's commits (`store::feed`, a background task).
@@ -231,6 +206,7 @@ pub async fn start_with_seed(
         queues.fetches.clone(),
         liveness.clone(),
     );
+    // With the simulator, the webhook must point here.
     let public_url = match &simulator {
         Some(_) => Some(webhook_url.clone()),
         None => config.webhook.public_url.clone(),
@@ -262,14 +238,7 @@ pub async fn start_with_seed(
         connect_simulator(sim, &client, &store, &public_base, &webhook_url).await?;
     }
     let background = Background::spawn(&config, parts, shutdown.child_token());
-    tracing::info!(
-        webhook = %webhook_url,
-        admin = %format_args!("{admin_url}/status"),
-        store = %config.store.path.display(),
-        accesslink = %client.base_url(),
-        poller = ?config.poller.schedule,
-        "hookrace is running"
-    );
+    announce(&config, &webhook_url, &admin_url, &client);
     systemd::ready(&store, &tally.summary());
     let poller = background.poller.clone();
     let (released, holders_gone) = tokio::sync::oneshot::channel::<()>();
@@ -295,6 +264,56 @@ pub async fn start_with_seed(
         task,
         released,
     })
+}
+
+/// What only the running process knows, as it starts: the poll schedule and the sinks from the
+/// configuration; the listeners and the cycles' times come later.
+fn runtime(config: &Config) -> Runtime {
+    Runtime {
+        started_at: Utc::now(),
+        poll_enabled: config.poller.enabled,
+        last_cycle_at: None,
+        next_cycle_at: None,
+        notify_sinks: config.notify.iter().map(Into::into).collect(),
+        webhook_health: Default::default(),
+        poll_pace: crate::process::PollPace {
+            strategy: config.poller.strategy.name().into(),
+            interval: match config.poller.schedule {
+                crate::config::PollSchedule::Every(d) => Some(d),
+                crate::config::PollSchedule::Cron(_) => None,
+            },
+            reason: None,
+        },
+        listeners: Vec::new(),
+    }
+}
+
+/// The AccessLink client; every wait of it (a rate-limit window, a retry) ends at shutdown.
+fn client_for(
+    accesslink: &AccessLinkConfig,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Arc<Client>> {
+    Ok(Arc::new(
+        Client::new(
+            &accesslink.base_url,
+            &accesslink.client_id,
+            accesslink.client_secret.clone(),
+            Policy::default(),
+        )?
+        .cancelled_by(shutdown.clone()),
+    ))
+}
+
+/// The one line that says the daemon runs, and where.
+fn announce(config: &Config, webhook_url: &str, admin_url: &str, client: &Client) {
+    tracing::info!(
+        webhook = %webhook_url,
+        admin = %format_args!("{admin_url}/status"),
+        store = %config.store.path.display(),
+        accesslink = %client.base_url(),
+        poller = ?config.poller.schedule,
+        "hookrace is running"
+    );
 }
 
 /// Where AccessLink is and how this daemon signs in to it: the configuration's values, or, with
@@ -411,62 +430,8 @@ impl Servers {
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Servers> {
         let admin_addr = admin.local_addr()?;
-        let webhook_state = Arc::new(WebhookState {
-            store: parts.store.clone(),
-            path: config.webhook.path.clone(),
-            max_body: config.webhook.max_body,
-            body_timeout: config.webhook.body_timeout,
-            secret: accesslink.webhook_secret.clone(),
-            fetch: true,
-            refusals: Default::default(),
-        });
-        let oauth = Arc::new(OAuth {
-            store: parts.store.clone(),
-            client: parts.client.clone(),
-            client_id: accesslink.client_id.clone(),
-            client_secret: accesslink.client_secret.clone(),
-            authorize_url: accesslink.authorize_url.clone(),
-            token_url: accesslink.token_url.clone(),
-            redirect_uri: accesslink.redirect_uri.clone(),
-            // The token endpoint answers directly; a redirect would carry the code elsewhere
-            // (the factory follows none).
-            http: crate::http::client(Duration::from_secs(15))?,
-            pending: Default::default(),
-        });
-        let public_routes = webhook::route(webhook_state)
-            .or(oauth::routes(oauth))
-            .unify()
-            .recover(|_r: warp::Rejection| async move {
-                Ok::<_, std::convert::Infallible>(
-                    warp::reply::with_status("not found\n", warp::http::StatusCode::NOT_FOUND)
-                        .into_response(),
-                )
-            });
-        let view = View {
-            store: parts.store.clone(),
-            queues: parts.queues.clone(),
-            tally: parts.tally.clone(),
-            runtime: parts.runtime.clone(),
-            client: Some(parts.client.clone()),
-        };
-        let snapshots = Arc::new(crate::observe::dashboard::Snapshots::new(
-            view.clone(),
-            shutdown.child_token(),
-        ));
-        let admin_state = Arc::new(AdminState {
-            snapshots: snapshots.clone(),
-            view,
-            liveness: parts.liveness.clone(),
-            token: config.admin.token.clone(),
-            // Without a token, the listener's own address is its protection (against DNS
-            // rebinding and cross-origin changes); with one, the token is, and a proxy may name
-            // another host.
-            allowed_hosts: match config.admin.token {
-                None => admin::loopback_hosts(admin_addr),
-                Some(_) => None,
-            },
-            shutdown: shutdown.child_token(),
-        });
+        let public_routes = public_routes(config, accesslink, &parts)?;
+        let (admin_state, snapshots) = admin_state(config, admin_addr, &parts, shutdown);
         let management = admin_routes::routes(
             parts.store.clone(),
             parts.notifier.clone(),
@@ -509,6 +474,89 @@ impl Servers {
             snapshots,
         })
     }
+}
+
+/// The public listener's routes: the webhook delivery route and the OAuth onboarding; anything
+/// else is 404.
+fn public_routes(
+    config: &Config,
+    accesslink: &AccessLinkConfig,
+    parts: &Parts<'_>,
+) -> anyhow::Result<
+    impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible>
+    + Clone
+    + Send
+    + Sync
+    + 'static,
+> {
+    let webhook_state = Arc::new(WebhookState {
+        store: parts.store.clone(),
+        path: config.webhook.path.clone(),
+        max_body: config.webhook.max_body,
+        body_timeout: config.webhook.body_timeout,
+        secret: accesslink.webhook_secret.clone(),
+        fetch: true,
+        refusals: Default::default(),
+    });
+    let oauth = Arc::new(OAuth {
+        store: parts.store.clone(),
+        client: parts.client.clone(),
+        client_id: accesslink.client_id.clone(),
+        client_secret: accesslink.client_secret.clone(),
+        authorize_url: accesslink.authorize_url.clone(),
+        token_url: accesslink.token_url.clone(),
+        redirect_uri: accesslink.redirect_uri.clone(),
+        // The token endpoint answers directly; a redirect would carry the code elsewhere
+        // (the factory follows none).
+        http: crate::http::client(Duration::from_secs(15))?,
+        pending: Default::default(),
+    });
+    Ok(webhook::route(webhook_state)
+        .or(oauth::routes(oauth))
+        .unify()
+        .recover(|_r: warp::Rejection| async move {
+            Ok::<_, std::convert::Infallible>(
+                warp::reply::with_status("not found\n", warp::http::StatusCode::NOT_FOUND)
+                    .into_response(),
+            )
+        })
+        .unify())
+}
+
+/// What the admin routes read: the view, the dashboard's snapshots (also returned, for the
+/// shutdown), liveness, the token and the hosts allowed without one.
+fn admin_state(
+    config: &Config,
+    admin_addr: SocketAddr,
+    parts: &Parts<'_>,
+    shutdown: &CancellationToken,
+) -> (Arc<AdminState>, Arc<crate::observe::dashboard::Snapshots>) {
+    let view = View {
+        store: parts.store.clone(),
+        queues: parts.queues.clone(),
+        tally: parts.tally.clone(),
+        runtime: parts.runtime.clone(),
+        client: Some(parts.client.clone()),
+    };
+    let snapshots = Arc::new(crate::observe::dashboard::Snapshots::new(
+        view.clone(),
+        shutdown.child_token(),
+    ));
+    let admin_state = Arc::new(AdminState {
+        snapshots: snapshots.clone(),
+        view,
+        liveness: parts.liveness.clone(),
+        token: config.admin.token.clone(),
+        // Without a token, the listener's own address is its protection (against DNS
+        // rebinding and cross-origin changes); with one, the token is, and a proxy may name
+        // another host.
+        allowed_hosts: match config.admin.token {
+            None => admin::loopback_hosts(admin_addr),
+            Some(_) => None,
+        },
+        shutdown: shutdown.child_token(),
+    });
+    (admin_state, snapshots)
 }
 
 /// The fetcher and the poller, supervised, and the token that stops them.

@@ -68,109 +68,17 @@ pub fn routes(
                 .unify(),
         )
         .and(with_state.clone())
-        .map(
-            |q: HashMap<String, String>, s: Arc<AdminState>| match (q.get("token"), &s.token) {
-                (Some(given), Some(_)) => {
-                    let rest: Vec<(&String, &String)> =
-                        q.iter().filter(|(k, _)| *k != "token").collect();
-                    let location = match serde_urlencoded::to_string(&rest) {
-                        Ok(query) if !query.is_empty() => format!("./?{query}"),
-                        _ => "./".to_string(),
-                    };
-                    let cookie = format!(
-                        "{TOKEN_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
-                        percent_encode(&given.replace(' ', "+"))
-                    );
-                    let mut r = warp::reply::with_status("", StatusCode::SEE_OTHER).into_response();
-                    if let (Ok(location), Ok(cookie)) = (
-                        warp::http::HeaderValue::from_str(&location),
-                        warp::http::HeaderValue::from_str(&cookie),
-                    ) {
-                        r.headers_mut().insert(header::LOCATION, location);
-                        r.headers_mut().insert(header::SET_COOKIE, cookie);
-                    }
-                    r
-                }
-                _ => warp::reply::html(super::dashboard::PAGE).into_response(),
-            },
-        );
+        .map(|q: HashMap<String, String>, s: Arc<AdminState>| dashboard(&q, &s));
     let events = warp::path!("events")
         .and(warp::get())
         .and(with_state.clone())
-        .map(|s: Arc<AdminState>| match s.snapshots.stream() {
-            Some(events) => {
-                warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response()
-            }
-            None => {
-                let mut r = error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &format!(
-                        "{} dashboard streams are open already: close one (the page retries by itself)",
-                        super::dashboard::MAX_STREAMS
-                    ),
-                );
-                r.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    warp::http::HeaderValue::from_static("5"),
-                );
-                r
-            }
-        });
+        .map(|s: Arc<AdminState>| dashboard_events(&s));
     let entities = warp::path!("entities")
         .and(warp::get())
         .and(warp::query::<HashMap<String, String>>())
         .and(with_state.clone())
         .map(|q: HashMap<String, String>, s: Arc<AdminState>| entities(&s, &q));
-    // The token comes in the Authorization header, or (for the dashboard in a browser, whose
-    // EventSource cannot set headers) as `?token=`.
-    let authorized = warp::header::optional::<String>(header::AUTHORIZATION.as_str())
-        .and(
-            warp::query::<HashMap<String, String>>()
-                .or(warp::any().map(HashMap::new))
-                .unify(),
-        )
-        .and(warp::cookie::optional::<String>(TOKEN_COOKIE))
-        .and(warp::header::optional::<String>(header::HOST.as_str()))
-        .and(warp::header::optional::<String>(header::ORIGIN.as_str()))
-        .and(warp::method())
-        .and(with_state)
-        .and_then(
-            |auth: Option<String>,
-             q: HashMap<String, String>,
-             cookie: Option<String>,
-             host: Option<String>,
-             origin: Option<String>,
-             method: warp::http::Method,
-             s: Arc<AdminState>| async move {
-                if let Some(allowed) = &s.allowed_hosts {
-                    if !host.as_ref().is_some_and(|h| allowed.contains(h)) {
-                        return Err(warp::reject::custom(WrongHost));
-                    }
-                    // A change asked by a page of another origin (a browser adds `Origin`).
-                    let reads =
-                        method == warp::http::Method::GET || method == warp::http::Method::HEAD;
-                    let same_origin = origin.as_ref().is_none_or(|o| {
-                        o.strip_prefix("http://")
-                            .is_some_and(|h| allowed.iter().any(|a| a == h))
-                    });
-                    if !reads && !same_origin {
-                        return Err(warp::reject::custom(WrongHost));
-                    }
-                }
-                // A `+` of a base64 token pasted into a URL arrives as a space; a token has
-                // none (the configuration refuses one), so it was a `+`.
-                let from_query = q
-                    .get("token")
-                    .map(|t| format!("Bearer {}", t.replace(' ', "+")));
-                let from_cookie = cookie.map(|c| format!("Bearer {}", percent_decode(&c)));
-                let given = auth.or(from_query).or(from_cookie);
-                match authorize(s.token.as_ref(), given.as_deref()) {
-                    Ok(()) => Ok(()),
-                    Err(()) => Err(warp::reject::custom(Unauthorized)),
-                }
-            },
-        )
-        .untuple_one();
+    let authorized = authorized(with_state);
     authorized
         .and(
             healthz
@@ -190,6 +98,134 @@ pub fn routes(
         .recover(|r: warp::Rejection| async move { Ok::<_, Infallible>(rejection(r)) })
         .unify()
         .map(with_security_headers)
+}
+
+/// The dashboard page. Opened with `?token=`, it answers a redirect instead that moves the token
+/// into a cookie, and the browser comes back without it, so it stays out of the address bar, the
+/// history and any Referer.
+fn dashboard(q: &HashMap<String, String>, s: &AdminState) -> Response {
+    let (Some(given), Some(_)) = (q.get("token"), &s.token) else {
+        return warp::reply::html(super::dashboard::PAGE).into_response();
+    };
+    let rest: Vec<(&String, &String)> = q.iter().filter(|(k, _)| *k != "token").collect();
+    let location = match serde_urlencoded::to_string(&rest) {
+        Ok(query) if !query.is_empty() => format!("./?{query}"),
+        _ => "./".to_string(),
+    };
+    let cookie = format!(
+        "{TOKEN_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
+        percent_encode(&given.replace(' ', "+"))
+    );
+    let mut r = warp::reply::with_status("", StatusCode::SEE_OTHER).into_response();
+    if let (Ok(location), Ok(cookie)) = (
+        warp::http::HeaderValue::from_str(&location),
+        warp::http::HeaderValue::from_str(&cookie),
+    ) {
+        r.headers_mut().insert(header::LOCATION, location);
+        r.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    r
+}
+
+/// The dashboard's server-sent events; 503 with `Retry-After` when all its streams are open.
+fn dashboard_events(s: &AdminState) -> Response {
+    match s.snapshots.stream() {
+        Some(events) => warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response(),
+        None => {
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "{} dashboard streams are open already: close one (the page retries by itself)",
+                    super::dashboard::MAX_STREAMS
+                ),
+            );
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                warp::http::HeaderValue::from_static("5"),
+            );
+            r
+        }
+    }
+}
+
+/// What a request brings to be let in: its token wherever it came, `Host`, `Origin`, method.
+struct Presented {
+    auth: Option<String>,
+    query: HashMap<String, String>,
+    cookie: Option<String>,
+    host: Option<String>,
+    origin: Option<String>,
+    method: warp::http::Method,
+}
+
+/// The filter every admin route sits behind: the allowed hosts and origins, then the token. The
+/// token comes in the Authorization header, or (for the dashboard in a browser, whose
+/// EventSource cannot set headers) as `?token=`, or from the dashboard's cookie.
+fn authorized(
+    with_state: impl Filter<Extract = (Arc<AdminState>,), Error = Infallible>
+    + Clone
+    + Send
+    + Sync
+    + 'static,
+) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone + Send + Sync + 'static {
+    warp::header::optional::<String>(header::AUTHORIZATION.as_str())
+        .and(
+            warp::query::<HashMap<String, String>>()
+                .or(warp::any().map(HashMap::new))
+                .unify(),
+        )
+        .and(warp::cookie::optional::<String>(TOKEN_COOKIE))
+        .and(warp::header::optional::<String>(header::HOST.as_str()))
+        .and(warp::header::optional::<String>(header::ORIGIN.as_str()))
+        .and(warp::method())
+        .and(with_state)
+        .and_then(
+            |auth: Option<String>,
+             query: HashMap<String, String>,
+             cookie: Option<String>,
+             host: Option<String>,
+             origin: Option<String>,
+             method: warp::http::Method,
+             s: Arc<AdminState>| async move {
+                let presented = Presented {
+                    auth,
+                    query,
+                    cookie,
+                    host,
+                    origin,
+                    method,
+                };
+                admit(&s, presented)
+            },
+        )
+        .untuple_one()
+}
+
+/// Whether a request may in, or the rejection it gets.
+fn admit(s: &AdminState, p: Presented) -> Result<(), warp::Rejection> {
+    if let Some(allowed) = &s.allowed_hosts {
+        if !p.host.as_ref().is_some_and(|h| allowed.contains(h)) {
+            return Err(warp::reject::custom(WrongHost));
+        }
+        // A change asked by a page of another origin (a browser adds `Origin`).
+        let reads = p.method == warp::http::Method::GET || p.method == warp::http::Method::HEAD;
+        let same_origin = p.origin.as_ref().is_none_or(|o| {
+            o.strip_prefix("http://")
+                .is_some_and(|h| allowed.iter().any(|a| a == h))
+        });
+        if !reads && !same_origin {
+            return Err(warp::reject::custom(WrongHost));
+        }
+    }
+    // A `+` of a base64 token pasted into a URL arrives as a space; a token has none (the
+    // configuration refuses one), so it was a `+`.
+    let from_query = p
+        .query
+        .get("token")
+        .map(|t| format!("Bearer {}", t.replace(' ', "+")));
+    let from_cookie = p.cookie.map(|c| format!("Bearer {}", percent_decode(&c)));
+    let given = p.auth.or(from_query).or(from_cookie);
+    authorize(s.token.as_ref(), given.as_deref()).map_err(|()| warp::reject::custom(Unauthorized))
 }
 
 /// The cookie that carries the admin token for the dashboard in a browser.

@@ -185,20 +185,40 @@ fn by<T: Copy>(label: &str, values: &[(&str, T)]) -> Vec<(Labels, T)> {
 }
 
 /// Every metric hookrace exposes, from one status document (so `/metrics` agrees with
-/// `/status`), the raw counters it does not show, and the entity summary.
+/// `/status`), the raw counters it does not show, and the entity summary; in exposition order.
 fn families<'a>(
     doc: &status::StatusDoc,
     get: &dyn Fn(&str) -> u64,
     summary: &'a crate::race::Summary,
 ) -> Vec<Family<'a>> {
-    let (w, p, e) = (&doc.webhook, &doc.poll, &doc.entities);
-    let outcomes = |family: fn(&'static str) -> counter::Counter<'static>| -> Vec<(Labels, u64)> {
-        ["data", "empty", "error", "rate_limited"]
-            .iter()
-            .map(|o| (labels(&[("outcome", o)]), get(&family(o).name())))
-            .collect()
-    };
-    let connected = doc.users.known - doc.users.disconnected.len() as u64;
+    [
+        webhook_traffic(doc, get),
+        poll_traffic(doc, get),
+        entity_figures(doc, summary),
+        load_figures(doc),
+        notify_figures(doc),
+        watch_and_audit(doc, summary),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Requests by each AccessLink outcome (`data`, `empty`, `error`, `rate_limited`) of one
+/// counter family.
+fn outcomes(
+    get: &dyn Fn(&str) -> u64,
+    family: fn(&'static str) -> counter::Counter<'static>,
+) -> Vec<(Labels, u64)> {
+    ["data", "empty", "error", "rate_limited"]
+        .iter()
+        .map(|o| (labels(&[("outcome", o)]), get(&family(o).name())))
+        .collect()
+}
+
+/// What reached the webhook path and the fetches it caused.
+fn webhook_traffic<'a>(doc: &status::StatusDoc, get: &dyn Fn(&str) -> u64) -> Vec<Family<'a>> {
+    let w = &doc.webhook;
     vec![
         counter(
             "hookrace_webhook_requests",
@@ -231,8 +251,15 @@ fn families<'a>(
         counter(
             "hookrace_webhook_fetch_requests",
             "HTTP requests made to fetch webhook data (retries included), by outcome.",
-            outcomes(counter::Counter::FetchOutcome),
+            outcomes(get, counter::Counter::FetchOutcome),
         ),
+    ]
+}
+
+/// What the poller did and spent.
+fn poll_traffic<'a>(doc: &status::StatusDoc, get: &dyn Fn(&str) -> u64) -> Vec<Family<'a>> {
+    let p = &doc.poll;
+    vec![
         counter(
             "hookrace_poll_cycles",
             "Poll cycles run.",
@@ -259,7 +286,7 @@ fn families<'a>(
         counter(
             "hookrace_poll_request_outcomes",
             "HTTP requests the poller made, by outcome.",
-            outcomes(counter::Counter::PollOutcome),
+            outcomes(get, counter::Counter::PollOutcome),
         ),
         counter(
             "hookrace_poll_errors",
@@ -276,6 +303,17 @@ fn families<'a>(
             "Entities the poller saw before any webhook did.",
             vec![(vec![], p.new_entities)],
         ),
+    ]
+}
+
+/// The race itself: entities, who saw them first and how late, and the users.
+fn entity_figures<'a>(
+    doc: &status::StatusDoc,
+    summary: &'a crate::race::Summary,
+) -> Vec<Family<'a>> {
+    let e = &doc.entities;
+    let connected = doc.users.known - doc.users.disconnected.len() as u64;
+    vec![
         gauge(
             "hookrace_entities",
             "Entities in the store, by type.",
@@ -334,6 +372,13 @@ fn families<'a>(
             help: "How much earlier the webhook saw an entity both channels saw (negative: polling won).",
             samples: Samples::Histogram(vec![(vec![], &summary.webhook_lead)], LEAD_BUCKETS),
         },
+    ]
+}
+
+/// Load: the fetch backlog, the listeners, AccessLink's rate-limit windows.
+fn load_figures<'a>(doc: &status::StatusDoc) -> Vec<Family<'a>> {
+    let w = &doc.webhook;
+    vec![
         gauge(
             "hookrace_fetch_backlog_jobs",
             "Webhook fetches still to do (due now or retrying later).",
@@ -390,6 +435,12 @@ fn families<'a>(
                 .map(|a| vec![(vec![], a.rate_limit.waiting_seconds)])
                 .unwrap_or_default(),
         ),
+    ]
+}
+
+/// The second hop: each notify sink.
+fn notify_figures<'a>(doc: &status::StatusDoc) -> Vec<Family<'a>> {
+    vec![
         counter(
             "hookrace_notify_sent",
             "Events a notify sink took (2xx, or exit 0), by sink.",
@@ -435,6 +486,16 @@ fn families<'a>(
                 })
                 .collect(),
         ),
+    ]
+}
+
+/// The webhook watch, the adaptive poll (the safety net) and the process.
+fn watch_and_audit<'a>(
+    doc: &status::StatusDoc,
+    summary: &'a crate::race::Summary,
+) -> Vec<Family<'a>> {
+    let (w, p) = (&doc.webhook, &doc.poll);
+    vec![
         gauge(
             "hookrace_webhook_active",
             "1 when the webhook watch last found the webhook active at AccessLink, 0 when not (absent before a check).",

@@ -261,6 +261,9 @@ pub struct RequestsPerEntity {
     pub poll: Option<f64>,
 }
 
+/// A counter's value by its name (0 when never counted).
+type Get<'a> = &'a dyn Fn(counter::Counter<'_>) -> u64;
+
 /// Builds the status document from the store, the consumers' queues and the race's figures.
 pub fn build(
     store: &Store,
@@ -271,23 +274,63 @@ pub fn build(
     let c = store.counters()?;
     let get = |counter: counter::Counter<'_>| c.get(&*counter.name()).copied().unwrap_or(0);
     let users = store.users()?;
-
-    let requests_by_endpoint: BTreeMap<String, u64> = counter::POLL_ENDPOINTS
-        .iter()
-        .map(|e| (e.to_string(), get(counter::Counter::PollRequests(e))))
-        .collect();
-    let poll_requests: u64 = requests_by_endpoint.values().sum();
-    let accepted = get(counter::Counter::WebhookAccepted);
-    let duplicates = get(counter::Counter::WebhookDuplicates);
-    let fetches_ok = get(counter::Counter::WebhookFetchesOk);
-    let fetches_failed = get(counter::Counter::WebhookFetchesFailed);
+    let webhook = webhook_status(store, queues, summary, rt, &get);
+    let poll = poll_status(summary, rt, &get);
     // A webhook's cost: each valid delivery plus each request made to fetch its data.
-    let webhook_requests = accepted + duplicates + get(counter::Counter::WebhookFetchRequests);
-    let cycles = get(counter::Counter::PollCycles);
-    let empty_cycles = get(counter::Counter::PollEmptyCycles);
+    let webhook_requests = webhook.accepted + webhook.duplicates + webhook.fetch_requests;
+    let race = RaceStatus {
+        webhook_lead_ms: summary.webhook_lead.stats(),
+        app_latency_ms: summary.app_latency.stats(),
+        requests_per_entity: RequestsPerEntity {
+            webhook: race::requests_per_entity(webhook_requests, summary.first_by_webhook),
+            poll: race::requests_per_entity(poll.requests, summary.first_by_poll),
+        },
+        wasted_poll_share: race::wasted_share(poll.empty_cycles, poll.cycles),
+    };
+    Ok(StatusDoc {
+        accesslink: None,
+        listeners: listener_status(rt),
+        notify: notify_status(store, queues, rt, &get),
+        service: "hookrace".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        started_at: rt.started_at,
+        uptime_seconds: seconds_since(rt.started_at),
+        webhook,
+        poll,
+        entities: EntitiesStatus {
+            total: summary.total,
+            by_type: summary.by_type.clone(),
+            seen_by_both: summary.seen_by_both,
+            webhook_only: summary.webhook_only,
+            poll_only: summary.poll_only,
+            first_by_webhook: summary.first_by_webhook,
+            first_by_poll: summary.first_by_poll,
+        },
+        race,
+        users: UsersStatus {
+            known: users.len() as u64,
+            disconnected: users
+                .iter()
+                .filter(|u| u.disconnected_at.is_some())
+                .map(|u| u.user_id.0)
+                .collect(),
+        },
+    })
+}
 
-    let notify = rt
-        .notify_sinks
+/// Seconds from `t` until now, never negative.
+fn seconds_since(t: chrono::DateTime<Utc>) -> f64 {
+    ((Utc::now() - t).num_milliseconds() as f64 / 1000.0).max(0.0)
+}
+
+/// Each notify sink: its outbox's counts, its attempts and whether it is gone.
+fn notify_status(
+    store: &Store,
+    queues: &super::Queues,
+    rt: &Runtime,
+    get: Get<'_>,
+) -> Vec<NotifyStatus> {
+    rt.notify_sinks
         .iter()
         .map(|s| {
             let mut c = queues.outbox.counts(&s.name);
@@ -301,105 +344,88 @@ pub fn build(
                 pending: c.pending,
                 retrying: c.retrying,
                 failed: c.failed,
-                oldest_pending_s: c
-                    .oldest_pending
-                    .map(|t| ((Utc::now() - t).num_milliseconds() as f64 / 1000.0).max(0.0)),
+                oldest_pending_s: c.oldest_pending.map(seconds_since),
                 gone: c.gone,
                 latency_ms: c.latency,
             }
         })
+        .collect()
+}
+
+/// Each listener's load.
+fn listener_status(rt: &Runtime) -> Vec<ListenerStatus> {
+    rt.listeners
+        .iter()
+        .map(|l| ListenerStatus {
+            name: l.name.to_string(),
+            open_connections: l.open(),
+            max_connections: l.max,
+            full_since: l.full_since(),
+            times_full: l.times_full(),
+        })
+        .collect()
+}
+
+/// The webhook channel: deliveries by outcome, fetches, the fetch backlog, latency, health.
+fn webhook_status(
+    store: &Store,
+    queues: &super::Queues,
+    summary: &Summary,
+    rt: &Runtime,
+    get: Get<'_>,
+) -> WebhookStatus {
+    let backlog = queues.fetches.backlog_now();
+    WebhookStatus {
+        deliveries: get(counter::Counter::WebhookDeliveries),
+        accepted: get(counter::Counter::WebhookAccepted),
+        duplicates: get(counter::Counter::WebhookDuplicates),
+        pings: get(counter::Counter::WebhookPings),
+        rejected: Rejected {
+            signature: get(counter::Counter::WebhookRejectedSignature),
+            malformed: get(counter::Counter::WebhookRejectedMalformed),
+            too_large: get(counter::Counter::WebhookRejectedTooLarge),
+        },
+        fetches: Fetches {
+            ok: get(counter::Counter::WebhookFetchesOk),
+            failed: get(counter::Counter::WebhookFetchesFailed),
+        },
+        fetch_requests: get(counter::Counter::WebhookFetchRequests),
+        fetch_backlog: FetchBacklogStatus {
+            jobs: backlog.jobs as u64,
+            more_in_records: backlog.more_in_records,
+            oldest_due_seconds: backlog.oldest_due_seconds,
+        },
+        latency_ms: summary.webhook_latency.stats(),
+        last_delivery_at: store.last_delivery_at(),
+        health: rt.webhook_health.clone(),
+    }
+}
+
+/// The poll channel: cycles, requests by endpoint, outcomes, latency, the pace in force.
+fn poll_status(summary: &Summary, rt: &Runtime, get: Get<'_>) -> PollStatus {
+    let requests_by_endpoint: BTreeMap<String, u64> = counter::POLL_ENDPOINTS
+        .iter()
+        .map(|e| (e.to_string(), get(counter::Counter::PollRequests(e))))
         .collect();
-    Ok(StatusDoc {
-        accesslink: None,
-        listeners: rt
-            .listeners
-            .iter()
-            .map(|l| ListenerStatus {
-                name: l.name.to_string(),
-                open_connections: l.open(),
-                max_connections: l.max,
-                full_since: l.full_since(),
-                times_full: l.times_full(),
-            })
-            .collect(),
-        notify,
-        service: "hookrace".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        started_at: rt.started_at,
-        uptime_seconds: ((Utc::now() - rt.started_at).num_milliseconds() as f64 / 1000.0).max(0.0),
-        webhook: WebhookStatus {
-            deliveries: get(counter::Counter::WebhookDeliveries),
-            accepted,
-            duplicates,
-            pings: get(counter::Counter::WebhookPings),
-            rejected: Rejected {
-                signature: get(counter::Counter::WebhookRejectedSignature),
-                malformed: get(counter::Counter::WebhookRejectedMalformed),
-                too_large: get(counter::Counter::WebhookRejectedTooLarge),
-            },
-            fetches: Fetches {
-                ok: fetches_ok,
-                failed: fetches_failed,
-            },
-            fetch_requests: get(counter::Counter::WebhookFetchRequests),
-            fetch_backlog: {
-                let b = queues.fetches.backlog_now();
-                FetchBacklogStatus {
-                    jobs: b.jobs as u64,
-                    more_in_records: b.more_in_records,
-                    oldest_due_seconds: b.oldest_due_seconds,
-                }
-            },
-            latency_ms: summary.webhook_latency.stats(),
-            last_delivery_at: store.last_delivery_at(),
-            health: rt.webhook_health.clone(),
-        },
-        poll: PollStatus {
-            enabled: rt.poll_enabled,
-            cycles,
-            empty_cycles,
-            requests: poll_requests,
-            requests_by_endpoint,
-            skipped: get(counter::Counter::PollSkipped),
-            errors: get(counter::Counter::PollErrors),
-            rate_limited: get(counter::Counter::PollRateLimited),
-            items: get(counter::Counter::PollItems),
-            new_entities: get(counter::Counter::PollNewEntities),
-            latency_ms: summary.poll_latency.stats(),
-            last_cycle_at: rt.last_cycle_at,
-            next_cycle_at: rt.next_cycle_at,
-            strategy: rt.poll_pace.strategy.clone(),
-            interval_ms: rt.poll_pace.interval.map(crate::units::millis),
-            pace_reason: rt.poll_pace.reason.clone(),
-            misses_caught: summary.poll_only,
-            catch_delay_ms: summary.catch_delay.stats(),
-            starved: get(counter::Counter::PollStarved),
-        },
-        entities: EntitiesStatus {
-            total: summary.total,
-            by_type: summary.by_type.clone(),
-            seen_by_both: summary.seen_by_both,
-            webhook_only: summary.webhook_only,
-            poll_only: summary.poll_only,
-            first_by_webhook: summary.first_by_webhook,
-            first_by_poll: summary.first_by_poll,
-        },
-        race: RaceStatus {
-            webhook_lead_ms: summary.webhook_lead.stats(),
-            app_latency_ms: summary.app_latency.stats(),
-            requests_per_entity: RequestsPerEntity {
-                webhook: race::requests_per_entity(webhook_requests, summary.first_by_webhook),
-                poll: race::requests_per_entity(poll_requests, summary.first_by_poll),
-            },
-            wasted_poll_share: race::wasted_share(empty_cycles, cycles),
-        },
-        users: UsersStatus {
-            known: users.len() as u64,
-            disconnected: users
-                .iter()
-                .filter(|u| u.disconnected_at.is_some())
-                .map(|u| u.user_id.0)
-                .collect(),
-        },
-    })
+    PollStatus {
+        enabled: rt.poll_enabled,
+        cycles: get(counter::Counter::PollCycles),
+        empty_cycles: get(counter::Counter::PollEmptyCycles),
+        requests: requests_by_endpoint.values().sum(),
+        requests_by_endpoint,
+        skipped: get(counter::Counter::PollSkipped),
+        errors: get(counter::Counter::PollErrors),
+        rate_limited: get(counter::Counter::PollRateLimited),
+        items: get(counter::Counter::PollItems),
+        new_entities: get(counter::Counter::PollNewEntities),
+        latency_ms: summary.poll_latency.stats(),
+        last_cycle_at: rt.last_cycle_at,
+        next_cycle_at: rt.next_cycle_at,
+        strategy: rt.poll_pace.strategy.clone(),
+        interval_ms: rt.poll_pace.interval.map(crate::units::millis),
+        pace_reason: rt.poll_pace.reason.clone(),
+        misses_caught: summary.poll_only,
+        catch_delay_ms: summary.catch_delay.stats(),
+        starved: get(counter::Counter::PollStarved),
+    }
 }

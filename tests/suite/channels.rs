@@ -524,7 +524,13 @@ async fn a_transaction_list_hookrace_cannot_read_is_never_committed() {
             });
         notes.or(create).or(list).or(commit)
     };
-    tokio::spawn(warp::serve(upstream).incoming(listener).run());
+    tokio::spawn(hookrace::server::serve_local(
+        listener,
+        "test",
+        1024,
+        upstream,
+        std::future::pending(),
+    ));
 
     let dir = tempfile::tempdir().unwrap();
     let app = against_upstream(&base, dir.path()).await;
@@ -557,14 +563,21 @@ async fn upstream_redirects_are_not_followed_and_absurd_resets_do_not_panic() {
     let b_hits = Arc::new(AtomicUsize::new(0));
     let b = {
         let hits = b_hits.clone();
-        warp::any().map(move || {
+        // `and_then`: a filter that can reject, as `serve_local` takes.
+        warp::any().and_then(move || {
             hits.fetch_add(1, Ordering::SeqCst);
-            warp::reply::json(
+            std::future::ready(Ok::<_, warp::Rejection>(warp::reply::json(
                 &serde_json::json!({ "id": "r1", "upload_time": "2026-11-28T10:00:00Z" }),
-            )
+            )))
         })
     };
-    tokio::spawn(warp::serve(b).incoming(b_listener).run());
+    tokio::spawn(hookrace::server::serve_local(
+        b_listener,
+        "test",
+        1024,
+        b,
+        std::future::pending(),
+    ));
 
     // A: the configured AccessLink. Its notifications carry the absurd reset once `absurd` is set
     // (the poller's first cycle runs at start; a day's block then would hold up the fetch).
@@ -595,7 +608,13 @@ async fn upstream_redirects_are_not_followed_and_absurd_resets_do_not_panic() {
         });
         exercise.or(notes)
     };
-    tokio::spawn(warp::serve(a).incoming(a_listener).run());
+    tokio::spawn(hookrace::server::serve_local(
+        a_listener,
+        "test",
+        1024,
+        a,
+        std::future::pending(),
+    ));
 
     let dir = tempfile::tempdir().unwrap();
     let app = against_upstream(&a_base, dir.path()).await;
@@ -705,7 +724,13 @@ async fn limited_upstream(
             .body(String::new())
             .unwrap()
     });
-    tokio::spawn(warp::serve(notes).incoming(listener).run());
+    tokio::spawn(hookrace::server::serve_local(
+        listener,
+        "test",
+        1024,
+        notes,
+        std::future::pending(),
+    ));
     (base, hits)
 }
 
@@ -780,7 +805,7 @@ async fn a_polled_id_that_is_a_path_is_neither_followed_nor_stored() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let seen = asked.clone();
-    let upstream = warp::path::full().map(move |path: warp::path::FullPath| {
+    let upstream = warp::path::full().and_then(move |path: warp::path::FullPath| {
         let path = path.as_str().to_string();
         seen.lock().unwrap().push(path.clone());
         let body = match path.as_str() {
@@ -789,9 +814,15 @@ async fn a_polled_id_that_is_a_path_is_neither_followed_nor_stored() {
                 "device_id": "D1", "start_time": "2026-11-28T09:00:00", "start_time_utc_offset": 60}),
             _ => json!({"polar-user-id": 5, "first-name": "not an exercise"}),
         };
-        warp::reply::json(&body)
+        std::future::ready(Ok::<_, warp::Rejection>(warp::reply::json(&body)))
     });
-    tokio::spawn(warp::serve(upstream).incoming(listener).run());
+    tokio::spawn(hookrace::server::serve_local(
+        listener,
+        "test",
+        1024,
+        upstream,
+        std::future::pending(),
+    ));
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_with(common::config_from(json!({
         "webhook": common::loopback_listeners(),

@@ -171,12 +171,13 @@ async fn receiver_with(b: Behaviour, secret: String, tokens: HashMap<u64, String
                 StatusCode::OK
             }
         });
-    tokio::spawn(
-        warp::serve(route)
-            .incoming(listener)
-            .graceful(stop_server.clone().cancelled_owned())
-            .run(),
-    );
+    tokio::spawn(hookrace::server::serve_local(
+        listener,
+        "test",
+        1024,
+        route,
+        stop_server.clone().cancelled_owned(),
+    ));
     TestReceiver {
         url,
         _stop: stop_server.drop_guard(),

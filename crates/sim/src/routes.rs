@@ -213,8 +213,23 @@ impl Sim {
 
     pub(super) async fn v3(&self, req: &SimRequest, path: &str) -> SimResponse {
         let segs: Vec<&str> = path.trim_start_matches("/v3/").split('/').collect();
+        let answer = match segs.first().copied() {
+            Some("notifications" | "webhooks") => self.client_routes(req, &segs).await,
+            Some("users") => self
+                .user_data_routes(req, &segs)
+                .or_else(|| self.user_routes(req, &segs)),
+            Some("exercises") => self.exercise_routes(req, &segs),
+            _ => None,
+        };
+        answer.unwrap_or_else(|| {
+            SimResponse::error(StatusCode::NOT_FOUND, "NotFound", "no such resource")
+        })
+    }
+
+    /// The client's own routes (HTTP Basic): notifications and the webhook.
+    async fn client_routes(&self, req: &SimRequest, segs: &[&str]) -> Option<SimResponse> {
         let m = &req.method;
-        match segs.as_slice() {
+        Some(match segs {
             ["notifications"] if *m == Method::GET => {
                 self.basic(req, |s, c| s.notifications(&self.base, c))
             }
@@ -238,10 +253,16 @@ impl Sim {
             ["webhooks", id] if *m == Method::DELETE => {
                 self.basic(req, |s, c| s.delete_webhook(id, c))
             }
-            ["users"] if *m == Method::POST => {
-                self.bearer(req, false, |s, uid| s.register(uid, &req.body))
-            }
-            // The user's own data paths, before `/v3/users/{user-id}`, which takes only numbers.
+            _ => return None,
+        })
+    }
+
+    /// A user's daily data (bearer): activities, physical information, sleep, Nightly Recharge,
+    /// continuous heart rate, cardio load, SleepWise; and a word where a user id goes, which
+    /// names nothing served. Matched before `/v3/users/{user-id}`, which takes only numbers.
+    fn user_data_routes(&self, req: &SimRequest, segs: &[&str]) -> Option<SimResponse> {
+        let m = &req.method;
+        Some(match segs {
             ["users", "activities"] if *m == Method::GET => self.bearer(req, true, |s, uid| {
                 s.activities(uid, &req.query, &self.base)
             }),
@@ -286,6 +307,17 @@ impl Sim {
             }
             ["users", word, ..] if *m == Method::GET && word.parse::<u64>().is_err() => {
                 self.bearer(req, true, |s, _| s.unserved())
+            }
+            _ => return None,
+        })
+    }
+
+    /// Registering, reading and deleting a user, and the user's transactions (bearer).
+    fn user_routes(&self, req: &SimRequest, segs: &[&str]) -> Option<SimResponse> {
+        let m = &req.method;
+        Some(match segs {
+            ["users"] if *m == Method::POST => {
+                self.bearer(req, false, |s, uid| s.register(uid, &req.body))
             }
             // Another user is "not found" to this token: 204, as documented (403 would say the
             // consents are missing).
@@ -348,6 +380,14 @@ impl Sim {
                         .unwrap_or_else(|| s.item(uid, tid, item, &self.base))
                 })
             }
+            _ => return None,
+        })
+    }
+
+    /// The non-transactional exercise list and its items (bearer).
+    fn exercise_routes(&self, req: &SimRequest, segs: &[&str]) -> Option<SimResponse> {
+        let m = &req.method;
+        Some(match segs {
             ["exercises"] if *m == Method::GET => self.bearer(req, true, |s, uid| {
                 s.list_exercises(uid, &req.query, &self.base)
             }),
@@ -357,8 +397,8 @@ impl Sim {
             ["exercises", hid, what @ ("fit" | "tcx" | "gpx")] if *m == Method::GET => {
                 self.bearer(req, true, |s, uid| s.exercise_file(uid, hid, what))
             }
-            _ => SimResponse::error(StatusCode::NOT_FOUND, "NotFound", "no such resource"),
-        }
+            _ => return None,
+        })
     }
 
     /// The client (its index in [`State::clients`]) the request's HTTP Basic credentials name.

@@ -198,69 +198,18 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
         .context("setting the simulator's deactivation")?;
     }
     let human = args.format == Format::Table;
-    {
-        let mut out = for_person(human, out);
-        writeln!(
-            out,
-            "hookrace demo: webhooks versus polling, live on this machine"
-        )?;
-        writeln!(out, "  AccessLink simulator   {sim_url}   (seed {seed})")?;
-        writeln!(out, "  webhook receiver       {}", running.webhook_url)?;
-        writeln!(out, "  live dashboard         {}/", running.admin_url)?;
-        writeln!(out, "  status while it runs   {}/status", running.admin_url)?;
-        if let Some(app) = &your_app {
-            writeln!(
-                out,
-                "  your app (notified)    {}   (checks each Standard Webhooks signature)",
-                app.url
-            )?;
-        }
-        let polling = match args.strategy {
-            Strategy::Fixed => format!(
-                "polling every {}",
-                humantime::format_duration(args.poll_every)
-            ),
-            Strategy::Adaptive => format!(
-                "an adaptive auditor polling every {} to {}",
-                humantime::format_duration(args.poll_every),
-                humantime::format_duration(args.max_every)
-            ),
-        };
-        writeln!(
-            out,
-            "  {} users, a new exercise every ~{} per user, {polling}, {:.0}% of webhooks dropped",
-            args.users,
-            humantime::format_duration(args.exercise_every),
-            args.drop_rate * 100.0
-        )?;
-        if let Some((length, start)) = args.outage {
-            writeln!(
-                out,
-                "  a receiver outage of {} starts {} into the race",
-                humantime::format_duration(length),
-                humantime::format_duration(start)
-            )?;
-        }
-        writeln!(out)?;
-    }
+    introduce(
+        args,
+        &running,
+        &sim_url,
+        seed,
+        your_app.as_ref(),
+        &mut *for_person(human, out),
+    )?;
 
     let result = race(args, &running, &sim_url, your_app.as_ref(), out).await;
     if args.keep_open && result.is_ok() {
-        use tokio::signal::unix::{SignalKind, signal};
-        // Listening before saying so: a Ctrl-C right after the line is caught, not fatal.
-        let mut interrupt = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
-        let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-        let mut out = for_person(human, out);
-        writeln!(
-            out,
-            "\nThe daemon and its live dashboard stay up at {}/ (generation stopped): Ctrl-C ends.",
-            running.admin_url
-        )?;
-        out.flush()?;
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
+        keep_open(&running, &mut *for_person(human, out)).await?;
     }
     shutdown.cancel();
     let stopped = running.wait().await;
@@ -276,6 +225,79 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
         )?;
     }
     Ok(report)
+}
+
+/// What the demo is about to race, and where to watch it.
+fn introduce(
+    args: &DemoArgs,
+    running: &Running,
+    sim_url: &str,
+    seed: u64,
+    your_app: Option<&YourApp>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        "hookrace demo: webhooks versus polling, live on this machine"
+    )?;
+    writeln!(out, "  AccessLink simulator   {sim_url}   (seed {seed})")?;
+    writeln!(out, "  webhook receiver       {}", running.webhook_url)?;
+    writeln!(out, "  live dashboard         {}/", running.admin_url)?;
+    writeln!(out, "  status while it runs   {}/status", running.admin_url)?;
+    if let Some(app) = &your_app {
+        writeln!(
+            out,
+            "  your app (notified)    {}   (checks each Standard Webhooks signature)",
+            app.url
+        )?;
+    }
+    let polling = match args.strategy {
+        Strategy::Fixed => format!(
+            "polling every {}",
+            humantime::format_duration(args.poll_every)
+        ),
+        Strategy::Adaptive => format!(
+            "an adaptive auditor polling every {} to {}",
+            humantime::format_duration(args.poll_every),
+            humantime::format_duration(args.max_every)
+        ),
+    };
+    writeln!(
+        out,
+        "  {} users, a new exercise every ~{} per user, {polling}, {:.0}% of webhooks dropped",
+        args.users,
+        humantime::format_duration(args.exercise_every),
+        args.drop_rate * 100.0
+    )?;
+    if let Some((length, start)) = args.outage {
+        writeln!(
+            out,
+            "  a receiver outage of {} starts {} into the race",
+            humantime::format_duration(length),
+            humantime::format_duration(start)
+        )?;
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
+/// `--keep-open`: the daemon and its dashboard stay up until Ctrl-C or SIGTERM.
+async fn keep_open(running: &Running, out: &mut dyn Write) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Listening before saying so: a Ctrl-C right after the line is caught, not fatal.
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    writeln!(
+        out,
+        "\nThe daemon and its live dashboard stay up at {}/ (generation stopped): Ctrl-C ends.",
+        running.admin_url
+    )?;
+    out.flush()?;
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    Ok(())
 }
 
 fn validate(args: &DemoArgs) -> anyhow::Result<()> {
@@ -374,6 +396,8 @@ fn progress_line(s: &StatusDoc) -> String {
     )
 }
 
+/// The race: watch it for `--duration`, stop making data, wait until everything in flight has
+/// landed, then build, keep and print the report.
 async fn race(
     args: &DemoArgs,
     running: &Running,
@@ -383,63 +407,7 @@ async fn race(
 ) -> anyhow::Result<Report> {
     let human = args.format == Format::Table;
     let http = crate::http::client(Duration::from_secs(10))?;
-    let started = tokio::time::Instant::now();
-    let end = started + args.duration;
-    // A progress bar (indicatif draws on stderr) when a person watches; else a line every 5 s.
-    let live = std::io::stderr().is_terminal() && (!human || std::io::stdout().is_terminal());
-    let bar = if live {
-        let bar = indicatif::ProgressBar::new(args.duration.as_secs().max(1));
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("  {bar:24.cyan/blue} {pos:>3}/{len}s  {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        Some(bar)
-    } else {
-        None
-    };
-    let mut last_line = started;
-    let mut outage = args.outage;
-    // The html page's requests chart: what each channel had spent, every 250 ms.
-    let sampling = args.format == Format::Html;
-    let mut samples: Vec<(f64, u64, u64)> = Vec::new();
-    let mut cycles = CycleLog::default();
-    while tokio::time::Instant::now() < end {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        if sampling {
-            let s = status_now(running)?;
-            samples.push((
-                (chrono::Utc::now() - s.started_at).num_milliseconds() as f64 / 1000.0,
-                s.webhook.accepted + s.webhook.duplicates + s.webhook.fetch_requests,
-                s.poll.requests,
-            ));
-        }
-        if let Some((length, _)) = outage.filter(|(_, start)| started.elapsed() >= *start) {
-            crate::sim::patch_faults(
-                &http,
-                sim_url,
-                serde_json::json!({"outage_for": length.as_secs_f64()}),
-            )
-            .await
-            .context("starting the receiver outage")?;
-            outage = None;
-        }
-        let s = status_now(running)?;
-        cycles.see(&s);
-        let elapsed = started.elapsed();
-        if let Some(bar) = &bar {
-            bar.set_position(elapsed.as_secs().min(args.duration.as_secs()));
-            bar.set_message(progress_line(&s));
-        } else if elapsed >= last_line.duration_since(started) + Duration::from_secs(5) {
-            let mut out = for_person(human, out);
-            writeln!(out, "  {:>4}s  {}", elapsed.as_secs(), progress_line(&s))?;
-            last_line = tokio::time::Instant::now();
-        }
-    }
-    if let Some(bar) = &bar {
-        bar.finish_and_clear();
-    }
-
-    // Stop making data; let deliveries, fetches and one more scheduled poll cycle finish.
+    let mut watched = watch(args, running, &http, sim_url, out).await?;
     crate::sim::patch_faults(
         &http,
         sim_url,
@@ -457,11 +425,121 @@ async fn race(
     }
     let paused_at = chrono::Utc::now();
     let at_pause = status_now(running)?;
-    let cycles_at_pause = at_pause.poll.cycles;
-    cycles.see(&at_pause);
+    watched.cycles.see(&at_pause);
     // A cycle still running at the pause (held by a rate limit) leaves its gap open.
     let running_cycle = running.poller.as_ref().is_some_and(|p| !p.is_idle());
-    let window = cycles.window(&at_pause, running_cycle.then_some(paused_at));
+    let window = watched
+        .cycles
+        .window(&at_pause, running_cycle.then_some(paused_at));
+    let (s, truth) = settle(args, running, &http, sim_url, &at_pause, paused_at).await?;
+    let report = final_report(args, running, your_app, &s, &truth, window, watched.samples).await?;
+    if human {
+        writeln!(out)?;
+    }
+    write!(out, "{}", report::render(&report, args.format))?;
+    if args.format == Format::Json {
+        writeln!(out)?;
+    }
+    Ok(report)
+}
+
+/// What watching the race gathered: the poll cycles it saw start, and (for the html page) what
+/// each channel had spent every 250 ms.
+struct Watched {
+    cycles: CycleLog,
+    samples: Vec<(f64, u64, u64)>,
+}
+
+/// One point of the html page's requests chart: seconds since start, webhook and poll requests.
+fn sample(s: &StatusDoc) -> (f64, u64, u64) {
+    (
+        (chrono::Utc::now() - s.started_at).num_milliseconds() as f64 / 1000.0,
+        s.webhook.accepted + s.webhook.duplicates + s.webhook.fetch_requests,
+        s.poll.requests,
+    )
+}
+
+/// A progress bar (indicatif draws on stderr) when a person watches; else `None` (a line every
+/// 5 s instead).
+fn progress_bar(args: &DemoArgs) -> Option<indicatif::ProgressBar> {
+    let human = args.format == Format::Table;
+    let live = std::io::stderr().is_terminal() && (!human || std::io::stdout().is_terminal());
+    live.then(|| {
+        let bar = indicatif::ProgressBar::new(args.duration.as_secs().max(1));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("  {bar:24.cyan/blue} {pos:>3}/{len}s  {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    })
+}
+
+/// Watches the race for `--duration`, every 250 ms: shows progress, starts the receiver outage
+/// when it is due, notes the poll cycles and the html page's samples.
+async fn watch(
+    args: &DemoArgs,
+    running: &Running,
+    http: &reqwest::Client,
+    sim_url: &str,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<Watched> {
+    let human = args.format == Format::Table;
+    let started = tokio::time::Instant::now();
+    let end = started + args.duration;
+    let bar = progress_bar(args);
+    let mut last_line = started;
+    let mut outage = args.outage;
+    let sampling = args.format == Format::Html;
+    let mut watched = Watched {
+        cycles: CycleLog::default(),
+        samples: Vec::new(),
+    };
+    while tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if sampling {
+            watched.samples.push(sample(&status_now(running)?));
+        }
+        if let Some((length, _)) = outage.filter(|(_, start)| started.elapsed() >= *start) {
+            crate::sim::patch_faults(
+                http,
+                sim_url,
+                serde_json::json!({"outage_for": length.as_secs_f64()}),
+            )
+            .await
+            .context("starting the receiver outage")?;
+            outage = None;
+        }
+        let s = status_now(running)?;
+        watched.cycles.see(&s);
+        let elapsed = started.elapsed();
+        if let Some(bar) = &bar {
+            bar.set_position(elapsed.as_secs().min(args.duration.as_secs()));
+            bar.set_message(progress_line(&s));
+        } else if elapsed >= last_line.duration_since(started) + Duration::from_secs(5) {
+            let mut out = for_person(human, out);
+            writeln!(out, "  {:>4}s  {}", elapsed.as_secs(), progress_line(&s))?;
+            last_line = tokio::time::Instant::now();
+        }
+    }
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    Ok(watched)
+}
+
+/// Waits, after generation stopped, until the race has settled: no delivery pending at the
+/// simulator, no fetch queued, a poll cycle that started after the pause has finished, nothing
+/// moved while both sides were read, and every event reached your app (or was parked). Returns
+/// that consistent status and the simulator's ground truth; an error when it does not settle
+/// within one poll interval, 30 s and (with a rate limit) one rate window.
+async fn settle(
+    args: &DemoArgs,
+    running: &Running,
+    http: &reqwest::Client,
+    sim_url: &str,
+    at_pause: &StatusDoc,
+    paused_at: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<(StatusDoc, crate::sim::Truth)> {
     // A rate limit may hold the last fetches and the last cycle for a whole window.
     let settle = args.poll_every
         + Duration::from_secs(30)
@@ -498,72 +576,12 @@ async fn race(
             && before.webhook.deliveries == s.webhook.deliveries
             && before.webhook.fetch_requests == s.webhook.fetch_requests;
         // A cycle that started after the pause has finished (cycles are counted at their end).
-        let polled =
-            s.poll.cycles > cycles_at_pause && s.poll.last_cycle_at.is_some_and(|t| t >= paused_at);
+        let polled = s.poll.cycles > at_pause.poll.cycles
+            && s.poll.last_cycle_at.is_some_and(|t| t >= paused_at);
         // Every stored entity's event has reached your app (or been parked).
         let told = s.notify.iter().all(|n| n.pending == 0);
         if quiet && !pending && !fetching && polled && told {
-            let settings = RaceSettings {
-                // The adaptive auditor has no single interval for theory to use.
-                poll_interval_s: (args.strategy == Strategy::Fixed)
-                    .then_some(args.poll_every.as_secs_f64()),
-                adaptive: (args.strategy == Strategy::Adaptive)
-                    .then(|| report::adaptive_text(args.poll_every, args.max_every)),
-                poll_mode: args.mode,
-                users: u64::from(args.users),
-                // The rate this race's simulator really made items at (new exercises and
-                // activity updates, as its truth records them), not the settings' mean: a minute
-                // of a Poisson stream holds a few more or fewer, and theory should describe this
-                // race.
-                item_rate_per_user_s: generated_rates(&truth, args),
-                rates_from: format!(
-                    "as generated; the settings' mean: {:.1}",
-                    60.0 * (1.0 / args.exercise_every.as_secs_f64()
-                        + 1.0 / args.activity_every.as_secs_f64())
-                ),
-            };
-            let truth_summary = ground_truth(&truth, &running.store);
-            let mut report = report::build(&s, Some(settings.clone()), Some(truth_summary));
-            report.generated_for_s = Some(args.duration.as_secs_f64());
-            if let Some(w) = window {
-                report.set_race_window(w);
-            }
-            if args.store.is_some() {
-                // `hookrace report --store DIR` shows this race's settings, not a config's.
-                let json = serde_json::to_vec(&settings).context("writing the race settings")?;
-                running.store.save_race_settings(&json).await?;
-            }
-            if args.strategy == Strategy::Adaptive || args.outage.is_some() {
-                report.safety_net = Some(safety_net(args, &s, &truth));
-            }
-            if sampling {
-                samples.push((
-                    (chrono::Utc::now() - s.started_at).num_milliseconds() as f64 / 1000.0,
-                    s.webhook.accepted + s.webhook.duplicates + s.webhook.fetch_requests,
-                    s.poll.requests,
-                ));
-                report.samples = std::mem::take(&mut samples);
-                report.sightings = report::sightings(&running.store, s.started_at)?;
-            }
-            if let (Some(r), Some(app)) = (report.your_app.as_mut(), your_app) {
-                let seen = app.seen();
-                r.verified = Some(seen.verified);
-                r.refused = Some(seen.refused);
-            }
-            if args.store.is_some() {
-                // `hookrace report --store DIR` prints this same report again, its window and
-                // its comparisons included (rebuilt later, the window would grow with the clock).
-                let json = serde_json::to_vec(&report).context("writing the race's report")?;
-                running.store.save_race_report(&json).await?;
-            }
-            if human {
-                writeln!(out)?;
-            }
-            write!(out, "{}", report::render(&report, args.format))?;
-            if args.format == Format::Json {
-                writeln!(out)?;
-            }
-            return Ok(report);
+            return Ok((s, truth));
         }
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,
@@ -572,6 +590,70 @@ async fn race(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The settings the race ran with, as its report states them.
+fn race_settings(args: &DemoArgs, truth: &crate::sim::Truth) -> RaceSettings {
+    RaceSettings {
+        // The adaptive auditor has no single interval for theory to use.
+        poll_interval_s: (args.strategy == Strategy::Fixed)
+            .then_some(args.poll_every.as_secs_f64()),
+        adaptive: (args.strategy == Strategy::Adaptive)
+            .then(|| report::adaptive_text(args.poll_every, args.max_every)),
+        poll_mode: args.mode,
+        users: u64::from(args.users),
+        // The rate this race's simulator really made items at (new exercises and activity
+        // updates, as its truth records them), not the settings' mean: a minute of a Poisson
+        // stream holds a few more or fewer, and theory should describe this race.
+        item_rate_per_user_s: generated_rates(truth, args),
+        rates_from: format!(
+            "as generated; the settings' mean: {:.1}",
+            60.0 * (1.0 / args.exercise_every.as_secs_f64()
+                + 1.0 / args.activity_every.as_secs_f64())
+        ),
+    }
+}
+
+/// The settled race's report: the status against the ground truth, with its window, safety net,
+/// samples and your app's verdicts; saved in the store when it is kept (`--store`), so
+/// `hookrace report --store DIR` prints this same report again (rebuilt later, its window would
+/// grow with the clock).
+async fn final_report(
+    args: &DemoArgs,
+    running: &Running,
+    your_app: Option<&YourApp>,
+    s: &StatusDoc,
+    truth: &crate::sim::Truth,
+    window: Option<report::PollWindow>,
+    mut samples: Vec<(f64, u64, u64)>,
+) -> anyhow::Result<Report> {
+    let settings = race_settings(args, truth);
+    let truth_summary = ground_truth(truth, &running.store);
+    let mut report = report::build(s, Some(settings.clone()), Some(truth_summary));
+    report.generated_for_s = Some(args.duration.as_secs_f64());
+    if let Some(w) = window {
+        report.set_race_window(w);
+    }
+    if args.strategy == Strategy::Adaptive || args.outage.is_some() {
+        report.safety_net = Some(safety_net(args, s, truth));
+    }
+    if args.format == Format::Html {
+        samples.push(sample(s));
+        report.samples = samples;
+        report.sightings = report::sightings(&running.store, s.started_at)?;
+    }
+    if let (Some(r), Some(app)) = (report.your_app.as_mut(), your_app) {
+        let seen = app.seen();
+        r.verified = Some(seen.verified);
+        r.refused = Some(seen.refused);
+    }
+    if args.store.is_some() {
+        let json = serde_json::to_vec(&settings).context("writing the race settings")?;
+        running.store.save_race_settings(&json).await?;
+        let json = serde_json::to_vec(&report).context("writing the race's report")?;
+        running.store.save_race_report(&json).await?;
+    }
+    Ok(report)
 }
 
 fn parse_limit(s: &str) -> anyhow::Result<(u64, u64)> {

@@ -77,13 +77,39 @@ pub(super) fn validate_notify(
 
 impl RawNotify {
     fn validate(
-        self,
+        mut self,
         field: &str,
         name: String,
         env: &dyn Fn(&str) -> Option<String>,
         problems: &mut Vec<String>,
     ) -> Option<NotifyConfig> {
-        let url = |problems: &mut Vec<String>| match &self.url {
+        let kind = match self.kind.as_str() {
+            "webhook" => self.webhook_sink(field, &name, env, problems),
+            "exec" => self.exec_sink(field, problems),
+            "ntfy" => self.ntfy_sink(field, &name, env, problems),
+            other => {
+                problems.push(format!(
+                    "`{field}.kind` = {other:?} must be \"webhook\", \"exec\" or \"ntfy\""
+                ));
+                None
+            }
+        }?;
+        check_events(field, self.events.as_deref(), problems);
+        let (timeout, give_up_after) =
+            self.durations(field, matches!(kind, NotifyKind::Exec { .. }), problems);
+        Some(NotifyConfig {
+            name,
+            kind,
+            events: self.events,
+            include_data: self.include_data.unwrap_or(true),
+            timeout: timeout?,
+            give_up_after: give_up_after?,
+        })
+    }
+
+    /// The sink's `url`, required and http(s).
+    fn url(&self, field: &str, problems: &mut Vec<String>) -> Option<String> {
+        match &self.url {
             Some(u) if matches!(reqwest::Url::parse(u), Ok(p) if matches!(p.scheme(), "http" | "https")) => {
                 Some(u.clone())
             }
@@ -98,135 +124,130 @@ impl RawNotify {
                 ));
                 None
             }
-        };
-        let unused = |key: &str, set: bool, problems: &mut Vec<String>| {
-            if set {
-                problems.push(format!(
-                    "`{field}.{key}` does not apply to kind {:?}",
-                    self.kind
-                ));
-            }
-        };
-        // The secret of the sink named `orders` may come from HOOKRACE_NOTIFY_ORDERS_SECRET
-        // (or its _FILE, or the credential `notify_orders_secret`); spaces separate several.
+        }
+    }
+
+    /// A problem when a key of another kind of sink is `set`.
+    fn unused(&self, field: &str, key: &str, set: bool, problems: &mut Vec<String>) {
+        if set {
+            problems.push(format!(
+                "`{field}.{key}` does not apply to kind {:?}",
+                self.kind
+            ));
+        }
+    }
+
+    /// `kind = "webhook"`: a URL and Standard Webhooks secrets. The secret of the sink named
+    /// `orders` may come from HOOKRACE_NOTIFY_ORDERS_SECRET (or its _FILE, or the credential
+    /// `notify_orders_secret`); spaces separate several.
+    fn webhook_sink(
+        &mut self,
+        field: &str,
+        name: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        problems: &mut Vec<String>,
+    ) -> Option<NotifyKind> {
+        self.unused(field, "command", self.command.is_some(), problems);
+        self.unused(field, "env", self.env.is_some(), problems);
+        self.unused(field, "token", self.token.is_some(), problems);
         let env_var = format!(
             "HOOKRACE_NOTIFY_{}_SECRET",
             name.to_ascii_uppercase().replace('-', "_")
         );
         let credential = format!("notify_{}_secret", name.replace('-', "_"));
-        let kind = match self.kind.as_str() {
-            "webhook" => {
-                unused("command", self.command.is_some(), problems);
-                unused("env", self.env.is_some(), problems);
-                unused("token", self.token.is_some(), problems);
-                let secrets = match self.secret {
-                    Some(OneOrMany::One(s)) => vec![s],
-                    Some(OneOrMany::Many(v)) => v,
-                    None => secret_from_env(env, &env_var, &credential, problems)
-                        .map(|s| {
-                            s.expose()
-                                .split_whitespace()
-                                .map(Secret::new)
-                                .collect::<Vec<_>>()
-                        })
-                        .unwrap_or_default(),
-                };
-                if secrets.is_empty() {
-                    problems.push(format!(
-                        "`{field}.secret` is required for a webhook sink (a Standard Webhooks                          secret like \"whsec_…\", or set {env_var})"
-                    ));
-                }
-                for s in &secrets {
-                    let b64 = s.expose().strip_prefix("whsec_").unwrap_or(s.expose());
-                    use base64::Engine;
-                    match base64::engine::general_purpose::STANDARD.decode(b64) {
-                        Ok(key) if key.len() >= 16 => {}
-                        Ok(_) => problems.push(format!(
-                            "`{field}.secret`: a signing secret must hold at least 16 bytes"
-                        )),
-                        Err(_) => problems.push(format!(
-                            "`{field}.secret` is not a Standard Webhooks secret (\"whsec_\" and base64)"
-                        )),
-                    }
-                }
-                NotifyKind::Webhook {
-                    url: url(problems)?,
-                    secrets,
-                }
-            }
-            "exec" => {
-                unused("url", self.url.is_some(), problems);
-                unused("secret", self.secret.is_some(), problems);
-                unused("token", self.token.is_some(), problems);
-                let env = self.env.unwrap_or_default();
-                for name in env.keys() {
-                    let fine = !name.is_empty()
-                        && !name.contains('=')
-                        && !name.contains('\0')
-                        && !name.starts_with("HOOKRACE_EVENT_");
-                    if !fine {
-                        problems.push(format!(
-                            "`{field}.env`: {name:?} is not a variable the command can be given"
-                        ));
-                    }
-                }
-                match self.command {
-                    Some(c) if !c.is_empty() && !c[0].trim().is_empty() => {
-                        NotifyKind::Exec { command: c, env }
-                    }
-                    _ => {
-                        problems.push(format!(
-                            "`{field}.command` must name a program, like [\"/usr/local/bin/on-new-data\"]"
-                        ));
-                        return None;
-                    }
-                }
-            }
-            "ntfy" => {
-                unused("command", self.command.is_some(), problems);
-                unused("env", self.env.is_some(), problems);
-                unused("secret", self.secret.is_some(), problems);
-                // Or from HOOKRACE_NOTIFY_<NAME>_TOKEN (its _FILE, the credential
-                // `notify_<name>_token`): a token need not sit in the configuration file.
-                let token = self.token.or_else(|| {
-                    let var = format!(
-                        "HOOKRACE_NOTIFY_{}_TOKEN",
-                        name.to_ascii_uppercase().replace('-', "_")
-                    );
-                    let credential = format!("notify_{}_token", name.replace('-', "_"));
-                    secret_from_env(env, &var, &credential, problems)
-                });
-                NotifyKind::Ntfy {
-                    url: url(problems)?,
-                    token,
-                }
-            }
-            other => {
-                problems.push(format!(
-                    "`{field}.kind` = {other:?} must be \"webhook\", \"exec\" or \"ntfy\""
-                ));
-                return None;
-            }
+        let secrets = match self.secret.take() {
+            Some(OneOrMany::One(s)) => vec![s],
+            Some(OneOrMany::Many(v)) => v,
+            None => secret_from_env(env, &env_var, &credential, problems)
+                .map(|s| {
+                    s.expose()
+                        .split_whitespace()
+                        .map(Secret::new)
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default(),
         };
-        if let Some(events) = &self.events {
-            if events.is_empty() {
+        if secrets.is_empty() {
+            problems.push(format!(
+                "`{field}.secret` is required for a webhook sink (a Standard Webhooks secret like \"whsec_…\", or set {env_var})"
+            ));
+        }
+        for s in &secrets {
+            check_signing_secret(field, s, problems);
+        }
+        Some(NotifyKind::Webhook {
+            url: self.url(field, problems)?,
+            secrets,
+        })
+    }
+
+    /// `kind = "exec"`: a command and the environment it is given.
+    fn exec_sink(&mut self, field: &str, problems: &mut Vec<String>) -> Option<NotifyKind> {
+        self.unused(field, "url", self.url.is_some(), problems);
+        self.unused(field, "secret", self.secret.is_some(), problems);
+        self.unused(field, "token", self.token.is_some(), problems);
+        let env = self.env.take().unwrap_or_default();
+        for name in env.keys() {
+            let fine = !name.is_empty()
+                && !name.contains('=')
+                && !name.contains('\0')
+                && !name.starts_with("HOOKRACE_EVENT_");
+            if !fine {
                 problems.push(format!(
-                    "`{field}.events` is empty: leave it out to send every event type"
+                    "`{field}.env`: {name:?} is not a variable the command can be given"
                 ));
-            }
-            for e in events {
-                if e.is_empty() || !e.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
-                    problems.push(format!(
-                        "`{field}.events`: {e:?} is not an event type like \"EXERCISE\""
-                    ));
-                }
             }
         }
-        let default_timeout = if matches!(kind, NotifyKind::Exec { .. }) {
-            "30s"
-        } else {
-            "10s"
-        };
+        match self.command.take() {
+            Some(c) if !c.is_empty() && !c[0].trim().is_empty() => {
+                Some(NotifyKind::Exec { command: c, env })
+            }
+            _ => {
+                problems.push(format!(
+                    "`{field}.command` must name a program, like [\"/usr/local/bin/on-new-data\"]"
+                ));
+                None
+            }
+        }
+    }
+
+    /// `kind = "ntfy"`: a topic URL and an optional token, which may also come from
+    /// HOOKRACE_NOTIFY_<NAME>_TOKEN (its _FILE, the credential `notify_<name>_token`): a token
+    /// need not sit in the configuration file.
+    fn ntfy_sink(
+        &mut self,
+        field: &str,
+        name: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        problems: &mut Vec<String>,
+    ) -> Option<NotifyKind> {
+        self.unused(field, "command", self.command.is_some(), problems);
+        self.unused(field, "env", self.env.is_some(), problems);
+        self.unused(field, "secret", self.secret.is_some(), problems);
+        let token = self.token.take().or_else(|| {
+            let var = format!(
+                "HOOKRACE_NOTIFY_{}_TOKEN",
+                name.to_ascii_uppercase().replace('-', "_")
+            );
+            let credential = format!("notify_{}_token", name.replace('-', "_"));
+            secret_from_env(env, &var, &credential, problems)
+        });
+        Some(NotifyKind::Ntfy {
+            url: self.url(field, problems)?,
+            token,
+        })
+    }
+
+    /// `timeout` (one attempt: 10 s by default, 30 s for a command) and `give_up_after` (24 h),
+    /// within their ceilings: one attempt is minutes at most, and retrying stops within a month
+    /// and after at least one attempt's time.
+    fn durations(
+        &self,
+        field: &str,
+        exec: bool,
+        problems: &mut Vec<String>,
+    ) -> (Option<std::time::Duration>, Option<std::time::Duration>) {
+        let default_timeout = if exec { "30s" } else { "10s" };
         let timeout = duration(
             &format!("{field}.timeout"),
             self.timeout.as_deref().unwrap_or(default_timeout),
@@ -237,8 +258,6 @@ impl RawNotify {
             self.give_up_after.as_deref().unwrap_or("24h"),
             problems,
         );
-        // Ceilings: one attempt is minutes at most, and retrying stops within a month and after
-        // at least one attempt's time.
         if let Some(t) = timeout.filter(|t| *t > MAX_TIMEOUT || t.is_zero()) {
             problems.push(format!(
                 "`{field}.timeout` = {} must be between 1 ms and {}",
@@ -256,13 +275,38 @@ impl RawNotify {
                 ));
             }
         }
-        Some(NotifyConfig {
-            name,
-            kind,
-            events: self.events,
-            include_data: self.include_data.unwrap_or(true),
-            timeout: timeout?,
-            give_up_after: give_up_after?,
-        })
+        (timeout, give_up_after)
+    }
+}
+
+/// A Standard Webhooks signing secret: "whsec_" (optional) and base64 of at least 16 bytes.
+fn check_signing_secret(field: &str, s: &Secret, problems: &mut Vec<String>) {
+    use base64::Engine;
+    let b64 = s.expose().strip_prefix("whsec_").unwrap_or(s.expose());
+    match base64::engine::general_purpose::STANDARD.decode(b64) {
+        Ok(key) if key.len() >= 16 => {}
+        Ok(_) => problems.push(format!(
+            "`{field}.secret`: a signing secret must hold at least 16 bytes"
+        )),
+        Err(_) => problems.push(format!(
+            "`{field}.secret` is not a Standard Webhooks secret (\"whsec_\" and base64)"
+        )),
+    }
+}
+
+/// `events`, when given: not empty, each an event type's name.
+fn check_events(field: &str, events: Option<&[String]>, problems: &mut Vec<String>) {
+    let Some(events) = events else { return };
+    if events.is_empty() {
+        problems.push(format!(
+            "`{field}.events` is empty: leave it out to send every event type"
+        ));
+    }
+    for e in events {
+        if e.is_empty() || !e.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+            problems.push(format!(
+                "`{field}.events`: {e:?} is not an event type like \"EXERCISE\""
+            ));
+        }
     }
 }

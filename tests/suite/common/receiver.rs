@@ -43,7 +43,13 @@ impl Receiver {
                 let code = warp::http::StatusCode::from_u16(st.load(Ordering::SeqCst)).unwrap();
                 warp::reply::with_status("", code)
             });
-        tokio::spawn(warp::serve(route).incoming(listener).run());
+        tokio::spawn(hookrace::server::serve_local(
+            listener,
+            "test",
+            1024,
+            route,
+            std::future::pending(),
+        ));
         Receiver {
             url,
             status,

@@ -69,7 +69,13 @@ impl YourApp {
             .map(move |_topic: String, body: bytes::Bytes| {
                 answer(&s2, String::new(), false, &body)
             });
-        tokio::spawn(warp::serve(events.or(ntfy)).incoming(listener).run());
+        tokio::spawn(hookrace::server::serve_local(
+            listener,
+            "test",
+            1024,
+            events.or(ntfy),
+            std::future::pending(),
+        ));
         YourApp {
             url: format!("{base}/events"),
             ntfy_url: format!("{base}/ntfy/topic"),

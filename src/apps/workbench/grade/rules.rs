@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::sim_client::{SimClient, statuses};
+use super::sim_client::{Seen, SimClient, statuses};
 use super::{Fixture, Grade, MAX_FETCHES_OF_GONE, Outcome, SLOW_ANSWER_MS, Verdict};
 use crate::sim::Logged;
 
@@ -38,16 +38,40 @@ fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
     sorted.get(i).copied()
 }
 
-/// Runs every rule against the receiver at `url`.
+/// Runs every rule against the receiver at `url`, in order. A receiver that does not answer the
+/// PING cannot be registered, so nothing after that rule can run.
 pub(super) async fn grade(
     sim: &SimClient,
     fixture: &Fixture,
     url: &str,
     wait: Duration,
 ) -> anyhow::Result<Grade> {
-    let mut verdicts = Vec::new();
     let (alice, bob) = (fixture.users[0].0, fixture.users[1].0);
-    // 1. PING.
+    let (ping, registered) = ping(sim, url, wait).await?;
+    let mut grade = Grade {
+        receiver: url.to_string(),
+        simulator: sim.base.clone(),
+        verdicts: vec![ping],
+        answer_p50_ms: None,
+        answer_p95_ms: None,
+    };
+    if !registered {
+        return Ok(grade);
+    }
+    let (signed, p50, p95) = signed_and_fetched(sim, alice, bob, wait).await?;
+    grade.verdicts.extend(signed);
+    (grade.answer_p50_ms, grade.answer_p95_ms) = (p50, p95);
+    grade.verdicts.push(forged(sim, alice, wait).await?);
+    grade.verdicts.push(duplicate(sim, alice, wait).await?);
+    grade.verdicts.extend(unknowns(sim, alice, wait).await?);
+    grade.verdicts.push(burst(sim, bob, wait).await?);
+    grade.verdicts.push(gone(sim, alice, wait).await?);
+    grade.verdicts.push(zoneless(sim, alice, wait).await?);
+    Ok(grade)
+}
+
+/// 1. The PING: the verdict, and whether the webhook could be registered at all.
+async fn ping(sim: &SimClient, url: &str, wait: Duration) -> anyhow::Result<(Verdict, bool)> {
     let before = sim.last_seq().await?;
     let registered = sim.register(url).await?;
     tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
@@ -59,36 +83,43 @@ pub(super) async fn grade(
     let ping_title = "PING answered 200 without a signature check, and not taken as data";
     match registered {
         Err(why) => {
-            verdicts.push(verdict(
+            let failed = verdict(
                 "ping",
                 ping_title,
                 Outcome::Fail,
                 format!("the webhook could not be registered: {why}"),
                 "Answer a POST whose Polar-Webhook-Event header is PING with 200 before anything \
                  else: Polar registers the webhook only if its PING is answered 200.",
-            ));
-            return Ok(Grade {
-                receiver: url.to_string(),
-                simulator: sim.base.clone(),
-                verdicts,
-                answer_p50_ms: None,
-                answer_p95_ms: None,
-            });
+            );
+            Ok((failed, false))
         }
-        Ok(()) => verdicts.push(verdict(
-            "ping",
-            ping_title,
-            if fetched_after_ping == 0 {
-                Outcome::Pass
-            } else {
-                Outcome::Fail
-            },
-            format!("PING answered 200; {fetched_after_ping} request(s) to AccessLink followed it"),
-            "A PING carries no data: answer 200 and do nothing else.",
+        Ok(()) => Ok((
+            verdict(
+                "ping",
+                ping_title,
+                if fetched_after_ping == 0 {
+                    Outcome::Pass
+                } else {
+                    Outcome::Fail
+                },
+                format!(
+                    "PING answered 200; {fetched_after_ping} request(s) to AccessLink followed it"
+                ),
+                "A PING carries no data: answer 200 and do nothing else.",
+            ),
+            true,
         )),
     }
+}
 
-    // 2 and 3. Signed deliveries for two users: answered 200 quickly, fetched with the right token.
+/// 2 and 3. Signed deliveries for two users: answered 200 quickly, fetched with the right
+/// token. Also the answer times' p50 and p95 (ms).
+async fn signed_and_fetched(
+    sim: &SimClient,
+    alice: u64,
+    bob: u64,
+    wait: Duration,
+) -> anyhow::Result<(Vec<Verdict>, Option<u64>, Option<u64>)> {
     let a = sim.scenario("EXERCISE", alice, 3, json!({}), wait).await?;
     let b = sim.scenario("EXERCISE", bob, 2, json!({}), wait).await?;
     let mut times: Vec<u64> = a
@@ -106,7 +137,7 @@ pub(super) async fn grade(
         p50.map_or("–".into(), |v| v.to_string()),
         p95.map_or("–".into(), |v| v.to_string())
     );
-    verdicts.push(verdict(
+    let answered = verdict(
         "signed-delivery",
         "a signed delivery answered 200 quickly",
         if ok < total || total == 0 {
@@ -122,11 +153,17 @@ pub(super) async fn grade(
         ),
         "Verify the signature, keep the notification (durably), answer 200 at once and fetch \
          afterwards: Polar gives up on a slow answer and does not retry.",
-    ));
+    );
+    let fetched = fetch_verdict(&a, &b, wait);
+    Ok((vec![answered, fetched], p50, p95))
+}
+
+/// 3. Each item of `a` and `b` fetched with its own user's token.
+fn fetch_verdict(a: &Seen, b: &Seen, wait: Duration) -> Verdict {
     let mut right = 0;
     let mut wrong = Vec::new();
     let mut missing = 0;
-    for seen in [&a, &b] {
+    for seen in [a, b] {
         for (path, user) in &seen.made {
             let mine: Vec<_> = seen.fetches.iter().filter(|f| &f.0 == path).collect();
             if mine.is_empty() {
@@ -146,7 +183,7 @@ pub(super) async fn grade(
         }
     }
     let made = a.made.len() + b.made.len();
-    verdicts.push(verdict(
+    verdict(
         "fetch",
         "the data fetched from `url` with the right user's token",
         if right == made {
@@ -166,15 +203,17 @@ pub(super) async fn grade(
         ),
         "GET the delivery's `url` with the access token of the delivery's `user_id` (keep a \
          token per user); the notification carries no data itself.",
-    ));
+    )
+}
 
-    // 4. A forged delivery.
+/// 4. A forged delivery.
+async fn forged(sim: &SimClient, alice: u64, wait: Duration) -> anyhow::Result<Verdict> {
     let forged = sim
         .scenario("EXERCISE", alice, 1, json!({"bad_signature": true}), wait)
         .await?;
     let status = forged.deliveries.first().and_then(|d| d.0);
     let acted = forged.fetches.len();
-    verdicts.push(verdict(
+    Ok(verdict(
         "forged-delivery",
         "a delivery with a wrong signature not acted on (4xx recommended)",
         match (acted, status) {
@@ -188,15 +227,17 @@ pub(super) async fn grade(
         ),
         "Compute HMAC-SHA256 of the raw body with the webhook's secret and compare it (in \
          constant time) with Polar-Webhook-Signature; on a mismatch answer 401 and do nothing.",
-    ));
+    ))
+}
 
-    // 5. A duplicate delivery.
+/// 5. A duplicate delivery.
+async fn duplicate(sim: &SimClient, alice: u64, wait: Duration) -> anyhow::Result<Verdict> {
     let dup = sim
         .scenario("EXERCISE", alice, 1, json!({"duplicate": true}), wait)
         .await?;
     let path = dup.made.first().map(|m| m.0.clone()).unwrap_or_default();
     let fetched = dup.fetched(&path);
-    verdicts.push(verdict(
+    Ok(verdict(
         "duplicate",
         "a duplicate delivery answered 200 and fetched at most once",
         if dup.answered_ok() < 2 {
@@ -215,9 +256,12 @@ pub(super) async fn grade(
         ),
         "Answer a repeated delivery 200 (it is not an error) and skip what you already have: \
          key each notification by (event, user_id, entity_id or date).",
-    ));
+    ))
+}
 
-    // 6. An unknown event type and an unknown user.
+/// 6. An unknown event type and an unknown user.
+async fn unknowns(sim: &SimClient, alice: u64, wait: Duration) -> anyhow::Result<Vec<Verdict>> {
+    let mut verdicts = Vec::new();
     for (rule, title, fault) in [
         (
             "unknown-event",
@@ -247,12 +291,15 @@ pub(super) async fn grade(
              4xx) and ignore what you do not know; never a 5xx, never a hang.",
         ));
     }
+    Ok(verdicts)
+}
 
-    // 7. A burst.
+/// 7. A burst.
+async fn burst(sim: &SimClient, bob: u64, wait: Duration) -> anyhow::Result<Verdict> {
     let burst = sim.scenario("EXERCISE", bob, 50, json!({}), wait).await?;
     let mut burst_times: Vec<u64> = burst.deliveries.iter().filter_map(|d| d.1).collect();
     burst_times.sort_unstable();
-    verdicts.push(verdict(
+    Ok(verdict(
         "burst",
         "a burst of 50 deliveries all answered within the timeout",
         if burst.answered_ok() == 50 {
@@ -267,15 +314,17 @@ pub(super) async fn grade(
         ),
         "Answer each delivery independently and at once (queue the fetches): deliveries arrive \
          together when many users sync at the same time.",
-    ));
+    ))
+}
 
-    // 8. Data gone before the fetch.
+/// 8. Data gone before the fetch.
+async fn gone(sim: &SimClient, alice: u64, wait: Duration) -> anyhow::Result<Verdict> {
     let gone = sim
         .scenario("EXERCISE", alice, 1, json!({"gone": true}), wait * 3)
         .await?;
     let path = gone.made.first().map(|m| m.0.clone()).unwrap_or_default();
     let tries = gone.fetched(&path);
-    verdicts.push(verdict(
+    Ok(verdict(
         "gone",
         "data gone by the fetch (404/204) does not make the receiver retry for ever",
         if tries <= MAX_FETCHES_OF_GONE {
@@ -289,9 +338,11 @@ pub(super) async fn grade(
         ),
         "A 404 or 204 on the data means it is gone (deleted, or a newer version replaced it): \
          give up on it; retry only a 429 or a 5xx, a few times, with growing pauses.",
-    ));
+    ))
+}
 
-    // 9. A zone-less timestamp.
+/// 9. A zone-less timestamp.
+async fn zoneless(sim: &SimClient, alice: u64, wait: Duration) -> anyhow::Result<Verdict> {
     let zoneless = sim
         .scenario(
             "EXERCISE",
@@ -307,7 +358,7 @@ pub(super) async fn grade(
         .first()
         .map(|m| m.0.clone())
         .unwrap_or_default();
-    verdicts.push(verdict(
+    Ok(verdict(
         "zoneless-timestamp",
         "a `timestamp` without a time zone accepted",
         if status == Some(200) && zoneless.fetched(&path) >= 1 {
@@ -322,13 +373,5 @@ pub(super) async fn grade(
         ),
         "Polar's examples carry both `…Z` and zone-less timestamps: parse tolerantly (or not at \
          all: the timestamp is informative).",
-    ));
-
-    Ok(Grade {
-        receiver: url.to_string(),
-        simulator: sim.base.clone(),
-        verdicts,
-        answer_p50_ms: p50,
-        answer_p95_ms: p95,
-    })
+    ))
 }
