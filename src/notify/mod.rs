@@ -255,40 +255,44 @@ impl Sender {
                 store.set_sink_gone(name, &reason)?;
                 self.park(key, &reason)
             }
-            Attempt::Retry(reason) => {
-                let failing_for = (Utc::now() - due.since).to_std().unwrap_or_default();
-                let attempt = retry::Attempt::Transient {
-                    reason: reason.clone(),
-                    wait: None,
-                };
-                let delay = match retry_policy(sink).decide_now(attempt, due.attempts, failing_for)
-                {
-                    Decision::Retry { after, .. } => after,
-                    Decision::GiveUp(reason) => {
-                        tracing::error!(
-                            sink = name,
-                            entity = %key,
-                            reason,
-                            "event parked as failed"
-                        );
-                        return self.park(key, &reason);
-                    }
-                    Decision::Done => return Ok(()),
-                };
-                let next_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                tracing::warn!(
+            Attempt::Retry(reason) => self.retry_later(&due, &reason),
+        }
+    }
+
+    /// A failed attempt: the event is tried again after the sink's backoff, or parked once the
+    /// sink's `give_up_after` has passed.
+    fn retry_later(&self, due: &DueNotice, reason: &str) -> anyhow::Result<()> {
+        let (sink, name, key) = (&self.sink, self.sink.name.as_str(), &due.key);
+        let failing_for = (Utc::now() - due.since).to_std().unwrap_or_default();
+        let attempt = retry::Attempt::Transient {
+            reason: reason.to_string(),
+            wait: None,
+        };
+        let delay = match retry_policy(sink).decide_now(attempt, due.attempts, failing_for) {
+            Decision::Retry { after, .. } => after,
+            Decision::GiveUp(reason) => {
+                tracing::error!(
                     sink = name,
                     entity = %key,
                     reason,
-                    retry_in_ms = crate::units::millis(delay),
-                    "notify attempt failed; will retry"
+                    "event parked as failed"
                 );
-                if let Some(again) = store.notice_retry(key, name, next_at, &reason)? {
-                    self.outbox.put_due(name, &again);
-                }
-                Ok(())
+                return self.park(key, &reason);
             }
+            Decision::Done => return Ok(()),
+        };
+        let next_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+        tracing::warn!(
+            sink = name,
+            entity = %key,
+            reason,
+            retry_in_ms = crate::units::millis(delay),
+            "notify attempt failed; will retry"
+        );
+        if let Some(again) = self.store.notice_retry(key, name, next_at, reason)? {
+            self.outbox.put_due(name, &again);
         }
+        Ok(())
     }
 
     /// Parks the event: in its record, and out of the queue.

@@ -214,31 +214,39 @@ impl Sink {
             }
             return Attempt::Delivered;
         }
-        // Its stderr's end, unless something it left running still holds the pipe open.
-        let stderr = match stderr {
-            Some(mut reader) => {
-                match tokio::time::timeout(Duration::from_secs(1), &mut reader).await {
-                    Ok(Ok(kept)) => kept,
-                    _ => {
-                        reader.abort();
-                        Vec::new()
-                    }
-                }
-            }
-            None => Vec::new(),
-        };
-        let stderr = String::from_utf8_lossy(&stderr);
-        let last = stderr.lines().last().unwrap_or("").trim();
-        Attempt::Retry(format!(
-            "{:?} exited with {status}{}",
-            command[0],
-            if last.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", last.chars().take(200).collect::<String>())
-            }
-        ))
+        Attempt::Retry(failure(&command[0], status, stderr).await)
     }
+}
+
+/// Why a command that exited unsuccessfully failed: its status and the last line of its stderr
+/// (read for a second at most: something it left running may still hold the pipe open).
+async fn failure(
+    program: &str,
+    status: std::process::ExitStatus,
+    stderr: Option<tokio::task::JoinHandle<Vec<u8>>>,
+) -> String {
+    // Its stderr's end, unless something it left running still holds the pipe open.
+    let stderr = match stderr {
+        Some(mut reader) => match tokio::time::timeout(Duration::from_secs(1), &mut reader).await {
+            Ok(Ok(kept)) => kept,
+            _ => {
+                reader.abort();
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
+    let stderr = String::from_utf8_lossy(&stderr);
+    let last = stderr.lines().last().unwrap_or("").trim();
+    format!(
+        "{:?} exited with {status}{}",
+        program,
+        if last.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", last.chars().take(200).collect::<String>())
+        }
+    )
 }
 
 /// The variables an exec command inherits from hookrace's environment; nothing else (the

@@ -19,16 +19,9 @@ impl Store {
         self.meta.get(key).ok().flatten().map(|v| v.to_vec())
     }
 
-    fn meta_time(&self, key: &str) -> Option<DateTime<Utc>> {
-        let v = self.meta_bytes(key)?;
-        DateTime::parse_from_rfc3339(std::str::from_utf8(&v).ok()?)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
-    }
-
     /// When the store was created.
     pub fn created_at(&self) -> Option<DateTime<Utc>> {
-        self.meta_time(META_CREATED_AT)
+        super::meta_time(&self.meta, META_CREATED_AT)
     }
 
     /// When the last valid delivery arrived.

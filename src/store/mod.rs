@@ -389,13 +389,7 @@ impl Store {
         let meta = tree("meta")?;
         let counters = Arc::new(Counters::load(&counters_tree, &meta)?);
         let last_delivery_ms = Arc::new(AtomicI64::new(i64::MIN));
-        let meta_time = |key: &str| -> Option<DateTime<Utc>> {
-            let v = meta.get(key).ok()??;
-            DateTime::parse_from_rfc3339(std::str::from_utf8(&v).ok()?)
-                .ok()
-                .map(|t| t.with_timezone(&Utc))
-        };
-        if let Some(t) = meta_time(META_LAST_DELIVERY_AT) {
+        if let Some(t) = meta_time(&meta, META_LAST_DELIVERY_AT) {
             last_delivery_ms.store(t.timestamp_millis(), Ordering::Release);
         }
         // Records created before now were written by an earlier process: durable, or recovered.
@@ -442,30 +436,7 @@ impl Store {
         }
         store.upgrade(&old_trees.0, &old_trees.1)?;
         store.unclean = store.meta.get(META_OPEN)?.is_some();
-        let saved = match store.unclean {
-            true => {
-                tracing::warn!(
-                    store = %path.display(),
-                    "the store was not closed cleanly: recounting from its records"
-                );
-                None
-            }
-            false => store.saved_summary()?,
-        };
-        let summary = match saved {
-            Some(summary) => summary,
-            // After a crash, on a store of an earlier version, or one closed after writes no
-            // tally counted: one pass over the records.
-            None => {
-                if !store.unclean && !created {
-                    tracing::info!(
-                        store = %path.display(),
-                        "no summary was saved at the last close: recounting from the records"
-                    );
-                }
-                store.recount()?
-            }
-        };
+        let summary = store.opening_summary(created)?;
         // The tally that follows the store starts from it (see `Store::follow_tally`).
         store.journal.opened(summary);
         store.meta.insert(META_OPEN, &[1u8])?;
@@ -473,6 +444,36 @@ impl Store {
         // The files sled has just created (on a new store) get the same treatment.
         restrict(path)?;
         Ok(store)
+    }
+
+    /// The race's summary as the store opens: the one its last clean close saved; else (after a
+    /// crash, on a store of an earlier version, or one closed after writes no tally counted) one
+    /// pass over the records.
+    fn opening_summary(&self, created: bool) -> anyhow::Result<Summary> {
+        let saved = match self.unclean {
+            true => {
+                tracing::warn!(
+                    store = %self.path.display(),
+                    "the store was not closed cleanly: recounting from its records"
+                );
+                None
+            }
+            false => self.saved_summary()?,
+        };
+        Ok(match saved {
+            Some(summary) => summary,
+            // After a crash, on a store of an earlier version, or one closed after writes no
+            // tally counted: one pass over the records.
+            None => {
+                if !self.unclean && !created {
+                    tracing::info!(
+                        store = %self.path.display(),
+                        "no summary was saved at the last close: recounting from the records"
+                    );
+                }
+                self.recount()?
+            }
+        })
     }
 
     /// The summary the last clean close saved, if any.
@@ -766,6 +767,14 @@ fn decode_record(key: &str, bytes: &[u8]) -> anyhow::Result<Record> {
         serde_json::from_slice(bytes).with_context(|| format!("decoding entity {key}"))?;
     r.entity.key = EntityKey::stored(key);
     Ok(r)
+}
+
+/// A time the `meta` tree keeps (RFC 3339), if it holds a readable one.
+fn meta_time(meta: &sled::Tree, key: &str) -> Option<DateTime<Utc>> {
+    let v = meta.get(key).ok()??;
+    DateTime::parse_from_rfc3339(std::str::from_utf8(&v).ok()?)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 fn decode_entity(key: &str, bytes: &[u8]) -> anyhow::Result<Entity> {

@@ -69,29 +69,7 @@ impl Store {
             // Only a first delivery changes what the summary counts (a duplicate changes none of
             // the entity's times): the duplicate path takes no summary lock and copies nothing.
             let before = (first && !created).then(|| rec.entity.times().into_owned());
-            let e = &mut rec.entity;
-            if first {
-                e.webhook_at = Some(received_at);
-                e.webhook_timestamp = Some(delivery.timestamp);
-                e.url = Some(delivery.url.clone());
-                rec.raw = Some(RawDelivery {
-                    received_at,
-                    body: body.take().unwrap_or_default(),
-                });
-            }
-            e.webhook_deliveries = e.webhook_deliveries.saturating_add(1);
-            e.key = EntityKey::stored(key.clone());
-            if fetch && rec.fetch.is_none() && e.fetch_state() == FetchState::NotFetched {
-                if let Some(url) = &e.url {
-                    rec.fetch = Some(FetchJob {
-                        url: url.clone(),
-                        user_id: e.user_id,
-                        event: e.kind.clone(),
-                        attempts: 0,
-                        next_at: received_at,
-                    });
-                }
-            }
+            mark_delivered(&mut rec, delivery, received_at, &mut body, fetch, &key);
             let bytes = serde_json::to_vec(&rec).context("encoding an entity")?;
             let swapped = self
                 .entities
@@ -104,50 +82,67 @@ impl Store {
                 }
                 continue;
             }
-            if created {
-                if let Some(seq) = rec.seq {
-                    self.recent
-                        .insert(seq.to_be_bytes(), key.as_bytes())
-                        .context("indexing a new entity")?;
-                    // After the write: a commit that reads this mark flushes the record.
-                    self.written_seq.fetch_max(seq, Ordering::AcqRel);
-                }
-            }
-            let queued_now = !had_job && rec.fetch.is_some();
-            let record_durable = rec
-                .seq
-                .is_none_or(|s| s <= self.durable_seq.load(Ordering::Acquire));
-            let fetch_queued = match &rec.fetch {
-                Some(job) if queued_now => {
-                    self.work_changed(
-                        &key,
-                        rec.entity.user_id,
-                        (None, rec.notify.as_ref()),
-                        Some(job),
-                        rec.notify.as_ref(),
-                    );
-                    Some((EntityKey::stored(key.as_str()), job.next_at))
-                }
-                _ => None,
-            };
-            if first {
-                self.entity_changed(before.as_ref(), Some(&rec.entity.times()));
-            }
-            let outcome = if first {
-                self.incr(counter::Counter::WebhookAccepted, 1);
-                Recorded::Accepted
-            } else {
-                self.incr(counter::Counter::WebhookDuplicates, 1);
-                Recorded::Duplicate
-            };
-            self.last_delivery_ms
-                .fetch_max(received_at.timestamp_millis(), Ordering::AcqRel);
-            return Ok(DeliveryRecorded {
-                outcome,
-                fetch_queued,
-                already_durable: !first && !queued_now && record_durable,
-            });
+            return self.delivery_written(&key, &rec, created, had_job, before, received_at);
         }
+    }
+
+    /// What follows a delivery's record write that won: the newest-first index for a new
+    /// entity, the fetch job handed to the journal, the summary's times, the counters.
+    fn delivery_written(
+        &self,
+        key: &str,
+        rec: &Record,
+        created: bool,
+        had_job: bool,
+        before: Option<EntityTimes<'static>>,
+        received_at: DateTime<Utc>,
+    ) -> anyhow::Result<DeliveryRecorded> {
+        // This delivery was the entity's first: a new record, or one only the poller had seen
+        // (`before` holds its times then).
+        let first = before.is_some() || created;
+        if created {
+            if let Some(seq) = rec.seq {
+                self.recent
+                    .insert(seq.to_be_bytes(), key.as_bytes())
+                    .context("indexing a new entity")?;
+                // After the write: a commit that reads this mark flushes the record.
+                self.written_seq.fetch_max(seq, Ordering::AcqRel);
+            }
+        }
+        let queued_now = !had_job && rec.fetch.is_some();
+        let record_durable = rec
+            .seq
+            .is_none_or(|s| s <= self.durable_seq.load(Ordering::Acquire));
+        let fetch_queued = match &rec.fetch {
+            Some(job) if queued_now => {
+                self.work_changed(
+                    key,
+                    rec.entity.user_id,
+                    (None, rec.notify.as_ref()),
+                    Some(job),
+                    rec.notify.as_ref(),
+                );
+                Some((EntityKey::stored(key), job.next_at))
+            }
+            _ => None,
+        };
+        if first {
+            self.entity_changed(before.as_ref(), Some(&rec.entity.times()));
+        }
+        let outcome = if first {
+            self.incr(counter::Counter::WebhookAccepted, 1);
+            Recorded::Accepted
+        } else {
+            self.incr(counter::Counter::WebhookDuplicates, 1);
+            Recorded::Duplicate
+        };
+        self.last_delivery_ms
+            .fetch_max(received_at.timestamp_millis(), Ordering::AcqRel);
+        Ok(DeliveryRecorded {
+            outcome,
+            fetch_queued,
+            already_durable: !first && !queued_now && record_durable,
+        })
     }
 
     /// The entity's pending fetch, if its record holds one, with the key the record lives under.
@@ -310,5 +305,42 @@ impl Store {
             rec.fetch.as_ref(),
             rec.notify.as_ref(),
         );
+    }
+}
+
+/// A delivery's marks on its entity's record: the first delivery sets the webhook's sighting,
+/// timestamp, url and raw body (taken from `body`); every one is counted; a fetch job is queued
+/// (with `fetch`) while the data was never fetched and none is pending.
+fn mark_delivered(
+    rec: &mut Record,
+    delivery: &Delivery,
+    received_at: DateTime<Utc>,
+    body: &mut Option<String>,
+    fetch: bool,
+    key: &str,
+) {
+    let first = rec.entity.webhook_at.is_none();
+    let e = &mut rec.entity;
+    if first {
+        e.webhook_at = Some(received_at);
+        e.webhook_timestamp = Some(delivery.timestamp);
+        e.url = Some(delivery.url.clone());
+        rec.raw = Some(RawDelivery {
+            received_at,
+            body: body.take().unwrap_or_default(),
+        });
+    }
+    e.webhook_deliveries = e.webhook_deliveries.saturating_add(1);
+    e.key = EntityKey::stored(key.to_string());
+    if fetch && rec.fetch.is_none() && e.fetch_state() == FetchState::NotFetched {
+        if let Some(url) = &e.url {
+            rec.fetch = Some(FetchJob {
+                url: url.clone(),
+                user_id: e.user_id,
+                event: e.kind.clone(),
+                attempts: 0,
+                next_at: received_at,
+            });
+        }
     }
 }

@@ -71,60 +71,8 @@ impl State {
         let offset = [-300, 0, 60, 120, 180, 330][(uid % 6) as usize];
         let local_now = now.naive_utc() + chrono::Duration::minutes(offset as i64);
         let data = match kind {
-            Kind::Exercise => {
-                let duration_ms: u64 = self.rng.random_range(15 * 60_000..2 * 3_600_000);
-                let duration_s = u32::try_from(duration_ms / 1000).unwrap_or(u32::MAX);
-                let sports = [
-                    "RUNNING",
-                    "CYCLING",
-                    "WALKING",
-                    "SWIMMING",
-                    "STRENGTH_TRAINING",
-                ];
-                let sport = sports[self.rng.random_range(0..sports.len())].to_string();
-                let start = local_now
-                    - chrono::Duration::seconds(duration_s as i64 + self.rng.random_range(60..900));
-                let mut start = start.with_nanosecond_zero();
-                // A second exercise of one user never starts in the same second (as on a real
-                // device): an earlier second instead. Drawn the same for the same seed.
-                while !self.exercise_starts.insert((uid, start)) {
-                    start -= chrono::Duration::seconds(1);
-                }
-                ItemData::Exercise(Exercise {
-                    hashed_id: hashed_id(self.settings.seed, id),
-                    device: "Polar Vantage V3".into(),
-                    device_id: device_id(uid),
-                    start_time: start,
-                    utc_offset_minutes: offset,
-                    duration_ms,
-                    distance_m: if sport == "STRENGTH_TRAINING" {
-                        0.0
-                    } else {
-                        f64::from(duration_s) * 3.0
-                    },
-                    sport,
-                    calories: duration_s / 6,
-                    hr_avg: self.rng.random_range(110..160),
-                    hr_max: self.rng.random_range(160..195),
-                })
-            }
-            Kind::Activity => {
-                let date = local_now.date().format("%Y-%m-%d").to_string();
-                let created = self
-                    .entity_index
-                    .get(&(Kind::Activity, uid, date.clone()))
-                    .map(|&i| self.truth.entities[i].available_at)
-                    .unwrap_or(now);
-                let steps = self.rng.random_range(500..4000);
-                ItemData::Activity(Activity {
-                    date,
-                    created,
-                    calories: 1800 + steps / 20,
-                    active_calories: steps / 20,
-                    duration_s: 86_400,
-                    active_steps: steps,
-                })
-            }
+            Kind::Exercise => self.new_exercise(uid, id, local_now, offset),
+            Kind::Activity => self.new_activity(uid, local_now, now),
             Kind::PhysicalInformation => ItemData::Physical(Physical {
                 weight: 60.0 + self.rng.random_range(0.0..30.0f64).round(),
                 resting_heart_rate: self.rng.random_range(45..70),
@@ -174,6 +122,76 @@ impl State {
         };
         self.items.insert(id, item.clone());
         item
+    }
+
+    /// A new exercise of user `uid`: a random sport and length, ending minutes ago.
+    fn new_exercise(
+        &mut self,
+        uid: u64,
+        id: u64,
+        local_now: chrono::NaiveDateTime,
+        offset: i32,
+    ) -> ItemData {
+        let duration_ms: u64 = self.rng.random_range(15 * 60_000..2 * 3_600_000);
+        let duration_s = u32::try_from(duration_ms / 1000).unwrap_or(u32::MAX);
+        let sports = [
+            "RUNNING",
+            "CYCLING",
+            "WALKING",
+            "SWIMMING",
+            "STRENGTH_TRAINING",
+        ];
+        let sport = sports[self.rng.random_range(0..sports.len())].to_string();
+        let start = local_now
+            - chrono::Duration::seconds(duration_s as i64 + self.rng.random_range(60..900));
+        let mut start = start.with_nanosecond_zero();
+        // A second exercise of one user never starts in the same second (as on a real
+        // device): an earlier second instead. Drawn the same for the same seed.
+        while !self.exercise_starts.insert((uid, start)) {
+            start -= chrono::Duration::seconds(1);
+        }
+        ItemData::Exercise(Exercise {
+            hashed_id: hashed_id(self.settings.seed, id),
+            device: "Polar Vantage V3".into(),
+            device_id: device_id(uid),
+            start_time: start,
+            utc_offset_minutes: offset,
+            duration_ms,
+            distance_m: if sport == "STRENGTH_TRAINING" {
+                0.0
+            } else {
+                f64::from(duration_s) * 3.0
+            },
+            sport,
+            calories: duration_s / 6,
+            hr_avg: self.rng.random_range(110..160),
+            hr_max: self.rng.random_range(160..195),
+        })
+    }
+
+    /// Today's activity of user `uid`, a new version of it when the day has one already (it keeps
+    /// the day's creation time).
+    fn new_activity(
+        &mut self,
+        uid: u64,
+        local_now: chrono::NaiveDateTime,
+        now: chrono::DateTime<Utc>,
+    ) -> ItemData {
+        let date = local_now.date().format("%Y-%m-%d").to_string();
+        let created = self
+            .entity_index
+            .get(&(Kind::Activity, uid, date.clone()))
+            .map(|&i| self.truth.entities[i].available_at)
+            .unwrap_or(now);
+        let steps = self.rng.random_range(500..4000);
+        ItemData::Activity(Activity {
+            date,
+            created,
+            calories: 1800 + steps / 20,
+            active_calories: steps / 20,
+            duration_s: 86_400,
+            active_steps: steps,
+        })
     }
 
     /// Adds the item to the ground truth (a new entity, or a new version of a day's activity).

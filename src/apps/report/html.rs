@@ -259,11 +259,9 @@ fn whatif(r: &Report) -> Option<String> {
     Some(chart::svg(&w, Some(&measured)).unwrap_or_else(err))
 }
 
-/// The page.
-pub(super) fn page(r: &Report) -> String {
-    let mut out = String::new();
-    out.push_str(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+/// The page's head: its content security policy (no script, inline styles, images as data)
+/// and its style.
+const HEAD: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; \
          style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'\">\
          <title>hookrace: webhooks versus polling</title><style>\
@@ -271,8 +269,12 @@ pub(super) fn page(r: &Report) -> String {
          table{border-collapse:collapse;margin:1em 0}td,th{padding:.25em .8em;border-bottom:1px solid #ddd}\
          td:not(:first-child),th:not(:first-child){text-align:right}figure{margin:1.5em 0}\
          figcaption{font-weight:bold;margin-bottom:.3em}pre{background:#f6f6f6;padding:.6em}\
-         .error{color:#b00}</style></head><body>\n",
-    );
+         .error{color:#b00}</style></head><body>\n";
+
+/// The page.
+pub(super) fn page(r: &Report) -> String {
+    let mut out = String::new();
+    out.push_str(HEAD);
     let _ = write!(
         out,
         "<h1>hookrace: webhooks versus polling, {}</h1><p>{}</p>",

@@ -49,7 +49,18 @@ pub(super) fn rows(r: &Report) -> Vec<Vec<String>> {
     let app_delay =
         |f: fn(&crate::race::LatencyStats) -> Option<f64>| app.map(|a| ms(f(&a.delay_ms)));
     let dash = || Some("–".to_string());
-    let rows: Vec<(&str, String, String, Option<String>)> = vec![
+    type Stat = fn(&crate::race::LatencyStats) -> Option<f64>;
+    let delays: [(&str, Stat); 4] = [
+        ("median delay", |l| l.p50),
+        ("p95 delay", |l| l.p95),
+        ("max delay", |l| l.max),
+        ("mean delay", |l| l.mean),
+    ];
+    let delay_rows = delays.map(|(label, f)| {
+        let row = (label, ms(f(&r.webhook.delay_ms)), ms(f(&r.poll.delay_ms)));
+        (row.0, row.1, row.2, app_delay(f))
+    });
+    let mut rows: Vec<(&str, String, String, Option<String>)> = vec![
         (
             "entities seen",
             of(r.webhook.entities_seen),
@@ -62,30 +73,9 @@ pub(super) fn rows(r: &Report) -> Vec<Vec<String>> {
             r.poll.seen_first.to_string(),
             dash(),
         ),
-        (
-            "median delay",
-            ms(r.webhook.delay_ms.p50),
-            ms(r.poll.delay_ms.p50),
-            app_delay(|l| l.p50),
-        ),
-        (
-            "p95 delay",
-            ms(r.webhook.delay_ms.p95),
-            ms(r.poll.delay_ms.p95),
-            app_delay(|l| l.p95),
-        ),
-        (
-            "max delay",
-            ms(r.webhook.delay_ms.max),
-            ms(r.poll.delay_ms.max),
-            app_delay(|l| l.max),
-        ),
-        (
-            "mean delay",
-            ms(r.webhook.delay_ms.mean),
-            ms(r.poll.delay_ms.mean),
-            app_delay(|l| l.mean),
-        ),
+    ];
+    rows.extend(delay_rows);
+    rows.extend([
         (
             "HTTP requests",
             r.webhook.requests.to_string(),
@@ -110,7 +100,7 @@ pub(super) fn rows(r: &Report) -> Vec<Vec<String>> {
             r.webhook_missed_poll_caught.to_string(),
             dash(),
         ),
-    ];
+    ]);
     rows.into_iter()
         .map(|(label, w, p, a)| {
             let mut row = vec![label.to_string(), w, p];
@@ -422,22 +412,8 @@ pub fn render_table(r: &Report) -> String {
     for line in explanations(r) {
         let _ = writeln!(out, "  {line}");
     }
-    if let Some(a) = &r.your_app {
-        let checked = match (a.verified, a.refused) {
-            (Some(v), Some(0)) => format!(", {v} signatures verified by the app"),
-            (Some(v), Some(x)) => {
-                format!(", {v} signatures verified, {x} requests REFUSED by the app")
-            }
-            _ => String::new(),
-        };
-        let _ = writeln!(
-            out,
-            "  your app (sink {:?}): told of {} by hookrace once stored{checked}; {} pending, {} failed",
-            a.sink,
-            plural(a.events, "entity", "entities"),
-            a.pending,
-            a.failed
-        );
+    if let Some(line) = your_app_line(r) {
+        let _ = writeln!(out, "  {line}");
     }
     let net = safety_net_lines(r);
     if !net.is_empty() {
@@ -450,48 +426,7 @@ pub fn render_table(r: &Report) -> String {
     let theory_header = ["measured versus expected", "measured", "expected"].map(String::from);
     table(&mut out, &theory_header, &theory_rows(r));
     for scenario in ["race", "typical"] {
-        let rows = cost_rows(r, scenario);
-        if rows.is_empty() {
-            continue;
-        }
-        let _ = writeln!(out);
-        let _ = writeln!(
-            out,
-            "  requests per day, polling at this interval, {} (projected):",
-            cost_title(scenario)
-        );
-        let h = ["users", "webhook", "poll", "Polar daily limit"];
-        let w: Vec<usize> = (0..4)
-            .map(|i| {
-                rows.iter()
-                    .map(|r| [&r.0, &r.1, &r.2, &r.3][i].chars().count())
-                    .chain([h[i].len()])
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let _ = writeln!(
-            out,
-            "  {:>a$}   {:>b$}   {:>c$}   {:>d$}",
-            h[0],
-            h[1],
-            h[2],
-            h[3],
-            a = w[0],
-            b = w[1],
-            c = w[2],
-            d = w[3]
-        );
-        for (u, wh, p, l) in rows {
-            let _ = writeln!(
-                out,
-                "  {u:>a$}   {wh:>b$}   {p:>c$}   {l:>d$}",
-                a = w[0],
-                b = w[1],
-                c = w[2],
-                d = w[3]
-            );
-        }
+        cost_table(&mut out, r, scenario);
     }
     if !r.cost_per_day.is_empty() {
         let _ = writeln!(
@@ -500,6 +435,72 @@ pub fn render_table(r: &Report) -> String {
         );
     }
     out
+}
+
+/// The line about your app (the notify sink the demo started), if there was one.
+fn your_app_line(r: &Report) -> Option<String> {
+    let a = r.your_app.as_ref()?;
+    let checked = match (a.verified, a.refused) {
+        (Some(v), Some(0)) => format!(", {v} signatures verified by the app"),
+        (Some(v), Some(x)) => {
+            format!(", {v} signatures verified, {x} requests REFUSED by the app")
+        }
+        _ => String::new(),
+    };
+    Some(format!(
+        "your app (sink {:?}): told of {} by hookrace once stored{checked}; {} pending, {} failed",
+        a.sink,
+        plural(a.events, "entity", "entities"),
+        a.pending,
+        a.failed
+    ))
+}
+
+/// The projected requests per day at this interval for one scenario (`race` or `typical`), as
+/// an aligned table; nothing when the report has none.
+fn cost_table(out: &mut String, r: &Report, scenario: &str) {
+    let rows = cost_rows(r, scenario);
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "  requests per day, polling at this interval, {} (projected):",
+        cost_title(scenario)
+    );
+    let h = ["users", "webhook", "poll", "Polar daily limit"];
+    let w: Vec<usize> = (0..4)
+        .map(|i| {
+            rows.iter()
+                .map(|r| [&r.0, &r.1, &r.2, &r.3][i].chars().count())
+                .chain([h[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "  {:>a$}   {:>b$}   {:>c$}   {:>d$}",
+        h[0],
+        h[1],
+        h[2],
+        h[3],
+        a = w[0],
+        b = w[1],
+        c = w[2],
+        d = w[3]
+    );
+    for (u, wh, p, l) in rows {
+        let _ = writeln!(
+            out,
+            "  {u:>a$}   {wh:>b$}   {p:>c$}   {l:>d$}",
+            a = w[0],
+            b = w[1],
+            c = w[2],
+            d = w[3]
+        );
+    }
 }
 
 /// The report as Markdown tables (for a README or a lesson).
