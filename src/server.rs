@@ -236,26 +236,8 @@ pub async fn serve<F>(
     loop {
         while connections.try_join_next().is_some() {} // reap the connections that ended
         // A free slot first: at the cap, accept nothing (the backlog holds the rest) and say so.
-        let slot = match slots.clone().try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(_) => {
-                tracing::warn!(
-                    listener = gauge.name,
-                    max = gauge.max,
-                    "connection limit reached: new connections wait (load, not a fault)"
-                );
-                gauge.set_full(true);
-                let slot = tokio::select! {
-                    slot = slots.clone().acquire_owned() => slot,
-                    _ = &mut shutdown => break,
-                };
-                gauge.set_full(false);
-                tracing::info!(listener = gauge.name, "connections are accepted again");
-                match slot {
-                    Ok(slot) => slot,
-                    Err(_) => break, // the semaphore is never closed
-                }
-            }
+        let Some(slot) = free_slot(&slots, &gauge, shutdown.as_mut()).await else {
+            break;
         };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -269,36 +251,14 @@ pub async fn serve<F>(
             },
             _ = &mut shutdown => break,
         };
-        let service = TowerToHyperService::new(warp::service(filter.clone()));
-        let (header_timeout, write_stall) = (limits.header_timeout, limits.write_stall);
+        let filter = filter.clone();
+        let limits_of_connection = (limits.header_timeout, limits.write_stall);
         let watcher = graceful.watcher();
         let open = Open::new(slot, gauge.clone());
         let closing = closing.clone();
         connections.spawn(async move {
             let _open = open;
-            // hyper's header timer starts with the first byte of a request: a connection that
-            // never sends one would be held open for ever. Wait for it here, as long.
-            let mut first = [0u8; 1];
-            tokio::select! {
-                peeked = tokio::time::timeout(header_timeout, stream.peek(&mut first)) => {
-                    match peeked {
-                        Ok(Ok(n)) if n > 0 => {}
-                        _ => return, // silent, closed or broken: close it and free the slot
-                    }
-                }
-                _ = closing.cancelled() => return,
-            }
-            // HTTP/1 only: Polar and browsers speak it, and leaving HTTP/2 out of the build (h2
-            // and hyper-util's auto server) saves ~9 s of CPU in a fresh build.
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
-            let stream = StallGuard::new(stream, write_stall);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
+            serve_connection(stream, filter, limits_of_connection, watcher, closing).await;
         });
     }
     drop(listener);
@@ -315,6 +275,69 @@ pub async fn serve<F>(
         );
     }
     connections.shutdown().await;
+}
+
+/// A free connection slot, waiting for one at the cap (load, shown by the gauge and logged);
+/// `None` when shutdown begins meanwhile.
+async fn free_slot(
+    slots: &Arc<Semaphore>,
+    gauge: &ListenerGauge,
+    shutdown: Pin<&mut impl Future<Output = ()>>,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    if let Ok(slot) = slots.clone().try_acquire_owned() {
+        return Some(slot);
+    }
+    tracing::warn!(
+        listener = gauge.name,
+        max = gauge.max,
+        "connection limit reached: new connections wait (load, not a fault)"
+    );
+    gauge.set_full(true);
+    let slot = tokio::select! {
+        slot = slots.clone().acquire_owned() => slot,
+        _ = shutdown => return None,
+    };
+    gauge.set_full(false);
+    tracing::info!(listener = gauge.name, "connections are accepted again");
+    slot.ok() // the semaphore is never closed
+}
+
+/// One connection: waits for its first byte (as long as the header timeout allows; closed at
+/// once when shutdown begins), then serves HTTP/1 on it under the graceful-shutdown `watcher`.
+async fn serve_connection<F>(
+    stream: tokio::net::TcpStream,
+    filter: F,
+    (header_timeout, write_stall): (Duration, Duration),
+    watcher: hyper_util::server::graceful::Watcher,
+    closing: CancellationToken,
+) where
+    F: Filter<Error = std::convert::Infallible> + Clone + Send + Sync + 'static,
+    F::Extract: Reply,
+{
+    // hyper's header timer starts with the first byte of a request: a connection that
+    // never sends one would be held open for ever. Wait for it here, as long.
+    let mut first = [0u8; 1];
+    tokio::select! {
+        peeked = tokio::time::timeout(header_timeout, stream.peek(&mut first)) => {
+            match peeked {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return, // silent, closed or broken: close it and free the slot
+            }
+        }
+        _ = closing.cancelled() => return,
+    }
+    // HTTP/1 only: Polar and browsers speak it, and leaving HTTP/2 out of the build (h2
+    // and hyper-util's auto server) saves ~9 s of CPU in a fresh build.
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let stream = StallGuard::new(stream, write_stall);
+    let service = TowerToHyperService::new(warp::service(filter));
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
 }
 
 #[cfg(test)]

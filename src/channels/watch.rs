@@ -58,7 +58,28 @@ impl WebhookWatch {
 
     /// One check (and a reactivation when it is called for); returns what it found.
     pub async fn check(&self) -> Finding {
-        let found = match webhooks::list(&self.client).await {
+        let found = self.look().await;
+        let (reactivated, failed) = match found == Finding::Inactive && self.reactivate {
+            true => self.try_reactivate().await,
+            false => (false, None),
+        };
+        let problem = self.problem(&found, reactivated, failed.as_deref());
+        let unhealthy = matches!(
+            found,
+            Finding::Inactive | Finding::ElsewhereUrl(_) | Finding::Missing
+        );
+        let newly_unhealthy = self.record(&found, reactivated, problem, unhealthy);
+        if newly_unhealthy {
+            if let Some(poller) = &self.poller {
+                poller.alarm.notify_one();
+            }
+        }
+        found
+    }
+
+    /// What AccessLink says of the client's webhook.
+    async fn look(&self) -> Finding {
+        match webhooks::list(&self.client).await {
             Err(e) => Finding::Unknown(format!("listing the webhooks: {e}")),
             Ok(hooks) => match hooks.first() {
                 None => Finding::Missing,
@@ -68,32 +89,36 @@ impl WebhookWatch {
                     _ => Finding::Healthy,
                 },
             },
-        };
-        let mut reactivated = false;
-        let mut failed = None;
-        if found == Finding::Inactive && self.reactivate {
-            match webhooks::set_active(&self.client, true).await {
-                Ok(_) => {
-                    tracing::warn!(
-                        "the webhook was inactive at AccessLink (Polar deactivates one after failed deliveries): reactivated it"
-                    );
-                    reactivated = true;
-                }
-                Err(e) => {
-                    tracing::error!(
-                        error = %e,
-                        "the webhook is inactive at AccessLink and reactivating it failed; trying again at the next check"
-                    );
-                    failed = Some(e.to_string());
-                }
+        }
+    }
+
+    /// Reactivates the inactive webhook: whether it worked, and why not.
+    async fn try_reactivate(&self) -> (bool, Option<String>) {
+        match webhooks::set_active(&self.client, true).await {
+            Ok(_) => {
+                tracing::warn!(
+                    "the webhook was inactive at AccessLink (Polar deactivates one after failed deliveries): reactivated it"
+                );
+                (true, None)
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    "the webhook is inactive at AccessLink and reactivating it failed; trying again at the next check"
+                );
+                (false, Some(e.to_string()))
             }
         }
-        let problem = match &found {
+    }
+
+    /// What an operator is told of `found`, if anything is wrong.
+    fn problem(&self, found: &Finding, reactivated: bool, failed: Option<&str>) -> Option<String> {
+        match found {
             Finding::Healthy => None,
             Finding::Inactive if reactivated => {
                 Some("found inactive; reactivated (Polar PINGed it)".to_string())
             }
-            Finding::Inactive => Some(match &failed {
+            Finding::Inactive => Some(match failed {
                 Some(e) => format!("inactive at AccessLink; reactivating it failed: {e}"),
                 None => "inactive at AccessLink: no deliveries arrive (set [webhook] reactivate = true, or run `hookrace webhook activate`)".to_string(),
             }),
@@ -106,54 +131,55 @@ impl WebhookWatch {
                     .to_string(),
             ),
             Finding::Unknown(why) => Some(why.clone()),
+        }
+    }
+
+    /// Writes the check into the webhook's health (`/status`), logging a change; returns
+    /// whether the webhook has just become unhealthy.
+    fn record(
+        &self,
+        found: &Finding,
+        reactivated: bool,
+        problem: Option<String>,
+        unhealthy: bool,
+    ) -> bool {
+        let Ok(mut rt) = self.runtime.write() else {
+            return false;
         };
-        let unhealthy = matches!(
-            found,
-            Finding::Inactive | Finding::ElsewhereUrl(_) | Finding::Missing
+        let h = &mut rt.webhook_health;
+        let was = h.active;
+        h.checked_at = Some(Utc::now());
+        h.state = Some(
+            match found {
+                Finding::Healthy => "healthy",
+                Finding::Inactive if reactivated => "reactivated",
+                Finding::Inactive => "inactive",
+                Finding::ElsewhereUrl(_) => "points_elsewhere",
+                Finding::Missing => "missing",
+                Finding::Unknown(_) => "unknown",
+            }
+            .to_string(),
         );
-        let mut newly_unhealthy = false;
-        if let Ok(mut rt) = self.runtime.write() {
-            let h = &mut rt.webhook_health;
-            let was = h.active;
-            newly_unhealthy = unhealthy && was != Some(false);
-            h.checked_at = Some(Utc::now());
-            h.state = Some(
-                match &found {
-                    Finding::Healthy => "healthy",
-                    Finding::Inactive if reactivated => "reactivated",
-                    Finding::Inactive => "inactive",
-                    Finding::ElsewhereUrl(_) => "points_elsewhere",
-                    Finding::Missing => "missing",
-                    Finding::Unknown(_) => "unknown",
-                }
-                .to_string(),
-            );
-            h.active = match &found {
-                Finding::Healthy => Some(true),
-                Finding::Inactive => Some(reactivated),
-                Finding::Unknown(_) => h.active,
-                _ => Some(false),
-            };
-            if unhealthy {
-                h.deactivated_seen += 1;
-            }
-            h.reactivations += u64::from(reactivated);
-            if problem.is_some() {
-                h.last_problem = problem.clone();
-            }
-            if was != h.active && !reactivated {
-                if let Some(p) = &problem {
-                    tracing::warn!(problem = %p, "the webhook is not healthy");
-                } else if was.is_some() {
-                    tracing::info!("the webhook is healthy again");
-                }
+        h.active = match found {
+            Finding::Healthy => Some(true),
+            Finding::Inactive => Some(reactivated),
+            Finding::Unknown(_) => h.active,
+            _ => Some(false),
+        };
+        if unhealthy {
+            h.deactivated_seen += 1;
+        }
+        h.reactivations += u64::from(reactivated);
+        if problem.is_some() {
+            h.last_problem = problem.clone();
+        }
+        if was != h.active && !reactivated {
+            if let Some(p) = &problem {
+                tracing::warn!(problem = %p, "the webhook is not healthy");
+            } else if was.is_some() {
+                tracing::info!("the webhook is healthy again");
             }
         }
-        if newly_unhealthy {
-            if let Some(poller) = &self.poller {
-                poller.alarm.notify_one();
-            }
-        }
-        found
+        unhealthy && was != Some(false)
     }
 }

@@ -68,19 +68,7 @@ pub fn run(cli: Cli) -> ExitCode {
             let mut out = std::io::stdout();
             exit(crate::apps::whatif::run(&args, &mut out).map(|_| ()))
         }
-        Command::CheckConfig { config } => match located(config.as_deref()) {
-            Ok(cfg) => {
-                for w in &cfg.warnings {
-                    eprintln!("warning: {w}");
-                }
-                println!("configuration is valid");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprint!("{e}");
-                ExitCode::from(EXIT_USAGE)
-            }
-        },
+        Command::CheckConfig { config } => check_config(config.as_deref()),
         Command::Webhook { config, command } => with_config(config, |cfg| async move {
             let mut out = std::io::stdout();
             crate::operations::manage::webhook_command(&cfg, &command.action(), &mut out).await
@@ -97,14 +85,13 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::CheckReceiver(args) => on_runtime(async move {
             let mut out = std::io::stdout();
-            if crate::apps::workbench::grade::run(&args, &mut out)
-                .await?
-                .passed()
-            {
-                Ok(())
-            } else {
-                anyhow::bail!("the receiver at {} failed a required rule", args.url)
-            }
+            let grade = crate::apps::workbench::grade::run(&args, &mut out).await?;
+            anyhow::ensure!(
+                grade.passed(),
+                "the receiver at {} failed a required rule",
+                args.url
+            );
+            Ok(())
         }),
         Command::Sim(super::SimArgs {
             action: Some(action),
@@ -129,6 +116,24 @@ pub fn run(cli: Cli) -> ExitCode {
             let listeners = daemon::Listeners::bind(&cfg).await?;
             daemon::run(cfg, listeners, shutdown).await
         }),
+    }
+}
+
+/// `hookrace check-config`: the configuration's problems, all at once, or that it is valid (with
+/// its warnings).
+fn check_config(config: Option<&std::path::Path>) -> ExitCode {
+    match located(config) {
+        Ok(cfg) => {
+            for w in &cfg.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!("configuration is valid");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprint!("{e}");
+            ExitCode::from(EXIT_USAGE)
+        }
     }
 }
 

@@ -42,17 +42,7 @@ pub fn routes(
         .and(warp::any().map(move || client.clone()))
         .then(
             |id: u64, store: Arc<Store>, client: Arc<Client>| async move {
-                // Someone waits on the answer: a spent rate limit fails at once (503).
-                match manage::remove_user(&store, &client.interactive(), UserId(id)).await {
-                    Ok(true) => {
-                        warp::reply::with_status("", StatusCode::NO_CONTENT).into_response()
-                    }
-                    Ok(false) => error(StatusCode::NOT_FOUND, "no such user"),
-                    Err(e) if is_limit_spent(&e) => {
-                        error(StatusCode::SERVICE_UNAVAILABLE, &format!("{e:#}"))
-                    }
-                    Err(e) => error(StatusCode::BAD_GATEWAY, &format!("{e:#}")),
-                }
+                remove_user(&store, &client, UserId(id)).await
             },
         );
     let webhook_secret = warp::path!("webhook" / "secret")
@@ -62,46 +52,14 @@ pub fn routes(
         .and(with_store.clone())
         .then(move |body: bytes::Bytes, store: Arc<Store>| {
             let watch_now = watch_now.clone();
-            async move {
-            if configured_secret {
-                return error(
-                    StatusCode::CONFLICT,
-                    "the webhook secret is set in the configuration (accesslink.webhook_secret or \
-                     HOOKRACE_WEBHOOK_SECRET), which takes precedence: put the new secret there and \
-                     restart, or remove it there to use the saved one",
-                );
-            }
-            let secret = String::from_utf8_lossy(&body).trim().to_string();
-            if secret.is_empty() {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "the body must be the signature secret",
-                );
-            }
-            match store.set_webhook_secret(&Secret::new(secret)).await {
-                Ok(()) => {
-                    tracing::info!("a new webhook signature secret was saved");
-                    // A webhook was just created: the watch looks at once, so /status does not
-                    // say "no webhook" until its next check.
-                    watch_now.notify_one();
-                    warp::reply::with_status("", StatusCode::NO_CONTENT).into_response()
-                }
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
-            }
-            }
+            async move { put_webhook_secret(&store, &body, configured_secret, &watch_now).await }
         });
     let notify_retry = warp::path!("notify" / "retry")
         .and(warp::post())
         .and(warp::query::<RetryQuery>())
         .and(warp::any().map(move || notifier.clone()))
         .then(|q: RetryQuery, notifier: Arc<Notifier>| async move {
-            match notifier.requeue(q.sink).await {
-                Ok(n) => {
-                    tracing::info!(events = n, "parked notify events queued again");
-                    warp::reply::json(&serde_json::json!({ "requeued": n })).into_response()
-                }
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
-            }
+            notify_retry(&notifier, q.sink).await
         });
     // A management route asked with the wrong method is told the right one (and `Allow`).
     let wrong_method = warp::path::full().and_then(|path: warp::path::FullPath| async move {
@@ -125,6 +83,63 @@ pub fn routes(
         .or(wrong_method)
         .unify()
         .boxed()
+}
+
+/// `DELETE /users/{id}`: de-registers the user at AccessLink and forgets it. Someone waits on
+/// the answer: a spent rate limit fails at once (503).
+async fn remove_user(store: &Store, client: &Client, user: UserId) -> Response {
+    match manage::remove_user(store, &client.interactive(), user).await {
+        Ok(true) => warp::reply::with_status("", StatusCode::NO_CONTENT).into_response(),
+        Ok(false) => error(StatusCode::NOT_FOUND, "no such user"),
+        Err(e) if is_limit_spent(&e) => error(StatusCode::SERVICE_UNAVAILABLE, &format!("{e:#}")),
+        Err(e) => error(StatusCode::BAD_GATEWAY, &format!("{e:#}")),
+    }
+}
+
+/// `PUT /webhook/secret`: saves the webhook's signature secret (the body), unless the
+/// configuration sets one, which takes precedence (409); the webhook watch then looks at once.
+async fn put_webhook_secret(
+    store: &Store,
+    body: &[u8],
+    configured_secret: bool,
+    watch_now: &tokio::sync::Notify,
+) -> Response {
+    if configured_secret {
+        return error(
+            StatusCode::CONFLICT,
+            "the webhook secret is set in the configuration (accesslink.webhook_secret or \
+             HOOKRACE_WEBHOOK_SECRET), which takes precedence: put the new secret there and \
+             restart, or remove it there to use the saved one",
+        );
+    }
+    let secret = String::from_utf8_lossy(body).trim().to_string();
+    if secret.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the body must be the signature secret",
+        );
+    }
+    match store.set_webhook_secret(&Secret::new(secret)).await {
+        Ok(()) => {
+            tracing::info!("a new webhook signature secret was saved");
+            // A webhook was just created: the watch looks at once, so /status does not say
+            // "no webhook" until its next check.
+            watch_now.notify_one();
+            warp::reply::with_status("", StatusCode::NO_CONTENT).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
+    }
+}
+
+/// `POST /notify/retry[?sink=NAME]`: queues the parked notify events again.
+async fn notify_retry(notifier: &Notifier, sink: Option<String>) -> Response {
+    match notifier.requeue(sink).await {
+        Ok(n) => {
+            tracing::info!(events = n, "parked notify events queued again");
+            warp::reply::json(&serde_json::json!({ "requeued": n })).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e:#}")),
+    }
 }
 
 /// The method a management route takes and what to say to a request with another one.

@@ -257,6 +257,67 @@ fn is_refused(e: &anyhow::Error) -> bool {
     })
 }
 
+/// `hookrace webhook create`: the webhook, its secret saved where the daemon reads it.
+async fn create_webhook(
+    cfg: &Config,
+    client: &Client,
+    url: &str,
+    events: Option<&[String]>,
+    show_secret: bool,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<()> {
+    let ev = events.map(<[String]>::to_vec).unwrap_or_else(|| {
+        crate::accesslink::identity::EventType::default_subscription()
+            .map(|k| k.to_string())
+            .collect()
+    });
+    let created = webhooks::create(client, url, &ev).await?;
+    let place = save_webhook_secret(cfg, &created.secret).await?;
+    writeln!(
+        out,
+        "created webhook {} → {}",
+        created.webhook.id, created.webhook.url
+    )?;
+    writeln!(out, "  events: {}", created.webhook.events.join(", "))?;
+    writeln!(out, "  signature secret saved in {place}")?;
+    if show_secret {
+        writeln!(out, "  signature_secret_key: {}", created.secret.expose())?;
+    } else {
+        writeln!(
+            out,
+            "  (AccessLink shows the secret only once; add --show-secret to print it)"
+        )?;
+    }
+    Ok(())
+}
+
+/// `hookrace webhook list`.
+async fn list_webhooks(client: &Client, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+    let hooks = webhooks::list(client).await?;
+    if hooks.is_empty() {
+        writeln!(
+            out,
+            "no webhook: create one with `hookrace webhook create --url URL`"
+        )?;
+    }
+    for h in hooks {
+        let state = match h.active {
+            Some(false) => "inactive",
+            Some(true) => "active",
+            None => "state unknown",
+        };
+        writeln!(
+            out,
+            "{}  {}  {}  [{}]",
+            h.id,
+            state,
+            h.url,
+            h.events.join(", ")
+        )?;
+    }
+    Ok(())
+}
+
 async fn webhook_action(
     cfg: &Config,
     cmd: &WebhookAction,
@@ -267,56 +328,10 @@ async fn webhook_action(
     match cmd {
         W::Create {
             url,
-            events: ev,
+            events,
             show_secret,
-        } => {
-            let ev = ev.clone().unwrap_or_else(|| {
-                crate::accesslink::identity::EventType::default_subscription()
-                    .map(|k| k.to_string())
-                    .collect()
-            });
-            let created = webhooks::create(&client, url, &ev).await?;
-            let place = save_webhook_secret(cfg, &created.secret).await?;
-            writeln!(
-                out,
-                "created webhook {} → {}",
-                created.webhook.id, created.webhook.url
-            )?;
-            writeln!(out, "  events: {}", created.webhook.events.join(", "))?;
-            writeln!(out, "  signature secret saved in {place}")?;
-            if *show_secret {
-                writeln!(out, "  signature_secret_key: {}", created.secret.expose())?;
-            } else {
-                writeln!(
-                    out,
-                    "  (AccessLink shows the secret only once; add --show-secret to print it)"
-                )?;
-            }
-        }
-        W::List => {
-            let hooks = webhooks::list(&client).await?;
-            if hooks.is_empty() {
-                writeln!(
-                    out,
-                    "no webhook: create one with `hookrace webhook create --url URL`"
-                )?;
-            }
-            for h in hooks {
-                let state = match h.active {
-                    Some(false) => "inactive",
-                    Some(true) => "active",
-                    None => "state unknown",
-                };
-                writeln!(
-                    out,
-                    "{}  {}  {}  [{}]",
-                    h.id,
-                    state,
-                    h.url,
-                    h.events.join(", ")
-                )?;
-            }
-        }
+        } => create_webhook(cfg, &client, url, events.as_deref(), *show_secret, out).await?,
+        W::List => list_webhooks(&client, out).await?,
         W::Update {
             id,
             url,

@@ -84,13 +84,7 @@ impl Delivery {
 pub fn parse(body: &[u8]) -> Result<Parsed, String> {
     // Parsers disagree on which of two equal keys wins; a signed body must mean one thing, so
     // the top-level object is read with a visitor that refuses duplicates.
-    let StrictObject(map) = serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data if e.to_string().starts_with("duplicate key") => {
-            format!("body has a {e}")
-        }
-        serde_json::error::Category::Data => "body is not a JSON object".to_string(),
-        _ => format!("body is not JSON: {e}"),
-    })?;
+    let StrictObject(map) = strict_object(body)?;
     let obj = &map;
     let event = match obj.get("event") {
         Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s.as_str(),
@@ -140,25 +134,13 @@ pub fn parse(body: &[u8]) -> Result<Parsed, String> {
             return Err("`entity_id` must be a short id of letters, digits, - and _".into());
         }
     }
-    let need = |field: &str, present: bool| {
-        if present {
-            Ok(())
-        } else {
-            Err(format!("`{field}` is required for {event}"))
-        }
-    };
     let event = EventType::parse(event);
-    match event {
-        EventType::Exercise => need("entity_id", entity_id.is_some())?,
-        EventType::Sleep | EventType::ContinuousHeartRate | EventType::ActivitySummary => {
-            need("date", date.is_some())?
-        }
-        EventType::SleepWiseCircadianBedtime | EventType::SleepWiseAlertness => {
-            need("from", from.is_some())?;
-            need("to", to.is_some())?;
-        }
-        EventType::PhysicalInformation | EventType::Other(_) => {}
-    }
+    require_identity(
+        &event,
+        entity_id.is_some(),
+        date.is_some(),
+        [from.is_some(), to.is_some()],
+    )?;
     Ok(Parsed::Delivery(Delivery {
         event,
         user_id: UserId(user_id),
@@ -169,6 +151,45 @@ pub fn parse(body: &[u8]) -> Result<Parsed, String> {
         from,
         to,
     }))
+}
+
+/// `body` as one JSON object with distinct keys, or why not.
+fn strict_object(body: &[u8]) -> Result<StrictObject, String> {
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data if e.to_string().starts_with("duplicate key") => {
+            format!("body has a {e}")
+        }
+        serde_json::error::Category::Data => "body is not a JSON object".to_string(),
+        _ => format!("body is not JSON: {e}"),
+    })
+}
+
+/// The fields each documented event needs to name its entity: an exercise's `entity_id`, a
+/// day's `date`, SleepWise's `from` and `to`.
+fn require_identity(
+    event: &EventType,
+    entity_id: bool,
+    date: bool,
+    from_to: [bool; 2],
+) -> Result<(), String> {
+    let need = |field: &str, present: bool| {
+        if present {
+            Ok(())
+        } else {
+            Err(format!("`{field}` is required for {}", event.as_str()))
+        }
+    };
+    match event {
+        EventType::Exercise => need("entity_id", entity_id),
+        EventType::Sleep | EventType::ContinuousHeartRate | EventType::ActivitySummary => {
+            need("date", date)
+        }
+        EventType::SleepWiseCircadianBedtime | EventType::SleepWiseAlertness => {
+            need("from", from_to[0])?;
+            need("to", from_to[1])
+        }
+        EventType::PhysicalInformation | EventType::Other(_) => Ok(()),
+    }
 }
 
 /// A JSON object whose keys are all distinct (serde_json alone keeps the last of two).

@@ -51,7 +51,6 @@ pub(super) fn scores(clients: &[Scored], entries: &[LogEntry]) -> Vec<StudentSco
     clients
         .iter()
         .map(|(c, id, hook)| {
-            let mine: Vec<&LogEntry> = entries.iter().filter(|e| e.client == *c).collect();
             let mut score = StudentScore {
                 student: *c,
                 client_id: id.clone(),
@@ -67,85 +66,122 @@ pub(super) fn scores(clients: &[Scored], entries: &[LogEntry]) -> Vec<StudentSco
                 forged_refused: None,
                 duplicates_handled: None,
             };
-            let mut times = Vec::new();
-            let mut clean = HashSet::new();
-            let mut forged = HashMap::<String, bool>::new();
-            let mut duplicated = HashMap::<String, u32>::new();
-            let mut fetches = HashMap::<String, u32>::new();
-            let mut right = HashSet::new();
-            for e in &mine {
-                match &e.what {
-                    Logged::Ping { status, .. } => score.ping_passed = *status == Some(200),
-                    Logged::Delivery {
-                        url,
-                        fault,
-                        sent: true,
-                        status,
-                        ms,
-                        ..
-                    } => {
-                        let ok = status.is_some_and(|s| (200..300).contains(&s));
-                        let path = path_of(url);
-                        let fault = fault.as_deref().unwrap_or("");
-                        // A forgery is to be refused: it counts in its own column only.
-                        if !fault.contains("bad_signature") {
-                            score.deliveries += 1;
-                            score.answered += u64::from(ok);
-                            times.extend(*ms);
-                        }
-                        if fault.contains("bad_signature") {
-                            let refused = status.is_some_and(|s| (400..500).contains(&s));
-                            forged.insert(path, refused);
-                        } else if fault.contains("duplicate") {
-                            *duplicated.entry(path.clone()).or_default() += u32::from(ok);
-                            if ok {
-                                clean.insert(path);
-                            }
-                        } else if fault.is_empty() && ok {
-                            clean.insert(path);
-                        }
-                    }
-                    Logged::Request {
-                        path,
-                        token_user,
-                        announced_for,
-                        status,
-                        ..
-                    } => {
-                        *fetches.entry(path.clone()).or_default() += 1;
-                        match (token_user, announced_for) {
-                            (Some(t), Some(a)) if t == a && *status == 200 => {
-                                right.insert(path.clone());
-                            }
-                            (None, _) => score.wrong_token += 1,
-                            (Some(t), Some(a)) if t != a => score.wrong_token += 1,
-                            _ => {}
-                        }
-                    }
-                    _ => {}
-                }
+            let mut seen = Seen::default();
+            for e in entries.iter().filter(|e| e.client == *c) {
+                seen.see(&e.what, &mut score);
             }
-            times.sort_unstable();
-            score.median_ms = times.get(times.len() / 2).copied();
-            score.to_fetch = clean.len() as u64;
-            score.fetched_right = clean.iter().filter(|p| right.contains(*p)).count() as u64;
-            if !forged.is_empty() {
-                score.forged_refused = Some(
-                    forged
-                        .iter()
-                        .all(|(p, refused)| *refused && !fetches.contains_key(p)),
-                );
-            }
-            if !duplicated.is_empty() {
-                score.duplicates_handled = Some(
-                    duplicated
-                        .iter()
-                        .all(|(p, ok)| *ok == 2 && fetches.get(p).copied().unwrap_or(0) <= 1),
-                );
-            }
+            seen.finish(&mut score);
             score
         })
         .collect()
+}
+
+/// What one student's log entries showed, by the item's path.
+#[derive(Default)]
+struct Seen {
+    /// Answer times of the deliveries that count (not the forgeries).
+    times: Vec<u64>,
+    /// Items delivered cleanly (answered 2xx), whose data should be fetched.
+    clean: HashSet<String>,
+    /// Forged deliveries: whether each was refused with a 4xx.
+    forged: HashMap<String, bool>,
+    /// Duplicated deliveries: how many copies were answered 2xx.
+    duplicated: HashMap<String, u32>,
+    /// Fetches of each path.
+    fetches: HashMap<String, u32>,
+    /// Paths fetched with the token of the user the delivery announced, answered 200.
+    right: HashSet<String>,
+}
+
+impl Seen {
+    fn see(&mut self, what: &Logged, score: &mut StudentScore) {
+        match what {
+            Logged::Ping { status, .. } => score.ping_passed = *status == Some(200),
+            Logged::Delivery {
+                url,
+                fault,
+                sent: true,
+                status,
+                ms,
+                ..
+            } => self.delivery(url, fault.as_deref().unwrap_or(""), *status, *ms, score),
+            Logged::Request {
+                path,
+                token_user,
+                announced_for,
+                status,
+                ..
+            } => {
+                *self.fetches.entry(path.clone()).or_default() += 1;
+                match (token_user, announced_for) {
+                    (Some(t), Some(a)) if t == a && *status == 200 => {
+                        self.right.insert(path.clone());
+                    }
+                    (None, _) => score.wrong_token += 1,
+                    (Some(t), Some(a)) if t != a => score.wrong_token += 1,
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A delivery sent to the student's receiver.
+    fn delivery(
+        &mut self,
+        url: &str,
+        fault: &str,
+        status: Option<u16>,
+        ms: Option<u64>,
+        score: &mut StudentScore,
+    ) {
+        let ok = status.is_some_and(|s| (200..300).contains(&s));
+        let path = path_of(url);
+        // A forgery is to be refused: it counts in its own column only.
+        if fault.contains("bad_signature") {
+            let refused = status.is_some_and(|s| (400..500).contains(&s));
+            self.forged.insert(path, refused);
+            return;
+        }
+        score.deliveries += 1;
+        score.answered += u64::from(ok);
+        self.times.extend(ms);
+        if fault.contains("duplicate") {
+            *self.duplicated.entry(path.clone()).or_default() += u32::from(ok);
+            if ok {
+                self.clean.insert(path);
+            }
+        } else if fault.is_empty() && ok {
+            self.clean.insert(path);
+        }
+    }
+
+    /// The score's figures from everything seen.
+    fn finish(mut self, score: &mut StudentScore) {
+        self.times.sort_unstable();
+        score.median_ms = self.times.get(self.times.len() / 2).copied();
+        score.to_fetch = self.clean.len() as u64;
+        score.fetched_right = self
+            .clean
+            .iter()
+            .filter(|p| self.right.contains(*p))
+            .count() as u64;
+        let fetches = &self.fetches;
+        if !self.forged.is_empty() {
+            score.forged_refused = Some(
+                self.forged
+                    .iter()
+                    .all(|(p, refused)| *refused && !fetches.contains_key(p)),
+            );
+        }
+        if !self.duplicated.is_empty() {
+            score.duplicates_handled = Some(
+                self.duplicated
+                    .iter()
+                    .all(|(p, ok)| *ok == 2 && fetches.get(p).copied().unwrap_or(0) <= 1),
+            );
+        }
+    }
 }
 
 impl Sim {

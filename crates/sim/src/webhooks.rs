@@ -287,6 +287,55 @@ impl State {
         }
     }
 
+    /// Notes in the ground truth a delivery decided for `item`; returns its index there.
+    fn record_delivery(
+        &mut self,
+        item: &Item,
+        event: &str,
+        url: &str,
+        outcome: DeliveryOutcome,
+        duplicate: bool,
+    ) -> usize {
+        self.truth.deliveries.push(TruthDelivery {
+            event: event.to_string(),
+            user_id: item.user_id,
+            entity_id: item.source_id(),
+            url: url.to_string(),
+            outcome,
+            status: None,
+            duplicate,
+            decided_at: Utc::now(),
+            sent_at: None,
+        });
+        self.truth.deliveries.len() - 1
+    }
+
+    /// Logs a delivery dropped on purpose (`why`: the fault or the drop rate), for the student
+    /// whose receiver it was for.
+    fn log_dropped(
+        &mut self,
+        client: usize,
+        item: &Item,
+        event: &str,
+        url: &str,
+        receiver: &str,
+        why: String,
+    ) {
+        self.log.record(
+            client,
+            Logged::Delivery {
+                event: event.to_string(),
+                user_id: item.user_id,
+                url: url.to_string(),
+                receiver: receiver.to_string(),
+                fault: Some(why),
+                sent: false,
+                status: None,
+                ms: None,
+            },
+        );
+    }
+
     /// Decides the deliveries for a new item: none, dropped, one, or two.
     pub(super) fn announce(
         &mut self,
@@ -299,18 +348,7 @@ impl State {
         let url = payload["url"].as_str().unwrap_or_default().to_string();
         let hook_event = event.clone();
         let record = |s: &mut State, outcome: DeliveryOutcome, duplicate: bool| {
-            s.truth.deliveries.push(TruthDelivery {
-                event: hook_event.clone(),
-                user_id: item.user_id,
-                entity_id: item.source_id(),
-                url: url.clone(),
-                outcome,
-                status: None,
-                duplicate,
-                decided_at: Utc::now(),
-                sent_at: None,
-            });
-            s.truth.deliveries.len() - 1
+            s.record_delivery(item, &hook_event, &url, outcome, duplicate)
         };
         let client = self.client_of(item.user_id);
         let hook = match &self.clients[client].hook {
@@ -329,19 +367,8 @@ impl State {
             f.drop_rate > 0.0 && self.rng.random_bool(f.drop_rate.min(1.0)) && !fault.drop;
         if fault.drop || randomly_dropped {
             record(self, DeliveryOutcome::Dropped, false);
-            self.log.record(
-                client,
-                Logged::Delivery {
-                    event: event.clone(),
-                    user_id: item.user_id,
-                    url: url.clone(),
-                    receiver: hook.url.clone(),
-                    fault: Some(fault.label().unwrap_or_else(|| "drop_rate".into())),
-                    sent: false,
-                    status: None,
-                    ms: None,
-                },
-            );
+            let why = fault.label().unwrap_or_else(|| "drop_rate".into());
+            self.log_dropped(client, item, &event, &url, &hook.url, why);
             return Vec::new();
         }
         // The grader's probes change what the receiver is told (the truth keeps the real item).

@@ -15,6 +15,7 @@ use tokio::sync::broadcast;
 use warp::http::StatusCode;
 
 use super::model::Kind;
+use super::webhooks::Hook;
 use super::*;
 use accesslink::identity::EventType;
 
@@ -343,28 +344,7 @@ impl Sim {
         let mut skipped = Vec::new();
         for (client, user) in targets {
             let hook = self.lock().clients[client].hook.clone();
-            let problem = match &hook {
-                None => Some(format!(
-                    "no webhook to deliver {} to: register one first (POST /v3/webhooks with the \
-                     client's credentials; see docs/simulator.md)",
-                    t.event
-                )),
-                Some(h) if !h.active => Some(format!(
-                    "the webhook at {} is inactive: activate it (POST /v3/webhooks/activate)",
-                    h.url
-                )),
-                Some(h) => kinds
-                    .iter()
-                    .find(|k| !h.events.iter().any(|e| *e == k.event_type().as_str()))
-                    .map(|k| {
-                        format!(
-                            "the webhook at {} is not subscribed to {}: add it (PATCH \
-                             /v3/webhooks/{{id}})",
-                            h.url,
-                            k.event_type().as_str()
-                        )
-                    }),
-            };
+            let problem = delivery_problem(hook.as_ref(), &kinds, &t.event);
             let client_id = self.lock().clients[client].id.clone();
             if let Some(why) = problem {
                 if !t.everyone {
@@ -381,22 +361,8 @@ impl Sim {
                 continue;
             }
             delivered_to.push(json!({"client_id": client_id, "webhook": h.url}));
-            for _ in 0..t.count {
-                for kind in &kinds {
-                    match self.generate_with(user, *kind, &t.fault) {
-                        Some((entity, url)) => made.push(json!({
-                            "type": entity.kind, "user_id": entity.user_id,
-                            "entity_id": entity.entity_id, "url": url,
-                            "client_id": client_id,
-                        })),
-                        None => {
-                            return SimResponse::text(
-                                StatusCode::NOT_FOUND,
-                                format!("no registered user {user}\n"),
-                            );
-                        }
-                    }
-                }
+            if let Err(r) = self.make_items(user, &kinds, &t, &client_id, &mut made) {
+                return r;
             }
         }
         if ping {
@@ -410,6 +376,36 @@ impl Sim {
             json!({"made": made, "delivered_to": delivered_to, "skipped": skipped,
                    "fault": t.fault.label()}),
         )
+    }
+
+    /// Makes the trigger's items for `user`, noting each in `made`; 404 when the user is
+    /// not registered.
+    fn make_items(
+        &self,
+        user: u64,
+        kinds: &[Kind],
+        t: &Trigger,
+        client_id: &str,
+        made: &mut Vec<Value>,
+    ) -> Result<(), SimResponse> {
+        for _ in 0..t.count {
+            for kind in kinds {
+                match self.generate_with(user, *kind, &t.fault) {
+                    Some((entity, url)) => made.push(json!({
+                        "type": entity.kind, "user_id": entity.user_id,
+                        "entity_id": entity.entity_id, "url": url,
+                        "client_id": client_id,
+                    })),
+                    None => {
+                        return Err(SimResponse::text(
+                            StatusCode::NOT_FOUND,
+                            format!("no registered user {user}\n"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The (client, user) pairs a trigger is for.
@@ -601,4 +597,31 @@ pub(super) fn log_events(
                 .take_until(shutdown.clone().cancelled_owned());
             warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response()
         })
+}
+
+/// Why a client's webhook would not deliver `event` (of `kinds`): none registered, inactive, or
+/// not subscribed to one of them.
+fn delivery_problem(hook: Option<&Hook>, kinds: &[Kind], event: &str) -> Option<String> {
+    match hook {
+        None => Some(format!(
+            "no webhook to deliver {} to: register one first (POST /v3/webhooks with the \
+             client's credentials; see docs/simulator.md)",
+            event
+        )),
+        Some(h) if !h.active => Some(format!(
+            "the webhook at {} is inactive: activate it (POST /v3/webhooks/activate)",
+            h.url
+        )),
+        Some(h) => kinds
+            .iter()
+            .find(|k| !h.events.iter().any(|e| *e == k.event_type().as_str()))
+            .map(|k| {
+                format!(
+                    "the webhook at {} is not subscribed to {}: add it (PATCH \
+                     /v3/webhooks/{{id}})",
+                    h.url,
+                    k.event_type().as_str()
+                )
+            }),
+    }
 }

@@ -160,6 +160,72 @@ fn count(v: f64) -> String {
     out
 }
 
+/// One strategy's cells: measured in the model, with the closed form after a slash.
+fn row_cells(r: &Row) -> Vec<String> {
+    let th = r.theory.as_ref();
+    vec![
+        r.label.clone(),
+        match th {
+            Some(t) => format!("{} / {}", ms(r.delay_ms.mean), ms(Some(t.mean_delay_ms))),
+            None => ms(r.delay_ms.mean),
+        },
+        ms(r.delay_ms.p95),
+        match (r.empty_share, th) {
+            (Some(e), Some(t)) => {
+                format!("{:.1}% / {:.1}%", e * 100.0, t.empty_share * 100.0)
+            }
+            (Some(e), None) => format!("{:.1}%", e * 100.0),
+            _ => "–".into(),
+        },
+        match th {
+            Some(t) => format!(
+                "{} / {}",
+                count(r.requests_per_day),
+                count(t.requests_per_day)
+            ),
+            None => count(r.requests_per_day),
+        },
+        count(r.received_per_day),
+        if r.over_limit { "YES" } else { "no" }.into(),
+        match r.catch_delay_ms.count {
+            0 => r.lost.to_string(),
+            _ => format!("{}; mean {}", r.lost, ms(r.catch_delay_ms.mean)),
+        },
+    ]
+}
+
+/// `rows` under `header` as aligned plain text: the first column left, the others right.
+fn aligned(header: &[String], rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([header[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String]| {
+        let mut l = String::from(" ");
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            l.push_str(&match i {
+                0 => format!(" {c:<w$}"),
+                _ => format!("   {c:>w$}"),
+            });
+        }
+        l.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header);
+    out.push_str(&format!(
+        "  {}\n",
+        "─".repeat(widths.iter().sum::<usize>() + 3 * (widths.len() - 1))
+    ));
+    for r in rows {
+        out.push_str(&line(r));
+    }
+    out
+}
+
 /// The table (or Markdown): measured in the model, with the closed form after a slash.
 fn render(w: &WhatIf, markdown: bool) -> String {
     let s = &w.scenario;
@@ -182,42 +248,7 @@ fn render(w: &WhatIf, markdown: bool) -> String {
         "over Polar's limit",
         "lost; lost deliveries found after",
     ];
-    let rows: Vec<Vec<String>> = w
-        .rows
-        .iter()
-        .map(|r| {
-            let th = r.theory.as_ref();
-            vec![
-                r.label.clone(),
-                match th {
-                    Some(t) => format!("{} / {}", ms(r.delay_ms.mean), ms(Some(t.mean_delay_ms))),
-                    None => ms(r.delay_ms.mean),
-                },
-                ms(r.delay_ms.p95),
-                match (r.empty_share, th) {
-                    (Some(e), Some(t)) => {
-                        format!("{:.1}% / {:.1}%", e * 100.0, t.empty_share * 100.0)
-                    }
-                    (Some(e), None) => format!("{:.1}%", e * 100.0),
-                    _ => "–".into(),
-                },
-                match th {
-                    Some(t) => format!(
-                        "{} / {}",
-                        count(r.requests_per_day),
-                        count(t.requests_per_day)
-                    ),
-                    None => count(r.requests_per_day),
-                },
-                count(r.received_per_day),
-                if r.over_limit { "YES" } else { "no" }.into(),
-                match r.catch_delay_ms.count {
-                    0 => r.lost.to_string(),
-                    _ => format!("{}; mean {}", r.lost, ms(r.catch_delay_ms.mean)),
-                },
-            ]
-        })
-        .collect();
+    let rows: Vec<Vec<String>> = w.rows.iter().map(row_cells).collect();
     if markdown {
         out.push_str(&format!("### {title}\n\n| {} |\n|---|", header.join(" | ")));
         out.push_str(&"---:|".repeat(header.len() - 1));
@@ -227,33 +258,7 @@ fn render(w: &WhatIf, markdown: bool) -> String {
         }
     } else {
         out.push_str(&format!("{title}\n\n"));
-        let widths: Vec<usize> = (0..header.len())
-            .map(|i| {
-                rows.iter()
-                    .map(|r| r[i].chars().count())
-                    .chain([header[i].chars().count()])
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let line = |cells: &[String]| {
-            let mut l = String::from(" ");
-            for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
-                l.push_str(&match i {
-                    0 => format!(" {c:<w$}"),
-                    _ => format!("   {c:>w$}"),
-                });
-            }
-            l.trim_end().to_string() + "\n"
-        };
-        out.push_str(&line(&header.map(String::from)));
-        out.push_str(&format!(
-            "  {}\n",
-            "─".repeat(widths.iter().sum::<usize>() + 3 * (widths.len() - 1))
-        ));
-        for r in &rows {
-            out.push_str(&line(r));
-        }
+        out.push_str(&aligned(&header.map(String::from), &rows));
     }
     out.push_str(&format!(
         "\nPolar's limits for {} user(s): {} requests per 15 minutes, {} per day (requests hookrace makes: polls and fetches; deliveries it receives do not count).\n",

@@ -87,22 +87,7 @@ fn unreachable(base: &str, e: reqwest::Error) -> anyhow::Error {
 /// Makes the data (or the PING) and prints what was made and where it is delivered.
 pub async fn trigger(args: &TriggerArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     let base = sim_base(&args.sim);
-    let mut fault = json!({
-        "drop": args.drop,
-        "duplicate": args.duplicate,
-        "bad_signature": args.bad_signature,
-    });
-    if let Some(d) = args.delay {
-        fault["delay_ms"] = json!(crate::units::millis(d));
-    }
-    let mut body = json!({"event": args.event, "count": args.count, "fault": fault,
-                          "everyone": args.everyone});
-    if let Some(u) = args.user {
-        body["user_id"] = json!(u);
-    }
-    if let Some(n) = args.student {
-        body["student"] = json!(n);
-    }
+    let body = trigger_request(args);
     let http = crate::http::client(Duration::from_secs(30))?;
     let res = http
         .post(format!("{base}/sim/trigger"))
@@ -128,27 +113,7 @@ pub async fn trigger(args: &TriggerArgs, out: &mut (dyn Write + Send)) -> anyhow
         )?;
     }
     if v["event"] == "PING" {
-        let mut failed = 0;
-        for p in v["pinged"].as_array().into_iter().flatten() {
-            let to = p["webhook"].as_str().unwrap_or("?");
-            if p["answered"] == true {
-                writeln!(out, "PING sent to {to}: answered 200")?;
-            } else {
-                failed += 1;
-                writeln!(
-                    out,
-                    "PING sent to {to}: {}",
-                    p["problem"].as_str().unwrap_or("not answered 200")
-                )?;
-            }
-        }
-        if failed > 0 {
-            bail!("{failed} PING(s) not answered 200");
-        }
-        if v["pinged"].as_array().is_none_or(|p| p.is_empty()) {
-            bail!("no webhook to PING");
-        }
-        return Ok(());
+        return report_pings(&v, out);
     }
     if v["made"].as_array().is_none_or(|m| m.is_empty()) {
         bail!(
@@ -181,6 +146,52 @@ pub async fn trigger(args: &TriggerArgs, out: &mut (dyn Write + Send)) -> anyhow
         out,
         "watch it with `hookrace sim log --follow` or {base}/sim/watch"
     )?;
+    Ok(())
+}
+
+/// The body of `POST /sim/trigger` for `args`.
+fn trigger_request(args: &TriggerArgs) -> Value {
+    let mut fault = json!({
+        "drop": args.drop,
+        "duplicate": args.duplicate,
+        "bad_signature": args.bad_signature,
+    });
+    if let Some(d) = args.delay {
+        fault["delay_ms"] = json!(crate::units::millis(d));
+    }
+    let mut body = json!({"event": args.event, "count": args.count, "fault": fault,
+                          "everyone": args.everyone});
+    if let Some(u) = args.user {
+        body["user_id"] = json!(u);
+    }
+    if let Some(n) = args.student {
+        body["student"] = json!(n);
+    }
+    body
+}
+
+/// What the simulator's PINGs found; an error unless every webhook answered 200.
+fn report_pings(v: &Value, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+    let mut failed = 0;
+    for p in v["pinged"].as_array().into_iter().flatten() {
+        let to = p["webhook"].as_str().unwrap_or("?");
+        if p["answered"] == true {
+            writeln!(out, "PING sent to {to}: answered 200")?;
+        } else {
+            failed += 1;
+            writeln!(
+                out,
+                "PING sent to {to}: {}",
+                p["problem"].as_str().unwrap_or("not answered 200")
+            )?;
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} PING(s) not answered 200");
+    }
+    if v["pinged"].as_array().is_none_or(|p| p.is_empty()) {
+        bail!("no webhook to PING");
+    }
     Ok(())
 }
 
