@@ -33,13 +33,13 @@ pub const FETCH_JOBS_IN_MEMORY: usize = 10_000;
 
 #[derive(Debug)]
 struct Queue {
-    by_due: BTreeSet<(i64, String)>,
-    due: HashMap<String, i64>,
+    by_due: BTreeSet<(i64, EntityKey)>,
+    due: HashMap<EntityKey, i64>,
     cap: usize,
     /// Jobs exist in the records that are not in memory (the cap was reached).
     spilled: bool,
     /// Jobs the fetcher is working on (taken, not yet released): never handed out twice.
-    in_flight: std::collections::HashSet<String>,
+    in_flight: std::collections::HashSet<EntityKey>,
 }
 
 impl Default for FetchQueue {
@@ -70,15 +70,15 @@ impl FetchQueue {
 
     /// Puts (or moves) the entity at `key` to `due`. At the cap, the job due last stays only in
     /// its record (the new one, or one it displaces), and the queue remembers to read again.
-    pub fn put(&self, key: &str, due: DateTime<Utc>) {
+    pub fn put(&self, key: &EntityKey, due: DateTime<Utc>) {
         let ms = due.timestamp_millis();
         let mut q = self.lock();
-        if let Some(old) = q.due.insert(key.to_string(), ms) {
-            q.by_due.remove(&(old, key.to_string()));
-            q.by_due.insert((ms, key.to_string()));
+        if let Some(old) = q.due.insert(key.clone(), ms) {
+            q.by_due.remove(&(old, key.clone()));
+            q.by_due.insert((ms, key.clone()));
             return;
         }
-        q.by_due.insert((ms, key.to_string()));
+        q.by_due.insert((ms, key.clone()));
         if q.due.len() > q.cap {
             q.spilled = true;
             if let Some((_, last)) = q.by_due.pop_last() {
@@ -98,14 +98,14 @@ impl FetchQueue {
         self.lock().spilled = false;
     }
 
-    pub fn remove(&self, key: &str) {
+    pub fn remove(&self, key: &EntityKey) {
         let mut q = self.lock();
         if let Some(old) = q.due.remove(key) {
-            q.by_due.remove(&(old, key.to_string()));
+            q.by_due.remove(&(old, key.clone()));
         }
     }
 
-    fn keys(&self) -> Vec<String> {
+    fn keys(&self) -> Vec<EntityKey> {
         self.lock().by_due.iter().map(|(_, k)| k.clone()).collect()
     }
 
@@ -156,7 +156,7 @@ impl FetchQueue {
         if job.next_at > now {
             return Ok(Due::Later((job.next_at - now).to_std().unwrap_or_default()));
         }
-        self.lock().in_flight.insert(at.to_string());
+        self.lock().in_flight.insert(at.clone());
         Ok(Due::Job(at, job))
     }
 
@@ -182,8 +182,8 @@ impl FetchQueue {
             let Some((due_ms, key)) = first else {
                 return Ok(None);
             };
-            match store.fetch_job(&EntityKey::stored(key.as_str()))? {
-                Some((at, job)) if *at != *key || job.next_at.timestamp_millis() != due_ms => {
+            match store.fetch_job(&key)? {
+                Some((at, job)) if at != key || job.next_at.timestamp_millis() != due_ms => {
                     self.remove(&key);
                     self.put(&at, job.next_at);
                 }
@@ -194,7 +194,7 @@ impl FetchQueue {
     }
 
     /// The fetcher is done with a job it took (its record says what is left of it).
-    pub fn release(&self, key: &str) {
+    pub fn release(&self, key: &EntityKey) {
         self.lock().in_flight.remove(key);
     }
 
@@ -227,7 +227,7 @@ impl FetchQueue {
     pub fn queued(&self, store: &Store) -> anyhow::Result<Vec<(EntityKey, FetchJob)>> {
         let mut out = Vec::new();
         for key in self.keys() {
-            if let Some(found) = store.fetch_job(&EntityKey::stored(key))? {
+            if let Some(found) = store.fetch_job(&key)? {
                 out.push(found);
             }
         }
@@ -278,27 +278,29 @@ mod tests {
     use chrono::{Duration, Utc};
 
     use super::FetchQueue;
+    use crate::accesslink::identity::EntityKey;
 
     /// At the cap the jobs due last stay out of memory, and the queue knows to read again.
     #[test]
     fn the_queue_keeps_the_earliest_jobs_up_to_its_cap() {
+        let key = |k: &str| EntityKey::stored(k);
         let q = FetchQueue::with_cap(3);
         let t0 = Utc::now();
-        for (i, key) in ["e", "d", "c", "b", "a"].iter().enumerate() {
+        for (i, k) in ["e", "d", "c", "b", "a"].iter().enumerate() {
             // a is due first, e last.
-            q.put(key, t0 - Duration::seconds(i as i64));
+            q.put(&key(k), t0 - Duration::seconds(i as i64));
         }
-        assert_eq!(q.keys(), ["a", "b", "c"]);
+        assert_eq!(q.keys(), ["a", "b", "c"].map(key));
         assert!(!q.needs_refill(), "jobs are still in memory");
         for k in ["a", "b", "c"] {
-            q.remove(k);
+            q.remove(&key(k));
         }
         assert!(q.needs_refill(), "d and e wait in the records");
         // Moving a job already in memory never spills.
         let q = FetchQueue::with_cap(2);
-        q.put("a", t0);
-        q.put("b", t0);
-        q.put("a", t0 + Duration::seconds(5));
+        q.put(&key("a"), t0);
+        q.put(&key("b"), t0);
+        q.put(&key("a"), t0 + Duration::seconds(5));
         assert_eq!(q.backlog().0, 2);
         assert!(!q.backlog().1);
     }

@@ -82,7 +82,7 @@ impl Fetcher {
                             Ok(Due::Job(key, job)) => {
                                 let me = self.clone();
                                 in_flight.spawn(async move {
-                                    let taken = key.to_string();
+                                    let taken = key.clone();
                                     let result = me.fetch_and_commit(key, job).await;
                                     me.queue.release(&taken);
                                     result
@@ -153,7 +153,7 @@ impl Fetcher {
         let store = &self.store;
         let observe = |o: Outcome| {
             store.incr(counter::Counter::WebhookFetchRequests, 1);
-            store.incr(counter::Counter::FetchOutcome(o.name()), 1);
+            store.incr(counter::Counter::FetchOutcome(o), 1);
         };
         let user = match store.user(job.user_id) {
             Ok(Some(u)) if u.disconnected_at.is_none() => u,
@@ -170,7 +170,7 @@ impl Fetcher {
         match result {
             Ok(Some(v)) => {
                 // The id the delivery announced (`TYPE/user/id`): daily answers omit the date.
-                let announced = key.splitn(3, '/').nth(2);
+                let announced = key.entity_id();
                 let id = data::identify(&job.event, job.user_id, &v, announced);
                 match store.record_fetched(key, &id, &v) {
                     Ok(()) => Ok(Done::Fetched {

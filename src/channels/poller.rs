@@ -21,6 +21,7 @@ use crate::accesslink::data;
 use crate::channels::fetch_queue::FetchQueue;
 use crate::config::PollMode;
 use crate::process::Runtime;
+use crate::store::counter::PollEndpoint;
 use crate::store::{OpenTransaction, PollRecorded, Store, counter};
 
 /// What one cycle did.
@@ -165,7 +166,7 @@ impl Poller {
     async fn request(
         &self,
         report: &mut CycleReport,
-        endpoint: &str,
+        endpoint: PollEndpoint,
         method: Method,
         url: &str,
         auth: Auth<'_>,
@@ -175,7 +176,7 @@ impl Poller {
         let observe = |o: Outcome| {
             attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             store.incr(counter::Counter::PollRequests(endpoint), 1);
-            store.incr(counter::Counter::PollOutcome(o.name()), 1);
+            store.incr(counter::Counter::PollOutcome(o), 1);
             if o == Outcome::RateLimited {
                 store.incr(counter::Counter::PollRateLimited, 1);
             }
@@ -228,7 +229,13 @@ impl Poller {
         }
         let url = self.client.url("/v3/notifications");
         let notes = match self
-            .request(report, "notifications", Method::GET, &url, Auth::Basic)
+            .request(
+                report,
+                PollEndpoint::Notifications,
+                Method::GET,
+                &url,
+                Auth::Basic,
+            )
             .await
         {
             Ok(Some(v)) => v,
@@ -331,7 +338,13 @@ impl Poller {
     ) -> Result<(), ApiError> {
         let auth = Auth::Bearer(token);
         let created = self
-            .request(report, "create_transaction", Method::POST, create_url, auth)
+            .request(
+                report,
+                PollEndpoint::CreateTransaction,
+                Method::POST,
+                create_url,
+                auth,
+            )
             .await?;
         let Some(created) = created else {
             // 204 although the notifications list data: nothing new after all, or a transaction
@@ -392,7 +405,13 @@ impl Poller {
             Ok(Closed::Gone)
         };
         let list = match self
-            .request(report, "list_transaction", Method::GET, uri, auth)
+            .request(
+                report,
+                PollEndpoint::ListTransaction,
+                Method::GET,
+                uri,
+                auth,
+            )
             .await
         {
             Ok(Some(list)) => list,
@@ -414,7 +433,7 @@ impl Poller {
         let mut all_stored = true;
         for item_url in &items {
             let Some(item) = self
-                .request(report, "get_item", Method::GET, item_url, auth)
+                .request(report, PollEndpoint::GetItem, Method::GET, item_url, auth)
                 .await?
             else {
                 continue;
@@ -438,7 +457,10 @@ impl Poller {
             report.errors += 1;
             return Ok(Closed::LeftOpen);
         }
-        match self.request(report, "commit", Method::PUT, uri, auth).await {
+        match self
+            .request(report, PollEndpoint::Commit, Method::PUT, uri, auth)
+            .await
+        {
             Ok(_) => {}
             // Expired between the list and the commit: its data is offered again.
             Err(e) if e.status() == Some(404) => return gone(report),
@@ -497,7 +519,13 @@ impl Poller {
         for u in users.into_iter().filter(|u| u.disconnected_at.is_none()) {
             let auth = Auth::Bearer(&u.access_token);
             let list = match self
-                .request(report, "list_exercises", Method::GET, &list_url, auth)
+                .request(
+                    report,
+                    PollEndpoint::ListExercises,
+                    Method::GET,
+                    &list_url,
+                    auth,
+                )
                 .await
             {
                 Ok(v) => v.unwrap_or(Value::Null),
@@ -526,7 +554,7 @@ impl Poller {
                 }
                 let url = self.client.url_of(&["exercises", id]);
                 match self
-                    .request(report, "get_exercise", Method::GET, &url, auth)
+                    .request(report, PollEndpoint::GetExercise, Method::GET, &url, auth)
                     .await
                 {
                     Ok(Some(item)) => {

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::accesslink::data::iso_duration_seconds;
-use crate::accesslink::identity::EventType;
+use crate::accesslink::identity::{EntityKey, EventType};
 use crate::race::{Entity, FetchState};
 use crate::store::Notice;
 
@@ -17,7 +17,7 @@ pub fn type_name(kind: &EventType) -> String {
 
 /// The `webhook-id` of an entity's event to a sink: the same on every retry (and after a
 /// restart), different for another entity or sink, so a receiver can drop repeats.
-pub fn event_id(entity_key: &str, sink: &str) -> String {
+pub fn event_id(entity_key: &EntityKey, sink: &str) -> String {
     let digest = Sha256::digest(format!("{entity_key}\n{sink}").as_bytes());
     format!("msg_{}", hex::encode(&digest[..16]))
 }
@@ -173,6 +173,7 @@ mod tests {
 
     #[test]
     fn the_id_is_stable_per_entity_and_sink() {
+        let event_id = |key: &str, sink: &str| event_id(&EntityKey::stored(key), sink);
         assert_eq!(
             event_id("EXERCISE/1/a", "app"),
             event_id("EXERCISE/1/a", "app")

@@ -51,9 +51,9 @@ pub struct Outbox {
 #[derive(Debug, Default)]
 struct Queues {
     /// (sink, key) → the pending event's place.
-    entries: HashMap<(String, String), Entry>,
+    entries: HashMap<(String, EntityKey), Entry>,
     /// (sink, user) → that user's pending events for the sink, oldest first.
-    by_user: BTreeMap<(String, UserId), BTreeSet<(u64, String)>>,
+    by_user: BTreeMap<(String, UserId), BTreeSet<(u64, EntityKey)>>,
     /// sink → sent and parked counts and delivery latencies.
     done: HashMap<String, Done>,
 }
@@ -100,7 +100,7 @@ impl Outbox {
     }
 
     /// Puts (or moves) the pending event of `key` for `sink`.
-    pub fn put(&self, sink: &str, key: &str, user: UserId, notice: &Notice, s: &SinkNotice) {
+    pub fn put(&self, sink: &str, key: &EntityKey, user: UserId, notice: &Notice, s: &SinkNotice) {
         let mut q = self.lock();
         q.remove(sink, key);
         let entry = Entry {
@@ -113,16 +113,16 @@ impl Outbox {
         q.by_user
             .entry((sink.to_string(), user))
             .or_default()
-            .insert((entry.seq, key.to_string()));
-        q.entries.insert((sink.to_string(), key.to_string()), entry);
+            .insert((entry.seq, key.clone()));
+        q.entries.insert((sink.to_string(), key.clone()), entry);
     }
 
-    pub fn remove(&self, sink: &str, key: &str) {
+    pub fn remove(&self, sink: &str, key: &EntityKey) {
         self.lock().remove(sink, key);
     }
 
     /// The next event for `sink`: among each user's oldest pending event, the one due first.
-    fn next(&self, sink: &str) -> Option<String> {
+    fn next(&self, sink: &str) -> Option<EntityKey> {
         let q = self.lock();
         let from = (sink.to_string(), UserId(0));
         q.by_user
@@ -139,7 +139,7 @@ impl Outbox {
     }
 
     /// The keys of the events pending for `sink`.
-    pub fn keys(&self, sink: &str) -> Vec<String> {
+    pub fn keys(&self, sink: &str) -> Vec<EntityKey> {
         let q = self.lock();
         q.entries
             .keys()
@@ -178,11 +178,11 @@ impl Outbox {
 }
 
 impl Queues {
-    fn remove(&mut self, sink: &str, key: &str) {
-        if let Some(e) = self.entries.remove(&(sink.to_string(), key.to_string())) {
+    fn remove(&mut self, sink: &str, key: &EntityKey) {
+        if let Some(e) = self.entries.remove(&(sink.to_string(), key.clone())) {
             let user_key = (sink.to_string(), e.user);
             if let Some(set) = self.by_user.get_mut(&user_key) {
-                set.remove(&(e.seq, key.to_string()));
+                set.remove(&(e.seq, key.clone()));
                 if set.is_empty() {
                     self.by_user.remove(&user_key);
                 }
@@ -196,9 +196,9 @@ impl Outbox {
     /// it now; `None` when nothing is pending for the sink.
     pub fn next_due(&self, store: &Store, sink: &str) -> anyhow::Result<Option<DueNotice>> {
         while let Some(key) = self.next(sink) {
-            match store.pending_notice(&EntityKey::stored(key.as_str()), sink)? {
+            match store.pending_notice(&key, sink)? {
                 Some(due) => {
-                    if *due.key != *key {
+                    if due.key != key {
                         // Merged meanwhile: the event moved with the record.
                         self.remove(sink, &key);
                         self.put_due(sink, &due);
@@ -223,8 +223,8 @@ impl Outbox {
     pub fn sent(
         &self,
         sink: &str,
-        key: &str,
-        at: &str,
+        key: &EntityKey,
+        at: &EntityKey,
         available: Option<DateTime<Utc>>,
         sent_at: DateTime<Utc>,
     ) {
@@ -234,7 +234,7 @@ impl Outbox {
     }
 
     /// The event of `key` (living under `at`) was parked.
-    pub fn parked(&self, sink: &str, key: &str, at: &str) {
+    pub fn parked(&self, sink: &str, key: &EntityKey, at: &EntityKey) {
         self.remove(sink, key);
         self.remove(sink, at);
         self.done(sink, |d| d.failed += 1);
@@ -255,7 +255,7 @@ impl Outbox {
 
     /// A record's event as the scan or a commit found it: its pending copies queued; a scan's
     /// sent and parked ones counted.
-    fn keep(&self, key: &str, user: UserId, notice: &Notice, count_done: bool) {
+    fn keep(&self, key: &EntityKey, user: UserId, notice: &Notice, count_done: bool) {
         for s in &notice.sinks {
             match &s.state {
                 NoticeState::Pending { .. } => {

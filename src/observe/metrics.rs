@@ -208,11 +208,11 @@ fn families<'a>(
 /// counter family.
 fn outcomes(
     get: &dyn Fn(&str) -> u64,
-    family: fn(&'static str) -> counter::Counter<'static>,
+    family: fn(counter::Outcome) -> counter::Counter<'static>,
 ) -> Vec<(Labels, u64)> {
-    ["data", "empty", "error", "rate_limited"]
-        .iter()
-        .map(|o| (labels(&[("outcome", o)]), get(&family(o).name())))
+    counter::Outcome::ALL
+        .into_iter()
+        .map(|o| (labels(&[("outcome", o.name())]), get(&family(o).name())))
         .collect()
 }
 

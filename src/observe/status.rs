@@ -403,9 +403,9 @@ fn webhook_status(
 
 /// The poll channel: cycles, requests by endpoint, outcomes, latency, the pace in force.
 fn poll_status(summary: &Summary, rt: &Runtime, get: Get<'_>) -> PollStatus {
-    let requests_by_endpoint: BTreeMap<String, u64> = counter::POLL_ENDPOINTS
-        .iter()
-        .map(|e| (e.to_string(), get(counter::Counter::PollRequests(e))))
+    let requests_by_endpoint: BTreeMap<String, u64> = counter::PollEndpoint::ALL
+        .into_iter()
+        .map(|e| (e.name().to_string(), get(counter::Counter::PollRequests(e))))
         .collect();
     PollStatus {
         enabled: rt.poll_enabled,

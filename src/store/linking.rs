@@ -26,7 +26,7 @@ impl Store {
             None => natural,
         };
         // Stable while the link lock is held: only linking merges records.
-        let key = self.resolve_key(&key)?;
+        let key = self.resolve_key(key.as_str())?;
         let notice = self.new_notice(&id.kind, at)?;
         // The data first, then the record with its event (see `notices.rs`).
         self.put_data(&key, data)?;
@@ -68,7 +68,7 @@ impl Store {
         data: &serde_json::Value,
     ) -> anyhow::Result<()> {
         let _guard = self.link_lock.lock().map_err(poisoned)?;
-        let key = self.resolve_key(key)?;
+        let key = self.resolve_key(key.as_str())?;
         if let Some(fp) = &id.fingerprint {
             let other = self
                 .fingerprints
@@ -152,7 +152,7 @@ impl Store {
     ) -> anyhow::Result<Option<EntityKey>> {
         // The event, for the sinks that want this type (the job's, which is its record's).
         let notice = self.new_notice(kind, Utc::now())?;
-        match self.update_record(key, |r| {
+        match self.update_record(key.as_str(), |r| {
             let e = &mut r.entity;
             let had_data = e.poll_at.is_some() || e.fetch_state() == FetchState::Fetched;
             e.set_fetch_state(FetchState::Failed(reason.to_string()));
@@ -175,7 +175,7 @@ impl Store {
     /// Schedules the entity's pending fetch again (a retry with its new attempt count and time);
     /// returns the key its record lives under.
     pub fn reschedule_fetch(&self, key: &EntityKey, job: &FetchJob) -> anyhow::Result<EntityKey> {
-        self.update_record(key, |r| {
+        self.update_record(key.as_str(), |r| {
             r.fetch = Some(job.clone());
         })
         .map(EntityKey::stored)
@@ -191,7 +191,7 @@ impl Store {
 
     /// The newest data stored for an entity.
     pub fn data(&self, key: &EntityKey) -> anyhow::Result<Option<serde_json::Value>> {
-        let key = self.resolve_key(key)?;
+        let key = self.resolve_key(key.as_str())?;
         match self.data.get(&key)? {
             Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
             None => Ok(None),

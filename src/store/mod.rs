@@ -86,12 +86,13 @@ pub enum Counter<'a> {
     PollItems,
     PollNewEntities,
     /// A poll request's outcome (`poll.outcome.empty`, …).
-    PollOutcome(&'a str),
-    /// A fetch request's outcome (`webhook.fetch_outcome.ok`, …).
-    FetchOutcome(&'a str),
+    PollOutcome(Outcome),
+    /// A fetch request's outcome (`webhook.fetch_outcome.data`, …).
+    FetchOutcome(Outcome),
     /// Poll requests to one endpoint (`poll.requests.notifications`, …).
-    PollRequests(&'a str),
-    /// Attempts to send to one notify sink (`notify.attempts.app`, …).
+    PollRequests(PollEndpoint),
+    /// Attempts to send to one notify sink (`notify.attempts.app`, …): the one family named by
+    /// the configuration (a sink's `name`), so its part is a string.
     NotifyAttempts(&'a str),
 }
 
@@ -117,9 +118,9 @@ impl Counter<'_> {
             Counter::PollRateLimited => "poll.rate_limited".into(),
             Counter::PollItems => "poll.items".into(),
             Counter::PollNewEntities => "poll.new_entities".into(),
-            Counter::PollOutcome(o) => format!("poll.outcome.{o}").into(),
-            Counter::FetchOutcome(o) => format!("webhook.fetch_outcome.{o}").into(),
-            Counter::PollRequests(e) => format!("poll.requests.{e}").into(),
+            Counter::PollOutcome(o) => format!("poll.outcome.{}", o.name()).into(),
+            Counter::FetchOutcome(o) => format!("webhook.fetch_outcome.{}", o.name()).into(),
+            Counter::PollRequests(e) => format!("poll.requests.{}", e.name()).into(),
             Counter::NotifyAttempts(s) => format!("notify.attempts.{s}").into(),
         }
     }
@@ -127,17 +128,47 @@ impl Counter<'_> {
 
 pub mod counter {
     pub use super::Counter;
-    /// The poll endpoints the status document lists, in order.
-    pub const POLL_ENDPOINTS: &[&str] = &[
-        "notifications",
-        "create_transaction",
-        "list_transaction",
-        "get_item",
-        "commit",
-        "list_exercises",
-        "get_exercise",
-    ];
+    pub use crate::accesslink::error::Outcome;
+
+    /// The AccessLink endpoints the poller counts its requests by.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum PollEndpoint {
+        Notifications,
+        CreateTransaction,
+        ListTransaction,
+        GetItem,
+        Commit,
+        ListExercises,
+        GetExercise,
+    }
+
+    impl PollEndpoint {
+        /// Every endpoint, in the order the status document lists them.
+        pub const ALL: [PollEndpoint; 7] = [
+            PollEndpoint::Notifications,
+            PollEndpoint::CreateTransaction,
+            PollEndpoint::ListTransaction,
+            PollEndpoint::GetItem,
+            PollEndpoint::Commit,
+            PollEndpoint::ListExercises,
+            PollEndpoint::GetExercise,
+        ];
+
+        /// Its name in the counters, `/status` and `/metrics`.
+        pub fn name(self) -> &'static str {
+            match self {
+                PollEndpoint::Notifications => "notifications",
+                PollEndpoint::CreateTransaction => "create_transaction",
+                PollEndpoint::ListTransaction => "list_transaction",
+                PollEndpoint::GetItem => "get_item",
+                PollEndpoint::Commit => "commit",
+                PollEndpoint::ListExercises => "list_exercises",
+                PollEndpoint::GetExercise => "get_exercise",
+            }
+        }
+    }
 }
+use counter::{Outcome, PollEndpoint};
 
 /// sled's page cache unless configured (`store.cache_mb`).
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -601,7 +632,7 @@ impl Store {
 
     /// Reads one entity, following aliases.
     pub fn entity(&self, key: &EntityKey) -> anyhow::Result<Option<Entity>> {
-        let key = &self.resolve_key(key)?;
+        let key = &self.resolve_key(key.as_str())?;
         self.entity_exact(key)
     }
 

@@ -162,7 +162,7 @@ impl Store {
     /// The event of the entity at `key` for `sink`, as its record holds it now, if it is still
     /// pending (`None`: sent, parked, or no such record).
     pub fn pending_notice(&self, key: &EntityKey, sink: &str) -> anyhow::Result<Option<DueNotice>> {
-        Ok(self.record(key)?.and_then(|(at, r)| {
+        Ok(self.record(key.as_str())?.and_then(|(at, r)| {
             let n = r.notify?;
             let s = n.sinks.iter().find(|s| s.sink == sink)?.clone();
             // The record was read under `at`: its entity carries that key.
@@ -205,7 +205,7 @@ impl Store {
     ) -> anyhow::Result<(EntityKey, Option<DateTime<Utc>>)> {
         let mut available = None;
         let k = self
-            .update_record(key, |r| {
+            .update_record(key.as_str(), |r| {
                 if let Some(n) = &mut r.notify {
                     if let Some(s) = n.sinks.iter_mut().find(|s| s.sink == sink) {
                         s.attempts += 1;
@@ -229,7 +229,7 @@ impl Store {
         next_at: DateTime<Utc>,
         reason: &str,
     ) -> anyhow::Result<Option<DueNotice>> {
-        self.update_notice(key, sink, |s| {
+        self.update_notice(key.as_str(), sink, |s| {
             s.attempts += 1;
             s.next_at = next_at;
             s.state = NoticeState::Pending {
@@ -249,7 +249,7 @@ impl Store {
         reason: &str,
     ) -> anyhow::Result<EntityKey> {
         let now = Utc::now();
-        let k = self.update_notice(key, sink, |s| {
+        let k = self.update_notice(key.as_str(), sink, |s| {
             s.state = NoticeState::Failed {
                 at: now,
                 reason: reason.to_string(),

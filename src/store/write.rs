@@ -48,7 +48,7 @@ impl Store {
         let mut body = Some(String::from_utf8_lossy(body).into_owned());
         loop {
             // Resolved on every try: a merge may have moved the record meanwhile.
-            let key = self.resolve_key(&natural)?;
+            let key = self.resolve_key(natural.as_str())?;
             let old = self
                 .entities
                 .get(&key)
@@ -154,7 +154,7 @@ impl Store {
             #[serde(default)]
             fetch: Option<FetchJob>,
         }
-        let Some((key, bytes)) = self.record_bytes(key)? else {
+        let Some((key, bytes)) = self.record_bytes(key.as_str())? else {
             return Ok(None);
         };
         let r: JobOnly = serde_json::from_slice(&bytes)
@@ -164,7 +164,7 @@ impl Store {
 
     /// The key an entity key now lives under (itself unless it was merged into another).
     pub fn resolve(&self, key: &EntityKey) -> anyhow::Result<EntityKey> {
-        self.resolve_key(key).map(EntityKey::stored)
+        self.resolve_key(key.as_str()).map(EntityKey::stored)
     }
 
     /// [`Store::resolve`] on a key as the store's trees hold it.
@@ -192,7 +192,7 @@ impl Store {
         key: &EntityKey,
         mut f: impl FnMut(Option<Entity>) -> (Entity, T),
     ) -> anyhow::Result<T> {
-        let (_, out) = self.upsert_record(key, |current| match current {
+        let (_, out) = self.upsert_record(key.as_str(), |current| match current {
             Some(mut r) => {
                 let (entity, out) = f(Some(r.entity));
                 r.entity = entity;

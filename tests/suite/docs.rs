@@ -181,7 +181,7 @@ fn the_simulator_walkthrough_works_as_written_with_the_rust_receiver() {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_hookrace"));
     let example = bin.parent().unwrap().join("examples").join("receiver");
     if !example.exists() {
-        // `cargo test` builds the examples; `cargo test --test docs` alone does not.
+        // `cargo test` builds the examples; `cargo test --test suite docs::` alone does not.
         let release = bin.parent().unwrap().ends_with("release");
         let mut build = Command::new(std::env::var("CARGO").unwrap_or("cargo".into()));
         build.args(["build", "--example", "receiver"]);

@@ -21,6 +21,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in the order the metrics list them.
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Data,
+        Outcome::Empty,
+        Outcome::Error,
+        Outcome::RateLimited,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Outcome::Data => "data",

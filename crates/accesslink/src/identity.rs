@@ -122,14 +122,12 @@ impl EntityKey {
         EntityKey(key.into())
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
+    /// The entity's own id: what follows `TYPE/user/` (an exercise's id, a date, a range).
+    pub fn entity_id(&self) -> Option<&str> {
+        self.0.splitn(3, '/').nth(2)
     }
-}
 
-impl std::ops::Deref for EntityKey {
-    type Target = str;
-    fn deref(&self) -> &str {
+    pub fn as_str(&self) -> &str {
         &self.0
     }
 }
