@@ -649,6 +649,7 @@ pub const BACKGROUND_GRACE: Duration = Duration::from_secs(5);
 /// within [`GRACE`] (each server closes what remains); the background tasks stop within
 /// [`BACKGROUND_GRACE`] (aborted after it) and are awaited; the store is closed explicitly. No
 /// task outlives this: the store is closed only when this task holds its last handle.
+#[tracing::instrument(name = "shutdown", skip_all)]
 async fn shut_down(
     shutdown: CancellationToken,
     servers: Servers,

@@ -1,13 +1,15 @@
 //! What a sink receives: the event JSON (`{"type": "exercise.created", "timestamp", "data"}`),
-//! its stable id, and the one-line text a phone push shows.
+//! typed and serialized once ([`Outgoing`]), its stable id, and the one-line text a phone push
+//! shows.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::accesslink::data::iso_duration_seconds;
 use crate::accesslink::identity::{EntityKey, EventType};
-use crate::race::{Entity, FetchState};
+use crate::race::{Channel, Entity, FetchState};
 use crate::store::Notice;
 
 /// The event's type name: `exercise.created`, `sleep.created`, `activity_summary.created`, …
@@ -22,60 +24,121 @@ pub fn event_id(entity_key: &EntityKey, sink: &str) -> String {
     format!("msg_{}", hex::encode(&digest[..16]))
 }
 
-fn time(t: Option<DateTime<Utc>>) -> Value {
-    t.map_or(Value::Null, |t| {
-        Value::String(t.to_rfc3339_opts(SecondsFormat::Millis, true))
-    })
+fn time(t: Option<DateTime<Utc>>) -> Option<String> {
+    t.map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+/// An event as every sink receives it, serialized once: its type name (a command's
+/// `HOOKRACE_EVENT_TYPE`), its JSON body (signed and sent as it is, the same on every retry) and
+/// the one line a phone shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    pub type_name: String,
+    pub body: String,
+    pub headline: String,
+}
+
+/// The event's JSON: `{"data", "timestamp", "type"}`. Fields in name order, as the JSON has
+/// always had them.
+#[derive(Serialize)]
+struct Event<'a, D: Serialize> {
+    data: D,
+    timestamp: Option<String>,
+    #[serde(rename = "type")]
+    type_name: &'a str,
+}
+
+/// What an entity's event says of it (fields in name order).
+#[derive(Serialize)]
+struct EntityData<'a> {
+    available_at: Option<String>,
+    entity_id: &'a str,
+    /// Why its data could not be fetched, when no data came.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fetch_error: Option<String>,
+    first_channel: Option<Channel>,
+    /// The stored data (`null` when there is none), only with `include_data`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    item: Option<Value>,
+    key: &'a str,
+    poll_at: Option<String>,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    user_id: u64,
+    webhook_at: Option<String>,
+}
+
+/// What `hookrace notify test` sends.
+#[derive(Serialize)]
+struct TestData {
+    message: &'static str,
+}
+
+impl Outgoing {
+    fn new<D: Serialize>(
+        type_name: String,
+        timestamp: DateTime<Utc>,
+        data: D,
+        headline: String,
+    ) -> Outgoing {
+        let event = Event {
+            data,
+            timestamp: time(Some(timestamp)),
+            type_name: &type_name,
+        };
+        // Strings, numbers and JSON values only: serializing them cannot fail.
+        let body = serde_json::to_string(&event).expect("an event serializes");
+        Outgoing {
+            type_name,
+            body,
+            headline,
+        }
+    }
 }
 
 /// The event for `entity`. `item` is its stored data (left out unless `include_data`); the
 /// `timestamp` is when the event was made, so a retry sends the very same body.
-pub fn payload(entity: &Entity, notice: &Notice, item: Option<Value>, include_data: bool) -> Value {
-    let mut data = json!({
-        "key": entity.key.as_str(),
-        "type": entity.kind.as_str(),
-        "user_id": entity.user_id.0,
-        "entity_id": entity.entity_id,
-        "available_at": time(notice.available_at.or(entity.available_at())),
-        "first_channel": entity.first_channel(),
-        "webhook_at": time(entity.webhook_at),
-        "poll_at": time(entity.poll_at),
-    });
-    if let FetchState::Failed(reason) = entity.fetch_state() {
-        if item.is_none() {
-            data["fetch_error"] = Value::String(reason);
-        }
-    }
-    if include_data {
-        data["item"] = item.unwrap_or(Value::Null);
-    }
-    json!({
-        "type": type_name(&entity.kind),
-        "timestamp": time(Some(notice.created_at)),
-        "data": data,
-    })
+pub fn payload(
+    entity: &Entity,
+    notice: &Notice,
+    item: Option<Value>,
+    include_data: bool,
+) -> Outgoing {
+    let fetch_error = match entity.fetch_state() {
+        FetchState::Failed(reason) if item.is_none() => Some(reason),
+        _ => None,
+    };
+    let line = headline(&entity.kind, item.as_ref(), fetch_error.is_some());
+    let data = EntityData {
+        available_at: time(notice.available_at.or(entity.available_at())),
+        entity_id: &entity.entity_id,
+        fetch_error,
+        first_channel: entity.first_channel(),
+        item: include_data.then(|| item.unwrap_or(Value::Null)),
+        key: entity.key.as_str(),
+        poll_at: time(entity.poll_at),
+        kind: entity.kind.as_str(),
+        user_id: entity.user_id.0,
+        webhook_at: time(entity.webhook_at),
+    };
+    Outgoing::new(type_name(&entity.kind), notice.created_at, data, line)
 }
 
 /// A signed test event (`hookrace notify test`): the same shape, marked as a test.
-pub fn test_payload(now: DateTime<Utc>) -> Value {
-    json!({
-        "type": "hookrace.test",
-        "timestamp": time(Some(now)),
-        "data": {"message": "a test event from `hookrace notify test`"},
-    })
+pub fn test_payload(now: DateTime<Utc>) -> Outgoing {
+    let data = TestData {
+        message: "a test event from `hookrace notify test`",
+    };
+    let line = "hookrace test: notifications reach this topic".to_string();
+    Outgoing::new("hookrace.test".into(), now, data, line)
 }
 
 /// The one-line text for a phone: "New running exercise, 45 min, 8.2 km".
-pub fn headline(event: &Value) -> String {
-    let data = &event["data"];
-    if event["type"] == "hookrace.test" {
-        return "hookrace test: notifications reach this topic".into();
-    }
-    let item = &data["item"];
-    let kind = EventType::parse(data["type"].as_str().unwrap_or(""));
+fn headline(kind: &EventType, item: Option<&Value>, fetch_failed: bool) -> String {
+    let item = item.unwrap_or(&Value::Null);
     let words = |s: &str| s.to_ascii_lowercase().replace('_', " ");
     let mut parts = Vec::new();
-    let first = match &kind {
+    let first = match kind {
         EventType::Exercise => {
             let sport = item["sport"]
                 .as_str()
@@ -92,6 +155,21 @@ pub fn headline(event: &Value) -> String {
         other => format!("New {}", words(other.as_str())),
     };
     parts.push(first);
+    parts.extend(item_facts(item));
+    if parts.len() == 1 {
+        if let Some(date) = item["date"].as_str() {
+            parts.push(date.to_string());
+        }
+    }
+    if fetch_failed {
+        parts.push("its data could not be fetched".into());
+    }
+    parts.join(", ")
+}
+
+/// What a phone line says of an item: its duration, distance, sleep length, steps.
+fn item_facts(item: &Value) -> Vec<String> {
+    let mut parts = Vec::new();
     if let Some(d) = item["duration"].as_str().and_then(iso_duration_seconds) {
         parts.push(human_minutes(d));
     }
@@ -112,15 +190,7 @@ pub fn headline(event: &Value) -> String {
     if let Some(steps) = item["steps"].as_u64() {
         parts.push(format!("{steps} steps"));
     }
-    if parts.len() == 1 {
-        if let Some(date) = item["date"].as_str() {
-            parts.push(date.to_string());
-        }
-    }
-    if data["fetch_error"].is_string() {
-        parts.push("its data could not be fetched".into());
-    }
-    parts.join(", ")
+    parts
 }
 
 /// "45 min" or "7 h 32 min".
@@ -136,6 +206,7 @@ fn human_minutes(seconds: f64) -> String {
 mod tests {
     use super::*;
     use crate::accesslink::identity::UserId;
+    use serde_json::json;
 
     fn notice() -> Notice {
         Notice {
@@ -152,9 +223,12 @@ mod tests {
         e.poll_at = Some(Utc::now());
         let item = json!({"sport": "RUNNING", "duration": "PT45M12S", "distance": 8210.0});
         let event = payload(&e, &notice(), Some(item), true);
-        assert_eq!(event["type"], "exercise.created");
-        assert_eq!(event["data"]["first_channel"], "poll");
-        assert_eq!(headline(&event), "New running exercise, 45 min, 8.2 km");
+        let json: Value = serde_json::from_str(&event.body).unwrap();
+        assert_eq!(json["type"], "exercise.created");
+        assert_eq!(event.type_name, "exercise.created");
+        assert_eq!(json["data"]["first_channel"], "poll");
+        assert_eq!(json["data"]["item"]["sport"], "RUNNING");
+        assert_eq!(event.headline, "New running exercise, 45 min, 8.2 km");
     }
 
     #[test]
@@ -163,12 +237,23 @@ mod tests {
         let item = json!({"sleep_start_time": "2026-11-28T23:10:00+02:00",
                           "sleep_end_time": "2026-11-29T06:42:00+02:00"});
         let event = payload(&e, &notice(), Some(item), true);
-        assert_eq!(headline(&event), "New sleep, 7 h 32 min");
+        assert_eq!(event.headline, "New sleep, 7 h 32 min");
         e.set_fetch_state(FetchState::Failed("404".into()));
         let event = payload(&e, &notice(), None, true);
-        assert_eq!(event["data"]["fetch_error"], "404");
-        assert_eq!(event["data"]["item"], Value::Null);
-        assert!(headline(&event).ends_with("its data could not be fetched"));
+        let json: Value = serde_json::from_str(&event.body).unwrap();
+        assert_eq!(json["data"]["fetch_error"], "404");
+        assert_eq!(json["data"]["item"], Value::Null);
+        assert!(
+            json["data"].get("item").is_some(),
+            "item is null, not left out"
+        );
+        assert!(event.headline.ends_with("its data could not be fetched"));
+        let without = payload(&e, &notice(), None, false);
+        let json: Value = serde_json::from_str(&without.body).unwrap();
+        assert!(
+            json["data"].get("item").is_none(),
+            "no data asked for: no item"
+        );
     }
 
     #[test]

@@ -6,7 +6,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context;
-use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 use crate::accesslink::identity::EventType;
@@ -107,10 +106,10 @@ impl Sink {
     }
 
     /// One attempt to hand `event` (with id `id`) to the sink.
-    pub async fn send(&self, id: &str, event: &Value) -> Attempt {
+    pub async fn send(&self, id: &str, event: &event::Outgoing) -> Attempt {
         match &self.target {
             Target::Webhook { url, signers, http } => {
-                let body = event.to_string();
+                let body = event.body.clone();
                 let timestamp = chrono::Utc::now().timestamp();
                 let mut signatures = Vec::new();
                 for s in signers {
@@ -139,7 +138,7 @@ impl Sink {
                     .post(url)
                     .header("Title", "hookrace")
                     .header("Tags", "runner")
-                    .body(event::headline(event));
+                    .body(event.headline.clone());
                 if let Some(t) = token {
                     request = request.bearer_auth(t.expose());
                 }
@@ -160,7 +159,7 @@ impl Sink {
         command: &[String],
         env: &std::collections::BTreeMap<String, String>,
         id: &str,
-        event: &Value,
+        event: &event::Outgoing,
     ) -> Attempt {
         let mut cmd = tokio::process::Command::new(&command[0]);
         cmd.args(&command[1..]).env_clear();
@@ -171,7 +170,7 @@ impl Sink {
         }
         cmd.envs(env)
             .env("HOOKRACE_EVENT_ID", id)
-            .env("HOOKRACE_EVENT_TYPE", event["type"].as_str().unwrap_or(""))
+            .env("HOOKRACE_EVENT_TYPE", &event.type_name)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -184,7 +183,7 @@ impl Sink {
         // Killed with everything it started unless it ends by itself first.
         let mut group = ProcessGroup(child.id());
         let stderr = child.stderr.take().map(|e| tokio::spawn(tail(e)));
-        let body = event.to_string();
+        let body = &event.body;
         let finished = tokio::time::timeout(self.timeout, async {
             if let Some(mut stdin) = child.stdin.take() {
                 // A command that does not read its input is its own business: its exit decides.
@@ -352,8 +351,12 @@ mod tests {
         }
     }
 
-    fn event() -> Value {
-        json!({"type": "exercise.created", "data": {"user_id": 7}})
+    fn event() -> event::Outgoing {
+        event::Outgoing {
+            type_name: "exercise.created".into(),
+            body: json!({"type": "exercise.created", "data": {"user_id": 7}}).to_string(),
+            headline: "New exercise".into(),
+        }
     }
 
     /// The command sees none of hookrace's environment (its secrets, `$CREDENTIALS_DIRECTORY`,

@@ -264,6 +264,7 @@ pub trait Keeper: Send + Sync {
 /// Feeds the keepers until `shutdown`: subscribes, fills their queues from one scan of the
 /// records (on the blocking pool, so a large store does not delay start-up), then hands them
 /// every commit's changes; a keeper that fell behind the broadcast gets another scan.
+#[tracing::instrument(name = "feed", skip_all, fields(keepers = keepers.len()))]
 pub async fn feed(
     store: Arc<Store>,
     keepers: Vec<Arc<dyn Keeper>>,
@@ -313,6 +314,9 @@ pub async fn feed(
         };
         match next {
             Follow::Durable(batch) => {
+                for change in &batch.changes {
+                    tracing::trace!(entity = %change.key, "durable: handed to the keepers");
+                }
                 for keeper in &keepers {
                     for change in &batch.changes {
                         keeper.committed(change);

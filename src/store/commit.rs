@@ -162,7 +162,13 @@ impl Durable {
     /// into their trees, sled's log written, then synced to the device. Blocking. A failure is
     /// kept: the store is unhealthy from then on (see `failed`).
     pub(super) fn commit(&self) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
         let result = self.try_commit();
+        tracing::debug!(
+            ms = crate::units::millis(started.elapsed()),
+            ok = result.is_ok(),
+            "committed"
+        );
         if let Err(e) = &result {
             let mut failed = self
                 .failed
@@ -345,13 +351,16 @@ async fn commit_loop(mut rx: mpsc::UnboundedReceiver<Waiter>) {
     // `recv_many` waits for at least one waiter, then takes all that are queued.
     while rx.recv_many(&mut batch, usize::MAX).await > 0 {
         let durable = batch[0].1.clone();
-        let result = match tokio::task::spawn_blocking(move || durable.commit()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(CommitError(Arc::new(e))),
-            Err(e) => Err(CommitError(Arc::new(
-                anyhow::Error::new(e).context("the commit task failed"),
-            ))),
-        };
+        // One span per group commit: the writes of every waiter in it become durable together.
+        let span = tracing::debug_span!("commit", waiters = batch.len());
+        let result =
+            match tokio::task::spawn_blocking(move || span.in_scope(|| durable.commit())).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(CommitError(Arc::new(e))),
+                Err(e) => Err(CommitError(Arc::new(
+                    anyhow::Error::new(e).context("the commit task failed"),
+                ))),
+            };
         for (waiter, _) in batch.drain(..) {
             // A caller that went away (its request was cancelled) no longer needs the answer.
             let _ = waiter.send(result.clone());
