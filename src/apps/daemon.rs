@@ -174,6 +174,11 @@ pub async fn start_with_seed(
     seed: Option<u64>,
 ) -> anyhow::Result<Running> {
     let store = Arc::new(open_store(&config.store).await?);
+    // The store's one committer, owned here: the shutdown awaits it after the close.
+    let committer = store
+        .committer()
+        .map(|c| tokio::spawn(c.run()))
+        .context("the store's committer was taken already")?;
     // Before anything writes an entity: the tally starts from the summary the store opened with.
     let tally = store.follow_tally()?;
     for w in &config.warnings {
@@ -246,7 +251,7 @@ pub async fn start_with_seed(
         shutdown,
         servers,
         background,
-        store.clone(),
+        (store.clone(), committer),
         holders_gone,
     ));
     Ok(Running {
@@ -654,7 +659,7 @@ async fn shut_down(
     shutdown: CancellationToken,
     servers: Servers,
     background: Background,
-    store: Arc<Store>,
+    (store, committer): (Arc<Store>, JoinHandle<()>),
     holders_gone: tokio::sync::oneshot::Receiver<()>,
 ) -> anyhow::Result<()> {
     use crate::process::stop_by;
@@ -691,7 +696,15 @@ async fn shut_down(
     drop(background.poller);
     // The caller's handle (`Running`) lets go of the store in `wait`.
     let _ = holders_gone.await;
-    close_store(store).await
+    let closed = close_store(store).await;
+    // The close dropped the store, and with it the committer's queue: the committer ends.
+    stop_by(
+        "store committer",
+        committer,
+        tokio::time::Instant::now() + GRACE,
+    )
+    .await;
+    closed
 }
 
 /// Closes the store once this is its last handle. A blocking snapshot build or commit that was

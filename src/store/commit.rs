@@ -8,7 +8,9 @@
 //! size: without the `fdatasync` a 200 would survive a killed process but not a power cut.
 //!
 //! A waiter queued during a commit waits for the next one, so each answer comes from a commit that
-//! began after that caller's writes.
+//! began after that caller's writes. The committing task is owned by whoever opened the store for
+//! a long run (the daemon awaits it at shutdown); commits run one at a time under a lock, so a
+//! direct commit (open, close, a command without a committer) never races the committer.
 
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
@@ -118,6 +120,9 @@ pub(super) struct Durable {
     /// the open store failing after space is back), so the store reports itself unhealthy and the
     /// watchdog restarts the daemon; the reopened store recovers.
     failed: Mutex<Option<String>>,
+    /// Held by each commit from taking the journal to publishing it: commits run one at a time,
+    /// whoever asks, so they publish their changes in the order they took them.
+    commit_lock: Mutex<()>,
 }
 
 impl Durable {
@@ -142,6 +147,7 @@ impl Durable {
             persisted_delivery_ms: AtomicI64::new(persisted),
             files: SyncedFiles::open(path)?,
             failed: Mutex::new(None),
+            commit_lock: Mutex::new(()),
         })
     }
 
@@ -162,6 +168,8 @@ impl Durable {
     /// into their trees, sled's log written, then synced to the device. Blocking. A failure is
     /// kept: the store is unhealthy from then on (see `failed`).
     pub(super) fn commit(&self) -> anyhow::Result<()> {
+        // A commit that panicked left nothing half-done that the next one would trust.
+        let _one_at_a_time = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
         let started = std::time::Instant::now();
         let result = self.try_commit();
         tracing::debug!(
@@ -300,48 +308,88 @@ pub static BENCHMARK_SKIP_FDATASYNC: AtomicBool = AtomicBool::new(false);
 /// A caller waiting for a commit, with what to commit.
 type Waiter = (oneshot::Sender<Result<(), CommitError>>, Arc<Durable>);
 
-/// Group commit: callers queue a waiter; one task takes every waiter queued so far, runs a single
-/// commit and answers them all.
+/// Group commit: callers queue a waiter; the committer takes every waiter queued so far, runs a
+/// single commit and answers them all.
+///
+/// The committer is a task its owner runs and awaits ([`Store::committer`](super::Store::committer):
+/// the daemon takes it right after opening the store); it ends when the store is closed (the
+/// store holds the only sender). A store whose committer nobody took (a command that reads, a
+/// test) commits each `durable` call itself on the blocking pool. Either way every commit holds
+/// [`Durable`]'s commit lock, so commits run one at a time and publish in order.
 pub(super) struct GroupCommit {
-    queue: Mutex<Option<mpsc::UnboundedSender<Waiter>>>,
+    queue: mpsc::UnboundedSender<Waiter>,
+    /// The committer's end of the queue, until its owner takes it.
+    unclaimed: Mutex<Option<mpsc::UnboundedReceiver<Waiter>>>,
+}
+
+/// The store's committer: run it (`run`) as a task its owner awaits.
+pub struct Committer {
+    rx: mpsc::UnboundedReceiver<Waiter>,
+}
+
+impl Committer {
+    /// Commits for every waiter until the store is closed.
+    pub async fn run(self) {
+        commit_loop(self.rx).await;
+    }
+}
+
+impl std::fmt::Debug for Committer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Committer").finish_non_exhaustive()
+    }
 }
 
 impl GroupCommit {
     pub(super) fn new() -> Self {
+        let (queue, rx) = mpsc::unbounded_channel();
         GroupCommit {
-            queue: Mutex::new(None),
+            queue,
+            unclaimed: Mutex::new(Some(rx)),
         }
     }
 
-    /// The queue to the committing task, started on first use (it needs a Tokio runtime).
-    fn sender(&self) -> anyhow::Result<mpsc::UnboundedSender<Waiter>> {
-        let mut q = self.queue.lock().map_err(poisoned)?;
-        if let Some(tx) = q.as_ref().filter(|tx| !tx.is_closed()) {
-            return Ok(tx.clone());
-        }
-        let (tx, rx) = mpsc::unbounded_channel();
-        // The task ends when the store (holding the only sender) is dropped.
-        tokio::spawn(commit_loop(rx));
-        *q = Some(tx.clone());
-        Ok(tx)
+    /// The committer, the first time it is asked for.
+    pub(super) fn committer(&self) -> Option<Committer> {
+        let mut unclaimed = self.unclaimed.lock().unwrap_or_else(|p| p.into_inner());
+        unclaimed.take().map(|rx| Committer { rx })
+    }
+
+    /// Whether nobody runs the committer (each caller then commits itself).
+    fn unowned(&self) -> bool {
+        self.unclaimed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     pub(super) async fn wait(&self, durable: &Arc<Durable>) -> anyhow::Result<()> {
+        if self.unowned() {
+            let durable = durable.clone();
+            return tokio::task::spawn_blocking(move || durable.commit())
+                .await
+                .context("the commit task failed")?;
+        }
         self.queue(durable)?
             .await
-            .map_err(|_| anyhow::anyhow!("the store's commit task has stopped"))?
+            .map_err(|_| anyhow::anyhow!("the store's committer has stopped"))?
             .map_err(anyhow::Error::from)
     }
 
-    /// Queues a waiter for the next commit; its answer arrives on the receiver.
+    /// Queues a waiter for the next commit; its answer arrives on the receiver. Without a
+    /// committer nothing is queued (and the receiver answers at once that none runs): the next
+    /// `durable` or the close commits the writes.
     pub(super) fn queue(
         &self,
         durable: &Arc<Durable>,
     ) -> anyhow::Result<oneshot::Receiver<Result<(), CommitError>>> {
         let (tx, rx) = oneshot::channel();
-        self.sender()?
+        if self.unowned() {
+            return Ok(rx);
+        }
+        self.queue
             .send((tx, durable.clone()))
-            .map_err(|_| anyhow::anyhow!("the store's commit task has stopped"))?;
+            .map_err(|_| anyhow::anyhow!("the store's committer has stopped"))?;
         Ok(rx)
     }
 }

@@ -56,6 +56,7 @@ pub(crate) mod tests;
 
 #[doc(hidden)]
 pub use commit::BENCHMARK_SKIP_FDATASYNC;
+pub use commit::Committer;
 use commit::{Counters, Durable, GroupCommit};
 pub use error::{CommitError, OpenError};
 pub use notices::{DueNotice, Notice, NoticeRoute, NoticeState, SinkNotice};
@@ -691,6 +692,13 @@ impl Store {
         }
         out.sort_by_key(|d| d.received_at);
         Ok(out)
+    }
+
+    /// The store's committer, the first time it is asked for: a task for the caller to run and
+    /// await (it ends when the store is closed). Until it is taken, each `durable` call commits
+    /// by itself; once taken, calls share its group commits.
+    pub fn committer(&self) -> Option<Committer> {
+        self.group_commit.committer()
     }
 
     /// Returns once everything written before the call is on disk (shared flush, see module docs).

@@ -564,3 +564,37 @@ async fn a_commit_hands_the_consumers_only_the_work_it_made_durable() {
     store.flush().unwrap();
     assert!(handed(&mut follower).is_empty());
 }
+
+/// The committer is the caller's to run: taken once, it serves every waiter (concurrent callers
+/// share its commits) and ends when the store is closed; a store whose committer nobody took
+/// commits each call itself.
+#[tokio::test]
+async fn the_committer_is_owned_and_ends_with_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    // Without a committer, `durable` commits by itself.
+    let (d, body) = delivery("c0");
+    store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+    store.durable().await.unwrap();
+    let committer = tokio::spawn(store.committer().expect("the committer").run());
+    assert!(store.committer().is_none(), "there is one committer");
+    let mut waiting = Vec::new();
+    for i in 1..=20 {
+        let (d, body) = delivery(&format!("c{i}"));
+        store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+        let s = store.clone();
+        waiting.push(tokio::spawn(async move { s.durable().await }));
+    }
+    for w in waiting {
+        w.await.unwrap().unwrap();
+    }
+    assert!(!committer.is_finished(), "it runs while the store is open");
+    Arc::try_unwrap(store).ok().unwrap().close().unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), committer)
+        .await
+        .expect("the committer ends when the store is closed")
+        .unwrap();
+    let store = reopen(dir.path());
+    assert!(!store.found_unclean());
+    assert_eq!(store.deliveries().unwrap().len(), 21);
+}
