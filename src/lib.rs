@@ -14,7 +14,9 @@
 //! - [`notify`]: the callback's second hop: events to your app (Standard Webhooks, a command, ntfy).
 //! - [`observe`]: what an operator sees: admin routes, the status document, metrics, dashboard.
 //! - [`operations`]: OAuth onboarding, webhook and user management, systemd.
-//! - [`store`]: sled records, de-duplication, cross-channel linking, the group commit.
+//! - [`store`]: sled records, de-duplication, cross-channel linking, the group commit; what
+//!   owners keep in it beside the records, as values it does not read.
+//! - [`credentials`]: the users' tokens and a saved webhook secret, kept in the store.
 //! - [`race`]: the measurement model: entities, first channel, latency statistics. No I/O
 //!   (its own crate, re-exported).
 //! - [`process`]: facts only the running process knows (start time, schedule, live tasks).
@@ -37,6 +39,7 @@ pub mod apps;
 pub mod channels;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod http;
 pub mod notify;
 pub mod observe;

@@ -173,14 +173,7 @@ pub async fn start_with_seed(
     shutdown: CancellationToken,
     seed: Option<u64>,
 ) -> anyhow::Result<Running> {
-    let store = Arc::new(open_store(&config.store).await?);
-    // The store's one committer, owned here: the shutdown awaits it after the close.
-    let committer = store
-        .committer()
-        .map(|c| tokio::spawn(c.run()))
-        .context("the store's committer was taken already")?;
-    // Before anything writes an entity: the tally starts from the summary the store opened with.
-    let tally = store.follow_tally()?;
+    let (store, committer, tally) = open_owned(&config).await?;
     for w in &config.warnings {
         tracing::warn!("configuration: {w}");
     }
@@ -195,7 +188,7 @@ pub async fn start_with_seed(
     let (accesslink, simulator) =
         resolve_accesslink(&config, listeners.simulator, seed, &public_base, &shutdown)?;
     for u in &config.users {
-        store.put_user(UserId(u.user_id), &u.access_token)?;
+        crate::credentials::put_user(&store, UserId(u.user_id), &u.access_token)?;
     }
     let client = client_for(&accesslink, &shutdown)?;
     warn_about_the_webhook_secret(&accesslink, &store, simulator.is_some());
@@ -269,6 +262,19 @@ pub async fn start_with_seed(
         task,
         released,
     })
+}
+
+/// The store, opened for this daemon: its one committer spawned here (the shutdown awaits it
+/// after the close) and, before anything writes an entity, the tally that starts from the
+/// summary the store opened with.
+async fn open_owned(config: &Config) -> anyhow::Result<(Arc<Store>, JoinHandle<()>, Arc<Tally>)> {
+    let store = Arc::new(open_store(&config.store).await?);
+    let committer = store
+        .committer()
+        .map(|c| tokio::spawn(c.run()))
+        .context("the store's committer was taken already")?;
+    let tally = store.follow_tally()?;
+    Ok((store, committer, tally))
 }
 
 /// What only the running process knows, as it starts: the poll schedule and the sinks from the
@@ -378,7 +384,7 @@ fn resolve_accesslink(
 /// Says at start-up what will happen to deliveries when no secret is known, or when the
 /// configured one hides a saved one.
 fn warn_about_the_webhook_secret(accesslink: &AccessLinkConfig, store: &Store, simulator: bool) {
-    let saved = store.webhook_secret();
+    let saved = crate::credentials::webhook_secret(store);
     match (&accesslink.webhook_secret, &saved) {
         (None, None) if !simulator => tracing::warn!(
             "no webhook secret is configured or stored: deliveries will be refused with 503 until one is"
@@ -801,8 +807,8 @@ async fn connect_simulator(
     let created = webhooks::create(client, webhook_url, &events)
         .await
         .context("creating the webhook at the simulator")?;
-    store.set_webhook_secret(&created.secret).await?;
-    tracing::info!(id = %created.webhook.id, url = webhook_url, users = store.users()?.len(), "connected to the simulator");
+    crate::credentials::set_webhook_secret(store, &created.secret).await?;
+    tracing::info!(id = %created.webhook.id, url = webhook_url, users = crate::credentials::all_users(store)?.len(), "connected to the simulator");
     Ok(())
 }
 

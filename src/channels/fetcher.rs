@@ -155,7 +155,7 @@ impl Fetcher {
             store.incr(counter::Counter::WebhookFetchRequests, 1);
             store.incr(counter::Counter::FetchOutcome(o), 1);
         };
-        let user = match store.user(job.user_id) {
+        let user = match crate::credentials::user(store, job.user_id) {
             Ok(Some(u)) if u.disconnected_at.is_none() => u,
             Ok(Some(_)) => return self.give_up(key, &job.event, "the user is disconnected"),
             Ok(None) => {
@@ -192,9 +192,12 @@ impl Fetcher {
             // The job stays in its record: the next start fetches it.
             Err(ApiError::ShuttingDown { .. }) => Ok(Done::Other),
             Err(ApiError::Unauthorized { .. }) => {
-                store
-                    .mark_disconnected(job.user_id, "401 while fetching webhook data")
-                    .context("marking the user disconnected")?;
+                crate::credentials::mark_disconnected(
+                    store,
+                    job.user_id,
+                    "401 while fetching webhook data",
+                )
+                .context("marking the user disconnected")?;
                 self.give_up(key, &job.event, "401: the user's token is no longer valid")
             }
             Err(

@@ -9,6 +9,7 @@
 pub mod auditor;
 pub mod fetch_queue;
 pub mod fetcher;
+pub mod open_transactions;
 pub mod poll_loop;
 pub mod poller;
 pub mod watch;

@@ -19,10 +19,11 @@ use tokio::sync::Mutex;
 use crate::accesslink::client::{ApiError, Auth, Client, Outcome};
 use crate::accesslink::data;
 use crate::channels::fetch_queue::FetchQueue;
+use crate::channels::open_transactions::OpenTransaction;
 use crate::config::PollMode;
 use crate::process::Runtime;
 use crate::store::counter::PollEndpoint;
-use crate::store::{OpenTransaction, PollRecorded, Store, counter};
+use crate::store::{PollRecorded, Store, counter};
 
 /// What one cycle did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -196,7 +197,9 @@ impl Poller {
     fn failed(&self, report: &mut CycleReport, user: Option<UserId>, what: &str, e: &ApiError) {
         report.errors += 1;
         if let (ApiError::Unauthorized { .. }, Some(u)) = (e, user) {
-            if let Err(e) = self.store.mark_disconnected(u, "401 while polling") {
+            if let Err(e) =
+                crate::credentials::mark_disconnected(&self.store, u, "401 while polling")
+            {
                 tracing::error!(
                     user = u.0,
                     error = format_args!("{e:#}"),
@@ -211,7 +214,7 @@ impl Poller {
         // First what an earlier cycle (or process) created and did not commit: while it is open
         // AccessLink answers 204 to a new create for the same user and kind.
         let mut still_open: HashSet<(UserId, EventType)> = HashSet::new();
-        match self.store.open_transactions() {
+        match crate::channels::open_transactions::all(&self.store) {
             Ok(open) => {
                 for t in open {
                     if !self.resume(report, &t).await {
@@ -283,7 +286,7 @@ impl Poller {
 
     /// The access token of a connected user, if there is one.
     fn token(&self, user: UserId) -> Option<crate::config::Secret> {
-        match self.store.user(user) {
+        match crate::credentials::user(&self.store, user) {
             Ok(Some(u)) if u.disconnected_at.is_none() => Some(u.access_token),
             Ok(_) => {
                 tracing::warn!(
@@ -303,7 +306,8 @@ impl Poller {
     async fn resume(&self, report: &mut CycleReport, t: &OpenTransaction) -> bool {
         let Some(list_key) = kind_of(t.kind.as_str()).map(|(_, key)| key) else {
             // Never remembered by this code; nothing can read it.
-            return self.store.forget_transaction(&t.resource_uri).is_ok();
+            return crate::channels::open_transactions::forget(&self.store, &t.resource_uri)
+                .is_ok();
         };
         let Some(token) = self.token(t.user_id) else {
             return false;
@@ -369,7 +373,7 @@ impl Poller {
             kind: kind.clone(),
             created_at: Utc::now(),
         };
-        if let Err(e) = self.store.remember_transaction(&open).await {
+        if let Err(e) = crate::channels::open_transactions::remember(&self.store, &open).await {
             // Reading it now is still safe (the commit waits for the items to be durable); only
             // a failure before the commit would leave it to AccessLink's expiry.
             report.errors += 1;
@@ -398,7 +402,7 @@ impl Poller {
         list_key: &str,
     ) -> Result<Closed, ApiError> {
         let gone = |report: &mut CycleReport| {
-            if let Err(e) = self.store.forget_transaction(uri) {
+            if let Err(e) = crate::channels::open_transactions::forget(&self.store, uri) {
                 report.errors += 1;
                 tracing::error!(error = format_args!("{e:#}"), "forgetting a transaction");
             }
@@ -507,7 +511,7 @@ impl Poller {
     }
 
     async fn list_cycle(&self, report: &mut CycleReport) {
-        let users = match self.store.users() {
+        let users = match crate::credentials::all_users(&self.store) {
             Ok(u) => u,
             Err(e) => {
                 tracing::error!(error = format_args!("{e:#}"), "reading users");

@@ -74,7 +74,7 @@ impl WebhookState {
     fn secret(&self) -> Option<Secret> {
         self.secret
             .clone()
-            .or_else(|| self.store.webhook_secret())
+            .or_else(|| crate::credentials::webhook_secret(&self.store))
             .filter(|s| !s.expose().trim().is_empty())
     }
 }

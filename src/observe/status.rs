@@ -273,7 +273,7 @@ pub fn build(
 ) -> anyhow::Result<StatusDoc> {
     let c = store.counters()?;
     let get = |counter: counter::Counter<'_>| c.get(&*counter.name()).copied().unwrap_or(0);
-    let users = store.users()?;
+    let users = crate::credentials::all_users(store)?;
     let webhook = webhook_status(store, queues, summary, rt, &get);
     let poll = poll_status(summary, rt, &get);
     // A webhook's cost: each valid delivery plus each request made to fetch its data.

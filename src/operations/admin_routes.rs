@@ -119,7 +119,7 @@ async fn put_webhook_secret(
             "the body must be the signature secret",
         );
     }
-    match store.set_webhook_secret(&Secret::new(secret)).await {
+    match crate::credentials::set_webhook_secret(store, &Secret::new(secret)).await {
         Ok(()) => {
             tracing::info!("a new webhook signature secret was saved");
             // A webhook was just created: the watch looks at once, so /status does not say
@@ -171,7 +171,7 @@ struct RetryQuery {
 }
 
 fn users(store: &Store) -> Response {
-    match store.users() {
+    match crate::credentials::all_users(store) {
         Ok(list) => {
             let views: Vec<UserView> = list.into_iter().map(UserView::from).collect();
             warp::reply::json(&views).into_response()

@@ -49,8 +49,8 @@ pub struct UserView {
     pub disconnect_reason: Option<String>,
 }
 
-impl From<crate::store::StoredUser> for UserView {
-    fn from(u: crate::store::StoredUser) -> Self {
+impl From<crate::credentials::StoredUser> for UserView {
+    fn from(u: crate::credentials::StoredUser) -> Self {
         UserView {
             user_id: u.user_id.0,
             added_at: u.added_at,
@@ -62,7 +62,7 @@ impl From<crate::store::StoredUser> for UserView {
 
 /// De-registers a user at AccessLink (401/404 mean already gone) and forgets their token.
 pub async fn remove_user(store: &Store, client: &Client, user_id: UserId) -> anyhow::Result<bool> {
-    let Some(user) = store.user(user_id)? else {
+    let Some(user) = crate::credentials::user(store, user_id)? else {
         return Ok(false);
     };
     let url = client.url(&format!("/v3/users/{user_id}"));
@@ -79,7 +79,7 @@ pub async fn remove_user(store: &Store, client: &Client, user_id: UserId) -> any
         Ok(_) | Err(ApiError::Unauthorized { .. }) | Err(ApiError::Status { status: 404, .. }) => {}
         Err(e) => return Err(e).context("de-registering the user at AccessLink"),
     }
-    store.remove_user(user_id)?;
+    crate::credentials::remove_user(store, user_id)?;
     store.durable().await?;
     Ok(true)
 }
@@ -143,7 +143,7 @@ fn foreign_owner(store: &std::path::Path) -> Option<u32> {
 pub async fn save_webhook_secret(cfg: &Config, secret: &Secret) -> anyhow::Result<String> {
     match target(cfg)? {
         Target::Store(store) => {
-            let saved = store.set_webhook_secret(secret).await;
+            let saved = crate::credentials::set_webhook_secret(&store, secret).await;
             Store::close_shared(store)?;
             saved?;
             Ok(format!("the store at {}", cfg.store.path.display()))
@@ -166,7 +166,7 @@ pub async fn save_webhook_secret(cfg: &Config, secret: &Secret) -> anyhow::Resul
 pub async fn list_users(cfg: &Config) -> anyhow::Result<Vec<UserView>> {
     match existing_target(cfg)? {
         Target::Store(store) => {
-            let users = store.users();
+            let users = crate::credentials::all_users(&store);
             Store::close_shared(store)?;
             Ok(users?.into_iter().map(UserView::from).collect())
         }

@@ -219,7 +219,7 @@ impl OAuth {
         };
         let (token, user_id) = self.exchange(code).await?;
         let newly_registered = self.register(&token, user_id).await?;
-        self.store.put_user(UserId(user_id), &token).map_err(|e| {
+        crate::credentials::put_user(&self.store, UserId(user_id), &token).map_err(|e| {
             fail(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Could not store the connection",

@@ -9,10 +9,8 @@
 //! - `fingerprints`: fingerprint → entity key, linking the records of one entity across channels;
 //! - `aliases`: entity key → the key it was merged into;
 //! - `data`: entity key → the newest data fetched or polled for it (JSON);
-//! - `users`: user id → [`StoredUser`] with the access token;
-//! - `open_transactions`: an AccessLink transaction's `resource-uri` → [`OpenTransaction`], from
-//!   its create until its commit (AccessLink answers 204 to a new create while one is open, and
-//!   the open one is reachable only through its URI);
+//! - trees its owners keep in it ([`Kept`]): `users` (`credentials`), `open_transactions`
+//!   (`channels::open_transactions`);
 //! - `counters`, `deliveries`, `fetch_queue`: read only to upgrade a store of an earlier version.
 //!
 //! One delivery is one write: a compare-and-swap of its entity's record, which carries the raw
@@ -44,11 +42,10 @@ pub use changes::{Batch, Change, Committed, Follow, Follower, Keeper, Work, feed
 mod changes;
 mod commit;
 mod error;
+mod kept;
 mod linking;
 mod meta;
 mod notices;
-mod transactions;
-mod users;
 mod write;
 
 #[cfg(test)]
@@ -59,8 +56,8 @@ pub use commit::BENCHMARK_SKIP_FDATASYNC;
 pub use commit::Committer;
 use commit::{Counters, Durable, GroupCommit};
 pub use error::{CommitError, OpenError};
+pub use kept::Kept;
 pub use notices::{DueNotice, Notice, NoticeRoute, NoticeState, SinkNotice};
-pub use transactions::OpenTransaction;
 
 /// Counter names shared by the code that counts and the code that reports.
 /// A counter the store keeps (in memory, written with each commit). Its name on disk, and in
@@ -176,11 +173,6 @@ pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 const META_CREATED_AT: &str = "created_at";
 const META_LAST_DELIVERY_AT: &str = "webhook.last_delivery_at";
-const META_WEBHOOK_SECRET: &str = "webhook.signature_secret_key";
-/// The settings a demo raced with (JSON), for a report read from its store later.
-const META_RACE_SETTINGS: &str = "demo.race_settings";
-/// The whole report a demo printed (JSON), so `report --store` prints the same report again.
-const META_RACE_REPORT: &str = "demo.race_report";
 /// Present while a process has the store open; found at open, it means the last one stopped
 /// without closing it (a crash, SIGKILL, power loss).
 const META_OPEN: &str = "open";
@@ -258,19 +250,6 @@ pub struct FetchJob {
     pub next_at: DateTime<Utc>,
 }
 
-/// A user whose data hookrace may read.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StoredUser {
-    pub user_id: UserId,
-    pub access_token: crate::config::Secret,
-    pub added_at: DateTime<Utc>,
-    /// Set when AccessLink answered 401 for this user's token.
-    #[serde(default)]
-    pub disconnected_at: Option<DateTime<Utc>>,
-    #[serde(default)]
-    pub disconnect_reason: Option<String>,
-}
-
 /// What storing a polled item did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PollRecorded {
@@ -297,8 +276,6 @@ pub struct Store {
     /// The records' work changed by writes not yet committed, and the broadcast of committed
     /// work (see `changes.rs`).
     journal: Arc<changes::Journal>,
-    users: sled::Tree,
-    open_transactions: sled::Tree,
     /// Serialises the operations that link records across channels (polls and fetch results),
     /// so two of them never merge the same records at once. Deliveries do not take it.
     link_lock: Mutex<()>,
@@ -448,8 +425,6 @@ impl Store {
             data: tree("data")?,
             notice_routes: Default::default(),
             journal: durable.journal(),
-            users: tree("users")?,
-            open_transactions: tree("open_transactions")?,
             link_lock: Mutex::new(()),
             last_delivery_ms,
             counters,

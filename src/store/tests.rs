@@ -250,8 +250,8 @@ fn the_store_is_private_to_its_owner_whatever_the_umask() {
     std::fs::create_dir_all(&path).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     let store = Store::open(&path).unwrap();
-    store
-        .put_user(UserId(7), &crate::config::Secret::new("a-token"))
+    let kept = store.kept::<String>("users").unwrap();
+    kept.put("7", &"a-token".to_string())
         .expect("writing a token");
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&path), 0o700, "the store directory");

@@ -86,6 +86,18 @@ impl Store {
         }
     }
 
+    /// A new record's entry in the newest-first index, and its sequence marked written (after
+    /// the record's write: a commit that reads this mark flushes the record).
+    fn index_new(&self, key: &str, seq: Option<u64>) -> anyhow::Result<()> {
+        if let Some(seq) = seq {
+            self.recent
+                .insert(seq.to_be_bytes(), key.as_bytes())
+                .context("indexing a new entity")?;
+            self.written_seq.fetch_max(seq, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
     /// What follows a delivery's record write that won: the newest-first index for a new
     /// entity, the fetch job handed to the journal, the summary's times, the counters.
     fn delivery_written(
@@ -101,13 +113,7 @@ impl Store {
         // (`before` holds its times then).
         let first = before.is_some() || created;
         if created {
-            if let Some(seq) = rec.seq {
-                self.recent
-                    .insert(seq.to_be_bytes(), key.as_bytes())
-                    .context("indexing a new entity")?;
-                // After the write: a commit that reads this mark flushes the record.
-                self.written_seq.fetch_max(seq, Ordering::AcqRel);
-            }
+            self.index_new(key, rec.seq)?;
         }
         let queued_now = !had_job && rec.fetch.is_some();
         let record_durable = rec
@@ -248,12 +254,7 @@ impl Store {
                 .with_context(|| format!("writing entity {key}"))?;
             if swapped.is_ok() {
                 if created {
-                    if let Some(seq) = rec.seq {
-                        self.recent
-                            .insert(seq.to_be_bytes(), key.as_bytes())
-                            .context("indexing a new entity")?;
-                        self.written_seq.fetch_max(seq, Ordering::AcqRel);
-                    }
+                    self.index_new(&key, rec.seq)?;
                 }
                 self.entity_changed(before.as_ref(), Some(&rec.entity.times()));
                 self.record_work_changed(&key, &work_before, &rec);

@@ -139,7 +139,7 @@ async fn seen_by_both_channels_is_one_entity_with_both_times() {
         eb["entity_id"] == b["entity_id"] || eb["entity_id"] == format!("t{}", b["item_ids"][0])
     );
     // A repeated delivery for b after the merge is still a duplicate of the same entity.
-    let secret = app.running.store.webhook_secret().unwrap();
+    let secret = hookrace::credentials::webhook_secret(&app.running.store).unwrap();
     let body = json!({"event":"EXERCISE","user_id":user,"entity_id":b["entity_id"],"timestamp":"2026-11-28T10:00:00Z",
         "url": format!("{}/v3/exercises/{}", app.sim(), b["entity_id"].as_str().unwrap())}).to_string();
     let sig = signature::sign(secret.expose(), body.as_bytes());
@@ -338,7 +338,7 @@ async fn a_payload_url_on_a_foreign_host_is_never_fetched() {
     let app = app(dir.path(), 1).await;
     let user = app.first_user().await;
     let attacker = Receiver::start().await;
-    let secret = app.running.store.webhook_secret().unwrap();
+    let secret = hookrace::credentials::webhook_secret(&app.running.store).unwrap();
     let foreign = attacker.url.replace("/hook", "/v3/exercises/steal");
     let body = json!({"event":"EXERCISE","user_id":user,"entity_id":"evil1","timestamp":"2026-11-28T10:00:00Z","url":foreign}).to_string();
     let sig = signature::sign(secret.expose(), body.as_bytes());
@@ -423,9 +423,7 @@ async fn the_fetch_queue_resumes_after_a_restart() {
     )
     .await
     .unwrap();
-    app.running
-        .store
-        .set_webhook_secret(&created.secret)
+    hookrace::credentials::set_webhook_secret(&app.running.store, &created.secret)
         .await
         .unwrap();
     // Every fetch fails for now.

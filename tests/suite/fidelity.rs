@@ -102,7 +102,7 @@ async fn a_transaction_left_open_is_finished_first_even_by_the_next_process() {
     let r = poller.cycle().await;
     assert_eq!((r.committed, r.errors), (0, 1), "{r:?}");
     assert_eq!(requests(&polar, "create_transaction").await, 1);
-    let open = app.running.store.open_transactions().unwrap();
+    let open = hookrace::channels::open_transactions::all(&app.running.store).unwrap();
     assert_eq!(open.len(), 1, "the created transaction is remembered");
     assert_eq!(open[0].kind.as_str(), "EXERCISE");
     drop(poller);
@@ -116,7 +116,11 @@ async fn a_transaction_left_open_is_finished_first_even_by_the_next_process() {
     assert_eq!((r.committed, r.errors, r.new_entities), (1, 0, 2), "{r:?}");
     assert_eq!(requests(&polar, "create_transaction").await, 1);
     assert_eq!(requests(&polar, "commit").await, 1);
-    assert!(app.running.store.open_transactions().unwrap().is_empty());
+    assert!(
+        hookrace::channels::open_transactions::all(&app.running.store)
+            .unwrap()
+            .is_empty()
+    );
     let s = app.status().await;
     assert_eq!(s["entities"]["total"], 2, "{s}");
     // Committed at the source: nothing is waiting any more.
@@ -149,7 +153,11 @@ async fn an_expired_open_transaction_is_forgotten_and_its_data_read_again() {
     let r = poller.cycle().await;
     assert_eq!((r.committed, r.errors, r.new_entities), (1, 0, 1), "{r:?}");
     assert_eq!(requests(&polar, "create_transaction").await, 2);
-    assert!(app.running.store.open_transactions().unwrap().is_empty());
+    assert!(
+        hookrace::channels::open_transactions::all(&app.running.store)
+            .unwrap()
+            .is_empty()
+    );
     drop(poller);
     app.stop().await;
 }

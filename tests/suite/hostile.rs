@@ -245,11 +245,12 @@ async fn an_empty_webhook_secret_is_refused_and_never_verifies() {
     let mut cfg = test_config(dir.path());
     cfg.accesslink.webhook_secret = None;
     let app = spawn_with(cfg).await;
-    app.running
-        .store
-        .set_webhook_secret(&hookrace::config::Secret::new(""))
-        .await
-        .unwrap();
+    hookrace::credentials::set_webhook_secret(
+        &app.running.store,
+        &hookrace::config::Secret::new(""),
+    )
+    .await
+    .unwrap();
     let body = exercise(7, "empty-key");
     let res = app.post(&body, Some(&sign("", body.as_bytes()))).await;
     assert_eq!(res.status(), 503, "a delivery signed with the empty key");
@@ -282,7 +283,7 @@ async fn saving_a_secret_the_configuration_shadows_is_a_conflict() {
     let text = res.text().await.unwrap();
     assert!(text.contains("HOOKRACE_WEBHOOK_SECRET"), "{text}");
     assert!(
-        app.running.store.webhook_secret().is_none(),
+        hookrace::credentials::webhook_secret(&app.running.store).is_none(),
         "nothing saved"
     );
     app.stop().await;

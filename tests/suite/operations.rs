@@ -439,7 +439,11 @@ async fn webhook_and_users_commands_work_against_a_running_daemon() {
         .await
         .unwrap();
     assert_eq!(users[0]["registered"], false);
-    assert!(running.store.users().unwrap().is_empty());
+    assert!(
+        hookrace::credentials::all_users(&running.store)
+            .unwrap()
+            .is_empty()
+    );
 
     shutdown.cancel();
     running.wait().await.unwrap();

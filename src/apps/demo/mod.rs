@@ -649,9 +649,15 @@ async fn final_report(
     }
     if args.store.is_some() {
         let json = serde_json::to_vec(&settings).context("writing the race settings")?;
-        running.store.save_race_settings(&json).await?;
+        running
+            .store
+            .save(report::SAVED_SETTINGS, &json, "the race settings")
+            .await?;
         let json = serde_json::to_vec(&report).context("writing the race's report")?;
-        running.store.save_race_report(&json).await?;
+        running
+            .store
+            .save(report::SAVED_REPORT, &json, "the race's report")
+            .await?;
     }
     Ok(report)
 }

@@ -19,6 +19,12 @@ use crate::observe::status::StatusDoc;
 use crate::race::LatencyStats;
 pub use render::{render_json, render_markdown, render_table};
 
+/// The `meta` key of the settings a demo raced with (JSON), for a report read from its store
+/// later: it shows them rather than those of whatever configuration names the store.
+pub const SAVED_SETTINGS: &str = "demo.race_settings";
+/// The `meta` key of the whole report a demo printed (JSON), so `report --store` prints the same
+/// report again.
+pub const SAVED_REPORT: &str = "demo.race_report";
 /// The report in `format` (the HTML page builds on the text renderers' helpers, so the choice
 /// is made here, above both).
 pub fn render(r: &Report, format: Format) -> String {
@@ -539,7 +545,7 @@ pub async fn from_config(cfg: &crate::config::Config, format: Format) -> anyhow:
             let read = (|| -> anyhow::Result<Result<(StatusDoc, Option<Duration>), Report>> {
                 // A demo's store: the report it printed, as it printed it.
                 let printed = store
-                    .race_report()
+                    .saved(SAVED_REPORT)
                     .and_then(|json| serde_json::from_slice::<Report>(&json).ok());
                 if let Some(mut report) = printed {
                     if format == Format::Html && report.sightings.is_empty() {
@@ -549,7 +555,7 @@ pub async fn from_config(cfg: &crate::config::Config, format: Format) -> anyhow:
                     return Ok(Err(report));
                 }
                 saved = store
-                    .race_settings()
+                    .saved(SAVED_SETTINGS)
                     .and_then(|json| serde_json::from_slice::<RaceSettings>(&json).ok());
                 let created = store.created_at().unwrap_or_else(chrono::Utc::now);
                 let rt = crate::process::Runtime {

@@ -127,13 +127,23 @@ impl RawNotify {
         }
     }
 
-    /// A problem when a key of another kind of sink is `set`.
-    fn unused(&self, field: &str, key: &str, set: bool, problems: &mut Vec<String>) {
-        if set {
-            problems.push(format!(
-                "`{field}.{key}` does not apply to kind {:?}",
-                self.kind
-            ));
+    /// A problem for each of `keys` (those of other kinds of sink) that is set.
+    fn refuse(&self, field: &str, keys: &[&str], problems: &mut Vec<String>) {
+        for key in keys {
+            let set = match *key {
+                "url" => self.url.is_some(),
+                "secret" => self.secret.is_some(),
+                "token" => self.token.is_some(),
+                "command" => self.command.is_some(),
+                "env" => self.env.is_some(),
+                _ => false,
+            };
+            if set {
+                problems.push(format!(
+                    "`{field}.{key}` does not apply to kind {:?}",
+                    self.kind
+                ));
+            }
         }
     }
 
@@ -147,9 +157,7 @@ impl RawNotify {
         env: &dyn Fn(&str) -> Option<String>,
         problems: &mut Vec<String>,
     ) -> Option<NotifyKind> {
-        self.unused(field, "command", self.command.is_some(), problems);
-        self.unused(field, "env", self.env.is_some(), problems);
-        self.unused(field, "token", self.token.is_some(), problems);
+        self.refuse(field, &["command", "env", "token"], problems);
         let env_var = format!(
             "HOOKRACE_NOTIFY_{}_SECRET",
             name.to_ascii_uppercase().replace('-', "_")
@@ -183,9 +191,7 @@ impl RawNotify {
 
     /// `kind = "exec"`: a command and the environment it is given.
     fn exec_sink(&mut self, field: &str, problems: &mut Vec<String>) -> Option<NotifyKind> {
-        self.unused(field, "url", self.url.is_some(), problems);
-        self.unused(field, "secret", self.secret.is_some(), problems);
-        self.unused(field, "token", self.token.is_some(), problems);
+        self.refuse(field, &["url", "secret", "token"], problems);
         let env = self.env.take().unwrap_or_default();
         for name in env.keys() {
             let fine = !name.is_empty()
@@ -221,9 +227,7 @@ impl RawNotify {
         env: &dyn Fn(&str) -> Option<String>,
         problems: &mut Vec<String>,
     ) -> Option<NotifyKind> {
-        self.unused(field, "command", self.command.is_some(), problems);
-        self.unused(field, "env", self.env.is_some(), problems);
-        self.unused(field, "secret", self.secret.is_some(), problems);
+        self.refuse(field, &["command", "env", "secret"], problems);
         let token = self.token.take().or_else(|| {
             let var = format!(
                 "HOOKRACE_NOTIFY_{}_TOKEN",
