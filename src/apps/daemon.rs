@@ -173,13 +173,13 @@ pub async fn start_with_seed(
     shutdown: CancellationToken,
     seed: Option<u64>,
 ) -> anyhow::Result<Running> {
-    let (store, committer, tally) = open_owned(&config).await?;
+    let (store, store_tasks, tally) = open_owned(&config).await?;
     for w in &config.warnings {
         tracing::warn!("configuration: {w}");
     }
     let runtime = Arc::new(RwLock::new(runtime(&config)));
     // Before anything can store data: entities stored from now on get their notify events.
-    let notifier = Notifier::new(store.clone(), &config.notify)?;
+    let notifier = Notifier::new(store.clone(), &config.notify, store_tasks.blocking.clone())?;
     let liveness = Arc::new(Liveness::default());
     let public_base = format!("http://{}", listeners.webhook.local_addr()?);
     let webhook_url = format!("{public_base}{}", config.webhook.path);
@@ -222,6 +222,7 @@ pub async fn start_with_seed(
         public_url: &public_url,
         has_credentials: accesslink.client_secret.is_some(),
         watch_now: &watch_now,
+        blocking: &store_tasks.blocking,
     };
     let servers = Servers::spawn(
         &config,
@@ -244,7 +245,7 @@ pub async fn start_with_seed(
         shutdown,
         servers,
         background,
-        (store.clone(), committer),
+        (store.clone(), store_tasks),
         holders_gone,
     ));
     Ok(Running {
@@ -264,17 +265,32 @@ pub async fn start_with_seed(
     })
 }
 
-/// The store, opened for this daemon: its one committer spawned here (the shutdown awaits it
-/// after the close) and, before anything writes an entity, the tally that starts from the
-/// summary the store opened with.
-async fn open_owned(config: &Config) -> anyhow::Result<(Arc<Store>, JoinHandle<()>, Arc<Tally>)> {
+/// The tasks that hold the daemon's store: its one committer, and the blocking work that reads
+/// or writes it (the feed's scan, a notify re-queue). The shutdown waits for both around the
+/// close, so the close finds itself the store's last holder without polling for it.
+struct StoreTasks {
+    committer: JoinHandle<()>,
+    blocking: tokio_util::task::TaskTracker,
+}
+
+/// The store, opened for this daemon: its one committer spawned here and, before anything writes
+/// an entity, the tally that starts from the summary the store opened with.
+async fn open_owned(config: &Config) -> anyhow::Result<(Arc<Store>, StoreTasks, Arc<Tally>)> {
     let store = Arc::new(open_store(&config.store).await?);
     let committer = store
         .committer()
         .map(|c| tokio::spawn(c.run()))
         .context("the store's committer was taken already")?;
     let tally = store.follow_tally()?;
-    Ok((store, committer, tally))
+    let blocking = tokio_util::task::TaskTracker::new();
+    Ok((
+        store,
+        StoreTasks {
+            committer,
+            blocking,
+        },
+        tally,
+    ))
 }
 
 /// What only the running process knows, as it starts: the poll schedule and the sinks from the
@@ -417,6 +433,8 @@ struct Parts<'a> {
     has_credentials: bool,
     /// Wakes the webhook watch for a check now (a webhook was just created).
     watch_now: &'a Arc<tokio::sync::Notify>,
+    /// Where blocking work on the store runs (the shutdown waits for it before the close).
+    blocking: &'a tokio_util::task::TaskTracker,
 }
 
 /// The two listeners' server tasks and the token that stops them accepting.
@@ -589,7 +607,12 @@ impl Background {
     fn spawn(config: &Config, parts: Parts<'_>, token: CancellationToken) -> Background {
         let keepers: Vec<Arc<dyn Keeper>> =
             vec![parts.queues.fetches.clone(), parts.queues.outbox.clone()];
-        let feed = tokio::spawn(store::feed(parts.store.clone(), keepers, token.clone()));
+        let feed = tokio::spawn(store::feed(
+            parts.store.clone(),
+            keepers,
+            token.clone(),
+            parts.blocking.clone(),
+        ));
         let fetcher = supervise(
             crate::channels::fetcher::TASK,
             parts.liveness,
@@ -665,7 +688,7 @@ async fn shut_down(
     shutdown: CancellationToken,
     servers: Servers,
     background: Background,
-    (store, committer): (Arc<Store>, JoinHandle<()>),
+    (store, tasks): (Arc<Store>, StoreTasks),
     holders_gone: tokio::sync::oneshot::Receiver<()>,
 ) -> anyhow::Result<()> {
     use crate::process::stop_by;
@@ -702,24 +725,29 @@ async fn shut_down(
     drop(background.poller);
     // The caller's handle (`Running`) lets go of the store in `wait`.
     let _ = holders_gone.await;
+    // Blocking work a stopped task left running (a scan, a re-queue) still holds the store:
+    // it ends by itself, and the close waits for it.
+    tasks.blocking.close();
+    if tokio::time::timeout(GRACE, tasks.blocking.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("blocking work on the store is still running at the end of the grace");
+    }
     let closed = close_store(store).await;
     // The close dropped the store, and with it the committer's queue: the committer ends.
     stop_by(
         "store committer",
-        committer,
+        tasks.committer,
         tokio::time::Instant::now() + GRACE,
     )
     .await;
     closed
 }
 
-/// Closes the store once this is its last handle. A blocking snapshot build or commit that was
-/// cut short may still hold a handle for a moment after its task ended: give it a second.
+/// Closes the store, which every other holder has let go of by now (an error says how many
+/// did not).
 async fn close_store(store: Arc<Store>) -> anyhow::Result<()> {
-    let give_up = tokio::time::Instant::now() + Duration::from_secs(1);
-    while Arc::strong_count(&store) > 1 && tokio::time::Instant::now() < give_up {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     tokio::task::spawn_blocking(move || Store::close_shared(store))
         .await
         .context("the closing task panicked")?

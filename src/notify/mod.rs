@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::task::TaskTracker;
 
 use chrono::Utc;
 use tokio::task::JoinHandle;
@@ -43,12 +44,18 @@ pub struct Notifier {
     store: Arc<Store>,
     sinks: Vec<Arc<Sink>>,
     outbox: Arc<Outbox>,
+    /// Where its blocking work runs, so the shutdown can wait for it (it holds the store).
+    blocking: TaskTracker,
 }
 
 impl Notifier {
     /// Builds the sinks and tells the store which events each wants, so entities stored from
     /// now on get their events.
-    pub fn new(store: Arc<Store>, configs: &[NotifyConfig]) -> anyhow::Result<Arc<Notifier>> {
+    pub fn new(
+        store: Arc<Store>,
+        configs: &[NotifyConfig],
+        blocking: TaskTracker,
+    ) -> anyhow::Result<Arc<Notifier>> {
         let sinks = configs
             .iter()
             .map(|c| Sink::new(c).map(Arc::new))
@@ -66,6 +73,7 @@ impl Notifier {
             store,
             sinks,
             outbox: Arc::new(Outbox::default()),
+            blocking,
         }))
     }
 
@@ -82,10 +90,11 @@ impl Notifier {
     /// and commits; the commit hands them to the outbox. Returns how many.
     pub async fn requeue(&self, sink: Option<String>) -> anyhow::Result<u64> {
         let store = self.store.clone();
-        let requeued =
-            tokio::task::spawn_blocking(move || store.requeue_failed_notices(sink.as_deref()))
-                .await
-                .map_err(|e| anyhow::anyhow!("the re-queue task failed: {e}"))??;
+        let requeued = self
+            .blocking
+            .spawn_blocking(move || store.requeue_failed_notices(sink.as_deref()))
+            .await
+            .map_err(|e| anyhow::anyhow!("the re-queue task failed: {e}"))??;
         self.store.durable().await?;
         self.outbox.unparked(&requeued);
         Ok(requeued.len() as u64)

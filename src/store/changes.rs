@@ -263,12 +263,14 @@ pub trait Keeper: Send + Sync {
 
 /// Feeds the keepers until `shutdown`: subscribes, fills their queues from one scan of the
 /// records (on the blocking pool, so a large store does not delay start-up), then hands them
-/// every commit's changes; a keeper that fell behind the broadcast gets another scan.
+/// every commit's changes; a keeper that fell behind the broadcast gets another scan. The scan
+/// runs on `blocking`, so whoever closes the store can wait for it (it holds the store).
 #[tracing::instrument(name = "feed", skip_all, fields(keepers = keepers.len()))]
 pub async fn feed(
     store: Arc<Store>,
     keepers: Vec<Arc<dyn Keeper>>,
     shutdown: tokio_util::sync::CancellationToken,
+    blocking: tokio_util::task::TaskTracker,
 ) {
     if keepers.is_empty() {
         return;
@@ -279,7 +281,7 @@ pub async fn feed(
         if scan {
             scan = false;
             let (s, k) = (store.clone(), keepers.clone());
-            let scanned = tokio::task::spawn_blocking(move || {
+            let scanned = blocking.spawn_blocking(move || {
                 let mut found = 0usize;
                 s.scan_work(|w| {
                     found += 1;
