@@ -164,7 +164,7 @@ fn main() {
 
         // The same, distinct again, with sled's flush but without the fdatasync after it.
         hookrace::store::BENCHMARK_SKIP_FDATASYNC.store(true, Ordering::Relaxed);
-        let offset = running.store.counter(hookrace::store::counter::Counter::WebhookAccepted) + 1_000_000;
+        let offset = running.store.counter(hookrace::counter::Counter::WebhookAccepted) + 1_000_000;
         let unsynced: Arc<dyn Fn(u64) -> (String, String) + Send + Sync> = {
             let make = make.clone();
             Arc::new(move |i| make(i + offset))
@@ -186,7 +186,7 @@ fn main() {
         println!("ratio no-fdatasync / empty:      {:.2}  (what the sync costs: durable is {:.0}% of it)", nosync_rate / base_rate, 100.0 * our_rate / nosync_rate);
         println!("ratio duplicates / empty route:  {:.2}  (target ≥ 0.50)", dup_rate / base_rate);
         println!("hookrace p99 (durable): {p99:.2} ms  (target ≤ 10 ms)");
-        let accepted = running.store.counter(hookrace::store::counter::Counter::WebhookAccepted);
+        let accepted = running.store.counter(hookrace::counter::Counter::WebhookAccepted);
         println!("deliveries stored durably: {accepted}");
         shutdown.cancel();
         running.wait().await.unwrap();

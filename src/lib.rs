@@ -17,6 +17,7 @@
 //! - [`store`]: sled records, de-duplication, cross-channel linking, the group commit; what
 //!   owners keep in it beside the records, as values it does not read.
 //! - [`credentials`]: the users' tokens and a saved webhook secret, kept in the store.
+//! - [`counter`]: the name of every count hookrace keeps (the store keeps them by name).
 //! - [`race`]: the measurement model: entities, first channel, latency statistics. No I/O
 //!   (its own crate, re-exported).
 //! - [`process`]: facts only the running process knows (start time, schedule, live tasks).
@@ -39,6 +40,7 @@ pub mod apps;
 pub mod channels;
 pub mod cli;
 pub mod config;
+pub mod counter;
 pub mod credentials;
 pub mod http;
 pub mod notify;

@@ -23,7 +23,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::channels::poller::Poller;
-use crate::store::counter;
+use crate::counter;
 
 /// How long after its availability an entity may still be announced by a delivery: a poll that
 /// finds it sooner does not count it as missed yet.

@@ -19,9 +19,10 @@ use crate::accesslink::client::{ApiError, Auth, Client, Outcome};
 use crate::accesslink::data;
 use crate::accesslink::identity::{EntityKey, EventType};
 use crate::channels::fetch_queue::{Due, FetchQueue};
+use crate::counter;
 use crate::process::Liveness;
 use crate::retry::{Attempt, Decision, Limit, RetryPolicy};
-use crate::store::{FetchJob, Store, counter};
+use crate::store::{FetchJob, Store};
 
 /// A fetch's retries: up to 2 s, 4 s, 8 s, … (full jitter), at most 10 minutes apart, 8 attempts
 /// in all.

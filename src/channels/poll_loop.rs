@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::channels::auditor::Auditor;
 use crate::channels::poller::Poller;
 use crate::config::{PollSchedule, PollStrategy};
-use crate::store::counter::Counter;
+use crate::counter::Counter;
 
 /// When the next cycle is due.
 enum Schedule {

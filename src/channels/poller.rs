@@ -21,9 +21,10 @@ use crate::accesslink::data;
 use crate::channels::fetch_queue::FetchQueue;
 use crate::channels::open_transactions::OpenTransaction;
 use crate::config::PollMode;
+use crate::counter;
+use crate::counter::PollEndpoint;
 use crate::process::Runtime;
-use crate::store::counter::PollEndpoint;
-use crate::store::{PollRecorded, Store, counter};
+use crate::store::{PollRecorded, Store};
 
 /// What one cycle did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

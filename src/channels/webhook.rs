@@ -19,7 +19,8 @@ use warp::reply::{Reply, Response};
 use crate::accesslink::payload::{self, Parsed};
 use crate::accesslink::{EVENT_HEADER, SIGNATURE_HEADER, signature};
 use crate::config::Secret;
-use crate::store::{Recorded, Store, counter};
+use crate::counter;
+use crate::store::{Recorded, Store};
 
 /// What the delivery route needs.
 pub struct WebhookState {

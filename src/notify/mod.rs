@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accesslink::identity::EntityKey;
 use crate::config::NotifyConfig;
+use crate::counter;
 use crate::retry::{self, Decision, Limit, RetryPolicy};
-use crate::store::{DueNotice, NoticeRoute, Store, counter};
+use crate::store::{DueNotice, NoticeRoute, Store};
 
 pub mod event;
 pub mod outbox;

@@ -11,8 +11,8 @@ use prometheus_client::registry::Registry;
 
 use crate::observe::status;
 
+use crate::counter::{self, CounterName};
 use crate::race::SignedHistogram;
-use crate::store::counter;
 
 /// Bucket bounds, in seconds, of the delay histograms (availability → seen).
 const DELAY_BUCKETS: &[f64] = &[

@@ -9,9 +9,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::counter::{self, CounterName};
 use crate::process::{Runtime, WebhookHealth};
 use crate::race::{self, LatencyStats, Summary};
-use crate::store::{Store, counter};
+use crate::store::Store;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusDoc {

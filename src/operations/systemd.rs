@@ -8,9 +8,10 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 
+use crate::counter;
 use crate::process::Liveness;
 use crate::race::{Summary, Tally};
-use crate::store::{Store, counter};
+use crate::store::Store;
 
 fn send(states: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(false, states) {

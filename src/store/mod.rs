@@ -59,114 +59,38 @@ pub use error::{CommitError, OpenError};
 pub use kept::Kept;
 pub use notices::{DueNotice, Notice, NoticeRoute, NoticeState, SinkNotice};
 
-/// Counter names shared by the code that counts and the code that reports.
-/// A counter the store keeps (in memory, written with each commit). Its name on disk, and in
-/// the counters `/status` and `/metrics` read, is [`Counter::name`]; the four families carry the
-/// part that varies (an outcome, an endpoint, a sink).
+/// A counter's name, as its owner defines it: the store keeps counts by name (in memory, written
+/// with each commit) and knows nothing of what they count.
+pub trait CounterName {
+    fn name(&self) -> std::borrow::Cow<'static, str>;
+}
+
+/// The counts the store itself keeps of its records, under the names their readers know: each
+/// delivery recorded (the first of an entity, or a repeat), and each fetch recorded. After an
+/// unclean stop they are recounted from the records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Counter<'a> {
-    WebhookDeliveries,
-    WebhookAccepted,
-    WebhookDuplicates,
-    WebhookPings,
-    WebhookRejectedSignature,
-    WebhookRejectedMalformed,
-    WebhookRejectedTooLarge,
-    WebhookFetchesOk,
-    WebhookFetchesFailed,
-    WebhookFetchRequests,
-    PollStarved,
-    PollSkipped,
-    PollCycles,
-    PollEmptyCycles,
-    PollErrors,
-    PollRateLimited,
-    PollItems,
-    PollNewEntities,
-    /// A poll request's outcome (`poll.outcome.empty`, …).
-    PollOutcome(Outcome),
-    /// A fetch request's outcome (`webhook.fetch_outcome.data`, …).
-    FetchOutcome(Outcome),
-    /// Poll requests to one endpoint (`poll.requests.notifications`, …).
-    PollRequests(PollEndpoint),
-    /// Attempts to send to one notify sink (`notify.attempts.app`, …): the one family named by
-    /// the configuration (a sink's `name`), so its part is a string.
-    NotifyAttempts(&'a str),
+pub enum RecordCount {
+    /// Deliveries that were an entity's first.
+    FirstDeliveries,
+    /// Deliveries of an entity that had one already.
+    Duplicates,
+    /// Entities whose webhook fetch brought their data.
+    Fetched,
+    /// Entities whose webhook fetch gave up.
+    FetchFailed,
 }
 
-impl Counter<'_> {
-    /// The counter's name.
-    pub fn name(&self) -> std::borrow::Cow<'static, str> {
+impl CounterName for RecordCount {
+    fn name(&self) -> std::borrow::Cow<'static, str> {
         match self {
-            Counter::WebhookDeliveries => "webhook.deliveries".into(),
-            Counter::WebhookAccepted => "webhook.accepted".into(),
-            Counter::WebhookDuplicates => "webhook.duplicates".into(),
-            Counter::WebhookPings => "webhook.pings".into(),
-            Counter::WebhookRejectedSignature => "webhook.rejected.signature".into(),
-            Counter::WebhookRejectedMalformed => "webhook.rejected.malformed".into(),
-            Counter::WebhookRejectedTooLarge => "webhook.rejected.too_large".into(),
-            Counter::WebhookFetchesOk => "webhook.fetches.ok".into(),
-            Counter::WebhookFetchesFailed => "webhook.fetches.failed".into(),
-            Counter::WebhookFetchRequests => "webhook.fetch_requests".into(),
-            Counter::PollStarved => "poll.starved".into(),
-            Counter::PollSkipped => "poll.skipped".into(),
-            Counter::PollCycles => "poll.cycles".into(),
-            Counter::PollEmptyCycles => "poll.empty_cycles".into(),
-            Counter::PollErrors => "poll.errors".into(),
-            Counter::PollRateLimited => "poll.rate_limited".into(),
-            Counter::PollItems => "poll.items".into(),
-            Counter::PollNewEntities => "poll.new_entities".into(),
-            Counter::PollOutcome(o) => format!("poll.outcome.{}", o.name()).into(),
-            Counter::FetchOutcome(o) => format!("webhook.fetch_outcome.{}", o.name()).into(),
-            Counter::PollRequests(e) => format!("poll.requests.{}", e.name()).into(),
-            Counter::NotifyAttempts(s) => format!("notify.attempts.{s}").into(),
+            RecordCount::FirstDeliveries => "webhook.accepted",
+            RecordCount::Duplicates => "webhook.duplicates",
+            RecordCount::Fetched => "webhook.fetches.ok",
+            RecordCount::FetchFailed => "webhook.fetches.failed",
         }
+        .into()
     }
 }
-
-pub mod counter {
-    pub use super::Counter;
-    pub use crate::accesslink::error::Outcome;
-
-    /// The AccessLink endpoints the poller counts its requests by.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum PollEndpoint {
-        Notifications,
-        CreateTransaction,
-        ListTransaction,
-        GetItem,
-        Commit,
-        ListExercises,
-        GetExercise,
-    }
-
-    impl PollEndpoint {
-        /// Every endpoint, in the order the status document lists them.
-        pub const ALL: [PollEndpoint; 7] = [
-            PollEndpoint::Notifications,
-            PollEndpoint::CreateTransaction,
-            PollEndpoint::ListTransaction,
-            PollEndpoint::GetItem,
-            PollEndpoint::Commit,
-            PollEndpoint::ListExercises,
-            PollEndpoint::GetExercise,
-        ];
-
-        /// Its name in the counters, `/status` and `/metrics`.
-        pub fn name(self) -> &'static str {
-            match self {
-                PollEndpoint::Notifications => "notifications",
-                PollEndpoint::CreateTransaction => "create_transaction",
-                PollEndpoint::ListTransaction => "list_transaction",
-                PollEndpoint::GetItem => "get_item",
-                PollEndpoint::Commit => "commit",
-                PollEndpoint::ListExercises => "list_exercises",
-                PollEndpoint::GetExercise => "get_exercise",
-            }
-        }
-    }
-}
-use counter::{Outcome, PollEndpoint};
 
 /// sled's page cache unless configured (`store.cache_mb`).
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -528,16 +452,11 @@ impl Store {
             fetched += u64::from(c.fetched && c.fetch_error.is_none() && c.webhook_deliveries > 0);
             failed += u64::from(c.fetch_error.is_some());
         }
-        self.counters
-            .set(&counter::Counter::WebhookAccepted.name(), accepted);
-        self.counters.set(
-            &counter::Counter::WebhookDuplicates.name(),
-            deliveries.saturating_sub(accepted),
-        );
-        self.counters
-            .set(&counter::Counter::WebhookFetchesOk.name(), fetched);
-        self.counters
-            .set(&counter::Counter::WebhookFetchesFailed.name(), failed);
+        let set = |c: RecordCount, v: u64| self.counters.set(&c.name(), v);
+        set(RecordCount::FirstDeliveries, accepted);
+        set(RecordCount::Duplicates, deliveries.saturating_sub(accepted));
+        set(RecordCount::Fetched, fetched);
+        set(RecordCount::FetchFailed, failed);
         Ok(summary)
     }
 
@@ -582,7 +501,7 @@ impl Store {
     }
 
     /// Adds `by` to a counter (in memory; written to disk with the next commit).
-    pub fn incr(&self, counter: Counter<'_>, by: u64) {
+    pub fn incr(&self, counter: impl CounterName, by: u64) {
         self.counters.add(&counter.name(), by);
         self.changed();
     }
@@ -597,7 +516,7 @@ impl Store {
     }
 
     /// A counter's value (0 when never incremented).
-    pub fn counter(&self, counter: Counter<'_>) -> u64 {
+    pub fn counter(&self, counter: impl CounterName) -> u64 {
         self.counters.get(&counter.name())
     }
 

@@ -80,7 +80,7 @@ fn one_delivery_writes_its_entity_raw_body_and_fetch_job_together() {
     assert!(store.entity(&k("EXERCISE/7/a1")).unwrap().is_some());
     assert_eq!(store.deliveries().unwrap().len(), 1);
     assert_eq!(queued(&store), ["EXERCISE/7/a1"]);
-    assert_eq!(store.counter(counter::Counter::WebhookAccepted), 1);
+    assert_eq!(store.counter(RecordCount::FirstDeliveries), 1);
 
     // A duplicate while the job is pending adds no second job: still the one.
     let r = store.record_delivery(&d, &body, Utc::now(), true).unwrap();
@@ -201,14 +201,14 @@ fn counters_survive_a_clean_close_and_are_recounted_after_an_unclean_one() {
         }
         let (d, body) = delivery("d1");
         store.record_delivery(&d, &body, Utc::now(), true).unwrap();
-        store.incr(counter::Counter::WebhookPings, 2);
+        store.incr(crate::counter::Counter::WebhookPings, 2);
         store.close().unwrap(); // closed cleanly: the counters are written as they are
     }
     {
         let store = reopen(dir.path());
-        assert_eq!(store.counter(counter::Counter::WebhookAccepted), 3);
-        assert_eq!(store.counter(counter::Counter::WebhookDuplicates), 1);
-        assert_eq!(store.counter(counter::Counter::WebhookPings), 2);
+        assert_eq!(store.counter(RecordCount::FirstDeliveries), 3);
+        assert_eq!(store.counter(RecordCount::Duplicates), 1);
+        assert_eq!(store.counter(crate::counter::Counter::WebhookPings), 2);
     }
     {
         // What a killed process leaves: the "open" mark still set, and a count that lags the
@@ -220,10 +220,7 @@ fn counters_survive_a_clean_close_and_are_recounted_after_an_unclean_one() {
             .unwrap();
         db.open_tree("counters")
             .unwrap()
-            .insert(
-                &*counter::Counter::WebhookAccepted.name(),
-                &2u64.to_be_bytes(),
-            )
+            .insert(&*RecordCount::FirstDeliveries.name(), &2u64.to_be_bytes())
             .unwrap();
         // ... and a saved summary that lags the records too.
         let stale = serde_json::to_vec(&SavedSummary::from(&Summary::default())).unwrap();
@@ -234,9 +231,9 @@ fn counters_survive_a_clean_close_and_are_recounted_after_an_unclean_one() {
         db.flush().unwrap();
     }
     let store = reopen(dir.path());
-    assert_eq!(store.counter(counter::Counter::WebhookAccepted), 3);
-    assert_eq!(store.counter(counter::Counter::WebhookDuplicates), 1);
-    assert_eq!(store.counter(counter::Counter::WebhookPings), 2);
+    assert_eq!(store.counter(RecordCount::FirstDeliveries), 3);
+    assert_eq!(store.counter(RecordCount::Duplicates), 1);
+    assert_eq!(store.counter(crate::counter::Counter::WebhookPings), 2);
     // The summary saved at the clean close is not trusted after a crash: it is recounted.
     assert_eq!(store.follow_tally().unwrap().summary().total, 3);
 }
@@ -486,7 +483,7 @@ fn merges_racing_deliveries_lose_no_delivery_and_leave_one_record_per_entity() {
         N,
         "one raw body each"
     );
-    assert_eq!(store.counter(counter::Counter::WebhookAccepted) as i64, N);
+    assert_eq!(store.counter(RecordCount::FirstDeliveries) as i64, N);
     store.flush().unwrap();
     assert_eq!(visible(&tally.summary()), visible(&recounted(&store)));
 }

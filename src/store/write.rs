@@ -136,10 +136,10 @@ impl Store {
             self.entity_changed(before.as_ref(), Some(&rec.entity.times()));
         }
         let outcome = if first {
-            self.incr(counter::Counter::WebhookAccepted, 1);
+            self.incr(RecordCount::FirstDeliveries, 1);
             Recorded::Accepted
         } else {
-            self.incr(counter::Counter::WebhookDuplicates, 1);
+            self.incr(RecordCount::Duplicates, 1);
             Recorded::Duplicate
         };
         self.last_delivery_ms

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{SECRET, binary, exercise};
-use hookrace::store::{Store, counter};
+use hookrace::counter;
+use hookrace::store::Store;
 
 const CONNECTIONS: usize = 32;
 

@@ -445,7 +445,7 @@ async fn a_flood_of_refusals_is_counted_exactly_but_logged_sparingly() {
     );
     let store = common::reopen_store(&dir.path().join("store"));
     assert_eq!(
-        store.counter(hookrace::store::counter::Counter::WebhookRejectedSignature),
+        store.counter(hookrace::counter::Counter::WebhookRejectedSignature),
         FLOOD as u64,
         "every refusal counted"
     );

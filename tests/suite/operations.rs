@@ -363,7 +363,7 @@ async fn webhook_and_users_commands_work_against_a_running_daemon() {
     eventually("the signed delivery", || async {
         (running
             .store
-            .counter(hookrace::store::counter::Counter::WebhookAccepted)
+            .counter(hookrace::counter::Counter::WebhookAccepted)
             == 1)
             .then_some(())
     })
