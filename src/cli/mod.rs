@@ -41,6 +41,15 @@ pub enum Command {
     },
     /// The whole race on this machine: simulator + daemon on loopback, live progress, the report.
     Demo(crate::apps::demo::DemoArgs),
+    /// Print the completion script for SHELL (e.g. `hookrace completions bash >
+    /// ~/.local/share/bash-completion/completions/hookrace`).
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print hookrace's man page (roff), e.g. `hookrace man | man -l -`.
+    Man,
     /// The whole delay-versus-cost curve: every poll interval, webhooks, the adaptive net, modelled
     /// at any number of users in simulated time (`--svg` draws the chart).
     Whatif(crate::apps::whatif::WhatifArgs),

@@ -69,6 +69,26 @@ pub fn run(cli: Cli) -> ExitCode {
             exit(crate::apps::whatif::run(&args, &mut out).map(|_| ()))
         }
         Command::CheckConfig { config } => check_config(config.as_deref()),
+        Command::Completions { shell } => {
+            use clap_complete::Generator;
+            let mut command = <super::Cli as clap::CommandFactory>::command();
+            command.set_bin_name("hookrace");
+            command.build();
+            // `try_generate`: a closed pipe is an error to report, not a panic.
+            exit(
+                shell
+                    .try_generate(&command, &mut std::io::stdout())
+                    .map_err(|e| anyhow::anyhow!("writing the {shell} completions: {e}")),
+            )
+        }
+        Command::Man => {
+            let command = <super::Cli as clap::CommandFactory>::command();
+            exit(
+                clap_mangen::Man::new(command)
+                    .render(&mut std::io::stdout())
+                    .map_err(|e| anyhow::anyhow!("writing the man page: {e}")),
+            )
+        }
         Command::Webhook { config, command } => with_config(config, |cfg| async move {
             let mut out = std::io::stdout();
             crate::operations::manage::webhook_command(&cfg, &command.action(), &mut out).await

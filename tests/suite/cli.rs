@@ -580,3 +580,43 @@ fn demo_open_without_a_browser_says_so() {
         "{err}"
     );
 }
+
+/// Completions and the man page come from the command line's own definition, so they name every
+/// command; bash can load the script it prints; an unknown shell is a usage error.
+#[test]
+fn completions_and_the_man_page_are_generated_from_the_cli() {
+    let run = |args: &[&str]| {
+        let out = hookrace().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let bash = run(&["completions", "bash"]);
+    for command in ["demo", "check-receiver", "whatif", "completions"] {
+        assert!(bash.contains(command), "bash completion lacks {command}");
+    }
+    assert!(run(&["completions", "zsh"]).starts_with("#compdef hookrace"));
+    assert!(run(&["completions", "fish"]).contains("complete -c hookrace"));
+    let man = run(&["man"]);
+    assert!(man.contains(".TH hookrace 1"), "{man}");
+    assert!(
+        man.contains("check\\-receiver"),
+        "the man page lists the commands"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("hookrace.bash");
+    std::fs::write(&script, &bash).unwrap();
+    let loaded = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {} && complete -p hookrace",
+            script.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&loaded.stdout).contains("-F _hookrace hookrace"),
+        "{loaded:?}"
+    );
+    let out = hookrace().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64), "a usage error: {out:?}");
+}
