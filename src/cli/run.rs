@@ -69,26 +69,8 @@ pub fn run(cli: Cli) -> ExitCode {
             exit(crate::apps::whatif::run(&args, &mut out).map(|_| ()))
         }
         Command::CheckConfig { config } => check_config(config.as_deref()),
-        Command::Completions { shell } => {
-            use clap_complete::Generator;
-            let mut command = <super::Cli as clap::CommandFactory>::command();
-            command.set_bin_name("hookrace");
-            command.build();
-            // `try_generate`: a closed pipe is an error to report, not a panic.
-            exit(
-                shell
-                    .try_generate(&command, &mut std::io::stdout())
-                    .map_err(|e| anyhow::anyhow!("writing the {shell} completions: {e}")),
-            )
-        }
-        Command::Man => {
-            let command = <super::Cli as clap::CommandFactory>::command();
-            exit(
-                clap_mangen::Man::new(command)
-                    .render(&mut std::io::stdout())
-                    .map_err(|e| anyhow::anyhow!("writing the man page: {e}")),
-            )
-        }
+        Command::Completions { shell } => exit(completions(shell)),
+        Command::Man => exit(man_page()),
         Command::Webhook { config, command } => with_config(config, |cfg| async move {
             let mut out = std::io::stdout();
             crate::operations::manage::webhook_command(&cfg, &command.action(), &mut out).await
@@ -137,6 +119,26 @@ pub fn run(cli: Cli) -> ExitCode {
             daemon::run(cfg, listeners, shutdown).await
         }),
     }
+}
+
+/// `hookrace completions SHELL`: the script, from the command line's own definition.
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    use clap_complete::Generator;
+    let mut command = <super::Cli as clap::CommandFactory>::command();
+    command.set_bin_name("hookrace");
+    command.build();
+    // `try_generate`: a closed pipe is an error to report, not a panic.
+    shell
+        .try_generate(&command, &mut std::io::stdout())
+        .map_err(|e| anyhow::anyhow!("writing the {shell} completions: {e}"))
+}
+
+/// `hookrace man`: the man page (roff), from the command line's own definition.
+fn man_page() -> anyhow::Result<()> {
+    let command = <super::Cli as clap::CommandFactory>::command();
+    clap_mangen::Man::new(command)
+        .render(&mut std::io::stdout())
+        .map_err(|e| anyhow::anyhow!("writing the man page: {e}"))
 }
 
 /// `hookrace check-config`: the configuration's problems, all at once, or that it is valid (with
