@@ -49,6 +49,24 @@ pub struct Notifier {
     blocking: TaskTracker,
 }
 
+/// The `meta` key under which the store keeps why `sink` answered 410 Gone.
+fn gone_key(sink: &str) -> String {
+    format!("notify.gone.{sink}")
+}
+
+/// Why `sink` takes no more events, if it answered 410 Gone (until `POST /notify/retry`).
+pub fn sink_gone(store: &Store, sink: &str) -> Option<String> {
+    let reason = store.saved(&gone_key(sink))?;
+    Some(String::from_utf8_lossy(&reason).into_owned())
+}
+
+/// Records that `sink` answered 410 Gone: nothing more is sent to it (this run or the next)
+/// until `POST /notify/retry`. Durable before it returns.
+async fn set_sink_gone(store: &Store, sink: &str, reason: &str) -> anyhow::Result<()> {
+    let what = format!("that the sink {sink} is gone");
+    store.save(&gone_key(sink), reason.as_bytes(), &what).await
+}
+
 impl Notifier {
     /// Builds the sinks and tells the store which events each wants, so entities stored from
     /// now on get their events.
@@ -87,9 +105,15 @@ impl Notifier {
         &self.outbox
     }
 
-    /// `POST /notify/retry`: makes the parked events (of `sink`, or of every sink) pending again
-    /// and commits; the commit hands them to the outbox. Returns how many.
+    /// `POST /notify/retry`: forgets that a sink was gone, makes the parked events (of `sink`, or
+    /// of every sink) pending again and commits; the commit hands them to the outbox. Returns how
+    /// many.
     pub async fn requeue(&self, sink: Option<String>) -> anyhow::Result<u64> {
+        for s in &self.sinks {
+            if sink.as_ref().is_none_or(|wanted| *wanted == s.name) {
+                self.store.forget_saved(&gone_key(&s.name))?;
+            }
+        }
         let store = self.store.clone();
         let requeued = self
             .blocking
@@ -223,7 +247,7 @@ impl Sender {
         let (store, sink) = (&self.store, &self.sink);
         let name = sink.name.as_str();
         let key = &due.key;
-        if let Some(reason) = store.sink_gone(name) {
+        if let Some(reason) = sink_gone(store, name) {
             return self.park(
                 key,
                 &format!("not sent: {reason} earlier (POST /notify/retry sends again)"),
@@ -262,7 +286,7 @@ impl Sender {
                     reason,
                     "the sink asks for no more events: sending to it stops until POST /notify/retry"
                 );
-                store.set_sink_gone(name, &reason)?;
+                set_sink_gone(store, name, &reason).await?;
                 self.park(key, &reason)
             }
             Attempt::Retry(reason) => self.retry_later(&due, &reason),

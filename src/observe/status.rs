@@ -335,7 +335,7 @@ fn notify_status(
         .iter()
         .map(|s| {
             let mut c = queues.outbox.counts(&s.name);
-            c.gone = store.sink_gone(&s.name);
+            c.gone = crate::notify::sink_gone(store, &s.name);
             NotifyStatus {
                 name: s.name.clone(),
                 kind: s.kind.clone(),

@@ -95,6 +95,15 @@ impl Store {
         self.meta.get(key).ok().flatten().map(|v| v.to_vec())
     }
 
+    /// Forgets the document under `key` (durable with the next commit); whether there was one.
+    pub fn forget_saved(&self, key: &str) -> anyhow::Result<bool> {
+        let removed = self
+            .meta
+            .remove(key)
+            .with_context(|| format!("forgetting {key}"))?;
+        Ok(removed.is_some())
+    }
+
     /// Saves a document in `meta` under `key` and waits for it to be on disk (`what` names it
     /// in an error).
     pub async fn save(&self, key: &str, value: &[u8], what: &str) -> anyhow::Result<()> {

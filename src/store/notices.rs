@@ -101,8 +101,6 @@ pub struct DueNotice {
     pub next_at: DateTime<Utc>,
 }
 
-const META_GONE_PREFIX: &str = "notify.gone.";
-
 impl Store {
     /// Sets which sinks get which event types; entities stored from now on get their notices.
     /// With no routes (no `[[notify]]`), no notice is ever made.
@@ -259,33 +257,11 @@ impl Store {
         Ok(EntityKey::stored(k))
     }
 
-    /// Records that `sink` answered 410 Gone: nothing more is sent to it (this run or the next)
-    /// until `POST /notify/retry`.
-    pub fn set_sink_gone(&self, sink: &str, reason: &str) -> anyhow::Result<()> {
-        self.meta
-            .insert(format!("{META_GONE_PREFIX}{sink}"), reason.as_bytes())
-            .with_context(|| format!("recording that the sink {sink} is gone"))?;
-        Ok(())
-    }
-
-    /// Why `sink` takes no more events, if it answered 410.
-    pub fn sink_gone(&self, sink: &str) -> Option<String> {
-        let v = self.meta.get(format!("{META_GONE_PREFIX}{sink}")).ok()??;
-        Some(String::from_utf8_lossy(&v).into_owned())
-    }
-
-    /// Makes every parked event (of `sink`, or of every sink) pending again and forgets that a
-    /// sink was gone; returns the events made pending, by sink (the outbox gets them from the
-    /// commit, as any other). Reads every record (blocking).
+    /// Makes every parked event (of `sink`, or of every sink) pending again; returns the events
+    /// made pending, by sink (the outbox gets them from the commit, as any other). Reads every
+    /// record (blocking).
     pub fn requeue_failed_notices(&self, sink: Option<&str>) -> anyhow::Result<Vec<String>> {
         let wanted = |s: &str| sink.is_none_or(|x| x == s);
-        for kv in self.meta.scan_prefix(META_GONE_PREFIX) {
-            let (k, _) = kv.context("reading the sinks' state")?;
-            let name = String::from_utf8_lossy(&k[META_GONE_PREFIX.len()..]).into_owned();
-            if wanted(&name) {
-                self.meta.remove(&k).context("clearing a gone sink")?;
-            }
-        }
         let now = Utc::now();
         let mut requeued = Vec::new();
         for kv in self.entities.iter() {
