@@ -320,6 +320,9 @@ pub(super) struct GroupCommit {
     queue: mpsc::UnboundedSender<Waiter>,
     /// The committer's end of the queue, until its owner takes it.
     unclaimed: Mutex<Option<mpsc::UnboundedReceiver<Waiter>>>,
+    /// Set once the committer is taken: read on every `durable` call (the webhook route's path),
+    /// so it is an atomic, not the mutex.
+    claimed: AtomicBool,
 }
 
 /// The store's committer: run it (`run`) as a task its owner awaits.
@@ -346,21 +349,21 @@ impl GroupCommit {
         GroupCommit {
             queue,
             unclaimed: Mutex::new(Some(rx)),
+            claimed: AtomicBool::new(false),
         }
     }
 
     /// The committer, the first time it is asked for.
     pub(super) fn committer(&self) -> Option<Committer> {
         let mut unclaimed = self.unclaimed.lock().unwrap_or_else(|p| p.into_inner());
-        unclaimed.take().map(|rx| Committer { rx })
+        let rx = unclaimed.take()?;
+        self.claimed.store(true, Ordering::Release);
+        Some(Committer { rx })
     }
 
     /// Whether nobody runs the committer (each caller then commits itself).
     fn unowned(&self) -> bool {
-        self.unclaimed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        !self.claimed.load(Ordering::Acquire)
     }
 
     pub(super) async fn wait(&self, durable: &Arc<Durable>) -> anyhow::Result<()> {

@@ -158,11 +158,7 @@ impl RawNotify {
         problems: &mut Vec<String>,
     ) -> Option<NotifyKind> {
         self.refuse(field, &["command", "env", "token"], problems);
-        let env_var = format!(
-            "HOOKRACE_NOTIFY_{}_SECRET",
-            name.to_ascii_uppercase().replace('-', "_")
-        );
-        let credential = format!("notify_{}_secret", name.replace('-', "_"));
+        let (env_var, credential) = sink_secret_names(name, "secret");
         let secrets = match self.secret.take() {
             Some(OneOrMany::One(s)) => vec![s],
             Some(OneOrMany::Many(v)) => v,
@@ -229,11 +225,7 @@ impl RawNotify {
     ) -> Option<NotifyKind> {
         self.refuse(field, &["command", "env", "secret"], problems);
         let token = self.token.take().or_else(|| {
-            let var = format!(
-                "HOOKRACE_NOTIFY_{}_TOKEN",
-                name.to_ascii_uppercase().replace('-', "_")
-            );
-            let credential = format!("notify_{}_token", name.replace('-', "_"));
+            let (var, credential) = sink_secret_names(name, "token");
             secret_from_env(env, &var, &credential, problems)
         });
         Some(NotifyKind::Ntfy {
@@ -281,6 +273,19 @@ impl RawNotify {
         }
         (timeout, give_up_after)
     }
+}
+
+/// Where a sink's `what` (`secret`, `token`) may come from besides the file: the environment
+/// variable `HOOKRACE_NOTIFY_<NAME>_<WHAT>` (or its `_FILE`) and the systemd credential
+/// `notify_<name>_<what>`.
+fn sink_secret_names(name: &str, what: &str) -> (String, String) {
+    let env_var = format!(
+        "HOOKRACE_NOTIFY_{}_{}",
+        name.to_ascii_uppercase().replace('-', "_"),
+        what.to_ascii_uppercase()
+    );
+    let credential = format!("notify_{}_{what}", name.replace('-', "_"));
+    (env_var, credential)
 }
 
 /// A Standard Webhooks signing secret: "whsec_" (optional) and base64 of at least 16 bytes.
