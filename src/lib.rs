@@ -12,7 +12,8 @@
 //! - [`apps`]: the applications: `daemon` (`run`: wiring and shutdown), `demo`, `report`, `whatif`.
 //! - [`channels`]: the two ways data arrives: the webhook route, its fetcher, the poller.
 //! - [`notify`]: the callback's second hop: events to your app (Standard Webhooks, a command, ntfy).
-//! - [`observe`]: what an operator sees: admin routes, the status document, metrics, dashboard.
+//! - [`observe`]: what an operator sees: admin routes, the status document, metrics, the probes,
+//!   dashboard.
 //! - [`operations`]: OAuth onboarding, webhook and user management, systemd.
 //! - [`store`]: sled records, de-duplication, cross-channel linking, the group commit; what
 //!   owners keep in it beside the records, as values it does not read.

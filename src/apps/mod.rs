@@ -10,3 +10,12 @@ pub mod report;
 pub mod whatif;
 pub mod workbench;
 pub mod your_app;
+
+/// How a command that prints data prints it (`--format`): a table for a person, or JSON for a
+/// program (one document, or one object per line for a stream), with nothing else on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DataFormat {
+    #[default]
+    Table,
+    Json,
+}

@@ -12,10 +12,27 @@ pub mod run;
 use crate::operations::manage::WebhookAction;
 use crate::sim::SimSettings;
 
-/// Exit code for bad usage or an invalid configuration (EX_USAGE).
+/// Exit code when the thing checked failed: a receiver failed a rule, a configuration is
+/// invalid (the daemon's unit does not restart on it: restarting cannot fix it).
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code when the tool could not do its job: no simulator or daemon answers, a network or
+/// store error, AccessLink refused.
+pub const EXIT_ERROR: u8 = 2;
+/// Exit code for bad usage: an unknown command or option, a value out of range (EX_USAGE).
 pub const EXIT_USAGE: u8 = 64;
-/// Exit code for a failure at run time.
-pub const EXIT_FAILURE: u8 = 1;
+
+/// The error of a command whose check came out negative (exit [`EXIT_FAILED`]), as opposed to
+/// one that could not check (exit [`EXIT_ERROR`]).
+#[derive(Debug)]
+pub struct CheckFailed(pub String);
+
+impl std::fmt::Display for CheckFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CheckFailed {}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,6 +45,13 @@ pub const EXIT_FAILURE: u8 = 1;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Colour for a person: auto (on a terminal, unless $NO_COLOR is set), always or never.
+    #[arg(long, global = true, value_enum, default_value_t)]
+    pub color: crate::telemetry::Color,
+    /// The log lines on stderr: text (under journald: with their priority, no timestamp) or
+    /// json (one object per line, for a log shipper).
+    #[arg(long, global = true, value_enum, default_value_t)]
+    pub log_format: crate::telemetry::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,7 +124,7 @@ pub enum Command {
     /// fetching with the right token, duplicates, bursts, unknown events, data gone. Exit 0 only
     /// when every rule passes.
     CheckReceiver(crate::apps::workbench::grade::CheckArgs),
-    /// Validate a configuration: exit 0, or print every problem and exit 64.
+    /// Validate a configuration: exit 0, or print every problem and exit 1.
     CheckConfig {
         /// The configuration file (default: $HOOKRACE_CONFIG, else /etc/hookrace/config.toml when
         /// it exists, else the embedded default, which uses the simulator; the one used is printed).
@@ -245,7 +269,11 @@ pub enum WebhookCommand {
         show_secret: bool,
     },
     /// Show the webhook.
-    List,
+    List {
+        /// table: id, state, url and events on a line; json: one array of webhooks.
+        #[arg(long, value_enum, default_value_t)]
+        format: crate::apps::DataFormat,
+    },
     /// Change the webhook's url (PINGed) and/or events.
     Update {
         /// The webhook's id (`hookrace webhook list` shows it).
@@ -291,7 +319,9 @@ impl WebhookCommand {
                 events: events(ev),
                 show_secret: *show_secret,
             },
-            WebhookCommand::List => WebhookAction::List,
+            WebhookCommand::List { format } => WebhookAction::List {
+                json: *format == crate::apps::DataFormat::Json,
+            },
             WebhookCommand::Update {
                 id,
                 url,
@@ -317,7 +347,11 @@ pub enum NotifyCommand {
 #[derive(Debug, Clone, Subcommand)]
 pub enum UsersCommand {
     /// List the users (never their tokens).
-    List,
+    List {
+        /// table: a line per user; json: one array of users.
+        #[arg(long, value_enum, default_value_t)]
+        format: crate::apps::DataFormat,
+    },
     /// De-register a user at AccessLink and forget their token.
     Remove {
         /// The Polar user id (`hookrace users list` shows it).

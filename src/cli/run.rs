@@ -1,5 +1,6 @@
 //! What each command of the `hookrace` binary runs, and how its outcome becomes an exit code (0
-//! ok, 64 bad usage or config, 1 runtime failure): the command line's top, above the apps it
+//! ok, 1 the thing checked failed or the configuration is invalid, 2 the tool could not do its
+//! job, 64 bad usage): the command line's top, above the apps it
 //! calls. It lives in the library rather than in `main.rs` so the binary's crate stays a few
 //! lines: the generic code a command instantiates
 //! (the runtime's `block_on` of every command's future, clap's parsing) is compiled once, here,
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use super::{Cli, Command, EXIT_FAILURE, EXIT_USAGE};
+use super::{CheckFailed, Cli, Command, EXIT_ERROR, EXIT_FAILED, EXIT_USAGE};
 use crate::apps::daemon;
 use crate::{config, telemetry};
 
@@ -27,7 +28,7 @@ pub fn parse() -> Result<Cli, ExitCode> {
 /// Starts logging at the level the command wants: the commands that draw on the terminal
 /// (the demo's progress, a report, the management commands) log only warnings.
 pub fn start_logging(cli: &Cli) {
-    match &cli.command {
+    let level = match &cli.command {
         Command::Demo(_)
         | Command::Report { .. }
         | Command::Webhook { .. }
@@ -36,9 +37,10 @@ pub fn start_logging(cli: &Cli) {
         | Command::CheckReceiver(_)
         | Command::Sim(super::SimArgs {
             action: Some(_), ..
-        }) => telemetry::init_with("warn"),
-        _ => telemetry::init(),
-    }
+        }) => "warn",
+        _ => "info",
+    };
+    telemetry::init_with(level, cli.log_format, cli.color);
 }
 
 /// Runs the command `cli` names to its end.
@@ -78,7 +80,14 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Notify { config, command } => with_config(config, |cfg| async move {
             match command {
                 super::NotifyCommand::Test => {
-                    crate::notify::test_command(&cfg.notify, &mut std::io::stdout()).await
+                    let failed =
+                        crate::notify::test_command(&cfg.notify, &mut std::io::stdout()).await?;
+                    if failed == 0 {
+                        return Ok(());
+                    }
+                    let sinks = cfg.notify.len();
+                    let why = format!("{failed} of {sinks} sinks did not take the test event");
+                    Err(CheckFailed(why).into())
                 }
             }
         }),
@@ -88,12 +97,14 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::CheckReceiver(args) => on_runtime(async move {
             let mut out = std::io::stdout();
             let grade = crate::apps::workbench::grade::run(&args, &mut out).await?;
-            anyhow::ensure!(
-                grade.passed(),
+            if grade.passed() {
+                return Ok(());
+            }
+            Err(CheckFailed(format!(
                 "the receiver at {} failed a required rule",
                 args.url
-            );
-            Ok(())
+            ))
+            .into())
         }),
         Command::Sim(super::SimArgs {
             action: Some(action),
@@ -154,7 +165,7 @@ fn check_config(config: Option<&std::path::Path>) -> ExitCode {
         }
         Err(e) => {
             eprint!("{e}");
-            ExitCode::from(EXIT_USAGE)
+            ExitCode::from(EXIT_FAILED)
         }
     }
 }
@@ -163,8 +174,12 @@ fn check_config(config: Option<&std::path::Path>) -> ExitCode {
 async fn users_command(cfg: config::Config, command: super::UsersCommand) -> anyhow::Result<()> {
     use crate::operations::manage;
     match command {
-        super::UsersCommand::List => {
+        super::UsersCommand::List { format } => {
             let users = manage::list_users(&cfg).await?;
+            if format == crate::apps::DataFormat::Json {
+                println!("{}", serde_json::to_string_pretty(&users)?);
+                return Ok(());
+            }
             if users.is_empty() {
                 println!("no users: connect one at /oauth/connect on the public listener");
             }
@@ -191,7 +206,7 @@ async fn users_command(cfg: config::Config, command: super::UsersCommand) -> any
     }
 }
 
-/// Runs `work` on a new runtime; its error is exit code 1.
+/// Runs `work` on a new runtime; its error is exit code 1 when a check failed, else 2.
 fn on_runtime(work: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     exit(runtime().and_then(|rt| rt.block_on(work)))
 }
@@ -207,7 +222,8 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hookrace: {e:#}");
-            ExitCode::from(EXIT_FAILURE)
+            let failed = e.downcast_ref::<CheckFailed>().is_some();
+            ExitCode::from(if failed { EXIT_FAILED } else { EXIT_ERROR })
         }
     }
 }
@@ -254,7 +270,7 @@ async fn run_sim(args: super::SimArgs, settings: crate::sim::SimSettings) -> any
     Ok(())
 }
 
-/// Loads the configuration (exit 64 when invalid) and runs `f` with it on a runtime.
+/// Loads the configuration (exit 1 when invalid) and runs `f` with it on a runtime.
 fn with_config<F, Fut>(path: Option<std::path::PathBuf>, f: F) -> ExitCode
 where
     F: FnOnce(crate::config::Config) -> Fut,
@@ -264,7 +280,7 @@ where
         Ok(cfg) => on_runtime(f(cfg)),
         Err(e) => {
             eprint!("{e}");
-            ExitCode::from(EXIT_USAGE)
+            ExitCode::from(EXIT_FAILED)
         }
     }
 }

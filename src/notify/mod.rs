@@ -141,11 +141,12 @@ impl Notifier {
 }
 
 /// `hookrace notify test`: sends a signed test event (`hookrace.test`, not stored) to every sink
-/// once and says how each answered; an error when any did not take it.
+/// once and says how each answered; the number of sinks that did not take it (the command line
+/// makes that a failed check), an error when none is configured or one cannot be built.
 pub async fn test_command(
     configs: &[NotifyConfig],
     out: &mut dyn std::io::Write,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<usize> {
     anyhow::ensure!(
         !configs.is_empty(),
         "no [[notify]] sink is configured (see docs/notify.md)"
@@ -171,12 +172,7 @@ pub async fn test_command(
             sink.target()
         )?;
     }
-    anyhow::ensure!(
-        failed == 0,
-        "{failed} of {} sinks did not take the test event",
-        configs.len()
-    );
-    Ok(())
+    Ok(failed)
 }
 
 /// One sink's sender.

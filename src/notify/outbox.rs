@@ -152,6 +152,16 @@ impl Outbox {
         f(self.lock().done.entry(sink.to_string()).or_default());
     }
 
+    /// The end-to-end latencies (availability at Polar → the sink took the event) of the events
+    /// `sink` was sent, as a histogram: what `/metrics` exposes.
+    pub fn latency_histogram(&self, sink: &str) -> SignedHistogram {
+        let q = self.lock();
+        q.done
+            .get(sink)
+            .map(|d| d.latency.clone())
+            .unwrap_or_default()
+    }
+
     /// One sink's numbers (pending ones from the queue, the rest counted since start-up's scan);
     /// `gone` is left for the caller (the store keeps it).
     pub fn counts(&self, sink: &str) -> SinkCounts {

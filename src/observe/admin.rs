@@ -1,5 +1,5 @@
 //! The private admin listener: the dashboard (`/`, `/events`), `/healthz`, `/status`,
-//! `/metrics`, `/entities`, plus whatever routes the daemon hands it from `operations` (the
+//! `/metrics`, `/entities`, the token-free probes `/livez` and `/readyz` ([`super::probes`]), plus whatever routes the daemon hands it from `operations` (the
 //! management commands' `GET /users`, `DELETE /users/{id}` and `PUT /webhook/secret`).
 //!
 //! It binds to loopback by default and, when `[admin].token` is set, every route requires
@@ -78,9 +78,19 @@ pub fn routes(
         .and(warp::query::<HashMap<String, String>>())
         .and(with_state.clone())
         .map(|q: HashMap<String, String>, s: Arc<AdminState>| entities(&s, &q));
+    let livez = warp::path!("livez")
+        .and(warp::get())
+        .and(with_state.clone())
+        .map(|s: Arc<AdminState>| super::probes::livez(&s));
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(with_state.clone())
+        .map(|s: Arc<AdminState>| super::probes::readyz(&s));
     let authorized = authorized(with_state);
-    authorized
-        .and(
+    // The probes first, without the token: a prober holds no secret, and they tell nothing else.
+    let probes = livez.or(readyz).unify();
+    probes
+        .or(authorized.and(
             healthz
                 .or(status)
                 .unify()
@@ -94,7 +104,8 @@ pub fn routes(
                 .unify()
                 .or(events)
                 .unify(),
-        )
+        ))
+        .unify()
         .recover(|r: warp::Rejection| async move { Ok::<_, Infallible>(rejection(r)) })
         .unify()
         .map(with_security_headers)
@@ -360,8 +371,8 @@ fn rejection(r: warp::Rejection) -> Response {
     }
     error(
         StatusCode::NOT_FOUND,
-        "no such route: the admin listener serves GET /, /healthz, /status, /metrics, /entities, \
-         /events and /users; PUT /webhook/secret, DELETE /users/{id} and POST /notify/retry",
+        "no such route: the admin listener serves GET /, /healthz, /livez, /readyz, /status, \
+         /metrics, /entities, /events and /users; PUT /webhook/secret, DELETE /users/{id} and POST /notify/retry",
     )
 }
 
@@ -374,23 +385,9 @@ pub fn error(status: StatusCode, message: &str) -> Response {
     .into_response()
 }
 
+/// `/healthz` (behind the token, as it always was): the same verdict as `/livez`.
 fn healthz(s: &AdminState) -> Response {
-    let dead = s.liveness.dead();
-    if let Some(problem) = s.view.store.problem() {
-        return warp::reply::with_status(
-            format!("store unhealthy: {problem}\n"),
-            StatusCode::SERVICE_UNAVAILABLE,
-        )
-        .into_response();
-    }
-    if !dead.is_empty() {
-        return warp::reply::with_status(
-            format!("stopped: {}\n", dead.join(", ")),
-            StatusCode::SERVICE_UNAVAILABLE,
-        )
-        .into_response();
-    }
-    warp::reply::with_status("ok\n", StatusCode::OK).into_response()
+    super::probes::livez(s)
 }
 
 fn status(s: &AdminState) -> Response {

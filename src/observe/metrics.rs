@@ -190,14 +190,16 @@ fn families<'a>(
     doc: &status::StatusDoc,
     get: &dyn Fn(&str) -> u64,
     summary: &'a crate::race::Summary,
+    sink_latency: &'a [(Labels, SignedHistogram)],
 ) -> Vec<Family<'a>> {
     [
         webhook_traffic(doc, get),
         poll_traffic(doc, get),
         entity_figures(doc, summary),
         load_figures(doc),
-        notify_figures(doc),
+        notify_figures(doc, sink_latency),
         watch_and_audit(doc, summary),
+        process_figures(doc),
     ]
     .into_iter()
     .flatten()
@@ -438,8 +440,11 @@ fn load_figures<'a>(doc: &status::StatusDoc) -> Vec<Family<'a>> {
     ]
 }
 
-/// The second hop: each notify sink.
-fn notify_figures<'a>(doc: &status::StatusDoc) -> Vec<Family<'a>> {
+/// The second hop: each notify sink (`sink_latency`: each sink's end-to-end histogram).
+fn notify_figures<'a>(
+    doc: &status::StatusDoc,
+    sink_latency: &'a [(Labels, SignedHistogram)],
+) -> Vec<Family<'a>> {
     vec![
         counter(
             "hookrace_notify_sent",
@@ -471,21 +476,14 @@ fn notify_figures<'a>(doc: &status::StatusDoc) -> Vec<Family<'a>> {
             "1 when the sink answered 410 Gone and is sent nothing more.",
             notify(doc, |n| f64::from(u8::from(n.gone.is_some()))),
         ),
-        gauge(
-            "hookrace_notify_end_to_end_seconds",
-            "From availability at Polar to the sink taking the event, by sink and quantile.",
-            doc.notify
-                .iter()
-                .flat_map(|n| {
-                    let l = &n.latency_ms;
-                    [("0.5", l.p50), ("0.95", l.p95), ("1", l.max)]
-                        .into_iter()
-                        .filter_map(move |(q, v)| {
-                            v.map(|ms| (labels(&[("sink", &n.name), ("quantile", q)]), ms / 1000.0))
-                        })
-                })
-                .collect(),
-        ),
+        Family {
+            name: "hookrace_notify_end_to_end_seconds",
+            help: "From availability at Polar to the sink taking the event, by sink.",
+            samples: Samples::Histogram(
+                sink_latency.iter().map(|(l, h)| (l.clone(), h)).collect(),
+                DELAY_BUCKETS,
+            ),
+        },
     ]
 }
 
@@ -521,10 +519,10 @@ fn watch_and_audit<'a>(
                 .map(|ms| vec![(vec![], ms as f64 / 1000.0)])
                 .unwrap_or_default(),
         ),
-        gauge(
+        counter(
             "hookrace_poll_misses_caught",
             "Entities the poll found that webhooks never announced.",
-            vec![(vec![], p.misses_caught as f64)],
+            vec![(vec![], p.misses_caught)],
         ),
         counter(
             "hookrace_poll_starved",
@@ -536,6 +534,35 @@ fn watch_and_audit<'a>(
             help: "Availability to poll sighting, for entities webhooks never announced.",
             samples: Samples::Histogram(vec![(vec![], &summary.catch_delay)], DELAY_BUCKETS),
         },
+    ]
+}
+
+/// The process: which build runs, and since when (Prometheus's conventional names).
+fn process_figures<'a>(doc: &status::StatusDoc) -> Vec<Family<'a>> {
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    vec![
+        gauge(
+            "hookrace_build_info",
+            "1, labelled with the version of hookrace that runs and how it was built.",
+            vec![(
+                labels(&[
+                    ("version", env!("CARGO_PKG_VERSION")),
+                    ("profile", profile),
+                    ("target_arch", std::env::consts::ARCH),
+                    ("target_os", std::env::consts::OS),
+                ]),
+                1.0,
+            )],
+        ),
+        gauge(
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch, in seconds.",
+            vec![(vec![], doc.started_at.timestamp_millis() as f64 / 1000.0)],
+        ),
         gauge(
             "hookrace_uptime_seconds",
             "Seconds since this process started.",
@@ -560,7 +587,16 @@ impl Collector for StoreCollector {
         let c = store.counters().map_err(|_| std::fmt::Error)?;
         let get = |n: &str| c.get(n).copied().unwrap_or(0);
         let summary = self.view.tally.summary();
-        for f in families(&doc, &get, &summary) {
+        let outbox = &self.view.queues.outbox;
+        let sink_latency: Vec<(Labels, SignedHistogram)> = doc
+            .notify
+            .iter()
+            .map(|n| {
+                let h = outbox.latency_histogram(&n.name);
+                (labels(&[("sink", &n.name)]), h)
+            })
+            .collect();
+        for f in families(&doc, &get, &summary, &sink_latency) {
             match &f.samples {
                 Samples::Counter(v) => counter_family(&mut enc, f.name, f.help, v)?,
                 Samples::Gauge(v) => gauge_family(&mut enc, f.name, f.help, v)?,

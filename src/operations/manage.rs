@@ -217,7 +217,10 @@ pub enum WebhookAction {
         events: Option<Vec<String>>,
         show_secret: bool,
     },
-    List,
+    /// List the webhook (`json`: AccessLink's objects as one array).
+    List {
+        json: bool,
+    },
     Update {
         id: String,
         url: Option<String>,
@@ -292,8 +295,16 @@ async fn create_webhook(
 }
 
 /// `hookrace webhook list`.
-async fn list_webhooks(client: &Client, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+async fn list_webhooks(
+    client: &Client,
+    json: bool,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<()> {
     let hooks = webhooks::list(client).await?;
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&hooks)?)?;
+        return Ok(());
+    }
     if hooks.is_empty() {
         writeln!(
             out,
@@ -331,7 +342,7 @@ async fn webhook_action(
             events,
             show_secret,
         } => create_webhook(cfg, &client, url, events.as_deref(), *show_secret, out).await?,
-        W::List => list_webhooks(&client, out).await?,
+        W::List { json } => list_webhooks(&client, *json, out).await?,
         W::Update {
             id,
             url,

@@ -22,7 +22,7 @@ fn check_config_accepts_the_embedded_default_and_the_repository_file() {
 }
 
 #[test]
-fn every_config_problem_is_reported_with_exit_code_64() {
+fn every_config_problem_is_reported_with_exit_code_1() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(
@@ -51,7 +51,7 @@ fn every_config_problem_is_reported_with_exit_code_64() {
             .env_remove("HOOKRACE_CLIENT_SECRET")
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(64), "{cmd}: {out:?}");
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {out:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         for needle in [
             "unknown key `webhook.typo`",
@@ -72,12 +72,12 @@ fn every_config_problem_is_reported_with_exit_code_64() {
 }
 
 #[test]
-fn a_missing_file_and_bad_usage_exit_64() {
+fn a_missing_configuration_fails_with_1_and_bad_usage_exits_64() {
     let out = hookrace()
         .args(["check-config", "-c", "/nonexistent/hookrace.toml"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(64));
+    assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/hookrace.toml"));
     let out = hookrace().arg("no-such-command").output().unwrap();
     assert_eq!(out.status.code(), Some(64));
@@ -113,7 +113,7 @@ fn a_read_only_command_never_creates_a_store_and_says_which_configuration_it_use
     for args in [&["users", "list"][..], &["report"][..]] {
         let out = bare(dir.path()).args(args).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains("embedded default"), "{args:?}: {err}");
         assert!(err.contains("there is no store at"), "{args:?}: {err}");
         assert!(
@@ -128,7 +128,7 @@ fn a_read_only_command_never_creates_a_store_and_says_which_configuration_it_use
         .arg(&missing)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(!missing.exists());
 }
 
@@ -147,7 +147,7 @@ fn the_configuration_comes_from_c_then_hookrace_config_and_a_stray_one_is_named(
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("from $HOOKRACE_CONFIG"), "{err}");
     assert!(err.contains("`webhook.listen`"), "{err}");
     // -c wins over it.
@@ -198,7 +198,7 @@ fn the_cli_reads_the_secrets_the_unit_hands_to_the_service_beside_the_configurat
             .unwrap()
     };
     let out = check();
-    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("client_secret"));
     // The file docs/deploy.md installs for LoadCredential=client_secret:/etc/hookrace/client_secret.
     std::fs::write(dir.path().join("client_secret"), "from-the-file\n").unwrap();
@@ -219,7 +219,7 @@ fn a_webhook_command_on_the_simulator_configuration_says_what_to_start() {
     }
     let out = bare(dir.path()).args(["webhook", "list"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("start `hookrace run`"), "{err}");
     assert!(err.contains("-c"), "{err}");
 }
@@ -391,7 +391,7 @@ fn a_store_of_another_user_is_left_to_the_daemon() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("admin listener"), "{err}");
     assert!(
         std::fs::read_dir(&store).unwrap().next().is_none(),
@@ -452,7 +452,7 @@ fn check_config_names_secrets_others_can_read_and_refuses_absurd_ceilings() {
     );
     std::fs::write(dir.path().join("notify_ntfy_token"), "tk_file\n").unwrap();
     let (code, err) = check();
-    assert_eq!(code, Some(64), "the user's token is missing: {err}");
+    assert_eq!(code, Some(1), "the user's token is missing: {err}");
     assert!(err.contains("HOOKRACE_USER_475_TOKEN"), "{err}");
     std::fs::write(dir.path().join("user_475_token"), "token-of-475\n").unwrap();
     let (code, err) = check();
@@ -477,7 +477,7 @@ fn check_config_names_secrets_others_can_read_and_refuses_absurd_ceilings() {
         0o600,
     );
     let (code, err) = check();
-    assert_eq!(code, Some(64), "{err}");
+    assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("timeout") && err.contains("give_up_after"),
         "{err}"
@@ -542,7 +542,7 @@ fn an_empty_secret_file_is_named_with_its_fix() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains(&format!("the secret file {} ", secret.display()))
             && err.contains("is empty: write the secret into it"),

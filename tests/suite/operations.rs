@@ -270,8 +270,30 @@ async fn the_admin_token_guards_every_admin_route() {
             .unwrap();
         assert_eq!(res.status(), 200, "{path}");
     }
+    // The orchestrator's probes answer without the token, and say nothing else.
+    let res = app
+        .http
+        .get(format!("{}/livez", app.admin_base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), "ok\n");
+    let res = app
+        .http
+        .get(format!("{}/readyz", app.admin_base))
+        .send()
+        .await
+        .unwrap();
+    let code = res.status();
+    let ready: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(code, 200, "{ready}");
+    assert_eq!(ready["ready"], true, "{ready}");
+    assert_eq!(ready["store"]["ok"], true, "{ready}");
     // The public listener serves deliveries and OAuth only.
-    for path in ["/status", "/metrics", "/healthz", "/users"] {
+    for path in [
+        "/status", "/metrics", "/healthz", "/livez", "/readyz", "/users",
+    ] {
         let res = app
             .http
             .get(format!("{}{path}", app.public_base))
@@ -378,7 +400,7 @@ async fn webhook_and_users_commands_work_against_a_running_daemon() {
 
     // A second create: 409, explained.
     let out = run(&["webhook", "create", "--url", &webhook_url]).await;
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("already exists") && err.contains("hookrace webhook list"),
@@ -396,6 +418,12 @@ async fn webhook_and_users_commands_work_against_a_running_daemon() {
         "subscribed to the six documented events by default: {listed}"
     );
     let id = listed.split_whitespace().next().unwrap().to_string();
+    // --format json: one document on stdout and nothing else.
+    let out = run(&["webhook", "list", "--format", "json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let hooks: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(hooks[0]["id"], id.as_str(), "{hooks}");
+    assert_eq!(hooks[0]["url"], webhook_url.as_str(), "{hooks}");
     let out = run(&[
         "webhook",
         "update",
@@ -411,7 +439,7 @@ async fn webhook_and_users_commands_work_against_a_running_daemon() {
     assert!(String::from_utf8_lossy(&run(&["webhook", "list"]).await.stdout).contains("inactive"));
     assert_eq!(run(&["webhook", "activate"]).await.status.code(), Some(0));
     let out = run(&["webhook", "update", "--id", "nope", "--events", "EXERCISE"]).await;
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no webhook with id nope"));
     assert_eq!(
         run(&["webhook", "delete", "--id", &id]).await.status.code(),
@@ -428,6 +456,10 @@ async fn webhook_and_users_commands_work_against_a_running_daemon() {
         listed.contains(&user.to_string()) && !listed.contains(&access),
         "{listed}"
     );
+    let out = run(&["users", "list", "--format", "json"]).await;
+    let users: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(users[0]["user_id"], user, "{users}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&access));
     let out = run(&["users", "remove", "--user", &user.to_string()]).await;
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let users: Value = http
@@ -534,10 +566,10 @@ fn the_systemd_unit_verifies() {
         "/docs/deploy/hookrace.service"
     ))
     .unwrap();
-    // Verified against the binary just built (the unit names it by name: systemd finds it in
-    // /usr/local/bin after a manual install, in /usr/bin from the package).
+    // Verified against the binary just built (the unit names the package's /usr/bin/hookrace by
+    // its full path, so a stale /usr/local/bin/hookrace cannot win).
     let unit = unit.replace(
-        "ExecStart=hookrace ",
+        "ExecStart=/usr/bin/hookrace ",
         &format!("ExecStart={} ", env!("CARGO_BIN_EXE_hookrace")),
     );
     assert!(

@@ -320,6 +320,33 @@ async fn metrics_are_prometheus_exposition_matching_the_status() {
         other => panic!("not a histogram: {other:?}"),
     }
     assert!(text.contains("# HELP hookrace_delay_seconds"));
+    // Prometheus's conventions: what only grows is a counter, a distribution a histogram (no
+    // gauge with a `quantile` label), the build and the start time under their usual names.
+    for (family, kind) in [
+        ("hookrace_poll_misses_caught", "counter"),
+        ("hookrace_notify_end_to_end_seconds", "histogram"),
+        ("hookrace_build_info", "gauge"),
+        ("process_start_time_seconds", "gauge"),
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {family} {kind}\n")),
+            "{family} is a {kind} in\n{text}"
+        );
+    }
+    assert!(!text.contains("quantile="), "{text}");
+    let build = scrape
+        .samples
+        .iter()
+        .find(|x| x.metric == "hookrace_build_info")
+        .expect("hookrace_build_info");
+    assert_eq!(build.labels.get("version"), Some(env!("CARGO_PKG_VERSION")));
+    assert_eq!(value("hookrace_build_info", None), 1.0);
+    let started = value("process_start_time_seconds", None);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - 600.0..=now).contains(&started), "{started} vs {now}");
     app.stop().await;
 }
 

@@ -132,6 +132,64 @@ async fn a_deactivated_webhook_is_seen_and_reactivated_by_the_watch() {
     app.stop().await;
 }
 
+/// `/readyz` fails while no channel can bring data (the webhook found inactive, polling off),
+/// naming why, and passes again once the webhook is active; `/livez` passes throughout (a
+/// restart would not reactivate a webhook).
+#[tokio::test]
+async fn readiness_follows_the_channels_and_liveness_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = sim_config_json(dir.path(), 1, "transactions");
+    c["webhook"]["check_every"] = json!("200ms");
+    c["webhook"]["reactivate"] = json!(false);
+    c["poller"]["enabled"] = json!(false);
+    let app = spawn_with(common::config_from(c)).await;
+    let probe = |path: &'static str| {
+        let (http, url) = (app.http.clone(), format!("{}{path}", app.admin_base));
+        async move {
+            let res = http.get(url).send().await.unwrap();
+            (res.status().as_u16(), res.text().await.unwrap())
+        }
+    };
+    app.status_until("a first check", |s| {
+        s["webhook"]["health"]["active"] == true
+    })
+    .await;
+    assert_eq!(probe("/readyz").await.0, 200);
+    let res = app
+        .sim_as_client(reqwest::Method::POST, "/v3/webhooks/deactivate")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    app.status_until("seen inactive", |s| {
+        s["webhook"]["health"]["active"] == false
+    })
+    .await;
+    let (code, body) = probe("/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["ready"], false);
+    assert!(
+        ready["webhook"]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("inactive"),
+        "{body}"
+    );
+    assert_eq!(ready["poll"]["problem"], "polling is off", "{body}");
+    assert_eq!(probe("/livez").await, (200, "ok\n".to_string()));
+    let res = app
+        .sim_as_client(reqwest::Method::POST, "/v3/webhooks/activate")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    app.status_until("seen active", |s| s["webhook"]["health"]["active"] == true)
+        .await;
+    assert_eq!(probe("/readyz").await.0, 200);
+    app.stop().await;
+}
+
 /// A webhook saved through the admin listener (what `hookrace webhook create` does after
 /// creating one) makes the watch look at once, so `/status` does not keep saying what it found
 /// up to `check_every` ago (10 minutes by default); and what it found is named (`state`), so a

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hookrace::apps::workbench::grade::{self, CheckArgs, Grade, GradeFormat, Outcome};
+use hookrace::apps::DataFormat;
+use hookrace::apps::workbench::grade::{self, CheckArgs, Grade, Outcome};
 use hookrace::apps::workbench::{self, LogArgs, TriggerArgs};
 use hookrace::sim::{self, SimSettings};
 use serde_json::{Value, json};
@@ -192,7 +193,7 @@ fn args(url: &str) -> CheckArgs {
         tokens: TOKENS.iter().map(|t| t.to_string()).collect(),
         env_file: None,
         fetch_wait: Duration::from_millis(600),
-        format: GradeFormat::Json,
+        format: DataFormat::Json,
         junit: None,
     }
 }
@@ -374,7 +375,7 @@ async fn the_example_receiver_passes_every_rule() {
             tokens: Vec::new(),
             env_file: Some(dir.path().join("receiver.env")),
             junit: Some(junit.clone()),
-            format: GradeFormat::Table,
+            format: DataFormat::Table,
             ..args(&url)
         },
         &mut Vec::new(),
@@ -423,6 +424,7 @@ fn trigger_args(sim: &str, event: &str) -> TriggerArgs {
         delay: None,
         bad_signature: false,
         sim: sim.into(),
+        format: DataFormat::Table,
     }
 }
 
@@ -474,6 +476,7 @@ async fn trigger_makes_data_and_log_shows_the_delivery_and_the_fetch() {
     let log_args = LogArgs {
         follow: false,
         json: false,
+        format: DataFormat::Table,
         sim: sim.clone(),
     };
     let mut text = String::new();
@@ -528,6 +531,7 @@ async fn log_follow_streams_new_entries() {
             let args = LogArgs {
                 follow: true,
                 json: false,
+                format: DataFormat::Table,
                 sim,
             };
             workbench::log(&args, &mut Shared(out)).await
@@ -736,4 +740,83 @@ async fn a_class_on_one_simulator_and_its_scoreboard() {
         row(2)
     );
     common::screenshot(&browser, &url, "class-scoreboard.png").await;
+}
+
+/// The command line's grammar on the simulator's commands, through the binary: `--format json`
+/// prints one document on stdout and nothing else, the exit code says whether the check
+/// failed (1) or the tool could not do its job (2), and `check-receiver` prints each rule as it
+/// is judged (the score comes last).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_commands_speak_json_and_exit_by_one_grammar() {
+    use tokio::io::AsyncBufReadExt;
+    let (sim, _stop) = sim_alone().await;
+    let rx = receiver(good()).await;
+    register(&sim, &rx.url).await;
+    let run = |args: Vec<String>| async move {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_hookrace"))
+            .args(args)
+            .output()
+            .await
+            .unwrap()
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let out = run(args(&[
+        "sim", "trigger", "ping", "--sim", &sim, "--format", "json",
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(doc["pinged"][0]["answered"], true, "{doc}");
+    let out = run(args(&["sim", "log", "--sim", &sim, "--format", "json"])).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let entries: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert!(
+        entries.as_array().is_some_and(|e| !e.is_empty()),
+        "{entries}"
+    );
+    // No simulator: the tool could not do its job.
+    let out = run(args(&[
+        "sim",
+        "log",
+        "--sim",
+        "127.0.0.1:9",
+        "--format",
+        "json",
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no simulator answers"));
+    // A receiver that fails a rule: the check failed. Each verdict is printed as it is judged:
+    // the ping's line arrives while the later rules are still running.
+    let naive_rx = receiver(naive()).await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookrace"))
+        .args(["check-receiver", &naive_rx.url, "--fetch-wait", "500ms"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        let ping = line.starts_with("PASS  ping");
+        printed.push(line);
+        if ping {
+            break;
+        }
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "printed only at the end: {printed:#?}"
+    );
+    while let Some(line) = lines.next_line().await.unwrap() {
+        printed.push(line);
+    }
+    assert_eq!(child.wait().await.unwrap().code(), Some(1), "{printed:#?}");
+    assert!(
+        printed.last().unwrap().contains("rules pass"),
+        "{printed:#?}"
+    );
+    // Bad usage.
+    let out = run(args(&["sim", "log", "--format", "yaml"])).await;
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
 }

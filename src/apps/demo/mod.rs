@@ -466,8 +466,13 @@ fn progress_bar(args: &DemoArgs) -> Option<indicatif::ProgressBar> {
     let live = std::io::stderr().is_terminal() && (!human || std::io::stdout().is_terminal());
     live.then(|| {
         let bar = indicatif::ProgressBar::new(args.duration.as_secs().max(1));
+        let template = if crate::telemetry::colored(&std::io::stderr()) {
+            "  {bar:24.cyan/blue} {pos:>3}/{len}s  {msg}"
+        } else {
+            "  {bar:24} {pos:>3}/{len}s  {msg}"
+        };
         bar.set_style(
-            indicatif::ProgressStyle::with_template("  {bar:24.cyan/blue} {pos:>3}/{len}s  {msg}")
+            indicatif::ProgressStyle::with_template(template)
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar

@@ -14,6 +14,7 @@ use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
+use crate::apps::DataFormat;
 use crate::sim::LogEntry;
 
 /// Where `hookrace sim` listens by default.
@@ -52,6 +53,9 @@ pub struct TriggerArgs {
     /// The running simulator.
     #[arg(long, default_value = DEFAULT_SIM)]
     pub sim: String,
+    /// table: a line per item made or delivery; json: the simulator's answer, one document.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: DataFormat,
 }
 
 /// `hookrace sim log`.
@@ -60,8 +64,12 @@ pub struct LogArgs {
     /// Keep printing new entries as they happen (Ctrl-C to stop).
     #[arg(short, long)]
     pub follow: bool,
-    /// Print each entry as one JSON object per line instead of a sentence.
-    #[arg(long)]
+    /// table: a sentence per entry; json: one array of entries (with --follow: one object per
+    /// line, as they happen).
+    #[arg(long, value_enum, default_value_t)]
+    pub format: DataFormat,
+    /// The same as `--format json` (kept for scripts written before `--format`).
+    #[arg(long, hide = true)]
     pub json: bool,
     /// The running simulator.
     #[arg(long, default_value = DEFAULT_SIM)]
@@ -104,6 +112,10 @@ pub async fn trigger(args: &TriggerArgs, out: &mut (dyn Write + Send)) -> anyhow
         );
     }
     let v: Value = res.json().await.context("reading the simulator's answer")?;
+    if args.format == DataFormat::Json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return triggered(&v, &args.event);
+    }
     for skip in v["skipped"].as_array().into_iter().flatten() {
         writeln!(
             out,
@@ -113,14 +125,10 @@ pub async fn trigger(args: &TriggerArgs, out: &mut (dyn Write + Send)) -> anyhow
         )?;
     }
     if v["event"] == "PING" {
-        return report_pings(&v, out);
+        report_pings(&v, out)?;
+        return triggered(&v, &args.event);
     }
-    if v["made"].as_array().is_none_or(|m| m.is_empty()) {
-        bail!(
-            "nothing was made: no student has an active webhook for {}",
-            args.event
-        );
-    }
+    triggered(&v, &args.event)?;
     let fault = v["fault"]
         .as_str()
         .map(|f| format!(" with fault {f}"))
@@ -170,27 +178,37 @@ fn trigger_request(args: &TriggerArgs) -> Value {
     body
 }
 
-/// What the simulator's PINGs found; an error unless every webhook answered 200.
+/// Each PING the simulator sent and how it was answered.
 fn report_pings(v: &Value, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
-    let mut failed = 0;
     for p in v["pinged"].as_array().into_iter().flatten() {
         let to = p["webhook"].as_str().unwrap_or("?");
         if p["answered"] == true {
             writeln!(out, "PING sent to {to}: answered 200")?;
         } else {
-            failed += 1;
-            writeln!(
-                out,
-                "PING sent to {to}: {}",
-                p["problem"].as_str().unwrap_or("not answered 200")
-            )?;
+            let problem = p["problem"].as_str().unwrap_or("not answered 200");
+            writeln!(out, "PING sent to {to}: {problem}")?;
         }
     }
-    if failed > 0 {
-        bail!("{failed} PING(s) not answered 200");
-    }
-    if v["pinged"].as_array().is_none_or(|p| p.is_empty()) {
-        bail!("no webhook to PING");
+    Ok(())
+}
+
+/// Whether the trigger did its job, from the simulator's answer: an error when nothing was
+/// made, or a PING found no webhook or was not answered 200.
+fn triggered(v: &Value, event: &str) -> anyhow::Result<()> {
+    if v["event"] == "PING" {
+        let pinged = v["pinged"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let failed = pinged.iter().filter(|p| p["answered"] != true).count();
+        if failed > 0 {
+            bail!("{failed} PING(s) not answered 200");
+        }
+        if pinged.is_empty() {
+            bail!("no webhook to PING");
+        }
+    } else if v["made"].as_array().is_none_or(|m| m.is_empty()) {
+        bail!("nothing was made: no student has an active webhook for {event}");
     }
     Ok(())
 }
@@ -198,8 +216,9 @@ fn report_pings(v: &Value, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
 /// Prints the log, and with `--follow` every new entry until the simulator stops.
 pub async fn log(args: &LogArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     let base = sim_base(&args.sim);
+    let json = args.json || args.format == DataFormat::Json;
     let print = |out: &mut (dyn Write + Send), e: &LogEntry| -> std::io::Result<()> {
-        if args.json {
+        if json {
             writeln!(out, "{}", serde_json::to_string(e).unwrap_or_default())?;
         } else {
             writeln!(out, "{}", e.line())?;
@@ -218,8 +237,12 @@ pub async fn log(args: &LogArgs, out: &mut (dyn Write + Send)) -> anyhow::Result
             .json()
             .await
             .with_context(|| format!("reading {base}/sim/log"))?;
-        for e in &entries {
-            print(out, e)?;
+        if json {
+            writeln!(out, "{}", serde_json::to_string_pretty(&entries)?)?;
+        } else {
+            for e in &entries {
+                print(out, e)?;
+            }
         }
         return Ok(());
     }
@@ -249,6 +272,11 @@ pub async fn log(args: &LogArgs, out: &mut (dyn Write + Send)) -> anyhow::Result
             }
         }
     }
-    writeln!(out, "(the simulator at {base} stopped)")?;
+    if json {
+        // In json, stdout carries the entries alone.
+        eprintln!("(the simulator at {base} stopped)");
+    } else {
+        writeln!(out, "(the simulator at {base} stopped)")?;
+    }
     Ok(())
 }

@@ -15,6 +15,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::sim_base;
+use crate::apps::DataFormat;
 
 /// The simulator's delivery timeout: a delivery not answered within it is lost. Polar does not
 /// publish its own; this is the budget a receiver must stay far inside.
@@ -47,17 +48,11 @@ pub struct CheckArgs {
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub fetch_wait: Duration,
     /// How the result is printed.
-    #[arg(long, value_enum, default_value_t = GradeFormat::Table)]
-    pub format: GradeFormat,
+    #[arg(long, value_enum, default_value_t = DataFormat::Table)]
+    pub format: DataFormat,
     /// Also write the result as a JUnit XML file (one test case per rule), for CI.
     #[arg(long)]
     pub junit: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum GradeFormat {
-    Table,
-    Json,
 }
 
 /// A rule's verdict.
@@ -184,7 +179,7 @@ pub async fn run(args: &CheckArgs, out: &mut (dyn Write + Send)) -> anyhow::Resu
         std::fs::write(path, fixture.env())
             .with_context(|| format!("writing the receiver's secrets to {}", path.display()))?;
     }
-    if args.format == GradeFormat::Table {
+    if args.format == DataFormat::Table {
         writeln!(out, "hookrace check-receiver: {} against {base}", args.url)?;
         writeln!(out, "  webhook secret   {}", fixture.secret)?;
         for (u, t) in &fixture.users {
@@ -195,10 +190,22 @@ pub async fn run(args: &CheckArgs, out: &mut (dyn Write + Send)) -> anyhow::Resu
         }
         writeln!(out)?;
     }
-    let grade = rules::grade(&sim, &fixture, &args.url, args.fetch_wait).await?;
+    let table = args.format == DataFormat::Table;
+    let mut failed_write = None;
+    let mut judged = |v: &Verdict| {
+        if table && failed_write.is_none() {
+            failed_write = write!(out, "{}", render_verdict(v))
+                .and_then(|()| out.flush())
+                .err();
+        }
+    };
+    let grade = rules::grade(&sim, &fixture, &args.url, args.fetch_wait, &mut judged).await?;
+    if let Some(e) = failed_write {
+        return Err(e).context("printing the verdicts");
+    }
     match args.format {
-        GradeFormat::Table => write!(out, "{}", render_table(&grade))?,
-        GradeFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&grade)?)?,
+        DataFormat::Table => writeln!(out, "\n{}", grade.score())?,
+        DataFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&grade)?)?,
     }
     if let Some(path) = &args.junit {
         std::fs::write(path, render_junit(&grade))
@@ -214,21 +221,23 @@ use sim_client::SimClient;
 
 /// The grade as a table for people, with the score last.
 pub fn render_table(g: &Grade) -> String {
+    let rows: String = g.verdicts.iter().map(render_verdict).collect();
+    format!("{rows}\n{}\n", g.score())
+}
+
+/// One rule's rows of the table: the mark, what was seen, and the fix when it did not pass.
+pub fn render_verdict(v: &Verdict) -> String {
     use std::fmt::Write as _;
-    let mut out = String::new();
-    for v in &g.verdicts {
-        let mark = match v.outcome {
-            Outcome::Pass => "PASS",
-            Outcome::Warn => "WARN",
-            Outcome::Fail => "FAIL",
-        };
-        let _ = writeln!(out, "{mark}  {:<19} {}", v.rule, v.title);
-        let _ = writeln!(out, "      {:<19} {}", "", v.observed);
-        if !v.fix.is_empty() {
-            let _ = writeln!(out, "      {:<19} fix: {}", "", v.fix);
-        }
+    let mark = match v.outcome {
+        Outcome::Pass => "PASS",
+        Outcome::Warn => "WARN",
+        Outcome::Fail => "FAIL",
+    };
+    let mut out = format!("{mark}  {:<19} {}\n", v.rule, v.title);
+    let _ = writeln!(out, "      {:<19} {}", "", v.observed);
+    if !v.fix.is_empty() {
+        let _ = writeln!(out, "      {:<19} fix: {}", "", v.fix);
     }
-    let _ = writeln!(out, "\n{}", g.score());
     out
 }
 

@@ -45,28 +45,37 @@ pub(super) async fn grade(
     fixture: &Fixture,
     url: &str,
     wait: Duration,
+    judged: &mut (dyn FnMut(&Verdict) + Send),
 ) -> anyhow::Result<Grade> {
     let (alice, bob) = (fixture.users[0].0, fixture.users[1].0);
-    let (ping, registered) = ping(sim, url, wait).await?;
     let mut grade = Grade {
         receiver: url.to_string(),
         simulator: sim.base.clone(),
-        verdicts: vec![ping],
+        verdicts: Vec::new(),
         answer_p50_ms: None,
         answer_p95_ms: None,
     };
+    // Each verdict is told as it is judged, so a slow receiver shows progress.
+    let mut add = |grade: &mut Grade, verdicts: Vec<Verdict>| {
+        for v in verdicts {
+            judged(&v);
+            grade.verdicts.push(v);
+        }
+    };
+    let (ping, registered) = ping(sim, url, wait).await?;
+    add(&mut grade, vec![ping]);
     if !registered {
         return Ok(grade);
     }
     let (signed, p50, p95) = signed_and_fetched(sim, alice, bob, wait).await?;
-    grade.verdicts.extend(signed);
+    add(&mut grade, signed);
     (grade.answer_p50_ms, grade.answer_p95_ms) = (p50, p95);
-    grade.verdicts.push(forged(sim, alice, wait).await?);
-    grade.verdicts.push(duplicate(sim, alice, wait).await?);
-    grade.verdicts.extend(unknowns(sim, alice, wait).await?);
-    grade.verdicts.push(burst(sim, bob, wait).await?);
-    grade.verdicts.push(gone(sim, alice, wait).await?);
-    grade.verdicts.push(zoneless(sim, alice, wait).await?);
+    add(&mut grade, vec![forged(sim, alice, wait).await?]);
+    add(&mut grade, vec![duplicate(sim, alice, wait).await?]);
+    add(&mut grade, unknowns(sim, alice, wait).await?);
+    add(&mut grade, vec![burst(sim, bob, wait).await?]);
+    add(&mut grade, vec![gone(sim, alice, wait).await?]);
+    add(&mut grade, vec![zoneless(sim, alice, wait).await?]);
     Ok(grade)
 }
 
