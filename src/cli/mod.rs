@@ -57,6 +57,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon until SIGTERM/SIGINT: webhook listener, admin listener, store.
+    #[command(
+        after_help = "Example:\n  sudo hookrace run -c /etc/hookrace/config.toml\n  hookrace run --log-format json          # the embedded default: the simulator on loopback"
+    )]
     Run {
         /// The configuration file (default: $HOOKRACE_CONFIG, else /etc/hookrace/config.toml when
         /// it exists, else the embedded default, which uses the simulator; the one used is printed).
@@ -64,20 +67,33 @@ pub enum Command {
         config: Option<PathBuf>,
     },
     /// The whole race on this machine: simulator + daemon on loopback, live progress, the report.
+    #[command(
+        after_help = "Example:\n  hookrace demo\n  hookrace demo --strategy adaptive --outage 15s@20s --seed 3\n  hookrace demo --format json > race.json"
+    )]
     Demo(crate::apps::demo::DemoArgs),
     /// Print the completion script for SHELL (e.g. `hookrace completions bash >
     /// ~/.local/share/bash-completion/completions/hookrace`).
+    #[command(
+        after_help = "Example:\n  hookrace completions bash > ~/.local/share/bash-completion/completions/hookrace\n  hookrace completions zsh > ~/.zfunc/_hookrace"
+    )]
     Completions {
         /// The shell to complete in.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
     /// Print hookrace's man page (roff), e.g. `hookrace man | man -l -`.
+    #[command(after_help = "Example:\n  hookrace man | man -l -")]
     Man,
     /// The whole delay-versus-cost curve: every poll interval, webhooks, the adaptive net, modelled
     /// at any number of users in simulated time (`--svg` draws the chart).
+    #[command(
+        after_help = "Example:\n  hookrace whatif --users 50 --items-per-day 5\n  hookrace whatif --format json --svg curve.svg"
+    )]
     Whatif(crate::apps::whatif::WhatifArgs),
     /// The comparison report from the store (works while the daemon runs, or after).
+    #[command(
+        after_help = "Example:\n  sudo hookrace report\n  hookrace report --store race-data --format html > race.html"
+    )]
     Report {
         /// The configuration file (default: $HOOKRACE_CONFIG, else /etc/hookrace/config.toml when
         /// it exists, else the embedded default, which uses the simulator; the one used is printed).
@@ -92,6 +108,9 @@ pub enum Command {
         format: crate::apps::report::Format,
     },
     /// Manage the client's AccessLink webhook (client credentials).
+    #[command(
+        after_help = "Example:\n  sudo hookrace webhook create --url https://hooks.example.org/acl_webhook\n  sudo hookrace webhook list --format json"
+    )]
     Webhook {
         /// The configuration file (default: $HOOKRACE_CONFIG, else /etc/hookrace/config.toml when
         /// it exists, else the embedded default, which uses the simulator; the one used is printed).
@@ -101,6 +120,9 @@ pub enum Command {
         command: WebhookCommand,
     },
     /// The users whose data hookrace reads.
+    #[command(
+        after_help = "Example:\n  sudo hookrace users list\n  sudo hookrace users remove --user 12345"
+    )]
     Users {
         /// The configuration file (default: $HOOKRACE_CONFIG, else /etc/hookrace/config.toml when
         /// it exists, else the embedded default, which uses the simulator; the one used is printed).
@@ -110,6 +132,7 @@ pub enum Command {
         command: UsersCommand,
     },
     /// Your app's side: the `[[notify]]` sinks.
+    #[command(after_help = "Example:\n  sudo hookrace notify test")]
     Notify {
         /// The configuration file (default: $HOOKRACE_CONFIG, else /etc/hookrace/config.toml when
         /// it exists, else the embedded default, which uses the simulator; the one used is printed).
@@ -119,12 +142,45 @@ pub enum Command {
         command: NotifyCommand,
     },
     /// Run the AccessLink simulator alone (for tests, demos and students).
+    #[command(
+        after_help = "Example:\n  hookrace sim --users 2 --exercise-every 30s\n  hookrace sim --class 12 --class-file class.txt --listen 0.0.0.0:7070\n  hookrace sim trigger EXERCISE --user 10001"
+    )]
     Sim(SimArgs),
     /// Grade a webhook receiver against Polar's contract on a simulator: PING, signatures,
     /// fetching with the right token, duplicates, bursts, unknown events, data gone. Exit 0 only
     /// when every rule passes.
+    #[command(
+        after_help = "Example:\n  hookrace check-receiver http://127.0.0.1:5000/acl_webhook --env-file receiver.env\n  hookrace check-receiver http://127.0.0.1:5000/acl_webhook --format json --junit grade.xml"
+    )]
     CheckReceiver(crate::apps::workbench::grade::CheckArgs),
+    /// Copy the whole store to FILE, while the daemon runs (through its admin listener) or not.
+    #[command(after_help = "Example:\n  sudo hookrace backup /var/backups/hookrace-2026-12-07.bak")]
+    Backup {
+        /// The configuration file (default: $HOOKRACE_CONFIG, else /etc/hookrace/config.toml when
+        /// it exists, else the embedded default, which uses the simulator; the one used is printed).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Read this store directory instead of the configuration's (no daemon may hold it).
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// Where the backup goes: written beside it, checked, then renamed into place.
+        file: PathBuf,
+    },
+    /// Make a new store in a new directory from a backup FILE (a store is never overwritten).
+    #[command(
+        after_help = "Example:\n  sudo hookrace restore /var/backups/hookrace-2026-12-07.bak --store /var/lib/hookrace/restored"
+    )]
+    Restore {
+        /// The backup `hookrace backup` wrote.
+        file: PathBuf,
+        /// The new store's directory: it must not exist, or be empty.
+        #[arg(long)]
+        store: PathBuf,
+    },
     /// Validate a configuration: exit 0, or print every problem and exit 1.
+    #[command(
+        after_help = "Example:\n  sudo hookrace check-config\n  hookrace check-config -c config.toml"
+    )]
     CheckConfig {
         /// The configuration file (default: $HOOKRACE_CONFIG, else /etc/hookrace/config.toml when
         /// it exists, else the embedded default, which uses the simulator; the one used is printed).
@@ -199,8 +255,14 @@ pub struct SimArgs {
 pub enum SimAction {
     /// Make new data now and let the simulator deliver it to the registered webhook (or send a
     /// PING), optionally with a one-shot fault on that delivery.
+    #[command(
+        after_help = "Example:\n  hookrace sim trigger EXERCISE --user 10001\n  hookrace sim trigger ping\n  hookrace sim trigger SLEEP --drop --format json"
+    )]
     Trigger(crate::apps::workbench::TriggerArgs),
     /// Every delivery the simulator made, the receiver's answer, and what the receiver fetched.
+    #[command(
+        after_help = "Example:\n  hookrace sim log --follow\n  hookrace sim log --format json | jq length"
+    )]
     Log(crate::apps::workbench::LogArgs),
 }
 
@@ -256,6 +318,9 @@ impl SimArgs {
 #[derive(Debug, Clone, Subcommand)]
 pub enum WebhookCommand {
     /// Create the webhook; AccessLink PINGs the url first, so the receiver must be running.
+    #[command(
+        after_help = "Example:\n  sudo hookrace webhook create --url https://hooks.example.org/acl_webhook --events EXERCISE,SLEEP"
+    )]
     Create {
         /// The public URL of the receiver, e.g. https://example.org/acl_webhook.
         #[arg(long)]
@@ -269,12 +334,16 @@ pub enum WebhookCommand {
         show_secret: bool,
     },
     /// Show the webhook.
+    #[command(after_help = "Example:\n  sudo hookrace webhook list --format json")]
     List {
         /// table: id, state, url and events on a line; json: one array of webhooks.
         #[arg(long, value_enum, default_value_t)]
         format: crate::apps::DataFormat,
     },
     /// Change the webhook's url (PINGed) and/or events.
+    #[command(
+        after_help = "Example:\n  sudo hookrace webhook update --id abcd1234 --events EXERCISE,SLEEP"
+    )]
     Update {
         /// The webhook's id (`hookrace webhook list` shows it).
         #[arg(long)]
@@ -287,14 +356,17 @@ pub enum WebhookCommand {
         events: Option<String>,
     },
     /// Delete the webhook.
+    #[command(after_help = "Example:\n  sudo hookrace webhook delete --id abcd1234")]
     Delete {
         /// The webhook's id (`hookrace webhook list` shows it).
         #[arg(long)]
         id: String,
     },
     /// Activate the webhook (AccessLink PINGs it).
+    #[command(after_help = "Example:\n  sudo hookrace webhook activate")]
     Activate,
     /// Deactivate the webhook.
+    #[command(after_help = "Example:\n  sudo hookrace webhook deactivate")]
     Deactivate,
 }
 
@@ -341,18 +413,21 @@ impl WebhookCommand {
 #[derive(Debug, Clone, Subcommand)]
 pub enum NotifyCommand {
     /// Send a signed test event to each sink and say how it answered.
+    #[command(after_help = "Example:\n  sudo hookrace notify test")]
     Test,
 }
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum UsersCommand {
     /// List the users (never their tokens).
+    #[command(after_help = "Example:\n  sudo hookrace users list --format json")]
     List {
         /// table: a line per user; json: one array of users.
         #[arg(long, value_enum, default_value_t)]
         format: crate::apps::DataFormat,
     },
     /// De-register a user at AccessLink and forget their token.
+    #[command(after_help = "Example:\n  sudo hookrace users remove --user 12345")]
     Remove {
         /// The Polar user id (`hookrace users list` shows it).
         #[arg(long)]

@@ -35,6 +35,8 @@ pub fn start_logging(cli: &Cli) {
         | Command::Users { .. }
         | Command::Notify { .. }
         | Command::CheckReceiver(_)
+        | Command::Backup { .. }
+        | Command::Restore { .. }
         | Command::Sim(super::SimArgs {
             action: Some(_), ..
         }) => "warn",
@@ -71,6 +73,20 @@ pub fn run(cli: Cli) -> ExitCode {
             exit(crate::apps::whatif::run(&args, &mut out).map(|_| ()))
         }
         Command::CheckConfig { config } => check_config(config.as_deref()),
+        Command::Backup {
+            config,
+            store,
+            file,
+        } => with_config(config, |cfg| async move {
+            let c = crate::operations::backup::backup_command(&cfg, store, &file).await?;
+            println!("{}", copied("backed up", &c, &file));
+            Ok(())
+        }),
+        Command::Restore { file, store } => exit((|| {
+            let c = crate::operations::backup::restore_command(&file, &store)?;
+            println!("{}", copied("restored", &c, &store));
+            Ok(())
+        })()),
         Command::Completions { shell } => exit(completions(shell)),
         Command::Man => exit(man_page()),
         Command::Webhook { config, command } => with_config(config, |cfg| async move {
@@ -130,6 +146,16 @@ pub fn run(cli: Cli) -> ExitCode {
             daemon::run(cfg, listeners, shutdown).await
         }),
     }
+}
+
+/// `backed up 1234 keys of 11 trees (2.1 MB) to FILE`.
+fn copied(what: &str, c: &crate::store::backup::Copied, place: &std::path::Path) -> String {
+    let mb = c.bytes as f64 / 1e6;
+    let (keys, trees) = (c.keys, c.trees);
+    format!(
+        "{what} {keys} keys of {trees} trees ({mb:.1} MB): {}",
+        place.display()
+    )
 }
 
 /// `hookrace completions SHELL`: the script, from the command line's own definition.

@@ -372,7 +372,7 @@ fn rejection(r: warp::Rejection) -> Response {
     error(
         StatusCode::NOT_FOUND,
         "no such route: the admin listener serves GET /, /healthz, /livez, /readyz, /status, \
-         /metrics, /entities, /events and /users; PUT /webhook/secret, DELETE /users/{id} and POST /notify/retry",
+         /metrics, /entities, /events, /users and /backup; PUT /webhook/secret, DELETE /users/{id} and POST /notify/retry",
     )
 }
 

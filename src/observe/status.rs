@@ -14,8 +14,16 @@ use crate::process::{Runtime, WebhookHealth};
 use crate::race::{self, LatencyStats, Summary};
 use crate::store::Store;
 
+/// The version of the status document's shape, `schema_version` in it: raised when a field
+/// changes meaning or goes away (fields are added without raising it). The shape is
+/// `docs/status.schema.json`, checked against what the daemon serves.
+pub const SCHEMA_VERSION: u32 = 1;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusDoc {
+    /// [`SCHEMA_VERSION`] when built (documents from before it read as 0).
+    #[serde(default)]
+    pub schema_version: u32,
     pub service: String,
     pub version: String,
     pub started_at: DateTime<Utc>,
@@ -289,6 +297,7 @@ pub fn build(
         wasted_poll_share: race::wasted_share(poll.empty_cycles, poll.cycles),
     };
     Ok(StatusDoc {
+        schema_version: SCHEMA_VERSION,
         accesslink: None,
         listeners: listener_status(rt),
         notify: notify_status(store, queues, rt, &get),

@@ -1,6 +1,7 @@
 //! The admin routes the management commands use while a daemon holds the store open: `GET /users`,
 //! `DELETE /users/{id}` (de-registers at AccessLink), `PUT /webhook/secret` and
-//! `POST /notify/retry` (re-queues parked notify events). The daemon hands
+//! `POST /notify/retry` (re-queues parked notify events), `GET /backup` (the store, streamed:
+//! [`super::backup`]). The daemon hands
 //! them to the admin listener, which puts them behind its token.
 
 use std::sync::Arc;
@@ -54,6 +55,10 @@ pub fn routes(
             let watch_now = watch_now.clone();
             async move { put_webhook_secret(&store, &body, configured_secret, &watch_now).await }
         });
+    let backup = warp::path!("backup")
+        .and(warp::get())
+        .and(with_store.clone())
+        .then(super::backup::stream);
     let notify_retry = warp::path!("notify" / "retry")
         .and(warp::post())
         .and(warp::query::<RetryQuery>())
@@ -79,6 +84,8 @@ pub fn routes(
         .or(webhook_secret)
         .unify()
         .or(notify_retry)
+        .unify()
+        .or(backup)
         .unify()
         .or(wrong_method)
         .unify()
@@ -152,6 +159,7 @@ fn right_method(path: &str) -> Option<(&'static str, &'static str)> {
              read back)",
         )),
         ["users"] => Some(("GET", "use GET /users to list the users")),
+        ["backup"] => Some(("GET", "use GET /backup to stream a backup of the store")),
         ["users", id] if id.parse::<u64>().is_ok() => Some((
             "DELETE",
             "use DELETE /users/{id} to de-register a user (GET /users lists them)",

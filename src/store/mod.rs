@@ -24,6 +24,8 @@
 //! after* the caller's writes has finished: sled's flush followed by a real `fdatasync` of the log
 //! (see `commit.rs`). Concurrent callers share one commit (group commit) run on the blocking pool,
 //! so a burst of deliveries costs a few syncs, not one each.
+//!
+//! [`backup`] copies a live store to a stream and makes a new store from one.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +41,7 @@ use crate::accesslink::payload::Delivery;
 use crate::race::{Entity, EntityTimes, FetchState, SavedSummary, Summary};
 pub use changes::{Batch, Change, Committed, Follow, Follower, Keeper, Work, feed};
 
+pub mod backup;
 mod changes;
 mod commit;
 mod error;

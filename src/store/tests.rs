@@ -595,3 +595,28 @@ async fn the_committer_is_owned_and_ends_with_the_store() {
     assert!(!store.found_unclean());
     assert_eq!(store.deliveries().unwrap().len(), 21);
 }
+
+/// A store restored from a backup of an open one holds its records and continues its sequence:
+/// a record made after the restore sorts after every restored one.
+#[test]
+fn a_restored_store_holds_the_records_and_continues_the_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("a")).unwrap();
+    for id in ["a1", "a2"] {
+        let (d, body) = delivery(id);
+        store.record_delivery(&d, &body, Utc::now(), true).unwrap();
+    }
+    store.flush().unwrap();
+    let mut copy = Vec::new();
+    let sent = backup::write(&store, &mut copy).unwrap();
+    let last = store.db.generate_id().unwrap();
+    let into = dir.path().join("b");
+    let got = backup::restore(&mut copy.as_slice(), &into).unwrap();
+    assert_eq!((got.trees, got.keys), (sent.trees, sent.keys));
+    let restored = reopen(&into);
+    assert_eq!(restored.deliveries().unwrap().len(), 2);
+    assert!(restored.db.generate_id().unwrap() > last);
+    // Cut anywhere, it is refused.
+    let cut = &copy[..copy.len() - 1];
+    assert!(backup::check(&mut &cut[..]).is_err());
+}

@@ -620,3 +620,48 @@ fn completions_and_the_man_page_are_generated_from_the_cli() {
     let out = hookrace().args(["completions", "tcsh"]).output().unwrap();
     assert_eq!(out.status.code(), Some(64), "a usage error: {out:?}");
 }
+
+/// Every command's `--help` ends with an example, and every example is a command line the CLI
+/// accepts (up to a pipe or a redirection; `sudo` aside).
+#[test]
+fn every_command_has_an_example_that_parses() {
+    use clap::{CommandFactory, Parser};
+    fn walk(cmd: &clap::Command, path: String, found: &mut Vec<(String, String)>) {
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            let path = format!("{path} {}", sub.get_name());
+            let example = sub
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            found.push((path.clone(), example));
+            walk(sub, path, found);
+        }
+    }
+    let mut found = Vec::new();
+    walk(
+        &hookrace::cli::Cli::command(),
+        "hookrace".into(),
+        &mut found,
+    );
+    assert!(found.len() > 20, "{found:?}");
+    for (path, help) in found {
+        let lines: Vec<&str> = help
+            .strip_prefix("Example:\n")
+            .unwrap_or_else(|| panic!("`{path} --help` has no example"))
+            .lines()
+            .collect();
+        assert!(!lines.is_empty(), "{path}");
+        for line in lines {
+            let line = line.split(['|', '>', '#']).next().unwrap().trim();
+            let line = line.strip_prefix("sudo ").unwrap_or(line);
+            assert!(
+                line.starts_with(&path),
+                "`{path}`'s example runs another command: {line}"
+            );
+            let words = line.split_whitespace().map(|w| w.trim_matches('\''));
+            if let Err(e) = hookrace::cli::Cli::try_parse_from(words) {
+                panic!("`{path}`'s example does not parse: {line}\n{e}");
+            }
+        }
+    }
+}

@@ -708,3 +708,112 @@ async fn a_person_is_told_when_the_daily_limit_is_spent_instead_of_waiting_a_day
     assert_eq!(app.status().await["users"]["known"], 1, "the user is kept");
     app.stop().await;
 }
+
+/// `hookrace backup` while the daemon runs (through its admin listener), then `hookrace
+/// restore` into a new directory: the restored store reports what the original does, a restore
+/// never overwrites a store, and a backup cut short is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_of_a_running_daemon_restores_to_the_same_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let app = common::spawn_with(common::sim_config(&store_dir, 2, "transactions")).await;
+    let user = app.first_user().await;
+    app.inject(user, "EXERCISE").await;
+    app.inject(user, "SLEEP").await;
+    app.status_until("two fetches", |s| s["webhook"]["fetches"]["ok"] == 2)
+        .await;
+    app.cycle().await;
+    // The commands' configuration: the daemon's store and admin listener.
+    let mut cfg = common::sim_config_json(&store_dir, 2, "transactions");
+    cfg["admin"]["listen"] = json!(app.admin_base.trim_start_matches("http://"));
+    let cfg_path = dir.path().join("hookrace.toml");
+    std::fs::write(&cfg_path, common::toml_text(cfg)).unwrap();
+    let run = |args: Vec<String>| async move {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_hookrace"))
+            .args(args)
+            .output()
+            .await
+            .unwrap()
+    };
+    let arg = |p: &std::path::Path| p.to_string_lossy().to_string();
+    let file = dir.path().join("hookrace.bak");
+    let out = run(vec![
+        "backup".into(),
+        "-c".into(),
+        arg(&cfg_path),
+        arg(&file),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("backed up"),
+        "{out:?}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the backup holds tokens: owner only");
+    app.stop().await;
+
+    let restored = dir.path().join("restored");
+    let restore = |into: &std::path::Path, from: &std::path::Path| {
+        run(vec![
+            "restore".into(),
+            arg(from),
+            "--store".into(),
+            arg(into),
+        ])
+    };
+    let out = restore(&restored, &file).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // The same report from either store (the wall-clock age each is read at aside).
+    let report = |store: std::path::PathBuf| {
+        let cfg_path = cfg_path.clone();
+        async move {
+            let args = vec!["report", "--format", "json", "-c"];
+            let mut args: Vec<String> = args.into_iter().map(String::from).collect();
+            args.extend([arg(&cfg_path), "--store".into(), arg(&store)]);
+            let out = run(args).await;
+            assert_eq!(out.status.code(), Some(0), "{out:?}");
+            let mut v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            strip_ages(&mut v);
+            v
+        }
+    };
+    let (before, after) = (
+        report(store_dir.clone()).await,
+        report(restored.clone()).await,
+    );
+    assert_eq!(before["entities_total"], 2, "{before:#}");
+    assert_eq!(before, after);
+    // Never over a store; and a cut backup is refused (and leaves nothing behind).
+    let out = restore(&restored, &file).await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not empty"),
+        "{out:?}"
+    );
+    let bytes = std::fs::read(&file).unwrap();
+    let cut = dir.path().join("cut.bak");
+    std::fs::write(&cut, &bytes[..bytes.len() - 5]).unwrap();
+    let out = restore(&dir.path().join("from-cut"), &cut).await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ends too soon"),
+        "{out:?}"
+    );
+}
+
+/// Removes what a report derives from the moment it is read (ages, rates per second, times of
+/// reading), so two reports of the same records compare equal.
+fn strip_ages(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            map.retain(|k, _| {
+                !["measured_for_s", "rates_from", "item_rate_per_user_s"].contains(&k.as_str())
+            });
+            map.values_mut().for_each(strip_ages);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_ages),
+        _ => {}
+    }
+}

@@ -280,6 +280,9 @@ async fn metrics_are_prometheus_exposition_matching_the_status() {
         }
     };
     let s = app.status().await;
+    // The document itself is what its published schema says.
+    assert_eq!(s["schema_version"], 1);
+    common::assert_matches_status_schema(&s);
     assert_eq!(
         value(
             "hookrace_webhook_deliveries_total",

@@ -444,3 +444,19 @@ pub async fn screenshot(browser: &str, url: &str, name: &str) -> std::path::Path
     eprintln!("screenshot: {}", shot.display());
     shot
 }
+
+/// Fails unless `doc` is a `/status` document as `docs/status.schema.json` describes it (every
+/// object there lists all its fields, so a field added or gone fails too).
+pub fn assert_matches_status_schema(doc: &serde_json::Value) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/status.schema.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut schemas = boon::Schemas::new();
+    let mut compiler = boon::Compiler::new();
+    let url = format!("file://{path}");
+    compiler.add_resource(&url, schema).unwrap();
+    let index = compiler.compile(&url, &mut schemas).unwrap();
+    if let Err(e) = schemas.validate(doc, index) {
+        panic!("/status does not match docs/status.schema.json:\n{e:#}\n{doc:#}");
+    }
+}
