@@ -237,11 +237,18 @@ fn on_runtime(work: impl std::future::Future<Output = anyhow::Result<()>>) -> Ex
     exit(runtime().and_then(|rt| rt.block_on(work)))
 }
 
+/// The runtime every command runs on: a worker per core, and a blocking pool capped at
+/// [`MAX_BLOCKING_THREADS`] (tokio's default is 512), so the unit's `TasksMax` holds.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
         .build()?)
 }
+
+/// The blocking pool's cap: the store's commits and reads, backups and file work; far more
+/// than they use at once, and what `docs/deploy/hookrace.service` sizes `TasksMax` for.
+pub const MAX_BLOCKING_THREADS: usize = 64;
 
 fn exit(result: anyhow::Result<()>) -> ExitCode {
     match result {
