@@ -40,7 +40,10 @@ impl std::error::Error for CheckFailed {}
     version,
     about = "Polar AccessLink webhooks versus polling, measured",
     long_about = "hookrace receives Polar AccessLink webhooks and polls AccessLink beside them, stores what \
-                  both channels see once, and measures which channel saw each new piece of data first."
+                  both channels see once, and measures which channel saw each new piece of data first.",
+    after_help = "Exit codes: 0 ok; 1 the thing checked failed (a receiver failed a rule, a \
+                  configuration is invalid); 2 hookrace could not do its job (no simulator or daemon \
+                  answers, a network or store error); 64 bad usage.\n\nExample:\n  hookrace demo --seed 3"
 )]
 pub struct Cli {
     #[command(subcommand)]

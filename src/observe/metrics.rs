@@ -191,6 +191,7 @@ fn families<'a>(
     get: &dyn Fn(&str) -> u64,
     summary: &'a crate::race::Summary,
     sink_latency: &'a [(Labels, SignedHistogram)],
+    store_healthy: bool,
 ) -> Vec<Family<'a>> {
     [
         webhook_traffic(doc, get),
@@ -199,7 +200,7 @@ fn families<'a>(
         load_figures(doc),
         notify_figures(doc, sink_latency),
         watch_and_audit(doc, summary),
-        process_figures(doc),
+        process_figures(doc, store_healthy),
     ]
     .into_iter()
     .flatten()
@@ -537,8 +538,9 @@ fn watch_and_audit<'a>(
     ]
 }
 
-/// The process: which build runs, and since when (Prometheus's conventional names).
-fn process_figures<'a>(doc: &status::StatusDoc) -> Vec<Family<'a>> {
+/// The process: which build runs, since when (Prometheus's conventional names), and whether
+/// its store commits.
+fn process_figures<'a>(doc: &status::StatusDoc, store_healthy: bool) -> Vec<Family<'a>> {
     let profile = if cfg!(debug_assertions) {
         "debug"
     } else {
@@ -562,6 +564,11 @@ fn process_figures<'a>(doc: &status::StatusDoc) -> Vec<Family<'a>> {
             "process_start_time_seconds",
             "Start time of the process since the Unix epoch, in seconds.",
             vec![(vec![], doc.started_at.timestamp_millis() as f64 / 1000.0)],
+        ),
+        gauge(
+            "hookrace_store_healthy",
+            "1 while the store commits; 0 once a commit failed (e.g. a full disk) until a restart.",
+            vec![(vec![], f64::from(u8::from(store_healthy)))],
         ),
         gauge(
             "hookrace_uptime_seconds",
@@ -596,7 +603,8 @@ impl Collector for StoreCollector {
                 (labels(&[("sink", &n.name)]), h)
             })
             .collect();
-        for f in families(&doc, &get, &summary, &sink_latency) {
+        let healthy = store.problem().is_none();
+        for f in families(&doc, &get, &summary, &sink_latency, healthy) {
             match &f.samples {
                 Samples::Counter(v) => counter_family(&mut enc, f.name, f.help, v)?,
                 Samples::Gauge(v) => gauge_family(&mut enc, f.name, f.help, v)?,

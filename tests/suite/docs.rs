@@ -319,7 +319,7 @@ fn every_command_line_in_the_docs_parses() {
 fn the_unit_does_not_restart_a_refused_configuration_nor_pretend_to_reload() {
     let unit = read("docs/deploy/hookrace.service");
     let active = |key: &str| unit.lines().any(|l| l.trim_start().starts_with(key));
-    assert!(active("RestartPreventExitStatus=64"));
+    assert!(active("RestartPreventExitStatus=1 64"));
     assert!(!active("ExecReload="));
     assert!(active(
         "LoadCredential=client_secret:/etc/hookrace/client_secret"
@@ -406,4 +406,109 @@ fn the_deploy_configuration_is_valid_as_written() {
     let template = read("docs/deploy/config.toml");
     hookrace::config::parse(&template, "docs/deploy/config.toml", &env)
         .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The captured outputs (a fenced block after `<!-- captured: hookrace ARGS -->`) in the README
+/// and the docs, as (file, command, block).
+fn captured() -> Vec<(String, String, String)> {
+    let mut files = vec![repo("README.md")];
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(repo("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .collect();
+    docs.sort();
+    files.extend(docs);
+    let mut found = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut lines = text.lines();
+        while let Some(line) = lines.next() {
+            let Some(command) = line
+                .strip_prefix("<!-- captured: ")
+                .and_then(|l| l.strip_suffix(" -->"))
+            else {
+                continue;
+            };
+            assert_eq!(
+                lines.next(),
+                Some("```text"),
+                "{}: {command}",
+                file.display()
+            );
+            let block: Vec<&str> = lines.by_ref().take_while(|l| *l != "```").collect();
+            let name = file.file_name().unwrap().to_string_lossy().to_string();
+            found.push((name, command.to_string(), block.join("\n")));
+        }
+    }
+    found
+}
+
+/// What may differ between two runs of a captured command: the ports it binds and the durations
+/// the clock decides (the network's milliseconds, where in a poll cycle's run its requests
+/// fell); the counts, the shares and the projections are the seed's and must match. Alignment
+/// follows the widths, so runs of spaces count as one.
+fn normalized(output: &str) -> Vec<String> {
+    output
+        .trim_end()
+        .lines()
+        .map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let mut out = Vec::with_capacity(words.len());
+            for (i, w) in words.iter().enumerate() {
+                let unit = words.get(i + 1).map(|n| n.trim_end_matches([',', ')']));
+                let duration = matches!(unit, Some("ms" | "s"));
+                if duration && w.trim_start_matches('(').parse::<f64>().is_ok() {
+                    out.push("N".to_string());
+                } else if let Some(at) = w.find("127.0.0.1:") {
+                    let rest = &w[at + "127.0.0.1:".len()..];
+                    let tail = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+                    out.push(format!("{}127.0.0.1:PORT{tail}", &w[..at]));
+                } else {
+                    out.push(w.to_string());
+                }
+            }
+            out.join(" ")
+        })
+        .collect()
+}
+
+/// Every captured output in the docs is what its command prints today: regenerate them with
+/// `scripts/capture-docs.py` when a change moves them.
+#[test]
+fn captured_outputs_are_what_the_commands_print_today() {
+    let blocks = captured();
+    assert!(!blocks.is_empty(), "no captured output in the docs");
+    let mut commands: Vec<String> = blocks.iter().map(|(_, c, _)| c.clone()).collect();
+    commands.sort();
+    commands.dedup();
+    let runs: Vec<_> = commands
+        .into_iter()
+        .map(|command| {
+            std::thread::spawn(move || {
+                let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+                let out = Command::new(env!("CARGO_BIN_EXE_hookrace"))
+                    .args(&args)
+                    .current_dir(repo(""))
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{command}: {out:?}");
+                (command, String::from_utf8(out.stdout).unwrap())
+            })
+        })
+        .collect();
+    let printed: std::collections::HashMap<String, String> =
+        runs.into_iter().map(|r| r.join().unwrap()).collect();
+    for (file, command, block) in blocks {
+        let (want, got) = (normalized(&block), normalized(&printed[&command]));
+        if let Some(i) = (0..want.len().max(got.len())).find(|&i| want.get(i) != got.get(i)) {
+            panic!(
+                "{file}: the output of `{command}` has changed (run scripts/capture-docs.py):\n\
+                 line {}: the doc shows {:?}\n         the command printed {:?}",
+                i + 1,
+                want.get(i),
+                got.get(i)
+            );
+        }
+    }
 }

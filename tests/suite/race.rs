@@ -337,6 +337,17 @@ async fn metrics_are_prometheus_exposition_matching_the_status() {
         );
     }
     assert!(!text.contains("quantile="), "{text}");
+    // Every hookrace metric the documented alert rules name is one the daemon exposes.
+    let rules = include_str!("../../docs/deploy/alerts.yml");
+    let named = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("hookrace_"));
+    for metric in named {
+        assert!(
+            text.contains(&format!("\n{metric}")) || text.contains(&format!("# TYPE {metric} ")),
+            "docs/deploy/alerts.yml names {metric}, which /metrics does not have"
+        );
+    }
     let build = scrape
         .samples
         .iter()
