@@ -430,6 +430,14 @@ fn load_figures<'a>(doc: &status::StatusDoc) -> Vec<Family<'a>> {
                 .map(|a| vec![(vec![], f64::from(u8::from(a.rate_limit.waiting)))])
                 .unwrap_or_default(),
         ),
+        counter(
+            "hookrace_accesslink_429_answers",
+            "Answers 429 Too Many Requests from AccessLink since the start, whichever part of hookrace asked.",
+            doc.accesslink
+                .as_ref()
+                .map(|a| vec![(vec![], a.rate_limit.answered_429)])
+                .unwrap_or_default(),
+        ),
         gauge(
             "hookrace_accesslink_rate_limit_wait_seconds",
             "Seconds requests to AccessLink still wait for a rate-limit window (0 when they go out).",

@@ -111,6 +111,9 @@ pub struct RateLimitStatus {
     pub paced: u64,
     #[serde(default)]
     pub paced_seconds: f64,
+    /// Answers 429 (Too Many Requests) since the start, whichever part of hookrace asked.
+    #[serde(default)]
+    pub answered_429: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -150,6 +153,7 @@ impl RateLimitStatus {
             paced: r.paced,
             paced_seconds: (r.paced_for + r.pacing_since.map_or(Duration::ZERO, |t| t.elapsed()))
                 .as_secs_f64(),
+            answered_429: r.answered_429,
         }
     }
 }

@@ -171,3 +171,101 @@ async fn every_fault_at_once_loses_and_doubles_nothing() {
     // that the other users lose nothing while it happens.
     app.stop().await;
 }
+
+/// A daily window hookrace found spent is still spent after a restart: the restarted daemon
+/// sends AccessLink nothing until it resets (before, a restart's first requests went into the
+/// spent window and were answered 429), and `/status` says so at once; every 429 any part of
+/// hookrace is answered is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_daily_window_is_honoured_across_a_restart() {
+    use hookrace::sim::{self, Faults, SimSettings};
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let polar = sim::start(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        SimSettings {
+            users: 1,
+            faults: Faults {
+                rate_limit: Some((1000, 20)),
+                ..Faults::default()
+            },
+            ..SimSettings::default()
+        },
+        stop,
+        hookrace::server::serve_simulator,
+    )
+    .unwrap();
+    let http = hookrace::http::plain_client();
+    let users: Value = http
+        .get(format!("{}/sim/users", polar.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = json!({
+        "admin": common::loopback_listeners(),
+        "accesslink": {
+            "base_url": polar.base_url,
+            "client_id": "hookrace-sim",
+            "client_secret": "hookrace-sim-secret",
+        },
+        "users": [{"user_id": users[0]["user_id"], "access_token": users[0]["access_token"]}],
+        // Cycles only when the test runs them; no webhook watch.
+        "poller": {"enabled": true, "cron": "0 0 0 1 1 *"},
+        "webhook": {"listen": "127.0.0.1:0", "check_every": "off"},
+        "store": {"path": dir.path()},
+    });
+    let rate = |s: &Value| s["accesslink"]["rate_limit"].clone();
+    let app = spawn_with(common::config_from(config.clone())).await;
+    // Each idle cycle is one request; the client stops short of the limit (its reserve).
+    for _ in 0..20 {
+        if rate(&app.status().await)["waiting_for"] == "daily" {
+            break;
+        }
+        app.cycle().await;
+    }
+    assert_eq!(rate(&app.status().await)["waiting_for"], "daily");
+    app.stop().await;
+    // What AccessLink counted so far (this probe included).
+    let used = |http: reqwest::Client, base: String| async move {
+        let res = http
+            .get(format!("{base}/v3/notifications"))
+            .basic_auth("hookrace-sim", Some("hookrace-sim-secret"))
+            .send()
+            .await
+            .unwrap();
+        let usage = res.headers()["ratelimit-usage"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        usage
+            .split(',')
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let before = used(http.clone(), polar.base_url.clone()).await;
+
+    let app = spawn_with(common::config_from(config)).await;
+    let status = app.status().await;
+    assert_eq!(rate(&status)["waiting"], true, "{status}");
+    assert_eq!(rate(&status)["waiting_for"], "daily", "{status}");
+    // A cycle now waits for the window instead of asking: it is seen pacing, and AccessLink saw
+    // nothing but the probes.
+    let poller = app.running.poller.clone().unwrap();
+    let cycle = tokio::spawn(async move { poller.cycle().await });
+    app.status_until("a request waiting for the window", |s| {
+        s["accesslink"]["rate_limit"]["paced"].as_u64() >= Some(1)
+    })
+    .await;
+    assert_eq!(used(http.clone(), polar.base_url.clone()).await, before + 1);
+    assert_eq!(rate(&app.status().await)["answered_429"], 0);
+    app.stop().await;
+    // The waiting cycle ends with the daemon (its wait is cut short by the shutdown).
+    cycle.await.unwrap();
+}

@@ -89,6 +89,16 @@ pub struct RateState {
     /// Pacing episodes so far, and the time they lasted (ended episodes).
     pub paced: u64,
     pub paced_for: Duration,
+    /// Answers 429 (Too Many Requests) since the start, whoever asked.
+    pub answered_429: u64,
+}
+
+/// A block in force, in wall-clock time: what a restart must not forget (a process that
+/// starts inside a spent window would otherwise send its first requests into it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedBlock {
+    pub until: chrono::DateTime<chrono::Utc>,
+    pub window: Window,
 }
 
 impl RateState {
@@ -117,6 +127,8 @@ pub struct Client {
     patience: Option<Duration>,
     /// Cancelled at shutdown: every wait (a rate-limit window, a retry's backoff) ends at once.
     shutdown: tokio_util::sync::CancellationToken,
+    /// The block in force, published whenever it moves later (see [`Client::blocks`]).
+    blocks: Arc<tokio::sync::watch::Sender<Option<SavedBlock>>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -150,7 +162,55 @@ impl Client {
             rate: Arc::new(Mutex::new(RateState::default())),
             patience: None,
             shutdown: tokio_util::sync::CancellationToken::new(),
+            blocks: Arc::new(tokio::sync::watch::Sender::new(None)),
         })
+    }
+
+    /// The block in force, each time it is set or moved later: what the daemon keeps in its
+    /// store, so a restart honours it ([`Client::restore_block`]).
+    pub fn blocks(&self) -> tokio::sync::watch::Receiver<Option<SavedBlock>> {
+        self.blocks.subscribe()
+    }
+
+    /// Honours a block an earlier process saw (nothing when it has ended): requests wait for
+    /// it as for one this process saw.
+    pub fn restore_block(&self, saved: &SavedBlock) {
+        let left = (saved.until - chrono::Utc::now())
+            .to_std()
+            .unwrap_or_default();
+        if left.is_zero() {
+            return;
+        }
+        let left = left.min(Duration::from_secs(MAX_RESET_S));
+        let mut r = self.rate();
+        let now = Instant::now();
+        r.block(now.checked_add(left).unwrap_or(now), saved.window);
+        drop(r);
+        tracing::warn!(
+            until = %saved.until,
+            window = ?saved.window,
+            "a rate-limit window an earlier run found spent: requests to AccessLink wait for it"
+        );
+    }
+
+    /// Publishes the block in force (in wall-clock time) after it was set or moved.
+    fn publish_block(&self, r: &RateState) {
+        let Some(until) = r.blocked_until.filter(|t| *t > Instant::now()) else {
+            return;
+        };
+        let left = chrono::Duration::from_std(until - Instant::now()).unwrap_or_default();
+        let saved = SavedBlock {
+            until: chrono::Utc::now() + left,
+            window: r.blocked_by.unwrap_or(Window::TooManyRequests),
+        };
+        self.blocks.send_if_modified(|b| {
+            // Moved later by more than a second (the instants' conversion jitters).
+            let later = b.is_none_or(|old| saved.until > old.until + chrono::Duration::seconds(1));
+            if later {
+                *b = Some(saved);
+            }
+            later
+        });
     }
 
     /// The same client, whose waits end when `shutdown` is cancelled (requests then fail with
@@ -492,6 +552,7 @@ impl Client {
                 let wait = Duration::from_secs(s.min(MAX_RESET_S));
                 let now = Instant::now();
                 r.block(now.checked_add(wait).unwrap_or(now), window);
+                self.publish_block(&r);
             }
         }
     }
@@ -499,6 +560,7 @@ impl Client {
     /// After a 429: block until the reported reset (60 s when none was reported).
     fn block_after_429(&self) -> Duration {
         let mut r = self.rate();
+        r.answered_429 += 1;
         let now = Instant::now();
         match r.blocked_until.filter(|t| *t > now) {
             // The answer's headers already said when the window resets.
@@ -506,6 +568,7 @@ impl Client {
             None => {
                 let wait = Duration::from_secs(60);
                 r.block(now + wait, Window::TooManyRequests);
+                self.publish_block(&r);
                 wait
             }
         }

@@ -92,7 +92,8 @@ pub enum ApiError {
 }
 
 /// What holds requests back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Window {
     /// The short (15-minute) window is used up to the reserve.
     Short,

@@ -1,5 +1,6 @@
 //! The background work: the feed of durable work, the fetcher, the poll loop, the notify
-//! senders, the webhook watch and systemd's watchdog, each supervised.
+//! senders, the webhook watch, the keeper of the rate-limit block and systemd's watchdog, each
+//! supervised.
 
 use super::*;
 
@@ -16,6 +17,8 @@ pub(super) struct Background {
     pub(super) watch: Option<JoinHandle<()>>,
     /// Feeds systemd's watchdog.
     pub(super) keep_alive: JoinHandle<()>,
+    /// Saves the rate-limit block the client sets, for the next start.
+    pub(super) rate_block: JoinHandle<()>,
 }
 
 impl Background {
@@ -75,6 +78,11 @@ impl Background {
             parts.liveness.clone(),
             token.clone(),
         ));
+        let rate_block = tokio::spawn(crate::channels::rate_block::keep(
+            parts.store.clone(),
+            parts.client.clone(),
+            token.clone(),
+        ));
         Background {
             token,
             feed,
@@ -84,6 +92,7 @@ impl Background {
             senders,
             watch,
             keep_alive,
+            rate_block,
         }
     }
 }

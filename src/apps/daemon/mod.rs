@@ -207,6 +207,8 @@ pub async fn start_with_seed(
         crate::credentials::put_user(&store, UserId(u.user_id), &u.access_token)?;
     }
     let client = client_for(&accesslink, &shutdown)?;
+    // Before any request: a window an earlier run found spent is still spent.
+    crate::channels::rate_block::restore(&store, &client);
     warn_about_the_webhook_secret(&accesslink, &store, simulator.is_some());
 
     // The consumers' queues, fed by the store's commits (`store::feed`, a background task).

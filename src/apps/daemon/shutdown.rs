@@ -51,6 +51,7 @@ pub(super) async fn shut_down(
         stop_by("webhook watch", watch, deadline).await;
     }
     stop_by("watchdog", background.keep_alive, deadline).await;
+    stop_by("rate-limit block", background.rate_block, deadline).await;
     stop_by("work feed", background.feed, deadline).await;
     drop(background.poller);
     // The caller's handle (`Running`) lets go of the store in `wait`.
