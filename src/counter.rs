@@ -21,6 +21,8 @@ pub enum Counter<'a> {
     WebhookRejectedTooLarge,
     WebhookFetchesOk,
     WebhookFetchesFailed,
+    /// Records holding a fetch job now (the store raises and lowers it).
+    WebhookFetchesPending,
     WebhookFetchRequests,
     PollStarved,
     PollSkipped,
@@ -53,6 +55,7 @@ impl CounterName for Counter<'_> {
             Counter::WebhookRejectedTooLarge => "webhook.rejected.too_large".into(),
             Counter::WebhookFetchesOk => RecordCount::Fetched.name(),
             Counter::WebhookFetchesFailed => RecordCount::FetchFailed.name(),
+            Counter::WebhookFetchesPending => RecordCount::FetchesPending.name(),
             Counter::WebhookFetchRequests => "webhook.fetch_requests".into(),
             Counter::PollStarved => "poll.starved".into(),
             Counter::PollSkipped => "poll.skipped".into(),

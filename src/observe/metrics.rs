@@ -384,8 +384,16 @@ fn load_figures<'a>(doc: &status::StatusDoc) -> Vec<Family<'a>> {
     vec![
         gauge(
             "hookrace_fetch_backlog_jobs",
-            "Webhook fetches still to do (due now or retrying later).",
+            "Webhook fetches still to do (due now or retrying later), all of them.",
             vec![(vec![], w.fetch_backlog.jobs as f64)],
+        ),
+        gauge(
+            "hookrace_fetch_backlog_drain_seconds",
+            "How long the fetch backlog would take to drain at AccessLink's rate limit as last reported.",
+            w.fetch_backlog
+                .drain_seconds
+                .map(|s| vec![(vec![], s)])
+                .unwrap_or_default(),
         ),
         gauge(
             "hookrace_fetch_backlog_oldest_due_seconds",

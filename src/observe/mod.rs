@@ -71,6 +71,10 @@ impl View {
         doc.accesslink = self.client.as_ref().map(|c| status::AccessLinkStatus {
             rate_limit: status::RateLimitStatus::from_client(&c.rate_state()),
         });
+        if let Some((a, c)) = doc.accesslink.as_ref().zip(self.client.as_ref()) {
+            let backlog = &mut doc.webhook.fetch_backlog;
+            backlog.drain_seconds = backlog.drain_at(&a.rate_limit, c.reserve());
+        }
         Ok(doc)
     }
 }

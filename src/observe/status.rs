@@ -189,12 +189,53 @@ pub struct WebhookStatus {
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct FetchBacklogStatus {
-    /// Jobs waiting, up to the 10,000 held in memory.
+    /// Fetch jobs waiting, all of them (due now or retrying later).
     pub jobs: u64,
-    /// More than that wait in the records (read back when those are done).
+    /// Of those, the ones the fetcher's queue holds in memory (at most 10,000, the earliest
+    /// due; the rest are read back from the records when those are done).
+    #[serde(default)]
+    pub in_memory: u64,
+    /// More than the queue holds wait in the records.
     #[serde(default)]
     pub more_in_records: bool,
     pub oldest_due_seconds: f64,
+    /// How long the backlog would take to drain at AccessLink's rate limit as last reported
+    /// (a fetch is a request; the windows' budgets left now, then their limits): `null` while
+    /// the limit is unknown, 0 when nothing waits.
+    #[serde(default)]
+    pub drain_seconds: Option<f64>,
+}
+
+impl FetchBacklogStatus {
+    /// [`FetchBacklogStatus::drain_seconds`] at the rate limit `rate` reports.
+    pub fn drain_at(&self, rate: &RateLimitStatus, reserve: u64) -> Option<f64> {
+        if self.jobs == 0 {
+            return Some(0.0);
+        }
+        let (usage, limit) = (rate.usage?, rate.limit?);
+        let now = Utc::now();
+        let reset = |at: DateTime<Utc>| (at - now).num_milliseconds().max(0) as f64 / 1000.0;
+        let resets = rate.resets_at?;
+        let kept = |limit: u64| crate::accesslink::client::reserve_for(reserve, limit);
+        let (short_left, long_left) = (
+            limit.short.saturating_sub(usage.short + kept(limit.short)),
+            limit.long.saturating_sub(usage.long + kept(limit.long)),
+        );
+        let n = self.jobs;
+        let per_short = limit.short.saturating_sub(kept(limit.short)).max(1) as f64;
+        let per_long = limit.long.saturating_sub(kept(limit.long)).max(1) as f64;
+        Some(if n <= long_left {
+            // Within today's budget: the short window is what paces it.
+            match n.checked_sub(short_left) {
+                None | Some(0) => 0.0,
+                Some(more) => reset(resets.short) + (more as f64 / per_short).floor() * 900.0,
+            }
+        } else {
+            // Beyond today's budget: a day's worth per daily window after this one resets.
+            let more = (n - long_left) as f64;
+            reset(resets.long) + (more / per_long).floor() * 86_400.0
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -405,9 +446,13 @@ fn webhook_status(
         },
         fetch_requests: get(counter::Counter::WebhookFetchRequests),
         fetch_backlog: FetchBacklogStatus {
-            jobs: backlog.jobs as u64,
+            // The whole backlog, as the store counts its records' jobs (the queue in memory
+            // holds at most 10,000 of them).
+            jobs: get(counter::Counter::WebhookFetchesPending).max(backlog.jobs as u64),
+            in_memory: backlog.jobs as u64,
             more_in_records: backlog.more_in_records,
             oldest_due_seconds: backlog.oldest_due_seconds,
+            drain_seconds: None,
         },
         latency_ms: summary.webhook_latency.stats(),
         last_delivery_at: store.last_delivery_at(),
@@ -441,5 +486,54 @@ fn poll_status(summary: &Summary, rt: &Runtime, get: Get<'_>) -> PollStatus {
         misses_caught: summary.poll_only,
         catch_delay_ms: summary.catch_delay.stats(),
         starved: get(counter::Counter::PollStarved),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The drain time of a backlog at the limit last reported: nothing while today's budget
+    /// and this short window hold it; whole short windows after this one resets while today's
+    /// budget holds it; whole days after the daily window resets beyond that.
+    #[test]
+    fn a_backlog_drains_at_the_rate_limit_last_reported() {
+        let now = Utc::now();
+        let rate = RateLimitStatus {
+            usage: Some(Windows {
+                short: 10,
+                long: 100,
+            }),
+            limit: Some(Windows {
+                short: 100,
+                long: 1000,
+            }),
+            resets_at: Some(Windows {
+                short: now + chrono::Duration::seconds(300),
+                long: now + chrono::Duration::seconds(7200),
+            }),
+            ..RateLimitStatus::default()
+        };
+        let drain = |jobs: u64| {
+            let b = FetchBacklogStatus {
+                jobs,
+                ..FetchBacklogStatus::default()
+            };
+            b.drain_at(&rate, 5).unwrap()
+        };
+        let about = |got: f64, want: f64| assert!((got - want).abs() < 2.0, "{got} vs {want}");
+        assert_eq!(drain(0), 0.0);
+        // 85 left in this short window (100 − 10 used − 5 kept back), 895 today.
+        assert_eq!(drain(85), 0.0);
+        about(drain(86), 300.0);
+        about(drain(85 + 95 + 1), 300.0 + 900.0);
+        // Beyond today's 895: the daily window resets in 2 h, then 995 a day.
+        about(drain(895 + 1), 7200.0);
+        about(drain(895 + 995 + 1), 7200.0 + 86_400.0);
+        let unknown = FetchBacklogStatus {
+            jobs: 5,
+            ..FetchBacklogStatus::default()
+        };
+        assert_eq!(unknown.drain_at(&RateLimitStatus::default(), 5), None);
     }
 }

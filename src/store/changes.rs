@@ -419,6 +419,12 @@ impl Store {
         fn waiting(n: Option<&Notice>) -> Option<&Notice> {
             n.filter(|n| n.sinks.iter().any(|s| s.state.is_pending()))
         }
+        // The whole backlog's size, kept as jobs come and go.
+        match (before.0.is_some(), fetch.is_some()) {
+            (false, true) => self.incr(super::RecordCount::FetchesPending, 1),
+            (true, false) => self.job_ended(),
+            _ => {}
+        }
         let notice_after = waiting(notice);
         if before.0 == fetch && waiting(before.1) == notice_after {
             return;

@@ -72,6 +72,15 @@ impl Counters {
         self.dirty.store(true, Ordering::Release);
     }
 
+    /// Lowers a count (never below zero).
+    pub(super) fn sub(&self, name: &str, by: u64) {
+        let mut v = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = v.get_mut(name) {
+            *n = n.saturating_sub(by);
+        }
+        self.dirty.store(true, Ordering::Release);
+    }
+
     pub(super) fn set(&self, name: &str, value: u64) {
         let mut v = self.values.lock().unwrap_or_else(|p| p.into_inner());
         v.insert(name.to_string(), value);

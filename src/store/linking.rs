@@ -121,6 +121,10 @@ impl Store {
                 continue;
             }
             self.entity_changed(Some(&absorbed.entity.times()), None);
+            if absorbed.fetch.is_some() {
+                // Counted again below if it moves into `into` (which had none).
+                self.job_ended();
+            }
             // The work moves with the record: the consumers' pointers to `from` follow the alias.
             let into = self.update_record(into, |r| {
                 if r.entity.key != absorbed.entity.key {

@@ -81,6 +81,9 @@ pub enum RecordCount {
     Fetched,
     /// Entities whose webhook fetch gave up.
     FetchFailed,
+    /// Records holding a fetch job now (the whole fetch backlog, however much of it the
+    /// fetcher's queue holds in memory): raised and lowered as jobs come and go.
+    FetchesPending,
 }
 
 impl CounterName for RecordCount {
@@ -90,6 +93,7 @@ impl CounterName for RecordCount {
             RecordCount::Duplicates => "webhook.duplicates",
             RecordCount::Fetched => "webhook.fetches.ok",
             RecordCount::FetchFailed => "webhook.fetches.failed",
+            RecordCount::FetchesPending => "webhook.fetches.pending",
         }
         .into()
     }
@@ -394,6 +398,12 @@ impl Store {
             }
             false => self.saved_summary()?,
         };
+        // A store of a version that did not count its pending fetch jobs is recounted once.
+        let pending_counted = self
+            .counters
+            .all()
+            .contains_key(&*RecordCount::FetchesPending.name());
+        let saved = saved.filter(|_| pending_counted);
         Ok(match saved {
             Some(summary) => summary,
             // After a crash, on a store of an earlier version, or one closed after writes no
@@ -442,8 +452,11 @@ impl Store {
             fetch_error: Option<String>,
             #[serde(default)]
             raw: Option<serde::de::IgnoredAny>,
+            #[serde(default)]
+            fetch: Option<serde::de::IgnoredAny>,
         }
         let (mut accepted, mut deliveries, mut fetched, mut failed) = (0u64, 0u64, 0u64, 0u64);
+        let mut pending = 0u64;
         let mut summary = Summary::default();
         for kv in self.entities.iter() {
             let (k, v) = kv.context("reading entities")?;
@@ -454,12 +467,14 @@ impl Store {
             deliveries += u64::from(c.webhook_deliveries);
             fetched += u64::from(c.fetched && c.fetch_error.is_none() && c.webhook_deliveries > 0);
             failed += u64::from(c.fetch_error.is_some());
+            pending += u64::from(c.fetch.is_some());
         }
         let set = |c: RecordCount, v: u64| self.counters.set(&c.name(), v);
         set(RecordCount::FirstDeliveries, accepted);
         set(RecordCount::Duplicates, deliveries.saturating_sub(accepted));
         set(RecordCount::Fetched, fetched);
         set(RecordCount::FetchFailed, failed);
+        set(RecordCount::FetchesPending, pending);
         Ok(summary)
     }
 
@@ -506,6 +521,12 @@ impl Store {
     /// Adds `by` to a counter (in memory; written to disk with the next commit).
     pub fn incr(&self, counter: impl CounterName, by: u64) {
         self.counters.add(&counter.name(), by);
+        self.changed();
+    }
+
+    /// A record's fetch job ended (fetched, given up, or the record merged into another).
+    pub(super) fn job_ended(&self) {
+        self.counters.sub(&RecordCount::FetchesPending.name(), 1);
         self.changed();
     }
 

@@ -249,6 +249,11 @@ impl Client {
         self.base.as_str().trim_end_matches('/')
     }
 
+    /// The requests kept back in each window (the client waits for the window before them).
+    pub fn reserve(&self) -> u64 {
+        self.policy.reserve
+    }
+
     /// The rate-limit state last seen.
     pub fn rate_state(&self) -> RateState {
         self.rate.lock().map(|r| r.clone()).unwrap_or_default()
