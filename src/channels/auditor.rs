@@ -16,7 +16,10 @@
 //! and the client's rate limit is shared: announced data is fetched first, and the auditor waits
 //! while fetches are due or the budget is nearly spent (a *starved* cycle, counted and logged),
 //! but never past `max_every` since its last cycle: the net's guaranteed share of the budget,
-//! so its bound holds under any fetch backlog.
+//! so its bound holds under any fetch backlog. The client holds that share too: the fetches are
+//! its bulk lane ([`crate::accesslink::client::Client::bulk`]), which stops at nine tenths of
+//! each window and spreads its daily part over the day, so the auditor's requests still go out
+//! when the fetches wait.
 
 use std::time::Duration;
 

@@ -114,6 +114,14 @@ pub struct RateLimitStatus {
     /// Answers 429 (Too Many Requests) since the start, whichever part of hookrace asked.
     #[serde(default)]
     pub answered_429: u64,
+    /// Until when the webhook fetches (the bulk lane) wait while the others may still go: they
+    /// leave a tenth of each window to the auditor and the rest, and are spread over the day.
+    #[serde(default)]
+    pub fetches_waiting_until: Option<DateTime<Utc>>,
+    /// Why: `daily_share` or `short_share` (their part of a window is used), `paced` (ahead
+    /// of an even spread over the day).
+    #[serde(default)]
+    pub fetches_held_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -131,6 +139,7 @@ impl RateLimitStatus {
                 + chrono::Duration::from_std(at.saturating_duration_since(now)).unwrap_or_default()
         };
         let until = r.blocked_until.filter(|t| *t > now);
+        let bulk = r.bulk_blocked_until.filter(|t| *t > now);
         RateLimitStatus {
             usage: r.usage.map(|(short, long)| Windows { short, long }),
             limit: r.limit.map(|(short, long)| Windows { short, long }),
@@ -154,6 +163,16 @@ impl RateLimitStatus {
             paced_seconds: (r.paced_for + r.pacing_since.map_or(Duration::ZERO, |t| t.elapsed()))
                 .as_secs_f64(),
             answered_429: r.answered_429,
+            fetches_waiting_until: bulk.map(wall),
+            fetches_held_by: bulk.and(r.bulk_held_by).map(|h| {
+                use crate::accesslink::client::{BulkHold, Window};
+                match h {
+                    BulkHold::Share(Window::Short) => "short_share",
+                    BulkHold::Share(_) => "daily_share",
+                    BulkHold::Paced => "paced",
+                }
+                .to_string()
+            }),
         }
     }
 }

@@ -878,3 +878,40 @@ async fn the_fetch_backlog_is_shown() {
     );
     app.stop().await;
 }
+
+/// A fetch backlog cannot take the share of the rate limit kept for the others: with the
+/// (lowered) short window's part for fetches used up, the fetches wait for the window while a
+/// poll cycle (the auditor) still goes out. Before, the fetcher used the window up to its
+/// reserve and the cycle's first request waited behind it, like any fetch, for the reset.
+#[tokio::test]
+async fn a_fetch_backlog_leaves_the_auditor_its_share_of_the_rate_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(dir.path(), 1).await;
+    let user = app.first_user().await;
+    app.faults(json!({"rate_limit": [40, 100000], "short_window_s": 900}))
+        .await;
+    // More announced data than the fetches' part of the window (36 − 2 kept back = 34).
+    for _ in 0..45 {
+        app.inject(user, "EXERCISE").await;
+    }
+    let s = app
+        .status_until("the fetches waiting for their share", |s| {
+            s["accesslink"]["rate_limit"]["fetches_held_by"] == "short_share"
+        })
+        .await;
+    assert!(
+        s["webhook"]["fetch_backlog"]["jobs"].as_u64() > Some(0),
+        "{s}"
+    );
+    assert_eq!(s["accesslink"]["rate_limit"]["waiting"], false, "{s}");
+    // The cycle (45 items: more than the share) goes out: its first requests are answered
+    // while the fetches wait.
+    let poller = app.running.poller.clone().unwrap();
+    let cycle = tokio::spawn(async move { poller.cycle().await });
+    app.status_until("the cycle's first requests", |s| {
+        requests(s, "notifications") >= 1 && requests(s, "list_transaction") >= 1
+    })
+    .await;
+    app.stop().await;
+    cycle.await.unwrap();
+}

@@ -91,6 +91,74 @@ pub struct RateState {
     pub paced_for: Duration,
     /// Answers 429 (Too Many Requests) since the start, whoever asked.
     pub answered_429: u64,
+    /// No bulk request ([`Client::bulk`]: the webhook fetches) before this instant: the bulk
+    /// lane stops short of the share kept for the others, and is paced over the day.
+    pub bulk_blocked_until: Option<Instant>,
+    /// Why the bulk lane waits.
+    pub bulk_held_by: Option<BulkHold>,
+}
+
+/// Why the bulk lane waits while the others may still go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkHold {
+    /// It used its part of a window; the rest ([`KEPT_FROM_BULK`]) is the others'.
+    Share(Window),
+    /// It is ahead of its even spread over the daily window.
+    Paced,
+}
+
+/// The share of each window the bulk lane leaves to the others (the auditor, the webhook
+/// watch, people waiting on a command), one part in this many: a fetch backlog of any size
+/// cannot take it.
+pub const KEPT_FROM_BULK: u64 = 10;
+
+/// The length of AccessLink's long window: the bulk lane spreads its part of it evenly.
+const DAY_S: u64 = 24 * 3600;
+
+/// Which requests a client's are: bulk (a backlog that may use every request it is allowed)
+/// or the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    Shared,
+    Bulk,
+}
+
+/// How long the bulk lane must wait, from what a response reported: at its share's ceiling of
+/// the daily window, until that resets; of the short window, until that resets; ahead of an
+/// even spread of its daily part (plus an hour's worth), until the spread catches up.
+pub fn bulk_wait(
+    usage: (u64, u64),
+    limit: (u64, u64),
+    reset_s: (u64, u64),
+    reserve: u64,
+) -> Option<(Duration, BulkHold)> {
+    let part = |limit: u64| {
+        let part = limit - limit.div_ceil(KEPT_FROM_BULK);
+        part.saturating_sub(reserve_for(reserve, limit))
+    };
+    let (daily, short) = (part(limit.1), part(limit.0));
+    if usage.1 >= daily {
+        return Some((
+            Duration::from_secs(reset_s.1),
+            BulkHold::Share(Window::Daily),
+        ));
+    }
+    if usage.0 >= short {
+        return Some((
+            Duration::from_secs(reset_s.0),
+            BulkHold::Share(Window::Short),
+        ));
+    }
+    let per_s = daily as f64 / DAY_S as f64;
+    let elapsed = DAY_S.saturating_sub(reset_s.1) as f64;
+    let allowed = per_s * elapsed + per_s * 3600.0;
+    let ahead = usage.1 as f64 - allowed;
+    (ahead > 0.0 && per_s > 0.0).then(|| {
+        (
+            Duration::from_secs_f64((ahead / per_s).min(DAY_S as f64)),
+            BulkHold::Paced,
+        )
+    })
 }
 
 /// A block in force, in wall-clock time: what a restart must not forget (a process that
@@ -129,6 +197,8 @@ pub struct Client {
     shutdown: tokio_util::sync::CancellationToken,
     /// The block in force, published whenever it moves later (see [`Client::blocks`]).
     blocks: Arc<tokio::sync::watch::Sender<Option<SavedBlock>>>,
+    /// Whose requests these are (see [`Client::bulk`]).
+    lane: Lane,
 }
 
 impl std::fmt::Debug for Client {
@@ -163,7 +233,19 @@ impl Client {
             patience: None,
             shutdown: tokio_util::sync::CancellationToken::new(),
             blocks: Arc::new(tokio::sync::watch::Sender::new(None)),
+            lane: Lane::Shared,
         })
+    }
+
+    /// The same client for a backlog (the webhook fetches): its requests stop short of the
+    /// share of each window kept for the others ([`KEPT_FROM_BULK`]) and are spread over the
+    /// day, so a backlog of any size can neither take the auditor's share nor spend the
+    /// day's budget in its first hours.
+    pub fn bulk(&self) -> Client {
+        Client {
+            lane: Lane::Bulk,
+            ..self.clone()
+        }
     }
 
     /// The block in force, each time it is set or moved later: what the daemon keeps in its
@@ -445,7 +527,12 @@ impl Client {
     async fn wait_for_window(&self, method: &Method, url: &str) -> Result<(), ApiError> {
         let (until, by) = {
             let r = self.rate();
-            (r.blocked_until, r.blocked_by)
+            let bulk = r.bulk_blocked_until.filter(|_| self.lane == Lane::Bulk);
+            match (r.blocked_until, bulk) {
+                (Some(a), Some(b)) if b > a => (Some(b), r.blocked_by.or(Some(Window::Daily))),
+                (None, Some(b)) => (Some(b), Some(Window::Daily)),
+                (a, _) => (a, r.blocked_by),
+            }
         };
         let Some(t) = until.filter(|t| *t > Instant::now()) else {
             return Ok(());
@@ -559,6 +646,15 @@ impl Client {
                 r.block(now.checked_add(wait).unwrap_or(now), window);
                 self.publish_block(&r);
             }
+            let now = Instant::now();
+            let bulk = bulk_wait(
+                (u_short, u_long),
+                (l_short, l_long),
+                (r_short.min(MAX_RESET_S), r_long.min(MAX_RESET_S)),
+                self.policy.reserve,
+            );
+            r.bulk_blocked_until = bulk.map(|(w, _)| now.checked_add(w).unwrap_or(now));
+            r.bulk_held_by = bulk.map(|(_, why)| why);
         }
     }
 
@@ -605,6 +701,32 @@ pub fn parse_pair(s: &str) -> Option<(u64, u64)> {
 
 #[cfg(test)]
 mod tests {
+
+    /// The bulk lane stops at its part of a window (a tenth kept for the others, and the
+    /// reserve), and spreads its daily part evenly with an hour's worth ahead.
+    #[test]
+    fn the_bulk_lane_leaves_a_share_and_spreads_over_the_day() {
+        // Limits 100 / 10,000: parts 90 − 5 = 85 and 9,000 − 5 = 8,995.
+        let limit = (100, 10_000);
+        let fresh = (900, 86_400);
+        assert_eq!(bulk_wait((10, 10), limit, fresh, 5), None);
+        assert_eq!(
+            bulk_wait((85, 85), limit, (300, 86_000), 5),
+            Some((Duration::from_secs(300), BulkHold::Share(Window::Short)))
+        );
+        assert_eq!(
+            bulk_wait((1, 8_995), limit, (300, 7_200), 5),
+            Some((Duration::from_secs(7_200), BulkHold::Share(Window::Daily)))
+        );
+        // At the start of the day an hour's worth (~375) may go at once; more is paced.
+        assert_eq!(bulk_wait((50, 370), limit, fresh, 5), None);
+        let (wait, why) = bulk_wait((50, 475), limit, fresh, 5).unwrap();
+        assert_eq!(why, BulkHold::Paced);
+        let per_s = 8_995.0 / 86_400.0;
+        assert!((wait.as_secs_f64() - (475.0 - 3_600.0 * per_s) / per_s).abs() < 1.0);
+        // Half a day in, half the daily part (plus the hour) has been earned.
+        assert_eq!(bulk_wait((50, 4_800), limit, (900, 43_200), 5), None);
+    }
     use super::*;
 
     /// A client of Polar's real AccessLink (nothing is sent).

@@ -216,9 +216,11 @@ pub async fn start_with_seed(
         fetches: Default::default(),
         outbox: notifier.outbox().clone(),
     };
+    // The fetches are the bulk lane: a backlog leaves the auditor its share and is spread
+    // over the day.
     let fetcher = Fetcher::new(
         store.clone(),
-        client.clone(),
+        Arc::new(client.bulk()),
         queues.fetches.clone(),
         liveness.clone(),
     );
