@@ -226,34 +226,40 @@ pub struct FetchBacklogStatus {
 }
 
 impl FetchBacklogStatus {
-    /// [`FetchBacklogStatus::drain_seconds`] at the rate limit `rate` reports.
+    /// [`FetchBacklogStatus::drain_seconds`] at the rate limit `rate` reports, as the fetches
+    /// (the client's bulk lane) may go: their part of the short window, then whole short
+    /// windows; their part of the daily window spread evenly over the day (an hour's worth
+    /// ahead); beyond today's part, whole days after the daily window resets.
     pub fn drain_at(&self, rate: &RateLimitStatus, reserve: u64) -> Option<f64> {
+        use crate::accesslink::client::{DAY_S, bulk_part};
         if self.jobs == 0 {
             return Some(0.0);
         }
-        let (usage, limit) = (rate.usage?, rate.limit?);
+        let (usage, limit, resets) = (rate.usage?, rate.limit?, rate.resets_at?);
         let now = Utc::now();
-        let reset = |at: DateTime<Utc>| (at - now).num_milliseconds().max(0) as f64 / 1000.0;
-        let resets = rate.resets_at?;
-        let kept = |limit: u64| crate::accesslink::client::reserve_for(reserve, limit);
-        let (short_left, long_left) = (
-            limit.short.saturating_sub(usage.short + kept(limit.short)),
-            limit.long.saturating_sub(usage.long + kept(limit.long)),
+        let secs = |at: DateTime<Utc>| (at - now).num_milliseconds().max(0) as f64 / 1000.0;
+        let (part_short, part_long) = (
+            bulk_part(limit.short, reserve),
+            bulk_part(limit.long, reserve),
         );
         let n = self.jobs;
-        let per_short = limit.short.saturating_sub(kept(limit.short)).max(1) as f64;
-        let per_long = limit.long.saturating_sub(kept(limit.long)).max(1) as f64;
-        Some(if n <= long_left {
-            // Within today's budget: the short window is what paces it.
-            match n.checked_sub(short_left) {
-                None | Some(0) => 0.0,
-                Some(more) => reset(resets.short) + (more as f64 / per_short).floor() * 900.0,
+        let today_left = part_long.saturating_sub(usage.long);
+        if n > today_left {
+            let more = (n - today_left) as f64;
+            return Some(
+                secs(resets.long) + (more / part_long.max(1) as f64).floor() * DAY_S as f64,
+            );
+        }
+        let short = match n.checked_sub(part_short.saturating_sub(usage.short)) {
+            None | Some(0) => 0.0,
+            Some(more) => {
+                secs(resets.short) + (more as f64 / part_short.max(1) as f64).floor() * 900.0
             }
-        } else {
-            // Beyond today's budget: a day's worth per daily window after this one resets.
-            let more = (n - long_left) as f64;
-            reset(resets.long) + (more / per_long).floor() * 86_400.0
-        })
+        };
+        let per_s = part_long as f64 / DAY_S as f64;
+        let elapsed = DAY_S as f64 - secs(resets.long).min(DAY_S as f64);
+        let paced = ((usage.long + n) as f64 / per_s - 3600.0 - elapsed).max(0.0);
+        Some(short.max(paced))
     }
 }
 
@@ -542,13 +548,32 @@ mod tests {
         };
         let about = |got: f64, want: f64| assert!((got - want).abs() < 2.0, "{got} vs {want}");
         assert_eq!(drain(0), 0.0);
-        // 85 left in this short window (100 − 10 used − 5 kept back), 895 today.
-        assert_eq!(drain(85), 0.0);
-        about(drain(86), 300.0);
-        about(drain(85 + 95 + 1), 300.0 + 900.0);
-        // Beyond today's 895: the daily window resets in 2 h, then 995 a day.
-        about(drain(895 + 1), 7200.0);
-        about(drain(895 + 995 + 1), 7200.0 + 86_400.0);
+        // The fetches' parts: 100 − 10 − 5 = 85 of the short window (75 left), 1000 − 100 − 5
+        // = 895 of the day (795 left). The day is 22 h in, so its even spread (plus an hour)
+        // allows all of it: the short window paces.
+        assert_eq!(drain(75), 0.0);
+        about(drain(76), 300.0);
+        about(drain(75 + 85 + 1), 300.0 + 900.0);
+        // Beyond today's part: the daily window resets in 2 h, then 895 a day.
+        about(drain(795 + 1), 7200.0);
+        about(drain(795 + 895 + 1), 7200.0 + 86_400.0);
+        // Early in a day, the even spread is what paces: at 100 used with the day 1 h in,
+        // 100 more are due once 200 + … are earned.
+        let early = RateLimitStatus {
+            resets_at: Some(Windows {
+                short: now + chrono::Duration::seconds(300),
+                long: now + chrono::Duration::seconds(82_800),
+            }),
+            ..rate.clone()
+        };
+        let b = FetchBacklogStatus {
+            jobs: 300,
+            ..FetchBacklogStatus::default()
+        };
+        let per_s = 895.0 / 86_400.0;
+        let want = (100.0 + 300.0) / per_s - 3600.0 - 3600.0;
+        let got = b.drain_at(&early, 5).unwrap();
+        assert!((got - want).abs() < 5.0, "{got} vs {want}");
         let unknown = FetchBacklogStatus {
             jobs: 5,
             ..FetchBacklogStatus::default()

@@ -113,7 +113,7 @@ pub enum BulkHold {
 pub const KEPT_FROM_BULK: u64 = 10;
 
 /// The length of AccessLink's long window: the bulk lane spreads its part of it evenly.
-const DAY_S: u64 = 24 * 3600;
+pub const DAY_S: u64 = 24 * 3600;
 
 /// Which requests a client's are: bulk (a backlog that may use every request it is allowed)
 /// or the rest.
@@ -121,6 +121,13 @@ const DAY_S: u64 = 24 * 3600;
 enum Lane {
     Shared,
     Bulk,
+}
+
+/// The part of a window of `limit` requests the bulk lane may use: all but the share kept for
+/// the others and the reserve.
+pub fn bulk_part(limit: u64, reserve: u64) -> u64 {
+    let part = limit - limit.div_ceil(KEPT_FROM_BULK);
+    part.saturating_sub(reserve_for(reserve, limit))
 }
 
 /// How long the bulk lane must wait, from what a response reported: at its share's ceiling of
@@ -132,10 +139,7 @@ pub fn bulk_wait(
     reset_s: (u64, u64),
     reserve: u64,
 ) -> Option<(Duration, BulkHold)> {
-    let part = |limit: u64| {
-        let part = limit - limit.div_ceil(KEPT_FROM_BULK);
-        part.saturating_sub(reserve_for(reserve, limit))
-    };
+    let part = |limit: u64| bulk_part(limit, reserve);
     let (daily, short) = (part(limit.1), part(limit.0));
     if usage.1 >= daily {
         return Some((
