@@ -41,7 +41,6 @@ json.dump({
   "store": {"path": "$OUT/store"},
 }, open(sys.argv[1], "w"))
 PY
-python3 -c "import json,sys; import tomllib" 2>/dev/null || true
 python3 - "$OUT/config.json" "$OUT/config.toml" <<'PY'
 import json, sys
 def toml(d, prefix=""):
@@ -56,6 +55,7 @@ def toml(d, prefix=""):
     return text
 open(sys.argv[2], "w").write(toml(json.load(open(sys.argv[1]))))
 PY
+chmod 600 "$OUT/config.toml" "$OUT/config.json"
 until curl -sf "$SIM/sim/users" >/dev/null; do sleep 0.2; done
 RUST_LOG=warn,hookrace=info "$BIN" run -c "$OUT/config.toml" > "$OUT/daemon.out" 2> "$OUT/daemon.log" &
 DAEMON_PID=$!
@@ -63,7 +63,12 @@ until curl -sf "http://127.0.0.1:$ADMIN_PORT/livez" >/dev/null; do sleep 0.2; do
 # Every simulator user connects through the OAuth flow, as a person would in a browser.
 for uid in $(curl -s "$SIM/sim/users" | python3 -c 'import json,sys; print(" ".join(str(u["user_id"]) for u in json.load(sys.stdin)))'); do
   jar=$(mktemp)
-  loc=$(curl -s -c "$jar" -o /dev/null -w '%{redirect_url}' "http://127.0.0.1:$HOOK_PORT/oauth/connect")
+  # /oauth/connect answers 429 beyond 20 requests a second: a person is slower than this loop.
+  loc=
+  while [ -z "$loc" ]; do
+    loc=$(curl -s -c "$jar" -o /dev/null -w '%{redirect_url}' "http://127.0.0.1:$HOOK_PORT/oauth/connect")
+    [ -n "$loc" ] || sleep 0.2
+  done
   curl -s -b "$jar" -c "$jar" -L -o /dev/null "$loc&user_id=$uid"
   rm -f "$jar"
 done
