@@ -1831,3 +1831,58 @@ async fn putting_faults_changes_only_the_fields_given() {
     assert_eq!(faults["duplicate_rate"], 0.25, "{faults}");
     assert_eq!(put(json!({"drop_rat": 1.0})).await.unwrap().status(), 400);
 }
+
+/// Attack: a huge body (a 300 MB POST to `/sim/users` was read whole, 12.5 → 322 MB, and still
+/// created a user). Every route reads at most 64 KiB: more is answered 413, whether its length
+/// is declared or it streams in chunks, and nothing is created.
+#[tokio::test]
+async fn a_body_over_64_kib_is_refused_unread_on_every_route() {
+    let p = quiet(1).await;
+    let users = |p: &Polar| {
+        let (http, url) = (p.http.clone(), format!("{}/sim/users", p.base));
+        async move {
+            let v: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+            v.as_array().unwrap().len()
+        }
+    };
+    let before = users(&p).await;
+    let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(1024 * 1024));
+    let res = p
+        .http
+        .post(format!("{}/sim/users", p.base))
+        .header("content-type", "application/json")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // Chunked, with no length said: refused as it arrives.
+    let chunks: Vec<Result<String, std::io::Error>> = big
+        .as_bytes()
+        .chunks(16 * 1024)
+        .map(|c| Ok(String::from_utf8_lossy(c).into()))
+        .collect();
+    let res = p
+        .http
+        .post(format!("{}/sim/users", p.base))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await;
+    // The simulator may close the connection before the client has sent it all.
+    if let Ok(res) = res {
+        assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    assert_eq!(users(&p).await, before, "no user was created");
+    // A body within the limit still works.
+    let res = p
+        .http
+        .post(format!("{}/sim/users", p.base))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+}

@@ -463,6 +463,55 @@ impl Sim {
     }
 }
 
+/// The largest request body the simulator reads (every route's bodies are small JSON): a
+/// larger one is answered 413 without being read whole (a 300 MB POST was read into memory, and
+/// still created a user).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The request body, read up to [`MAX_BODY`]; 413 beyond it (by its `Content-Length`, or as
+/// it arrives).
+async fn capped_body(
+    headers: &HeaderMap,
+    body: impl futures_util::Stream<Item = Result<impl bytes::Buf, warp::Error>>,
+) -> Result<bytes::Bytes, SimResponse> {
+    use futures_util::StreamExt;
+    let too_large = || {
+        SimResponse::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PayloadTooLarge",
+            &format!("the simulator reads request bodies of up to {MAX_BODY} bytes"),
+        )
+    };
+    let declared = headers
+        .get(warp::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_large());
+    }
+    let mut out = bytes::BytesMut::new();
+    let mut body = std::pin::pin!(body);
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|e| {
+            SimResponse::error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!("reading the body: {e}"),
+            )
+        })?;
+        if out.len() + chunk.remaining() > MAX_BODY {
+            return Err(too_large());
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            out.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(out.freeze())
+}
+
 /// The warp filter that turns every HTTP request into a [`SimRequest`] for [`Sim::handle`].
 pub(super) fn filter(
     sim: Arc<Sim>,
@@ -472,15 +521,19 @@ pub(super) fn filter(
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
-        .and(warp::body::bytes())
+        .and(warp::body::stream())
         .and_then(
             move |method: Method,
                   path: warp::path::FullPath,
                   query: String,
                   headers: HeaderMap,
-                  body: bytes::Bytes| {
+                  body| {
                 let sim = sim.clone();
                 async move {
+                    let body = match capped_body(&headers, body).await {
+                        Ok(body) => body,
+                        Err(refused) => return Ok(to_http(refused)),
+                    };
                     let resp = sim
                         .handle(SimRequest {
                             method,
