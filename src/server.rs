@@ -36,19 +36,67 @@ pub struct Limits {
     pub write_stall: Duration,
     /// How long open requests may run on once shutdown begins; then they are closed.
     pub grace: Duration,
+    /// The most connections one peer address may hold open (`None`: no cap but the
+    /// listener's): one machine on a shared network cannot take every slot.
+    pub per_peer: Option<usize>,
 }
 
 /// The longest a connection's write may wait for its reader, unless a listener says otherwise.
 pub const WRITE_STALL: Duration = Duration::from_secs(30);
 
+/// The connections one peer may hold on a local server (a class's simulator).
+pub const PER_PEER: usize = 256;
+
+/// The connections each peer address holds open, for [`Limits::per_peer`].
+#[derive(Debug, Default)]
+struct Peers(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One of a peer's connections, counted until it closes.
+struct PeerSlot {
+    peers: Arc<Peers>,
+    ip: std::net::IpAddr,
+}
+
+impl Peers {
+    /// A slot for a new connection from `ip`, unless it holds `cap` already.
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr, cap: usize) -> Option<PeerSlot> {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = held.entry(ip).or_insert(0);
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            peers: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut held = self.peers.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.ip);
+            }
+        }
+    }
+}
+
 impl Limits {
-    /// For the local servers (the simulator, the demo's app): pooled client connections idle
-    /// up to 90 s (reqwest's default) and must not be closed under a request being sent.
+    /// For the local servers (the simulator, the demo's app), which a class shares: a
+    /// connection must send its headers within 10 s and may idle that long between requests
+    /// (hookrace's own clients drop pooled connections after 5 s, before it), and one peer may
+    /// hold at most [`PER_PEER`] of them. Before, 4,200 idle sockets from one machine held
+    /// every slot for the 600 s the timeout then was.
     pub fn local() -> Limits {
         Limits {
-            header_timeout: Duration::from_secs(600),
+            header_timeout: Duration::from_secs(10),
             write_stall: WRITE_STALL,
             grace: Duration::from_secs(10),
+            per_peer: Some(PER_PEER),
         }
     }
 }
@@ -232,6 +280,8 @@ pub async fn serve<F>(
     // then (graceful shutdown only ends connections that are serving HTTP).
     let closing = tokio_util::sync::CancellationToken::new();
     let slots = Arc::new(Semaphore::new(gauge.max));
+    let peers = Arc::new(Peers::default());
+    let mut refused_logged = false;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         while connections.try_join_next().is_some() {} // reap the connections that ended
@@ -239,9 +289,9 @@ pub async fn serve<F>(
         let Some(slot) = free_slot(&slots, &gauge, shutdown.as_mut()).await else {
             break;
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors, typically: wait for some to close.
                     tracing::error!(listener = gauge.name, error = %e, "accept failed");
@@ -251,6 +301,25 @@ pub async fn serve<F>(
             },
             _ = &mut shutdown => break,
         };
+        let peer_slot = match limits.per_peer {
+            None => None,
+            Some(cap) => match peers.take(peer.ip(), cap) {
+                Some(slot) => Some(slot),
+                None => {
+                    if !refused_logged {
+                        tracing::warn!(
+                            listener = gauge.name,
+                            peer = %peer.ip(),
+                            cap,
+                            "a peer holds its share of connections: more from it are closed"
+                        );
+                        refused_logged = true;
+                    }
+                    drop(stream);
+                    continue;
+                }
+            },
+        };
         let filter = filter.clone();
         let limits_of_connection = (limits.header_timeout, limits.write_stall);
         let watcher = graceful.watcher();
@@ -258,6 +327,7 @@ pub async fn serve<F>(
         let closing = closing.clone();
         connections.spawn(async move {
             let _open = open;
+            let _peer = peer_slot;
             serve_connection(stream, filter, limits_of_connection, watcher, closing).await;
         });
     }

@@ -1886,3 +1886,42 @@ async fn a_body_over_64_kib_is_refused_unread_on_every_route() {
         .unwrap();
     assert!(res.status().is_success(), "{}", res.status());
 }
+
+/// Attack: idle sockets from one machine (4,200 against the cap of 4,096, with a 600 s header
+/// timeout, locked a whole class out of the scoreboard for 10 minutes). One peer holds at most
+/// 256 connections: its next one is closed at once, while another machine is served; and an
+/// idle connection is closed after 10 s, not 600.
+#[tokio::test]
+async fn one_peer_cannot_hold_the_simulators_connections() {
+    use tokio::io::AsyncReadExt;
+    let p = quiet(1).await;
+    let addr: std::net::SocketAddr = p.base.trim_start_matches("http://").parse().unwrap();
+    let connect_from = |ip: &'static str| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::new(ip.parse().unwrap(), 0))
+            .unwrap();
+        socket.connect(addr).await.unwrap()
+    };
+    let mut held = Vec::new();
+    for _ in 0..hookrace::server::PER_PEER {
+        held.push(connect_from("127.0.0.2").await);
+    }
+    let mut extra = connect_from("127.0.0.2").await;
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), extra.read(&mut byte))
+        .await
+        .expect("the peer's connection over its share is closed at once");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let other = hookrace::http::builder()
+        .local_address("127.0.0.3".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let res = other
+        .get(format!("{}/sim/users", p.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK, "another machine is served");
+    drop(held);
+}

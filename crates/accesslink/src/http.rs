@@ -20,7 +20,9 @@ pub fn builder() -> reqwest::ClientBuilder {
         // An error only says another provider was installed first, which serves as well.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
-    reqwest::Client::builder()
+    // A pooled connection idle for 5 s is dropped: the local servers (the simulator) close an
+    // idle one after 10 s, and a request must never be sent on one being closed.
+    reqwest::Client::builder().pool_idle_timeout(std::time::Duration::from_secs(5))
 }
 
 /// A client with reqwest's defaults (redirects followed, no timeout): for talking to a server
