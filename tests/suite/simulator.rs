@@ -1925,3 +1925,43 @@ async fn one_peer_cannot_hold_the_simulators_connections() {
     assert_eq!(res.status(), StatusCode::OK, "another machine is served");
     drop(held);
 }
+
+/// Attack: 1,000 requests with a 60 KB query each added 57 MB to the workbench log (capped at
+/// 10,000 entries: gigabytes). Requests nobody can act on (an unknown token on a path no
+/// delivery announced) are not logged, and a logged path is cut to 256 bytes.
+#[tokio::test]
+async fn the_workbench_log_stays_small_whatever_the_requests() {
+    let p = quiet(0).await;
+    let (user, token) = p.add_user().await;
+    let long = "q".repeat(60 * 1024);
+    for i in 0..200 {
+        let path = format!("/v3/exercises?junk={long}{i}");
+        p.bearer(reqwest::Method::GET, &path, "no-such-token").await;
+    }
+    p.bearer(
+        reqwest::Method::GET,
+        &format!("/v3/exercises?junk={long}"),
+        &token,
+    )
+    .await;
+    let log = p
+        .http
+        .get(format!("{}/sim/log", p.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(log.len() < 4096, "{} bytes", log.len());
+    let entries: Value = serde_json::from_str(&log).unwrap();
+    let requests: Vec<&Value> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["what"]["kind"] == "request" || e.to_string().contains("/v3/exercises"))
+        .collect();
+    assert_eq!(requests.len(), 1, "only the known user's request: {log}");
+    assert!(log.contains(&user.to_string()), "{log}");
+    assert!(log.contains('…'), "the path is cut: {log}");
+}

@@ -494,6 +494,13 @@ impl Sim {
         let mut s = self.lock();
         let token_user = s.tokens.get(token).copied();
         let announced = s.log.announced(&path);
+        // Only what someone can act on: a known user's token, or a URL a delivery announced
+        // (a receiver fetching it with the wrong token). Anything else (random tokens on random
+        // paths) would only fill the log.
+        if token_user.is_none() && announced.is_none() {
+            return;
+        }
+        let path = cut(path, LOGGED_PATH_MAX);
         let client = token_user
             .or(announced.map(|a| a.0))
             .map_or(0, |u| s.client_of(u));
@@ -509,6 +516,24 @@ impl Sim {
             },
         );
     }
+}
+
+/// The longest path (with its query) a log entry keeps: 1,000 requests with a 60 KB query each
+/// added 57 MB to the log before.
+pub const LOGGED_PATH_MAX: usize = 256;
+
+/// `s` cut to at most `max` bytes (on a character boundary), with `…` when cut.
+fn cut(mut s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push('…');
+    s
 }
 
 /// The delivery delay of a one-shot fault, or the configured range's draw.
