@@ -96,3 +96,30 @@ mod redaction_tests {
         assert_eq!(super::redacted("not a url"), "(a URL that does not parse)");
     }
 }
+
+/// The body of `res`, read up to `max` bytes: a server that sends more (an endless answer, or
+/// something that is not the server it was taken for) is an error naming the cap, not memory
+/// filled until the process dies.
+pub async fn read_capped(
+    res: reqwest::Response,
+    max: usize,
+    what: &str,
+) -> anyhow::Result<bytes::Bytes> {
+    use futures_util::StreamExt;
+    let url = res.url().clone();
+    if res.content_length().is_some_and(|n| n > max as u64) {
+        anyhow::bail!(
+            "{what}: {url} says its answer is over {max} bytes, more than hookrace reads"
+        );
+    }
+    let mut body = res.bytes_stream();
+    let mut out = bytes::BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.with_context(|| format!("{what}: reading the answer of {url}"))?;
+        if out.len() + chunk.len() > max {
+            anyhow::bail!("{what}: {url} sent more than {max} bytes, more than hookrace reads");
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}

@@ -820,3 +820,59 @@ async fn the_simulator_commands_speak_json_and_exit_by_one_grammar() {
     let out = run(args(&["sim", "log", "--format", "yaml"])).await;
     assert_eq!(out.status.code(), Some(64), "{out:?}");
 }
+
+/// Attack: a "simulator" that answers without end (`sim log --sim` read 6.4 GB, `sim trigger`
+/// 8.6 GB in 25 s). Each command reads at most its cap and says which one ran out.
+#[tokio::test]
+async fn the_simulator_commands_read_at_most_their_cap() {
+    use futures_util::StreamExt;
+    use warp::Filter;
+    let endless = warp::any()
+        .map(|| {
+            let chunk = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
+            let forever = futures_util::stream::repeat(chunk).map(Ok::<_, std::io::Error>);
+            warp::reply::Reply::into_response(warp::reply::stream(forever))
+        })
+        .boxed();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    tokio::spawn(hookrace::server::serve_local(
+        listener,
+        "endless",
+        16,
+        endless,
+        stop.cancelled_owned(),
+    ));
+    let err = tokio::time::timeout(
+        Duration::from_secs(20),
+        workbench::trigger(&trigger_args(&base, "EXERCISE"), &mut Vec::new()),
+    )
+    .await
+    .expect("the trigger gives up at its cap")
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("more than 1048576 bytes"),
+        "{err:#}"
+    );
+    for follow in [false, true] {
+        let args = LogArgs {
+            follow,
+            json: false,
+            format: DataFormat::Table,
+            sim: base.clone(),
+        };
+        let err = tokio::time::timeout(
+            Duration::from_secs(20),
+            workbench::log(&args, &mut Vec::new()),
+        )
+        .await
+        .expect("the log gives up at its cap")
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("more than"),
+            "{follow}: {err:#}"
+        );
+    }
+}

@@ -76,6 +76,13 @@ pub struct LogArgs {
     pub sim: String,
 }
 
+/// The most a command reads of one answer of the simulator (a trigger's answer, one line of
+/// the log's event stream), and of the whole log: a server that sends more is not the
+/// simulator, and reading it whole filled gigabytes (`sim trigger`: 8.6 GB in 25 s).
+pub const ANSWER_MAX: usize = 1024 * 1024;
+/// The whole log (at most 10,000 entries of a few hundred bytes each).
+pub const LOG_MAX: usize = 64 * 1024 * 1024;
+
 /// The simulator's base URL from `--sim` (`127.0.0.1:7070` or a URL).
 pub fn sim_base(sim: &str) -> String {
     let sim = sim.trim_end_matches('/');
@@ -104,14 +111,15 @@ pub async fn trigger(args: &TriggerArgs, out: &mut (dyn Write + Send)) -> anyhow
         .await
         .map_err(|e| unreachable(&base, e))?;
     let status = res.status();
+    let body = crate::http::read_capped(res, ANSWER_MAX, "sim trigger").await?;
     if !status.is_success() {
-        let text = res.text().await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&body);
         bail!(
             "the simulator at {base} refused ({status}): {}",
             text.trim()
         );
     }
-    let v: Value = res.json().await.context("reading the simulator's answer")?;
+    let v: Value = serde_json::from_slice(&body).context("reading the simulator's answer")?;
     if args.format == DataFormat::Json {
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return triggered(&v, &args.event);
@@ -227,16 +235,16 @@ pub async fn log(args: &LogArgs, out: &mut (dyn Write + Send)) -> anyhow::Result
     };
     if !args.follow {
         let http = crate::http::client(Duration::from_secs(30))?;
-        let entries: Vec<LogEntry> = http
+        let res = http
             .get(format!("{base}/sim/log"))
             .send()
             .await
             .map_err(|e| unreachable(&base, e))?
             .error_for_status()
-            .with_context(|| format!("reading {base}/sim/log"))?
-            .json()
-            .await
             .with_context(|| format!("reading {base}/sim/log"))?;
+        let body = crate::http::read_capped(res, LOG_MAX, "sim log").await?;
+        let entries: Vec<LogEntry> =
+            serde_json::from_slice(&body).with_context(|| format!("reading {base}/sim/log"))?;
         if json {
             writeln!(out, "{}", serde_json::to_string_pretty(&entries)?)?;
         } else {
@@ -263,6 +271,12 @@ pub async fn log(args: &LogArgs, out: &mut (dyn Write + Send)) -> anyhow::Result
     while let Some(chunk) = body.next().await {
         let chunk = chunk.with_context(|| format!("following {base}/sim/log/events"))?;
         pending.push_str(&String::from_utf8_lossy(&chunk));
+        if pending.len() > ANSWER_MAX && !pending.contains('\n') {
+            bail!(
+                "following {base}/sim/log/events: a line longer than {ANSWER_MAX} bytes, more \
+                 than hookrace reads (is that a hookrace simulator?)"
+            );
+        }
         while let Some(end) = pending.find('\n') {
             let line: String = pending.drain(..=end).collect();
             if let Some(data) = line.trim_end().strip_prefix("data:") {

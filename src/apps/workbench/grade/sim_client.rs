@@ -53,7 +53,8 @@ impl SimClient {
             )
         })?;
         let status = res.status();
-        let text = res.text().await.unwrap_or_default();
+        let body = crate::http::read_capped(res, super::super::LOG_MAX, what).await?;
+        let text = String::from_utf8_lossy(&body);
         if !status.is_success() {
             bail!("{what}: the simulator answered {status}: {}", text.trim());
         }
@@ -126,7 +127,10 @@ impl SimClient {
             return Ok(Ok(()));
         }
         let status = res.status();
-        let body = res.text().await.unwrap_or_default();
+        let body =
+            crate::http::read_capped(res, super::super::ANSWER_MAX, "registering the webhook")
+                .await?;
+        let body = String::from_utf8_lossy(&body);
         Ok(Err(format!("{status}: {}", body.trim())))
     }
 
