@@ -81,22 +81,6 @@ impl Admin {
     }
 }
 
-#[cfg(test)]
-mod redaction_tests {
-    #[test]
-    fn credentials_in_a_url_are_never_shown() {
-        assert_eq!(
-            super::redacted("https://app:hunter2@example.org/hook?key=s3cret&auth=x#frag"),
-            "https://***@example.org/hook?key=***&auth=***"
-        );
-        assert_eq!(
-            super::redacted("https://ntfy.sh/my-topic"),
-            "https://ntfy.sh/my-topic"
-        );
-        assert_eq!(super::redacted("not a url"), "(a URL that does not parse)");
-    }
-}
-
 /// The body of `res`, read up to `max` bytes: a server that sends more (an endless answer, or
 /// something that is not the server it was taken for) is an error naming the cap, not memory
 /// filled until the process dies.
@@ -122,4 +106,20 @@ pub async fn read_capped(
         out.extend_from_slice(&chunk);
     }
     Ok(out.freeze())
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    #[test]
+    fn credentials_in_a_url_are_never_shown() {
+        assert_eq!(
+            super::redacted("https://app:hunter2@example.org/hook?key=s3cret&auth=x#frag"),
+            "https://***@example.org/hook?key=***&auth=***"
+        );
+        assert_eq!(
+            super::redacted("https://ntfy.sh/my-topic"),
+            "https://ntfy.sh/my-topic"
+        );
+        assert_eq!(super::redacted("not a url"), "(a URL that does not parse)");
+    }
 }
