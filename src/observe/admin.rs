@@ -228,6 +228,21 @@ fn admit(s: &AdminState, p: Presented) -> Result<(), warp::Rejection> {
             return Err(warp::reject::custom(WrongHost));
         }
     }
+    // A change asked by a page of another site: a browser sends the admin cookie along with a
+    // cross-site POST, so the token alone does not tell it from the operator's own page (before,
+    // `POST /notify/retry` from `Origin: http://evil.example` with the cookie got 200). A
+    // browser names the page's origin; it must be this listener's own host.
+    let changes = !(p.method == warp::http::Method::GET || p.method == warp::http::Method::HEAD);
+    if changes {
+        if let Some(origin) = &p.origin {
+            let site = origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"));
+            if site.is_none() || site != p.host.as_deref() {
+                return Err(warp::reject::custom(WrongHost));
+            }
+        }
+    }
     // A `+` of a base64 token pasted into a URL arrives as a space; a token has none (the
     // configuration refuses one), so it was a `+`.
     let from_query = p

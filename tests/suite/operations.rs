@@ -270,6 +270,26 @@ async fn the_admin_token_guards_every_admin_route() {
             .unwrap();
         assert_eq!(res.status(), 200, "{path}");
     }
+    // Attack: a page of another site posting with the operator's cookie (a browser sends it
+    // along): refused, while the operator's own page (same origin) and the CLI (no Origin) pass.
+    let retry = format!("{}/notify/retry", app.admin_base);
+    let own = app.admin_base.clone();
+    for (origin, expected) in [
+        (Some("http://evil.example"), 403),
+        (Some("null"), 403),
+        (Some(own.as_str()), 200),
+        (None, 200),
+    ] {
+        let mut req = app
+            .http
+            .post(&retry)
+            .header("cookie", "hookrace_token=a-long-admin-token-123");
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), expected, "Origin {origin:?}");
+    }
     // The orchestrator's probes answer without the token, and say nothing else.
     let res = app
         .http
