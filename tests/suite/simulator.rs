@@ -1965,3 +1965,73 @@ async fn the_workbench_log_stays_small_whatever_the_requests() {
     assert!(log.contains(&user.to_string()), "{log}");
     assert!(log.contains('…'), "the path is cut: {log}");
 }
+
+/// Attack: another site's page driving the simulator (a `text/plain` POST with a foreign
+/// `Origin` was accepted: any page a student opened could change the class's faults). A control
+/// change naming another origin is 403, one with a body type a page may send across sites
+/// without asking first is 415, and neither changes anything; the command line's JSON passes.
+#[tokio::test]
+async fn another_sites_page_cannot_drive_the_simulator() {
+    let p = quiet(1).await;
+    let users = || async {
+        let v: Value = p
+            .http
+            .get(format!("{}/sim/users", p.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v.as_array().unwrap().len()
+    };
+    let before = users().await;
+    let post = |content_type: &'static str, origin: Option<&'static str>| {
+        let mut req = p
+            .http
+            .post(format!("{}/sim/users", p.base))
+            .header("content-type", content_type)
+            .body("{}");
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        req.send()
+    };
+    let res = post("text/plain", Some("http://evil.example"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let res = post("application/json", Some("http://evil.example"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let res = post("text/plain", None).await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let res = p
+        .http
+        .put(format!("{}/sim/faults", p.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("drop_rate=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(users().await, before, "nothing was created");
+    // The simulator's own page (same origin) and the command line (JSON, no Origin) pass.
+    let own: &'static str = Box::leak(p.base.clone().into_boxed_str());
+    assert!(
+        post("application/json", Some(own))
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    assert!(
+        post("application/json", None)
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    assert_eq!(users().await, before + 2);
+}

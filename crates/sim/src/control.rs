@@ -11,6 +11,9 @@ use accesslink::identity::EventType;
 impl Sim {
     /// Routes a control request to its handler.
     pub(super) async fn control(&self, req: &SimRequest, rest: &str) -> SimResponse {
+        if let Some(refused) = cross_site(req) {
+            return refused;
+        }
         let m = &req.method;
         let segs: Vec<&str> = rest.split('/').collect();
         match segs.as_slice() {
@@ -255,4 +258,48 @@ pub async fn patch_faults(
         res.text().await.unwrap_or_default()
     );
     Ok(res.json().await?)
+}
+
+/// A change a page of another site could ask for, refused: a control request that is not a
+/// read and names another origin (403), or carries a body type a page may send across sites
+/// without asking first (`text/plain`, a form: 415). Before, a `text/plain` POST with a foreign
+/// `Origin` was accepted, so any page a student opened could drive the class's simulator.
+fn cross_site(req: &SimRequest) -> Option<SimResponse> {
+    if req.method == Method::GET || req.method == Method::HEAD {
+        return None;
+    }
+    let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(origin) = header("origin") {
+        let site = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        if site.is_none() || site != header("host") {
+            return Some(SimResponse::error(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "a control request from a page of another site",
+            ));
+        }
+    }
+    let simple = header("content-type").is_some_and(|t| {
+        let t = t
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+        ]
+        .contains(&t.as_str())
+    });
+    simple.then(|| {
+        SimResponse::error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            "control requests take application/json",
+        )
+    })
 }
