@@ -19,3 +19,18 @@ pub enum DataFormat {
     Table,
     Json,
 }
+
+/// Writes a file that holds secrets (a class's credentials, a receiver's tokens) readable by
+/// its owner only (0600), whatever the umask; an existing file is made 0600 too.
+pub fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(contents)
+}

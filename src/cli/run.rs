@@ -275,7 +275,7 @@ async fn run_sim(args: super::SimArgs, settings: crate::sim::SimSettings) -> any
             crate::sim::credentials_table(&running.sim.class_credentials(), &running.base_url);
         print!("{table}");
         if let Some(path) = &args.class_file {
-            std::fs::write(path, &table).with_context(|| {
+            crate::apps::write_private(path, table.as_bytes()).with_context(|| {
                 format!("writing the class's credentials to {}", path.display())
             })?;
             println!("  (also in {})", path.display());

@@ -665,3 +665,44 @@ fn every_command_has_an_example_that_parses() {
         }
     }
 }
+
+/// The class's credentials file (`sim --class N --class-file F`) holds every student's secret
+/// and tokens: it is its owner's only (0600), whatever the umask (it was written 0644).
+#[test]
+fn the_class_file_is_its_owners_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("class.txt");
+    let mut child = hookrace()
+        .args([
+            "sim",
+            "--class",
+            "2",
+            "--listen",
+            "127.0.0.1:0",
+            "--class-file",
+        ])
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !file.exists()
+        || std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .is_empty()
+    {
+        assert!(std::time::Instant::now() < deadline, "no class file");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(mode, 0o600);
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("student-01")
+    );
+}

@@ -392,6 +392,10 @@ async fn the_example_receiver_passes_every_rule() {
     );
     let xml = std::fs::read_to_string(junit).unwrap();
     assert!(xml.contains("failures=\"0\""), "{xml}");
+    // The receiver's secrets are its owner's only, whatever the umask.
+    use std::os::unix::fs::PermissionsExt;
+    let env = std::fs::metadata(dir.path().join("receiver.env")).unwrap();
+    assert_eq!(env.permissions().mode() & 0o777, 0o600);
 }
 
 /// A simulator for the trigger and log commands: no generator, one user.

@@ -176,7 +176,7 @@ pub async fn run(args: &CheckArgs, out: &mut (dyn Write + Send)) -> anyhow::Resu
     let sim = SimClient::connect(&base).await?;
     let fixture = sim.prepare(args).await?;
     if let Some(path) = &args.env_file {
-        std::fs::write(path, fixture.env())
+        crate::apps::write_private(path, fixture.env().as_bytes())
             .with_context(|| format!("writing the receiver's secrets to {}", path.display()))?;
     }
     if args.format == DataFormat::Table {
