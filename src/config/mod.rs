@@ -402,6 +402,8 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
                 .flatten()
         })
     })?;
+    cfg.warnings
+        .extend(exposed_secret_files(&|name| std::env::var(name).ok()));
     if let Some(p) = path {
         cfg.warnings
             .extend(exposed_secrets(p, &text, beside.as_deref()));
@@ -412,14 +414,36 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
 /// Secrets that others on the machine may read: the configuration file, when it holds a secret
 /// itself, and the secret files beside it (the credentials the unit hands over), when their mode
 /// lets the group or the world read them.
-fn exposed_secrets(config: &Path, text: &str, beside: Option<&Path>) -> Vec<String> {
+/// The mode of a file others may read (group or world), if it is one.
+fn loose(p: &Path) -> Option<u32> {
     use std::os::unix::fs::PermissionsExt;
-    let loose = |p: &Path| {
-        std::fs::metadata(p)
-            .ok()
-            .map(|m| m.permissions().mode() & 0o777)
-            .filter(|mode| mode & 0o044 != 0)
-    };
+    std::fs::metadata(p)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o777)
+        .filter(|mode| mode & 0o044 != 0)
+}
+
+/// The secret files the environment names (`HOOKRACE_CLIENT_SECRET_FILE`, …) that others can
+/// read, as warnings (check-config warned about the configuration file, not about these).
+fn exposed_secret_files(env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    [
+        "HOOKRACE_CLIENT_SECRET_FILE",
+        "HOOKRACE_WEBHOOK_SECRET_FILE",
+        "HOOKRACE_ADMIN_TOKEN_FILE",
+    ]
+    .into_iter()
+    .filter_map(|var| {
+        let path = PathBuf::from(env(var)?);
+        let mode = loose(&path)?;
+        Some(format!(
+            "the secret file {} ({var}) is readable by others (mode {mode:o}): chmod 600 it",
+            path.display()
+        ))
+    })
+    .collect()
+}
+
+fn exposed_secrets(config: &Path, text: &str, beside: Option<&Path>) -> Vec<String> {
     let mut warnings = Vec::new();
     let holds_secret = toml::from_str::<toml::Table>(text)
         .map(|t| holds_secret(&toml::Value::Table(t)))

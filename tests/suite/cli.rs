@@ -469,6 +469,23 @@ fn check_config_names_secrets_others_can_read_and_refuses_absurd_ceilings() {
     let (code, err) = check();
     assert_eq!(code, Some(0), "{err}");
     assert!(!err.contains("warning"), "{err}");
+    // A secret file the environment names, readable by others: named too (it was not).
+    let loose = dir.path().join("elsewhere").join("webhook_secret");
+    std::fs::create_dir(loose.parent().unwrap()).unwrap();
+    std::fs::write(&loose, "a-webhook-secret\n").unwrap();
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = bare(dir.path())
+        .args(["check-config", "-c"])
+        .arg(&config)
+        .env("HOOKRACE_WEBHOOK_SECRET_FILE", &loose)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("HOOKRACE_WEBHOOK_SECRET_FILE) is readable by others (mode 644)"),
+        "{err}"
+    );
     // Ceilings.
     write(
         &format!(
