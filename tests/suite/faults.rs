@@ -269,3 +269,50 @@ async fn a_spent_daily_window_is_honoured_across_a_restart() {
     // The waiting cycle ends with the daemon (its wait is cut short by the shutdown).
     cycle.await.unwrap();
 }
+
+/// Requests sent together never overshoot a window: the client counts the ones in flight
+/// against the limit, so thirty at once against a window of twelve wait for the next window
+/// instead of being answered 429 (before, the soak's eight fetches let go together after a
+/// wait drew three 429s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_never_overshoot_a_window() {
+    use hookrace::accesslink::client::{Auth, Client, Policy};
+    use hookrace::sim::{self, Faults, SimSettings};
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let polar = sim::start(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        SimSettings {
+            users: 0,
+            faults: Faults {
+                rate_limit: Some((12, 100_000)),
+                short_window_s: 2,
+                ..Faults::default()
+            },
+            ..SimSettings::default()
+        },
+        stop,
+        hookrace::server::serve_simulator,
+    )
+    .unwrap();
+    let client = Client::new(
+        &polar.base_url,
+        "hookrace-sim",
+        Some(hookrace::config::Secret::new("hookrace-sim-secret")),
+        Policy::default(),
+    )
+    .unwrap();
+    let url = client.url("/v3/notifications");
+    // The first answer says how large the window is.
+    client.get_json(&url, Auth::Basic, &|_| {}).await.unwrap();
+    let all = futures_util::future::join_all(
+        (0..30).map(|_| client.get_json(&url, Auth::Basic, &|_| {})),
+    );
+    let answers = tokio::time::timeout(std::time::Duration::from_secs(30), all)
+        .await
+        .expect("the windows pass");
+    for a in &answers {
+        assert!(a.is_ok(), "{a:?}");
+    }
+    assert_eq!(client.rate_state().answered_429, 0);
+}

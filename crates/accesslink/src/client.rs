@@ -96,6 +96,48 @@ pub struct RateState {
     pub bulk_blocked_until: Option<Instant>,
     /// Why the bulk lane waits.
     pub bulk_held_by: Option<BulkHold>,
+    /// Requests sent and not answered yet: the server may count them already, so a request
+    /// goes only while the usage last reported plus these stay short of the limit (before, eight
+    /// fetches let go together after a wait overshot a window nearly spent: 429s).
+    pub in_flight: u64,
+}
+
+impl RateState {
+    /// Whether one more request would reach a window's limit (less the reserve), counting the
+    /// requests in flight: the window to wait for, and until when.
+    fn admits(&self, reserve: u64) -> Option<(Instant, Window)> {
+        let ((us, ul), (ls, ll), (rs, rl)) = (self.usage?, self.limit?, self.resets_at?);
+        let now = Instant::now();
+        // A window that has reset since it was reported: a request still in flight may land in
+        // the new one, so one request at a time until an answer reports the new window.
+        if rs <= now || rl <= now {
+            let window = if rl <= now {
+                Window::Daily
+            } else {
+                Window::Short
+            };
+            return (self.in_flight > 0).then(|| (now + Duration::from_millis(50), window));
+        }
+        let full =
+            |used: u64, limit: u64| used + self.in_flight + reserve_for(reserve, limit) >= limit;
+        if full(ul, ll) {
+            return Some((rl, Window::Daily));
+        }
+        if full(us, ls) {
+            return Some((rs, Window::Short));
+        }
+        None
+    }
+}
+
+/// A request counted in flight until it is answered (or abandoned).
+struct InFlight<'a>(&'a Client);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut r = self.0.rate();
+        r.in_flight = r.in_flight.saturating_sub(1);
+    }
 }
 
 /// Why the bulk lane waits while the others may still go.
@@ -396,7 +438,7 @@ impl Client {
                     url: url.to_string(),
                 });
             }
-            self.wait_for_window(&method, url).await?;
+            let _in_flight = self.admitted(&method, url).await?;
             let mut req = self
                 .http
                 .request(method.clone(), target.clone())
@@ -526,6 +568,30 @@ impl Client {
         a.json(&Method::GET, url).map(Some)
     }
 
+    /// Waits until a request may go (no block in force, and room in both windows counting
+    /// the requests in flight), then counts it in flight.
+    async fn admitted(&self, method: &Method, url: &str) -> Result<InFlight<'_>, ApiError> {
+        loop {
+            self.wait_for_window(method, url).await?;
+            let mut r = self.rate();
+            match r.admits(self.policy.reserve) {
+                None => {
+                    r.in_flight += 1;
+                    return Ok(InFlight(self));
+                }
+                Some((until, window)) if until > Instant::now() => {
+                    r.block(until, window);
+                    self.publish_block(&r);
+                }
+                // The window resets now: its next answer reports it anew.
+                Some(_) => {
+                    r.in_flight += 1;
+                    return Ok(InFlight(self));
+                }
+            }
+        }
+    }
+
     /// Waits while a 429 or the reserve blocks requests; an interactive client fails instead
     /// when the wait is longer than its patience.
     async fn wait_for_window(&self, method: &Method, url: &str) -> Result<(), ApiError> {
@@ -618,17 +684,39 @@ impl Client {
             pair("ratelimit-reset"),
         );
         let mut r = self.rate();
-        if let Some((short, long)) = reset {
-            let now = Instant::now();
-            let at = |s: u64| now + Duration::from_secs(s.min(MAX_RESET_S));
-            r.resets_at = Some((at(short), at(long)));
-        }
-        if usage.is_some() {
-            r.usage = usage;
+        let now = Instant::now();
+        let at = |s: u64| now + Duration::from_secs(s.min(MAX_RESET_S));
+        match (usage, reset, r.usage, r.resets_at) {
+            // Answers of requests sent together arrive in any order: one of an older window
+            // must not lower the usage a newer answer reported (the next requests would then
+            // overshoot the new window).
+            (Some((us, ul)), Some((rs, rl)), Some((ous, oul)), Some((ors, orl))) => {
+                let (s_at, s_used) = newest((at(rs), us), (ors, ous));
+                let (l_at, l_used) = newest((at(rl), ul), (orl, oul));
+                r.resets_at = Some((s_at, l_at));
+                r.usage = Some((s_used, l_used));
+            }
+            _ => {
+                if let Some((short, long)) = reset {
+                    r.resets_at = Some((at(short), at(long)));
+                }
+                if usage.is_some() {
+                    r.usage = usage;
+                }
+            }
         }
         if limit.is_some() {
             r.limit = limit;
         }
+        // The merged report, for what follows.
+        let reset = r.resets_at.map(|(s, l)| {
+            let left = |t: Instant| {
+                let d = t.saturating_duration_since(now);
+                d.as_secs() + u64::from(d.subsec_nanos() > 0)
+            };
+            (left(s), left(l))
+        });
+        let usage = r.usage;
         // Slow down before the limit: with the short window nearly used up, wait for its reset.
         if let (Some((u_short, u_long)), Some((l_short, l_long)), Some((r_short, r_long))) =
             (usage, limit, reset)
@@ -677,6 +765,26 @@ impl Client {
                 wait
             }
         }
+    }
+}
+
+/// Of two reports of one window's usage, `(reset instant, used)`, the one to believe: a newer
+/// window's (its reset is later by more than the reports' rounding of a second); not an
+/// answer of an older window that arrived late (an earlier reset and a lower usage), but one
+/// whose earlier reset comes with a higher usage (the window was shortened); of the same
+/// window, the higher usage (usage only grows within a window).
+fn newest(reported: (Instant, u64), known: (Instant, u64)) -> (Instant, u64) {
+    let slack = Duration::from_secs(1);
+    if reported.0 > known.0 + slack {
+        reported
+    } else if reported.0 + slack < known.0 {
+        if reported.1 < known.1 {
+            known
+        } else {
+            reported
+        }
+    } else {
+        (reported.0.max(known.0), reported.1.max(known.1))
     }
 }
 
