@@ -1,5 +1,6 @@
 //! Polar's AccessLink API v3 as hookrace sees it: what a webhook delivery looks like and how it
-//! is signed, the entity identities built from it, and the HTTP client that talks to it. The
+//! is signed, the entity identities built from it, and the HTTP client that talks to it (with its
+//! model of the rate limit, [`rate`]). The
 //! daemon (receiving), the simulator (sending) and the receiver grader all use these definitions,
 //! so the sides cannot drift apart; they share no state, only these types and functions.
 //!
@@ -14,6 +15,7 @@ pub mod error;
 pub mod http;
 pub mod identity;
 pub mod payload;
+pub mod rate;
 pub mod retry;
 mod secret;
 pub mod signature;
