@@ -492,7 +492,9 @@ async fn watch(
     let started = tokio::time::Instant::now();
     let end = started + args.duration;
     let bar = progress_bar(args);
-    let mut last_line = started;
+    // Lines come every five seconds of the race, labelled by their own tick, so a slow status
+    // read delays one line but never shifts the ones after it.
+    let mut next_line = Duration::from_secs(5);
     let mut outage = args.outage;
     let sampling = args.format == Format::Html;
     let mut watched = Watched {
@@ -520,10 +522,12 @@ async fn watch(
         if let Some(bar) = &bar {
             bar.set_position(elapsed.as_secs().min(args.duration.as_secs()));
             bar.set_message(progress_line(&s));
-        } else if elapsed >= last_line.duration_since(started) + Duration::from_secs(5) {
+        } else if elapsed >= next_line {
             let mut out = for_person(human, out);
-            writeln!(out, "  {:>4}s  {}", elapsed.as_secs(), progress_line(&s))?;
-            last_line = tokio::time::Instant::now();
+            writeln!(out, "  {:>4}s  {}", next_line.as_secs(), progress_line(&s))?;
+            while next_line <= elapsed {
+                next_line += Duration::from_secs(5);
+            }
         }
     }
     if let Some(bar) = &bar {
