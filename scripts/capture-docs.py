@@ -11,8 +11,9 @@ printed it:
 
 This script runs each command once (the debug binary, built first) and writes its stdout into
 every block marked with it. `cargo test` (tests/suite/docs.rs) runs the same commands and fails
-when a block no longer matches what the command prints, up to what varies from run to run (the
-ports the demo binds, and the millisecond figures the network decides).
+when a block no longer matches what the command prints, up to what varies from run to run: the
+ports the demo binds, and (past its banner) the figures a real-time race measures, which are
+compared by place, since the machine's clock decides them.
 
     scripts/capture-docs.py            # regenerate every captured block
 """
