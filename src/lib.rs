@@ -17,6 +17,8 @@
 //! - [`operations`]: OAuth onboarding, webhook and user management, systemd.
 //! - [`store`]: sled records, de-duplication, cross-channel linking, the group commit; what
 //!   owners keep in it beside the records, as values it does not read.
+//! - [`trace`]: recorded traffic as a shareable file (the format, its checks, export from a
+//!   store), read by `whatif --trace`, `replay` and the simulator's replay.
 //! - [`credentials`]: the users' tokens and a saved webhook secret, kept in the store.
 //! - [`counter`]: the name of every count hookrace keeps (the store keeps them by name).
 //! - [`race`]: the measurement model: entities, first channel, latency statistics. No I/O
@@ -54,4 +56,5 @@ pub mod server;
 pub use sim;
 pub mod store;
 pub mod telemetry;
+pub mod trace;
 pub use accesslink::units;

@@ -169,6 +169,15 @@ pub enum Command {
         /// Where the backup goes: written beside it, checked, then renamed into place.
         file: PathBuf,
     },
+    /// Recorded traffic as a trace file: `trace export` writes a store's deliveries and
+    /// sightings as JSON lines (ids hashed unless kept), for `whatif --trace` and `replay`.
+    #[command(
+        after_help = "Example:\n  hookrace trace export --store race-data -o race.trace\n  hookrace trace export --store restored --since 2026-11-01 --until 2026-12-01 -o november.trace"
+    )]
+    Trace {
+        #[command(subcommand)]
+        command: TraceCommand,
+    },
     /// Make a new store in a new directory from a backup FILE (a store is never overwritten).
     #[command(
         after_help = "Example:\n  sudo hookrace restore /var/backups/hookrace-2026-12-07.bak --store /var/lib/hookrace/restored"
@@ -190,6 +199,16 @@ pub enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+}
+
+/// What `hookrace trace` does.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TraceCommand {
+    /// Write a store's traffic as a trace (JSON lines; the format is in docs/trace.md).
+    #[command(
+        after_help = "Example:\n  hookrace trace export --store race-data -o race.trace\n  hookrace trace export --store race-data --keep-ids | jq -c .first"
+    )]
+    Export(crate::apps::traffic::ExportArgs),
 }
 
 /// Options of `hookrace sim`.

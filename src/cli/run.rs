@@ -37,6 +37,7 @@ pub fn start_logging(cli: &Cli) {
         | Command::CheckReceiver(_)
         | Command::Backup { .. }
         | Command::Restore { .. }
+        | Command::Trace { .. }
         | Command::Sim(super::SimArgs {
             action: Some(_), ..
         }) => "warn",
@@ -85,6 +86,20 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Restore { file, store } => exit((|| {
             let c = crate::operations::backup::restore_command(&file, &store)?;
             println!("{}", copied("restored", &c, &store));
+            Ok(())
+        })()),
+        Command::Trace {
+            command: super::TraceCommand::Export(args),
+        } => exit((|| {
+            let exported = crate::apps::traffic::export_command(&args, &mut std::io::stdout())?;
+            if let Some(path) = &args.output {
+                eprintln!(
+                    "hookrace: {} entities of {} users written to {}",
+                    exported.entities,
+                    exported.users,
+                    path.display()
+                );
+            }
             Ok(())
         })()),
         Command::Completions { shell } => exit(completions(shell)),

@@ -94,6 +94,28 @@ fn one_delivery_writes_its_entity_raw_body_and_fetch_job_together() {
     );
 }
 
+/// A trace needs every delivery's time: the first sets the sighting, each later one (a
+/// duplicate, an update) is kept beside it, at most `LATER_DELIVERIES_KEPT`, counted all.
+#[test]
+fn later_deliveries_keep_their_arrival_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (d, body) = delivery("t1");
+    // Records keep microseconds.
+    let t0 = DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap();
+    let at = |s: i64| t0 + chrono::Duration::seconds(s);
+    for s in 0..40 {
+        store.record_delivery(&d, &body, at(s), true).unwrap();
+    }
+    let e = store.entity(&k("EXERCISE/7/t1")).unwrap().unwrap();
+    assert_eq!(e.webhook_at, Some(at(0)));
+    assert_eq!(e.webhook_deliveries, 40);
+    let kept: Vec<_> = (1..=crate::race::LATER_DELIVERIES_KEPT as i64)
+        .map(at)
+        .collect();
+    assert_eq!(e.later_deliveries_at, kept);
+}
+
 #[tokio::test]
 async fn a_duplicate_waits_for_a_commit_only_while_its_record_is_not_durable() {
     let dir = tempfile::tempdir().unwrap();

@@ -331,6 +331,9 @@ fn mark_delivered(
             body: body.take().unwrap_or_default(),
         });
     }
+    if !first {
+        e.note_later_delivery(received_at);
+    }
     e.webhook_deliveries = e.webhook_deliveries.saturating_add(1);
     e.key = EntityKey::stored(key.to_string());
     if fetch && rec.fetch.is_none() && e.fetch_state() == FetchState::NotFetched {

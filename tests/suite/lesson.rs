@@ -303,6 +303,8 @@ fn whatif_crosses_the_limit_for_one_user_and_not_for_ten_thousand() {
             days: 7.0,
             seed: 1,
             format: Format::Table,
+            trace: None,
+            mode: hookrace::config::PollMode::Transactions,
             svg: None,
         })
         .unwrap()

@@ -24,6 +24,7 @@ mod properties;
 mod race;
 mod safety_net;
 mod simulator;
+mod traffic;
 mod webhook;
 mod whatif;
 mod workbench;

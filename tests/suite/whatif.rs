@@ -61,6 +61,8 @@ async fn a_race_and_the_model_at_its_settings_agree() {
         seed: 1,
         format: Format::Json,
         svg: None,
+        trace: None,
+        mode: hookrace::config::PollMode::Transactions,
     })
     .unwrap();
     let row = &model.rows[0];
@@ -108,6 +110,8 @@ fn the_chart_is_an_svg_with_the_curve_the_points_and_the_limit() {
             days: 2.0,
             seed: 1,
             format: Format::Table,
+            trace: None,
+            mode: hookrace::config::PollMode::Transactions,
             svg: Some(path.clone()),
         },
         &mut out,

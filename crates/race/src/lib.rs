@@ -79,6 +79,14 @@ pub struct Entity {
     /// Valid deliveries received for it (more than one means duplicates).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub webhook_deliveries: u32,
+    /// When each valid delivery after the first arrived (a duplicate, or an update of the same
+    /// entity), oldest first and at most [`LATER_DELIVERIES_KEPT`]: a recorded trace's timing.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        with = "later_deliveries"
+    )]
+    pub later_deliveries_at: Vec<DateTime<Utc>>,
     /// Where the data is fetched from, as the delivery named it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
@@ -105,6 +113,31 @@ pub enum FetchState {
     Failed(String),
 }
 
+/// How many later deliveries' times an entity keeps (a record stays small whatever a sender
+/// repeats; the count, [`Entity::webhook_deliveries`], goes on).
+pub const LATER_DELIVERIES_KEPT: usize = 32;
+
+/// Later deliveries' times as microseconds since the epoch, like the record's other times.
+mod later_deliveries {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(times: &[DateTime<Utc>], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(times.iter().map(DateTime::timestamp_micros))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<DateTime<Utc>>, D::Error> {
+        let micros = Vec::<i64>::deserialize(d)?;
+        micros
+            .into_iter()
+            .map(|m| {
+                DateTime::from_timestamp_micros(m)
+                    .ok_or_else(|| serde::de::Error::custom(format!("time {m} out of range")))
+            })
+            .collect()
+    }
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
@@ -123,6 +156,7 @@ impl Entity {
             poll_at: None,
             notified_at: None,
             webhook_deliveries: 0,
+            later_deliveries_at: Vec::new(),
             url: None,
             fingerprint: None,
             fetched: false,
@@ -146,6 +180,13 @@ impl Entity {
         };
     }
 
+    /// Records a later delivery's arrival (see [`Entity::later_deliveries_at`]).
+    pub fn note_later_delivery(&mut self, at: DateTime<Utc>) {
+        if self.later_deliveries_at.len() < LATER_DELIVERIES_KEPT {
+            self.later_deliveries_at.push(at);
+        }
+    }
+
     /// Folds `other`, another record of the same entity, into this one.
     pub fn absorb(&mut self, other: &Entity) {
         let earliest = |a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>| match (a, b) {
@@ -164,6 +205,21 @@ impl Entity {
         self.webhook_deliveries = self
             .webhook_deliveries
             .saturating_add(other.webhook_deliveries);
+        // Both records' deliveries, the first of the later one included when this one's came
+        // earlier (it is then a later delivery of the whole entity).
+        let mut later: Vec<DateTime<Utc>> = self
+            .later_deliveries_at
+            .iter()
+            .chain(&other.later_deliveries_at)
+            .copied()
+            .chain([self.webhook_at, other.webhook_at].into_iter().flatten())
+            .collect();
+        later.sort();
+        later.dedup();
+        let first = earliest(self.webhook_at, other.webhook_at);
+        later.retain(|t| Some(*t) != first);
+        later.truncate(LATER_DELIVERIES_KEPT);
+        self.later_deliveries_at = later;
         self.data_available_at = self.data_available_at.or(other.data_available_at);
         self.webhook_timestamp = self.webhook_timestamp.or(other.webhook_timestamp);
         self.url = self.url.take().or(other.url.clone());

@@ -249,6 +249,7 @@ fn whatif(r: &Report) -> Option<String> {
         },
         poll_every,
         adaptive_max_every: None,
+        mode: s.poll_mode,
     })
     .ok()?;
     let measured = (

@@ -2,7 +2,8 @@
 //! poll interval (and for webhooks alone, and webhooks with the adaptive net) the model
 //! (`model.rs`: a seeded simulation in simulated time) gives the delay, the empty polls, the
 //! requests per day and whether Polar's limits hold, next to the closed forms; `--svg` draws the
-//! chart (`chart.rs`).
+//! chart (`chart.rs`). With `--trace FILE` the same rows come from recorded traffic instead
+//! (`trace.rs`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use anyhow::Context;
 
 pub mod chart;
 pub mod model;
+pub mod trace;
 
 pub use model::{Model, Row, Scenario, WhatIf};
 
@@ -27,8 +29,16 @@ pub struct WhatifArgs {
     #[arg(long, default_value_t = 3.0)]
     pub items_per_day: f64,
     /// The poll intervals to compare, comma-separated.
-    #[arg(long, default_value = "10s,30s,1m,5m,15m,1h", value_delimiter = ',', value_parser = humantime::parse_duration)]
+    #[arg(long, visible_alias = "every", default_value = "10s,30s,1m,5m,15m,1h", value_delimiter = ',', value_parser = humantime::parse_duration)]
     pub poll_every: Vec<Duration>,
+    /// Replay this trace (`hookrace trace export`) instead of modelling: its own users, items,
+    /// delays and lost deliveries, polled exactly as the schedules would have.
+    #[arg(long, conflicts_with_all = ["users", "items_per_day", "drop_rate", "webhook_delay", "days", "seed"])]
+    pub trace: Option<PathBuf>,
+    /// How polling reads AccessLink: transactions (the types it offers them for) or a list per
+    /// user (exercises only).
+    #[arg(long, value_enum, default_value_t = crate::config::PollMode::Transactions)]
+    pub mode: crate::config::PollMode,
     /// Share of webhook deliveries lost.
     #[arg(long, default_value_t = 0.02)]
     pub drop_rate: f64,
@@ -100,11 +110,24 @@ pub fn compute(args: &WhatifArgs) -> anyhow::Result<WhatIf> {
         days: args.days,
         seed: args.seed,
     };
+    let adaptive_max_every =
+        (args.strategy == crate::config::StrategyKind::Adaptive).then_some(args.max_every);
+    if let Some(path) = &args.trace {
+        let recorded = crate::trace::Trace::read_file(path)?;
+        let name = path.display().to_string();
+        return trace::run(
+            &recorded,
+            &name,
+            &args.poll_every,
+            args.mode,
+            adaptive_max_every,
+        );
+    }
     model::run(&Model {
         scenario,
         poll_every: args.poll_every.clone(),
-        adaptive_max_every: (args.strategy == crate::config::StrategyKind::Adaptive)
-            .then_some(args.max_every),
+        adaptive_max_every,
+        mode: args.mode,
     })
 }
 
@@ -230,14 +253,25 @@ fn aligned(header: &[String], rows: &[Vec<String>]) -> String {
 fn render(w: &WhatIf, markdown: bool) -> String {
     let s = &w.scenario;
     let mut out = String::new();
-    let title = format!(
-        "what if: {} user(s), {} new items per user per day, {:.0}% of deliveries lost, {} simulated day(s) (seed {})",
-        s.users,
-        s.items_per_user_day,
-        s.drop_rate * 100.0,
-        s.days,
-        s.seed
-    );
+    let title = match &w.trace {
+        Some(t) => format!(
+            "what if, on the trace {}: {} entities of {} user(s) over {}, {:.1}% never delivered, polled in {} mode",
+            t.name,
+            t.entities,
+            t.users,
+            humantime::format_duration(Duration::from_secs(crate::units::round_u64(t.span_s))),
+            s.drop_rate * 100.0,
+            t.mode.as_str()
+        ),
+        None => format!(
+            "what if: {} user(s), {} new items per user per day, {:.0}% of deliveries lost, {} simulated day(s) (seed {})",
+            s.users,
+            s.items_per_user_day,
+            s.drop_rate * 100.0,
+            s.days,
+            s.seed
+        ),
+    };
     let header = [
         "strategy",
         "mean delay (model / T/2)",

@@ -30,11 +30,16 @@ pub struct Model {
     /// The adaptive auditor's slowest interval, when it is modelled too (its fastest is the
     /// fastest of `poll_every`).
     pub adaptive_max_every: Option<Duration>,
+    /// How the poll reads AccessLink, so what a cycle costs.
+    pub mode: crate::config::PollMode,
 }
 
 /// The answer: the scenario and a row per strategy.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WhatIf {
+    /// The recorded traffic it ran on, instead of the scenario's Poisson process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<super::trace::TraceFacts>,
     pub scenario: Scenario,
     pub polar_limit_15m: u64,
     pub polar_limit_day: u64,
@@ -44,18 +49,27 @@ pub struct WhatIf {
 /// Runs `m`: a row per poll interval, the webhooks alone, and the adaptive net when asked.
 pub fn run(m: &Model) -> anyhow::Result<WhatIf> {
     let s = &m.scenario;
-    let mut rows: Vec<Row> = m.poll_every.iter().map(|every| fixed(s, *every)).collect();
-    rows.push(webhooks(s));
+    let mut a = arrivals(s);
+    if m.mode == crate::config::PollMode::List {
+        a.cost = PollCost::List { users: s.users };
+    }
+    let mut rows: Vec<Row> = m
+        .poll_every
+        .iter()
+        .map(|every| fixed_on(s, &a, *every))
+        .collect();
+    rows.push(webhooks_on(s, &a));
     if let Some(max_every) = m.adaptive_max_every {
         let fastest = m.poll_every.iter().min().copied().unwrap_or_default();
         anyhow::ensure!(
             max_every >= fastest,
             "--max-every must not be shorter than the fastest --poll-every"
         );
-        rows.push(adaptive(s, fastest, max_every));
+        rows.push(adaptive_on(s, &a, fastest, max_every));
     }
     let (short, day) = polar_limits(s.users);
     Ok(WhatIf {
+        trace: None,
         scenario: s.clone(),
         polar_limit_15m: short,
         polar_limit_day: day,
@@ -96,12 +110,16 @@ pub struct Row {
     pub empty_share: Option<f64>,
     /// Requests hookrace makes to Polar per day (polls and fetches).
     pub requests_per_day: f64,
+    /// Requests over the whole run (a trace's span, or the simulated days).
+    #[serde(default)]
+    pub requests: u64,
     /// Deliveries hookrace receives per day (not counted by Polar).
     pub received_per_day: f64,
     /// The most requests in any 15-minute window, and whether it or the day exceeds Polar's limit.
     pub peak_15m: u64,
     pub over_limit: bool,
-    /// Entities no channel of this strategy saw (webhooks alone lose the dropped ones).
+    /// Entities no channel of this strategy saw (webhooks alone lose the dropped ones; polling
+    /// misses the types its mode never reads).
     pub lost: u64,
     /// Of the entities webhooks lost, availability → poll sighting.
     pub catch_delay_ms: LatencyStats,
@@ -123,11 +141,26 @@ pub struct Theory {
     pub requests_per_day: f64,
 }
 
-/// The arrivals: (time s, user), sorted; and for each, its webhook's arrival (None: lost).
-struct Arrivals {
-    items: Vec<(f64, u64)>,
-    webhook_at: Vec<Option<f64>>,
-    horizon: f64,
+/// The arrivals: (time s, group), sorted, where a group is what one poll transaction covers (a
+/// user, or in a trace a user's data type); for each, its webhook's arrival (None: lost), whether
+/// the poll can see it at all, and the user it belongs to.
+pub(crate) struct Arrivals {
+    pub(crate) items: Vec<(f64, u64)>,
+    pub(crate) webhook_at: Vec<Option<f64>>,
+    pub(crate) pollable: Vec<bool>,
+    pub(crate) horizon: f64,
+    /// What a poll cycle costs.
+    pub(crate) cost: PollCost,
+}
+
+/// What a poll cycle spends, by hookrace's poll modes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PollCost {
+    /// `GET /v3/notifications`, then per group with new items a transaction: create, list, one
+    /// get per item, commit.
+    Transactions,
+    /// Per user a list of exercises, then one get per new exercise.
+    List { users: u64 },
 }
 
 fn arrivals(s: &Scenario) -> Arrivals {
@@ -161,9 +194,11 @@ fn arrivals(s: &Scenario) -> Arrivals {
         })
         .collect();
     Arrivals {
+        pollable: vec![true; items.len()],
         items,
         webhook_at,
         horizon,
+        cost: PollCost::Transactions,
     }
 }
 
@@ -230,14 +265,22 @@ fn poll(
         let mut by_user: BTreeMap<u64, u64> = BTreeMap::new();
         let mut found = Vec::new();
         while next < a.items.len() && a.items[next].0 <= t {
-            *by_user.entry(a.items[next].1).or_default() += 1;
-            run.seen_at[next] = Some(t);
-            found.push(next);
+            if a.pollable[next] {
+                *by_user.entry(a.items[next].1).or_default() += 1;
+                run.seen_at[next] = Some(t);
+                found.push(next);
+            }
             next += 1;
         }
         run.cycles += 1;
         run.empty += u64::from(found.is_empty());
-        spend.add(t, 1 + by_user.values().map(|n| 3 + n).sum::<u64>());
+        spend.add(
+            t,
+            match a.cost {
+                PollCost::Transactions => 1 + by_user.values().map(|n| 3 + n).sum::<u64>(),
+                PollCost::List { users } => users + found.len() as u64,
+            },
+        );
         t += next_interval(&found, t);
     }
     run
@@ -257,10 +300,14 @@ fn per_day(n: u64, horizon: f64) -> f64 {
 
 /// Fixed polling every `every`.
 pub fn fixed(s: &Scenario, every: Duration) -> Row {
-    let a = arrivals(s);
+    fixed_on(s, &arrivals(s), every)
+}
+
+/// Fixed polling every `every` over arrivals `a` (the closed forms from `s`).
+pub(crate) fn fixed_on(s: &Scenario, a: &Arrivals, every: Duration) -> Row {
     let mut spend = Spend::default();
     let t = every.as_secs_f64();
-    let run = poll(&a, &mut spend, |_, _| t);
+    let run = poll(a, &mut spend, |_, _| t);
     let delays = || {
         a.items
             .iter()
@@ -284,10 +331,13 @@ pub fn fixed(s: &Scenario, every: Duration) -> Row {
         delay_ms: stats(delays()),
         empty_share: (run.cycles > 0).then(|| run.empty as f64 / run.cycles as f64),
         requests_per_day: per_day_requests,
+        requests: spend.total,
         received_per_day: 0.0,
         peak_15m,
         over_limit,
-        lost: 0,
+        // What this mode never reads (a trace's types other than its own); an item after the
+        // last cycle is simply not polled yet.
+        lost: a.pollable.iter().filter(|p| !**p).count() as u64,
         catch_delay_ms: stats(lost_by_webhooks),
         theory: Some(Theory {
             mean_delay_ms: t * 500.0,
@@ -303,9 +353,13 @@ pub fn fixed(s: &Scenario, every: Duration) -> Row {
 
 /// Webhooks alone: each delivered item costs one fetch; a lost one is never seen.
 pub fn webhooks(s: &Scenario) -> Row {
-    let a = arrivals(s);
+    webhooks_on(s, &arrivals(s))
+}
+
+/// Webhooks alone over arrivals `a`.
+pub(crate) fn webhooks_on(s: &Scenario, a: &Arrivals) -> Row {
     let mut spend = Spend::default();
-    let received = spend.fetches(&a);
+    let received = spend.fetches(a);
     let (per_day_requests, peak_15m, over_limit) = spend.against_limits(s.users, a.horizon);
     Row {
         label: "webhooks alone".into(),
@@ -318,6 +372,7 @@ pub fn webhooks(s: &Scenario) -> Row {
         ),
         empty_share: None,
         requests_per_day: per_day_requests,
+        requests: spend.total,
         received_per_day: per_day(received, a.horizon),
         peak_15m,
         over_limit,
@@ -330,14 +385,18 @@ pub fn webhooks(s: &Scenario) -> Row {
 /// Webhooks with the adaptive auditor between `every` and `max_every`, paced by the auditor's
 /// own code: a cycle that found an entity no delivery announced (past the grace) is evidence.
 pub fn adaptive(s: &Scenario, every: Duration, max_every: Duration) -> Row {
-    let a = arrivals(s);
+    adaptive_on(s, &arrivals(s), every, max_every)
+}
+
+/// The adaptive net over arrivals `a`.
+pub(crate) fn adaptive_on(s: &Scenario, a: &Arrivals, every: Duration, max_every: Duration) -> Row {
     let mut spend = Spend::default();
-    let received = spend.fetches(&a);
+    let received = spend.fetches(a);
     let mut pace = Pace::new(every, max_every);
     let grace = GRACE.as_secs_f64();
     // Entities the poll found before any delivery, waiting for the grace to judge them.
     let mut suspects: Vec<usize> = Vec::new();
-    let run = poll(&a, &mut spend, |found, now| {
+    let run = poll(a, &mut spend, |found, now| {
         suspects.extend(
             found
                 .iter()
@@ -376,6 +435,7 @@ pub fn adaptive(s: &Scenario, every: Duration, max_every: Duration) -> Row {
         ),
         empty_share: (run.cycles > 0).then(|| run.empty as f64 / run.cycles as f64),
         requests_per_day: per_day_requests,
+        requests: spend.total,
         received_per_day: per_day(received, a.horizon),
         peak_15m,
         over_limit,
