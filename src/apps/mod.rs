@@ -1,12 +1,13 @@
 //! The applications, on top of everything else: `hookrace run` ([`daemon`]: the wiring of the
 //! channels, observers and operations, and the orderly shutdown), `hookrace demo` ([`demo`]: the
 //! simulator and the daemon in one process, then the report), the comparison [`report`], the
-//! model [`whatif`], the receiver [`workbench`] and the commands on recorded [`traffic`].
+//! model [`whatif`], the receiver [`workbench`] and the commands on recorded traffic ([`traffic`], [`replay`]).
 //!
 //! They may import any module below them; nothing below imports them.
 
 pub mod daemon;
 pub mod demo;
+pub mod replay;
 pub mod report;
 pub mod traffic;
 pub mod whatif;

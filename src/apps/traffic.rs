@@ -95,7 +95,7 @@ pub fn export_command(args: &ExportArgs, stdout: &mut dyn Write) -> anyhow::Resu
 }
 
 /// The store at `path`, read-only in spirit; one a daemon holds is refused with the way round.
-fn open(path: &Path) -> anyhow::Result<Store> {
+pub(crate) fn open(path: &Path) -> anyhow::Result<Store> {
     match Store::open_existing(path) {
         Ok(s) => Ok(s),
         Err(OpenError::InUse { path }) => anyhow::bail!(

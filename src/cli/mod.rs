@@ -178,6 +178,12 @@ pub enum Command {
         #[command(subcommand)]
         command: TraceCommand,
     },
+    /// Send recorded deliveries again to a receiver, re-signed with its secret, at their
+    /// original spacing scaled by --speed; a summary of its answers. Exit 1 if any was not 2xx.
+    #[command(
+        after_help = "Example:\n  hookrace replay --store race-data --to http://127.0.0.1:5000/acl_webhook --secret \"$SECRET\" --speed 60\n  hookrace replay --trace november.trace --to http://127.0.0.1:5000/acl_webhook --secret \"$SECRET\" --speed 3600 --event EXERCISE"
+    )]
+    Replay(crate::apps::replay::ReplayArgs),
     /// Make a new store in a new directory from a backup FILE (a store is never overwritten).
     #[command(
         after_help = "Example:\n  sudo hookrace restore /var/backups/hookrace-2026-12-07.bak --store /var/lib/hookrace/restored"

@@ -38,6 +38,7 @@ pub fn start_logging(cli: &Cli) {
         | Command::Backup { .. }
         | Command::Restore { .. }
         | Command::Trace { .. }
+        | Command::Replay(_)
         | Command::Sim(super::SimArgs {
             action: Some(_), ..
         }) => "warn",
@@ -102,6 +103,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Ok(())
         })()),
+        Command::Replay(args) => on_runtime(replay(args)),
         Command::Completions { shell } => exit(completions(shell)),
         Command::Man => exit(man_page()),
         Command::Webhook { config, command } => with_config(config, |cfg| async move {
@@ -330,6 +332,51 @@ where
             eprint!("{e}");
             ExitCode::from(EXIT_FAILED)
         }
+    }
+}
+
+/// `hookrace replay`: the plan, then the sends with a progress bar for a person, then the
+/// summary; a receiver that did not take every delivery is a failed check.
+async fn replay(args: crate::apps::replay::ReplayArgs) -> anyhow::Result<()> {
+    use crate::apps::replay;
+    use std::io::IsTerminal;
+    let plan = replay::plan(&args)?;
+    let span = plan.last().map_or(0.0, |p| p.offset_s);
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(plan.len() as u64);
+        if let Ok(style) = indicatif::ProgressStyle::with_template("  {bar:24} {pos}/{len} {msg}") {
+            bar.set_style(style);
+        }
+        bar.set_message(format!(
+            "over {}",
+            humantime::format_duration(std::time::Duration::from_secs(crate::units::round_u64(
+                span
+            )))
+        ));
+        bar
+    });
+    let ticker = bar.clone();
+    let summary = replay::send(plan, &args, move |n| {
+        if let Some(b) = &ticker {
+            b.inc(n);
+        }
+    })
+    .await?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    match args.format {
+        crate::apps::DataFormat::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
+        crate::apps::DataFormat::Table => print!("{}", replay::render(&summary)),
+    }
+    if summary.all_taken() {
+        Ok(())
+    } else {
+        Err(CheckFailed(format!(
+            "the receiver at {} did not take every delivery",
+            args.to
+        ))
+        .into())
     }
 }
 

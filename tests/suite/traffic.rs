@@ -210,3 +210,131 @@ fn whatif_refuses_a_bad_trace_with_its_line() {
         assert!(out.stdout.is_empty(), "{out:?}");
     }
 }
+
+async fn replay(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || hookrace().arg("replay").args(args).output().unwrap())
+        .await
+        .unwrap()
+}
+
+/// `hookrace replay --store` sends every delivery the store received (a duplicate too), byte
+/// for byte, signed with the receiver's secret, oldest first; its summary counts the answers,
+/// and a receiver that refuses, or is not there, is a failed check or an error, never a pass.
+#[tokio::test]
+async fn replay_resends_a_stores_deliveries_signed_for_the_new_receiver() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = crate::common::spawn_app(dir.path()).await;
+    let bodies: Vec<String> = ["r1", "r2", "r3"]
+        .iter()
+        .map(|id| crate::common::exercise(7, id))
+        .collect();
+    for body in bodies.iter().chain([&bodies[1]]) {
+        assert_eq!(app.deliver(body).await.status(), 200);
+    }
+    app.stop().await;
+
+    let receiver = crate::common::receiver::Receiver::start().await;
+    let secret = "the-new-receivers-secret";
+    let args = |to: &str| -> Vec<String> {
+        [
+            "--store",
+            dir.path().to_str().unwrap(),
+            "--to",
+            to,
+            "--secret",
+            secret,
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain(["--speed", "1000", "--format", "json"].map(String::from))
+        .collect()
+    };
+    let out = replay(args(&receiver.url)).await;
+    let summary = json(&out);
+    assert_eq!(summary["sent"], 4, "{summary}");
+    assert_eq!(summary["answers"], serde_json::json!({"200": 4}));
+    let got = receiver.drain().await;
+    assert_eq!(got.len(), 4);
+    let sent: Vec<&str> = got.iter().map(|r| r.body.as_str()).collect();
+    assert_eq!(sent, [&bodies[0], &bodies[1], &bodies[2], &bodies[1]]);
+    for r in &got {
+        let sig = hookrace::accesslink::signature::sign(secret, r.body.as_bytes());
+        assert_eq!(r.signature.as_deref(), Some(sig.as_str()));
+        assert_eq!(r.event.as_deref(), Some("EXERCISE"));
+    }
+
+    receiver.answer(500);
+    let out = replay(args(&receiver.url)).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(json_any(&out)["answers"], serde_json::json!({"500": 4}));
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", closed.local_addr().unwrap());
+    drop(closed);
+    let out = replay(args(&url)).await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no receiver answers"),
+        "{out:?}"
+    );
+}
+
+/// The JSON on stdout whatever the exit code.
+fn json_any(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+}
+
+/// A trace's deliveries keep their spacing, divided by `--speed`, and the filters pick by event
+/// and user.
+#[test]
+fn a_replay_plan_keeps_the_traces_spacing_scaled() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.trace");
+    let header = r#"{"format":"hookrace-trace","version":1,"exported_at":"2026-12-01T00:00:00Z","origin":"2026-12-01T00:00:00Z","until":"2026-12-01T01:00:00Z","ids":"pseudonymous","users":2,"entities":3}"#;
+    let entity = |kind: &str, user: &str, at: &str, later: &str| {
+        format!(
+            r#"{{"type":"{kind}","user":"{user}","entity":"e-{at}","made_at":"2026-12-01T00:{at}:00Z","made_from":"source","deliveries":["2026-12-01T00:{at}:01Z"{later}],"deliveries_total":2,"first":"webhook"}}"#
+        )
+    };
+    let text = [
+        header.to_string(),
+        entity("EXERCISE", "u-a", "00", r#","2026-12-01T00:30:01Z""#),
+        entity("SLEEP", "u-b", "10", ""),
+        entity("EXERCISE", "u-b", "20", ""),
+    ]
+    .join("\n");
+    std::fs::write(&path, text).unwrap();
+    let args = |extra: &[&str]| {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            replay: hookrace::apps::replay::ReplayArgs,
+        }
+        let base = [
+            "x",
+            "--trace",
+            path.to_str().unwrap(),
+            "--to",
+            "http://127.0.0.1:1/",
+            "--secret",
+            "s",
+        ];
+        Cli::parse_from(base.iter().chain(extra)).replay
+    };
+    let plan = hookrace::apps::replay::plan(&args(&["--speed", "60"])).unwrap();
+    let offsets: Vec<f64> = plan.iter().map(|p| p.offset_s).collect();
+    // 00:00:01, 00:10:01, 00:20:01, 00:30:01 → 0, 10, 20, 30 s at sixty times.
+    assert_eq!(offsets, [0.0, 10.0, 20.0, 30.0]);
+    let body: Value = serde_json::from_str(&plan[1].body).unwrap();
+    assert_eq!(
+        (body["event"].as_str(), body["user_id"].as_u64()),
+        (Some("SLEEP"), Some(2))
+    );
+    let exercises = hookrace::apps::replay::plan(&args(&["--event", "exercise"])).unwrap();
+    assert_eq!(exercises.len(), 3);
+    let b = hookrace::apps::replay::plan(&args(&["--user", "u-b"])).unwrap();
+    assert_eq!(b.len(), 2);
+    let none = hookrace::apps::replay::plan(&args(&["--user", "nobody"]));
+    assert!(format!("{:#}", none.unwrap_err()).contains("nothing to replay"));
+}
