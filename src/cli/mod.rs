@@ -292,6 +292,12 @@ pub enum SimAction {
         after_help = "Example:\n  hookrace sim log --follow\n  hookrace sim log --format json | jq length"
     )]
     Log(crate::apps::workbench::LogArgs),
+    /// Send a logged delivery again to the same receiver, byte for byte (same body, same
+    /// signature): what a replay attacker would send.
+    #[command(
+        after_help = "Example:\n  hookrace sim log --format json | jq '.[] | select(.kind == \"delivery\") | .seq'\n  hookrace sim resend 12"
+    )]
+    Resend(crate::apps::workbench::ResendArgs),
 }
 
 impl SimArgs {

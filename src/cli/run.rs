@@ -147,6 +147,7 @@ pub fn run(cli: Cli) -> ExitCode {
             match action {
                 super::SimAction::Trigger(t) => crate::apps::workbench::trigger(&t, &mut out).await,
                 super::SimAction::Log(l) => crate::apps::workbench::log(&l, &mut out).await,
+                super::SimAction::Resend(r) => crate::apps::workbench::resend(&r, &mut out).await,
             }
         }),
         Command::Sim(args) => match args.settings() {

@@ -880,3 +880,66 @@ async fn the_simulator_commands_read_at_most_their_cap() {
         );
     }
 }
+
+/// `sim resend SEQ` sends a logged delivery again to the same receiver, byte for byte (the same
+/// signature: what a replay attacker holds), and logs it as a resend; an unknown number is a
+/// clear error.
+#[tokio::test]
+async fn resend_sends_a_logged_delivery_again_byte_for_byte() {
+    let (sim, _stop) = sim_alone().await;
+    let rx = common::receiver::Receiver::start().await;
+    register(&sim, &rx.url).await;
+    let ping = rx.next().await;
+    assert_eq!(ping.event.as_deref(), Some("PING"));
+    workbench::trigger(&trigger_args(&sim, "EXERCISE"), &mut Vec::new())
+        .await
+        .unwrap();
+    let first = rx.next().await;
+    let seq = common::eventually("the delivery is logged", || async {
+        let log: Value = hookrace::http::plain_client()
+            .get(format!("{sim}/sim/log"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        log.as_array()?
+            .iter()
+            .find(|e| e["kind"] == "delivery" && e["event"] == "EXERCISE")
+            .and_then(|e| e["seq"].as_u64())
+    })
+    .await;
+    let args = |seq: u64| workbench::ResendArgs {
+        seq,
+        sim: sim.clone(),
+        format: DataFormat::Json,
+    };
+    let mut out = Vec::new();
+    workbench::resend(&args(seq), &mut out).await.unwrap();
+    let answer: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        (answer["resent"].as_u64(), answer["status"].as_u64()),
+        (Some(seq), Some(200))
+    );
+    let again = rx.next().await;
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.signature, first.signature);
+    assert_eq!(again.event, first.event);
+    let log = hookrace::http::plain_client()
+        .get(format!("{sim}/sim/log"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(log.contains(&format!("resend of #{seq}")), "{log}");
+    let err = workbench::resend(&args(9999), &mut Vec::new())
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("no sent delivery #9999"),
+        "{err:#}"
+    );
+}

@@ -33,6 +33,7 @@ impl Sim {
             ["truth"] if *m == Method::GET => self.control_truth(),
             ["webhook-secret"] if *m == Method::POST => self.control_webhook_secret(&req.body),
             ["trigger"] if *m == Method::POST => self.control_trigger(&req.body).await,
+            ["resend"] if *m == Method::POST => self.control_resend(&req.body).await,
             ["log"] if *m == Method::GET => self.control_log(&req.query),
             ["watch"] if *m == Method::GET => super::workbench::watch_page(),
             ["class"] if *m == Method::GET => super::class::class_page(),

@@ -465,6 +465,28 @@ pub(super) fn uuid_like(rng: &mut ChaCha8Rng) -> String {
     )
 }
 
+impl Sim {
+    /// Posts `sent` as it is (its body and signature unchanged); the answer's status (none: no
+    /// answer) and the milliseconds it took.
+    pub(super) async fn send_as(
+        &self,
+        http: &reqwest::Client,
+        sent: &super::workbench::Sent,
+    ) -> (Option<u16>, u64) {
+        let started = std::time::Instant::now();
+        let res = http
+            .post(&sent.receiver)
+            .header("Content-Type", "application/json")
+            .header(accesslink::EVENT_HEADER, &sent.event)
+            .header(accesslink::SIGNATURE_HEADER, &sent.signature)
+            .body(sent.body.clone())
+            .send()
+            .await;
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        (res.ok().map(|r| r.status().as_u16()), ms)
+    }
+}
+
 /// Sends each delivery after its delay, each in its own task so a slow receiver delays no other.
 pub(super) async fn send_deliveries(
     sim: Arc<Sim>,
@@ -504,29 +526,27 @@ pub(super) async fn send_deliveries(
                 payload["url"].as_str().unwrap_or_default(),
                 payload["user_id"].as_u64().unwrap_or_default(),
             );
-            let started = std::time::Instant::now();
-            let res = http
-                .post(&job.url)
-                .header("Content-Type", "application/json")
-                .header(accesslink::EVENT_HEADER, &job.event)
-                .header(accesslink::SIGNATURE_HEADER, signature)
-                .body(body)
-                .send()
-                .await;
-            let status = res.ok().map(|r| r.status().as_u16());
-            sim.lock().log.record(
-                job.client,
-                Logged::Delivery {
-                    event: job.event.clone(),
-                    user_id: payload["user_id"].as_u64().unwrap_or_default(),
-                    url: payload["url"].as_str().unwrap_or_default().to_string(),
-                    receiver: job.url.clone(),
-                    fault: job.fault.label(),
-                    sent: true,
-                    status,
-                    ms: Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
-                },
-            );
+            let sent = super::workbench::Sent {
+                client: job.client,
+                receiver: job.url.clone(),
+                event: job.event.clone(),
+                body,
+                signature,
+                user_id: payload["user_id"].as_u64().unwrap_or_default(),
+                url: payload["url"].as_str().unwrap_or_default().to_string(),
+            };
+            let (status, ms) = sim.send_as(&http, &sent).await;
+            let logged = Logged::Delivery {
+                event: job.event.clone(),
+                user_id: sent.user_id,
+                url: sent.url.clone(),
+                receiver: job.url.clone(),
+                fault: job.fault.label(),
+                sent: true,
+                status,
+                ms: Some(ms),
+            };
+            sim.lock().log.record_sent(job.client, logged, sent);
             sim.delivery_done(job.truth_index, job.client, status);
         });
     }

@@ -64,6 +64,22 @@ pub enum Logged {
     },
 }
 
+/// A delivery as it was sent: where, its headers' values and its body, byte for byte.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// The API client whose webhook it went to.
+    pub client: usize,
+    pub receiver: String,
+    pub event: String,
+    pub body: String,
+    pub signature: String,
+    pub user_id: u64,
+    pub url: String,
+}
+
+/// How many sent deliveries are kept for `sim resend`.
+pub const SENT_KEPT: usize = 1000;
+
 /// A log entry: a sequence number (for followers), when, and what.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LogEntry {
@@ -159,6 +175,8 @@ pub fn path_of(url: &str) -> String {
 pub(super) struct WorkLog {
     next_seq: u64,
     entries: VecDeque<LogEntry>,
+    /// The newest deliveries as sent, byte for byte, by their entry's seq (`sim resend`).
+    sent: VecDeque<(u64, Sent)>,
     announced: HashMap<String, (u64, DateTime<Utc>)>,
     tx: broadcast::Sender<LogEntry>,
 }
@@ -168,6 +186,7 @@ impl Default for WorkLog {
         WorkLog {
             next_seq: 1,
             entries: VecDeque::new(),
+            sent: VecDeque::new(),
             announced: HashMap::new(),
             tx: broadcast::channel(1024).0,
         }
@@ -175,7 +194,25 @@ impl Default for WorkLog {
 }
 
 impl WorkLog {
-    pub(super) fn record(&mut self, client: usize, what: Logged) {
+    /// Logs a delivery that was sent, and keeps what was sent for a resend.
+    pub(super) fn record_sent(&mut self, client: usize, what: Logged, sent: Sent) -> u64 {
+        let seq = self.record(client, what);
+        if self.sent.len() == SENT_KEPT {
+            self.sent.pop_front();
+        }
+        self.sent.push_back((seq, sent));
+        seq
+    }
+
+    /// The delivery logged as `seq`, as it was sent, while it is among the newest kept.
+    pub(super) fn sent(&self, seq: u64) -> Option<Sent> {
+        self.sent
+            .iter()
+            .find(|(s, _)| *s == seq)
+            .map(|(_, sent)| sent.clone())
+    }
+
+    pub(super) fn record(&mut self, client: usize, what: Logged) -> u64 {
         let now = Utc::now();
         let entry = LogEntry {
             seq: self.next_seq,
@@ -190,6 +227,7 @@ impl WorkLog {
         self.entries.push_back(entry.clone());
         // No follower is no error.
         let _ = self.tx.send(entry);
+        self.next_seq - 1
     }
 
     /// Notes that a delivery of `url` for `user` is being sent now (before the receiver can
@@ -310,6 +348,47 @@ fn kinds_of(event: &str) -> Option<Vec<Kind>> {
 }
 
 impl Sim {
+    /// `POST /sim/resend` with `{"seq": N}`: sends the delivery logged as `N` again to the same
+    /// receiver, byte for byte (same body, same signature: a replay), and logs it as a new
+    /// delivery marked `resend of #N`. 404 when `N` is not among the newest [`SENT_KEPT`] sent.
+    pub(super) async fn control_resend(&self, body: &[u8]) -> SimResponse {
+        #[derive(Deserialize)]
+        struct Resend {
+            seq: u64,
+        }
+        let seq = match serde_json::from_slice::<Resend>(body) {
+            Ok(r) => r.seq,
+            Err(e) => {
+                let why = format!("not a resend ({{\"seq\": N}}): {e}\n");
+                return SimResponse::text(StatusCode::BAD_REQUEST, why);
+            }
+        };
+        let sent = self.lock().log.sent(seq);
+        let Some(sent) = sent else {
+            let why = format!(
+                "no sent delivery #{seq} among the newest {SENT_KEPT}: `hookrace sim log` lists them\n"
+            );
+            return SimResponse::text(StatusCode::NOT_FOUND, why);
+        };
+        let (status, ms) = self.send_as(&self.http, &sent).await;
+        let logged = Logged::Delivery {
+            event: sent.event.clone(),
+            user_id: sent.user_id,
+            url: sent.url.clone(),
+            receiver: sent.receiver.clone(),
+            fault: Some(format!("resend of #{seq}")),
+            sent: true,
+            status,
+            ms: Some(ms),
+        };
+        let (receiver, client) = (sent.receiver.clone(), sent.client);
+        let new_seq = self.lock().log.record_sent(client, logged, sent);
+        SimResponse::json(
+            StatusCode::OK,
+            json!({"resent": seq, "seq": new_seq, "receiver": receiver, "status": status, "ms": ms}),
+        )
+    }
+
     /// `POST /sim/trigger`: makes `count` new items of `event` now and lets the simulator deliver
     /// them with `fault`, or sends a PING. For whom: `user_id`, else the first user of `student`
     /// (class mode), else of every student with an active webhook (`everyone`), else of the

@@ -58,6 +58,56 @@ pub struct TriggerArgs {
     pub format: DataFormat,
 }
 
+/// `hookrace sim resend`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ResendArgs {
+    /// The delivery's number in `hookrace sim log --format json` (`seq`).
+    pub seq: u64,
+    /// The running simulator.
+    #[arg(long, default_value = DEFAULT_SIM)]
+    pub sim: String,
+    /// table: a line; json: the simulator's answer.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: DataFormat,
+}
+
+/// Sends a logged delivery again, byte for byte, and prints the receiver's answer.
+pub async fn resend(args: &ResendArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+    let base = sim_base(&args.sim);
+    let http = crate::http::client(Duration::from_secs(30))?;
+    let res = http
+        .post(format!("{base}/sim/resend"))
+        .json(&json!({"seq": args.seq}))
+        .send()
+        .await
+        .map_err(|e| unreachable(&base, e))?;
+    let status = res.status();
+    let body = crate::http::read_capped(res, ANSWER_MAX, "sim resend").await?;
+    if !status.is_success() {
+        let text = String::from_utf8_lossy(&body);
+        bail!(
+            "the simulator at {base} refused ({status}): {}",
+            text.trim()
+        );
+    }
+    let v: Value = serde_json::from_slice(&body).context("reading the simulator's answer")?;
+    match args.format {
+        DataFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?,
+        DataFormat::Table => writeln!(
+            out,
+            "delivery #{} sent again to {} as #{}: {}",
+            args.seq,
+            v["receiver"].as_str().unwrap_or("?"),
+            v["seq"],
+            match v["status"].as_u64() {
+                Some(code) => format!("answered {code}"),
+                None => "no answer".to_string(),
+            }
+        )?,
+    }
+    Ok(())
+}
+
 /// `hookrace sim log`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LogArgs {
