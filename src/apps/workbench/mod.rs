@@ -74,23 +74,7 @@ pub struct ResendArgs {
 /// Sends a logged delivery again, byte for byte, and prints the receiver's answer.
 pub async fn resend(args: &ResendArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     let base = sim_base(&args.sim);
-    let http = crate::http::client(Duration::from_secs(30))?;
-    let res = http
-        .post(format!("{base}/sim/resend"))
-        .json(&json!({"seq": args.seq}))
-        .send()
-        .await
-        .map_err(|e| unreachable(&base, e))?;
-    let status = res.status();
-    let body = crate::http::read_capped(res, ANSWER_MAX, "sim resend").await?;
-    if !status.is_success() {
-        let text = String::from_utf8_lossy(&body);
-        bail!(
-            "the simulator at {base} refused ({status}): {}",
-            text.trim()
-        );
-    }
-    let v: Value = serde_json::from_slice(&body).context("reading the simulator's answer")?;
+    let v = control_post(&base, "resend", &json!({"seq": args.seq})).await?;
     match args.format {
         DataFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?,
         DataFormat::Table => writeln!(
@@ -149,27 +133,32 @@ fn unreachable(base: &str, e: reqwest::Error) -> anyhow::Error {
     )
 }
 
-/// Makes the data (or the PING) and prints what was made and where it is delivered.
-pub async fn trigger(args: &TriggerArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
-    let base = sim_base(&args.sim);
-    let body = trigger_request(args);
+/// Posts `body` to the simulator's control route `/sim/{route}`; its JSON answer, or an error
+/// with the simulator's own words when it refused.
+async fn control_post(base: &str, route: &str, body: &Value) -> anyhow::Result<Value> {
     let http = crate::http::client(Duration::from_secs(30))?;
     let res = http
-        .post(format!("{base}/sim/trigger"))
-        .json(&body)
+        .post(format!("{base}/sim/{route}"))
+        .json(body)
         .send()
         .await
-        .map_err(|e| unreachable(&base, e))?;
+        .map_err(|e| unreachable(base, e))?;
     let status = res.status();
-    let body = crate::http::read_capped(res, ANSWER_MAX, "sim trigger").await?;
+    let answer = crate::http::read_capped(res, ANSWER_MAX, &format!("sim {route}")).await?;
     if !status.is_success() {
-        let text = String::from_utf8_lossy(&body);
+        let text = String::from_utf8_lossy(&answer);
         bail!(
             "the simulator at {base} refused ({status}): {}",
             text.trim()
         );
     }
-    let v: Value = serde_json::from_slice(&body).context("reading the simulator's answer")?;
+    serde_json::from_slice(&answer).context("reading the simulator's answer")
+}
+
+/// Makes the data (or the PING) and prints what was made and where it is delivered.
+pub async fn trigger(args: &TriggerArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+    let base = sim_base(&args.sim);
+    let v = control_post(&base, "trigger", &trigger_request(args)).await?;
     if args.format == DataFormat::Json {
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return triggered(&v, &args.event);
