@@ -427,6 +427,7 @@ fn trigger_args(sim: &str, event: &str) -> TriggerArgs {
         duplicate: false,
         delay: None,
         bad_signature: false,
+        data: None,
         sim: sim.into(),
         format: DataFormat::Table,
     }
@@ -942,4 +943,86 @@ async fn resend_sends_a_logged_delivery_again_byte_for_byte() {
         format!("{err:#}").contains("no sent delivery #9999"),
         "{err:#}"
     );
+}
+
+/// `sim trigger --data FILE` makes the item with the caller's fields, served as the receiver
+/// will fetch it; an unknown field, a field of the wrong type or an impossible item is refused
+/// with the reason, and nothing is made.
+#[tokio::test]
+async fn trigger_with_data_makes_the_item_asked_for_or_nothing() {
+    let (sim, _stop) = sim_alone().await;
+    let rx = common::receiver::Receiver::start().await;
+    register(&sim, &rx.url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let trigger = |data: Value| {
+        let path = dir.path().join("data.json");
+        std::fs::write(&path, data.to_string()).unwrap();
+        let args = TriggerArgs {
+            data: Some(path),
+            format: DataFormat::Json,
+            ..trigger_args(&sim, "EXERCISE")
+        };
+        async move {
+            let mut out = Vec::new();
+            workbench::trigger(&args, &mut out).await.map(|()| out)
+        }
+    };
+    let asked = json!({"sport": "CYCLING", "duration_ms": 5_400_000, "distance_m": 42_000.0,
+                       "hr_avg": 131, "hr_max": 168, "calories": 1234});
+    let out = trigger(asked).await.unwrap();
+    let made: Value = serde_json::from_slice(&out).unwrap();
+    let url = made["made"][0]["url"].as_str().unwrap().to_string();
+    let http = hookrace::http::plain_client();
+    let users: Value = http
+        .get(format!("{sim}/sim/users"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = users[0]["access_token"].as_str().unwrap();
+    let served: Value = http
+        .get(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(served["sport"], "CYCLING", "{served}");
+    assert_eq!(served["duration"], "PT1H30M", "{served}");
+    assert_eq!(served["distance"], 42_000.0);
+    assert_eq!(served["calories"], 1234);
+    assert_eq!(
+        served["heart_rate"],
+        json!({"average": 131, "maximum": 168})
+    );
+
+    let truth = || async {
+        let t: Value = http
+            .get(format!("{sim}/sim/truth"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        t["entities"].as_array().unwrap().len()
+    };
+    let before = truth().await;
+    for (data, why) in [
+        (json!({"speed": 3}), "has no field \"speed\""),
+        (json!({"hr_avg": "fast"}), "EXERCISE:"),
+        (
+            json!({"hr_avg": 180, "hr_max": 150}),
+            "hr_avg must not be above hr_max",
+        ),
+        (json!({"hashed_id": "x"}), "identity"),
+    ] {
+        let err = trigger(data).await.unwrap_err();
+        assert!(format!("{err:#}").contains(why), "{why}: {err:#}");
+    }
+    assert_eq!(truth().await, before, "a refused trigger made something");
 }

@@ -27,6 +27,20 @@ impl Sim {
         kind: Kind,
         fault: &OneShot,
     ) -> Option<(TruthEntity, String)> {
+        self.generate_custom(user_id, kind, fault, None)
+            .ok()
+            .flatten()
+    }
+
+    /// Like [`Sim::generate_with`], the item's fields set from `fields` when given (`Err`: they
+    /// cannot be, and nothing was made); `Ok(None)` when the user is not registered.
+    pub fn generate_custom(
+        &self,
+        user_id: u64,
+        kind: Kind,
+        fault: &OneShot,
+        fields: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<Option<(TruthEntity, String)>, String> {
         let (entity, url, job) = {
             let mut s = self.lock();
             if !s
@@ -34,9 +48,12 @@ impl Sim {
                 .get(&user_id)
                 .is_some_and(|u| u.registered && !u.revoked)
             {
-                return None;
+                return Ok(None);
             }
-            let item = s.new_item(user_id, kind, &self.base);
+            let item = match fields {
+                Some(f) => s.new_custom_item(user_id, kind, f)?,
+                None => s.new_item(user_id, kind, &self.base),
+            };
             let index = s.record_entity(&item);
             let url = item.data_url(&s.links_base(&self.base));
             let mut job = s.announce(&item, &self.base, fault);
@@ -57,13 +74,34 @@ impl Sim {
         for j in job {
             let _ = self.deliveries.send(j);
         }
-        Some((entity, url))
+        Ok(Some((entity, url)))
     }
 }
 
 impl State {
     /// Makes a new item with plausible random content.
     pub(super) fn new_item(&mut self, uid: u64, kind: Kind, _base: &str) -> Item {
+        let item = self.drawn_item(uid, kind);
+        self.items.insert(item.id, item.clone());
+        item
+    }
+
+    /// Makes a new item whose `fields` are the caller's (`sim trigger --data`); nothing is
+    /// kept when they cannot be set.
+    pub(super) fn new_custom_item(
+        &mut self,
+        uid: u64,
+        kind: Kind,
+        fields: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Item, String> {
+        let mut item = self.drawn_item(uid, kind);
+        super::custom::apply(kind, &mut item.data, fields)?;
+        self.items.insert(item.id, item.clone());
+        Ok(item)
+    }
+
+    /// A new item drawn from the seed, not yet kept.
+    fn drawn_item(&mut self, uid: u64, kind: Kind) -> Item {
         let id = self.next_item_id;
         self.next_item_id += self.rng.random_range(1..40);
         let now = Utc::now();
@@ -112,16 +150,14 @@ impl State {
                 ))
             }
         };
-        let item = Item {
+        Item {
             id,
             user_id: uid,
             kind,
             available_at: now,
             committed: false,
             data,
-        };
-        self.items.insert(id, item.clone());
-        item
+        }
     }
 
     /// A new exercise of user `uid`: a random sport and length, ending minutes ago.

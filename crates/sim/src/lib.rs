@@ -25,6 +25,7 @@
 mod activity;
 mod class;
 mod control;
+mod custom;
 mod daily;
 mod data;
 mod files;

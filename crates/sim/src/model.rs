@@ -4,7 +4,7 @@
 //! both where a client must match them: start time, UTC offset, duration and device id.
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -157,7 +157,7 @@ pub enum ItemData {
     SleepWise(Night),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Exercise {
     /// The non-transactional hashed id (what a webhook carries as `entity_id`).
     pub hashed_id: String,
@@ -191,7 +191,7 @@ impl Exercise {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Activity {
     /// The day, `YYYY-MM-DD`.
     pub date: String,
@@ -203,7 +203,7 @@ pub struct Activity {
     pub active_steps: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Physical {
     pub weight: f64,
     pub resting_heart_rate: u32,
@@ -456,7 +456,7 @@ impl Item {
 }
 
 /// One night: the sleep and its Nightly Recharge.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Night {
     /// The day the sleep ended, `YYYY-MM-DD`.
     pub date: String,

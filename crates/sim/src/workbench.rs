@@ -315,6 +315,9 @@ struct Trigger {
     count: u32,
     #[serde(default)]
     fault: OneShot,
+    /// Fields of the item made, instead of the seed's (`sim trigger --data`).
+    #[serde(default)]
+    data: Option<serde_json::Map<String, Value>>,
 }
 
 fn one() -> u32 {
@@ -411,6 +414,12 @@ impl Sim {
                 ));
             }
         };
+        if t.data.is_some() && (ping || kinds.len() != 1) {
+            return bad(format!(
+                "--data sets the fields of one kind of item: not of {}",
+                t.event
+            ));
+        }
         if t.count == 0 || t.count > MAX_COUNT {
             return bad(format!("count must be 1 to {MAX_COUNT}"));
         }
@@ -469,13 +478,19 @@ impl Sim {
     ) -> Result<(), SimResponse> {
         for _ in 0..t.count {
             for kind in kinds {
-                match self.generate_with(user, *kind, &t.fault) {
-                    Some((entity, url)) => made.push(json!({
+                match self.generate_custom(user, *kind, &t.fault, t.data.as_ref()) {
+                    Err(why) => {
+                        return Err(SimResponse::text(
+                            StatusCode::BAD_REQUEST,
+                            format!("{why}\n"),
+                        ));
+                    }
+                    Ok(Some((entity, url))) => made.push(json!({
                         "type": entity.kind, "user_id": entity.user_id,
                         "entity_id": entity.entity_id, "url": url,
                         "client_id": client_id,
                     })),
-                    None => {
+                    Ok(None) => {
                         return Err(SimResponse::text(
                             StatusCode::NOT_FOUND,
                             format!("no registered user {user}\n"),

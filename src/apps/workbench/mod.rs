@@ -50,6 +50,11 @@ pub struct TriggerArgs {
     /// Sign the delivery with a wrong secret (a forgery: your receiver must not act on it).
     #[arg(long)]
     pub bad_signature: bool,
+    /// Set the item's fields from this JSON object instead of drawing them (an exercise's
+    /// `sport`, `duration_ms`, `distance_m`, `calories`, `hr_avg`, `hr_max`; a night's `start`,
+    /// `end`, `light`, `deep`, `rem`, `score`; ...: docs/simulator.md lists them).
+    #[arg(long)]
+    pub data: Option<std::path::PathBuf>,
     /// The running simulator.
     #[arg(long, default_value = DEFAULT_SIM)]
     pub sim: String,
@@ -158,7 +163,11 @@ async fn control_post(base: &str, route: &str, body: &Value) -> anyhow::Result<V
 /// Makes the data (or the PING) and prints what was made and where it is delivered.
 pub async fn trigger(args: &TriggerArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     let base = sim_base(&args.sim);
-    let v = control_post(&base, "trigger", &trigger_request(args)).await?;
+    let mut request = trigger_request(args);
+    if let Some(path) = &args.data {
+        request["data"] = custom_data(path)?;
+    }
+    let v = control_post(&base, "trigger", &request).await?;
     if args.format == DataFormat::Json {
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return triggered(&v, &args.event);
@@ -202,6 +211,30 @@ pub async fn trigger(args: &TriggerArgs, out: &mut (dyn Write + Send)) -> anyhow
         "watch it with `hookrace sim log --follow` or {base}/sim/watch"
     )?;
     Ok(())
+}
+
+/// The JSON object in `path` (`--data`), read up to 64 KiB (the simulator's body limit).
+fn custom_data(path: &std::path::Path) -> anyhow::Result<Value> {
+    use std::io::Read;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("opening --data {}", path.display()))?;
+    let mut text = Vec::new();
+    file.take(64 * 1024 + 1)
+        .read_to_end(&mut text)
+        .with_context(|| format!("reading --data {}", path.display()))?;
+    anyhow::ensure!(
+        text.len() <= 64 * 1024,
+        "--data {}: more than 64 KiB",
+        path.display()
+    );
+    match serde_json::from_slice::<Value>(&text) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => bail!(
+            "--data {}: not a JSON object ({{\"sport\": \"RUNNING\", ...}})",
+            path.display()
+        ),
+        Err(e) => bail!("--data {}: not JSON ({e})", path.display()),
+    }
 }
 
 /// The body of `POST /sim/trigger` for `args`.
