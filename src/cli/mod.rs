@@ -276,6 +276,13 @@ pub struct SimArgs {
     /// Where OAuth authorize redirects when the request names no redirect_uri.
     #[arg(long)]
     pub redirect_uri: Option<String>,
+    /// Make a recording's items again (a trace from `hookrace trace export`) at their times,
+    /// instead of random ones: its users, types, lost deliveries and delivery delays.
+    #[arg(long)]
+    pub replay: Option<PathBuf>,
+    /// With --replay: time runs this many times faster than in the recording.
+    #[arg(long, default_value_t = 1.0, requires = "replay")]
+    pub speed: f64,
 }
 
 /// What `hookrace sim trigger|log` do to a running simulator.
@@ -325,15 +332,26 @@ impl SimArgs {
                 }
             }
         };
-        let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+        let replay = match &a.replay {
+            None => Vec::new(),
+            Some(path) => crate::trace::Trace::read_file(path)
+                .and_then(|t| t.schedule(a.speed))
+                .map_err(|e| format!("--replay {}: {e:#}", path.display()))?,
+        };
+        // A replay replaces the random generator.
+        let nonzero = |d: Duration| (!d.is_zero() && replay.is_empty()).then_some(d);
+        let users_replayed = replay.iter().map(|r| r.user + 1).max().unwrap_or(0);
         Ok(SimSettings {
             class: a.class,
             seed: a.seed,
-            users: a.users,
+            users: a
+                .users
+                .max(crate::units::u32_saturating(users_replayed as u64)),
             exercise_every: nonzero(a.exercise_every),
             activity_every: nonzero(a.activity_every),
             sleep_every: nonzero(a.sleep_every),
             heart_rate_every: nonzero(a.heart_rate_every),
+            replay,
             client_id: a.client_id.clone(),
             client_secret: a.client_secret.clone(),
             default_redirect_uri: a.redirect_uri.clone(),

@@ -230,6 +230,8 @@ pub struct SimulatorConfig {
     /// Seeds the simulator's generator and its faults (drops, duplicates, delays, 5xx): the same
     /// seed gives the same data and the same fault decisions. `None`: a random seed each run.
     pub seed: Option<u64>,
+    /// A recording to make again instead of random data (`demo --replay`; not a file setting).
+    pub replay: Vec<crate::sim::settings::Replayed>,
 }
 
 /// One `[[notify]]` sink: where hookrace sends an event for every new entity.

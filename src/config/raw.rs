@@ -615,6 +615,7 @@ impl RawSimulator {
             webhook_drop_rate: self.webhook_drop_rate,
             webhook_duplicate_rate: self.webhook_duplicate_rate,
             seed: self.seed,
+            replay: Vec::new(),
         })
     }
 }

@@ -165,6 +165,37 @@ impl Trace {
     }
 }
 
+impl Trace {
+    /// The simulator's replay of this trace at `speed` times: each entity at its offset from the
+    /// origin (divided by `speed`), for the n-th user by order of appearance, dropped when no
+    /// delivery announced it, delivered after its recorded delay (at most ten minutes).
+    pub fn schedule(&self, speed: f64) -> anyhow::Result<Vec<crate::sim::settings::Replayed>> {
+        use std::time::Duration;
+        anyhow::ensure!(
+            speed > 0.0 && speed.is_finite(),
+            "--speed must be above zero"
+        );
+        let mut users: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        let mut out = Vec::with_capacity(self.entities.len());
+        for e in &self.entities {
+            let next = users.len();
+            let user = *users.entry(&e.user).or_insert(next);
+            let delay = e.deliveries.first().map(|d| {
+                let s = (*d - e.made_at).as_seconds_f64().clamp(0.0, 600.0);
+                Duration::from_secs_f64(s)
+            });
+            out.push(crate::sim::settings::Replayed {
+                after: Duration::from_secs_f64(self.offset_s(e.made_at).max(0.0) / speed),
+                user,
+                kind: crate::accesslink::identity::EventType::parse(&e.kind),
+                delivered: !e.deliveries.is_empty(),
+                delay,
+            });
+        }
+        Ok(out)
+    }
+}
+
 fn read_header(line: &str) -> anyhow::Result<Header> {
     let v: serde_json::Value =
         serde_json::from_str(line).context("the header is not a JSON object")?;

@@ -41,6 +41,8 @@ fn short_demo(format: Format, store: Option<std::path::PathBuf>) -> DemoArgs {
         outage: None,
         mode: demo::PollMode::Transactions,
         keep_open: false,
+        replay: None,
+        speed: 1.0,
     }
 }
 

@@ -34,6 +34,8 @@ fn adaptive_demo(drop_rate: f64, outage: Option<(Duration, Duration)>) -> DemoAr
         outage,
         mode: demo::PollMode::Transactions,
         keep_open: false,
+        replay: None,
+        speed: 1.0,
     }
 }
 

@@ -338,3 +338,104 @@ fn a_replay_plan_keeps_the_traces_spacing_scaled() {
     let none = hookrace::apps::replay::plan(&args(&["--user", "nobody"]));
     assert!(format!("{:#}", none.unwrap_err()).contains("nothing to replay"));
 }
+
+/// `demo --replay` races on a recorded trace: the simulator makes the trace's entities again
+/// (each type, for as many users), drops again what no delivery announced, and the race lasts
+/// the trace's span divided by `--speed`.
+#[test]
+fn a_demo_races_again_on_its_own_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    demo(dir.path(), 21, 4);
+    let trace = export(dir.path(), &[]);
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let entities: Vec<Value> = text
+        .lines()
+        .skip(1)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let announced = entities
+        .iter()
+        .filter(|e| !e["deliveries"].as_array().unwrap().is_empty())
+        .count();
+    let header: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    let span = chrono::DateTime::parse_from_rfc3339(header["until"].as_str().unwrap()).unwrap()
+        - chrono::DateTime::parse_from_rfc3339(header["origin"].as_str().unwrap()).unwrap();
+    let report = json(&run(&[
+        "demo",
+        "--replay",
+        &trace,
+        "--speed",
+        "2",
+        "--poll-every",
+        "2s",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(
+        report["truth"]["entities_generated"].as_u64(),
+        Some(entities.len() as u64),
+        "{report}"
+    );
+    assert_eq!(
+        report["webhook"]["entities_seen"].as_u64(),
+        Some(announced as u64)
+    );
+    assert_eq!(
+        report["poll"]["entities_seen"].as_u64(),
+        Some(entities.len() as u64)
+    );
+    let generated = report["generated_for_s"].as_f64().unwrap();
+    let half = span.as_seconds_f64() / 2.0;
+    assert!(
+        (generated - half).abs() < 1.5,
+        "generated for {generated} s, the trace's span / 2 is {half}"
+    );
+}
+
+/// `hookrace sim --replay FILE --speed N`: the trace's items replace the random generator, for
+/// at least as many users as the trace has, at its times divided by N; a bad trace is a usage
+/// error naming the file.
+#[test]
+fn sim_replay_settings_follow_the_trace() {
+    use clap::Parser;
+    use hookrace::cli::{Cli, Command};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.trace");
+    let header = r#"{"format":"hookrace-trace","version":1,"exported_at":"2026-12-01T00:00:00Z","origin":"2026-12-01T00:00:00Z","until":"2026-12-01T01:00:00Z","ids":"pseudonymous","users":5,"entities":2}"#;
+    let lines = [
+        header.to_string(),
+        r#"{"type":"EXERCISE","user":"u-a","entity":"e-1","made_at":"2026-12-01T00:10:00Z","made_from":"source","deliveries":["2026-12-01T00:10:00.250Z"],"deliveries_total":1,"first":"webhook"}"#.into(),
+        r#"{"type":"SLEEP","user":"u-b","entity":"e-2","made_at":"2026-12-01T00:20:00Z","made_from":"source","deliveries":[],"deliveries_total":0,"polled_at":"2026-12-01T00:25:00Z","first":"poll"}"#.into(),
+    ];
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let settings = |args: &[&str]| {
+        let cli = Cli::try_parse_from(["hookrace", "sim"].iter().chain(args)).unwrap();
+        let Command::Sim(sim) = cli.command else {
+            panic!("not sim")
+        };
+        sim.settings()
+    };
+    let s = settings(&[
+        "--replay",
+        path.to_str().unwrap(),
+        "--speed",
+        "10",
+        "--users",
+        "1",
+    ])
+    .unwrap();
+    assert!(s.exercise_every.is_none() && s.sleep_every.is_none() && s.activity_every.is_none());
+    assert_eq!(s.users, 2);
+    let r = &s.replay;
+    assert_eq!(r.len(), 2);
+    assert_eq!((r[0].after.as_secs(), r[1].after.as_secs()), (60, 120));
+    assert_eq!((r[0].user, r[1].user), (0, 1));
+    assert!(r[0].delivered && !r[1].delivered);
+    assert_eq!(r[0].delay, Some(std::time::Duration::from_millis(250)));
+    std::fs::write(&path, "{}").unwrap();
+    let err = settings(&["--replay", path.to_str().unwrap()]).unwrap_err();
+    assert!(
+        err.contains("--replay") && err.contains("not a hookrace trace"),
+        "{err}"
+    );
+}

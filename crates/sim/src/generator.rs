@@ -263,9 +263,50 @@ impl ZeroNanos for chrono::NaiveDateTime {
     }
 }
 
-/// Creates exercises and activity updates per user at exponential intervals (seeded).
+/// Makes a recording's items again at their times (see [`Replayed`]); the replay's clock
+/// holds while the generator is paused. A kind the simulator derives by itself (SleepWise, from
+/// the nights) is left to it.
+async fn replay(sim: Arc<Sim>, items: Vec<super::settings::Replayed>, shutdown: CancellationToken) {
+    let mut start = tokio::time::Instant::now();
+    for item in items {
+        let Some(kind) = Kind::ALL.into_iter().find(|k| k.event_type() == item.kind) else {
+            continue;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(start + item.after) => {}
+            }
+            if !sim.generator_paused() {
+                break;
+            }
+            // Paused: the recording waits, its spacing kept.
+            start += Duration::from_millis(100);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut users = sim.active_user_ids();
+        users.sort_unstable();
+        let Some(uid) = users.get(item.user % users.len().max(1)).copied() else {
+            continue;
+        };
+        let fault = OneShot {
+            drop: !item.delivered,
+            delay_ms: item
+                .delay
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            ..OneShot::default()
+        };
+        sim.generate_with(uid, kind, &fault);
+    }
+}
+
+/// Creates exercises and activity updates per user at exponential intervals (seeded), or a
+/// recording's items at their times.
 pub(super) async fn run(sim: Arc<Sim>, shutdown: CancellationToken) {
     let settings = sim.settings();
+    if !settings.replay.is_empty() {
+        return replay(sim.clone(), settings.replay.clone(), shutdown).await;
+    }
     let streams: Vec<(Kind, Duration)> = [
         (Kind::Exercise, settings.exercise_every),
         (Kind::Activity, settings.activity_every),

@@ -28,6 +28,23 @@ pub struct SimSettings {
     /// Where authorize redirects when the request names no `redirect_uri`.
     pub default_redirect_uri: Option<String>,
     pub faults: Faults,
+    /// Recorded traffic to make again instead of the random generator's (`sim --replay`,
+    /// `demo --replay`): each item at its time after the generator starts.
+    pub replay: Vec<Replayed>,
+}
+
+/// One item of a replayed recording.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replayed {
+    /// When, after the start (already divided by the replay's speed).
+    pub after: Duration,
+    /// Which user: the n-th of the simulator's active users (by id), wrapping around.
+    pub user: usize,
+    pub kind: accesslink::identity::EventType,
+    /// Whether its webhook was delivered in the recording (if not, it is dropped again).
+    pub delivered: bool,
+    /// The recorded delay of its first delivery.
+    pub delay: Option<Duration>,
 }
 
 /// A night's sleep per user per day, on average: what the daemon's simulator and `hookrace sim`
@@ -50,6 +67,7 @@ impl Default for SimSettings {
             class: 0,
             default_redirect_uri: None,
             faults: Faults::default(),
+            replay: Vec::new(),
         }
     }
 }

@@ -17,13 +17,16 @@ pub(super) fn resolve_accesslink(
         return Ok((config.accesslink.clone(), None));
     };
     let s = &config.simulator;
+    // A replay replaces the random generator.
+    let random = |every: Duration| s.replay.is_empty().then_some(every);
     let settings = sim::SimSettings {
         seed: seed.or(s.seed).unwrap_or_else(rand::random),
         users: s.users,
-        exercise_every: Some(s.exercise_every),
-        activity_every: Some(s.activity_every),
-        sleep_every: Some(sim::settings::SLEEP_EVERY),
-        heart_rate_every: Some(sim::settings::HEART_RATE_EVERY),
+        exercise_every: random(s.exercise_every),
+        activity_every: random(s.activity_every),
+        sleep_every: random(sim::settings::SLEEP_EVERY),
+        heart_rate_every: random(sim::settings::HEART_RATE_EVERY),
+        replay: s.replay.clone(),
         faults: sim::Faults {
             drop_rate: s.webhook_drop_rate,
             duplicate_rate: s.webhook_duplicate_rate,

@@ -98,6 +98,14 @@ pub struct DemoArgs {
     /// After the report, keep the daemon and its live dashboard up until Ctrl-C.
     #[arg(long)]
     pub keep_open: bool,
+    /// Race on recorded traffic: the simulator makes a trace's items (`hookrace trace export`)
+    /// at their times instead of random ones, with its users, types and lost deliveries; the
+    /// race lasts the trace's span divided by --speed.
+    #[arg(long, conflicts_with_all = ["duration", "exercise_every", "activity_every", "drop_rate"])]
+    pub replay: Option<PathBuf>,
+    /// With --replay: time runs this many times faster than in the recording.
+    #[arg(long, default_value_t = 1.0, requires = "replay")]
+    pub speed: f64,
 }
 
 impl Default for DemoArgs {
@@ -154,6 +162,8 @@ const DEMO_DEACTIVATE_AFTER_FAILURES: u32 = 3;
 
 /// Runs the demo, writing progress and the report to `out`; returns the report.
 pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<Report> {
+    let (replayed, schedule) = replayed(args)?;
+    let args = &replayed;
     validate(args)?;
     let temp = tempfile::Builder::new()
         .prefix("hookrace-demo-")
@@ -169,7 +179,8 @@ pub async fn run(args: &DemoArgs, out: &mut (dyn Write + Send)) -> anyhow::Resul
         true => Some(YourApp::start(shutdown.child_token()).await?),
         false => None,
     };
-    let config = demo_config(args, &store_path, your_app.as_ref())?;
+    let mut config = demo_config(args, &store_path, your_app.as_ref())?;
+    config.simulator.replay = schedule;
 
     let listeners = Listeners {
         webhook: TcpListener::bind("127.0.0.1:0").await?,
@@ -262,13 +273,23 @@ fn introduce(
             humantime::format_duration(args.max_every)
         ),
     };
-    writeln!(
-        out,
-        "  {} users, a new exercise every ~{} per user, {polling}, {:.0}% of webhooks dropped",
-        args.users,
-        humantime::format_duration(args.exercise_every),
-        args.drop_rate * 100.0
-    )?;
+    match &args.replay {
+        Some(trace) => writeln!(
+            out,
+            "  {} users, the items of the trace {} at {}× its pace ({} of race), {polling}",
+            args.users,
+            trace.display(),
+            args.speed,
+            humantime::format_duration(Duration::from_secs(args.duration.as_secs()))
+        )?,
+        None => writeln!(
+            out,
+            "  {} users, a new exercise every ~{} per user, {polling}, {:.0}% of webhooks dropped",
+            args.users,
+            humantime::format_duration(args.exercise_every),
+            args.drop_rate * 100.0
+        )?,
+    }
     if let Some((length, start)) = args.outage {
         writeln!(
             out,
@@ -298,6 +319,35 @@ async fn keep_open(running: &Running, out: &mut dyn Write) -> anyhow::Result<()>
         _ = terminate.recv() => {}
     }
     Ok(())
+}
+
+/// With `--replay`: the options the race runs with (its users at least the trace's, its
+/// duration the trace's span at `--speed`, no random drops) and the simulator's schedule.
+fn replayed(args: &DemoArgs) -> anyhow::Result<(DemoArgs, Vec<crate::sim::settings::Replayed>)> {
+    let Some(path) = &args.replay else {
+        return Ok((args.clone(), Vec::new()));
+    };
+    let trace = crate::trace::Trace::read_file(path)?;
+    let schedule = trace
+        .schedule(args.speed)
+        .with_context(|| format!("--replay {}", path.display()))?;
+    let users = schedule.iter().map(|r| r.user + 1).max().unwrap_or(1);
+    let span = Duration::from_secs_f64(trace.span_s() / args.speed);
+    anyhow::ensure!(
+        span >= Duration::from_secs(1),
+        "--replay {}: the trace spans {:.1} s, under a second at --speed {}",
+        path.display(),
+        trace.span_s(),
+        args.speed
+    );
+    let replayed = DemoArgs {
+        duration: span,
+        users: args.users.max(crate::units::u32_saturating(users as u64)),
+        drop_rate: 0.0,
+        duplicate_rate: 0.0,
+        ..args.clone()
+    };
+    Ok((replayed, schedule))
 }
 
 fn validate(args: &DemoArgs) -> anyhow::Result<()> {
