@@ -302,7 +302,7 @@ pub enum SimAction {
     /// Send a logged delivery again to the same receiver, byte for byte (same body, same
     /// signature): what a replay attacker would send.
     #[command(
-        after_help = "Example:\n  hookrace sim log --format json | jq '.[] | select(.kind == \"delivery\") | .seq'\n  hookrace sim resend 12"
+        after_help = "Example:\n  hookrace sim resend 12\n  hookrace sim resend 12 --sim 127.0.0.1:7070 --format json"
     )]
     Resend(crate::apps::workbench::ResendArgs),
 }
