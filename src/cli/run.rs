@@ -287,7 +287,16 @@ async fn run_sim(args: super::SimArgs, settings: crate::sim::SimSettings) -> any
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding the simulator on {}", args.listen))?;
+    let replaying = settings.replay.len();
+    let span = settings.replay.last().map(|r| r.after).unwrap_or_default();
     let running = crate::sim::start(listener, settings, shutdown, crate::server::serve_simulator)?;
+    if let Some(trace) = args.replay.as_ref().filter(|_| replaying > 0) {
+        println!(
+            "replaying the {replaying} items of {} over {} (no random data)",
+            trace.display(),
+            humantime::format_duration(std::time::Duration::from_secs(span.as_secs()))
+        );
+    }
     if args.class > 0 {
         let table =
             crate::sim::credentials_table(&running.sim.class_credentials(), &running.base_url);

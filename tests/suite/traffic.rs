@@ -439,3 +439,76 @@ fn sim_replay_settings_follow_the_trace() {
         "{err}"
     );
 }
+
+/// Through the binary: `hookrace sim --replay` makes the trace's items at its times, scaled.
+#[tokio::test]
+async fn the_simulator_binary_replays_a_trace() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.trace");
+    let header = r#"{"format":"hookrace-trace","version":1,"exported_at":"2026-12-01T00:00:00Z","origin":"2026-12-01T00:00:00Z","until":"2026-12-01T00:10:00Z","ids":"kept","users":2,"entities":2}"#;
+    let lines = [
+        header.to_string(),
+        r#"{"type":"EXERCISE","user":"7","entity":"a","made_at":"2026-12-01T00:01:00Z","made_from":"source","deliveries":["2026-12-01T00:01:00.100Z"],"deliveries_total":1,"first":"webhook"}"#.into(),
+        r#"{"type":"SLEEP","user":"8","entity":"b","made_at":"2026-12-01T00:05:00Z","made_from":"source","deliveries":["2026-12-01T00:05:00.200Z"],"deliveries_total":1,"first":"webhook"}"#.into(),
+    ];
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let mut child = hookrace()
+        .args([
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--users",
+            "1",
+            "--speed",
+            "300",
+            "--replay",
+        ])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = out.next().unwrap().unwrap();
+    assert!(first.contains("replaying the 2 items"), "{first}");
+    let base = out
+        .map(|l| l.unwrap())
+        .find_map(|l| l.strip_prefix("AccessLink simulator at ").map(String::from))
+        .unwrap();
+    // Minute 1 and minute 5 at 300 times: 0.2 s and 1 s after the start.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let kinds = loop {
+        let truth: Value = hookrace::http::plain_client()
+            .get(format!("{base}/sim/truth"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let kinds: Vec<(String, u64)> = truth["entities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["type"].as_str().unwrap().to_string(),
+                    e["user_id"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        if kinds.len() == 2 || std::time::Instant::now() > deadline {
+            break kinds;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        kinds,
+        [
+            ("EXERCISE".to_string(), 10001),
+            ("SLEEP".to_string(), 10002)
+        ]
+    );
+}
