@@ -19,13 +19,18 @@ fn json(out: &Output) -> Value {
 
 /// A short demo race kept in `dir`, polling every `every` seconds; its JSON report.
 fn demo(dir: &Path, seed: u64, every: u64) -> Value {
+    demo_for(dir, seed, every, 20)
+}
+
+/// [`demo`] generating for `seconds`.
+fn demo_for(dir: &Path, seed: u64, every: u64, seconds: u64) -> Value {
     let store = dir.join("store");
     json(&run(&[
         "demo",
         "--seed",
         &seed.to_string(),
         "--duration",
-        "20s",
+        &format!("{seconds}s"),
         "--poll-every",
         &format!("{every}s"),
         "--exercise-every",
@@ -128,7 +133,7 @@ fn whatif_on_a_demos_trace_gives_the_demos_measured_figures() {
 #[test]
 fn a_trace_is_pseudonymous_unless_asked_and_a_held_store_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    demo(dir.path(), 3, 5);
+    demo_for(dir.path(), 3, 5, 10);
     let read = |p: &str| std::fs::read_to_string(p).unwrap();
     let first = read(&export(dir.path(), &[]));
     let second = read(&export(dir.path(), &[]));
