@@ -476,12 +476,14 @@ fn normalized(output: &str) -> Vec<String> {
         .collect()
 }
 
-/// `7`, `5.92`, `(9.80`, `12,`, `3/6`, `98.5%`, `50s`: a figure a race measures.
+/// `7`, `5.92`, `(9.80`, `12,`, `3/6`, `98.5%`, `50s`, `24,037`, `(4,320`: a figure a race
+/// measures (or projects from what it measured).
 fn is_figure(word: &str) -> bool {
     let w = word
         .trim_start_matches('(')
         .trim_end_matches([',', ')', ';', '%'])
-        .trim_end_matches('s');
+        .trim_end_matches('s')
+        .replace(',', "");
     !w.is_empty() && w.split('/').all(|n| n.parse::<f64>().is_ok())
 }
 
