@@ -311,6 +311,14 @@ async fn run_sim(args: super::SimArgs, settings: crate::sim::SimSettings) -> any
             "  scoreboard: {0}/sim/class   each student's log: {0}/sim/watch",
             running.base_url
         );
+        if let Some(token) = running.sim.teacher_token() {
+            // Never in the class file, which is handed out: the class-wide controls need it.
+            println!(
+                "  teacher token (keep it off the projector): {token}\n  \
+                 use it as --auth {}:{token} (or Authorization: Bearer {token})",
+                crate::sim::TEACHER
+            );
+        }
     }
     println!("AccessLink simulator at {}", running.base_url);
     println!(

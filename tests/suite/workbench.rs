@@ -187,6 +187,7 @@ async fn receiver_with(b: Behaviour, secret: String, tokens: HashMap<u64, String
 
 fn args(url: &str) -> CheckArgs {
     CheckArgs {
+        auth: None,
         url: url.to_string(),
         sim: None,
         secret: Some(SECRET.into()),
@@ -418,6 +419,7 @@ async fn sim_alone() -> (String, tokio_util::sync::DropGuard) {
 
 fn trigger_args(sim: &str, event: &str) -> TriggerArgs {
     TriggerArgs {
+        auth: None,
         event: event.into(),
         user: None,
         student: None,
@@ -479,6 +481,7 @@ async fn trigger_makes_data_and_log_shows_the_delivery_and_the_fetch() {
     // The receiver answers, then fetches (with no token of its own for user 10001: it uses the
     // test's first token, which the simulator does not know).
     let log_args = LogArgs {
+        auth: None,
         follow: false,
         json: false,
         format: DataFormat::Table,
@@ -534,6 +537,7 @@ async fn log_follow_streams_new_entries() {
                 }
             }
             let args = LogArgs {
+                auth: None,
                 follow: true,
                 json: false,
                 format: DataFormat::Table,
@@ -596,8 +600,10 @@ async fn a_class_on_one_simulator_and_its_scoreboard() {
     .unwrap();
     let base = running.base_url.clone();
     let http = hookrace::http::plain_client();
+    let teacher = running.sim.teacher_token().unwrap().to_string();
     let class: Value = http
         .get(format!("{base}/sim/class.json"))
+        .basic_auth("teacher", Some(&teacher))
         .send()
         .await
         .unwrap()
@@ -625,6 +631,7 @@ async fn a_class_on_one_simulator_and_its_scoreboard() {
         let secret = format!("class-secret-of-student-{student}");
         let res = http
             .post(format!("{base}/sim/webhook-secret"))
+            .bearer_auth(&teacher)
             .json(&json!({"secret": secret, "student": student}))
             .send()
             .await
@@ -659,6 +666,7 @@ async fn a_class_on_one_simulator_and_its_scoreboard() {
     assert_eq!(again.status(), 409);
 
     let everyone = |fault: (bool, bool)| TriggerArgs {
+        auth: Some(format!("teacher:{teacher}")),
         everyone: true,
         count: 2,
         bad_signature: fault.0,
@@ -863,6 +871,7 @@ async fn the_simulator_commands_read_at_most_their_cap() {
     );
     for follow in [false, true] {
         let args = LogArgs {
+            auth: None,
             follow,
             json: false,
             format: DataFormat::Table,
@@ -912,6 +921,7 @@ async fn resend_sends_a_logged_delivery_again_byte_for_byte() {
     })
     .await;
     let args = |seq: u64| workbench::ResendArgs {
+        auth: None,
         seq,
         sim: sim.clone(),
         format: DataFormat::Json,
@@ -1025,4 +1035,198 @@ async fn trigger_with_data_makes_the_item_asked_for_or_nothing() {
         assert!(format!("{err:#}").contains(why), "{why}: {err:#}");
     }
     assert_eq!(truth().await, before, "a refused trigger made something");
+}
+
+/// A class's students are isolated (the outside audit's attacks, each refused): without
+/// credentials the scoreboard shows no secret, token or receiver credentials and every control
+/// answers 401; a student's own credentials reach only their own client: not another's users,
+/// triggers, secret, log or deliveries, not the class-wide faults; the teacher's token reaches all.
+#[tokio::test]
+async fn a_class_keeps_each_students_work_to_themselves() {
+    hookrace::telemetry::init_for_tests();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let running = sim::start(
+        listener,
+        SimSettings {
+            users: 0,
+            class: 2,
+            ..SimSettings::default()
+        },
+        stop,
+        hookrace::server::serve_simulator,
+    )
+    .unwrap();
+    let base = running.base_url.clone();
+    let http = hookrace::http::plain_client();
+    let creds = running.sim.class_credentials();
+    let (a, b) = (&creds[0], &creds[1]);
+    let as_a = |req: reqwest::RequestBuilder| {
+        req.basic_auth(
+            a["client_id"].as_str().unwrap(),
+            a["client_secret"].as_str(),
+        )
+    };
+    let b_user = b["users"][0]["user_id"].as_u64().unwrap();
+    let a_user = a["users"][0]["user_id"].as_u64().unwrap();
+
+    // Nobody: the scoreboard, without credentials; nothing else.
+    let public: Value = http
+        .get(format!("{base}/sim/class.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(public["credentials"], json!([]));
+    assert!(
+        !public
+            .to_string()
+            .contains(b["client_secret"].as_str().unwrap())
+    );
+    for (method, path) in [
+        ("GET", "users"),
+        ("GET", "log"),
+        ("GET", "truth"),
+        ("PUT", "faults"),
+        ("POST", "trigger"),
+        ("GET", "log/events"),
+        ("GET", "watch"),
+    ] {
+        let req = http.request(method.parse().unwrap(), format!("{base}/sim/{path}"));
+        let res = req
+            .header("Content-Type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status(),
+            401,
+            "{method} /sim/{path} without credentials"
+        );
+    }
+
+    // Student A: their own, and nothing of B's.
+    let mine: Value = as_a(http.get(format!("{base}/sim/class.json")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine["credentials"].as_array().unwrap().len(), 1);
+    assert_eq!(mine["credentials"][0]["client_id"], a["client_id"]);
+    let users: Value = as_a(http.get(format!("{base}/sim/users")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["user_id"] != b_user),
+        "{users}"
+    );
+    let refused = [
+        ("PUT", "faults", json!({"outage_for": 600})),
+        (
+            "POST",
+            "trigger",
+            json!({"event": "EXERCISE", "user_id": b_user, "fault": {"bad_signature": true}}),
+        ),
+        (
+            "POST",
+            "trigger",
+            json!({"event": "EXERCISE", "student": 2}),
+        ),
+        (
+            "POST",
+            "trigger",
+            json!({"event": "EXERCISE", "everyone": true}),
+        ),
+        (
+            "POST",
+            "webhook-secret",
+            json!({"secret": "attacker-chosen-secret", "student": 2}),
+        ),
+        ("POST", &format!("users/{b_user}/revoke"), json!({})),
+        (
+            "POST",
+            "inject",
+            json!({"type": "EXERCISE", "user_id": b_user}),
+        ),
+    ];
+    for (method, path, body) in refused {
+        let res = as_a(http.request(method.parse().unwrap(), format!("{base}/sim/{path}")))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403, "student A: {method} /sim/{path} {body}");
+    }
+    // Their own trigger works (409: no webhook yet, but it was theirs to ask).
+    let own = as_a(http.post(format!("{base}/sim/trigger")))
+        .json(&json!({"event": "EXERCISE", "user_id": a_user}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 409, "{:?}", own.text().await);
+
+    // A's receiver URL, credentials and all, shows on the public board without them.
+    let rx = common::receiver::Receiver::start().await;
+    let url = rx.url.replace("http://", "http://a:hunter2@") + "?token=s3cret";
+    let res = as_a(http.post(format!("{base}/v3/webhooks")))
+        .json(&json!({"events": ["EXERCISE"], "url": url}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let public: Value = http
+        .get(format!("{base}/sim/class.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        public["students"][0]["webhook"],
+        rx.url.as_str(),
+        "{public}"
+    );
+
+    // The teacher: everything.
+    let teacher = running.sim.teacher_token().unwrap().to_string();
+    let res = http
+        .put(format!("{base}/sim/faults"))
+        .bearer_auth(&teacher)
+        .json(&json!({"error_rate": 0.0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let all: Value = http
+        .get(format!("{base}/sim/class.json"))
+        .basic_auth("teacher", Some(&teacher))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all["credentials"].as_array().unwrap().len(), 2);
+    let wrong = http
+        .get(format!("{base}/sim/users"))
+        .bearer_auth("not-the-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
 }

@@ -54,7 +54,7 @@ pub(super) fn scores(clients: &[Scored], entries: &[LogEntry]) -> Vec<StudentSco
             let mut score = StudentScore {
                 student: *c,
                 client_id: id.clone(),
-                webhook: hook.as_ref().map(|h| h.0.clone()),
+                webhook: hook.as_ref().map(|h| public_url(&h.0)),
                 active: hook.as_ref().is_some_and(|h| h.1),
                 ping_passed: false,
                 deliveries: 0,
@@ -74,6 +74,21 @@ pub(super) fn scores(clients: &[Scored], entries: &[LogEntry]) -> Vec<StudentSco
             score
         })
         .collect()
+}
+
+/// A receiver's URL as the public scoreboard shows it: its scheme, host, port and path, never
+/// credentials in it or a query (where a token could sit).
+fn public_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "(not a URL)".to_string(),
+    }
 }
 
 /// What one student's log entries showed, by the item's path.
@@ -224,11 +239,22 @@ impl Sim {
             .collect()
     }
 
-    /// `GET /sim/class.json`.
-    pub(super) fn control_class(&self) -> SimResponse {
+    /// `GET /sim/class.json`: the scoreboard for anyone; the credentials for the teacher (all)
+    /// or a student (their own), none without either.
+    pub(super) fn control_class(&self, who: super::access::Caller) -> SimResponse {
+        use super::access::Caller;
+        let credentials: Vec<Value> = match who {
+            Caller::Nobody => Vec::new(),
+            Caller::Teacher => self.class_credentials(),
+            Caller::Student(c) => self
+                .class_credentials()
+                .into_iter()
+                .filter(|v| v["student"].as_u64() == Some(c as u64))
+                .collect(),
+        };
         SimResponse::json(
             StatusCode::OK,
-            json!({"students": self.scoreboard(), "credentials": self.class_credentials()}),
+            json!({"students": self.scoreboard(), "credentials": credentials}),
         )
     }
 }

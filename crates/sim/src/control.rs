@@ -4,21 +4,49 @@
 use serde_json::{Value, json};
 use warp::http::{Method, StatusCode};
 
+use super::access::{Caller, refused};
 use super::model::Kind;
 use super::*;
 use accesslink::identity::EventType;
 
 impl Sim {
-    /// Routes a control request to its handler.
+    /// Routes a control request to its handler, as far as its caller may go (`access.rs`).
     pub(super) async fn control(&self, req: &SimRequest, rest: &str) -> SimResponse {
         if let Some(refused) = cross_site(req) {
             return refused;
         }
+        let who = self.caller(&req.headers);
         let m = &req.method;
         let segs: Vec<&str> = rest.split('/').collect();
+        // Open to everyone: the class's pages, and the scoreboard (without credentials).
+        match segs.as_slice() {
+            ["class"] if *m == Method::GET => return super::class::class_page(),
+            ["class.json"] if *m == Method::GET => return self.control_class(who),
+            _ => {}
+        }
+        if who == Caller::Nobody {
+            return refused(who, &format!("{m} /sim/{rest}"));
+        }
+        // A student's own: their triggers, resends, log, users and next webhook secret.
+        let scope = who.scope();
+        match segs.as_slice() {
+            ["users"] if *m == Method::GET => return self.control_users(scope),
+            ["webhook-secret"] if *m == Method::POST => {
+                return self.control_webhook_secret(&req.body, scope);
+            }
+            ["trigger"] if *m == Method::POST => {
+                return self.control_trigger(&req.body, scope).await;
+            }
+            ["resend"] if *m == Method::POST => return self.control_resend(&req.body, scope).await,
+            ["log"] if *m == Method::GET => return self.control_log(&req.query, scope),
+            ["watch"] if *m == Method::GET => return super::workbench::watch_page(),
+            _ => {}
+        }
+        if who != Caller::Teacher {
+            return refused(who, &format!("{m} /sim/{rest}"));
+        }
         match segs.as_slice() {
             ["users"] if *m == Method::POST => self.control_add_user(&req.body),
-            ["users"] if *m == Method::GET => self.control_users(),
             // Consents refused: data and registration answer 403. Not found: registration 204.
             ["users", id, "consents"] if *m == Method::PUT => {
                 self.control_user_flag(id, &req.body, "granted", |u, v| u.consents = v)
@@ -31,13 +59,6 @@ impl Sim {
             ["faults"] if *m == Method::GET => self.control_faults(None),
             ["faults"] if *m == Method::PUT => self.control_put_faults(&req.body),
             ["truth"] if *m == Method::GET => self.control_truth(),
-            ["webhook-secret"] if *m == Method::POST => self.control_webhook_secret(&req.body),
-            ["trigger"] if *m == Method::POST => self.control_trigger(&req.body).await,
-            ["resend"] if *m == Method::POST => self.control_resend(&req.body).await,
-            ["log"] if *m == Method::GET => self.control_log(&req.query),
-            ["watch"] if *m == Method::GET => super::workbench::watch_page(),
-            ["class"] if *m == Method::GET => super::class::class_page(),
-            ["class.json"] if *m == Method::GET => self.control_class(),
             _ => SimResponse::text(
                 StatusCode::NOT_FOUND,
                 "no such control route: see docs/simulator.md\n",
@@ -74,17 +95,25 @@ impl Sim {
     /// `POST /sim/webhook-secret` with `{"secret": "…"[, "student": N]}`: the next webhook the
     /// client creates gets this `signature_secret_key`, so a receiver can have it before its first
     /// delivery.
-    fn control_webhook_secret(&self, body: &[u8]) -> SimResponse {
+    fn control_webhook_secret(&self, body: &[u8], scope: Option<usize>) -> SimResponse {
         let body = serde_json::from_slice::<Value>(body).unwrap_or_default();
         let secret = body
             .get("secret")
             .and_then(Value::as_str)
             .map(str::to_string);
-        // A student's client in class mode (`"student": N`), else the simulator's own.
-        let client = body
+        // A student's client in class mode (`"student": N`), else the simulator's own; a
+        // student's credentials name their own.
+        let named = body
             .get("student")
             .and_then(Value::as_u64)
-            .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        let client = match (scope, named) {
+            (Some(own), Some(n)) if n != own => {
+                return refused(Caller::Student(own), "another student's webhook secret");
+            }
+            (Some(own), _) => own,
+            (None, n) => n.unwrap_or(0),
+        };
         if client >= self.lock().clients.len() {
             return SimResponse::text(StatusCode::NOT_FOUND, format!("no student {client}\n"));
         }
@@ -101,11 +130,12 @@ impl Sim {
     }
 
     /// `GET /sim/users`.
-    fn control_users(&self) -> SimResponse {
+    fn control_users(&self, scope: Option<usize>) -> SimResponse {
         let s = self.lock();
         let list: Vec<Value> = s
             .users
             .values()
+            .filter(|u| scope.is_none_or(|c| u.client == c))
             .map(|u| json!({"user_id": u.id, "access_token": u.token, "registered": u.registered, "consents": u.consents, "revoked": u.revoked}))
             .collect();
         SimResponse::json(StatusCode::OK, Value::Array(list))

@@ -22,6 +22,7 @@
 //!   class on one simulator (a client per student) and its scoreboard.
 //! - `generator`: new data at random times; `model`: the data and its two JSON dialects.
 
+mod access;
 mod activity;
 mod class;
 mod control;
@@ -49,6 +50,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use access::{Caller, TEACHER};
 pub use class::{StudentScore, credentials_table};
 pub use control::patch_faults;
 pub use routes::{SimRequest, SimResponse, endpoint_name};

@@ -75,6 +75,9 @@ pub struct Sim {
     pub(super) deliveries: mpsc::UnboundedSender<DeliveryJob>,
     /// Woken when users are added, so the generator schedules them.
     pub users_changed: Notify,
+    /// Class mode: the teacher's token for the class-wide controls (from the operating system's
+    /// randomness, never the seed: a seed is no secret).
+    pub(super) teacher_token: Option<String>,
 }
 
 impl Sim {
@@ -96,6 +99,7 @@ impl Sim {
             .build()?;
         let rng = ChaCha8Rng::seed_from_u64(settings.seed);
         let n = settings.users;
+        let settings_class = settings.class;
         let sim = Arc::new(Sim {
             state: Mutex::new(State {
                 settings,
@@ -120,6 +124,11 @@ impl Sim {
             http,
             deliveries,
             users_changed: Notify::new(),
+            teacher_token: (settings_class > 0).then(|| {
+                use rand::RngExt;
+                let bytes: [u8; 16] = rand::rng().random();
+                hex::encode(bytes)
+            }),
         });
         {
             let mut s = sim.lock();

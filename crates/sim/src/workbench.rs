@@ -354,7 +354,7 @@ impl Sim {
     /// `POST /sim/resend` with `{"seq": N}`: sends the delivery logged as `N` again to the same
     /// receiver, byte for byte (same body, same signature: a replay), and logs it as a new
     /// delivery marked `resend of #N`. 404 when `N` is not among the newest [`SENT_KEPT`] sent.
-    pub(super) async fn control_resend(&self, body: &[u8]) -> SimResponse {
+    pub(super) async fn control_resend(&self, body: &[u8], scope: Option<usize>) -> SimResponse {
         #[derive(Deserialize)]
         struct Resend {
             seq: u64,
@@ -366,7 +366,12 @@ impl Sim {
                 return SimResponse::text(StatusCode::BAD_REQUEST, why);
             }
         };
-        let sent = self.lock().log.sent(seq);
+        // Another student's delivery is as unknown to a student as one never sent.
+        let sent = self
+            .lock()
+            .log
+            .sent(seq)
+            .filter(|s| scope.is_none_or(|c| s.client == c));
         let Some(sent) = sent else {
             let why = format!(
                 "no sent delivery #{seq} among the newest {SENT_KEPT}: `hookrace sim log` lists them\n"
@@ -396,12 +401,17 @@ impl Sim {
     /// them with `fault`, or sends a PING. For whom: `user_id`, else the first user of `student`
     /// (class mode), else of every student with an active webhook (`everyone`), else of the
     /// simulator's own client. 409 when no active webhook would deliver them.
-    pub(super) async fn control_trigger(&self, body: &[u8]) -> SimResponse {
+    pub(super) async fn control_trigger(&self, body: &[u8], scope: Option<usize>) -> SimResponse {
         let bad = |m: String| SimResponse::text(StatusCode::BAD_REQUEST, format!("{m}\n"));
-        let t: Trigger = match serde_json::from_slice(body) {
+        let mut t: Trigger = match serde_json::from_slice(body) {
             Ok(t) => t,
             Err(e) => return bad(format!("not a trigger: {e}")),
         };
+        if let Some(own) = scope {
+            if let Err(r) = self.confine(&mut t, own) {
+                return r;
+            }
+        }
         let ping = t.event.eq_ignore_ascii_case("ping");
         let kinds = match (ping, kinds_of(&t.event)) {
             (true, _) => Vec::new(),
@@ -502,6 +512,28 @@ impl Sim {
         Ok(())
     }
 
+    /// Keeps a student's trigger to their own client: no `everyone`, no other student, none of
+    /// another client's users; without a target, their own first user.
+    fn confine(&self, t: &mut Trigger, own: usize) -> Result<(), SimResponse> {
+        let who = super::access::Caller::Student(own);
+        if t.everyone || t.student.is_some_and(|n| n != own) {
+            return Err(super::access::refused(who, "a trigger for other students"));
+        }
+        if let Some(user) = t.user_id {
+            let theirs = self
+                .lock()
+                .users
+                .get(&user)
+                .is_some_and(|u| u.client == own);
+            if !theirs {
+                return Err(super::access::refused(who, &format!("user {user}")));
+            }
+        } else {
+            t.student = Some(own);
+        }
+        Ok(())
+    }
+
     /// The (client, user) pairs a trigger is for.
     fn targets(&self, t: &Trigger) -> Result<Vec<(usize, u64)>, SimResponse> {
         let s = self.lock();
@@ -549,12 +581,13 @@ impl Sim {
     }
 
     /// `GET /sim/log[?after=SEQ]`: the log's entries after `SEQ` (all that are kept by default).
-    pub(super) fn control_log(&self, query: &str) -> SimResponse {
+    pub(super) fn control_log(&self, query: &str, scope: Option<usize>) -> SimResponse {
         let after = serde_urlencoded::from_str::<HashMap<String, String>>(query)
             .ok()
             .and_then(|q| q.get("after").and_then(|a| a.parse().ok()))
             .unwrap_or(0);
-        let entries = self.lock().log.after(after);
+        let mut entries = self.lock().log.after(after);
+        entries.retain(|e| scope.is_none_or(|c| e.client == c));
         SimResponse::json(
             StatusCode::OK,
             serde_json::to_value(entries).unwrap_or(Value::Null),
@@ -687,35 +720,45 @@ pub(super) fn log_events(
         .and(warp::get())
         .and(warp::header::optional::<u64>("last-event-id"))
         .and(warp::query::<HashMap<String, String>>())
-        .map(move |last: Option<u64>, query: HashMap<String, String>| {
-            let after = last
-                .or_else(|| query.get("after").and_then(|a| a.parse().ok()))
-                .unwrap_or(0);
-            let (backlog, rx) = sim.follow_log(after);
-            let live = futures_util::stream::unfold(rx, |mut rx| async move {
-                loop {
-                    match rx.recv().await {
-                        Ok(entry) => return Some((entry, rx)),
-                        // A follower that fell behind skips what it missed.
-                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    }
+        .and(warp::header::headers_cloned())
+        .map(
+            move |last: Option<u64>, query: HashMap<String, String>, headers| {
+                let who = sim.caller(&headers);
+                if who == super::access::Caller::Nobody {
+                    return super::routes::to_http(super::access::refused(who, "the log"));
                 }
-            });
-            let events = futures_util::stream::iter(backlog)
-                .chain(live)
-                .map(|entry| {
-                    let mut v = serde_json::to_value(&entry).unwrap_or(Value::Null);
-                    v["line"] = Value::String(entry.line());
-                    Ok::<_, std::convert::Infallible>(
-                        warp::sse::Event::default()
-                            .id(entry.seq.to_string())
-                            .data(v.to_string()),
-                    )
-                })
-                .take_until(shutdown.clone().cancelled_owned());
-            warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response()
-        })
+                let scope = who.scope();
+                let after = last
+                    .or_else(|| query.get("after").and_then(|a| a.parse().ok()))
+                    .unwrap_or(0);
+                let (mut backlog, rx) = sim.follow_log(after);
+                backlog.retain(|e| scope.is_none_or(|c| e.client == c));
+                let live = futures_util::stream::unfold(rx, move |mut rx| async move {
+                    loop {
+                        match rx.recv().await {
+                            Ok(entry) if scope.is_some_and(|c| entry.client != c) => continue,
+                            Ok(entry) => return Some((entry, rx)),
+                            // A follower that fell behind skips what it missed.
+                            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                            Err(broadcast::error::RecvError::Closed) => return None,
+                        }
+                    }
+                });
+                let events = futures_util::stream::iter(backlog)
+                    .chain(live)
+                    .map(|entry| {
+                        let mut v = serde_json::to_value(&entry).unwrap_or(Value::Null);
+                        v["line"] = Value::String(entry.line());
+                        Ok::<_, std::convert::Infallible>(
+                            warp::sse::Event::default()
+                                .id(entry.seq.to_string())
+                                .data(v.to_string()),
+                        )
+                    })
+                    .take_until(shutdown.clone().cancelled_owned());
+                warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response()
+            },
+        )
 }
 
 /// Why a client's webhook would not deliver `event` (of `kinds`): none registered, inactive, or

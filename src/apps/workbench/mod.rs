@@ -55,6 +55,10 @@ pub struct TriggerArgs {
     /// `end`, `light`, `deep`, `rem`, `score`; ...: docs/simulator.md lists them).
     #[arg(long)]
     pub data: Option<std::path::PathBuf>,
+    /// Credentials for a class's simulator: `teacher:TOKEN` (the teacher's token `hookrace sim
+    /// --class` printed) or your client's `student-03:SECRET`; none for a simulator without a class.
+    #[arg(long, env = "HOOKRACE_SIM_AUTH", hide_env_values = true)]
+    pub auth: Option<String>,
     /// The running simulator.
     #[arg(long, default_value = DEFAULT_SIM)]
     pub sim: String,
@@ -68,6 +72,10 @@ pub struct TriggerArgs {
 pub struct ResendArgs {
     /// The delivery's number in `hookrace sim log --format json` (`seq`).
     pub seq: u64,
+    /// Credentials for a class's simulator: `teacher:TOKEN` (the teacher's token `hookrace sim
+    /// --class` printed) or your client's `student-03:SECRET`; none for a simulator without a class.
+    #[arg(long, env = "HOOKRACE_SIM_AUTH", hide_env_values = true)]
+    pub auth: Option<String>,
     /// The running simulator.
     #[arg(long, default_value = DEFAULT_SIM)]
     pub sim: String,
@@ -79,7 +87,13 @@ pub struct ResendArgs {
 /// Sends a logged delivery again, byte for byte, and prints the receiver's answer.
 pub async fn resend(args: &ResendArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     let base = sim_base(&args.sim);
-    let v = control_post(&base, "resend", &json!({"seq": args.seq})).await?;
+    let v = control_post(
+        &base,
+        "resend",
+        &json!({"seq": args.seq}),
+        args.auth.as_deref(),
+    )
+    .await?;
     match args.format {
         DataFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?,
         DataFormat::Table => writeln!(
@@ -110,6 +124,10 @@ pub struct LogArgs {
     /// The same as `--format json` (kept for scripts written before `--format`).
     #[arg(long, hide = true)]
     pub json: bool,
+    /// Credentials for a class's simulator: `teacher:TOKEN` (the teacher's token `hookrace sim
+    /// --class` printed) or your client's `student-03:SECRET`; none for a simulator without a class.
+    #[arg(long, env = "HOOKRACE_SIM_AUTH", hide_env_values = true)]
+    pub auth: Option<String>,
     /// The running simulator.
     #[arg(long, default_value = DEFAULT_SIM)]
     pub sim: String,
@@ -138,13 +156,30 @@ fn unreachable(base: &str, e: reqwest::Error) -> anyhow::Error {
     )
 }
 
+/// `request` with `--auth USER:SECRET` as HTTP Basic credentials, when given.
+pub fn with_auth(
+    request: reqwest::RequestBuilder,
+    auth: Option<&str>,
+) -> anyhow::Result<reqwest::RequestBuilder> {
+    match auth {
+        None => Ok(request),
+        Some(a) => match a.split_once(':') {
+            Some((user, secret)) if !user.is_empty() => Ok(request.basic_auth(user, Some(secret))),
+            _ => bail!("--auth must be USER:SECRET (teacher:TOKEN, or student-03:SECRET)"),
+        },
+    }
+}
+
 /// Posts `body` to the simulator's control route `/sim/{route}`; its JSON answer, or an error
 /// with the simulator's own words when it refused.
-async fn control_post(base: &str, route: &str, body: &Value) -> anyhow::Result<Value> {
+async fn control_post(
+    base: &str,
+    route: &str,
+    body: &Value,
+    auth: Option<&str>,
+) -> anyhow::Result<Value> {
     let http = crate::http::client(Duration::from_secs(30))?;
-    let res = http
-        .post(format!("{base}/sim/{route}"))
-        .json(body)
+    let res = with_auth(http.post(format!("{base}/sim/{route}")).json(body), auth)?
         .send()
         .await
         .map_err(|e| unreachable(base, e))?;
@@ -167,7 +202,7 @@ pub async fn trigger(args: &TriggerArgs, out: &mut (dyn Write + Send)) -> anyhow
     if let Some(path) = &args.data {
         request["data"] = custom_data(path)?;
     }
-    let v = control_post(&base, "trigger", &request).await?;
+    let v = control_post(&base, "trigger", &request, args.auth.as_deref()).await?;
     if args.format == DataFormat::Json {
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return triggered(&v, &args.event);
@@ -307,8 +342,7 @@ pub async fn log(args: &LogArgs, out: &mut (dyn Write + Send)) -> anyhow::Result
     };
     if !args.follow {
         let http = crate::http::client(Duration::from_secs(30))?;
-        let res = http
-            .get(format!("{base}/sim/log"))
+        let res = with_auth(http.get(format!("{base}/sim/log")), args.auth.as_deref())?
             .send()
             .await
             .map_err(|e| unreachable(&base, e))?
@@ -331,13 +365,15 @@ pub async fn log(args: &LogArgs, out: &mut (dyn Write + Send)) -> anyhow::Result
         .connect_timeout(Duration::from_secs(5))
         .build()
         .context("building an HTTP client")?;
-    let res = http
-        .get(format!("{base}/sim/log/events"))
-        .send()
-        .await
-        .map_err(|e| unreachable(&base, e))?
-        .error_for_status()
-        .with_context(|| format!("following {base}/sim/log/events"))?;
+    let res = with_auth(
+        http.get(format!("{base}/sim/log/events")),
+        args.auth.as_deref(),
+    )?
+    .send()
+    .await
+    .map_err(|e| unreachable(&base, e))?
+    .error_for_status()
+    .with_context(|| format!("following {base}/sim/log/events"))?;
     let mut body = res.bytes_stream();
     let mut pending = String::new();
     while let Some(chunk) = body.next().await {

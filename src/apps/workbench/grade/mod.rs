@@ -34,6 +34,15 @@ pub struct CheckArgs {
     /// is replaced.
     #[arg(long)]
     pub sim: Option<String>,
+    /// With --sim on a class's simulator: the teacher's `teacher:TOKEN` (the grader drives the
+    /// simulator's own client, which only the teacher may).
+    #[arg(
+        long,
+        env = "HOOKRACE_SIM_AUTH",
+        hide_env_values = true,
+        requires = "sim"
+    )]
+    pub auth: Option<String>,
     /// The webhook secret the receiver verifies signatures with (default: a new random one).
     #[arg(long)]
     pub secret: Option<String>,
@@ -173,7 +182,7 @@ pub async fn run(args: &CheckArgs, out: &mut (dyn Write + Send)) -> anyhow::Resu
             .base_url
         }
     };
-    let sim = SimClient::connect(&base).await?;
+    let sim = SimClient::connect(&base, args.auth.as_deref()).await?;
     let fixture = sim.prepare(args).await?;
     if let Some(path) = &args.env_file {
         crate::apps::write_private(path, fixture.env().as_bytes())

@@ -14,6 +14,8 @@ pub(super) struct SimClient {
     pub(super) http: reqwest::Client,
     pub(super) base: String,
     pub(super) client: (String, String),
+    /// `--auth` for a class's simulator (its control routes need the teacher's token).
+    auth: Option<String>,
     /// The newest log entry read so far: the next read asks only for what came after it.
     newest: std::sync::atomic::AtomicU64,
 }
@@ -21,16 +23,17 @@ pub(super) struct SimClient {
 impl SimClient {
     /// The simulator at `base`, with the client credentials it accepts (its defaults: a
     /// simulator started with other ones is driven through `--sim` only with those).
-    pub(super) async fn connect(base: &str) -> anyhow::Result<SimClient> {
+    pub(super) async fn connect(base: &str, auth: Option<&str>) -> anyhow::Result<SimClient> {
         let mut sim = SimClient {
             http: crate::http::client(DELIVERY_TIMEOUT + Duration::from_secs(20))?,
             base: base.to_string(),
             client: ("hookrace-sim".into(), "hookrace-sim-secret".into()),
+            auth: auth.map(str::to_string),
             newest: Default::default(),
         };
         let truth = sim
             .send(
-                sim.http.get(format!("{}/sim/truth", sim.base)),
+                sim.control_request(reqwest::Method::GET, "truth")?,
                 "reading the simulator",
             )
             .await?;
@@ -63,19 +66,30 @@ impl SimClient {
 
     pub(super) async fn control(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         self.send(
-            self.http
-                .post(format!("{}/sim/{path}", self.base))
+            self.control_request(reqwest::Method::POST, path)?
                 .json(&body),
             &format!("POST /sim/{path}"),
         )
         .await
     }
 
+    /// A request to the control route `/sim/{path}`, with `--auth` when given.
+    fn control_request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> anyhow::Result<reqwest::RequestBuilder> {
+        let request = self
+            .http
+            .request(method, format!("{}/sim/{path}", self.base));
+        crate::apps::workbench::with_auth(request, self.auth.as_deref())
+    }
+
     /// Fixes the secret and the two users' tokens, and removes a webhook left from before.
     pub(super) async fn prepare(&self, args: &CheckArgs) -> anyhow::Result<Fixture> {
         let truth = self
             .send(
-                self.http.get(format!("{}/sim/truth", self.base)),
+                self.control_request(reqwest::Method::GET, "truth")?,
                 "reading the simulator",
             )
             .await?;
@@ -137,7 +151,7 @@ impl SimClient {
     pub(super) async fn log_after(&self, seq: u64) -> anyhow::Result<Vec<LogEntry>> {
         let v = self
             .send(
-                self.http.get(format!("{}/sim/log?after={seq}", self.base)),
+                self.control_request(reqwest::Method::GET, &format!("log?after={seq}"))?,
                 "reading the simulator's log",
             )
             .await?;
