@@ -583,21 +583,7 @@ async fn log_follow_streams_new_entries() {
 /// included; the scoreboard tells the three apart, as JSON and in a real browser.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_class_on_one_simulator_and_its_scoreboard() {
-    hookrace::telemetry::init_for_tests();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let stop = CancellationToken::new();
-    let _stop = stop.clone().drop_guard();
-    let running = sim::start(
-        listener,
-        SimSettings {
-            users: 0,
-            class: 3,
-            ..SimSettings::default()
-        },
-        stop,
-        hookrace::server::serve_simulator,
-    )
-    .unwrap();
+    let (running, _stop) = class_sim(3).await;
     let base = running.base_url.clone();
     let http = hookrace::http::plain_client();
     let teacher = running.sim.teacher_token().unwrap().to_string();
@@ -1037,27 +1023,28 @@ async fn trigger_with_data_makes_the_item_asked_for_or_nothing() {
     assert_eq!(truth().await, before, "a refused trigger made something");
 }
 
+/// A simulator with a class of `students`, stopped when the guard drops.
+async fn class_sim(students: u32) -> (sim::RunningSim, tokio_util::sync::DropGuard) {
+    hookrace::telemetry::init_for_tests();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stop = CancellationToken::new();
+    let guard = stop.clone().drop_guard();
+    let settings = SimSettings {
+        users: 0,
+        class: students,
+        ..SimSettings::default()
+    };
+    let running = sim::start(listener, settings, stop, hookrace::server::serve_simulator).unwrap();
+    (running, guard)
+}
+
 /// A class's students are isolated (the outside audit's attacks, each refused): without
 /// credentials the scoreboard shows no secret, token or receiver credentials and every control
 /// answers 401; a student's own credentials reach only their own client: not another's users,
 /// triggers, secret, log or deliveries, not the class-wide faults; the teacher's token reaches all.
 #[tokio::test]
 async fn a_class_keeps_each_students_work_to_themselves() {
-    hookrace::telemetry::init_for_tests();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let stop = CancellationToken::new();
-    let _stop = stop.clone().drop_guard();
-    let running = sim::start(
-        listener,
-        SimSettings {
-            users: 0,
-            class: 2,
-            ..SimSettings::default()
-        },
-        stop,
-        hookrace::server::serve_simulator,
-    )
-    .unwrap();
+    let (running, _stop) = class_sim(2).await;
     let base = running.base_url.clone();
     let http = hookrace::http::plain_client();
     let creds = running.sim.class_credentials();
