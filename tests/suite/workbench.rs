@@ -1216,4 +1216,38 @@ async fn a_class_keeps_each_students_work_to_themselves() {
         .await
         .unwrap();
     assert_eq!(wrong.status(), 401);
+
+    // A fetch counts for whoever's token it carries: A fetching the URL announced to B with a
+    // token nobody has raises nothing on B's row.
+    let rx_b = common::receiver::Receiver::start().await;
+    let res = http
+        .post(format!("{base}/v3/webhooks"))
+        .basic_auth(
+            b["client_id"].as_str().unwrap(),
+            b["client_secret"].as_str(),
+        )
+        .json(&json!({"events": ["EXERCISE"], "url": rx_b.url}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    assert_eq!(rx_b.next().await.event.as_deref(), Some("PING"));
+    let res = http
+        .post(format!("{base}/sim/trigger"))
+        .bearer_auth(&teacher)
+        .json(&json!({"event": "EXERCISE", "student": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let delivery: Value = serde_json::from_str(&rx_b.next().await.body).unwrap();
+    let stolen = http
+        .get(delivery["url"].as_str().unwrap())
+        .bearer_auth("made-up-token-of-a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stolen.status(), 401);
+    let board = running.sim.scoreboard();
+    assert_eq!(board[1].wrong_token, 0, "{:?}", board[1]);
 }

@@ -628,9 +628,15 @@ impl Sim {
             return;
         }
         let path = cut(path, LOGGED_PATH_MAX);
-        let client = token_user
-            .or(announced.map(|a| a.0))
-            .map_or(0, |u| s.client_of(u));
+        // Attributed by the token it carries: in a class, a request with a token nobody has is
+        // nobody's (attributed by the path, anyone could raise another student's "wrong token"
+        // count by fetching the URL announced to them).
+        let class = s.clients.len() > 1;
+        let client = match (token_user, announced) {
+            (Some(u), _) => s.client_of(u),
+            (None, _) if class => return,
+            (None, a) => a.map_or(0, |(u, _)| s.client_of(u)),
+        };
         s.log.record(
             client,
             Logged::Request {
