@@ -1058,6 +1058,22 @@ async fn a_class_keeps_each_students_work_to_themselves() {
     let b_user = b["users"][0]["user_id"].as_u64().unwrap();
     let a_user = a["users"][0]["user_id"].as_u64().unwrap();
 
+    // The class's page carries the daemon's page headers.
+    let page = http.get(format!("{base}/sim/class")).send().await.unwrap();
+    let header = |name: &str| {
+        page.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    assert!(
+        header("content-security-policy")
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    assert_eq!(header("x-content-type-options").as_deref(), Some("nosniff"));
+    assert_eq!(header("x-frame-options").as_deref(), Some("DENY"));
+    assert_eq!(header("referrer-policy").as_deref(), Some("no-referrer"));
+
     // Nobody: the scoreboard, without credentials; nothing else.
     let public: Value = http
         .get(format!("{base}/sim/class.json"))

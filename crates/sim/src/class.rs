@@ -318,10 +318,7 @@ pub(super) fn class_events(
 
 /// `GET /sim/class`: the scoreboard page to project.
 pub(super) fn class_page() -> SimResponse {
-    let mut r = SimResponse::text(StatusCode::OK, CLASS_PAGE);
-    r.headers
-        .push(("Content-Type".into(), "text/html; charset=utf-8".into()));
-    r
+    super::routes::page(CLASS_PAGE)
 }
 
 const CLASS_PAGE: &str = r#"<!doctype html>

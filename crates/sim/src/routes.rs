@@ -108,6 +108,40 @@ impl IntoOk for Value {
     }
 }
 
+/// A page of the simulator's own (the class's scoreboard, the watch page) with the headers the
+/// daemon's pages carry: a Content-Security-Policy that allows only the page's own inline script
+/// and style (by hash) and its event streams, no sniffing, no framing, no referrer.
+pub(super) fn page(html: &'static str) -> SimResponse {
+    use base64::Engine;
+    use sha2::Digest;
+    let inline = |open: &str, close: &str| {
+        let start = html.find(open).map_or(0, |i| i + open.len());
+        let end = html[start..].find(close).map_or(start, |i| start + i);
+        let digest = sha2::Sha256::digest(&html.as_bytes()[start..end]);
+        format!(
+            "'sha256-{}'",
+            base64::engine::general_purpose::STANDARD.encode(digest)
+        )
+    };
+    let policy = format!(
+        "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src 'self' data:; \
+         frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        inline("<script>", "</script>"),
+        inline("<style>", "</style>")
+    );
+    let mut r = SimResponse::text(StatusCode::OK, html);
+    for (name, value) in [
+        ("Content-Type", "text/html; charset=utf-8".to_string()),
+        ("Content-Security-Policy", policy),
+        ("X-Content-Type-Options", "nosniff".into()),
+        ("X-Frame-Options", "DENY".into()),
+        ("Referrer-Policy", "no-referrer".into()),
+    ] {
+        r.headers.push((name.into(), value));
+    }
+    r
+}
+
 pub(super) fn unauthorized(message: &str) -> SimResponse {
     let mut r = SimResponse::error(StatusCode::UNAUTHORIZED, "Unauthorized", message);
     r.headers.push((

@@ -677,10 +677,7 @@ pub(super) fn delay_of(fault: &OneShot, drawn: Duration) -> Duration {
 /// `GET /sim/watch`: the log as a live page (server-sent events from `/sim/log/events`), one line
 /// per delivery and request, a failed answer or a wrong token in red.
 pub(super) fn watch_page() -> SimResponse {
-    let mut r = SimResponse::text(StatusCode::OK, WATCH_PAGE);
-    r.headers
-        .push(("Content-Type".into(), "text/html; charset=utf-8".into()));
-    r
+    super::routes::page(WATCH_PAGE)
 }
 
 const WATCH_PAGE: &str = r#"<!doctype html>
