@@ -1267,3 +1267,63 @@ async fn a_class_keeps_each_students_work_to_themselves() {
     let board = running.sim.scoreboard();
     assert_eq!(board[1].wrong_token, 0, "{:?}", board[1]);
 }
+
+/// `sim trigger ping --everyone` PINGs every student at once, each with the simulator's own
+/// timeout: four receivers that stopped answering cost one timeout, not four (one after another
+/// they outlasted the command's 30 s, which then said no simulator answers).
+#[tokio::test]
+async fn pings_to_a_class_go_together() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (running, _stop) = class_sim(4).await;
+    let base = running.base_url.clone();
+    let teacher = running.sim.teacher_token().unwrap().to_string();
+    let silent = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let hang = silent.clone();
+    let route = warp::post().and(warp::path("hook")).then(move || {
+        let hang = hang.load(Ordering::SeqCst);
+        async move {
+            if hang {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+            warp::reply()
+        }
+    });
+    tokio::spawn(hookrace::server::serve_local(
+        listener,
+        "silent",
+        1024,
+        route,
+        std::future::pending(),
+    ));
+    let http = hookrace::http::plain_client();
+    for c in running.sim.class_credentials() {
+        let res = http
+            .post(format!("{base}/v3/webhooks"))
+            .basic_auth(
+                c["client_id"].as_str().unwrap(),
+                c["client_secret"].as_str(),
+            )
+            .json(&json!({"events": ["EXERCISE"], "url": url}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+    }
+    silent.store(true, Ordering::SeqCst);
+    let mut out = Vec::new();
+    let args = TriggerArgs {
+        everyone: true,
+        auth: Some(format!("teacher:{teacher}")),
+        ..trigger_args(&base, "ping")
+    };
+    let err = workbench::trigger(&args, &mut out).await.unwrap_err();
+    assert!(
+        err.to_string().contains("4 PING(s) not answered 200"),
+        "{err:#}"
+    );
+    let printed = String::from_utf8(out).unwrap();
+    assert_eq!(printed.matches("PING sent to").count(), 4, "{printed}");
+    assert_eq!(printed.matches("No response").count(), 4, "{printed}");
+}
