@@ -40,6 +40,8 @@ struct Behaviour {
     strict_timestamp: bool,
     /// Answer the first this many signed deliveries 503.
     fail_first: usize,
+    /// Answer a repeated delivery 409 (as if a repeat were an error).
+    reject_repeats: bool,
 }
 
 fn good() -> Behaviour {
@@ -54,6 +56,7 @@ fn good() -> Behaviour {
         crash_on_unknown_user: false,
         strict_timestamp: false,
         fail_first: 0,
+        reject_repeats: false,
     }
 }
 
@@ -151,7 +154,11 @@ async fn receiver_with(b: Behaviour, secret: String, tokens: HashMap<u64, String
                 };
                 let url = v["url"].as_str().unwrap_or_default().to_string();
                 if b.dedupe && !seen.lock().unwrap().insert(url.clone()) {
-                    return StatusCode::OK;
+                    return if b.reject_repeats {
+                        StatusCode::CONFLICT
+                    } else {
+                        StatusCode::OK
+                    };
                 }
                 if b.fetch && event != "UNKNOWN_EVENT" {
                     tokio::spawn(async move {
@@ -251,7 +258,7 @@ async fn each_rule_fails_for_a_receiver_that_breaks_it() {
         (
             "duplicate",
             Behaviour {
-                fetch: false,
+                reject_repeats: true,
                 ..good()
             },
         ),
@@ -300,6 +307,29 @@ async fn each_rule_fails_for_a_receiver_that_breaks_it() {
             assert!(!g.passed(), "{table}");
         }
     }
+}
+
+/// Verdicts do not cascade: a receiver that never fetches fails `fetch` and nothing else; the
+/// rules that judge what it does with the data it fetched say they were not judged (before, it
+/// also failed `duplicate` and `zoneless-timestamp`, with fixes about de-duplication and time
+/// zones, so a student fixed the wrong thing).
+#[tokio::test]
+async fn a_receiver_that_never_fetches_fails_fetch_and_nothing_else() {
+    let g = grade_of(Behaviour {
+        fetch: false,
+        ..good()
+    })
+    .await;
+    let table = grade::render_table(&g);
+    assert_eq!(failed(&g), ["fetch"], "{table}");
+    for rule in ["duplicate", "gone", "zoneless-timestamp"] {
+        assert_eq!(outcome(&g, rule), Outcome::NotJudged, "{rule}:\n{table}");
+    }
+    // It refuses the forgery with a 4xx: that much is seen.
+    assert_eq!(outcome(&g, "forged-delivery"), Outcome::Pass, "{table}");
+    assert!(g.score().contains("3 not judged"), "{}", g.score());
+    let junit = grade::render_junit(&g);
+    assert_eq!(junit.matches("<skipped").count(), 3, "{junit}");
 }
 
 /// The PING rule: a receiver that answers PING other than 200 cannot be registered, and the grade

@@ -72,6 +72,10 @@ pub enum Outcome {
     /// Kept, with a recommendation not followed.
     Warn,
     Fail,
+    /// Cannot be seen: the rule judges what the receiver does with the data, and it never
+    /// fetched any (the `fetch` rule fails for that, and only it).
+    #[serde(rename = "not_judged")]
+    NotJudged,
 }
 
 /// One rule of the contract, judged.
@@ -111,8 +115,12 @@ impl Grade {
     /// `7 of 9 rules pass, 1 warning, 1 failure`.
     pub fn score(&self) -> String {
         let n = |o| self.verdicts.iter().filter(|v| v.outcome == o).count();
+        let not_judged = match n(Outcome::NotJudged) {
+            0 => String::new(),
+            k => format!(", {k} not judged"),
+        };
         format!(
-            "{} of {} rules pass, {} with a warning, {} failed: {}",
+            "{} of {} rules pass, {} with a warning, {} failed{not_judged}: {}",
             n(Outcome::Pass) + n(Outcome::Warn),
             self.verdicts.len(),
             n(Outcome::Warn),
@@ -241,6 +249,7 @@ pub fn render_verdict(v: &Verdict) -> String {
         Outcome::Pass => "PASS",
         Outcome::Warn => "WARN",
         Outcome::Fail => "FAIL",
+        Outcome::NotJudged => "----",
     };
     let mut out = format!("{mark}  {:<19} {}\n", v.rule, v.title);
     let _ = writeln!(out, "      {:<19} {}", "", v.observed);
@@ -295,6 +304,9 @@ pub fn render_junit(g: &Grade) -> String {
                     xml_escape(&v.observed),
                     xml_escape(&v.fix)
                 );
+            }
+            Outcome::NotJudged => {
+                let _ = write!(out, "<skipped message=\"{}\"/>", xml_escape(&v.observed));
             }
             Outcome::Pass => {}
         }

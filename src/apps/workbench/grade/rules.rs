@@ -21,8 +21,13 @@ fn verdict(
         title,
         required: true,
         outcome,
-        observed,
-        fix: if outcome == Outcome::Pass {
+        // The only reason a rule is not judged.
+        observed: if outcome == Outcome::NotJudged {
+            format!("not judged: the receiver never fetched any data (see `fetch`); {observed}")
+        } else {
+            observed
+        },
+        fix: if matches!(outcome, Outcome::Pass | Outcome::NotJudged) {
             String::new()
         } else {
             fix.to_string()
@@ -67,16 +72,30 @@ pub(super) async fn grade(
     if !registered {
         return Ok(grade);
     }
-    let (signed, p50, p95) = signed_and_fetched(sim, alice, bob, wait).await?;
+    let (signed, p50, p95, fetches) = signed_and_fetched(sim, alice, bob, wait).await?;
     add(&mut grade, signed);
     (grade.answer_p50_ms, grade.answer_p95_ms) = (p50, p95);
-    add(&mut grade, vec![forged(sim, alice, wait).await?]);
-    add(&mut grade, vec![duplicate(sim, alice, wait).await?]);
+    // What a receiver does with data can only be seen when it fetches: one that never does
+    // fails `fetch`, and the rules that judge its fetching are not judged (not failed for it).
+    let watch = Fetching(fetches);
+    add(&mut grade, vec![forged(sim, alice, wait, watch).await?]);
+    add(&mut grade, vec![duplicate(sim, alice, wait, watch).await?]);
     add(&mut grade, unknowns(sim, alice, wait).await?);
     add(&mut grade, vec![burst(sim, bob, wait).await?]);
-    add(&mut grade, vec![gone(sim, alice, wait).await?]);
-    add(&mut grade, vec![zoneless(sim, alice, wait).await?]);
+    add(&mut grade, vec![gone(sim, alice, wait, watch).await?]);
+    add(&mut grade, vec![zoneless(sim, alice, wait, watch).await?]);
     Ok(grade)
+}
+
+/// Whether the receiver fetched anything when it was sent signed deliveries.
+#[derive(Debug, Clone, Copy)]
+struct Fetching(bool);
+
+impl Fetching {
+    /// `judged`, or not judged when the receiver never fetches.
+    fn or_not_judged(self, judged: Outcome) -> Outcome {
+        if self.0 { judged } else { Outcome::NotJudged }
+    }
 }
 
 /// 1. The PING: the verdict, and whether the webhook could be registered at all.
@@ -128,7 +147,7 @@ async fn signed_and_fetched(
     alice: u64,
     bob: u64,
     wait: Duration,
-) -> anyhow::Result<(Vec<Verdict>, Option<u64>, Option<u64>)> {
+) -> anyhow::Result<(Vec<Verdict>, Option<u64>, Option<u64>, bool)> {
     let a = sim.scenario("EXERCISE", alice, 3, json!({}), wait).await?;
     let b = sim.scenario("EXERCISE", bob, 2, json!({}), wait).await?;
     let mut times: Vec<u64> = a
@@ -164,7 +183,8 @@ async fn signed_and_fetched(
          afterwards: Polar gives up on a slow answer and does not retry.",
     );
     let fetched = fetch_verdict(&a, &b, wait);
-    Ok((vec![answered, fetched], p50, p95))
+    let fetches = !a.fetches.is_empty() || !b.fetches.is_empty();
+    Ok((vec![answered, fetched], p50, p95, fetches))
 }
 
 /// 3. Each item of `a` and `b` fetched with its own user's token.
@@ -216,7 +236,12 @@ fn fetch_verdict(a: &Seen, b: &Seen, wait: Duration) -> Verdict {
 }
 
 /// 4. A forged delivery.
-async fn forged(sim: &SimClient, alice: u64, wait: Duration) -> anyhow::Result<Verdict> {
+async fn forged(
+    sim: &SimClient,
+    alice: u64,
+    wait: Duration,
+    watch: Fetching,
+) -> anyhow::Result<Verdict> {
     let forged = sim
         .scenario("EXERCISE", alice, 1, json!({"bad_signature": true}), wait)
         .await?;
@@ -227,7 +252,7 @@ async fn forged(sim: &SimClient, alice: u64, wait: Duration) -> anyhow::Result<V
         "a delivery with a wrong signature not acted on (4xx recommended)",
         match (acted, status) {
             (0, Some(s)) if (400..500).contains(&s) => Outcome::Pass,
-            (0, _) => Outcome::Warn,
+            (0, _) => watch.or_not_judged(Outcome::Warn),
             _ => Outcome::Fail,
         },
         format!(
@@ -240,7 +265,12 @@ async fn forged(sim: &SimClient, alice: u64, wait: Duration) -> anyhow::Result<V
 }
 
 /// 5. A duplicate delivery.
-async fn duplicate(sim: &SimClient, alice: u64, wait: Duration) -> anyhow::Result<Verdict> {
+async fn duplicate(
+    sim: &SimClient,
+    alice: u64,
+    wait: Duration,
+    watch: Fetching,
+) -> anyhow::Result<Verdict> {
     let dup = sim
         .scenario("EXERCISE", alice, 1, json!({"duplicate": true}), wait)
         .await?;
@@ -254,7 +284,7 @@ async fn duplicate(sim: &SimClient, alice: u64, wait: Duration) -> anyhow::Resul
         } else if fetched == 1 {
             Outcome::Pass
         } else if fetched == 0 {
-            Outcome::Fail
+            watch.or_not_judged(Outcome::Fail)
         } else {
             Outcome::Warn
         },
@@ -327,7 +357,12 @@ async fn burst(sim: &SimClient, bob: u64, wait: Duration) -> anyhow::Result<Verd
 }
 
 /// 8. Data gone before the fetch.
-async fn gone(sim: &SimClient, alice: u64, wait: Duration) -> anyhow::Result<Verdict> {
+async fn gone(
+    sim: &SimClient,
+    alice: u64,
+    wait: Duration,
+    watch: Fetching,
+) -> anyhow::Result<Verdict> {
     let gone = sim
         .scenario("EXERCISE", alice, 1, json!({"gone": true}), wait * 3)
         .await?;
@@ -336,10 +371,10 @@ async fn gone(sim: &SimClient, alice: u64, wait: Duration) -> anyhow::Result<Ver
     Ok(verdict(
         "gone",
         "data gone by the fetch (404/204) does not make the receiver retry for ever",
-        if tries <= MAX_FETCHES_OF_GONE {
-            Outcome::Pass
-        } else {
+        if tries > MAX_FETCHES_OF_GONE {
             Outcome::Fail
+        } else {
+            watch.or_not_judged(Outcome::Pass)
         },
         format!(
             "fetched {tries} time(s) in {} (answered 404)",
@@ -351,7 +386,12 @@ async fn gone(sim: &SimClient, alice: u64, wait: Duration) -> anyhow::Result<Ver
 }
 
 /// 9. A zone-less timestamp.
-async fn zoneless(sim: &SimClient, alice: u64, wait: Duration) -> anyhow::Result<Verdict> {
+async fn zoneless(
+    sim: &SimClient,
+    alice: u64,
+    wait: Duration,
+    watch: Fetching,
+) -> anyhow::Result<Verdict> {
     let zoneless = sim
         .scenario(
             "EXERCISE",
@@ -370,10 +410,10 @@ async fn zoneless(sim: &SimClient, alice: u64, wait: Duration) -> anyhow::Result
     Ok(verdict(
         "zoneless-timestamp",
         "a `timestamp` without a time zone accepted",
-        if status == Some(200) && zoneless.fetched(&path) >= 1 {
-            Outcome::Pass
-        } else {
-            Outcome::Fail
+        match (status, zoneless.fetched(&path)) {
+            (Some(200), 1..) => Outcome::Pass,
+            (Some(200), 0) => watch.or_not_judged(Outcome::Fail),
+            _ => Outcome::Fail,
         },
         format!(
             "answered {}; data fetched {} time(s)",
