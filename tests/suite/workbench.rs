@@ -695,7 +695,7 @@ async fn a_class_on_one_simulator_and_its_scoreboard() {
         .unwrap();
     let printed = String::from_utf8(out).unwrap();
     assert!(
-        printed.contains("skipped student-03: no webhook"),
+        printed.contains("skipped 1 without an active webhook for EXERCISE: student-03\n"),
         "{printed}"
     );
     assert_eq!(printed.matches("delivering to").count(), 2, "{printed}");
@@ -709,7 +709,8 @@ async fn a_class_on_one_simulator_and_its_scoreboard() {
     let mut board = Vec::new();
     for _ in 0..200 {
         board = running.sim.scoreboard();
-        let settled = board[..2].iter().all(|s| s.deliveries == 2 + 4)
+        // Per student, both users: 2 × 2 clean items, and 2 × 2 duplicated ones sent twice.
+        let settled = board[..2].iter().all(|s| s.deliveries == 4 + 8)
             && board[0].fetched_right == board[0].to_fetch
             && board[1].forged_refused == Some(false)
             && board[1].duplicates_handled == Some(false);
@@ -723,21 +724,24 @@ async fn a_class_on_one_simulator_and_its_scoreboard() {
     assert!(good_row.active && good_row.ping_passed, "{good_row:?}");
     assert_eq!(
         (good_row.answered, good_row.deliveries),
-        (6, 6),
+        (12, 12),
         "{good_row:?}"
     );
     assert_eq!(
         (good_row.fetched_right, good_row.to_fetch),
-        (4, 4),
+        (8, 8),
         "{good_row:?}"
     );
     assert_eq!(good_row.forged_refused, Some(true), "{good_row:?}");
     assert_eq!(good_row.duplicates_handled, Some(true), "{good_row:?}");
     assert_eq!(
         (naive_row.answered, naive_row.deliveries),
-        (6, 6),
+        (12, 12),
         "{naive_row:?}"
     );
+    // The naive receiver fetches every item with its first user's token: the second user's
+    // items show it (with one user per trigger, it scored every fetch right).
+    assert!(naive_row.wrong_token > 0, "{naive_row:?}");
     assert_eq!(naive_row.forged_refused, Some(false), "{naive_row:?}");
     assert_eq!(naive_row.duplicates_handled, Some(false), "{naive_row:?}");
     assert!(
@@ -762,9 +766,10 @@ async fn a_class_on_one_simulator_and_its_scoreboard() {
         dom[at..end].to_string()
     };
     assert!(!row(1).contains("class=\"no\""), "student 1: {}", row(1));
+    // Naive: the other user's token, the forgery and the duplicates.
     assert_eq!(
         row(2).matches("class=\"no\"").count(),
-        2,
+        3,
         "student 2: {}",
         row(2)
     );

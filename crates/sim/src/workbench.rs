@@ -443,7 +443,7 @@ impl Sim {
         // PINGs to many students go together, each with the client's own timeout: one after
         // another, a class of silent receivers outlasted the caller's patience.
         let mut pings = Vec::new();
-        for (client, user) in targets {
+        for (client, users) in targets {
             let hook = self.lock().clients[client].hook.clone();
             let problem = delivery_problem(hook.as_ref(), &kinds, &t.event);
             let client_id = self.lock().clients[client].id.clone();
@@ -464,8 +464,10 @@ impl Sim {
                 continue;
             }
             delivered_to.push(json!({"client_id": client_id, "webhook": h.url}));
-            if let Err(r) = self.make_items(user, &kinds, &t, &client_id, &mut made) {
-                return r;
+            for user in users {
+                if let Err(r) = self.make_items(user, &kinds, &t, &client_id, &mut made) {
+                    return r;
+                }
             }
         }
         if ping {
@@ -540,32 +542,37 @@ impl Sim {
         Ok(())
     }
 
-    /// The (client, user) pairs a trigger is for.
-    fn targets(&self, t: &Trigger) -> Result<Vec<(usize, u64)>, SimResponse> {
+    /// The clients a trigger is for, each with the users to make data for: the user named; a
+    /// student's every user (a receiver must fetch each with its own user's token, so a
+    /// trigger for a student exercises both); without a class, the simulator's first user.
+    fn targets(&self, t: &Trigger) -> Result<Vec<(usize, Vec<u64>)>, SimResponse> {
         let s = self.lock();
-        let first_user = |client: usize| {
+        let users_of = |client: usize| -> Vec<u64> {
             s.users
                 .values()
-                .find(|u| u.client == client && u.registered && !u.revoked)
+                .filter(|u| u.client == client && u.registered && !u.revoked)
                 .map(|u| u.id)
+                .collect()
         };
         let students = s.clients.len() - 1;
         let not_found = |m: String| SimResponse::text(StatusCode::NOT_FOUND, format!("{m}\n"));
         if let Some(user) = t.user_id {
             return match s.users.get(&user) {
-                Some(u) => Ok(vec![(u.client, user)]),
+                Some(u) => Ok(vec![(u.client, vec![user])]),
                 None => Err(not_found(format!("no user {user}"))),
             };
         }
         if t.everyone {
-            let clients: Vec<usize> = if students == 0 {
-                vec![0]
-            } else {
-                (1..=students).collect()
-            };
-            return Ok(clients
-                .into_iter()
-                .filter_map(|c| first_user(c).map(|u| (c, u)))
+            if students == 0 {
+                return Ok(users_of(0)
+                    .into_iter()
+                    .take(1)
+                    .map(|u| (0, vec![u]))
+                    .collect());
+            }
+            return Ok((1..=students)
+                .map(|c| (c, users_of(c)))
+                .filter(|(_, users)| !users.is_empty())
                 .collect());
         }
         let client = match t.student {
@@ -577,13 +584,17 @@ impl Sim {
             }
             None => 0,
         };
-        match first_user(client) {
-            Some(u) => Ok(vec![(client, u)]),
-            None => Err(SimResponse::text(
+        let mut users = users_of(client);
+        if client == 0 {
+            users.truncate(1);
+        }
+        if users.is_empty() {
+            return Err(SimResponse::text(
                 StatusCode::BAD_REQUEST,
                 "the simulator has no registered user for that client: add one\n",
-            )),
+            ));
         }
+        Ok(vec![(client, users)])
     }
 
     /// `GET /sim/log[?after=SEQ]`: the log's entries after `SEQ` (all that are kept by default).

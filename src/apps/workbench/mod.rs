@@ -207,12 +207,21 @@ pub async fn trigger(args: &TriggerArgs, out: &mut (dyn Write + Send)) -> anyhow
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return triggered(&v, &args.event);
     }
-    for skip in v["skipped"].as_array().into_iter().flatten() {
+    // One line for every student skipped, whatever the class's size (the reasons are in the
+    // JSON answer).
+    let skipped: Vec<&str> = v["skipped"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s["client_id"].as_str().unwrap_or("?"))
+        .collect();
+    if !skipped.is_empty() {
         writeln!(
             out,
-            "skipped {}: {}",
-            skip["client_id"].as_str().unwrap_or("?"),
-            skip["why"].as_str().unwrap_or("?")
+            "skipped {} without an active webhook for {}: {}",
+            skipped.len(),
+            args.event,
+            skipped.join(", ")
         )?;
     }
     if v["event"] == "PING" {
