@@ -1362,3 +1362,39 @@ async fn pings_to_a_class_go_together() {
     assert_eq!(printed.matches("PING sent to").count(), 4, "{printed}");
     assert_eq!(printed.matches("No response").count(), 4, "{printed}");
 }
+
+/// The scoreboard's streams share one board, made once per change, and at most
+/// `BOARD_STREAMS_MAX` are open: the next is told 503, the open ones keep their board.
+#[tokio::test]
+async fn scoreboard_streams_share_one_board_and_are_capped() {
+    let (running, _stop) = class_sim(2).await;
+    let base = running.base_url.clone();
+    let http = hookrace::http::plain_client();
+    let mut open = Vec::new();
+    for _ in 0..sim::BOARD_STREAMS_MAX {
+        let res = http
+            .get(format!("{base}/sim/class/events"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        open.push(res);
+    }
+    let refused = http
+        .get(format!("{base}/sim/class/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    // An open stream's first event is the board.
+    let mut first = open.pop().unwrap();
+    let mut text = String::new();
+    while !text.contains("\n\n") {
+        text.push_str(&String::from_utf8_lossy(
+            &first.chunk().await.unwrap().unwrap(),
+        ));
+    }
+    let data = text.lines().find_map(|l| l.strip_prefix("data:")).unwrap();
+    let board: Vec<sim::StudentScore> = serde_json::from_str(data.trim()).unwrap();
+    assert_eq!(board.len(), 2);
+}

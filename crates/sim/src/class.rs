@@ -280,36 +280,96 @@ pub fn credentials_table(credentials: &[Value], base_url: &str) -> String {
     out
 }
 
+/// The most scoreboard streams open at once: each holds a connection, and a class projects one
+/// or a few (40 streams each rebuilding the board under the simulator's lock took 39% CPU and
+/// made control requests wait two seconds).
+pub const BOARD_STREAMS_MAX: usize = 64;
+
+/// The scoreboard, made once per change for every stream, and how many streams are open.
+pub(super) struct Board {
+    latest: tokio::sync::watch::Receiver<Arc<str>>,
+    open: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Board {
+    /// Starts the one task that remakes the board after each change to the log (changes within
+    /// a quarter of a second are made once), until `shutdown`.
+    fn start(sim: Arc<Sim>, shutdown: tokio_util::sync::CancellationToken) -> Board {
+        let json = |sim: &Sim| -> Arc<str> {
+            serde_json::to_string(&sim.scoreboard())
+                .unwrap_or_default()
+                .into()
+        };
+        let (tx, latest) = tokio::sync::watch::channel(json(&sim));
+        let (_, mut changes) = sim.follow_log(u64::MAX);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    change = changes.recv() => {
+                        if matches!(change, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                            return;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                while changes.try_recv().is_ok() {}
+                tx.send_replace(json(&sim));
+            }
+        });
+        Board {
+            latest,
+            open: Arc::default(),
+        }
+    }
+}
+
+/// Counts an open stream until it is dropped.
+struct Open(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// `GET /sim/class/events`: the scoreboard as server-sent events, now and after every change to
-/// the log (changes within a quarter of a second are sent once). Ends when the simulator stops.
+/// the log, from the one board all streams share; 503 beyond [`BOARD_STREAMS_MAX`] streams. Ends
+/// when the simulator stops.
 pub(super) fn class_events(
     sim: Arc<Sim>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> impl warp::Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
     use futures_util::StreamExt;
+    use std::sync::atomic::Ordering;
     use warp::Filter;
     use warp::reply::Reply;
     warp::path!("sim" / "class" / "events")
         .and(warp::get())
         .map(move || {
-            let (_, rx) = sim.follow_log(u64::MAX);
-            let sim = sim.clone();
-            let updates = futures_util::stream::unfold((rx, true), |(mut rx, first)| async move {
-                if !first {
-                    match rx.recv().await {
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                        _ => {
-                            tokio::time::sleep(Duration::from_millis(250)).await;
-                            while rx.try_recv().is_ok() {}
-                        }
-                    }
-                }
-                Some(((), (rx, false)))
-            });
+            let board = sim
+                .board
+                .get_or_init(|| Board::start(sim.clone(), shutdown.clone()));
+            if board.open.fetch_add(1, Ordering::SeqCst) >= BOARD_STREAMS_MAX {
+                board.open.fetch_sub(1, Ordering::SeqCst);
+                let why = format!("{BOARD_STREAMS_MAX} scoreboards are open: close one\n");
+                return super::routes::to_http(SimResponse::text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    why,
+                ));
+            }
+            let open = Open(board.open.clone());
+            let mut latest = board.latest.clone();
+            latest.mark_changed();
+            let updates =
+                futures_util::stream::unfold((latest, open), |(mut rx, open)| async move {
+                    rx.changed().await.ok()?;
+                    let board = rx.borrow_and_update().clone();
+                    Some((board, (rx, open)))
+                });
             let events = updates
-                .map(move |()| {
-                    let board = serde_json::to_string(&sim.scoreboard()).unwrap_or_default();
-                    Ok::<_, std::convert::Infallible>(warp::sse::Event::default().data(board))
+                .map(|board| {
+                    Ok::<_, std::convert::Infallible>(warp::sse::Event::default().data(&*board))
                 })
                 .take_until(shutdown.clone().cancelled_owned());
             warp::sse::reply(warp::sse::keep_alive().stream(events)).into_response()

@@ -51,7 +51,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use access::{Caller, TEACHER};
-pub use class::{StudentScore, credentials_table};
+pub use class::{BOARD_STREAMS_MAX, StudentScore, credentials_table};
 pub use control::patch_faults;
 pub use routes::{SimRequest, SimResponse, endpoint_name};
 pub use settings::{Faults, SimSettings};

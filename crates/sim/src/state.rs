@@ -78,6 +78,8 @@ pub struct Sim {
     /// Class mode: the teacher's token for the class-wide controls (from the operating system's
     /// randomness, never the seed: a seed is no secret).
     pub(super) teacher_token: Option<String>,
+    /// The class's scoreboard, shared by its streams (started with the first).
+    pub(super) board: std::sync::OnceLock<super::class::Board>,
 }
 
 impl Sim {
@@ -124,6 +126,7 @@ impl Sim {
             http,
             deliveries,
             users_changed: Notify::new(),
+            board: std::sync::OnceLock::new(),
             teacher_token: (settings_class > 0).then(|| {
                 use rand::RngExt;
                 let bytes: [u8; 16] = rand::rng().random();
