@@ -91,18 +91,7 @@ pub fn run(cli: Cli) -> ExitCode {
         })()),
         Command::Trace {
             command: super::TraceCommand::Export(args),
-        } => exit((|| {
-            let exported = crate::apps::traffic::export_command(&args, &mut std::io::stdout())?;
-            if let Some(path) = &args.output {
-                eprintln!(
-                    "hookrace: {} entities of {} users written to {}",
-                    exported.entities,
-                    exported.users,
-                    path.display()
-                );
-            }
-            Ok(())
-        })()),
+        } => exit(trace_export(&args)),
         Command::Replay(args) => on_runtime(replay(args)),
         Command::Completions { shell } => exit(completions(shell)),
         Command::Man => exit(man_page()),
@@ -351,6 +340,20 @@ where
             ExitCode::from(EXIT_FAILED)
         }
     }
+}
+
+/// `hookrace trace export`: the trace on stdout, or in `-o FILE` with a line on stderr.
+fn trace_export(args: &crate::apps::traffic::ExportArgs) -> anyhow::Result<()> {
+    let exported = crate::apps::traffic::export_command(args, &mut std::io::stdout())?;
+    if let Some(path) = &args.output {
+        eprintln!(
+            "hookrace: {} entities of {} users written to {}",
+            exported.entities,
+            exported.users,
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// `hookrace replay`: the plan, then the sends with a progress bar for a person, then the

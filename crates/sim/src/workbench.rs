@@ -402,37 +402,11 @@ impl Sim {
     /// (class mode), else of every student with an active webhook (`everyone`), else of the
     /// simulator's own client. 409 when no active webhook would deliver them.
     pub(super) async fn control_trigger(&self, body: &[u8], scope: Option<usize>) -> SimResponse {
-        let bad = |m: String| SimResponse::text(StatusCode::BAD_REQUEST, format!("{m}\n"));
-        let mut t: Trigger = match serde_json::from_slice(body) {
-            Ok(t) => t,
-            Err(e) => return bad(format!("not a trigger: {e}")),
+        let (t, kinds) = match self.read_trigger(body, scope) {
+            Ok(read) => read,
+            Err(r) => return r,
         };
-        if let Some(own) = scope {
-            if let Err(r) = self.confine(&mut t, own) {
-                return r;
-            }
-        }
-        let ping = t.event.eq_ignore_ascii_case("ping");
-        let kinds = match (ping, kinds_of(&t.event)) {
-            (true, _) => Vec::new(),
-            (false, Some(k)) => k,
-            (false, None) => {
-                return bad(format!(
-                    "unknown event {:?}: EXERCISE, SLEEP, ACTIVITY_SUMMARY, \
-                     CONTINUOUS_HEART_RATE, SleepWise, PHYSICAL_INFORMATION or PING",
-                    t.event
-                ));
-            }
-        };
-        if t.data.is_some() && (ping || kinds.len() != 1) {
-            return bad(format!(
-                "--data sets the fields of one kind of item: not of {}",
-                t.event
-            ));
-        }
-        if t.count == 0 || t.count > MAX_COUNT {
-            return bad(format!("count must be 1 to {MAX_COUNT}"));
-        }
+        let ping = kinds.is_empty();
         let targets = match self.targets(&t) {
             Ok(targets) => targets,
             Err(r) => return r,
@@ -518,6 +492,43 @@ impl Sim {
             }
         }
         Ok(())
+    }
+
+    /// The trigger in `body`, confined to `scope`'s client, and the kinds it makes (none: a
+    /// PING); a 400 (or the confinement's 403) says what is wrong with it.
+    fn read_trigger(
+        &self,
+        body: &[u8],
+        scope: Option<usize>,
+    ) -> Result<(Trigger, Vec<Kind>), SimResponse> {
+        let bad = |m: String| SimResponse::text(StatusCode::BAD_REQUEST, format!("{m}\n"));
+        let mut t: Trigger =
+            serde_json::from_slice(body).map_err(|e| bad(format!("not a trigger: {e}")))?;
+        if let Some(own) = scope {
+            self.confine(&mut t, own)?;
+        }
+        let ping = t.event.eq_ignore_ascii_case("ping");
+        let kinds = match (ping, kinds_of(&t.event)) {
+            (true, _) => Vec::new(),
+            (false, Some(k)) => k,
+            (false, None) => {
+                return Err(bad(format!(
+                    "unknown event {:?}: EXERCISE, SLEEP, ACTIVITY_SUMMARY, \
+                     CONTINUOUS_HEART_RATE, SleepWise, PHYSICAL_INFORMATION or PING",
+                    t.event
+                )));
+            }
+        };
+        if t.data.is_some() && (ping || kinds.len() != 1) {
+            return Err(bad(format!(
+                "--data sets the fields of one kind of item: not of {}",
+                t.event
+            )));
+        }
+        if t.count == 0 || t.count > MAX_COUNT {
+            return Err(bad(format!("count must be 1 to {MAX_COUNT}")));
+        }
+        Ok((t, kinds))
     }
 
     /// Keeps a student's trigger to their own client: no `everyone`, no other student, none of
