@@ -665,11 +665,14 @@ fn race_settings(args: &DemoArgs, truth: &crate::sim::Truth) -> RaceSettings {
         // updates, as its truth records them), not the settings' mean: a minute of a Poisson
         // stream holds a few more or fewer, and theory should describe this race.
         item_rate_per_user_s: generated_rates(truth, args),
-        rates_from: format!(
-            "as generated; the settings' mean: {:.1}",
-            60.0 * (1.0 / args.exercise_every.as_secs_f64()
-                + 1.0 / args.activity_every.as_secs_f64())
-        ),
+        rates_from: match &args.replay {
+            Some(trace) => format!("as replayed from {}", trace.display()),
+            None => format!(
+                "as generated; the settings' mean: {:.1}",
+                60.0 * (1.0 / args.exercise_every.as_secs_f64()
+                    + 1.0 / args.activity_every.as_secs_f64())
+            ),
+        },
     }
 }
 
