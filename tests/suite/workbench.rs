@@ -511,6 +511,9 @@ async fn trigger_makes_data_and_log_shows_the_delivery_and_the_fetch() {
     // The receiver answers, then fetches (with no token of its own for user 10001: it uses the
     // test's first token, which the simulator does not know).
     let log_args = LogArgs {
+        student: None,
+        event: None,
+        answer: None,
         auth: None,
         follow: false,
         json: false,
@@ -567,6 +570,9 @@ async fn log_follow_streams_new_entries() {
                 }
             }
             let args = LogArgs {
+                student: None,
+                event: None,
+                answer: None,
                 auth: None,
                 follow: true,
                 json: false,
@@ -749,6 +755,38 @@ async fn a_class_on_one_simulator_and_its_scoreboard() {
         "{none_row:?}"
     );
 
+    // The teacher's log names the student on each line, and filters by student, event, answer.
+    let log = |student: Option<usize>, answer: Option<&str>| LogArgs {
+        student,
+        event: Some("exercise".into()),
+        answer: answer.map(String::from),
+        follow: false,
+        json: false,
+        format: DataFormat::Table,
+        auth: Some(format!("teacher:{teacher}")),
+        sim: base.clone(),
+    };
+    let mut out = Vec::new();
+    workbench::log(&log(Some(2), None), &mut out).await.unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(text.lines().count(), 4 + 4 + 8, "{text}");
+    assert!(
+        text.lines()
+            .all(|l| l.contains(" student-02 EXERCISE user ")),
+        "{text}"
+    );
+    let mut out = Vec::new();
+    workbench::log(&log(Some(1), Some("4xx")), &mut out)
+        .await
+        .unwrap();
+    let refused = String::from_utf8(out).unwrap();
+    // The good receiver refused the four forgeries, and nothing else.
+    assert_eq!(refused.lines().count(), 4, "{refused}");
+    assert!(
+        refused.lines().all(|l| l.contains("[bad_signature]")),
+        "{refused}"
+    );
+
     // The page, in a real browser: three rows, the good student's cells all green.
     let Some(browser) = common::browser_or_skip() else {
         return;
@@ -892,6 +930,9 @@ async fn the_simulator_commands_read_at_most_their_cap() {
     );
     for follow in [false, true] {
         let args = LogArgs {
+            student: None,
+            event: None,
+            answer: None,
             auth: None,
             follow,
             json: false,

@@ -97,7 +97,11 @@ impl LogEntry {
     /// `12:00:03   · fetched /v3/exercises/aQlC83 with user 10001's token → 200, 38 ms after
     /// the delivery`.
     pub fn line(&self) -> String {
-        let at = self.at.format("%H:%M:%S");
+        // In a class, each line names its student (the teacher sees every student's).
+        let at = match self.client {
+            0 => self.at.format("%H:%M:%S").to_string(),
+            c => format!("{} student-{c:02}", self.at.format("%H:%M:%S")),
+        };
         let answer = |status: &Option<u16>, ms: &Option<u64>| match (status, ms) {
             (Some(s), Some(ms)) => format!("{s} in {ms} ms"),
             (Some(s), None) => s.to_string(),

@@ -124,6 +124,15 @@ pub struct LogArgs {
     /// The same as `--format json` (kept for scripts written before `--format`).
     #[arg(long, hide = true)]
     pub json: bool,
+    /// Only this student's entries (a class; the teacher sees every student's).
+    #[arg(long)]
+    pub student: Option<usize>,
+    /// Only deliveries of this event type (EXERCISE, SLEEP, ...).
+    #[arg(long)]
+    pub event: Option<String>,
+    /// Only entries answered so: 2xx, 4xx, 5xx, or none (no answer, or not sent).
+    #[arg(long, value_parser = ["2xx", "3xx", "4xx", "5xx", "none"])]
+    pub answer: Option<String>,
     /// Credentials for a class's simulator: `teacher:TOKEN` (the teacher's token `hookrace sim
     /// --class` printed) or your client's `student-03:SECRET`; none for a simulator without a class.
     #[arg(long, env = "HOOKRACE_SIM_AUTH", hide_env_values = true)]
@@ -131,6 +140,23 @@ pub struct LogArgs {
     /// The running simulator.
     #[arg(long, default_value = DEFAULT_SIM)]
     pub sim: String,
+}
+
+/// Whether `e` passes `sim log`'s filters (`--student`, `--event`, `--answer`).
+fn wanted(args: &LogArgs, e: &LogEntry) -> bool {
+    use crate::sim::Logged;
+    let (event, status) = match &e.what {
+        Logged::Delivery { event, status, .. } => (Some(event.as_str()), *status),
+        Logged::Ping { status, .. } => (None, *status),
+        Logged::Request { status, .. } => (None, Some(*status)),
+    };
+    let answer = status.map_or("none".to_string(), |s| format!("{}xx", s / 100));
+    args.student.is_none_or(|n| e.client == n)
+        && args
+            .event
+            .as_ref()
+            .is_none_or(|want| event.is_some_and(|ev| ev.eq_ignore_ascii_case(want)))
+        && args.answer.as_ref().is_none_or(|want| *want == answer)
 }
 
 /// The most a command reads of one answer of the simulator (a trigger's answer, one line of
@@ -342,6 +368,9 @@ pub async fn log(args: &LogArgs, out: &mut (dyn Write + Send)) -> anyhow::Result
     let base = sim_base(&args.sim);
     let json = args.json || args.format == DataFormat::Json;
     let print = |out: &mut (dyn Write + Send), e: &LogEntry| -> std::io::Result<()> {
+        if !wanted(args, e) {
+            return Ok(());
+        }
         if json {
             writeln!(out, "{}", serde_json::to_string(e).unwrap_or_default())?;
         } else {
@@ -358,8 +387,9 @@ pub async fn log(args: &LogArgs, out: &mut (dyn Write + Send)) -> anyhow::Result
             .error_for_status()
             .with_context(|| format!("reading {base}/sim/log"))?;
         let body = crate::http::read_capped(res, LOG_MAX, "sim log").await?;
-        let entries: Vec<LogEntry> =
+        let mut entries: Vec<LogEntry> =
             serde_json::from_slice(&body).with_context(|| format!("reading {base}/sim/log"))?;
+        entries.retain(|e| wanted(args, e));
         if json {
             writeln!(out, "{}", serde_json::to_string_pretty(&entries)?)?;
         } else {
