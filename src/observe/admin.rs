@@ -154,6 +154,12 @@ fn dashboard_events(s: &AdminState) -> Response {
                 header::RETRY_AFTER,
                 warp::http::HeaderValue::from_static("5"),
             );
+            // A refused stream gives its connection back: held open, refused pages took the
+            // slots the probes need (64 of them and /healthz did not answer in 2 s).
+            r.headers_mut().insert(
+                header::CONNECTION,
+                warp::http::HeaderValue::from_static("close"),
+            );
             r
         }
     }

@@ -242,6 +242,8 @@ async fn streams_share_one_snapshot_per_change_and_are_capped() {
     let over = reqwest::get(&url).await.unwrap();
     assert_eq!(over.status(), 503);
     assert_eq!(over.headers()["retry-after"], "5");
+    // Refused, it gives its connection back (it does not hold a slot the probes need).
+    assert_eq!(over.headers()["connection"], "close");
     let metric = |text: &str, name: &str| -> u64 {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())

@@ -1427,6 +1427,7 @@ async fn scoreboard_streams_share_one_board_and_are_capped() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["connection"], "close");
     // An open stream's first event is the board.
     let mut first = open.pop().unwrap();
     let mut text = String::new();

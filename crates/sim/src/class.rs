@@ -353,10 +353,9 @@ pub(super) fn class_events(
             if board.open.fetch_add(1, Ordering::SeqCst) >= BOARD_STREAMS_MAX {
                 board.open.fetch_sub(1, Ordering::SeqCst);
                 let why = format!("{BOARD_STREAMS_MAX} scoreboards are open: close one\n");
-                return super::routes::to_http(SimResponse::text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    why,
-                ));
+                let mut refused = SimResponse::text(StatusCode::SERVICE_UNAVAILABLE, why);
+                refused.headers.push(("Connection".into(), "close".into()));
+                return super::routes::to_http(refused);
             }
             let open = Open(board.open.clone());
             let mut latest = board.latest.clone();
