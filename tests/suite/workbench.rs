@@ -1008,6 +1008,22 @@ async fn resend_sends_a_logged_delivery_again_byte_for_byte() {
         .await
         .unwrap();
     assert!(log.contains(&format!("resend of #{seq}")), "{log}");
+    // The log shows the exchange as an inspector does: what was sent, and what came back.
+    let entries: Value = serde_json::from_str(&log).unwrap();
+    let entry = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["seq"] == seq)
+        .unwrap();
+    assert_eq!(entry["request"]["body"], first.body.as_str(), "{entry}");
+    let sent_headers = entry["request"]["headers"].to_string();
+    assert!(
+        sent_headers.contains(first.signature.as_deref().unwrap()),
+        "{entry}"
+    );
+    let answered = entry["answer"]["headers"].to_string();
+    assert!(answered.contains("content-length"), "{entry}");
     let err = workbench::resend(&args(9999), &mut Vec::new())
         .await
         .unwrap_err();

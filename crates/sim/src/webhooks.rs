@@ -332,6 +332,8 @@ impl State {
                 sent: false,
                 status: None,
                 ms: None,
+                request: None,
+                answer: None,
             },
         );
     }
@@ -472,7 +474,7 @@ impl Sim {
         &self,
         http: &reqwest::Client,
         sent: &super::workbench::Sent,
-    ) -> (Option<u16>, u64) {
+    ) -> (Option<u16>, u64, Option<super::workbench::Inspected>) {
         let started = std::time::Instant::now();
         let res = http
             .post(&sent.receiver)
@@ -483,7 +485,40 @@ impl Sim {
             .send()
             .await;
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        (res.ok().map(|r| r.status().as_u16()), ms)
+        match res {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                (Some(status), ms, Some(answer_of(r).await))
+            }
+            Err(_) => (None, ms, None),
+        }
+    }
+}
+
+/// A receiver's answer as the log keeps it: its headers and the first KiB of its body (read no
+/// further: an endless answer costs nothing).
+async fn answer_of(mut r: reqwest::Response) -> super::workbench::Inspected {
+    use super::workbench::{INSPECTED_BODY_MAX, Inspected, inspected_body};
+    let headers = r
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let mut body = Vec::new();
+    while body.len() < INSPECTED_BODY_MAX {
+        match tokio::time::timeout(Duration::from_secs(1), r.chunk()).await {
+            Ok(Ok(Some(chunk))) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    Inspected {
+        headers,
+        body: inspected_body(&String::from_utf8_lossy(&body)),
     }
 }
 
@@ -535,7 +570,7 @@ pub(super) async fn send_deliveries(
                 user_id: payload["user_id"].as_u64().unwrap_or_default(),
                 url: payload["url"].as_str().unwrap_or_default().to_string(),
             };
-            let (status, ms) = sim.send_as(&http, &sent).await;
+            let (status, ms, answer) = sim.send_as(&http, &sent).await;
             let logged = Logged::Delivery {
                 event: job.event.clone(),
                 user_id: sent.user_id,
@@ -545,6 +580,8 @@ pub(super) async fn send_deliveries(
                 sent: true,
                 status,
                 ms: Some(ms),
+                request: Some(sent.inspected()),
+                answer,
             };
             sim.lock().log.record_sent(job.client, logged, sent);
             sim.delivery_done(job.truth_index, job.client, status);

@@ -42,6 +42,12 @@ pub enum Logged {
         sent: bool,
         status: Option<u16>,
         ms: Option<u64>,
+        /// What was sent, as an inspector shows it: the headers and the body.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<Inspected>,
+        /// What the receiver answered: its headers and the first KiB of its body.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        answer: Option<Inspected>,
     },
     /// A PING (webhook creation, activation, `sim trigger ping`) and the answer.
     Ping {
@@ -62,6 +68,40 @@ pub enum Logged {
         /// Milliseconds since that delivery was sent.
         after_delivery_ms: Option<i64>,
     },
+}
+
+/// One side of an HTTP exchange as the log keeps it: the headers, and the body's first
+/// [`INSPECTED_BODY_MAX`] bytes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Inspected {
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+/// How much of a body the log keeps.
+pub const INSPECTED_BODY_MAX: usize = 1024;
+
+/// `text` cut to at most [`INSPECTED_BODY_MAX`] bytes, on a character boundary.
+pub(super) fn inspected_body(text: &str) -> String {
+    let mut end = text.len().min(INSPECTED_BODY_MAX);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+impl Sent {
+    /// The request as the log shows it.
+    pub fn inspected(&self) -> Inspected {
+        Inspected {
+            headers: vec![
+                ("Content-Type".into(), "application/json".into()),
+                (accesslink::EVENT_HEADER.into(), self.event.clone()),
+                (accesslink::SIGNATURE_HEADER.into(), self.signature.clone()),
+            ],
+            body: inspected_body(&self.body),
+        }
+    }
 }
 
 /// A delivery as it was sent: where, its headers' values and its body, byte for byte.
@@ -382,7 +422,7 @@ impl Sim {
             );
             return SimResponse::text(StatusCode::NOT_FOUND, why);
         };
-        let (status, ms) = self.send_as(&self.http, &sent).await;
+        let (status, ms, answer) = self.send_as(&self.http, &sent).await;
         let logged = Logged::Delivery {
             event: sent.event.clone(),
             user_id: sent.user_id,
@@ -392,6 +432,8 @@ impl Sim {
             sent: true,
             status,
             ms: Some(ms),
+            request: Some(sent.inspected()),
+            answer,
         };
         let (receiver, client) = (sent.receiver.clone(), sent.client);
         let new_seq = self.lock().log.record_sent(client, logged, sent);
@@ -820,5 +862,19 @@ fn delivery_problem(hook: Option<&Hook>, kinds: &[Kind], event: &str) -> Option<
                     k.event_type().as_str()
                 )
             }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_inspected_body_keeps_its_first_kib_on_a_character_boundary() {
+        assert_eq!(inspected_body("short"), "short");
+        let long = "é".repeat(INSPECTED_BODY_MAX);
+        let kept = inspected_body(&long);
+        assert!(kept.len() <= INSPECTED_BODY_MAX && kept.len() >= INSPECTED_BODY_MAX - 1);
+        assert!(kept.chars().all(|c| c == 'é'));
     }
 }
