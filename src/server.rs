@@ -39,6 +39,17 @@ pub struct Limits {
     /// The most connections one peer address may hold open (`None`: no cap but the
     /// listener's): one machine on a shared network cannot take every slot.
     pub per_peer: Option<usize>,
+    /// Connections kept back for a few paths: when every other slot is taken, a connection
+    /// still gets one of these, answers only those paths (anything else is 503) and closes
+    /// after one request. The admin listener keeps them for its probes.
+    pub reserve: Option<Reserve>,
+}
+
+/// The slots a listener keeps for `paths` once it is full ([`Limits::reserve`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Reserve {
+    pub slots: usize,
+    pub paths: &'static [&'static str],
 }
 
 /// The longest a connection's write may wait for its reader, unless a listener says otherwise.
@@ -97,6 +108,7 @@ impl Limits {
             write_stall: WRITE_STALL,
             grace: Duration::from_secs(10),
             per_peer: Some(PER_PEER),
+            reserve: None,
         }
     }
 }
@@ -279,14 +291,18 @@ pub async fn serve<F>(
     // Cancelled when shutdown begins: a connection still waiting for its first byte is closed
     // then (graceful shutdown only ends connections that are serving HTTP).
     let closing = tokio_util::sync::CancellationToken::new();
-    let slots = Arc::new(Semaphore::new(gauge.max));
+    let slots = Slots {
+        open: Arc::new(Semaphore::new(gauge.max)),
+        reserved: limits.reserve.map(|r| Arc::new(Semaphore::new(r.slots))),
+        gauge: gauge.clone(),
+    };
     let peers = Arc::new(Peers::default());
     let mut refused_logged = false;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         while connections.try_join_next().is_some() {} // reap the connections that ended
         // A free slot first: at the cap, accept nothing (the backlog holds the rest) and say so.
-        let Some(slot) = free_slot(&slots, &gauge, shutdown.as_mut()).await else {
+        let Some(slot) = slots.free(shutdown.as_mut()).await else {
             break;
         };
         let (stream, peer) = tokio::select! {
@@ -321,14 +337,22 @@ pub async fn serve<F>(
             },
         };
         let filter = filter.clone();
-        let limits_of_connection = (limits.header_timeout, limits.write_stall);
+        let only = match (&slot, limits.reserve) {
+            (Slot::Reserved(_), Some(reserve)) => Some(reserve.paths),
+            _ => None,
+        };
+        let connection = Connection {
+            header_timeout: limits.header_timeout,
+            write_stall: limits.write_stall,
+            only,
+        };
         let watcher = graceful.watcher();
-        let open = Open::new(slot, gauge.clone());
+        let open = slot.open(gauge.clone());
         let closing = closing.clone();
         connections.spawn(async move {
             let _open = open;
             let _peer = peer_slot;
-            serve_connection(stream, filter, limits_of_connection, watcher, closing).await;
+            serve_connection(stream, filter, connection, watcher, closing).await;
         });
     }
     drop(listener);
@@ -347,29 +371,86 @@ pub async fn serve<F>(
     connections.shutdown().await;
 }
 
-/// A free connection slot, waiting for one at the cap (load, shown by the gauge and logged);
-/// `None` when shutdown begins meanwhile.
-async fn free_slot(
-    slots: &Arc<Semaphore>,
-    gauge: &ListenerGauge,
-    shutdown: Pin<&mut impl Future<Output = ()>>,
-) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    if let Ok(slot) = slots.clone().try_acquire_owned() {
-        return Some(slot);
+/// A listener's connection slots: the open ones under its cap and those it keeps back.
+struct Slots {
+    open: Arc<Semaphore>,
+    reserved: Option<Arc<Semaphore>>,
+    gauge: Arc<ListenerGauge>,
+}
+
+/// The slot a new connection holds.
+enum Slot {
+    Open(tokio::sync::OwnedSemaphorePermit),
+    /// One of the [`Reserve`]'s: the connection serves only its paths.
+    Reserved(tokio::sync::OwnedSemaphorePermit),
+}
+
+impl Slot {
+    /// The connection's hold on its slot, counted in the gauge when it is an open one.
+    fn open(self, gauge: Arc<ListenerGauge>) -> Box<dyn Send> {
+        match self {
+            Slot::Open(permit) => Box::new(Open::new(permit, gauge)),
+            Slot::Reserved(permit) => Box::new(permit),
+        }
     }
-    tracing::warn!(
-        listener = gauge.name,
-        max = gauge.max,
-        "connection limit reached: new connections wait (load, not a fault)"
-    );
-    gauge.set_full(true);
-    let slot = tokio::select! {
-        slot = slots.clone().acquire_owned() => slot,
-        _ = shutdown => return None,
-    };
-    gauge.set_full(false);
-    tracing::info!(listener = gauge.name, "connections are accepted again");
-    slot.ok() // the semaphore is never closed
+}
+
+impl Slots {
+    /// A free slot, waiting for one when the cap and the reserve are taken (load, shown by
+    /// the gauge and logged); `None` when shutdown begins meanwhile.
+    async fn free(&self, shutdown: Pin<&mut impl Future<Output = ()>>) -> Option<Slot> {
+        if let Ok(slot) = self.open.clone().try_acquire_owned() {
+            self.set_full(false);
+            return Some(Slot::Open(slot));
+        }
+        self.set_full(true);
+        if let Some(reserved) = &self.reserved {
+            if let Ok(slot) = reserved.clone().try_acquire_owned() {
+                return Some(Slot::Reserved(slot));
+            }
+        }
+        let reserved = async {
+            match &self.reserved {
+                Some(r) => r.clone().acquire_owned().await,
+                None => std::future::pending().await,
+            }
+        };
+        // The semaphores are never closed: `ok()` is always `Some`.
+        tokio::select! {
+            slot = self.open.clone().acquire_owned() => {
+                self.set_full(false);
+                slot.ok().map(Slot::Open)
+            }
+            slot = reserved => slot.ok().map(Slot::Reserved),
+            _ = shutdown => None,
+        }
+    }
+
+    /// Marks the listener full or not, logging when that changes.
+    fn set_full(&self, full: bool) {
+        let was = self.gauge.full_since().is_some();
+        if full && !was {
+            tracing::warn!(
+                listener = self.gauge.name,
+                max = self.gauge.max,
+                "connection limit reached: new connections wait (load, not a fault)"
+            );
+        } else if !full && was {
+            tracing::info!(listener = self.gauge.name, "connections are accepted again");
+        }
+        if full != was {
+            self.gauge.set_full(full);
+        }
+    }
+}
+
+/// How one connection is served.
+#[derive(Clone, Copy)]
+struct Connection {
+    header_timeout: Duration,
+    write_stall: Duration,
+    /// On a reserved slot, the paths it may serve.
+    only: Option<&'static [&'static str]>,
 }
 
 /// One connection: waits for its first byte (as long as the header timeout allows; closed at
@@ -377,7 +458,11 @@ async fn free_slot(
 async fn serve_connection<F>(
     stream: tokio::net::TcpStream,
     filter: F,
-    (header_timeout, write_stall): (Duration, Duration),
+    Connection {
+        header_timeout,
+        write_stall,
+        only,
+    }: Connection,
     watcher: hyper_util::server::graceful::Watcher,
     closing: CancellationToken,
 ) where
@@ -401,13 +486,40 @@ async fn serve_connection<F>(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(header_timeout)
+        // A reserved slot serves one request and is free again.
+        .keep_alive(only.is_none());
     let stream = StallGuard::new(stream, write_stall);
-    let service = TowerToHyperService::new(warp::service(filter));
+    let inner = TowerToHyperService::new(warp::service(filter));
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        use hyper::service::Service;
+        let refused = only.is_some_and(|paths| !paths.contains(&req.uri().path()));
+        let serving = (!refused).then(|| inner.call(req));
+        async move {
+            match serving {
+                Some(serving) => serving.await,
+                None => Ok(full_reply()),
+            }
+        }
+    });
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, "connection ended with an error");
     }
+}
+
+/// What a reserved slot answers for a path it does not serve: the listener is full.
+fn full_reply() -> warp::reply::Response {
+    let mut r = warp::reply::with_status(
+        "this listener is at its connection limit: only its probes answer now; retry shortly\n",
+        warp::http::StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .into_response();
+    r.headers_mut().insert(
+        warp::http::header::RETRY_AFTER,
+        warp::http::HeaderValue::from_static("1"),
+    );
+    r
 }
 
 #[cfg(test)]

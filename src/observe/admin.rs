@@ -32,6 +32,8 @@ pub struct AdminState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// The dashboard's shared snapshots and its stream cap.
     pub snapshots: Arc<super::dashboard::Snapshots>,
+    /// The browsers let in by the dashboard's cookie (a session value, never the token).
+    pub sessions: super::session::Sessions,
 }
 
 /// Routes another module adds to the admin listener (behind the same token).
@@ -67,8 +69,13 @@ pub fn routes(
                 .or(warp::any().map(HashMap::new))
                 .unify(),
         )
+        .and(warp::header::headers_cloned())
         .and(with_state.clone())
-        .map(|q: HashMap<String, String>, s: Arc<AdminState>| dashboard(&q, &s));
+        .map(
+            |q: HashMap<String, String>, h: warp::http::HeaderMap, s: Arc<AdminState>| {
+                dashboard(&q, behind_https(&h), &s)
+            },
+        );
     let events = warp::path!("events")
         .and(warp::get())
         .and(with_state.clone())
@@ -111,21 +118,26 @@ pub fn routes(
         .map(with_security_headers)
 }
 
-/// The dashboard page. Opened with `?token=`, it answers a redirect instead that moves the token
-/// into a cookie, and the browser comes back without it, so it stays out of the address bar, the
-/// history and any Referer.
-fn dashboard(q: &HashMap<String, String>, s: &AdminState) -> Response {
-    let (Some(given), Some(_)) = (q.get("token"), &s.token) else {
+/// The dashboard page. Opened with `?token=` (the one place a token in the URL is taken), it
+/// answers a redirect instead that sets a session cookie (a random value, not the token) and
+/// sends the browser back without the token, so the token stays out of the address bar, the
+/// history, any Referer and the cookie jar. The cookie is `Secure` when the request came
+/// through HTTPS (a proxy's `X-Forwarded-Proto` or `Forwarded` says so).
+fn dashboard(q: &HashMap<String, String>, https: bool, s: &AdminState) -> Response {
+    if q.get("token").is_none() || s.token.is_none() {
         return warp::reply::html(super::dashboard::PAGE).into_response();
-    };
+    }
+    // `admit` has checked the token already: only a valid one gets here.
     let rest: Vec<(&String, &String)> = q.iter().filter(|(k, _)| *k != "token").collect();
     let location = match serde_urlencoded::to_string(&rest) {
         Ok(query) if !query.is_empty() => format!("./?{query}"),
         _ => "./".to_string(),
     };
+    let secure = if https { "; Secure" } else { "" };
     let cookie = format!(
-        "{TOKEN_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
-        percent_encode(&given.replace(' ', "+"))
+        "{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
+        s.sessions.open(),
+        super::session::LIFETIME.as_secs()
     );
     let mut r = warp::reply::with_status("", StatusCode::SEE_OTHER).into_response();
     if let (Ok(location), Ok(cookie)) = (
@@ -136,6 +148,20 @@ fn dashboard(q: &HashMap<String, String>, s: &AdminState) -> Response {
         r.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     r
+}
+
+/// Whether a request reached the listener through HTTPS, as the reverse proxy in front says.
+fn behind_https(h: &warp::http::HeaderMap) -> bool {
+    let says = |name: &str, https: &dyn Fn(&str) -> bool| {
+        h.get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| https(&v.to_ascii_lowercase()))
+    };
+    says("x-forwarded-proto", &|v| v.trim() == "https")
+        || says("forwarded", &|v| {
+            v.split([';', ',']).any(|p| p.trim() == "proto=https")
+        })
 }
 
 /// The dashboard's server-sent events; 503 with `Retry-After` when all its streams are open.
@@ -169,6 +195,7 @@ fn dashboard_events(s: &AdminState) -> Response {
 struct Presented {
     auth: Option<String>,
     query: HashMap<String, String>,
+    path: String,
     cookie: Option<String>,
     host: Option<String>,
     origin: Option<String>,
@@ -176,8 +203,8 @@ struct Presented {
 }
 
 /// The filter every admin route sits behind: the allowed hosts and origins, then the token. The
-/// token comes in the Authorization header, or (for the dashboard in a browser, whose
-/// EventSource cannot set headers) as `?token=`, or from the dashboard's cookie.
+/// token comes in the Authorization header, or (opening the dashboard in a browser) as `?token=`
+/// on `/` only, which sets the session cookie that lets the browser in afterwards.
 fn authorized(
     with_state: impl Filter<Extract = (Arc<AdminState>,), Error = Infallible>
     + Clone
@@ -191,7 +218,8 @@ fn authorized(
                 .or(warp::any().map(HashMap::new))
                 .unify(),
         )
-        .and(warp::cookie::optional::<String>(TOKEN_COOKIE))
+        .and(warp::path::full())
+        .and(warp::cookie::optional::<String>(SESSION_COOKIE))
         .and(warp::header::optional::<String>(header::HOST.as_str()))
         .and(warp::header::optional::<String>(header::ORIGIN.as_str()))
         .and(warp::method())
@@ -199,6 +227,7 @@ fn authorized(
         .and_then(
             |auth: Option<String>,
              query: HashMap<String, String>,
+             path: warp::path::FullPath,
              cookie: Option<String>,
              host: Option<String>,
              origin: Option<String>,
@@ -207,6 +236,7 @@ fn authorized(
                 let presented = Presented {
                     auth,
                     query,
+                    path: path.as_str().to_string(),
                     cookie,
                     host,
                     origin,
@@ -249,32 +279,27 @@ fn admit(s: &AdminState, p: Presented) -> Result<(), warp::Rejection> {
             }
         }
     }
+    if p.auth.is_none()
+        && p.cookie
+            .as_deref()
+            .is_some_and(|c| s.token.is_some() && s.sessions.admits(c))
+    {
+        return Ok(());
+    }
+    // `?token=` serves only the first redirect of the dashboard (which turns it into a session):
+    // anywhere else a token in the URL would sit in logs and histories, so it lets nothing in.
     // A `+` of a base64 token pasted into a URL arrives as a space; a token has none (the
     // configuration refuses one), so it was a `+`.
-    let from_query = p
-        .query
-        .get("token")
+    let from_query = (p.path == "/")
+        .then(|| p.query.get("token"))
+        .flatten()
         .map(|t| format!("Bearer {}", t.replace(' ', "+")));
-    let from_cookie = p.cookie.map(|c| format!("Bearer {}", percent_decode(&c)));
-    let given = p.auth.or(from_query).or(from_cookie);
+    let given = p.auth.or(from_query);
     authorize(s.token.as_ref(), given.as_deref()).map_err(|()| warp::reject::custom(Unauthorized))
 }
 
-/// The cookie that carries the admin token for the dashboard in a browser.
-const TOKEN_COOKIE: &str = "hookrace_token";
-
-fn percent_encode(s: &str) -> String {
-    serde_urlencoded::to_string([("", s)])
-        .map(|q| q.trim_start_matches('=').to_string())
-        .unwrap_or_default()
-}
-
-fn percent_decode(s: &str) -> String {
-    serde_urlencoded::from_str::<Vec<(String, String)>>(&format!("={s}"))
-        .ok()
-        .and_then(|v| v.into_iter().next().map(|(_, v)| v))
-        .unwrap_or_default()
-}
+/// The cookie that carries a dashboard session ([`super::session`]).
+const SESSION_COOKIE: &str = "hookrace_session";
 
 /// The Content-Security-Policy of every admin answer: nothing but the dashboard's own inline
 /// script and style (by hash), its event stream, and never inside a frame.

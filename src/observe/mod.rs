@@ -1,5 +1,6 @@
 //! What an operator sees: the [`admin`] listener's routes, the [`status`] document, the
-//! [`metrics`] exposition, the orchestrator's [`probes`] and the live [`dashboard`].
+//! [`metrics`] exposition, the orchestrator's [`probes`] and the live [`dashboard`] (its browser
+//! [`session`]s).
 //!
 //! Observers only read. They import `store`, `race`, `process` and `config`'s `Secret`; each of
 //! them works from a [`View`], never from another observer's state. Routes that change things
@@ -10,6 +11,7 @@ pub mod admin;
 pub mod dashboard;
 pub mod metrics;
 pub mod probes;
+pub mod session;
 pub mod status;
 
 use std::sync::{Arc, RwLock};

@@ -116,8 +116,13 @@ async fn the_page_and_events_respect_the_admin_token() {
     assert_eq!(res.status(), 303);
     assert_eq!(res.headers()["location"], "./?snapshot=1");
     let cookie = res.headers()["set-cookie"].to_str().unwrap().to_string();
+    // The cookie holds a session value, not the token (before, it was the token itself).
     assert!(
-        cookie.starts_with("hookrace_token=dashboard-token-0123;") && cookie.contains("HttpOnly"),
+        cookie.starts_with("hookrace_session=")
+            && !cookie.contains("dashboard-token-0123")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+            && !cookie.contains("Secure"),
         "{cookie}"
     );
     let jar = cookie.split(';').next().unwrap().to_string();
@@ -151,13 +156,36 @@ async fn the_page_and_events_respect_the_admin_token() {
         .unwrap();
     assert_eq!(stream.status(), 200, "the cookie opens the stream");
     drop(stream);
-    let (_, events) = read_events(
-        &format!("{}/events?token=dashboard-token-0123", app.admin_base),
-        2,
-        None,
-    )
-    .await;
-    assert!(events.iter().any(|e| e.0 == "status"));
+    // `?token=` serves only the dashboard's first redirect: anywhere else it lets nothing in
+    // (before, `/status?token=…` and `/events?token=…` answered).
+    for path in ["/status", "/events", "/metrics"] {
+        let res = http
+            .get(format!(
+                "{}{path}?token=dashboard-token-0123",
+                app.admin_base
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "{path}");
+    }
+    // A forged or stale session value lets nothing in.
+    let res = http
+        .get(format!("{}/status", app.admin_base))
+        .header("Cookie", format!("hookrace_session={}", "ab".repeat(32)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    // Behind an HTTPS proxy the cookie is Secure.
+    let res = http
+        .get(format!("{}/?token=dashboard-token-0123", app.admin_base))
+        .header("X-Forwarded-Proto", "https")
+        .send()
+        .await
+        .unwrap();
+    let cookie = res.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.contains("; Secure"), "{cookie}");
     app.stop().await;
 }
 
@@ -288,24 +316,9 @@ async fn a_base64_token_with_a_plus_opens_the_dashboard() {
     let mut cfg = common::test_config(dir.path());
     cfg.admin.token = Some(hookrace::config::Secret::new("q1w2+e3r4/t5y6u7i8o9=="));
     let app = spawn_with(cfg).await;
-    let http = hookrace::http::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let res = http
-        .get(format!("{}/?token=q1w2+e3r4/t5y6u7i8o9==", app.admin_base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 303);
-    let jar = res.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let status = http
+    let jar = common::dashboard_session(&app.admin_base, "q1w2+e3r4/t5y6u7i8o9==").await;
+    let status = app
+        .http
         .get(format!("{}/status", app.admin_base))
         .header("Cookie", &jar)
         .send()
@@ -355,4 +368,55 @@ async fn a_stop_sends_the_final_state_and_an_end_event() {
         "a final status: {text}"
     );
     assert!(end > last_status, "{text}");
+}
+
+/// Attack: every connection the admin listener allows (64) held by clients that never finish
+/// their request. The probes must still answer at once (an outside monitor would otherwise see
+/// a well daemon as down); before, `/livez` and `/healthz` waited the 10 s header timeout for a
+/// slot. Anything else on the reserved slots is told the listener is full.
+#[tokio::test]
+async fn the_probes_answer_while_every_admin_slot_is_held() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_with(common::test_config(dir.path())).await;
+    let addr = app.admin_base.trim_start_matches("http://").to_string();
+    let mut held = Vec::new();
+    for _ in 0..hookrace::apps::daemon::ADMIN_MAX_CONNECTIONS {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        held.push(c);
+    }
+    // The held connections are accepted before the probes' (the listener takes them in order).
+    let http = hookrace::http::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    for path in ["/livez", "/healthz", "/readyz"] {
+        let res = http
+            .get(format!("{}{path}", app.admin_base))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path} while every slot is held: {e}"));
+        assert_ne!(res.status(), 503, "{path}");
+    }
+    let res = http
+        .get(format!("{}/status", app.admin_base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503, "a reserved slot serves only the probes");
+    assert_eq!(res.headers()["connection"], "close");
+    drop(held);
+    common::eventually("the slots free again", || async {
+        let res = http
+            .get(format!("{}/status", app.admin_base))
+            .send()
+            .await
+            .ok()?;
+        (res.status() == 200).then_some(())
+    })
+    .await;
+    app.stop().await;
 }

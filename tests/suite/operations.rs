@@ -274,16 +274,14 @@ async fn the_admin_token_guards_every_admin_route() {
     // along): refused, while the operator's own page (same origin) and the CLI (no Origin) pass.
     let retry = format!("{}/notify/retry", app.admin_base);
     let own = app.admin_base.clone();
+    let cookie = common::dashboard_session(&own, "a-long-admin-token-123").await;
     for (origin, expected) in [
         (Some("http://evil.example"), 403),
         (Some("null"), 403),
         (Some(own.as_str()), 200),
         (None, 200),
     ] {
-        let mut req = app
-            .http
-            .post(&retry)
-            .header("cookie", "hookrace_token=a-long-admin-token-123");
+        let mut req = app.http.post(&retry).header("cookie", &cookie);
         if let Some(o) = origin {
             req = req.header("origin", o);
         }

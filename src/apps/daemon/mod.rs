@@ -61,6 +61,9 @@ use simulator::{connect_simulator, resolve_accesslink, warn_about_the_webhook_se
 /// Open connections the admin listener allows (an operator, a scraper, a few dashboards).
 pub const ADMIN_MAX_CONNECTIONS: usize = 64;
 
+/// The admin listener's connections kept for its probes once the other 64 are taken.
+pub const ADMIN_PROBE_SLOTS: usize = 4;
+
 pub const GRACE: Duration = Duration::from_secs(10);
 
 /// The bound listeners: public, admin and (when `[simulator]` is enabled) the simulator's.

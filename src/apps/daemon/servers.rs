@@ -48,6 +48,7 @@ impl Servers {
                 write_stall: server::WRITE_STALL,
                 grace: GRACE,
                 per_peer: None,
+                reserve: None,
             },
             public_gauge,
             token.clone().cancelled_owned(),
@@ -60,6 +61,12 @@ impl Servers {
                 write_stall: server::WRITE_STALL,
                 grace: GRACE,
                 per_peer: None,
+                // With every slot held (idle connections, streams), the probes still answer:
+                // before, 64 held connections kept /healthz from answering for 10 s.
+                reserve: Some(server::Reserve {
+                    slots: ADMIN_PROBE_SLOTS,
+                    paths: &["/livez", "/readyz", "/healthz"],
+                }),
             },
             admin_gauge,
             token.clone().cancelled_owned(),
@@ -152,6 +159,7 @@ pub(super) fn admin_state(
             Some(_) => None,
         },
         shutdown: shutdown.child_token(),
+        sessions: Default::default(),
     });
     (admin_state, snapshots)
 }

@@ -210,6 +210,27 @@ pub fn sim_config_json(dir: &Path, users: u32, mode: &str) -> serde_json::Value 
     })
 }
 
+/// Opens the dashboard with `?token=` as a browser would and returns the session cookie it
+/// is given (`hookrace_session=…`), for requests that present it.
+pub async fn dashboard_session(admin_base: &str, token: &str) -> String {
+    let res = hookrace::http::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{admin_base}/?token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303, "the dashboard's first redirect");
+    res.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
 /// Polls `check` until it returns `Some`, failing the test after 15 s.
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
