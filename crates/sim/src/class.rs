@@ -5,7 +5,7 @@
 //! active, PING passed, deliveries answered and how fast, data fetched with the right token,
 //! forged delivery refused, duplicates handled.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use warp::http::StatusCode;
 
-use super::workbench::{LogEntry, Logged, path_of};
+use super::workbench::{Logged, path_of};
 use super::*;
 
 /// One student's row of the scoreboard.
@@ -46,34 +46,173 @@ pub struct StudentScore {
 /// is active.
 pub(super) type Scored = (usize, String, Option<(String, bool)>);
 
-/// The scoreboard of `clients` from the log's `entries`.
-pub(super) fn scores(clients: &[Scored], entries: &[LogEntry]) -> Vec<StudentScore> {
-    clients
-        .iter()
-        .map(|(c, id, hook)| {
-            let mut score = StudentScore {
-                student: *c,
-                client_id: id.clone(),
-                webhook: hook.as_ref().map(|h| public_url(&h.0)),
-                active: hook.as_ref().is_some_and(|h| h.1),
-                ping_passed: false,
-                deliveries: 0,
-                answered: 0,
-                median_ms: None,
-                to_fetch: 0,
-                fetched_right: 0,
-                wrong_token: 0,
-                forged_refused: None,
-                duplicates_handled: None,
-            };
-            let mut seen = Seen::default();
-            for e in entries.iter().filter(|e| e.client == *c) {
-                seen.see(&e.what, &mut score);
+/// How many answer times the median is taken over: the newest, so a student who fixes a slow
+/// receiver sees it.
+const TIMES_KEPT: usize = 200;
+
+/// How many item paths a student's tally remembers one by one (to see a fetch or a duplicate of
+/// each); older ones are settled into its totals, so a long class holds bounded memory.
+const PATHS_KEPT: usize = 2_048;
+
+/// One student's scoreboard figures, kept up to date as the log records each entry (the
+/// scoreboard is read from these, never rebuilt from the log: before, every stream copied the
+/// whole log under the simulator's lock, and a log that dropped its oldest entries dropped them
+/// from the scores too).
+#[derive(Debug, Default)]
+pub(super) struct Tally {
+    ping_passed: bool,
+    deliveries: u64,
+    answered: u64,
+    /// Answer times of the newest deliveries that count (not the forgeries).
+    times: VecDeque<u64>,
+    to_fetch: u64,
+    fetched_right: u64,
+    wrong_token: u64,
+    /// What each remembered item path saw, and the paths in the order first seen.
+    paths: HashMap<String, PathSeen>,
+    order: VecDeque<String>,
+    /// The verdicts of the forgeries and duplicates whose paths were settled.
+    forged_settled: Option<bool>,
+    duplicates_settled: Option<bool>,
+}
+
+/// What one item path saw.
+#[derive(Debug, Default)]
+struct PathSeen {
+    /// Delivered cleanly (answered 2xx): its data should be fetched.
+    clean: bool,
+    /// Fetched with the token of the user the delivery announced, answered 200.
+    right: bool,
+    fetches: u32,
+    /// A forged delivery of it: whether it was refused with a 4xx.
+    forged: Option<bool>,
+    /// A duplicated delivery of it: how many copies were answered 2xx.
+    duplicated: Option<u32>,
+}
+
+impl PathSeen {
+    fn forgery_refused(&self) -> Option<bool> {
+        self.forged.map(|refused| refused && self.fetches == 0)
+    }
+
+    fn duplicate_handled(&self) -> Option<bool> {
+        self.duplicated.map(|ok| ok == 2 && self.fetches <= 1)
+    }
+}
+
+/// Both verdicts hold (`None`: nothing to judge yet).
+fn both(a: Option<bool>, b: Option<bool>) -> Option<bool> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a && b),
+        (a, b) => a.or(b),
+    }
+}
+
+impl Tally {
+    /// Counts one log entry of this student's.
+    pub(super) fn see(&mut self, what: &Logged) {
+        match what {
+            Logged::Ping { status, .. } => self.ping_passed = *status == Some(200),
+            Logged::Delivery {
+                url,
+                fault,
+                sent: true,
+                status,
+                ms,
+                ..
+            } => self.delivery(url, fault.as_deref().unwrap_or(""), *status, *ms),
+            Logged::Request {
+                path,
+                token_user,
+                announced_for,
+                status,
+                ..
+            } => {
+                let right = matches!((token_user, announced_for), (Some(t), Some(a)) if t == a)
+                    && *status == 200;
+                let wrong = match (token_user, announced_for) {
+                    (None, _) => true,
+                    (Some(t), Some(a)) => t != a,
+                    _ => false,
+                };
+                self.wrong_token += u64::from(wrong);
+                let seen = self.path(path);
+                seen.fetches += 1;
+                let newly_right = right && !seen.right;
+                seen.right |= right;
+                let clean = seen.clean;
+                self.fetched_right += u64::from(newly_right && clean);
             }
-            seen.finish(&mut score);
-            score
-        })
-        .collect()
+            _ => {}
+        }
+    }
+
+    /// A delivery sent to the student's receiver.
+    fn delivery(&mut self, url: &str, fault: &str, status: Option<u16>, ms: Option<u64>) {
+        let ok = status.is_some_and(|s| (200..300).contains(&s));
+        let seen = self.path(&path_of(url));
+        // A forgery is to be refused: it counts in its own column only.
+        if fault.contains("bad_signature") {
+            seen.forged = Some(status.is_some_and(|s| (400..500).contains(&s)));
+            return;
+        }
+        if fault.contains("duplicate") {
+            *seen.duplicated.get_or_insert(0) += u32::from(ok);
+        }
+        let newly_clean = ok && (fault.is_empty() || fault.contains("duplicate")) && !seen.clean;
+        seen.clean |= newly_clean;
+        let right = seen.right;
+        self.to_fetch += u64::from(newly_clean);
+        self.fetched_right += u64::from(newly_clean && right);
+        self.deliveries += 1;
+        self.answered += u64::from(ok);
+        if let Some(ms) = ms {
+            if self.times.len() == TIMES_KEPT {
+                self.times.pop_front();
+            }
+            self.times.push_back(ms);
+        }
+    }
+
+    /// What `path` saw so far, remembered from now on (settling the oldest beyond the bound).
+    fn path(&mut self, path: &str) -> &mut PathSeen {
+        if !self.paths.contains_key(path) {
+            if self.order.len() == PATHS_KEPT {
+                if let Some(old) = self.order.pop_front().and_then(|p| self.paths.remove(&p)) {
+                    self.forged_settled = both(self.forged_settled, old.forgery_refused());
+                    self.duplicates_settled =
+                        both(self.duplicates_settled, old.duplicate_handled());
+                }
+            }
+            self.order.push_back(path.to_string());
+        }
+        self.paths.entry(path.to_string()).or_default()
+    }
+
+    /// The student's row.
+    pub(super) fn score(&self, (student, client_id, hook): &Scored) -> StudentScore {
+        let mut times: Vec<u64> = self.times.iter().copied().collect();
+        times.sort_unstable();
+        let (forged, duplicates) = self.paths.values().fold(
+            (self.forged_settled, self.duplicates_settled),
+            |(f, d), p| (both(f, p.forgery_refused()), both(d, p.duplicate_handled())),
+        );
+        StudentScore {
+            student: *student,
+            client_id: client_id.clone(),
+            webhook: hook.as_ref().map(|h| public_url(&h.0)),
+            active: hook.as_ref().is_some_and(|h| h.1),
+            ping_passed: self.ping_passed,
+            deliveries: self.deliveries,
+            answered: self.answered,
+            median_ms: times.get(times.len() / 2).copied(),
+            to_fetch: self.to_fetch,
+            fetched_right: self.fetched_right,
+            wrong_token: self.wrong_token,
+            forged_refused: forged,
+            duplicates_handled: duplicates,
+        }
+    }
 }
 
 /// A receiver's URL as the public scoreboard shows it: its scheme, host, port and path, never
@@ -88,114 +227,6 @@ fn public_url(url: &str) -> String {
             u.to_string()
         }
         Err(_) => "(not a URL)".to_string(),
-    }
-}
-
-/// What one student's log entries showed, by the item's path.
-#[derive(Default)]
-struct Seen {
-    /// Answer times of the deliveries that count (not the forgeries).
-    times: Vec<u64>,
-    /// Items delivered cleanly (answered 2xx), whose data should be fetched.
-    clean: HashSet<String>,
-    /// Forged deliveries: whether each was refused with a 4xx.
-    forged: HashMap<String, bool>,
-    /// Duplicated deliveries: how many copies were answered 2xx.
-    duplicated: HashMap<String, u32>,
-    /// Fetches of each path.
-    fetches: HashMap<String, u32>,
-    /// Paths fetched with the token of the user the delivery announced, answered 200.
-    right: HashSet<String>,
-}
-
-impl Seen {
-    fn see(&mut self, what: &Logged, score: &mut StudentScore) {
-        match what {
-            Logged::Ping { status, .. } => score.ping_passed = *status == Some(200),
-            Logged::Delivery {
-                url,
-                fault,
-                sent: true,
-                status,
-                ms,
-                ..
-            } => self.delivery(url, fault.as_deref().unwrap_or(""), *status, *ms, score),
-            Logged::Request {
-                path,
-                token_user,
-                announced_for,
-                status,
-                ..
-            } => {
-                *self.fetches.entry(path.clone()).or_default() += 1;
-                match (token_user, announced_for) {
-                    (Some(t), Some(a)) if t == a && *status == 200 => {
-                        self.right.insert(path.clone());
-                    }
-                    (None, _) => score.wrong_token += 1,
-                    (Some(t), Some(a)) if t != a => score.wrong_token += 1,
-                    _ => {}
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// A delivery sent to the student's receiver.
-    fn delivery(
-        &mut self,
-        url: &str,
-        fault: &str,
-        status: Option<u16>,
-        ms: Option<u64>,
-        score: &mut StudentScore,
-    ) {
-        let ok = status.is_some_and(|s| (200..300).contains(&s));
-        let path = path_of(url);
-        // A forgery is to be refused: it counts in its own column only.
-        if fault.contains("bad_signature") {
-            let refused = status.is_some_and(|s| (400..500).contains(&s));
-            self.forged.insert(path, refused);
-            return;
-        }
-        score.deliveries += 1;
-        score.answered += u64::from(ok);
-        self.times.extend(ms);
-        if fault.contains("duplicate") {
-            *self.duplicated.entry(path.clone()).or_default() += u32::from(ok);
-            if ok {
-                self.clean.insert(path);
-            }
-        } else if fault.is_empty() && ok {
-            self.clean.insert(path);
-        }
-    }
-
-    /// The score's figures from everything seen.
-    fn finish(mut self, score: &mut StudentScore) {
-        self.times.sort_unstable();
-        score.median_ms = self.times.get(self.times.len() / 2).copied();
-        score.to_fetch = self.clean.len() as u64;
-        score.fetched_right = self
-            .clean
-            .iter()
-            .filter(|p| self.right.contains(*p))
-            .count() as u64;
-        let fetches = &self.fetches;
-        if !self.forged.is_empty() {
-            score.forged_refused = Some(
-                self.forged
-                    .iter()
-                    .all(|(p, refused)| *refused && !fetches.contains_key(p)),
-            );
-        }
-        if !self.duplicated.is_empty() {
-            score.duplicates_handled = Some(
-                self.duplicated
-                    .iter()
-                    .all(|(p, ok)| *ok == 2 && fetches.get(p).copied().unwrap_or(0) <= 1),
-            );
-        }
     }
 }
 
@@ -217,7 +248,11 @@ impl Sim {
                 )
             })
             .collect();
-        scores(&clients, &s.log.after(0))
+        let none = Tally::default();
+        clients
+            .iter()
+            .map(|c| s.log.tally(c.0).unwrap_or(&none).score(c))
+            .collect()
     }
 
     /// The class's credentials: per student, client id and secret, and each user's token.
@@ -434,3 +469,71 @@ es.onmessage = (m) => {
 };
 </script></body></html>
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(path: &str, fault: Option<&str>, status: u16) -> Logged {
+        Logged::Delivery {
+            event: "EXERCISE".into(),
+            user_id: 1,
+            url: format!("http://127.0.0.1:1{path}"),
+            receiver: "http://127.0.0.1:2/hook".into(),
+            fault: fault.map(String::from),
+            sent: true,
+            status: Some(status),
+            ms: Some(3),
+            request: None,
+            answer: None,
+        }
+    }
+
+    fn fetch(path: &str, token_user: u64) -> Logged {
+        Logged::Request {
+            method: "GET".into(),
+            path: path.into(),
+            token_user: Some(token_user),
+            status: 200,
+            announced_for: Some(1),
+            after_delivery_ms: Some(5),
+        }
+    }
+
+    /// A long class: more items than a tally remembers one by one. The totals still count every
+    /// one, and the verdicts of settled items stay (a forgery refused early, a duplicate fetched
+    /// twice later).
+    #[test]
+    fn a_tally_counts_a_long_class_in_bounded_memory() {
+        let mut tally = Tally::default();
+        tally.see(&delivery(
+            "/v3/exercises/forged",
+            Some("bad_signature"),
+            401,
+        ));
+        let items = PATHS_KEPT * 3 / 2;
+        for i in 0..items {
+            let path = format!("/v3/exercises/e{i}");
+            tally.see(&delivery(&path, None, 200));
+            tally.see(&fetch(&path, if i % 10 == 0 { 2 } else { 1 }));
+        }
+        let dup = "/v3/exercises/dup";
+        for _ in 0..2 {
+            tally.see(&delivery(dup, Some("duplicate"), 200));
+            tally.see(&fetch(dup, 1));
+        }
+        let score = tally.score(&(1, "student-01".into(), None));
+        assert_eq!(score.deliveries, items as u64 + 2);
+        assert_eq!(score.to_fetch, items as u64 + 1);
+        assert_eq!(score.fetched_right, (items - items.div_ceil(10)) as u64 + 1);
+        assert_eq!(score.wrong_token, items.div_ceil(10) as u64);
+        assert_eq!(
+            score.forged_refused,
+            Some(true),
+            "settled long ago, still counted"
+        );
+        assert_eq!(score.duplicates_handled, Some(false), "fetched twice");
+        assert!(tally.paths.len() <= PATHS_KEPT && tally.order.len() <= PATHS_KEPT);
+        assert_eq!(score.median_ms, Some(3));
+    }
+}

@@ -223,6 +223,8 @@ pub(super) struct WorkLog {
     sent: VecDeque<(u64, Sent)>,
     announced: HashMap<String, (u64, DateTime<Utc>)>,
     tx: broadcast::Sender<LogEntry>,
+    /// Each client's scoreboard figures, counted as entries are recorded.
+    tallies: HashMap<usize, super::class::Tally>,
 }
 
 impl Default for WorkLog {
@@ -233,6 +235,7 @@ impl Default for WorkLog {
             sent: VecDeque::new(),
             announced: HashMap::new(),
             tx: broadcast::channel(1024).0,
+            tallies: HashMap::new(),
         }
     }
 }
@@ -265,6 +268,7 @@ impl WorkLog {
             what,
         };
         self.next_seq += 1;
+        self.tallies.entry(client).or_default().see(&entry.what);
         if self.entries.len() == KEEP {
             self.entries.pop_front();
         }
@@ -272,6 +276,11 @@ impl WorkLog {
         // No follower is no error.
         let _ = self.tx.send(entry);
         self.next_seq - 1
+    }
+
+    /// A client's scoreboard figures, once anything of theirs was logged.
+    pub(super) fn tally(&self, client: usize) -> Option<&super::class::Tally> {
+        self.tallies.get(&client)
     }
 
     /// Notes that a delivery of `url` for `user` is being sent now (before the receiver can
