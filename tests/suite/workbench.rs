@@ -1130,6 +1130,52 @@ async fn class_sim(students: u32) -> (sim::RunningSim, tokio_util::sync::DropGua
     (running, guard)
 }
 
+/// Attack: a student runs `hookrace sim --class 24` at home with the same (default) seed and
+/// reads the class file. A class's credentials come from the operating system's randomness, so
+/// that file holds none of the classroom's (before, every secret and token was the seed's);
+/// without a class the seed still replays the same credentials, as tests and docs rely on.
+#[tokio::test]
+async fn a_class_s_credentials_are_not_the_seed_s() {
+    let (home, _stop_home) = class_sim(2).await;
+    let (class, _stop_class) = class_sim(2).await;
+    let secrets = |creds: Vec<Value>| -> Vec<String> {
+        creds
+            .iter()
+            .flat_map(|c| {
+                let tokens = c["users"].as_array().unwrap().iter();
+                let tokens = tokens.map(|u| u["access_token"].as_str().unwrap().to_string());
+                std::iter::once(c["client_secret"].as_str().unwrap().to_string()).chain(tokens)
+            })
+            .collect()
+    };
+    let (home, class) = (
+        secrets(home.sim.class_credentials()),
+        secrets(class.sim.class_credentials()),
+    );
+    assert_eq!(home.len(), 6);
+    assert!(
+        home.iter().all(|s| !class.contains(s)),
+        "the same seed made the same credentials: {home:?}"
+    );
+    let seeded = || {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let settings = SimSettings {
+            users: 2,
+            ..SimSettings::default()
+        };
+        let sim = sim::Sim::new(settings, "http://127.0.0.1:1".into(), tx).unwrap();
+        sim.own_user_ids()
+            .into_iter()
+            .map(|u| sim.token_of(u).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        seeded(),
+        seeded(),
+        "without a class, a seed replays its tokens"
+    );
+}
+
 /// A class's students are isolated (the outside audit's attacks, each refused): without
 /// credentials the scoreboard shows no secret, token or receiver credentials and every control
 /// answers 401; a student's own credentials reach only their own client: not another's users,

@@ -10,11 +10,33 @@ use super::model::User;
 use super::*;
 
 impl State {
+    /// A credential (a client secret, a token, an OAuth code) of `len` characters. Drawn from
+    /// the seeded generator, as the data is, so a seed replays a run exactly; in a class,
+    /// from the operating system's randomness instead (still consuming the seeded draws, so the
+    /// data stays the seed's): a seed anyone can pass is no secret, and before, a student who
+    /// ran `hookrace sim --class 24` at home read every classmate's credentials in their own
+    /// class file.
     pub(super) fn random_token(&mut self, len: usize) -> String {
         const A: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-        (0..len)
+        let seeded: String = (0..len)
             .map(|_| A[self.rng.random_range(0..A.len())] as char)
+            .collect();
+        if self.settings.class == 0 {
+            return seeded;
+        }
+        let mut os = rand::rng();
+        (0..len)
+            .map(|_| A[os.random_range(0..A.len())] as char)
             .collect()
+    }
+
+    /// A webhook's signature secret, unguessable in a class as [`State::random_token`] says.
+    pub(super) fn webhook_secret(&mut self) -> String {
+        let seeded = super::webhooks::uuid_like(&mut self.rng);
+        if self.settings.class == 0 {
+            return seeded;
+        }
+        super::webhooks::uuid_like(&mut rand::rng())
     }
 
     pub(super) fn new_user(&mut self, registered: bool) -> (u64, String) {

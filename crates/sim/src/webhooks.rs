@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rand::RngExt;
-use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use warp::http::StatusCode;
@@ -124,7 +123,7 @@ impl Sim {
             // before its first delivery.
             match s.clients[c].next_webhook_secret.take() {
                 Some(fixed) => fixed,
-                None => uuid_like(&mut s.rng),
+                None => s.webhook_secret(),
             }
         };
         if let Err(why) = self.ping(&url, &secret, c).await {
@@ -454,7 +453,7 @@ pub(super) fn parse_webhook_body(
     Ok((events, url))
 }
 
-pub(super) fn uuid_like(rng: &mut ChaCha8Rng) -> String {
+pub(super) fn uuid_like(rng: &mut impl rand::Rng) -> String {
     let b: [u8; 16] = rng.random();
     let h = hex::encode(b);
     format!(

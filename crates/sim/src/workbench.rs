@@ -23,6 +23,10 @@ use accesslink::identity::EventType;
 /// is told how many it missed).
 const KEEP: usize = 10_000;
 
+/// How many delivered paths the log remembers the user of (a fetch of an older one is
+/// attributed by its token alone): before, every path a long class delivered stayed.
+const ANNOUNCED_KEPT: usize = 20_000;
+
 /// One thing the log records.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -222,6 +226,8 @@ pub(super) struct WorkLog {
     /// The newest deliveries as sent, byte for byte, by their entry's seq (`sim resend`).
     sent: VecDeque<(u64, Sent)>,
     announced: HashMap<String, (u64, DateTime<Utc>)>,
+    /// The announced paths, oldest first, so at most [`ANNOUNCED_KEPT`] are remembered.
+    announced_order: VecDeque<String>,
     tx: broadcast::Sender<LogEntry>,
     /// Each client's scoreboard figures, counted as entries are recorded.
     tallies: HashMap<usize, super::class::Tally>,
@@ -234,6 +240,7 @@ impl Default for WorkLog {
             entries: VecDeque::new(),
             sent: VecDeque::new(),
             announced: HashMap::new(),
+            announced_order: VecDeque::new(),
             tx: broadcast::channel(1024).0,
             tallies: HashMap::new(),
         }
@@ -286,7 +293,19 @@ impl WorkLog {
     /// Notes that a delivery of `url` for `user` is being sent now (before the receiver can
     /// answer, or fetch while it answers).
     pub(super) fn announce(&mut self, url: &str, user: u64) {
-        self.announced.insert(path_of(url), (user, Utc::now()));
+        let path = path_of(url);
+        if self
+            .announced
+            .insert(path.clone(), (user, Utc::now()))
+            .is_none()
+        {
+            self.announced_order.push_back(path);
+            if self.announced_order.len() > ANNOUNCED_KEPT {
+                if let Some(old) = self.announced_order.pop_front() {
+                    self.announced.remove(&old);
+                }
+            }
+        }
     }
 
     /// The user the last delivery of `path` was for, and when it was sent.
@@ -294,10 +313,14 @@ impl WorkLog {
         self.announced.get(path).copied()
     }
 
-    pub(super) fn after(&self, seq: u64) -> Vec<LogEntry> {
+    /// The entries after `seq`, of one client's only when `scope` names it (chosen before
+    /// they are copied: a student's read copies their own entries, not the class's).
+    pub(super) fn after(&self, seq: u64, scope: Option<usize>) -> Vec<LogEntry> {
+        // Entries are in seq order: skip the older ones without looking at each.
+        let first = self.entries.partition_point(|e| e.seq <= seq);
         self.entries
-            .iter()
-            .filter(|e| e.seq > seq)
+            .range(first..)
+            .filter(|e| scope.is_none_or(|c| e.client == c))
             .cloned()
             .collect()
     }
@@ -669,8 +692,7 @@ impl Sim {
             .ok()
             .and_then(|q| q.get("after").and_then(|a| a.parse().ok()))
             .unwrap_or(0);
-        let mut entries = self.lock().log.after(after);
-        entries.retain(|e| scope.is_none_or(|c| e.client == c));
+        let entries = self.lock().log.after(after, scope);
         SimResponse::json(
             StatusCode::OK,
             serde_json::to_value(entries).unwrap_or(Value::Null),
@@ -681,7 +703,7 @@ impl Sim {
     /// so none is missed or repeated).
     pub fn follow_log(&self, seq: u64) -> (Vec<LogEntry>, broadcast::Receiver<LogEntry>) {
         let s = self.lock();
-        (s.log.after(seq), s.log.subscribe())
+        (s.log.after(seq, None), s.log.subscribe())
     }
 
     /// Records a request made with a bearer token (the receiver fetching data), attributed to the
