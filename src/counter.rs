@@ -83,11 +83,15 @@ pub enum PollEndpoint {
     Commit,
     ListExercises,
     GetExercise,
+    /// The safety net's listings (`channels::audit`).
+    AuditList,
+    /// The safety net fetching what no webhook announced.
+    AuditGet,
 }
 
 impl PollEndpoint {
     /// Every endpoint, in the order the status document lists them.
-    pub const ALL: [PollEndpoint; 7] = [
+    pub const ALL: [PollEndpoint; 9] = [
         PollEndpoint::Notifications,
         PollEndpoint::CreateTransaction,
         PollEndpoint::ListTransaction,
@@ -95,6 +99,8 @@ impl PollEndpoint {
         PollEndpoint::Commit,
         PollEndpoint::ListExercises,
         PollEndpoint::GetExercise,
+        PollEndpoint::AuditList,
+        PollEndpoint::AuditGet,
     ];
 
     /// Its name in the counters, `/status` and `/metrics`.
@@ -107,6 +113,8 @@ impl PollEndpoint {
             PollEndpoint::Commit => "commit",
             PollEndpoint::ListExercises => "list_exercises",
             PollEndpoint::GetExercise => "get_exercise",
+            PollEndpoint::AuditList => "audit_list",
+            PollEndpoint::AuditGet => "audit_get",
         }
     }
 }

@@ -35,6 +35,19 @@ pub const GRACE: Duration = Duration::from_secs(30);
 /// The share of a rate-limit window the auditor leaves to the fetcher.
 const FETCH_RESERVE: f64 = 0.1;
 
+/// The shortest interval after a cycle that spent `requests` for the audits to stay within
+/// their share of a daily limit of `per_day` requests, sustained over days: an audit reads a
+/// listing per user, so with many users even the fast pace is set by the budget (10,000 users:
+/// about 14 minutes), not by `every`. The daemon's client enforces this by waiting when a
+/// window is spent; the what-if model, which has no client, paces its audits by it.
+pub fn budget_floor(requests: u64, per_day: u64) -> Duration {
+    if per_day == 0 {
+        return Duration::ZERO;
+    }
+    let share = per_day as f64 * (1.0 - FETCH_RESERVE);
+    Duration::from_secs_f64(requests as f64 * 86_400.0 / share)
+}
+
 /// What one cycle (and the time since the previous) says about the webhooks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Evidence {

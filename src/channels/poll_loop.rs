@@ -173,7 +173,10 @@ pub async fn run(
             () = schedule.due(&poller) => {}
         }
         let started = tokio::time::Instant::now();
-        let report = poller.cycle().await;
+        let report = match schedule {
+            Schedule::Adaptive(_) => poller.audit().await,
+            _ => poller.cycle().await,
+        };
         let skipped = schedule.after(&poller, started, &report);
         if skipped > 0 {
             poller.store.incr(Counter::PollSkipped, skipped);

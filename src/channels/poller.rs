@@ -49,6 +49,8 @@ pub struct Poller {
     /// Rung when there is news the adaptive auditor should not sleep through (the webhook watch
     /// found the webhook unhealthy): it polls at once.
     pub alarm: tokio::sync::Notify,
+    /// Which listings the safety net's audit reads for each user.
+    pub(super) audit_plan: crate::channels::audit::Plan,
     /// The transaction kinds whose deprecation has been logged (once per kind per process).
     deprecations_logged: std::sync::Mutex<std::collections::HashSet<EventType>>,
 }
@@ -104,6 +106,7 @@ impl Poller {
             fetches,
             running: Mutex::new(()),
             alarm: tokio::sync::Notify::new(),
+            audit_plan: Default::default(),
             deprecations_logged: std::sync::Mutex::new(Default::default()),
         })
     }
@@ -126,7 +129,14 @@ impl Poller {
     /// Runs one cycle now, waiting for a running one to end first.
     pub async fn cycle(&self) -> CycleReport {
         let _guard = self.running.lock().await;
-        self.cycle_locked().await
+        self.cycle_locked(false).await
+    }
+
+    /// Runs one of the safety net's audits now (`channels::audit`), waiting for a running cycle
+    /// to end first.
+    pub async fn audit(&self) -> CycleReport {
+        let _guard = self.running.lock().await;
+        self.cycle_locked(true).await
     }
 
     /// Whether no cycle is running right now.
@@ -135,12 +145,13 @@ impl Poller {
     }
 
     #[tracing::instrument(name = "poll_cycle", skip_all, fields(mode = %self.mode))]
-    async fn cycle_locked(&self) -> CycleReport {
+    async fn cycle_locked(&self, audit: bool) -> CycleReport {
         let started = Utc::now();
         let mut report = CycleReport::default();
-        match self.mode {
-            PollMode::Transactions => self.transactions_cycle(&mut report).await,
-            PollMode::List => self.list_cycle(&mut report).await,
+        match (audit, &self.mode) {
+            (true, _) => self.audit_cycle(&mut report).await,
+            (false, PollMode::Transactions) => self.transactions_cycle(&mut report).await,
+            (false, PollMode::List) => self.list_cycle(&mut report).await,
         }
         let store = &self.store;
         store.incr(counter::Counter::PollCycles, 1);
@@ -165,7 +176,7 @@ impl Poller {
     }
 
     /// Sends a request counted under `endpoint`.
-    async fn request(
+    pub(super) async fn request(
         &self,
         report: &mut CycleReport,
         endpoint: PollEndpoint,
@@ -195,7 +206,13 @@ impl Poller {
         answer.json(&method, url).map(Some)
     }
 
-    fn failed(&self, report: &mut CycleReport, user: Option<UserId>, what: &str, e: &ApiError) {
+    pub(super) fn failed(
+        &self,
+        report: &mut CycleReport,
+        user: Option<UserId>,
+        what: &str,
+        e: &ApiError,
+    ) {
         report.errors += 1;
         if let (ApiError::Unauthorized { .. }, Some(u)) = (e, user) {
             if let Err(e) =
@@ -484,7 +501,20 @@ impl Poller {
         kind: &EventType,
         item: &Value,
     ) -> bool {
-        let id = data::identify(kind, user, item, None);
+        self.store_found(report, user, kind, item, None)
+    }
+
+    /// Stores one item the poll found, named by `announced` where the item does not name
+    /// itself (a day's data); false when the store refused it.
+    pub(super) fn store_found(
+        &self,
+        report: &mut CycleReport,
+        user: UserId,
+        kind: &EventType,
+        item: &Value,
+        announced: Option<&str>,
+    ) -> bool {
+        let id = data::identify(kind, user, item, announced);
         report.items += 1;
         if id.entity_id.is_empty() {
             report.errors += 1;
@@ -511,17 +541,28 @@ impl Poller {
         }
     }
 
-    async fn list_cycle(&self, report: &mut CycleReport) {
-        let users = match crate::credentials::all_users(&self.store) {
-            Ok(u) => u,
+    /// The users polling may read (none disconnected); none, counted as an error, when the
+    /// store cannot say.
+    pub(super) fn connected_users(
+        &self,
+        report: &mut CycleReport,
+    ) -> Vec<crate::credentials::StoredUser> {
+        match crate::credentials::all_users(&self.store) {
+            Ok(u) => u
+                .into_iter()
+                .filter(|u| u.disconnected_at.is_none())
+                .collect(),
             Err(e) => {
                 tracing::error!(error = format_args!("{e:#}"), "reading users");
                 report.errors += 1;
-                return;
+                Vec::new()
             }
-        };
+        }
+    }
+
+    async fn list_cycle(&self, report: &mut CycleReport) {
         let list_url = self.client.url("/v3/exercises");
-        for u in users.into_iter().filter(|u| u.disconnected_at.is_none()) {
+        for u in self.connected_users(report) {
             let auth = Auth::Bearer(&u.access_token);
             let list = match self
                 .request(

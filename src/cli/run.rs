@@ -279,52 +279,75 @@ async fn run_sim(args: super::SimArgs, settings: crate::sim::SimSettings) -> any
     let replaying = settings.replay.len();
     let span = settings.replay.last().map(|r| r.after).unwrap_or_default();
     let running = crate::sim::start(listener, settings, shutdown, crate::server::serve_simulator)?;
+    let banner = sim_banner(&args, &running, (replaying, span))?;
+    // A closed stdout (`hookrace sim | head -3`) must not stop the simulator: before, the
+    // banner's next line panicked on the broken pipe.
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(banner.as_bytes());
+    let _ = std::io::stdout().flush();
+    running.handle.await.context("the simulator task")?;
+    Ok(())
+}
+
+/// What `hookrace sim` prints when it serves: what it replays, a class's table (also written to
+/// `--class-file`) and teacher token, the simulator's address and its own client and users.
+fn sim_banner(
+    args: &super::SimArgs,
+    running: &crate::sim::RunningSim,
+    (replaying, span): (usize, std::time::Duration),
+) -> anyhow::Result<String> {
+    use anyhow::Context;
+    use std::fmt::Write;
+    let mut out = String::new();
+    let base = &running.base_url;
+    // Writing to a String cannot fail: the results are ignored.
     if let Some(trace) = args.replay.as_ref().filter(|_| replaying > 0) {
-        println!(
+        let _ = writeln!(
+            out,
             "replaying the {replaying} items of {} over {} (no random data)",
             trace.display(),
             humantime::format_duration(std::time::Duration::from_secs(span.as_secs()))
         );
     }
     if args.class > 0 {
-        let table =
-            crate::sim::credentials_table(&running.sim.class_credentials(), &running.base_url);
-        print!("{table}");
+        let table = crate::sim::credentials_table(&running.sim.class_credentials(), base);
+        out.push_str(&table);
         if let Some(path) = &args.class_file {
             crate::apps::write_private(path, table.as_bytes()).with_context(|| {
                 format!("writing the class's credentials to {}", path.display())
             })?;
-            println!("  (also in {})", path.display());
+            let _ = writeln!(out, "  (also in {})", path.display());
         }
-        println!(
-            "  scoreboard: {0}/sim/class   each student's log: {0}/sim/watch",
-            running.base_url
+        let _ = writeln!(
+            out,
+            "  scoreboard: {base}/sim/class   each student's log: {base}/sim/watch"
         );
         if let Some(token) = running.sim.teacher_token() {
             // Never in the class file, which is handed out: the class-wide controls need it.
-            println!(
+            let _ = writeln!(
+                out,
                 "  teacher token (keep it off the projector): {token}\n  \
                  use it as --auth {}:{token} (or Authorization: Bearer {token})",
                 crate::sim::TEACHER
             );
         }
     }
-    println!("AccessLink simulator at {}", running.base_url);
-    println!(
+    let _ = writeln!(out, "AccessLink simulator at {base}");
+    let _ = writeln!(
+        out,
         "  client credentials (HTTP Basic): {}:{}",
         args.client_id, args.client_secret
     );
     for uid in running.sim.own_user_ids() {
         if let Some(token) = running.sim.token_of(uid) {
-            println!("  user {uid}: access token {token}");
+            let _ = writeln!(out, "  user {uid}: access token {token}");
         }
     }
-    println!(
-        "  ground truth: GET {}/sim/truth   (see docs/simulator.md)",
-        running.base_url
+    let _ = writeln!(
+        out,
+        "  ground truth: GET {base}/sim/truth   (see docs/simulator.md)"
     );
-    running.handle.await.context("the simulator task")?;
-    Ok(())
+    Ok(out)
 }
 
 /// Loads the configuration (exit 1 when invalid) and runs `f` with it on a runtime.

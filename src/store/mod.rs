@@ -566,6 +566,16 @@ impl Store {
         }
     }
 
+    /// Whether any entity of `kind` for `user` is stored (a look at the first key under their
+    /// prefix, not a scan).
+    pub fn holds_any(&self, kind: &EventType, user: UserId) -> anyhow::Result<bool> {
+        let prefix = format!("{kind}/{user}/");
+        match self.entities.scan_prefix(prefix.as_bytes()).next() {
+            Some(Err(e)) => Err(e).with_context(|| format!("reading entities under {prefix}")),
+            found => Ok(found.is_some()),
+        }
+    }
+
     /// Up to `limit` entities, newest first, optionally of one type.
     pub fn newest_entities(&self, limit: usize, kind: Option<&str>) -> anyhow::Result<Vec<Entity>> {
         let mut out = Vec::new();

@@ -26,6 +26,9 @@ pub(super) fn safety_net(
             Strategy::Adaptive => (max + every) * 1000.0,
         },
         poll_requests: s.poll.requests,
+        cycles: s.poll.cycles,
+        listings: endpoint(s, crate::counter::PollEndpoint::AuditList),
+        fetched: endpoint(s, crate::counter::PollEndpoint::AuditGet),
         fixed_requests: truth.fixed_poll_requests(
             args.poll_every,
             s.started_at,
@@ -35,6 +38,15 @@ pub(super) fn safety_net(
         reactivations: s.webhook.health.reactivations,
         starved: s.poll.starved,
     }
+}
+
+/// The poll's requests to `endpoint`.
+fn endpoint(s: &StatusDoc, endpoint: crate::counter::PollEndpoint) -> u64 {
+    s.poll
+        .requests_by_endpoint
+        .get(endpoint.name())
+        .copied()
+        .unwrap_or(0)
 }
 
 /// The simulator's entities no delivery reached the receiver for.

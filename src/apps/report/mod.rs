@@ -129,6 +129,14 @@ pub struct SafetyNet {
     pub bound_ms: f64,
     /// What the poller spent (every request, as counted by hookrace).
     pub poll_requests: u64,
+    /// Adaptive: the audits that ran, the listings they read and the entities they fetched
+    /// (what no webhook had announced).
+    #[serde(default)]
+    pub cycles: u64,
+    #[serde(default)]
+    pub listings: u64,
+    #[serde(default)]
+    pub fetched: u64,
     /// What fixed polling at `every` would have spent over the same time, counted by the
     /// simulator from what it made available when.
     pub fixed_requests: u64,

@@ -7,7 +7,9 @@
 //! `transactions` mode spends: one `GET /v3/notifications` per cycle and, per user with new items,
 //! a transaction (create, list, one get per item, commit). The adaptive net runs the auditor's own
 //! pace code ([`crate::channels::auditor::Pace`]) on the evidence the model can see: an entity the
-//! poll found that no delivery announced.
+//! poll found that no delivery announced; it spends what the net's audit spends
+//! (`channels::audit`): a listing per user and data type each cycle, and one get per entity no
+//! webhook had announced by then.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp};
 use serde::{Deserialize, Serialize};
 
-use crate::channels::auditor::{Evidence, GRACE, Pace};
+use crate::channels::auditor::{Evidence, GRACE, Pace, budget_floor};
 use crate::race::{LatencyStats, SignedHistogram};
 
 /// What the model runs, typed: from the command line (`hookrace whatif`) or from a race's
@@ -148,6 +150,10 @@ pub(crate) struct Arrivals {
     pub(crate) items: Vec<(f64, u64)>,
     pub(crate) webhook_at: Vec<Option<f64>>,
     pub(crate) pollable: Vec<bool>,
+    /// Whether the safety net's audit lists the item's data type (SleepWise it cannot).
+    pub(crate) auditable: Vec<bool>,
+    /// The listings an audit reads each cycle: per user, the data types they have.
+    pub(crate) audit_listings: u64,
     pub(crate) horizon: f64,
     /// What a poll cycle costs.
     pub(crate) cost: PollCost,
@@ -195,6 +201,9 @@ fn arrivals(s: &Scenario) -> Arrivals {
         .collect();
     Arrivals {
         pollable: vec![true; items.len()],
+        auditable: vec![true; items.len()],
+        // One data type: a listing per user.
+        audit_listings: s.users,
         items,
         webhook_at,
         horizon,
@@ -253,7 +262,8 @@ struct PollRun {
 fn poll(
     a: &Arrivals,
     spend: &mut Spend,
-    mut next_interval: impl FnMut(&[usize], f64) -> f64,
+    audit: bool,
+    mut next_interval: impl FnMut(&[usize], f64, u64) -> f64,
 ) -> PollRun {
     let mut run = PollRun {
         seen_at: vec![None; a.items.len()],
@@ -265,7 +275,7 @@ fn poll(
         let mut by_user: BTreeMap<u64, u64> = BTreeMap::new();
         let mut found = Vec::new();
         while next < a.items.len() && a.items[next].0 <= t {
-            if a.pollable[next] {
+            if (audit && a.auditable[next]) || (!audit && a.pollable[next]) {
                 *by_user.entry(a.items[next].1).or_default() += 1;
                 run.seen_at[next] = Some(t);
                 found.push(next);
@@ -273,15 +283,23 @@ fn poll(
             next += 1;
         }
         run.cycles += 1;
-        run.empty += u64::from(found.is_empty());
-        spend.add(
-            t,
-            match a.cost {
-                PollCost::Transactions => 1 + by_user.values().map(|n| 3 + n).sum::<u64>(),
-                PollCost::List { users } => users + found.len() as u64,
-            },
-        );
-        t += next_interval(&found, t);
+        // The audit fetches (and finds) only what no delivery had announced by then.
+        let unannounced = found
+            .iter()
+            .filter(|i| a.webhook_at[**i].is_none_or(|w| w > t))
+            .count() as u64;
+        run.empty += u64::from(if audit {
+            unannounced == 0
+        } else {
+            found.is_empty()
+        });
+        let cost = match (audit, a.cost) {
+            (true, _) => a.audit_listings + unannounced,
+            (false, PollCost::Transactions) => 1 + by_user.values().map(|n| 3 + n).sum::<u64>(),
+            (false, PollCost::List { users }) => users + found.len() as u64,
+        };
+        spend.add(t, cost);
+        t += next_interval(&found, t, cost);
     }
     run
 }
@@ -307,7 +325,7 @@ pub fn fixed(s: &Scenario, every: Duration) -> Row {
 pub(crate) fn fixed_on(s: &Scenario, a: &Arrivals, every: Duration) -> Row {
     let mut spend = Spend::default();
     let t = every.as_secs_f64();
-    let run = poll(a, &mut spend, |_, _| t);
+    let run = poll(a, &mut spend, false, |_, _, _| t);
     let delays = || {
         a.items
             .iter()
@@ -396,7 +414,8 @@ pub(crate) fn adaptive_on(s: &Scenario, a: &Arrivals, every: Duration, max_every
     let grace = GRACE.as_secs_f64();
     // Entities the poll found before any delivery, waiting for the grace to judge them.
     let mut suspects: Vec<usize> = Vec::new();
-    let run = poll(a, &mut spend, |found, now| {
+    let daily_limit = polar_limits(s.users).1;
+    let run = poll(a, &mut spend, true, |found, now, cost| {
         suspects.extend(
             found
                 .iter()
@@ -411,10 +430,12 @@ pub(crate) fn adaptive_on(s: &Scenario, a: &Arrivals, every: Duration, max_every
             .iter()
             .filter(|i| a.webhook_at[**i].is_none_or(|w| w > now))
             .count() as u64;
+        // As the daemon's auditor: never faster than its share of the daily budget allows.
         pace.after(&Evidence {
             missed,
             ..Evidence::default()
         })
+        .max(budget_floor(cost, daily_limit))
         .as_secs_f64()
     });
     // Each entity is seen by whichever channel came first.

@@ -50,6 +50,9 @@ pub(crate) fn arrivals(trace: &Trace, mode: PollMode) -> (Scenario, Arrivals) {
     let mut items = Vec::with_capacity(trace.entities.len());
     let mut webhook_at = Vec::with_capacity(trace.entities.len());
     let mut pollable = Vec::with_capacity(trace.entities.len());
+    let mut auditable = Vec::with_capacity(trace.entities.len());
+    // The listings an audit reads: per user, the listable data types they have.
+    let mut listed: std::collections::BTreeSet<(&str, &str)> = Default::default();
     let (mut lo, mut hi) = (f64::INFINITY, 0.0f64);
     for e in &trace.entities {
         let made = trace.offset_s(e.made_at);
@@ -63,6 +66,11 @@ pub(crate) fn arrivals(trace: &Trace, mode: PollMode) -> (Scenario, Arrivals) {
         items.push((made, group));
         webhook_at.push(delivered);
         pollable.push(read_by(mode, &e.kind));
+        let listable = !e.kind.starts_with("SLEEP_WISE");
+        auditable.push(listable);
+        if listable {
+            listed.insert((&e.user, &e.kind));
+        }
     }
     let n = items.len() as f64;
     let span = trace.span_s().max(1.0);
@@ -89,6 +97,8 @@ pub(crate) fn arrivals(trace: &Trace, mode: PollMode) -> (Scenario, Arrivals) {
         items,
         webhook_at,
         pollable,
+        auditable,
+        audit_listings: listed.len() as u64,
         horizon: span,
         cost,
     };
