@@ -8,6 +8,9 @@
 # Then SIGTERM (timed) and a summary by scripts/soak_report.py (the RSS slope over the last 30
 # minutes, an SVG plot beside the CSV).
 #   scripts/soak.sh [DURATION_MIN=60] [USERS=50] [RATE=10] [OUT=target/soak]
+# HEAPTRACK=1 attaches heaptrack (apt-get install heaptrack gdb) to the running daemon once its
+# users are connected, and writes its report of what the heap holds at the end, by allocation
+# site, to OUT/heap.txt (latencies are then pessimistic: every allocation is traced).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MINUTES=${1:-60}
@@ -73,6 +76,11 @@ for uid in $(curl -s "$SIM/sim/users" | python3 -c 'import json,sys; print(" ".j
   rm -f "$jar"
 done
 "$BIN" webhook create --url "http://127.0.0.1:$HOOK_PORT/acl_webhook" -c "$OUT/config.toml" > "$OUT/webhook.out"
+if [ "${HEAPTRACK:-0}" = 1 ]; then
+  heaptrack --pid "$DAEMON_PID" --output "$OUT/heap" > "$OUT/heaptrack.out" 2>&1 &
+  HEAPTRACK_PID=$!
+  sleep 5
+fi
 echo "soak: $USERS users connected, webhook created; sampling for $MINUTES min into $OUT/samples.csv"
 echo "t_s,rss_mb,backlog_jobs,backlog_in_memory,drain_s,answered_429,fetches_ok,accepted,misses_caught,catch_p50_ms,catch_max_ms,poll_requests,status_ms,fetches_held_by" > "$OUT/samples.csv"
 START=$(date +%s)
@@ -99,4 +107,10 @@ wait "$DAEMON_PID" || true
 T1=$(date +%s.%N)
 python3 -c "print(round($T1 - $T0, 2))" > "$OUT/sigterm_s.txt"
 DAEMON_PID=
+if [ -n "${HEAPTRACK_PID:-}" ]; then
+  wait "$HEAPTRACK_PID" || true
+  # What the heap held at its peak and at the end (not freed by the exit), by call site.
+  heaptrack_print --print-peaks 1 --print-leaks 1 --print-allocators 0 --print-temporary 0 \
+    --peak-limit 15 -f "$(ls "$OUT"/heap*.zst "$OUT"/heap*.gz 2>/dev/null | head -1)" > "$OUT/heap.txt" 2>&1 || true
+fi
 python3 scripts/soak_report.py "$OUT"
