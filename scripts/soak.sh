@@ -77,7 +77,7 @@ for uid in $(curl -s "$SIM/sim/users" | python3 -c 'import json,sys; print(" ".j
 done
 "$BIN" webhook create --url "http://127.0.0.1:$HOOK_PORT/acl_webhook" -c "$OUT/config.toml" > "$OUT/webhook.out"
 if [ "${HEAPTRACK:-0}" = 1 ]; then
-  heaptrack --pid "$DAEMON_PID" --output "$OUT/heap" > "$OUT/heaptrack.out" 2>&1 &
+  heaptrack --output "$OUT/heap" --pid "$DAEMON_PID" > "$OUT/heaptrack.out" 2>&1 &
   HEAPTRACK_PID=$!
   sleep 5
 fi
