@@ -69,11 +69,14 @@ impl Sim {
                     job.extend(s.announce(&item, &self.base, &OneShot::default()));
                 }
             }
-            (s.truth.entities[index].clone(), url, job)
+            // Just recorded: a class drops only entities a tenth of its bound older.
+            let entity = s.truth_entity(index).cloned();
+            (entity, url, job)
         };
         for j in job {
             let _ = self.deliveries.send(j);
         }
+        let entity = entity.ok_or_else(|| "the item's ground truth was dropped".to_string())?;
         Ok(Some((entity, url)))
     }
 }
@@ -82,8 +85,23 @@ impl State {
     /// Makes a new item with plausible random content.
     pub(super) fn new_item(&mut self, uid: u64, kind: Kind, _base: &str) -> Item {
         let item = self.drawn_item(uid, kind);
-        self.items.insert(item.id, item.clone());
+        self.keep_item(&item);
         item
+    }
+
+    /// Keeps `item` to serve; in a class, drops the oldest beyond [`super::state::CLASS_KEPT`].
+    fn keep_item(&mut self, item: &Item) {
+        self.items.insert(item.id, item.clone());
+        while self.settings.class > 0 && self.items.len() > super::state::CLASS_KEPT {
+            self.items.pop_first();
+        }
+    }
+
+    /// The ground truth's entity at `position` (as [`State::record_entity`] returned it), unless
+    /// a class dropped it.
+    pub(super) fn truth_entity(&self, position: usize) -> Option<&TruthEntity> {
+        let index = position.checked_sub(self.truth_dropped.0)?;
+        self.truth.entities.get(index)
     }
 
     /// Makes a new item whose `fields` are the caller's (`sim trigger --data`); nothing is
@@ -96,7 +114,7 @@ impl State {
     ) -> Result<Item, String> {
         let mut item = self.drawn_item(uid, kind);
         super::custom::apply(kind, &mut item.data, fields)?;
-        self.items.insert(item.id, item.clone());
+        self.keep_item(&item);
         Ok(item)
     }
 
@@ -217,7 +235,8 @@ impl State {
         let created = self
             .entity_index
             .get(&(Kind::Activity, uid, date.clone()))
-            .map(|&i| self.truth.entities[i].available_at)
+            .and_then(|&i| self.truth_entity(i))
+            .map(|e| e.available_at)
             .unwrap_or(now);
         let steps = self.rng.random_range(500..4000);
         ItemData::Activity(Activity {
@@ -233,10 +252,21 @@ impl State {
     /// Adds the item to the ground truth (a new entity, or a new version of a day's activity).
     pub(super) fn record_entity(&mut self, item: &Item) -> usize {
         let key = (item.kind, item.user_id, item.source_id());
+        let dropped = self.truth_dropped.0;
         if let Some(&i) = self.entity_index.get(&key) {
-            self.truth.entities[i].item_ids.push(item.id);
-            self.truth.entities[i].item_times.push(item.available_at);
+            if let Some(e) = self.truth.entities.get_mut(i - dropped) {
+                e.item_ids.push(item.id);
+                e.item_times.push(item.available_at);
+            }
             return i;
+        }
+        if self.settings.class > 0 && self.truth.entities.len() >= super::state::CLASS_KEPT {
+            // The oldest tenth at once: the index forgets them in one pass.
+            let drop = super::state::CLASS_KEPT / 10;
+            self.truth.entities.drain(..drop);
+            self.truth_dropped.0 += drop;
+            let first_kept = self.truth_dropped.0;
+            self.entity_index.retain(|_, i| *i >= first_kept);
         }
         self.truth.entities.push(TruthEntity {
             kind: item.kind.event_type().to_string(),
@@ -247,7 +277,7 @@ impl State {
             available_at: item.available_at,
             transactional: Kind::TRANSACTIONAL.contains(&item.kind),
         });
-        let i = self.truth.entities.len() - 1;
+        let i = self.truth_dropped.0 + self.truth.entities.len() - 1;
         self.entity_index.insert(key, i);
         i
     }
@@ -392,6 +422,43 @@ mod tests {
             starts.len(),
             3000,
             "every exercise starts in its own second"
+        );
+    }
+
+    /// A class that triggers without end keeps a bounded simulator: the newest items, ground
+    /// truth and deliveries only (before, a class of 40 triggered every 6 s grew by 2.4 MB a
+    /// minute); a day's activity updated after its entity was dropped is recorded anew.
+    #[test]
+    fn a_class_keeps_its_newest_data_only() {
+        use super::super::state::CLASS_KEPT;
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let settings = SimSettings {
+            users: 0,
+            class: 2,
+            ..SimSettings::default()
+        };
+        let sim = Sim::new(settings, "http://127.0.0.1:9".into(), tx).unwrap();
+        let user = sim.class_credentials()[0]["users"][0]["user_id"]
+            .as_u64()
+            .unwrap();
+        for n in 0..CLASS_KEPT * 2 + 10 {
+            let kind = if n % 50 == 0 {
+                Kind::Activity
+            } else {
+                Kind::Exercise
+            };
+            let made = sim.generate(user, kind).expect("a registered user");
+            assert_eq!(made.user_id, user);
+        }
+        let s = sim.lock();
+        assert!(s.items.len() <= CLASS_KEPT, "{} items", s.items.len());
+        assert!(s.truth.entities.len() <= CLASS_KEPT);
+        assert!(s.truth.deliveries.len() <= 2 * CLASS_KEPT);
+        assert!(s.entity_index.len() <= CLASS_KEPT);
+        assert!(
+            s.entity_index
+                .values()
+                .all(|i| s.truth_entity(*i).is_some())
         );
     }
 }

@@ -26,8 +26,11 @@ pub(super) struct State {
     pub(super) tokens: HashMap<String, u64>,
     pub(super) codes: HashMap<String, Code>,
     pub(super) items: BTreeMap<u64, Item>,
-    /// Index of each entity in `truth.entities`, by (type, user, entity id).
+    /// Position of each entity in the ground truth (counting the ones a class dropped, see
+    /// [`CLASS_KEPT`]), by (type, user, entity id).
     pub(super) entity_index: HashMap<(Kind, u64, String), usize>,
+    /// How many of the oldest truth entities and deliveries a class dropped.
+    pub(super) truth_dropped: (usize, usize),
     /// Each user's exercise start times (local, whole seconds): one device cannot start two
     /// exercises in one second, which receivers (hookrace's fingerprint) rely on.
     pub(super) exercise_starts: std::collections::HashSet<(u64, chrono::NaiveDateTime)>,
@@ -65,6 +68,13 @@ impl State {
         self.users.get(&user).map_or(0, |u| u.client)
     }
 }
+
+/// In a class, the most items the simulator keeps (it drops the oldest: a student's receiver
+/// fetches within seconds), and the most ground-truth entities; twice that many deliveries. A
+/// class that triggers everyone every few seconds made data without end before (a class of 40
+/// every 6 s: 800 items a minute, all kept), while a demo or a soak keeps everything, as Polar
+/// keeps 30 days.
+pub(super) const CLASS_KEPT: usize = 5_000;
 
 /// The simulator: shared state plus what is needed to send deliveries and PINGs.
 pub struct Sim {
@@ -114,6 +124,7 @@ impl Sim {
                 codes: HashMap::new(),
                 items: BTreeMap::new(),
                 entity_index: HashMap::new(),
+                truth_dropped: (0, 0),
                 exercise_starts: Default::default(),
                 transactions: HashMap::new(),
                 clients: Vec::new(),

@@ -228,7 +228,10 @@ impl Sim {
         let mut s = self.lock();
         let now = Utc::now();
         let ok = status == Some(200);
-        if let Some(d) = s.truth.deliveries.get_mut(index) {
+        // `index` counts the deliveries a class dropped since; an attempt that outlived its
+        // record is still logged for the student.
+        let kept = index.checked_sub(s.truth_dropped.1);
+        if let Some(d) = kept.and_then(|i| s.truth.deliveries.get_mut(i)) {
             d.outcome = if ok {
                 DeliveryOutcome::Sent
             } else {
@@ -295,6 +298,11 @@ impl State {
         outcome: DeliveryOutcome,
         duplicate: bool,
     ) -> usize {
+        if self.settings.class > 0 && self.truth.deliveries.len() >= 2 * super::state::CLASS_KEPT {
+            let drop = super::state::CLASS_KEPT / 5;
+            self.truth.deliveries.drain(..drop);
+            self.truth_dropped.1 += drop;
+        }
         self.truth.deliveries.push(TruthDelivery {
             event: event.to_string(),
             user_id: item.user_id,
@@ -306,7 +314,7 @@ impl State {
             decided_at: Utc::now(),
             sent_at: None,
         });
-        self.truth.deliveries.len() - 1
+        self.truth_dropped.1 + self.truth.deliveries.len() - 1
     }
 
     /// Logs a delivery dropped on purpose (`why`: the fault or the drop rate), for the student
