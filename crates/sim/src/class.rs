@@ -52,7 +52,7 @@ const TIMES_KEPT: usize = 200;
 
 /// How many item paths a student's tally remembers one by one (to see a fetch or a duplicate of
 /// each); older ones are settled into its totals, so a long class holds bounded memory.
-const PATHS_KEPT: usize = 2_048;
+const PATHS_KEPT: usize = 512;
 
 /// One student's scoreboard figures, kept up to date as the log records each entry (the
 /// scoreboard is read from these, never rebuilt from the log: before, every stream copied the

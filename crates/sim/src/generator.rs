@@ -95,6 +95,17 @@ impl State {
         while self.settings.class > 0 && self.items.len() > super::state::CLASS_KEPT {
             self.items.pop_first();
         }
+        // The start seconds taken matter only among the exercises still served.
+        if self.settings.class > 0 && self.exercise_starts.len() > 2 * super::state::CLASS_KEPT {
+            self.exercise_starts = self
+                .items
+                .values()
+                .filter_map(|i| match &i.data {
+                    ItemData::Exercise(e) => Some((i.user_id, e.start_time)),
+                    _ => None,
+                })
+                .collect();
+        }
     }
 
     /// The ground truth's entity at `position` (as [`State::record_entity`] returned it), unless
