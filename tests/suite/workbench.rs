@@ -660,16 +660,7 @@ async fn a_class_on_one_simulator_and_its_scoreboard() {
             .unwrap();
         assert_eq!(res.status(), 200);
         let rx = receiver_with(behaviour, secret, tokens).await;
-        let res = http
-            .post(format!("{base}/v3/webhooks"))
-            .basic_auth(
-                c["client_id"].as_str().unwrap(),
-                c["client_secret"].as_str(),
-            )
-            .json(&json!({"events": ["EXERCISE"], "url": rx.url}))
-            .send()
-            .await
-            .unwrap();
+        let res = student_webhook(&http, &base, c, &rx.url).await;
         assert_eq!(res.status(), 201, "student {student} registers");
         receivers.push(rx);
     }
@@ -1115,6 +1106,24 @@ async fn trigger_with_data_makes_the_item_asked_for_or_nothing() {
     assert_eq!(truth().await, before, "a refused trigger made something");
 }
 
+/// Registers `student`'s webhook (EXERCISE) at `url` with their own client's credentials.
+async fn student_webhook(
+    http: &reqwest::Client,
+    base: &str,
+    student: &Value,
+    url: &str,
+) -> reqwest::Response {
+    http.post(format!("{base}/v3/webhooks"))
+        .basic_auth(
+            student["client_id"].as_str().unwrap(),
+            student["client_secret"].as_str(),
+        )
+        .json(&json!({"events": ["EXERCISE"], "url": url}))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// A simulator with a class of `students`, stopped when the guard drops.
 async fn class_sim(students: u32) -> (sim::RunningSim, tokio_util::sync::DropGuard) {
     hookrace::telemetry::init_for_tests();
@@ -1374,16 +1383,7 @@ async fn a_class_keeps_each_students_work_to_themselves() {
     // A fetch counts for whoever's token it carries: A fetching the URL announced to B with a
     // token nobody has raises nothing on B's row.
     let rx_b = common::receiver::Receiver::start().await;
-    let res = http
-        .post(format!("{base}/v3/webhooks"))
-        .basic_auth(
-            b["client_id"].as_str().unwrap(),
-            b["client_secret"].as_str(),
-        )
-        .json(&json!({"events": ["EXERCISE"], "url": rx_b.url}))
-        .send()
-        .await
-        .unwrap();
+    let res = student_webhook(&http, &base, b, &rx_b.url).await;
     assert_eq!(res.status(), 201);
     assert_eq!(rx_b.next().await.event.as_deref(), Some("PING"));
     let res = http
