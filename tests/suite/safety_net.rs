@@ -82,10 +82,10 @@ async fn the_net_fetches_only_what_the_webhooks_missed() {
     let net = report.safety_net.as_ref().unwrap();
     // Nothing dropped: only an item made before the webhook existed goes undelivered.
     assert!(net.lost <= 1, "{net:?}");
-    assert_eq!(
-        net.fetched, net.caught,
-        "only the misses are fetched: {net:?}"
-    );
+    // Only what no delivery had announced when the audit listed it: the misses, and an item
+    // whose delivery was still on its way (the poll then saw it first).
+    assert!(net.fetched >= net.caught, "{net:?}");
+    assert!(net.fetched <= report.poll.entities_seen, "{net:?}");
     assert_eq!(net.poll_requests, net.listings + net.fetched, "{net:?}");
     // At its start every listing; then those with data (exercises here: activities come every
     // 1,000 s), at most two per user.
