@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod data;
+pub mod dialect;
 pub mod error;
 pub mod http;
 pub mod identity;
