@@ -16,6 +16,7 @@ use warp::Filter;
 use warp::http::{HeaderMap, Method, StatusCode, header};
 use warp::reply::{Reply, Response};
 
+use crate::accesslink::dialect::{self, Dialect};
 use crate::accesslink::payload::{self, Parsed};
 use crate::accesslink::{EVENT_HEADER, SIGNATURE_HEADER, signature};
 use crate::config::Secret;
@@ -32,6 +33,8 @@ pub struct WebhookState {
     pub body_timeout: Duration,
     /// The signature key from the config; when `None`, the key saved in the store is used.
     pub secret: Option<Secret>,
+    /// How deliveries are signed (and, for Standard Webhooks, wrapped).
+    pub dialect: Dialect,
     /// Each accepted delivery's record gets a fetch job (the fetcher reads its data after the
     /// 200; its queue gets the job from the commit).
     pub fetch: bool,
@@ -127,6 +130,8 @@ enum Outcome {
     NotJson(String),
     NoSecret,
     BadSignature(signature::SignatureError),
+    /// Standard Webhooks: a header missing, a timestamp out of tolerance, no signature matching.
+    Refused(dialect::Refusal),
     Malformed(String),
     StoreFailed(anyhow::Error),
 }
@@ -144,7 +149,12 @@ where
         match read_limited(headers, body, state.max_body, state.body_timeout).await {
             Err(o) => (o, None),
             Ok(body) => {
-                let parsed = payload::parse(&body);
+                let parsed = match state.dialect {
+                    Dialect::Polar => payload::parse(&body),
+                    Dialect::StandardWebhooks => {
+                        dialect::open(&body).and_then(|polar| payload::parse(&polar))
+                    }
+                };
                 let outcome = process(state, headers, &body, &parsed, received_at).await;
                 (outcome, parsed.ok())
             }
@@ -213,6 +223,19 @@ impl Outcome {
                 format!("{}\n", e.reason()),
                 Some(counter::Counter::WebhookRejectedSignature),
             ),
+            Outcome::Refused(dialect::Refusal::BadSecret) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{}: deliveries cannot be verified\n",
+                    dialect::Refusal::BadSecret
+                ),
+                None,
+            ),
+            Outcome::Refused(refusal) => (
+                StatusCode::UNAUTHORIZED,
+                format!("{refusal}\n"),
+                Some(counter::Counter::WebhookRejectedSignature),
+            ),
             Outcome::Malformed(reason) => (
                 StatusCode::BAD_REQUEST,
                 format!("malformed delivery: {reason}\n"),
@@ -238,6 +261,9 @@ impl Outcome {
             Outcome::NotJson(_) => "not_json",
             Outcome::NoSecret => "no_secret",
             Outcome::BadSignature(_) => "bad_signature",
+            Outcome::Refused(dialect::Refusal::Stale(_)) => "stale_timestamp",
+            Outcome::Refused(dialect::Refusal::Future(_)) => "future_timestamp",
+            Outcome::Refused(_) => "bad_signature",
             Outcome::Malformed(_) => "malformed",
             Outcome::StoreFailed(_) => "store_failed",
         }
@@ -318,15 +344,15 @@ async fn process(
     parsed: &Result<Parsed, String>,
     received_at: chrono::DateTime<Utc>,
 ) -> Outcome {
-    if let Ok(Parsed::Ping(_)) = parsed {
+    // Polar's PING is answered unsigned; Standard Webhooks has none: everything is verified.
+    if state.dialect == Dialect::Polar && matches!(parsed, Ok(Parsed::Ping(_))) {
         return Outcome::Ping;
     }
     let Some(secret) = state.secret() else {
         return Outcome::NoSecret;
     };
-    if let Err(e) = signature::verify(secret.expose(), body, header_str(headers, SIGNATURE_HEADER))
-    {
-        return Outcome::BadSignature(e);
+    if let Some(refused) = verify(state.dialect, secret.expose(), headers, body) {
+        return refused;
     }
     if let Some(ct) = header_str(headers, header::CONTENT_TYPE.as_str()) {
         let media = ct.split(';').next().unwrap_or("").trim();
@@ -336,7 +362,8 @@ async fn process(
     }
     let delivery = match parsed {
         Ok(Parsed::Delivery(d)) => d,
-        Ok(Parsed::Ping(_)) => return Outcome::Ping,
+        Ok(Parsed::Ping(_)) if state.dialect == Dialect::Polar => return Outcome::Ping,
+        Ok(Parsed::Ping(_)) => return Outcome::Malformed("PING is not an event".into()),
         Err(reason) => return Outcome::Malformed(reason.clone()),
     };
     tracing::Span::current().record("entity", tracing::field::display(delivery.entity().key()));
@@ -359,6 +386,25 @@ async fn process(
     match recorded.outcome {
         Recorded::Accepted => Outcome::Accepted,
         Recorded::Duplicate => Outcome::Duplicate,
+    }
+}
+
+/// The refusal of a body whose signature does not hold in `dialect`, if any.
+fn verify(dialect: Dialect, secret: &str, headers: &HeaderMap, body: &[u8]) -> Option<Outcome> {
+    match dialect {
+        Dialect::Polar => signature::verify(secret, body, header_str(headers, SIGNATURE_HEADER))
+            .err()
+            .map(Outcome::BadSignature),
+        Dialect::StandardWebhooks => {
+            let received = dialect::Headers {
+                id: header_str(headers, dialect::ID_HEADER),
+                timestamp: header_str(headers, dialect::TIMESTAMP_HEADER),
+                signature: header_str(headers, dialect::SIGNATURE_HEADER),
+            };
+            dialect::verify(secret, received, body, Utc::now().timestamp())
+                .err()
+                .map(Outcome::Refused)
+        }
     }
 }
 

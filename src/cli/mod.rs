@@ -283,6 +283,15 @@ pub struct SimArgs {
     /// With --replay: time runs this many times faster than in the recording.
     #[arg(long, default_value_t = 1.0, requires = "replay")]
     pub speed: f64,
+    /// How its webhook deliveries are signed: `polar` (Polar's own) or `standard-webhooks`
+    /// (`webhook-id`, `webhook-timestamp`, `webhook-signature`; a `whsec_` secret; no PING).
+    #[arg(long, default_value = "polar", value_parser = parse_dialect)]
+    pub dialect: crate::accesslink::dialect::Dialect,
+}
+
+/// `--dialect`'s value: `polar` or `standard-webhooks`.
+pub fn parse_dialect(s: &str) -> Result<crate::accesslink::dialect::Dialect, String> {
+    s.parse()
 }
 
 /// What `hookrace sim trigger|log` do to a running simulator.
@@ -363,6 +372,7 @@ impl SimArgs {
                 rate_limit,
                 ..crate::sim::Faults::default()
             },
+            dialect: a.dialect,
         })
     }
 }

@@ -73,6 +73,9 @@ pub struct WebhookConfig {
     pub check_every: Option<Duration>,
     /// Reactivate the webhook when the watch finds it inactive.
     pub reactivate: bool,
+    /// How deliveries are signed: Polar's own (default), or Standard Webhooks for a provider
+    /// that speaks it (`webhook.dialect = "standard-webhooks"`, with a `whsec_` secret).
+    pub dialect: crate::accesslink::dialect::Dialect,
 }
 
 /// The private listener: status, metrics, entities.

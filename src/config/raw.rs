@@ -37,6 +37,7 @@ struct RawWebhook {
     /// A duration, or "off".
     check_every: String,
     reactivate: bool,
+    dialect: String,
 }
 impl Default for RawWebhook {
     fn default() -> Self {
@@ -49,6 +50,7 @@ impl Default for RawWebhook {
             public_url: None,
             check_every: "10m".into(),
             reactivate: false,
+            dialect: "polar".into(),
         }
     }
 }
@@ -289,7 +291,12 @@ impl RawWebhook {
             "off" => Some(None),
             every => duration("webhook.check_every", every, problems).map(Some),
         };
+        let dialect = self
+            .dialect
+            .parse()
+            .map_err(|e| problems.push(format!("`webhook.dialect`: {e}")));
         Some(WebhookConfig {
+            dialect: dialect.ok()?,
             listen: listen?,
             path: self.path,
             max_body: usize::try_from(self.max_body).ok()?,

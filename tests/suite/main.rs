@@ -10,6 +10,7 @@ mod channels;
 mod cli;
 mod crash;
 mod dashboard;
+mod dialects;
 mod docs;
 mod durability;
 mod faults;

@@ -203,6 +203,7 @@ fn args(url: &str) -> CheckArgs {
         fetch_wait: Duration::from_millis(600),
         format: DataFormat::Json,
         junit: None,
+        dialect: Default::default(),
     }
 }
 
@@ -450,7 +451,7 @@ async fn sim_alone() -> (String, tokio_util::sync::DropGuard) {
 fn trigger_args(sim: &str, event: &str) -> TriggerArgs {
     TriggerArgs {
         auth: None,
-        event: event.into(),
+        event: Some(event.into()),
         user: None,
         student: None,
         everyone: false,
@@ -459,6 +460,12 @@ fn trigger_args(sim: &str, event: &str) -> TriggerArgs {
         duplicate: false,
         delay: None,
         bad_signature: false,
+        missing_signature: false,
+        stale_timestamp: false,
+        future_timestamp: false,
+        rotated_signatures: false,
+        large_payload: false,
+        replay_old: false,
         data: None,
         sim: sim.into(),
         format: DataFormat::Table,

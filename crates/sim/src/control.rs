@@ -117,6 +117,17 @@ impl Sim {
         if client >= self.lock().clients.len() {
             return SimResponse::text(StatusCode::NOT_FOUND, format!("no student {client}\n"));
         }
+        let standard = self.dialect() == accesslink::dialect::Dialect::StandardWebhooks;
+        if standard
+            && secret
+                .as_deref()
+                .is_some_and(|s| accesslink::dialect::sign(s, "id", 0, b"").is_none())
+        {
+            return SimResponse::text(
+                StatusCode::BAD_REQUEST,
+                "this simulator speaks Standard Webhooks: the secret must be whsec_ and base64\n",
+            );
+        }
         match secret {
             Some(s) if s.len() >= 16 && s.chars().all(|c| c.is_ascii_graphic()) => {
                 self.lock().clients[client].next_webhook_secret = Some(s.clone());
@@ -263,6 +274,7 @@ impl Sim {
         let mut v = serde_json::to_value(&s.truth).unwrap_or(Value::Null);
         v["webhook"] = hook.unwrap_or(Value::Null);
         v["client_id"] = json!(s.settings.client_id);
+        v["dialect"] = json!(s.settings.dialect);
         SimResponse::json(StatusCode::OK, v)
     }
 }

@@ -58,7 +58,7 @@ pub use settings::{Faults, SimSettings};
 pub use state::Sim;
 pub use truth::{DeliveryOutcome, Truth, TruthDelivery, TruthEntity};
 pub use webhooks::{DeliveryJob, UNKNOWN_USER};
-pub use workbench::{LogEntry, Logged, OneShot, path_of};
+pub use workbench::{LARGE_PADDING, LogEntry, Logged, OneShot, SKEW_S, path_of};
 
 // What the endpoint families share among themselves (the simulator's own modules only).
 use limits::Window;

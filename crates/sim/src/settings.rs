@@ -31,6 +31,8 @@ pub struct SimSettings {
     /// Recorded traffic to make again instead of the random generator's (`sim --replay`,
     /// `demo --replay`): each item at its time after the generator starts.
     pub replay: Vec<Replayed>,
+    /// How its webhook deliveries are signed (Polar's own by default; `sim --dialect`).
+    pub dialect: accesslink::dialect::Dialect,
 }
 
 /// One item of a replayed recording.
@@ -68,6 +70,7 @@ impl Default for SimSettings {
             default_redirect_uri: None,
             faults: Faults::default(),
             replay: Vec::new(),
+            dialect: accesslink::dialect::Dialect::Polar,
         }
     }
 }

@@ -237,6 +237,11 @@ impl Sim {
         self.lock().settings.clone()
     }
 
+    /// How its webhook deliveries are signed.
+    pub fn dialect(&self) -> accesslink::dialect::Dialect {
+        self.lock().settings.dialect
+    }
+
     pub fn truth(&self) -> Truth {
         self.lock().truth.clone()
     }

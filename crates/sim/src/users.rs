@@ -8,6 +8,7 @@ use warp::http::StatusCode;
 
 use super::model::User;
 use super::*;
+use accesslink::dialect::Dialect;
 
 impl State {
     /// A credential (a client secret, a token, an OAuth code) of `len` characters. Drawn from
@@ -31,12 +32,20 @@ impl State {
     }
 
     /// A webhook's signature secret, unguessable in a class as [`State::random_token`] says.
+    /// In the Standard Webhooks dialect it is a `whsec_` secret.
     pub(super) fn webhook_secret(&mut self) -> String {
-        let seeded = super::webhooks::uuid_like(&mut self.rng);
+        fn make(rng: &mut impl rand::Rng, dialect: Dialect) -> String {
+            match dialect {
+                Dialect::StandardWebhooks => accesslink::dialect::new_secret(rng.random()),
+                Dialect::Polar => super::webhooks::uuid_like(rng),
+            }
+        }
+        let dialect = self.settings.dialect;
+        let seeded = make(&mut self.rng, dialect);
         if self.settings.class == 0 {
             return seeded;
         }
-        super::webhooks::uuid_like(&mut rand::rng())
+        make(&mut rand::rng(), dialect)
     }
 
     pub(super) fn new_user(&mut self, registered: bool) -> (u64, String) {

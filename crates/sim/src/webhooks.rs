@@ -14,6 +14,7 @@ use warp::http::StatusCode;
 use super::model::Item;
 use super::workbench::{Logged, OneShot};
 use super::*;
+use accesslink::dialect::Dialect;
 
 /// The `user_id` a delivery names when the grader probes with a user the client does not know.
 pub const UNKNOWN_USER: u64 = 99_999_999;
@@ -46,6 +47,8 @@ pub struct DeliveryJob {
     pub payload: Value,
     pub secret: String,
     pub event: String,
+    /// Its Standard Webhooks `webhook-id`: the same for both copies of a duplicate.
+    pub message_id: String,
     pub delay: Duration,
     /// The one-shot fault it carries (`sim trigger`, the receiver grader).
     pub fault: OneShot,
@@ -54,7 +57,12 @@ pub struct DeliveryJob {
 }
 
 impl Sim {
+    /// Polar's PING, which must be answered 200 for a webhook to be registered. Standard Webhooks
+    /// has none: in that dialect nothing is sent and the URL is taken as it is.
     pub(super) async fn ping(&self, url: &str, secret: &str, client: usize) -> Result<(), String> {
+        if self.dialect() == Dialect::StandardWebhooks {
+            return Ok(());
+        }
         if self.in_outage() {
             // The receiver is down: the PING reaches nobody either.
             return Err("no answer (a simulated receiver outage is in progress)".into());
@@ -395,6 +403,7 @@ impl State {
         } else {
             1
         };
+        let message_id = format!("msg_{}", self.random_token(24));
         (0..copies)
             .map(|n| {
                 let (lo, hi) = f.delay_ms;
@@ -410,6 +419,7 @@ impl State {
                     payload: payload.clone(),
                     secret: hook.secret.clone(),
                     event: event.clone(),
+                    message_id: message_id.clone(),
                     delay,
                     fault: fault.clone(),
                     client,
@@ -486,8 +496,7 @@ impl Sim {
         let res = http
             .post(&sent.receiver)
             .header("Content-Type", "application/json")
-            .header(accesslink::EVENT_HEADER, &sent.event)
-            .header(accesslink::SIGNATURE_HEADER, &sent.signature)
+            .headers(header_map(&sent.headers))
             .body(sent.body.clone())
             .send()
             .await;
@@ -549,21 +558,9 @@ pub(super) async fn send_deliveries(
                 sim.delivery_done(job.truth_index, job.client, None);
                 return;
             }
-            let mut payload = job.payload;
             let now = chrono::Utc::now();
-            payload["timestamp"] = serde_json::Value::String(if job.fault.zoneless_timestamp {
-                now.naive_utc().format("%Y-%m-%dT%H:%M:%S%.3f").to_string()
-            } else {
-                now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-            });
-            let body = payload.to_string();
-            let secret = if job.fault.bad_signature {
-                // Not the webhook's secret: a forgery, or a receiver with a stale secret.
-                format!("not-{}", job.secret)
-            } else {
-                job.secret.clone()
-            };
-            let signature = accesslink::signature::sign(&secret, body.as_bytes());
+            let (body, headers) = signed(sim.dialect(), &job, now);
+            let payload = &job.payload;
             sim.lock().log.announce(
                 payload["url"].as_str().unwrap_or_default(),
                 payload["user_id"].as_u64().unwrap_or_default(),
@@ -573,7 +570,9 @@ pub(super) async fn send_deliveries(
                 receiver: job.url.clone(),
                 event: job.event.clone(),
                 body,
-                signature,
+                headers,
+                at: now,
+                genuine: job.fault.label().is_none(),
                 user_id: payload["user_id"].as_u64().unwrap_or_default(),
                 url: payload["url"].as_str().unwrap_or_default().to_string(),
             };
@@ -594,4 +593,100 @@ pub(super) async fn send_deliveries(
             sim.delivery_done(job.truth_index, job.client, status);
         });
     }
+}
+
+/// The headers of a sent delivery, as reqwest takes them (a value that is not a valid header
+/// is left out: the simulator makes only valid ones).
+fn header_map(headers: &[(String, String)]) -> reqwest::header::HeaderMap {
+    let mut map = reqwest::header::HeaderMap::new();
+    for (name, value) in headers {
+        if let (Ok(n), Ok(v)) = (
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+            reqwest::header::HeaderValue::from_str(value),
+        ) {
+            map.append(n, v);
+        }
+    }
+    map
+}
+
+/// A key no receiver holds: a forger's, or one retired by a rotation.
+const FOREIGN_KEY: [u8; 24] = [0x5a; 24];
+
+/// The body and the signing headers of `job` sent `now` in `dialect`, with its fault applied:
+/// the payload's `timestamp` is set, then it is signed (Polar's) or wrapped in the envelope and
+/// signed with its message id and a timestamp (Standard Webhooks).
+fn signed(
+    dialect: Dialect,
+    job: &DeliveryJob,
+    now: chrono::DateTime<Utc>,
+) -> (String, Vec<(String, String)>) {
+    let fault = &job.fault;
+    let mut payload = job.payload.clone();
+    payload["timestamp"] = Value::String(if fault.zoneless_timestamp {
+        now.naive_utc().format("%Y-%m-%dT%H:%M:%S%.3f").to_string()
+    } else {
+        now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    });
+    if fault.large_payload {
+        payload["padding"] = Value::String("x".repeat(super::workbench::LARGE_PADDING));
+    }
+    match dialect {
+        Dialect::Polar => {
+            let body = payload.to_string();
+            // Not the webhook's secret: a forgery, or a receiver with a stale secret.
+            let secret = if fault.bad_signature {
+                format!("not-{}", job.secret)
+            } else {
+                job.secret.clone()
+            };
+            let mut headers = vec![(accesslink::EVENT_HEADER.to_string(), job.event.clone())];
+            if !fault.missing_signature {
+                let signature = accesslink::signature::sign(&secret, body.as_bytes());
+                headers.push((accesslink::SIGNATURE_HEADER.to_string(), signature));
+            }
+            (body, headers)
+        }
+        Dialect::StandardWebhooks => standard_signed(job, &payload, now),
+    }
+}
+
+fn standard_signed(
+    job: &DeliveryJob,
+    payload: &Value,
+    now: chrono::DateTime<Utc>,
+) -> (String, Vec<(String, String)>) {
+    use super::workbench::SKEW_S;
+    use accesslink::dialect::{self, ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+    let fault = &job.fault;
+    let body = dialect::envelope(payload).to_string();
+    let ts = now.timestamp()
+        + if fault.stale_timestamp {
+            -SKEW_S
+        } else if fault.future_timestamp {
+            SKEW_S
+        } else {
+            0
+        };
+    let foreign = dialect::new_secret(FOREIGN_KEY);
+    let key = if fault.bad_signature {
+        &foreign
+    } else {
+        &job.secret
+    };
+    let sign = |secret: &str| {
+        dialect::sign(secret, &job.message_id, ts, body.as_bytes()).unwrap_or_default()
+    };
+    let mut signature = sign(key);
+    if fault.rotated_signatures {
+        signature = format!("{} {signature}", sign(&foreign));
+    }
+    let mut headers = vec![
+        (ID_HEADER.to_string(), job.message_id.clone()),
+        (TIMESTAMP_HEADER.to_string(), ts.to_string()),
+    ];
+    if !fault.missing_signature {
+        headers.push((SIGNATURE_HEADER.to_string(), signature));
+    }
+    (body, headers)
 }

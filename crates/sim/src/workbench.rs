@@ -97,12 +97,10 @@ pub(super) fn inspected_body(text: &str) -> String {
 impl Sent {
     /// The request as the log shows it.
     pub fn inspected(&self) -> Inspected {
+        let mut headers = vec![("Content-Type".into(), "application/json".into())];
+        headers.extend(self.headers.iter().cloned());
         Inspected {
-            headers: vec![
-                ("Content-Type".into(), "application/json".into()),
-                (accesslink::EVENT_HEADER.into(), self.event.clone()),
-                (accesslink::SIGNATURE_HEADER.into(), self.signature.clone()),
-            ],
+            headers,
             body: inspected_body(&self.body),
         }
     }
@@ -116,7 +114,12 @@ pub struct Sent {
     pub receiver: String,
     pub event: String,
     pub body: String,
-    pub signature: String,
+    /// The dialect's headers (Polar's event and signature, or Standard Webhooks' three).
+    pub headers: Vec<(String, String)>,
+    /// When it was first sent (a resend keeps it: it is the same bytes).
+    pub at: DateTime<Utc>,
+    /// Sent without a fault: a genuine delivery, the kind an attacker would capture and replay.
+    pub genuine: bool,
     pub user_id: u64,
     pub url: String,
 }
@@ -259,6 +262,14 @@ impl WorkLog {
     }
 
     /// The delivery logged as `seq`, as it was sent, while it is among the newest kept.
+    /// The oldest genuine delivery kept of `client` (`sim trigger --replay-old`), with its seq.
+    pub(super) fn oldest_genuine(&self, client: Option<usize>) -> Option<(u64, Sent)> {
+        self.sent
+            .iter()
+            .find(|(_, s)| s.genuine && client.is_none_or(|c| s.client == c))
+            .cloned()
+    }
+
     pub(super) fn sent(&self, seq: u64) -> Option<Sent> {
         self.sent
             .iter()
@@ -351,7 +362,23 @@ pub struct OneShot {
     pub zoneless_timestamp: bool,
     /// The data is gone by the time the receiver fetches it (404).
     pub gone: bool,
+    /// No signature header at all (either dialect).
+    pub missing_signature: bool,
+    /// Standard Webhooks: signed, but `webhook-timestamp` is [`SKEW_S`] old (a replay).
+    pub stale_timestamp: bool,
+    /// Standard Webhooks: signed, but `webhook-timestamp` is [`SKEW_S`] ahead.
+    pub future_timestamp: bool,
+    /// Standard Webhooks: `webhook-signature` holds a signature by a retired key before the
+    /// valid one (key rotation).
+    pub rotated_signatures: bool,
+    /// The payload carries [`LARGE_PADDING`] bytes more (a `padding` field).
+    pub large_payload: bool,
 }
+
+/// How far a stale or future `webhook-timestamp` is from now: twice the usual tolerance.
+pub const SKEW_S: i64 = 2 * accesslink::dialect::TOLERANCE_S;
+/// The extra bytes of a large payload: well inside a 64 KiB body limit, far beyond a thin one.
+pub const LARGE_PADDING: usize = 40 * 1024;
 
 impl OneShot {
     /// The fault's name for the log (`drop`, `duplicate+bad_signature`, …), none when clean.
@@ -366,6 +393,11 @@ impl OneShot {
             (self.unknown_user, "unknown_user"),
             (self.zoneless_timestamp, "zoneless_timestamp"),
             (self.gone, "gone"),
+            (self.missing_signature, "missing_signature"),
+            (self.stale_timestamp, "stale_timestamp"),
+            (self.future_timestamp, "future_timestamp"),
+            (self.rotated_signatures, "rotated_signatures"),
+            (self.large_payload, "large_payload"),
         ] {
             if on {
                 names.push(name);
@@ -432,13 +464,29 @@ impl Sim {
     /// delivery marked `resend of #N`. 404 when `N` is not among the newest [`SENT_KEPT`] sent.
     pub(super) async fn control_resend(&self, body: &[u8], scope: Option<usize>) -> SimResponse {
         #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
         struct Resend {
-            seq: u64,
+            seq: Option<u64>,
+            /// The oldest genuine delivery kept (`sim trigger --replay-old`).
+            #[serde(default)]
+            oldest: bool,
         }
-        let seq = match serde_json::from_slice::<Resend>(body) {
-            Ok(r) => r.seq,
+        let (seq, oldest) = match serde_json::from_slice::<Resend>(body) {
+            Ok(Resend { seq: Some(seq), .. }) => (seq, false),
+            Ok(Resend { oldest: true, .. }) => {
+                let found = self.lock().log.oldest_genuine(scope);
+                let Some((seq, _)) = found else {
+                    let why = "no genuine delivery has been sent yet: trigger one first\n";
+                    return SimResponse::text(StatusCode::NOT_FOUND, why);
+                };
+                (seq, true)
+            }
+            Ok(_) => {
+                let why = "not a resend: {\"seq\": N} or {\"oldest\": true}\n";
+                return SimResponse::text(StatusCode::BAD_REQUEST, why);
+            }
             Err(e) => {
-                let why = format!("not a resend ({{\"seq\": N}}): {e}\n");
+                let why = format!("not a resend ({{\"seq\": N}} or {{\"oldest\": true}}): {e}\n");
                 return SimResponse::text(StatusCode::BAD_REQUEST, why);
             }
         };
@@ -454,13 +502,18 @@ impl Sim {
             );
             return SimResponse::text(StatusCode::NOT_FOUND, why);
         };
+        let age_s = (Utc::now() - sent.at).num_seconds();
         let (status, ms, answer) = self.send_as(&self.http, &sent).await;
         let logged = Logged::Delivery {
             event: sent.event.clone(),
             user_id: sent.user_id,
             url: sent.url.clone(),
             receiver: sent.receiver.clone(),
-            fault: Some(format!("resend of #{seq}")),
+            fault: Some(if oldest {
+                format!("replay of #{seq}, {age_s} s old")
+            } else {
+                format!("resend of #{seq}")
+            }),
             sent: true,
             status,
             ms: Some(ms),
@@ -471,7 +524,8 @@ impl Sim {
         let new_seq = self.lock().log.record_sent(client, logged, sent);
         SimResponse::json(
             StatusCode::OK,
-            json!({"resent": seq, "seq": new_seq, "receiver": receiver, "status": status, "ms": ms}),
+            json!({"resent": seq, "seq": new_seq, "receiver": receiver, "status": status, "ms": ms,
+                "age_s": age_s}),
         )
     }
 

@@ -99,6 +99,7 @@ pub(super) fn public_routes(
         max_body: config.webhook.max_body,
         body_timeout: config.webhook.body_timeout,
         secret: accesslink.webhook_secret.clone(),
+        dialect: config.webhook.dialect,
         fetch: true,
         refusals: Default::default(),
     });

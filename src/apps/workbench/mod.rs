@@ -25,7 +25,8 @@ pub const DEFAULT_SIM: &str = "http://127.0.0.1:7070";
 pub struct TriggerArgs {
     /// EXERCISE, SLEEP, ACTIVITY_SUMMARY, CONTINUOUS_HEART_RATE, SleepWise, PHYSICAL_INFORMATION,
     /// or ping.
-    pub event: String,
+    #[arg(required_unless_present = "replay_old")]
+    pub event: Option<String>,
     /// The user the data is for (default: the first registered user).
     #[arg(long)]
     pub user: Option<u64>,
@@ -50,6 +51,27 @@ pub struct TriggerArgs {
     /// Sign the delivery with a wrong secret (a forgery: your receiver must not act on it).
     #[arg(long)]
     pub bad_signature: bool,
+    /// Send the delivery without its signature header.
+    #[arg(long)]
+    pub missing_signature: bool,
+    /// Standard Webhooks: sign it with a webhook-timestamp 10 minutes old (a receiver must
+    /// refuse it).
+    #[arg(long)]
+    pub stale_timestamp: bool,
+    /// Standard Webhooks: sign it with a webhook-timestamp 10 minutes ahead.
+    #[arg(long)]
+    pub future_timestamp: bool,
+    /// Standard Webhooks: two signatures, a retired key's and the valid one (key rotation).
+    #[arg(long)]
+    pub rotated_signatures: bool,
+    /// Pad the payload with 40 KiB.
+    #[arg(long)]
+    pub large_payload: bool,
+    /// Instead of new data: send the oldest genuine delivery kept again, byte for byte (a
+    /// replay attack). A Polar receiver cannot tell it from a new one; a Standard Webhooks
+    /// receiver refuses it once its timestamp is more than 5 minutes old.
+    #[arg(long, conflicts_with_all = ["user", "student", "everyone", "drop", "duplicate", "data"])]
+    pub replay_old: bool,
     /// Set the item's fields from this JSON object instead of drawing them (an exercise's
     /// `sport`, `duration_ms`, `distance_m`, `calories`, `hr_avg`, `hr_max`; a night's `start`,
     /// `end`, `light`, `deep`, `rem`, `score`; ...: docs/simulator.md lists them).
@@ -224,6 +246,10 @@ async fn control_post(
 /// Makes the data (or the PING) and prints what was made and where it is delivered.
 pub async fn trigger(args: &TriggerArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     let base = sim_base(&args.sim);
+    if args.replay_old {
+        return replay_old(&base, args, out).await;
+    }
+    let event = args.event.as_deref().unwrap_or_default();
     let mut request = trigger_request(args);
     if let Some(path) = &args.data {
         request["data"] = custom_data(path)?;
@@ -231,7 +257,7 @@ pub async fn trigger(args: &TriggerArgs, out: &mut (dyn Write + Send)) -> anyhow
     let v = control_post(&base, "trigger", &request, args.auth.as_deref()).await?;
     if args.format == DataFormat::Json {
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
-        return triggered(&v, &args.event);
+        return triggered(&v, event);
     }
     // One line for every student skipped, whatever the class's size (the reasons are in the
     // JSON answer).
@@ -246,15 +272,15 @@ pub async fn trigger(args: &TriggerArgs, out: &mut (dyn Write + Send)) -> anyhow
             out,
             "skipped {} without an active webhook for {}: {}",
             skipped.len(),
-            args.event,
+            event,
             skipped.join(", ")
         )?;
     }
     if v["event"] == "PING" {
         report_pings(&v, out)?;
-        return triggered(&v, &args.event);
+        return triggered(&v, event);
     }
-    triggered(&v, &args.event)?;
+    triggered(&v, event)?;
     let fault = v["fault"]
         .as_str()
         .map(|f| format!(" with fault {f}"))
@@ -280,6 +306,38 @@ pub async fn trigger(args: &TriggerArgs, out: &mut (dyn Write + Send)) -> anyhow
         out,
         "watch it with `hookrace sim log --follow` or {base}/sim/watch"
     )?;
+    Ok(())
+}
+
+/// `sim trigger --replay-old`: the oldest genuine delivery sent again, and how it was answered.
+async fn replay_old(
+    base: &str,
+    args: &TriggerArgs,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    let v = control_post(
+        base,
+        "resend",
+        &json!({"oldest": true}),
+        args.auth.as_deref(),
+    )
+    .await?;
+    match args.format {
+        DataFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?,
+        DataFormat::Table => writeln!(
+            out,
+            "replayed delivery #{} ({} s old) to {} as #{}, byte for byte: {}",
+            v["resent"],
+            v["age_s"],
+            v["receiver"].as_str().unwrap_or("?"),
+            v["seq"],
+            match v["status"].as_u64() {
+                Some(code @ 200..300) => format!("answered {code}: the receiver took the replay"),
+                Some(code) => format!("answered {code}: refused"),
+                None => "no answer".to_string(),
+            }
+        )?,
+    }
     Ok(())
 }
 
@@ -313,11 +371,16 @@ fn trigger_request(args: &TriggerArgs) -> Value {
         "drop": args.drop,
         "duplicate": args.duplicate,
         "bad_signature": args.bad_signature,
+        "missing_signature": args.missing_signature,
+        "stale_timestamp": args.stale_timestamp,
+        "future_timestamp": args.future_timestamp,
+        "rotated_signatures": args.rotated_signatures,
+        "large_payload": args.large_payload,
     });
     if let Some(d) = args.delay {
         fault["delay_ms"] = json!(crate::units::millis(d));
     }
-    let mut body = json!({"event": args.event, "count": args.count, "fault": fault,
+    let mut body = json!({"event": args.event.as_deref().unwrap_or_default(), "count": args.count, "fault": fault,
                           "everyone": args.everyone});
     if let Some(u) = args.user {
         body["user_id"] = json!(u);

@@ -15,6 +15,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::sim_base;
+use crate::accesslink::dialect::Dialect;
 use crate::apps::DataFormat;
 
 /// The simulator's delivery timeout: a delivery not answered within it is lost. Polar does not
@@ -47,7 +48,7 @@ pub struct CheckArgs {
     #[arg(long)]
     pub secret: Option<String>,
     /// The access tokens of the two test users, `TOKEN_A,TOKEN_B` (default: new random ones).
-    #[arg(long, value_delimiter = ',', num_args = 2)]
+    #[arg(long, value_delimiter = ',', num_args = 1..=2)]
     pub tokens: Vec<String>,
     /// Write the secret, the users and their tokens to this file (KEY=value lines) before the
     /// webhook is registered, for the receiver to read.
@@ -62,6 +63,10 @@ pub struct CheckArgs {
     /// Also write the result as a JUnit XML file (one test case per rule), for CI.
     #[arg(long)]
     pub junit: Option<PathBuf>,
+    /// The dialect the receiver speaks: `polar` (Polar's contract) or `standard-webhooks`
+    /// (a `whsec_` secret; timestamps, rotation and message ids judged too).
+    #[arg(long, default_value = "polar", value_parser = crate::cli::parse_dialect)]
+    pub dialect: Dialect,
 }
 
 /// A rule's verdict.
@@ -98,6 +103,7 @@ pub struct Verdict {
 #[derive(Debug, Clone, Serialize)]
 pub struct Grade {
     pub receiver: String,
+    pub dialect: Dialect,
     pub simulator: String,
     pub verdicts: Vec<Verdict>,
     /// The receiver's answer times to signed deliveries, in milliseconds.
@@ -125,10 +131,13 @@ impl Grade {
             self.verdicts.len(),
             n(Outcome::Warn),
             n(Outcome::Fail),
-            if self.passed() {
-                "the receiver keeps Polar's contract"
-            } else {
-                "the receiver does not keep Polar's contract yet"
+            match (self.passed(), self.dialect) {
+                (true, Dialect::Polar) => "the receiver keeps Polar's contract",
+                (false, Dialect::Polar) => "the receiver does not keep Polar's contract yet",
+                (true, Dialect::StandardWebhooks) => "the receiver keeps Standard Webhooks' rules",
+                (false, Dialect::StandardWebhooks) => {
+                    "the receiver does not keep Standard Webhooks' rules yet"
+                }
             }
         )
     }
@@ -179,6 +188,7 @@ pub async fn run(args: &CheckArgs, out: &mut (dyn Write + Send)) -> anyhow::Resu
                     delay_ms: (5, 30),
                     ..Default::default()
                 },
+                dialect: args.dialect,
                 ..Default::default()
             };
             crate::sim::start(
@@ -190,7 +200,21 @@ pub async fn run(args: &CheckArgs, out: &mut (dyn Write + Send)) -> anyhow::Resu
             .base_url
         }
     };
+    anyhow::ensure!(
+        matches!(args.tokens.len(), 0 | 2),
+        "--tokens takes the two test users' tokens, TOKEN_A,TOKEN_B ({} given)",
+        args.tokens.len()
+    );
     let sim = SimClient::connect(&base, args.auth.as_deref()).await?;
+    if sim.dialect != args.dialect {
+        anyhow::bail!(
+            "the simulator at {base} speaks {}, not {}: start it with `hookrace sim --dialect {}`, \
+             or leave out --sim",
+            sim.dialect,
+            args.dialect,
+            args.dialect
+        );
+    }
     let fixture = sim.prepare(args).await?;
     if let Some(path) = &args.env_file {
         crate::apps::write_private(path, fixture.env().as_bytes())
@@ -216,7 +240,14 @@ pub async fn run(args: &CheckArgs, out: &mut (dyn Write + Send)) -> anyhow::Resu
                 .err();
         }
     };
-    let grade = rules::grade(&sim, &fixture, &args.url, args.fetch_wait, &mut judged).await?;
+    let grade = match args.dialect {
+        Dialect::Polar => {
+            rules::grade(&sim, &fixture, &args.url, args.fetch_wait, &mut judged).await?
+        }
+        Dialect::StandardWebhooks => {
+            standard::grade(&sim, &fixture, &args.url, args.fetch_wait, &mut judged).await?
+        }
+    };
     if let Some(e) = failed_write {
         return Err(e).context("printing the verdicts");
     }
@@ -233,6 +264,7 @@ pub async fn run(args: &CheckArgs, out: &mut (dyn Write + Send)) -> anyhow::Resu
 
 mod rules;
 mod sim_client;
+mod standard;
 
 use sim_client::SimClient;
 
@@ -284,7 +316,8 @@ pub fn render_junit(g: &Grade) -> String {
     for v in &g.verdicts {
         let _ = write!(
             out,
-            "  <testcase classname=\"polar-contract\" name=\"{}: {}\">",
+            "  <testcase classname=\"{}-contract\" name=\"{}: {}\">",
+            g.dialect,
             v.rule,
             xml_escape(v.title)
         );

@@ -9,7 +9,7 @@ use super::sim_client::{Seen, SimClient, statuses};
 use super::{Fixture, Grade, MAX_FETCHES_OF_GONE, Outcome, SLOW_ANSWER_MS, Verdict};
 use crate::sim::Logged;
 
-fn verdict(
+pub(super) fn verdict(
     rule: &'static str,
     title: &'static str,
     outcome: Outcome,
@@ -35,7 +35,7 @@ fn verdict(
     }
 }
 
-fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+pub(super) fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
     if sorted.is_empty() {
         return None;
     }
@@ -55,6 +55,7 @@ pub(super) async fn grade(
     let (alice, bob) = (fixture.users[0].0, fixture.users[1].0);
     let mut grade = Grade {
         receiver: url.to_string(),
+        dialect: crate::accesslink::dialect::Dialect::Polar,
         simulator: sim.base.clone(),
         verdicts: Vec::new(),
         answer_p50_ms: None,
@@ -89,11 +90,11 @@ pub(super) async fn grade(
 
 /// Whether the receiver fetched anything when it was sent signed deliveries.
 #[derive(Debug, Clone, Copy)]
-struct Fetching(bool);
+pub(super) struct Fetching(pub(super) bool);
 
 impl Fetching {
     /// `judged`, or not judged when the receiver never fetches.
-    fn or_not_judged(self, judged: Outcome) -> Outcome {
+    pub(super) fn or_not_judged(self, judged: Outcome) -> Outcome {
         if self.0 { judged } else { Outcome::NotJudged }
     }
 }
@@ -142,7 +143,7 @@ async fn ping(sim: &SimClient, url: &str, wait: Duration) -> anyhow::Result<(Ver
 
 /// 2 and 3. Signed deliveries for two users: answered 200 quickly, fetched with the right
 /// token. Also the answer times' p50 and p95 (ms).
-async fn signed_and_fetched(
+pub(super) async fn signed_and_fetched(
     sim: &SimClient,
     alice: u64,
     bob: u64,
@@ -334,7 +335,7 @@ async fn unknowns(sim: &SimClient, alice: u64, wait: Duration) -> anyhow::Result
 }
 
 /// 7. A burst.
-async fn burst(sim: &SimClient, bob: u64, wait: Duration) -> anyhow::Result<Verdict> {
+pub(super) async fn burst(sim: &SimClient, bob: u64, wait: Duration) -> anyhow::Result<Verdict> {
     let burst = sim.scenario("EXERCISE", bob, 50, json!({}), wait).await?;
     let mut burst_times: Vec<u64> = burst.deliveries.iter().filter_map(|d| d.1).collect();
     burst_times.sort_unstable();

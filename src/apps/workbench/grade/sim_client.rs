@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use super::{CheckArgs, DELIVERY_TIMEOUT, Fixture, random_hex};
+use crate::accesslink::dialect::Dialect;
 use crate::sim::{LogEntry, Logged, path_of};
 
 /// The simulator's control API and client-credential routes, as the grader uses them.
@@ -18,6 +19,8 @@ pub(super) struct SimClient {
     auth: Option<String>,
     /// The newest log entry read so far: the next read asks only for what came after it.
     newest: std::sync::atomic::AtomicU64,
+    /// How the simulator signs its deliveries.
+    pub(super) dialect: Dialect,
 }
 
 impl SimClient {
@@ -30,6 +33,7 @@ impl SimClient {
             client: ("hookrace-sim".into(), "hookrace-sim-secret".into()),
             auth: auth.map(str::to_string),
             newest: Default::default(),
+            dialect: Dialect::Polar,
         };
         let truth = sim
             .send(
@@ -39,6 +43,10 @@ impl SimClient {
             .await?;
         if let Some(id) = truth["client_id"].as_str() {
             sim.client.0 = id.to_string();
+        }
+        // A simulator older than the dialects has no `dialect`: it speaks Polar's.
+        if let Some(d) = truth["dialect"].as_str() {
+            sim.dialect = d.parse().map_err(anyhow::Error::msg)?;
         }
         Ok(sim)
     }
@@ -102,7 +110,10 @@ impl SimClient {
             )
             .await?;
         }
-        let secret = args.secret.clone().unwrap_or_else(|| random_hex(16));
+        let secret = args.secret.clone().unwrap_or_else(|| match self.dialect {
+            Dialect::Polar => random_hex(16),
+            Dialect::StandardWebhooks => crate::accesslink::dialect::new_secret(rand::random()),
+        });
         self.control("webhook-secret", json!({ "secret": secret }))
             .await?;
         let mut users = Vec::new();
