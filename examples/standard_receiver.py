@@ -16,6 +16,8 @@ proof that `hookrace check-receiver --dialect standard-webhooks` grades what tha
   events carry Polar's payload in the envelope hookrace's notify events use); an event type it
   does not know is only acknowledged.
 - `--naive` skips the check and the de-duplication: what the grader must fail.
+- `--no-fetch` verifies and acknowledges only, as an app receiving hookrace's own notify events
+  (which carry their data) would: the grader judges it by its answers.
 """
 
 import json
@@ -27,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 NAIVE = "--naive" in sys.argv
+NO_FETCH = "--no-fetch" in sys.argv
 KNOWN = {"EXERCISE", "SLEEP", "ACTIVITY_SUMMARY", "CONTINUOUS_HEART_RATE"}
 seen_ids = set()
 seen_lock = threading.Lock()
@@ -80,7 +83,7 @@ class Receiver(BaseHTTPRequestHandler):
         self.answer(204)
         data = event.get("data") or {}
         token = tokens.get(str(data.get("user_id")))
-        if data.get("type") in KNOWN and data.get("url") and token:
+        if data.get("type") in KNOWN and data.get("url") and token and not NO_FETCH:
             threading.Thread(target=fetch, args=(data["url"], token), daemon=True).start()
 
     def answer(self, status, text=""):

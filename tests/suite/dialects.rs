@@ -30,7 +30,7 @@ fn args(url: &str) -> CheckArgs {
         secret: None,
         tokens: Vec::new(),
         env_file: None,
-        fetch_wait: Duration::from_millis(800),
+        fetch_wait: Duration::from_millis(600),
         format: DataFormat::Json,
         junit: None,
         dialect: Dialect::StandardWebhooks,
@@ -109,7 +109,12 @@ async fn the_reference_library_passes_every_rule_and_a_naive_receiver_fails_the_
     let Some(python) = python_with_the_library() else {
         return;
     };
-    let careful = grade_python_receiver(&python, &[]).await;
+    // Three receivers graded at once, each on its own simulator.
+    let (careful, naive, acknowledging) = tokio::join!(
+        grade_python_receiver(&python, &[]),
+        grade_python_receiver(&python, &["--naive"]),
+        grade_python_receiver(&python, &["--no-fetch"]),
+    );
     let table = grade::render_table(&careful);
     println!("{table}");
     assert!(
@@ -117,7 +122,6 @@ async fn the_reference_library_passes_every_rule_and_a_naive_receiver_fails_the_
         "{table}"
     );
     assert_eq!(careful.verdicts.len(), 11, "{table}");
-    let naive = grade_python_receiver(&python, &["--naive"]).await;
     let table = grade::render_table(&naive);
     println!("{table}");
     assert!(!naive.passed());
@@ -129,6 +133,26 @@ async fn the_reference_library_passes_every_rule_and_a_naive_receiver_fails_the_
             "future-timestamp",
             "missing-signature",
             "stale-timestamp",
+        ]),
+        "{table}"
+    );
+    // An app of hookrace's notify events verifies and acknowledges, and fetches nothing: judged
+    // by its answers, it passes; what only a fetch would show is not judged.
+    let table = grade::render_table(&acknowledging);
+    assert!(acknowledging.passed(), "{table}");
+    let not_judged: BTreeSet<_> = acknowledging
+        .verdicts
+        .iter()
+        .filter(|v| v.outcome == Outcome::NotJudged)
+        .map(|v| v.rule)
+        .collect();
+    assert_eq!(
+        not_judged,
+        BTreeSet::from([
+            "duplicate-id",
+            "fetch",
+            "large-payload",
+            "rotated-signatures"
         ]),
         "{table}"
     );

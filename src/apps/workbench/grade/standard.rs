@@ -40,7 +40,10 @@ pub(super) async fn grade(
     if let Err(why) = sim.register(url).await? {
         anyhow::bail!("registering {url} as the simulator's webhook: {why}");
     }
-    let (signed, p50, p95, fetches) = signed_and_fetched(sim, alice, bob, wait).await?;
+    let (mut signed, p50, p95, fetches) = signed_and_fetched(sim, alice, bob, wait).await?;
+    if !fetches {
+        not_judged_without_fetches(&mut signed);
+    }
     add(&mut grade, signed);
     (grade.answer_p50_ms, grade.answer_p95_ms) = (p50, p95);
     let watch = Fetching(fetches);
@@ -56,6 +59,21 @@ pub(super) async fn grade(
     add(&mut grade, vec![large(sim, alice, wait, watch).await?]);
     add(&mut grade, vec![burst(sim, bob, wait).await?]);
     Ok(grade)
+}
+
+/// An app that receives hookrace's own notify events (fat: the data is in them) has nothing to
+/// fetch: for a receiver that fetched nothing, `fetch` is not judged rather than failed, and the
+/// rules that watch what it acted on are judged by its answers alone where they can be.
+fn not_judged_without_fetches(signed: &mut [Verdict]) {
+    for v in signed.iter_mut().filter(|v| v.rule == "fetch") {
+        v.outcome = Outcome::NotJudged;
+        v.observed = format!(
+            "not judged: the receiver fetched nothing (an app of hookrace's notify events need \
+             not); {}",
+            v.observed
+        );
+        v.fix.clear();
+    }
 }
 
 /// A delivery the receiver must refuse (4xx) and not act on.
