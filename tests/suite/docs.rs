@@ -269,7 +269,9 @@ fn every_command_line_in_the_docs_parses() {
                 if line.trim_start().starts_with('#') {
                     continue;
                 }
+                // A command started in the background (`… &`) is the same command.
                 let line = line.split(" #").next().unwrap_or("").trim();
+                let line = line.strip_suffix('&').unwrap_or(line).trim();
                 let args = match (line.find("hookrace "), line.find("cargo run -- ")) {
                     (_, Some(i)) => &line[i + "cargo run -- ".len()..],
                     (Some(i), None) => &line[i + "hookrace ".len()..],
@@ -461,12 +463,19 @@ fn normalized(output: &str) -> Vec<String> {
             let words: Vec<&str> = line.split_whitespace().collect();
             let mut out = Vec::with_capacity(words.len());
             for w in &words {
+                // "(over)" marks a projection beyond Polar's limit: a judgment of the figures.
+                if !in_banner && *w == "(over)" {
+                    continue;
+                }
                 if let Some(at) = w.find("127.0.0.1:") {
                     let rest = &w[at + "127.0.0.1:".len()..];
                     let tail = rest.trim_start_matches(|c: char| c.is_ascii_digit());
                     out.push(format!("{}127.0.0.1:PORT{tail}", &w[..at]));
                 } else if !in_banner && is_figure(w) {
                     out.push("N".to_string());
+                } else if out.last().is_some_and(|p| p == "N") {
+                    // A counted noun follows its figure in number: "1 delivery", "2 deliveries".
+                    out.push(plural(w));
                 } else {
                     out.push(w.to_string());
                 }
@@ -476,9 +485,25 @@ fn normalized(output: &str) -> Vec<String> {
         .collect()
 }
 
-/// `7`, `5.92`, `(9.80`, `12,`, `3/6`, `98.5%`, `50s`, `24,037`, `(4,320`: a figure a race
+/// `word` in the plural where the plural changes its ending (`delivery` → `deliveries`,
+/// `entity` → `entities`), so a figure's noun compares whatever the figure was.
+fn plural(word: &str) -> String {
+    let (stem, tail) = word.split_at(word.trim_end_matches([',', ';', ':', ')', '.']).len());
+    match stem.strip_suffix('y') {
+        Some(root) if root.len() > 2 && root.chars().all(char::is_alphabetic) => {
+            format!("{root}ies{tail}")
+        }
+        _ => word.to_string(),
+    }
+}
+
+/// `7`, `5.92`, `(9.80`, `12,`, `3/6`, `98.5%`, `50s`, `24,037`, `(4,320`, `–`: a figure a race
 /// measures (or projects from what it measured).
 fn is_figure(word: &str) -> bool {
+    // A figure with nothing to measure in this run (no entity a channel saw first) prints "–".
+    if word == "–" {
+        return true;
+    }
     let w = word
         .trim_start_matches('(')
         .trim_end_matches([',', ')', ';', '%'])
