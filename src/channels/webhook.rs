@@ -1,7 +1,9 @@
 //! The public listener's delivery route: Polar posts here, and the answer promises the data is safe.
 //!
 //! Checks run in a fixed order, cheapest and least trusting first: body size (413),
-//! PING (200, counted, never stored), signature (401), JSON shape (400), then the delivery is
+//! PING (200, counted, never stored; Polar's dialect only), signature (401: Polar's, or in the
+//! Standard Webhooks dialect the three headers and the timestamp's tolerance, see
+//! `accesslink::dialect`), JSON shape (400), then the delivery is
 //! recorded and flushed to disk before the **200** goes out. Anything that stops a delivery from
 //! being stored answers non-200, so Polar (or an operator) can see it; nothing is dropped silently.
 

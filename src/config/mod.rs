@@ -634,6 +634,41 @@ mod tests {
     }
 
     #[test]
+    fn a_standard_webhooks_receiver_needs_a_whsec_secret() {
+        let with = |dialect: &str, secret: &str| {
+            format!(
+                "[webhook]\ndialect = \"{dialect}\"\n[accesslink]\nclient_id = \"c\"\n\
+                 client_secret = \"s\"\nwebhook_secret = \"{secret}\"\n[simulator]\nenabled = false\n"
+            )
+        };
+        let whsec = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let cfg = parse(&with("standard-webhooks", whsec), "t", &no_env).unwrap();
+        assert_eq!(
+            cfg.webhook.dialect,
+            crate::accesslink::dialect::Dialect::StandardWebhooks
+        );
+        let polar = parse(&with("polar", "abe1f3ae-fd33-11e8"), "t", &no_env).unwrap();
+        assert_eq!(
+            polar.webhook.dialect,
+            crate::accesslink::dialect::Dialect::Polar
+        );
+        let err = parse(
+            &with("standard-webhooks", "abe1f3ae-fd33-11e8!"),
+            "t",
+            &no_env,
+        )
+        .unwrap_err()
+        .problems
+        .join("\n");
+        assert!(err.contains("whsec_"), "{err}");
+        let err = parse(&with("klingon", whsec), "t", &no_env)
+            .unwrap_err()
+            .problems
+            .join("\n");
+        assert!(err.contains("webhook.dialect"), "{err}");
+    }
+
+    #[test]
     fn every_problem_is_reported_at_once() {
         let text = r#"
             [webhook]

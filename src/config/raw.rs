@@ -240,6 +240,9 @@ impl RawConfig {
         let store = self.store.validate(problems);
         let simulator = self.simulator.validate(problems);
         let notify = validate_notify(self.notify, env, problems);
+        if let (Some(w), Some(a)) = (&webhook, &accesslink) {
+            check_dialect_secret(w, a, problems);
+        }
         Some(Config {
             webhook: webhook?,
             admin: admin?,
@@ -251,6 +254,27 @@ impl RawConfig {
             notify,
             warnings: Vec::new(),
         })
+    }
+}
+
+/// A Standard Webhooks receiver needs a `whsec_` (base64) secret: any other could never verify.
+fn check_dialect_secret(
+    webhook: &WebhookConfig,
+    accesslink: &AccessLinkConfig,
+    problems: &mut Vec<String>,
+) {
+    use crate::accesslink::dialect::{self, Dialect};
+    let Some(secret) = &accesslink.webhook_secret else {
+        return;
+    };
+    if webhook.dialect == Dialect::StandardWebhooks
+        && dialect::sign(secret.expose(), "id", 0, b"").is_none()
+    {
+        problems.push(
+            "`accesslink.webhook_secret` must be a whsec_ secret (base64 after the prefix) for \
+             `webhook.dialect` = \"standard-webhooks\""
+                .into(),
+        );
     }
 }
 
