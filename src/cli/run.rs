@@ -333,6 +333,13 @@ fn sim_banner(
         }
     }
     let _ = writeln!(out, "AccessLink simulator at {base}");
+    if args.dialect == crate::accesslink::dialect::Dialect::StandardWebhooks {
+        let _ = writeln!(
+            out,
+            "  webhooks in the Standard Webhooks dialect: whsec_ secrets, webhook-id/-timestamp/\
+             -signature headers, no PING"
+        );
+    }
     let _ = writeln!(
         out,
         "  client credentials (HTTP Basic): {}:{}",
