@@ -7,11 +7,9 @@
 use crate::common;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use hookrace::accesslink::dialect::{self, Dialect};
 use hookrace::apps::DataFormat;
-use hookrace::apps::workbench::grade::{self, CheckArgs, Grade, Outcome};
 use hookrace::apps::workbench::{self, TriggerArgs};
 use hookrace::sim::{self, SimSettings};
 use serde_json::json;
@@ -21,29 +19,6 @@ use tokio_util::sync::CancellationToken;
 /// A `whsec_` secret for the tests (24 bytes, base64).
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8G";
 const TOKENS: [&str; 2] = ["token-of-alice-000", "token-of-bob-00000"];
-
-fn args(url: &str) -> CheckArgs {
-    CheckArgs {
-        auth: None,
-        url: url.to_string(),
-        sim: None,
-        secret: None,
-        tokens: Vec::new(),
-        env_file: None,
-        fetch_wait: Duration::from_millis(600),
-        format: DataFormat::Json,
-        junit: None,
-        dialect: Dialect::StandardWebhooks,
-    }
-}
-
-fn failed(g: &Grade) -> BTreeSet<&'static str> {
-    g.verdicts
-        .iter()
-        .filter(|v| v.outcome == Outcome::Fail)
-        .map(|v| v.rule)
-        .collect()
-}
 
 /// A Python with the `standardwebhooks` library (`HOOKRACE_PYTHON`, else `python3`), or `None`:
 /// the test then says it skipped. CI installs the library and sets `HOOKRACE_REQUIRE_PYTHON_SW`,
@@ -65,14 +40,58 @@ fn python_with_the_library() -> Option<String> {
     None
 }
 
-/// Grades `examples/standard_receiver.py` (with `extra` arguments) run by `python`.
-async fn grade_python_receiver(python: &str, extra: &[&str]) -> Grade {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
+        .port()
+}
+
+async fn listening(port: u16, what: &str) {
+    common::eventually(what, || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+    })
+    .await;
+}
+
+/// `hookrace check-receiver --dialect standard-webhooks URL --format json ARGS`, run as a user
+/// runs it: the grade as JSON, and whether it exited 0.
+async fn check_receiver(url: &str, args: &[&str]) -> (serde_json::Value, bool) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookrace"))
+        .args(["check-receiver", url, "--dialect", "standard-webhooks"])
+        .args(["--format", "json", "--fetch-wait", "600ms"])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let grade = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    (grade, out.status.success())
+}
+
+/// The rules of `grade` whose outcome is `outcome`.
+fn rules(grade: &serde_json::Value, outcome: &str) -> BTreeSet<String> {
+    grade["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["outcome"] == outcome)
+        .map(|v| v["rule"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn set(rules: &[&str]) -> BTreeSet<String> {
+    rules.iter().map(|r| r.to_string()).collect()
+}
+
+/// Grades `examples/standard_receiver.py` (with `extra` arguments) run by `python`.
+async fn grade_python_receiver(python: &str, extra: &[&str]) -> (serde_json::Value, bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/standard_receiver.py");
     let mut child = tokio::process::Command::new(python)
         .arg(script)
@@ -83,78 +102,67 @@ async fn grade_python_receiver(python: &str, extra: &[&str]) -> Grade {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    common::eventually("the Python receiver listening", || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()
-    })
-    .await;
-    let url = format!("http://127.0.0.1:{port}/webhook");
-    let g = grade::run(
-        &CheckArgs {
-            env_file: Some(dir.path().join("receiver.env")),
-            ..args(&url)
-        },
-        &mut Vec::new(),
+    listening(port, "the Python receiver listening").await;
+    let env_file = dir.path().join("receiver.env");
+    let graded = check_receiver(
+        &format!("http://127.0.0.1:{port}/webhook"),
+        &["--env-file", env_file.to_str().unwrap()],
     )
-    .await
-    .unwrap();
+    .await;
     let _ = child.kill().await;
-    g
+    graded
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reference_library_passes_every_rule_and_a_naive_receiver_fails_the_checks() {
-    hookrace::telemetry::init_for_tests();
     let Some(python) = python_with_the_library() else {
         return;
     };
-    // Three receivers graded at once, each on its own simulator.
-    let (careful, naive, acknowledging) = tokio::join!(
+    // Three receivers graded at once, each by its own grader and simulator.
+    let ((careful, careful_ok), (naive, naive_ok), (acknowledging, acknowledging_ok)) = tokio::join!(
         grade_python_receiver(&python, &[]),
         grade_python_receiver(&python, &["--naive"]),
         grade_python_receiver(&python, &["--no-fetch"]),
     );
-    let table = grade::render_table(&careful);
-    println!("{table}");
-    assert!(
-        careful.verdicts.iter().all(|v| v.outcome == Outcome::Pass),
-        "{table}"
-    );
-    assert_eq!(careful.verdicts.len(), 11, "{table}");
-    let table = grade::render_table(&naive);
-    println!("{table}");
-    assert!(!naive.passed());
+    let all = set(&[
+        "burst",
+        "duplicate-id",
+        "fetch",
+        "forged-delivery",
+        "future-timestamp",
+        "large-payload",
+        "missing-signature",
+        "rotated-signatures",
+        "signed-delivery",
+        "stale-timestamp",
+        "unknown-type",
+    ]);
+    assert!(careful_ok, "{careful:#}");
+    assert_eq!(rules(&careful, "pass"), all, "{careful:#}");
+    assert!(!naive_ok, "{naive:#}");
     assert_eq!(
-        failed(&naive),
-        BTreeSet::from([
+        rules(&naive, "fail"),
+        set(&[
             "duplicate-id",
             "forged-delivery",
             "future-timestamp",
             "missing-signature",
             "stale-timestamp",
         ]),
-        "{table}"
+        "{naive:#}"
     );
     // An app of hookrace's notify events verifies and acknowledges, and fetches nothing: judged
     // by its answers, it passes; what only a fetch would show is not judged.
-    let table = grade::render_table(&acknowledging);
-    assert!(acknowledging.passed(), "{table}");
-    let not_judged: BTreeSet<_> = acknowledging
-        .verdicts
-        .iter()
-        .filter(|v| v.outcome == Outcome::NotJudged)
-        .map(|v| v.rule)
-        .collect();
+    assert!(acknowledging_ok, "{acknowledging:#}");
     assert_eq!(
-        not_judged,
-        BTreeSet::from([
+        rules(&acknowledging, "not_judged"),
+        set(&[
             "duplicate-id",
             "fetch",
             "large-payload",
             "rotated-signatures"
         ]),
-        "{table}"
+        "{acknowledging:#}"
     );
 }
 
@@ -175,9 +183,13 @@ fn standard_sim(stop: &CancellationToken) -> String {
     .base_url
 }
 
-/// The daemon configured for Standard Webhooks with [`SECRET`], its AccessLink at `sim` (the
-/// grader's two users, whose ids a fresh simulator gives out first) and no poller.
-async fn standard_daemon(dir: &std::path::Path, sim: Option<&str>) -> common::App {
+/// The daemon's configuration for Standard Webhooks with [`SECRET`], its AccessLink at `sim`
+/// (the grader's two users, whose ids a fresh simulator gives out first) and no poller.
+fn standard_config(
+    dir: &std::path::Path,
+    sim: Option<&str>,
+    listen: [&str; 2],
+) -> serde_json::Value {
     let mut accesslink = json!({
         "client_id": "hookrace-sim",
         "client_secret": "hookrace-sim-secret",
@@ -186,9 +198,9 @@ async fn standard_daemon(dir: &std::path::Path, sim: Option<&str>) -> common::Ap
     if let Some(base) = sim {
         accesslink["base_url"] = json!(base);
     }
-    common::spawn_with(common::config_from(json!({
-        "webhook": {"listen": "127.0.0.1:0", "dialect": "standard-webhooks", "check_every": "off"},
-        "admin": common::loopback_listeners(),
+    json!({
+        "webhook": {"listen": listen[0], "dialect": "standard-webhooks", "check_every": "off"},
+        "admin": {"listen": listen[1]},
         "accesslink": accesslink,
         "users": [
             {"user_id": 10001, "access_token": TOKENS[0]},
@@ -196,39 +208,92 @@ async fn standard_daemon(dir: &std::path::Path, sim: Option<&str>) -> common::Ap
         ],
         "poller": {"enabled": false},
         "store": {"path": dir.join("store")},
-    })))
+    })
+}
+
+async fn standard_daemon(dir: &std::path::Path, sim: Option<&str>) -> common::App {
+    common::spawn_with(common::config_from(standard_config(
+        dir,
+        sim,
+        ["127.0.0.1:0", "127.0.0.1:0"],
+    )))
     .await
 }
 
+/// The simulator, the daemon and the grader, each the real binary in its own process, as an
+/// operator would run them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_in_standard_webhooks_mode_passes_the_grader() {
-    hookrace::telemetry::init_for_tests();
-    let stop = CancellationToken::new();
-    let _stop = stop.clone().drop_guard();
-    let base = standard_sim(&stop);
+    let bin = env!("CARGO_BIN_EXE_hookrace");
     let dir = tempfile::tempdir().unwrap();
-    let app = standard_daemon(dir.path(), Some(&base)).await;
-    let g = grade::run(
-        &CheckArgs {
-            sim: Some(base.clone()),
-            secret: Some(SECRET.into()),
-            tokens: TOKENS.iter().map(|t| t.to_string()).collect(),
-            ..args(&app.webhook_url)
-        },
-        &mut Vec::new(),
+    let (sim_port, hook_port, admin_port) = (free_port(), free_port(), free_port());
+    let quiet = [
+        "--exercise-every",
+        "0s",
+        "--activity-every",
+        "0s",
+        "--sleep-every",
+        "0s",
+    ];
+    let _sim = tokio::process::Command::new(bin)
+        .args([
+            "sim",
+            "--listen",
+            &format!("127.0.0.1:{sim_port}"),
+            "--users",
+            "0",
+        ])
+        .args(["--dialect", "standard-webhooks", "--heart-rate-every", "0s"])
+        .args(quiet)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    listening(sim_port, "the simulator listening").await;
+    let base = format!("http://127.0.0.1:{sim_port}");
+    let config = dir.path().join("config.toml");
+    let listen = [
+        format!("127.0.0.1:{hook_port}"),
+        format!("127.0.0.1:{admin_port}"),
+    ];
+    std::fs::write(
+        &config,
+        common::toml_text(standard_config(
+            dir.path(),
+            Some(&base),
+            [&listen[0], &listen[1]],
+        )),
     )
-    .await
     .unwrap();
-    let table = grade::render_table(&g);
-    println!("{table}");
-    assert!(
-        g.verdicts.iter().all(|v| v.outcome == Outcome::Pass),
-        "{table}"
-    );
-    // What it accepted it stored once, under Polar's entity keys, and fetched.
-    let status = app.status().await;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let _daemon = tokio::process::Command::new(bin)
+        .args(["run", "-c", config.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    listening(admin_port, "the daemon listening").await;
+    listening(hook_port, "the daemon's webhook listening").await;
+    let url = format!("http://127.0.0.1:{hook_port}/acl_webhook");
+    let tokens = TOKENS.join(",");
+    let (grade, passed) = check_receiver(
+        &url,
+        &["--sim", &base, "--secret", SECRET, "--tokens", &tokens],
+    )
+    .await;
+    assert!(passed, "{grade:#}");
+    assert_eq!(rules(&grade, "pass").len(), 11, "{grade:#}");
+    // The four it refused are counted as refused signatures.
+    let status: serde_json::Value = hookrace::http::plain_client()
+        .get(format!("http://127.0.0.1:{admin_port}/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(status["webhook"]["rejected"]["signature"], 4, "{status:#}");
-    app.stop().await;
 }
 
 /// `body` as a Standard Webhooks delivery signed at `timestamp`.
