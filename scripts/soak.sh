@@ -8,6 +8,8 @@
 # Then SIGTERM (timed) and a summary by scripts/soak_report.py (the RSS slope over the last 30
 # minutes, an SVG plot beside the CSV).
 #   scripts/soak.sh [DURATION_MIN=60] [USERS=50] [RATE=10] [OUT=target/soak]
+# CACHE_MB=N sets `store.cache_mb` (sled's page cache; default 64): the plateau RSS reaches is set
+# by it, and a small one reaches its plateau within the hour.
 # HEAPTRACK=1 attaches heaptrack (apt-get install heaptrack gdb) to the running daemon once its
 # users are connected, and writes its report of what the heap holds at the end, by allocation
 # site, to OUT/heap.txt (latencies are then pessimistic: every allocation is traced).
@@ -41,7 +43,7 @@ json.dump({
                  "authorize_url": "$SIM/oauth2/authorization", "token_url": "$SIM/v2/oauth2/token",
                  "redirect_uri": "http://127.0.0.1:$HOOK_PORT/oauth/callback"},
   "poller": {"strategy": "adaptive", "every": "1m", "max_every": "15m"},
-  "store": {"path": "$OUT/store"},
+  "store": {"path": "$OUT/store", "cache_mb": ${CACHE_MB:-64}},
 }, open(sys.argv[1], "w"))
 PY
 python3 - "$OUT/config.json" "$OUT/config.toml" <<'PY'
