@@ -14,6 +14,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::accesslink::dialect::{self, Dialect};
 use crate::accesslink::{EVENT_HEADER, SIGNATURE_HEADER, signature};
 use crate::race::SignedHistogram;
 use crate::trace::Trace;
@@ -48,6 +49,53 @@ pub struct ReplayArgs {
     /// table: a summary for a person; json: the summary as one document.
     #[arg(long, value_enum, default_value_t)]
     pub format: super::DataFormat,
+    /// The dialect the receiver speaks: `polar`, or `standard-webhooks` (the body in the
+    /// notify envelope, `--secret` a `whsec_` one, a new `webhook-id` for each delivery).
+    #[arg(long, default_value = "polar", value_parser = crate::cli::parse_dialect)]
+    pub dialect: Dialect,
+}
+
+/// `body` (a stored one in either dialect's shape, or one made from a trace) in `dialect`'s shape.
+fn shaped(dialect: Dialect, body: String) -> String {
+    let wrapped = serde_json::from_str::<serde_json::Value>(&body)
+        .is_ok_and(|v| v.get("data").is_some_and(serde_json::Value::is_object));
+    match (dialect, wrapped) {
+        (Dialect::Polar, true) => dialect::open(body.as_bytes())
+            .map(|polar| String::from_utf8_lossy(&polar).into_owned())
+            .unwrap_or(body),
+        (Dialect::StandardWebhooks, false) => match serde_json::from_str(&body) {
+            Ok(payload) => dialect::envelope(&payload).to_string(),
+            Err(_) => body,
+        },
+        _ => body,
+    }
+}
+
+/// The headers that sign `body` in `dialect` with `secret`; `id` names a Standard Webhooks
+/// message.
+fn signed_headers(
+    dialect: Dialect,
+    secret: &str,
+    event: &str,
+    id: &str,
+    body: &str,
+) -> anyhow::Result<Vec<(&'static str, String)>> {
+    Ok(match dialect {
+        Dialect::Polar => vec![
+            (EVENT_HEADER, event.to_string()),
+            (SIGNATURE_HEADER, signature::sign(secret, body.as_bytes())),
+        ],
+        Dialect::StandardWebhooks => {
+            let now = Utc::now().timestamp();
+            let signature = dialect::sign(secret, id, now, body.as_bytes())
+                .context("--secret is not a whsec_ (base64) secret")?;
+            vec![
+                (dialect::ID_HEADER, id.to_string()),
+                (dialect::TIMESTAMP_HEADER, now.to_string()),
+                (dialect::SIGNATURE_HEADER, signature),
+            ]
+        }
+    })
 }
 
 /// One delivery to send: when (seconds after the first), its event and its body.
@@ -179,29 +227,32 @@ pub async fn send(
     let progress = Arc::new(progress);
     let mut sends = tokio::task::JoinSet::new();
     let mut most_late = Duration::ZERO;
-    for p in plan {
+    // A replay's messages are new ones: a fresh id for each, under a prefix of this run.
+    let run = format!("{:08x}", rand::random::<u32>());
+    // A bad secret fails at once, not once per delivery.
+    signed_headers(args.dialect, &args.secret, "", "check", "")?;
+    for (i, p) in plan.into_iter().enumerate() {
         let due = start + Duration::from_secs_f64(p.offset_s);
         tokio::time::sleep_until(due).await;
         // The semaphore is never closed: `acquire_owned` cannot fail.
         let slot = slots.clone().acquire_owned().await.expect("open semaphore");
         most_late = most_late.max(tokio::time::Instant::now().saturating_duration_since(due));
-        let (http, to, secret, progress) = (
-            http.clone(),
-            args.to.clone(),
-            args.secret.clone(),
-            progress.clone(),
-        );
+        let (http, to, progress) = (http.clone(), args.to.clone(), progress.clone());
+        let body = shaped(args.dialect, p.body);
+        let headers = signed_headers(
+            args.dialect,
+            &args.secret,
+            &p.event,
+            &format!("msg_replay_{run}_{i}"),
+            &body,
+        )?;
         sends.spawn(async move {
-            let signed = signature::sign(&secret, p.body.as_bytes());
             let sent = std::time::Instant::now();
-            let answer = http
-                .post(&to)
-                .header("Content-Type", "application/json")
-                .header(EVENT_HEADER, &p.event)
-                .header(SIGNATURE_HEADER, signed)
-                .body(p.body)
-                .send()
-                .await;
+            let mut request = http.post(&to).header("Content-Type", "application/json");
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            let answer = request.body(body).send().await;
             let ms = sent.elapsed().as_secs_f64() * 1000.0;
             drop(slot);
             progress(1);

@@ -450,3 +450,57 @@ async fn replay_old_sends_the_oldest_genuine_delivery_byte_for_byte() {
     assert_eq!(app.entities("").await.as_array().unwrap().len(), 1);
     app.stop().await;
 }
+
+/// `hookrace replay --dialect`: a store received in one dialect replays into a receiver of
+/// either, each delivery in the shape and signature the receiver speaks (Polar's payload taken
+/// out of the envelope, or put into it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stores_deliveries_replay_into_either_dialect() {
+    let now = chrono::Utc::now().timestamp();
+    let recorded = tempfile::tempdir().unwrap();
+    let app = standard_daemon(recorded.path(), None).await;
+    for (i, id) in ["d1", "d2"].iter().enumerate() {
+        let payload: serde_json::Value = serde_json::from_str(&common::exercise(7, id)).unwrap();
+        let body = dialect::envelope(&payload).to_string();
+        assert_eq!(
+            post_standard(&app, &format!("msg_{i}"), now, &body).await,
+            200
+        );
+    }
+    app.stop().await;
+    let store = recorded.path().join("store");
+    let replay = |to: String, dialect: &'static str, secret: &'static str| {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_hookrace"))
+                .args(["replay", "--store", store.to_str().unwrap(), "--to", &to])
+                .args(["--secret", secret, "--dialect", dialect, "--speed", "1000"])
+                .args(["--format", "json"])
+                .output()
+                .unwrap()
+        })
+    };
+    let polar_dir = tempfile::tempdir().unwrap();
+    let polar = common::spawn_app(polar_dir.path()).await;
+    let standard_dir = tempfile::tempdir().unwrap();
+    let standard = standard_daemon(standard_dir.path(), None).await;
+    for (to, dialect, secret) in [
+        (&polar, "polar", common::SECRET),
+        (&standard, "standard-webhooks", SECRET),
+    ] {
+        let out = replay(to.webhook_url.clone(), dialect, secret)
+            .await
+            .unwrap();
+        let summary: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+        assert_eq!(
+            summary["answers"],
+            json!({"200": 2}),
+            "{dialect}: {summary}"
+        );
+        let kept = to.entities("").await;
+        assert_eq!(kept.as_array().unwrap().len(), 2, "{dialect}: {kept:#}");
+    }
+    polar.stop().await;
+    standard.stop().await;
+}
