@@ -308,3 +308,49 @@ async fn the_pace_reason_is_never_left_out() {
     .await;
     app.stop().await;
 }
+
+/// A miss waits for the day's budget like any fetch: with the client's usage ahead of the day's
+/// pace (a small daily limit, much of it spent), an audit still reads its listings but leaves
+/// the items no webhook announced for a later cycle, and `/status` says how many; once the
+/// budget allows, the next audit fetches them. Before, the audit fetched every miss at once, so
+/// a long overload (2% of 10 entities a second lost, for 50 users) would spend the whole day's
+/// budget by its tenth hour and leave the rest of the day nothing.
+#[tokio::test]
+async fn an_audit_leaves_misses_for_later_while_the_day_is_paced() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_with(common::sim_config(dir.path(), 1, "transactions")).await;
+    let user = app.first_user().await;
+    app.faults(json!({"drop_rate": 1.0})).await;
+    for _ in 0..3 {
+        app.inject(user, "EXERCISE").await;
+    }
+    // A day of 100 requests (the fetches' part about 90, an hour's worth of it about 4), with
+    // 12 spent already by the client elsewhere.
+    app.faults(json!({"rate_limit": [1000, 100]})).await;
+    for _ in 0..12 {
+        let res = app
+            .sim_as_client(reqwest::Method::GET, "/v3/webhooks")
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "{}", res.status());
+    }
+    let poller = app.running.poller.clone().unwrap();
+    let paced = poller.audit().await;
+    assert_eq!(paced.deferred, 3, "{paced:?}");
+    assert_eq!(paced.new_entities, 0, "{paced:?}");
+    let s = app.status().await;
+    assert_eq!(s["poll"]["audit_deferred"], 3, "{s}");
+    assert_eq!(s["poll"]["requests_by_endpoint"]["audit_get"], 0, "{s}");
+    assert_eq!(s["accesslink"]["rate_limit"]["answered_429"], 0, "{s}");
+    // The day allows it again: the next audit fetches what it left.
+    app.faults(json!({"rate_limit": [1000, 100000]})).await;
+    let caught = poller.audit().await;
+    assert_eq!((caught.deferred, caught.new_entities), (0, 3), "{caught:?}");
+    let s = app.status().await;
+    assert_eq!(s["poll"]["audit_deferred"], 0, "{s}");
+    assert_eq!(s["poll"]["requests_by_endpoint"]["audit_get"], 3, "{s}");
+    // The poller holds the store: let it go before the daemon closes it.
+    drop(poller);
+    app.stop().await;
+}
