@@ -137,6 +137,13 @@ async fn with_nothing_lost_the_auditor_spends_far_less_than_fixed_polling() {
         net.poll_requests, net.fixed_requests
     );
     assert!(ratio < 0.5, "the auditor spent {ratio:.2}× fixed polling");
+    // Nothing to catch: the report gives the bound alone (it once read "bound the bound of").
+    let text = hookrace::apps::report::render(&report, Format::Table);
+    let line = text.lines().find(|l| l.contains("catch delay")).unwrap();
+    assert!(
+        line.ends_with("(the bound of 11.0 s: max_every + one cycle)"),
+        "{line}"
+    );
 }
 
 #[tokio::test]

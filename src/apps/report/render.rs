@@ -283,10 +283,15 @@ pub(super) fn safety_net_lines(r: &Report) -> Vec<String> {
         ),
         None => format!("{} polling every {}", n.strategy, secs(n.every_s)),
     };
-    let within = match n.catch_delay_ms.max {
-        Some(max) if max <= n.bound_ms => "within",
-        Some(_) => "OVER",
-        None => "bound",
+    let bound = format!(
+        "the bound of {}: max_every + one cycle",
+        ms(Some(n.bound_ms))
+    );
+    let against_bound = match n.catch_delay_ms.max {
+        Some(max) if max <= n.bound_ms => format!("within {bound}"),
+        Some(_) => format!("OVER {bound}"),
+        // Nothing caught: the bound alone (before, "bound the bound of …").
+        None => bound,
     };
     let ratio = match n.fixed_requests {
         0 => "–".to_string(),
@@ -300,10 +305,9 @@ pub(super) fn safety_net_lines(r: &Report) -> Vec<String> {
             plural(n.lost, "entity", "entities")
         ),
         format!(
-            "  catch delay        median {}, max {} ({within} the bound of {}: max_every + one cycle)",
+            "  catch delay        median {}, max {} ({against_bound})",
             ms(n.catch_delay_ms.p50),
             ms(n.catch_delay_ms.max),
-            ms(Some(n.bound_ms))
         ),
         format!(
             "  poll requests      {} (fixed polling every {} would have made {}: {ratio})",
