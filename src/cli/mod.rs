@@ -146,14 +146,14 @@ pub enum Command {
     },
     /// Run the AccessLink simulator alone (for tests, demos and students).
     #[command(
-        after_help = "Example:\n  hookrace sim --users 2 --exercise-every 30s\n  hookrace sim --class 12 --class-file class.txt --listen 0.0.0.0:7070\n  hookrace sim trigger EXERCISE --user 10001"
+        after_help = "Example:\n  hookrace sim --users 2 --exercise-every 30s\n  hookrace sim --class 12 --class-file class.txt --listen 0.0.0.0:7070\n  hookrace sim trigger EXERCISE --user 10001\n  hookrace sim --dialect standard-webhooks --users 2"
     )]
     Sim(SimArgs),
     /// Grade a webhook receiver against Polar's contract on a simulator: PING, signatures,
     /// fetching with the right token, duplicates, bursts, unknown events, data gone. Exit 0 only
     /// when every rule passes.
     #[command(
-        after_help = "Example:\n  hookrace check-receiver http://127.0.0.1:5000/acl_webhook --env-file receiver.env\n  hookrace check-receiver http://127.0.0.1:5000/acl_webhook --format json --junit grade.xml"
+        after_help = "Example:\n  hookrace check-receiver http://127.0.0.1:5000/acl_webhook --env-file receiver.env\n  hookrace check-receiver http://127.0.0.1:5000/acl_webhook --format json --junit grade.xml\n  hookrace check-receiver http://127.0.0.1:8001/webhook --dialect standard-webhooks --env-file receiver.env"
     )]
     CheckReceiver(crate::apps::workbench::grade::CheckArgs),
     /// Copy the whole store to FILE, while the daemon runs (through its admin listener) or not.
@@ -300,7 +300,7 @@ pub enum SimAction {
     /// Make new data now and let the simulator deliver it to the registered webhook (or send a
     /// PING), optionally with a one-shot fault on that delivery.
     #[command(
-        after_help = "Example:\n  hookrace sim trigger EXERCISE --user 10001\n  hookrace sim trigger ping\n  hookrace sim trigger SLEEP --drop --format json"
+        after_help = "Example:\n  hookrace sim trigger EXERCISE --user 10001\n  hookrace sim trigger ping\n  hookrace sim trigger SLEEP --drop --format json\n  hookrace sim trigger EXERCISE --stale-timestamp\n  hookrace sim trigger --replay-old"
     )]
     Trigger(crate::apps::workbench::TriggerArgs),
     /// Every delivery the simulator made, the receiver's answer, and what the receiver fetched.
