@@ -12,7 +12,11 @@
 //! and the simulator's CPU and memory, sampled every second. Targets: lag p99 ≤ 1 s, control
 //! p99 ≤ 100 ms, memory bounded (the slope of the last third near zero: the log is full by then
 //! in a run of 15 minutes). `BENCH_CLASS_SECS` sets the duration (default 900).
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A bench unwraps: a failure is its verdict.
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::disallowed_methods
+)] // A bench unwraps: a failure is its verdict; it owns the tasks it spawns.
 
 mod support;
 

@@ -6,7 +6,11 @@
 //! - repeated deliveries (the duplicate path; target: at least 0.5 × the empty route).
 //!
 //! The load generator runs on the same cores as the server.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::disallowed_methods
+)] // A test unwraps: a failure is its verdict; it owns the tasks it spawns.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -13,7 +13,11 @@
 //! from a stand-in AccessLink on loopback and announced to a stand-in app (a `[[notify]]`
 //! webhook sink); the time from sending each delivery to the app receiving its event, p50/p99
 //! (target: p99 ≤ 20 ms at 1,000/s). `BENCH_HOP_ONLY=1` runs only this part.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::disallowed_methods
+)] // A test unwraps: a failure is its verdict; it owns the tasks it spawns.
 
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;

@@ -26,6 +26,7 @@
 //! - [`process`]: facts only the running process knows (start time, schedule, live tasks).
 //! - [`http`]: building HTTP clients with the project's policy; the admin client.
 //! - [`server`]: serving a listener with a header timeout, an idle timeout and a connection cap.
+//! - [`tasks`]: the one place the core spawns a task (clippy refuses `tokio::spawn` elsewhere).
 //! - [`accesslink`]: Polar's API as a client sees it: payloads, signatures, the HTTP client (its
 //!   own crate, re-exported), with what that client shares: [`retry`] (backoff schedules) and
 //!   [`units`] (saturating conversions).
@@ -55,6 +56,7 @@ pub use race;
 pub mod server;
 pub use sim;
 pub mod store;
+pub mod tasks;
 pub mod telemetry;
 pub mod trace;
 pub use accesslink::units;

@@ -189,7 +189,7 @@ pub fn supervise(
     use futures_util::FutureExt;
     liveness.set(name, true);
     let (liveness, shutdown) = (liveness.clone(), shutdown.clone());
-    tokio::spawn(async move {
+    crate::tasks::spawn(name, async move {
         match std::panic::AssertUnwindSafe(task).catch_unwind().await {
             Ok(()) if shutdown.is_cancelled() => {}
             Ok(()) => {

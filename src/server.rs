@@ -523,6 +523,7 @@ fn full_reply() -> warp::reply::Response {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // A test owns the tasks it spawns.
 mod tests {
     use std::time::Duration;
 

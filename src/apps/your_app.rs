@@ -26,6 +26,8 @@ pub struct YourApp {
     /// The signing secret it shares with hookrace (`whsec_…`).
     pub secret: String,
     state: Arc<Mutex<(HashSet<String>, u64)>>,
+    /// Its server: it stops with `shutdown`, or when the app is dropped.
+    _server: crate::tasks::AbortOnDropHandle<()>,
 }
 
 impl YourApp {
@@ -68,14 +70,22 @@ impl YourApp {
                 };
                 warp::reply::with_status("", status)
             });
-        tokio::spawn(crate::server::serve_local(
-            listener,
+        let server = crate::tasks::spawn_owned(
             "your app",
-            1024,
-            route,
-            shutdown.cancelled_owned(),
-        ));
-        Ok(YourApp { url, secret, state })
+            crate::server::serve_local(
+                listener,
+                "your app",
+                1024,
+                route,
+                shutdown.cancelled_owned(),
+            ),
+        );
+        Ok(YourApp {
+            url,
+            secret,
+            state,
+            _server: server,
+        })
     }
 
     pub fn seen(&self) -> Seen {

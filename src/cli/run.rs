@@ -148,7 +148,7 @@ pub fn run(cli: Cli) -> ExitCode {
         },
         Command::Run { config } => with_config(config, |cfg| async move {
             let shutdown = CancellationToken::new();
-            daemon::spawn_signal_handler(shutdown.clone())?;
+            let _signals = daemon::spawn_signal_handler(shutdown.clone())?;
             let listeners = daemon::Listeners::bind(&cfg).await?;
             daemon::run(cfg, listeners, shutdown).await
         }),
@@ -272,7 +272,7 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
 async fn run_sim(args: super::SimArgs, settings: crate::sim::SimSettings) -> anyhow::Result<()> {
     use anyhow::Context;
     let shutdown = CancellationToken::new();
-    daemon::spawn_signal_handler(shutdown.clone())?;
+    let _signals = daemon::spawn_signal_handler(shutdown.clone())?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding the simulator on {}", args.listen))?;

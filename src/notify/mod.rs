@@ -134,7 +134,7 @@ impl Notifier {
                     outbox: self.outbox.clone(),
                     sink: sink.clone(),
                 };
-                tokio::spawn(sender.run(shutdown.clone()))
+                crate::tasks::spawn("notify sender", sender.run(shutdown.clone()))
             })
             .collect()
     }

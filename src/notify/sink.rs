@@ -182,7 +182,10 @@ impl Sink {
         };
         // Killed with everything it started unless it ends by itself first.
         let mut group = ProcessGroup(child.id());
-        let stderr = child.stderr.take().map(|e| tokio::spawn(tail(e)));
+        let stderr = child
+            .stderr
+            .take()
+            .map(|e| crate::tasks::spawn("exec stderr", tail(e)));
         let body = &event.body;
         let finished = tokio::time::timeout(self.timeout, async {
             if let Some(mut stdin) = child.stdin.take() {

@@ -2,6 +2,7 @@
 //! a fetch that never happened, pending fetches across a restart, what a commit hands the
 //! consumers, and counters across a clean and an unclean close. (The consumers' queues are tested
 //! where they live: `channels/fetch_queue.rs`, `notify/outbox.rs`.)
+#![allow(clippy::disallowed_methods)] // A test owns the tasks it spawns.
 
 use chrono::Utc;
 

@@ -1,7 +1,11 @@
 //! hookrace's behaviour suites, as a user relies on them: the daemon, the simulator and the binary
 //! driven over HTTP on loopback. One test binary for the crate (each file a module), so the suites
 //! link once instead of once each.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)] // A test unwraps: a failure is its verdict.
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::disallowed_methods
+)] // A test unwraps: a failure is its verdict; it owns the tasks it spawns.
 
 mod common;
 

@@ -25,12 +25,15 @@ impl Background {
     pub(super) fn spawn(config: &Config, parts: Parts<'_>, token: CancellationToken) -> Background {
         let keepers: Vec<Arc<dyn Keeper>> =
             vec![parts.queues.fetches.clone(), parts.queues.outbox.clone()];
-        let feed = tokio::spawn(store::feed(
-            parts.store.clone(),
-            keepers,
-            token.clone(),
-            parts.blocking.clone(),
-        ));
+        let feed = crate::tasks::spawn(
+            "store feed",
+            store::feed(
+                parts.store.clone(),
+                keepers,
+                token.clone(),
+                parts.blocking.clone(),
+            ),
+        );
         let fetcher = supervise(
             crate::channels::fetcher::TASK,
             parts.liveness,
@@ -57,7 +60,8 @@ impl Background {
         });
         // The webhook watch needs the client's credentials (it lists the client's webhooks).
         let watch = match (config.webhook.check_every, parts.has_credentials) {
-            (Some(every), true) => Some(tokio::spawn(
+            (Some(every), true) => Some(crate::tasks::spawn(
+                "webhook watch",
                 WebhookWatch {
                     client: parts.client.clone(),
                     runtime: parts.runtime.clone(),
@@ -72,17 +76,23 @@ impl Background {
             _ => None,
         };
         let senders = parts.notifier.spawn(&token);
-        let keep_alive = tokio::spawn(systemd::keep_alive(
-            parts.store.clone(),
-            parts.tally.clone(),
-            parts.liveness.clone(),
-            token.clone(),
-        ));
-        let rate_block = tokio::spawn(crate::channels::rate_block::keep(
-            parts.store.clone(),
-            parts.client.clone(),
-            token.clone(),
-        ));
+        let keep_alive = crate::tasks::spawn(
+            "keep-alive",
+            systemd::keep_alive(
+                parts.store.clone(),
+                parts.tally.clone(),
+                parts.liveness.clone(),
+                token.clone(),
+            ),
+        );
+        let rate_block = crate::tasks::spawn(
+            "rate block",
+            crate::channels::rate_block::keep(
+                parts.store.clone(),
+                parts.client.clone(),
+                token.clone(),
+            ),
+        );
         Background {
             token,
             feed,

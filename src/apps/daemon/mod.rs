@@ -264,13 +264,16 @@ pub async fn start_with_seed(
     systemd::ready(&store, &tally.summary());
     let poller = background.poller.clone();
     let (released, holders_gone) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(shut_down(
-        shutdown,
-        servers,
-        background,
-        (store.clone(), store_tasks),
-        holders_gone,
-    ));
+    let task = crate::tasks::spawn(
+        "shutdown",
+        shut_down(
+            shutdown,
+            servers,
+            background,
+            (store.clone(), store_tasks),
+            holders_gone,
+        ),
+    );
     Ok(Running {
         store,
         client,
@@ -302,7 +305,7 @@ async fn open_owned(config: &Config) -> anyhow::Result<(Arc<Store>, StoreTasks, 
     let store = Arc::new(open_store(&config.store).await?);
     let committer = store
         .committer()
-        .map(|c| tokio::spawn(c.run()))
+        .map(|c| crate::tasks::spawn("committer", c.run()))
         .context("the store's committer was taken already")?;
     let tally = store.follow_tally()?;
     let blocking = tokio_util::task::TaskTracker::new();
@@ -389,13 +392,16 @@ pub(super) struct Parts<'a> {
 }
 
 /// Cancels `shutdown` on the first SIGTERM or SIGINT. SIGHUP is logged and otherwise ignored:
-/// nothing is reloaded (restart the service to apply a new configuration).
-pub fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
+/// nothing is reloaded (restart the service to apply a new configuration). The handler lives as
+/// long as the returned guard.
+pub fn spawn_signal_handler(
+    shutdown: CancellationToken,
+) -> anyhow::Result<crate::tasks::AbortOnDropHandle<()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    tokio::spawn(async move {
+    Ok(crate::tasks::spawn_owned("signals", async move {
         let name = loop {
             tokio::select! {
                 _ = term.recv() => break "SIGTERM",
@@ -407,6 +413,5 @@ pub fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
         };
         tracing::info!(signal = name, "shutdown requested");
         shutdown.cancel();
-    });
-    Ok(())
+    }))
 }

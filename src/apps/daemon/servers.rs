@@ -40,37 +40,43 @@ impl Servers {
         if let Ok(mut rt) = parts.runtime.write() {
             rt.listeners = vec![public_gauge.clone(), admin_gauge.clone()];
         }
-        let public = tokio::spawn(server::serve(
-            public,
-            public_routes,
-            server::Limits {
-                header_timeout: config.webhook.body_timeout,
-                write_stall: server::WRITE_STALL,
-                grace: GRACE,
-                per_peer: None,
-                reserve: None,
-            },
-            public_gauge,
-            token.clone().cancelled_owned(),
-        ));
-        let admin = tokio::spawn(server::serve(
-            admin,
-            admin::routes(admin_state, management),
-            server::Limits {
-                header_timeout: Duration::from_secs(10),
-                write_stall: server::WRITE_STALL,
-                grace: GRACE,
-                per_peer: None,
-                // With every slot held (idle connections, streams), the probes still answer:
-                // before, 64 held connections kept /healthz from answering for 10 s.
-                reserve: Some(server::Reserve {
-                    slots: ADMIN_PROBE_SLOTS,
-                    paths: &["/livez", "/readyz", "/healthz"],
-                }),
-            },
-            admin_gauge,
-            token.clone().cancelled_owned(),
-        ));
+        let public = crate::tasks::spawn(
+            "public listener",
+            server::serve(
+                public,
+                public_routes,
+                server::Limits {
+                    header_timeout: config.webhook.body_timeout,
+                    write_stall: server::WRITE_STALL,
+                    grace: GRACE,
+                    per_peer: None,
+                    reserve: None,
+                },
+                public_gauge,
+                token.clone().cancelled_owned(),
+            ),
+        );
+        let admin = crate::tasks::spawn(
+            "admin listener",
+            server::serve(
+                admin,
+                admin::routes(admin_state, management),
+                server::Limits {
+                    header_timeout: Duration::from_secs(10),
+                    write_stall: server::WRITE_STALL,
+                    grace: GRACE,
+                    per_peer: None,
+                    // With every slot held (idle connections, streams), the probes still answer:
+                    // before, 64 held connections kept /healthz from answering for 10 s.
+                    reserve: Some(server::Reserve {
+                        slots: ADMIN_PROBE_SLOTS,
+                        paths: &["/livez", "/readyz", "/healthz"],
+                    }),
+                },
+                admin_gauge,
+                token.clone().cancelled_owned(),
+            ),
+        );
         Ok(Servers {
             token,
             public,
