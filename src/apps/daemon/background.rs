@@ -58,23 +58,7 @@ impl Background {
                 }
             })
         });
-        // The webhook watch needs the client's credentials (it lists the client's webhooks).
-        let watch = match (config.webhook.check_every, parts.has_credentials) {
-            (Some(every), true) => Some(crate::tasks::spawn(
-                "webhook watch",
-                WebhookWatch {
-                    client: parts.client.clone(),
-                    runtime: parts.runtime.clone(),
-                    public_url: parts.public_url.clone(),
-                    reactivate: config.webhook.reactivate,
-                    every,
-                    poller: poller.clone(),
-                    now: parts.watch_now.clone(),
-                }
-                .run(token.clone()),
-            )),
-            _ => None,
-        };
+        let watch = watch(config, &parts, poller.clone(), &token);
         let senders = parts.notifier.spawn(&token);
         let keep_alive = crate::tasks::spawn(
             "keep-alive",
@@ -105,4 +89,31 @@ impl Background {
             rate_block,
         }
     }
+}
+
+/// The webhook watch, when it is on and has the client's credentials (it lists the client's
+/// webhooks).
+fn watch(
+    config: &Config,
+    parts: &Parts<'_>,
+    poller: Option<Arc<Poller>>,
+    token: &CancellationToken,
+) -> Option<JoinHandle<()>> {
+    let every = config
+        .webhook
+        .check_every
+        .filter(|_| parts.has_credentials)?;
+    let watch = WebhookWatch {
+        client: parts.client.clone(),
+        runtime: parts.runtime.clone(),
+        public_url: parts.public_url.clone(),
+        reactivate: config.webhook.reactivate,
+        every,
+        poller,
+        now: parts.watch_now.clone(),
+    };
+    Some(crate::tasks::spawn(
+        "webhook watch",
+        watch.run(token.clone()),
+    ))
 }

@@ -171,40 +171,44 @@ fn random_hex(bytes: usize) -> String {
     hex::encode(b)
 }
 
+/// The grader's own simulator on loopback, speaking `dialect`, with no users of its own and quick
+/// deliveries; it stops with `shutdown`.
+async fn own_simulator(dialect: Dialect, shutdown: &CancellationToken) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the grader's simulator on loopback")?;
+    let settings = crate::sim::SimSettings {
+        users: 0,
+        faults: crate::sim::Faults {
+            delay_ms: (5, 30),
+            ..Default::default()
+        },
+        dialect,
+        ..Default::default()
+    };
+    let running = crate::sim::start(
+        listener,
+        settings,
+        shutdown.clone(),
+        crate::server::serve_simulator,
+    )?;
+    Ok(running.base_url)
+}
+
 /// Runs the grade and prints it (and writes the JUnit file); [`Grade::passed`] says whether
 /// every required rule passed.
 pub async fn run(args: &CheckArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<Grade> {
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
-    let base = match &args.sim {
-        Some(s) => sim_base(s),
-        None => {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .context("binding the grader's simulator on loopback")?;
-            let settings = crate::sim::SimSettings {
-                users: 0,
-                faults: crate::sim::Faults {
-                    delay_ms: (5, 30),
-                    ..Default::default()
-                },
-                dialect: args.dialect,
-                ..Default::default()
-            };
-            crate::sim::start(
-                listener,
-                settings,
-                shutdown.clone(),
-                crate::server::serve_simulator,
-            )?
-            .base_url
-        }
-    };
     anyhow::ensure!(
         matches!(args.tokens.len(), 0 | 2),
         "--tokens takes the two test users' tokens, TOKEN_A,TOKEN_B ({} given)",
         args.tokens.len()
     );
+    let base = match &args.sim {
+        Some(s) => sim_base(s),
+        None => own_simulator(args.dialect, &shutdown).await?,
+    };
     let sim = SimClient::connect(&base, args.auth.as_deref()).await?;
     if sim.dialect != args.dialect {
         anyhow::bail!(
