@@ -119,9 +119,6 @@ pub struct PollPace {
     pub interval: Option<std::time::Duration>,
     /// Why the auditor polls at this pace (adaptive only).
     pub reason: Option<String>,
-    /// Items the last audit found no channel had and left unfetched: the day's budget was
-    /// paced (they are fetched by a later cycle).
-    pub deferred: u64,
 }
 
 impl From<&crate::config::NotifyConfig> for SinkInfo {

@@ -162,15 +162,6 @@ impl Poller {
             report.errors += 1;
             tracing::error!(error = format_args!("{e:#}"), "flushing audited items");
         }
-        if report.deferred > 0 {
-            tracing::info!(
-                deferred = report.deferred,
-                "unannounced items left for a later audit: the day's budget is paced"
-            );
-        }
-        if let Ok(mut rt) = self.runtime.write() {
-            rt.poll_pace.deferred = report.deferred;
-        }
     }
 
     /// One user's listing: what no channel has is fetched and stored as the poll's find.
@@ -196,7 +187,7 @@ impl Poller {
             }
         };
         let entries = listing.entries(&answer);
-        let deferred_before = report.deferred;
+        self.audit_plan.listed(user, listing);
         let kind = listing.kind();
         for (id, entry) in entries {
             if !crate::accesslink::identity::is_plain_id(&id) {
@@ -213,13 +204,6 @@ impl Poller {
             }
             let item = match listing.item_segments(&id) {
                 None => Some(entry),
-                // Fetching it now would run ahead of the day's paced budget (the fetches'
-                // lane waits): it stays unknown, so a later cycle lists and fetches it. The
-                // listings keep their pace; a miss waits for the budget like any fetch.
-                Some(_) if self.client.bulk_waits() => {
-                    report.deferred += 1;
-                    continue;
-                }
                 Some(segments) => {
                     let url = self.client.url_of(&segments);
                     match self
@@ -244,10 +228,6 @@ impl Poller {
             if let Some(item) = item {
                 self.store_found(report, user, &kind, &item, Some(&id));
             }
-        }
-        // A listing that left items for later is read again next cycle, whatever it holds.
-        if report.deferred == deferred_before {
-            self.audit_plan.listed(user, listing);
         }
     }
 }

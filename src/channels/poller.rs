@@ -36,9 +36,6 @@ pub struct CycleReport {
     pub committed: u64,
     /// The entities this cycle saw first (no channel had them), with their availability.
     pub new_keys: Vec<(EntityKey, Option<chrono::DateTime<Utc>>)>,
-    /// Items an audit found that no channel had and left for a later cycle (the day's budget
-    /// is paced: fetching them now would run ahead of it).
-    pub deferred: u64,
 }
 
 pub struct Poller {

@@ -546,11 +546,6 @@ fn watch_and_audit<'a>(
             "Auditor cycles put off to leave the rate-limit budget to webhook fetches.",
             vec![(vec![], p.starved)],
         ),
-        gauge(
-            "hookrace_poll_audit_deferred",
-            "Items the last audit found no channel had and left for a later cycle (the day's budget is paced).",
-            vec![(vec![], p.audit_deferred as f64)],
-        ),
         Family {
             name: "hookrace_poll_catch_delay_seconds",
             help: "Availability to poll sighting, for entities webhooks never announced.",

@@ -310,10 +310,6 @@ pub struct PollStatus {
     /// Auditor cycles put off to leave the rate-limit budget to webhook fetches.
     #[serde(default)]
     pub starved: u64,
-    /// Items the last audit found that no channel had and left for a later cycle, because
-    /// fetching them now would run ahead of the day's paced budget.
-    #[serde(default)]
-    pub audit_deferred: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -515,7 +511,6 @@ fn poll_status(summary: &Summary, rt: &Runtime, get: Get<'_>) -> PollStatus {
         misses_caught: summary.poll_only,
         catch_delay_ms: summary.catch_delay.stats(),
         starved: get(counter::Counter::PollStarved),
-        audit_deferred: rt.poll_pace.deferred,
     }
 }
 

@@ -164,15 +164,6 @@ impl Client {
         }
     }
 
-    /// Whether a request of the bulk lane would wait now (its share of a window spent, or ahead
-    /// of the day's pace): a caller that must not stall on it (the safety net's fetches of what
-    /// no webhook announced) leaves such a request for later instead.
-    pub fn bulk_waits(&self) -> bool {
-        self.rate()
-            .bulk_blocked_until
-            .is_some_and(|t| t > Instant::now())
-    }
-
     /// The block in force, each time it is set or moved later: what the daemon keeps in its
     /// store, so a restart honours it ([`Client::restore_block`]).
     pub fn blocks(&self) -> tokio::sync::watch::Receiver<Option<SavedBlock>> {

@@ -336,7 +336,6 @@ fn runtime(config: &Config) -> Runtime {
                 crate::config::PollSchedule::Cron(_) => None,
             },
             reason: None,
-            deferred: 0,
         },
         listeners: Vec::new(),
     }
