@@ -44,6 +44,7 @@ pub(super) async fn grade(
     if !fetches {
         not_judged_without_fetches(&mut signed);
     }
+    in_this_dialect(&mut signed);
     add(&mut grade, signed);
     (grade.answer_p50_ms, grade.answer_p95_ms) = (p50, p95);
     let watch = Fetching(fetches);
@@ -59,6 +60,21 @@ pub(super) async fn grade(
     add(&mut grade, vec![large(sim, alice, wait, watch).await?]);
     add(&mut grade, vec![burst(sim, bob, wait).await?]);
     Ok(grade)
+}
+
+/// The shared `signed-delivery` rule in this dialect's words (it accepts any 2xx; a sender of
+/// this dialect retries what is not answered in time).
+fn in_this_dialect(signed: &mut [Verdict]) {
+    for v in signed.iter_mut().filter(|v| v.rule == "signed-delivery") {
+        v.title = "a signed event answered 2xx quickly";
+        if !v.fix.is_empty() {
+            v.fix =
+                "Verify the signature over the raw body, keep the event durably, answer 2xx at \
+                     once and act on it afterwards: a sender retries an event answered late or not \
+                     at all, and a slow receiver falls behind a burst."
+                    .into();
+        }
+    }
 }
 
 /// An app that receives hookrace's own notify events (fat: the data is in them) has nothing to
