@@ -267,9 +267,7 @@ fn check_dialect_secret(
     let Some(secret) = &accesslink.webhook_secret else {
         return;
     };
-    if webhook.dialect == Dialect::StandardWebhooks
-        && dialect::sign(secret.expose(), "id", 0, b"").is_none()
-    {
+    if webhook.dialect == Dialect::StandardWebhooks && !dialect::is_secret(secret.expose()) {
         problems.push(
             "`accesslink.webhook_secret` must be a whsec_ secret (base64 after the prefix) for \
              `webhook.dialect` = \"standard-webhooks\""

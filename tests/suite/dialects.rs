@@ -9,7 +9,6 @@ use crate::common;
 use std::collections::BTreeSet;
 
 use hookrace::accesslink::dialect::{self, Dialect};
-use hookrace::apps::DataFormat;
 use hookrace::apps::workbench::{self, TriggerArgs};
 use hookrace::sim::{self, SimSettings};
 use serde_json::json;
@@ -38,14 +37,6 @@ fn python_with_the_library() -> Option<String> {
     );
     eprintln!("skipped: {python} has no standardwebhooks library (pip install standardwebhooks)");
     None
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn listening(port: u16, what: &str) {
@@ -91,7 +82,7 @@ fn set(rules: &[&str]) -> BTreeSet<String> {
 /// Grades `examples/standard_receiver.py` (with `extra` arguments) run by `python`.
 async fn grade_python_receiver(python: &str, extra: &[&str]) -> (serde_json::Value, bool) {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/standard_receiver.py");
     let mut child = tokio::process::Command::new(python)
         .arg(script)
@@ -226,7 +217,11 @@ async fn standard_daemon(dir: &std::path::Path, sim: Option<&str>) -> common::Ap
 async fn the_daemon_in_standard_webhooks_mode_passes_the_grader() {
     let bin = env!("CARGO_BIN_EXE_hookrace");
     let dir = tempfile::tempdir().unwrap();
-    let (sim_port, hook_port, admin_port) = (free_port(), free_port(), free_port());
+    let (sim_port, hook_port, admin_port) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
     let quiet = [
         "--exercise-every",
         "0s",
@@ -285,14 +280,7 @@ async fn the_daemon_in_standard_webhooks_mode_passes_the_grader() {
     assert!(passed, "{grade:#}");
     assert_eq!(rules(&grade, "pass").len(), 11, "{grade:#}");
     // The four it refused are counted as refused signatures.
-    let status: serde_json::Value = hookrace::http::plain_client()
-        .get(format!("http://127.0.0.1:{admin_port}/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = common::get_json(&format!("http://127.0.0.1:{admin_port}/status")).await;
     assert_eq!(status["webhook"]["rejected"]["signature"], 4, "{status:#}");
 }
 
@@ -371,25 +359,9 @@ async fn replay_old_sends_the_oldest_genuine_delivery_byte_for_byte() {
         .unwrap();
     assert_eq!(created.status(), 201);
     let trigger = |replay_old: bool, event: Option<&str>| TriggerArgs {
-        auth: None,
         event: event.map(str::to_string),
-        user: None,
-        student: None,
-        everyone: false,
-        count: 1,
-        drop: false,
-        duplicate: false,
-        delay: None,
-        bad_signature: false,
-        missing_signature: false,
-        stale_timestamp: false,
-        future_timestamp: false,
-        rotated_signatures: false,
-        large_payload: false,
         replay_old,
-        data: None,
-        sim: base.clone(),
-        format: DataFormat::Table,
+        ..crate::workbench::trigger_args(&base, "EXERCISE")
     };
     // Nothing sent yet: nothing to replay, said plainly.
     let err = workbench::trigger(&trigger(true, None), &mut Vec::new())
@@ -403,14 +375,7 @@ async fn replay_old_sends_the_oldest_genuine_delivery_byte_for_byte() {
         .await
         .unwrap();
     let log = || async {
-        let log: serde_json::Value = http
-            .get(format!("{base}/sim/log"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let log = common::get_json(&format!("{base}/sim/log")).await;
         log.as_array().unwrap().clone()
     };
     let first = common::eventually("the delivery answered", || async {

@@ -37,14 +37,6 @@ fn blocks(text: &str, lang: &str) -> Vec<String> {
     out
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A child whose stdout is collected line by line; killed when dropped.
 struct Running {
     child: Child,
@@ -134,7 +126,7 @@ fn walkthrough(sim_port: u16, receiver_port: u16) -> (String, Vec<String>) {
 /// then that the receiver printed `done` (what it prints once it has the exercise).
 fn follow_the_walkthrough(receiver: impl Fn(u16, &Path) -> Command, done: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let (sim_port, receiver_port) = (free_port(), free_port());
+    let (sim_port, receiver_port) = (crate::common::free_port(), crate::common::free_port());
     let _sim = Running::start({
         let mut c = Command::new(env!("CARGO_BIN_EXE_hookrace"));
         c.args(["sim", "--users", "2", "--seed", "7", "--listen"])

@@ -448,7 +448,7 @@ async fn sim_alone() -> (String, tokio_util::sync::DropGuard) {
     (running.base_url, stop.drop_guard())
 }
 
-fn trigger_args(sim: &str, event: &str) -> TriggerArgs {
+pub(crate) fn trigger_args(sim: &str, event: &str) -> TriggerArgs {
     TriggerArgs {
         auth: None,
         event: Some(event.into()),

@@ -75,6 +75,11 @@ pub fn new_secret(bytes: [u8; 24]) -> String {
     format!("{SECRET_PREFIX}{}", BASE64.encode(bytes))
 }
 
+/// Whether `secret` is a `whsec_` secret: base64 after the (optional) prefix, not empty.
+pub fn is_secret(secret: &str) -> bool {
+    key(secret).is_some()
+}
+
 /// The key bytes of a `whsec_` secret (the prefix is optional), or `None` when it is not base64.
 fn key(secret: &str) -> Option<Vec<u8>> {
     let b64 = secret

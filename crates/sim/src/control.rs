@@ -121,7 +121,7 @@ impl Sim {
         if standard
             && secret
                 .as_deref()
-                .is_some_and(|s| accesslink::dialect::sign(s, "id", 0, b"").is_none())
+                .is_some_and(|s| !accesslink::dialect::is_secret(s))
         {
             return SimResponse::text(
                 StatusCode::BAD_REQUEST,

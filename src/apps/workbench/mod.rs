@@ -109,17 +109,9 @@ pub struct ResendArgs {
 /// Sends a logged delivery again, byte for byte, and prints the receiver's answer.
 pub async fn resend(args: &ResendArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     let base = sim_base(&args.sim);
-    let v = control_post(
-        &base,
-        "resend",
-        &json!({"seq": args.seq}),
-        args.auth.as_deref(),
-    )
-    .await?;
-    match args.format {
-        DataFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?,
-        DataFormat::Table => writeln!(
-            out,
+    let body = json!({"seq": args.seq});
+    post_resend(&base, &body, args.auth.as_deref(), args.format, out, |v| {
+        format!(
             "delivery #{} sent again to {} as #{}: {}",
             args.seq,
             v["receiver"].as_str().unwrap_or("?"),
@@ -128,7 +120,24 @@ pub async fn resend(args: &ResendArgs, out: &mut (dyn Write + Send)) -> anyhow::
                 Some(code) => format!("answered {code}"),
                 None => "no answer".to_string(),
             }
-        )?,
+        )
+    })
+    .await
+}
+
+/// `POST /sim/resend` with `body`, and the answer printed: as JSON, or as `line` says.
+async fn post_resend(
+    base: &str,
+    body: &Value,
+    auth: Option<&str>,
+    format: DataFormat,
+    out: &mut (dyn Write + Send),
+    line: impl FnOnce(&Value) -> String,
+) -> anyhow::Result<()> {
+    let v = control_post(base, "resend", body, auth).await?;
+    match format {
+        DataFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?,
+        DataFormat::Table => writeln!(out, "{}", line(&v))?,
     }
     Ok(())
 }
@@ -315,17 +324,9 @@ async fn replay_old(
     args: &TriggerArgs,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
-    let v = control_post(
-        base,
-        "resend",
-        &json!({"oldest": true}),
-        args.auth.as_deref(),
-    )
-    .await?;
-    match args.format {
-        DataFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?,
-        DataFormat::Table => writeln!(
-            out,
+    let body = json!({"oldest": true});
+    post_resend(base, &body, args.auth.as_deref(), args.format, out, |v| {
+        format!(
             "replayed delivery #{} ({} s old) to {} as #{}, byte for byte: {}",
             v["resent"],
             v["age_s"],
@@ -336,9 +337,9 @@ async fn replay_old(
                 Some(code) => format!("answered {code}: refused"),
                 None => "no answer".to_string(),
             }
-        )?,
-    }
-    Ok(())
+        )
+    })
+    .await
 }
 
 /// The JSON object in `path` (`--data`), read up to 64 KiB (the simulator's body limit).

@@ -49,6 +49,27 @@ pub fn reopen_store(path: &Path) -> hookrace::store::Store {
     .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()))
 }
 
+/// A loopback port free a moment ago, for a process that binds it itself.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The JSON `url` answers a plain GET with.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    hookrace::http::plain_client()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
+
 /// The two listeners on free loopback ports.
 pub fn loopback_listeners() -> serde_json::Value {
     json!({"listen": "127.0.0.1:0"})

@@ -265,6 +265,13 @@ async fn forged(
     ))
 }
 
+/// What a rule is called, what it asks, and how to fix a failure of it.
+pub(super) struct Words {
+    pub rule: &'static str,
+    pub title: &'static str,
+    pub fix: &'static str,
+}
+
 /// 5. A duplicate delivery.
 async fn duplicate(
     sim: &SimClient,
@@ -272,14 +279,33 @@ async fn duplicate(
     wait: Duration,
     watch: Fetching,
 ) -> anyhow::Result<Verdict> {
+    let words = Words {
+        rule: "duplicate",
+        title: "a duplicate delivery answered 200 and fetched at most once",
+        fix: "Answer a repeated delivery 200 (it is not an error) and skip what you already \
+              have: key each notification by (event, user_id, entity_id or date).",
+    };
+    repeated(sim, alice, wait, watch, &words, Outcome::Warn).await
+}
+
+/// A delivery sent twice: both copies answered 2xx and the data fetched once; `twice` is the
+/// verdict when it was fetched more often.
+pub(super) async fn repeated(
+    sim: &SimClient,
+    user: u64,
+    wait: Duration,
+    watch: Fetching,
+    words: &Words,
+    twice: Outcome,
+) -> anyhow::Result<Verdict> {
     let dup = sim
-        .scenario("EXERCISE", alice, 1, json!({"duplicate": true}), wait)
+        .scenario("EXERCISE", user, 1, json!({"duplicate": true}), wait)
         .await?;
     let path = dup.made.first().map(|m| m.0.clone()).unwrap_or_default();
     let fetched = dup.fetched(&path);
     Ok(verdict(
-        "duplicate",
-        "a duplicate delivery answered 200 and fetched at most once",
+        words.rule,
+        words.title,
         if dup.answered_ok() < 2 {
             Outcome::Fail
         } else if fetched == 1 {
@@ -287,20 +313,21 @@ async fn duplicate(
         } else if fetched == 0 {
             watch.or_not_judged(Outcome::Fail)
         } else {
-            Outcome::Warn
+            twice
         },
         format!(
             "{} of 2 copies answered 2xx ({}); the data fetched {fetched} time(s)",
             dup.answered_ok(),
             dup.statuses()
         ),
-        "Answer a repeated delivery 200 (it is not an error) and skip what you already have: \
-         key each notification by (event, user_id, entity_id or date).",
+        words.fix,
     ))
 }
 
 /// 6. An unknown event type and an unknown user.
 async fn unknowns(sim: &SimClient, alice: u64, wait: Duration) -> anyhow::Result<Vec<Verdict>> {
+    let fix = "Polar adds event types and may name a user you no longer have: answer 200 (or a \
+               4xx) and ignore what you do not know; never a 5xx, never a hang.";
     let mut verdicts = Vec::new();
     for (rule, title, fault) in [
         (
@@ -314,24 +341,35 @@ async fn unknowns(sim: &SimClient, alice: u64, wait: Duration) -> anyhow::Result
             json!({"unknown_user": true}),
         ),
     ] {
-        let seen = sim.scenario("EXERCISE", alice, 1, fault, wait).await?;
-        let status = seen.deliveries.first().and_then(|d| d.0);
-        verdicts.push(verdict(
-            rule,
-            title,
-            match status {
-                Some(s) if (200..500).contains(&s) => Outcome::Pass,
-                _ => Outcome::Fail,
-            },
-            format!(
-                "answered {}",
-                status.map_or("nothing (no answer or timed out)".into(), |s| s.to_string())
-            ),
-            "Polar adds event types and may name a user you no longer have: answer 200 (or a \
-             4xx) and ignore what you do not know; never a 5xx, never a hang.",
-        ));
+        let words = Words { rule, title, fix };
+        verdicts.push(without_crash(sim, alice, wait, fault, &words).await?);
     }
     Ok(verdicts)
+}
+
+/// A delivery carrying `fault` answered without a crash: 2xx or 4xx, never a 5xx or a hang.
+pub(super) async fn without_crash(
+    sim: &SimClient,
+    user: u64,
+    wait: Duration,
+    fault: serde_json::Value,
+    words: &Words,
+) -> anyhow::Result<Verdict> {
+    let seen = sim.scenario("EXERCISE", user, 1, fault, wait).await?;
+    let status = seen.deliveries.first().and_then(|d| d.0);
+    Ok(verdict(
+        words.rule,
+        words.title,
+        match status {
+            Some(s) if (200..500).contains(&s) => Outcome::Pass,
+            _ => Outcome::Fail,
+        },
+        format!(
+            "answered {}",
+            status.map_or("nothing (no answer or timed out)".into(), |s| s.to_string())
+        ),
+        words.fix,
+    ))
 }
 
 /// 7. A burst.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::rules::{Fetching, burst, signed_and_fetched, verdict};
+use super::rules::{Fetching, Words, burst, repeated, signed_and_fetched, verdict, without_crash};
 use super::sim_client::SimClient;
 use super::{Fixture, Grade, Outcome, Verdict};
 use crate::accesslink::dialect::{Dialect, TOLERANCE_S};
@@ -176,33 +176,14 @@ async fn rotated(
     wait: Duration,
     watch: Fetching,
 ) -> anyhow::Result<Verdict> {
-    let seen = sim
-        .scenario(
-            "EXERCISE",
-            user,
-            1,
-            json!({"rotated_signatures": true}),
-            wait,
-        )
-        .await?;
-    let status = seen.deliveries.first().and_then(|d| d.0);
-    let path = seen.made.first().map(|m| m.0.clone()).unwrap_or_default();
-    let fetched = seen.fetched(&path);
-    Ok(verdict(
-        "rotated-signatures",
-        "a webhook-signature with two signatures, one valid (key rotation), accepted",
-        match (status, fetched) {
-            (Some(s), 1..) if (200..300).contains(&s) => Outcome::Pass,
-            (Some(s), 0) if (200..300).contains(&s) => watch.or_not_judged(Outcome::Fail),
-            _ => Outcome::Fail,
-        },
-        format!(
-            "answered {}; data fetched {fetched} time(s)",
-            status.map_or("nothing".into(), |s| s.to_string())
-        ),
-        "webhook-signature may hold several space-separated signatures (a sender rotating its \
-         key signs with both): accept the delivery when any v1 signature matches.",
-    ))
+    let words = Words {
+        rule: "rotated-signatures",
+        title: "a webhook-signature with two signatures, one valid (key rotation), accepted",
+        fix: "webhook-signature may hold several space-separated signatures (a sender rotating \
+              its key signs with both): accept the delivery when any v1 signature matches.",
+    };
+    let fault = json!({"rotated_signatures": true});
+    accepted(sim, user, wait, watch, fault, &words, "").await
 }
 
 /// The same message (the same `webhook-id`) delivered twice: handled once.
@@ -212,53 +193,26 @@ async fn same_id_twice(
     wait: Duration,
     watch: Fetching,
 ) -> anyhow::Result<Verdict> {
-    let dup = sim
-        .scenario("EXERCISE", user, 1, json!({"duplicate": true}), wait)
-        .await?;
-    let path = dup.made.first().map(|m| m.0.clone()).unwrap_or_default();
-    let fetched = dup.fetched(&path);
-    Ok(verdict(
-        "duplicate-id",
-        "the same webhook-id delivered twice answered 2xx and handled once",
-        if dup.answered_ok() < 2 {
-            Outcome::Fail
-        } else if fetched == 1 {
-            Outcome::Pass
-        } else if fetched == 0 {
-            watch.or_not_judged(Outcome::Fail)
-        } else {
-            Outcome::Fail
-        },
-        format!(
-            "{} of 2 copies answered 2xx ({}); the data fetched {fetched} time(s)",
-            dup.answered_ok(),
-            dup.statuses()
-        ),
-        "A sender retries with the same webhook-id: keep the ids you have handled (for longer \
-         than the sender retries) and answer a repeat 200 without acting on it again.",
-    ))
+    let words = Words {
+        rule: "duplicate-id",
+        title: "the same webhook-id delivered twice answered 2xx and handled once",
+        fix: "A sender retries with the same webhook-id: keep the ids you have handled (for \
+              longer than the sender retries) and answer a repeat 200 without acting on it \
+              again.",
+    };
+    repeated(sim, user, wait, watch, &words, Outcome::Fail).await
 }
 
 /// An event type the receiver does not know.
 async fn unknown_type(sim: &SimClient, user: u64, wait: Duration) -> anyhow::Result<Verdict> {
-    let seen = sim
-        .scenario("EXERCISE", user, 1, json!({"unknown_event": true}), wait)
-        .await?;
-    let status = seen.deliveries.first().and_then(|d| d.0);
-    Ok(verdict(
-        "unknown-type",
-        "an event of an unknown type answered without a crash (2xx or 4xx)",
-        match status {
-            Some(s) if (200..500).contains(&s) => Outcome::Pass,
-            _ => Outcome::Fail,
-        },
-        format!(
-            "answered {}",
-            status.map_or("nothing (no answer or timed out)".into(), |s| s.to_string())
-        ),
-        "Senders add event types: verify the signature, then answer 200 (or a 4xx) for a type \
-         you do not handle; never a 5xx (it would be retried), never a hang.",
-    ))
+    let words = Words {
+        rule: "unknown-type",
+        title: "an event of an unknown type answered without a crash (2xx or 4xx)",
+        fix: "Senders add event types: verify the signature, then answer 200 (or a 4xx) for a \
+              type you do not handle; never a 5xx (it would be retried), never a hang.",
+    };
+    let fault = json!({"unknown_event": true});
+    without_crash(sim, user, wait, fault, &words).await
 }
 
 /// A large event: accepted and acted on.
@@ -268,26 +222,44 @@ async fn large(
     wait: Duration,
     watch: Fetching,
 ) -> anyhow::Result<Verdict> {
-    let seen = sim
-        .scenario("EXERCISE", user, 1, json!({"large_payload": true}), wait)
-        .await?;
+    let words = Words {
+        rule: "large-payload",
+        title: "an event of about 40 KiB accepted",
+        fix: "Standard Webhooks events carry their data: accept bodies of at least 64 KiB (and \
+              verify the signature over the raw bytes, before parsing).",
+    };
+    let fault = json!({"large_payload": true});
+    let padding = format!("{LARGE_PADDING} bytes of padding: ");
+    accepted(sim, user, wait, watch, fault, &words, &padding).await
+}
+
+/// A delivery carrying `fault` that must be accepted (2xx) and acted on (its data fetched);
+/// `note` starts what was observed.
+async fn accepted(
+    sim: &SimClient,
+    user: u64,
+    wait: Duration,
+    watch: Fetching,
+    fault: Value,
+    words: &Words,
+    note: &str,
+) -> anyhow::Result<Verdict> {
+    let seen = sim.scenario("EXERCISE", user, 1, fault, wait).await?;
     let status = seen.deliveries.first().and_then(|d| d.0);
     let path = seen.made.first().map(|m| m.0.clone()).unwrap_or_default();
     let fetched = seen.fetched(&path);
     Ok(verdict(
-        "large-payload",
-        "an event of about 40 KiB accepted",
+        words.rule,
+        words.title,
         match (status, fetched) {
             (Some(s), 1..) if (200..300).contains(&s) => Outcome::Pass,
             (Some(s), 0) if (200..300).contains(&s) => watch.or_not_judged(Outcome::Fail),
             _ => Outcome::Fail,
         },
         format!(
-            "{} bytes of padding: answered {}; data fetched {fetched} time(s)",
-            LARGE_PADDING,
+            "{note}answered {}; data fetched {fetched} time(s)",
             status.map_or("nothing".into(), |s| s.to_string())
         ),
-        "Standard Webhooks events carry their data: accept bodies of at least 64 KiB (and verify \
-         the signature over the raw bytes, before parsing).",
+        words.fix,
     ))
 }
