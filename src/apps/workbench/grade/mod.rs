@@ -112,6 +112,26 @@ pub struct Grade {
 }
 
 impl Grade {
+    /// A grade of `receiver` in `dialect` on the simulator at `simulator`, no rule judged yet.
+    fn new(receiver: &str, dialect: Dialect, simulator: &str) -> Grade {
+        Grade {
+            receiver: receiver.to_string(),
+            dialect,
+            simulator: simulator.to_string(),
+            verdicts: Vec::new(),
+            answer_p50_ms: None,
+            answer_p95_ms: None,
+        }
+    }
+
+    /// Adds `verdicts`, telling `judged` of each as it comes, so a slow receiver shows progress.
+    fn add(&mut self, verdicts: Vec<Verdict>, judged: &mut (dyn FnMut(&Verdict) + Send)) {
+        for v in verdicts {
+            judged(&v);
+            self.verdicts.push(v);
+        }
+    }
+
     pub fn passed(&self) -> bool {
         self.verdicts
             .iter()

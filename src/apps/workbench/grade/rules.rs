@@ -53,21 +53,8 @@ pub(super) async fn grade(
     judged: &mut (dyn FnMut(&Verdict) + Send),
 ) -> anyhow::Result<Grade> {
     let (alice, bob) = (fixture.users[0].0, fixture.users[1].0);
-    let mut grade = Grade {
-        receiver: url.to_string(),
-        dialect: crate::accesslink::dialect::Dialect::Polar,
-        simulator: sim.base.clone(),
-        verdicts: Vec::new(),
-        answer_p50_ms: None,
-        answer_p95_ms: None,
-    };
-    // Each verdict is told as it is judged, so a slow receiver shows progress.
-    let mut add = |grade: &mut Grade, verdicts: Vec<Verdict>| {
-        for v in verdicts {
-            judged(&v);
-            grade.verdicts.push(v);
-        }
-    };
+    let mut grade = Grade::new(url, crate::accesslink::dialect::Dialect::Polar, &sim.base);
+    let mut add = |grade: &mut Grade, verdicts: Vec<Verdict>| grade.add(verdicts, judged);
     let (ping, registered) = ping(sim, url, wait).await?;
     add(&mut grade, vec![ping]);
     if !registered {

@@ -22,20 +22,8 @@ pub(super) async fn grade(
     judged: &mut (dyn FnMut(&Verdict) + Send),
 ) -> anyhow::Result<Grade> {
     let (alice, bob) = (fixture.users[0].0, fixture.users[1].0);
-    let mut grade = Grade {
-        receiver: url.to_string(),
-        dialect: Dialect::StandardWebhooks,
-        simulator: sim.base.clone(),
-        verdicts: Vec::new(),
-        answer_p50_ms: None,
-        answer_p95_ms: None,
-    };
-    let mut add = |grade: &mut Grade, verdicts: Vec<Verdict>| {
-        for v in verdicts {
-            judged(&v);
-            grade.verdicts.push(v);
-        }
-    };
+    let mut grade = Grade::new(url, Dialect::StandardWebhooks, &sim.base);
+    let mut add = |grade: &mut Grade, verdicts: Vec<Verdict>| grade.add(verdicts, judged);
     // Standard Webhooks has no PING: registering takes the URL as it is.
     if let Err(why) = sim.register(url).await? {
         anyhow::bail!("registering {url} as the simulator's webhook: {why}");
