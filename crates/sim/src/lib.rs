@@ -18,7 +18,8 @@
 //! - `limits`: rate limits and injected server errors.
 //! - `control`: the `/sim/...` control API; `truth`: the ground truth it reveals;
 //!   `workbench`: the delivery and request log and `POST /sim/trigger`, for people building a
-//!   receiver (`hookrace sim trigger|log`, `/sim/watch`, `hookrace check-receiver`); `class`: a
+//!   receiver (`hookrace sim trigger|log`, `/sim/watch`, `hookrace check-receiver`); `resend`: a
+//!   logged delivery sent again byte for byte (a replay); `class`: a
 //!   class on one simulator (a client per student) and its scoreboard.
 //! - `generator`: new data at random times; `model`: the data and its two JSON dialects.
 // The simulator is not hookrace's core (clippy.toml's spawn rule is the core's): its tasks end
@@ -37,6 +38,7 @@ mod generator;
 mod limits;
 pub mod model;
 mod oauth;
+mod resend;
 mod routes;
 pub mod settings;
 mod state;
