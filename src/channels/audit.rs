@@ -1,7 +1,8 @@
 //! The adaptive safety net's cycle: it audits the webhooks with the listings that carry the
 //! webhooks' own ids, Polar's non-transactional endpoints, so an entity a webhook announced is
 //! recognised by its key without being fetched again, and only what no webhook announced is
-//! fetched (once, at the URL a webhook would have named, and stored under the same key).
+//! stored, under the same key: an exercise straight from the listing, which carries it whole;
+//! the daily types by one fetch at the URL a webhook would have named.
 //!
 //! Before, the net audited with transactions, whose items carry integer ids that nothing maps to
 //! the webhook's hashed ones: every item was fetched again to be recognised, and the net cost more
@@ -25,6 +26,7 @@ use std::time::Duration;
 use chrono::Utc;
 use reqwest::Method;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::accesslink::client::Auth;
 use crate::accesslink::data;
@@ -82,47 +84,86 @@ impl Listing {
         }
     }
 
-    /// The entries of a listing's answer, each with the id it names.
-    fn entries(self, answer: &Value) -> Vec<(String, Value)> {
-        let array = |v: Option<&Value>| v.and_then(Value::as_array).cloned().unwrap_or_default();
-        let day = |s: Option<&str>| s.map(|s| s.chars().take(10).collect::<String>());
+    /// Whether the listing is an array of whole entries, read as raw text ([`Entry::Raw`]).
+    fn is_array(self) -> bool {
+        matches!(self, Listing::Exercises | Listing::Activities)
+    }
+
+    /// The entries of an array listing, each with the id it names, each kept as its raw text:
+    /// a 30-day listing of a busy user is the largest answer the net reads (hundreds of
+    /// exercises), and only what no webhook announced is parsed whole.
+    fn raw_entries(self, list: Vec<Box<RawValue>>) -> Vec<(String, Entry)> {
+        #[derive(serde::Deserialize)]
+        struct Head {
+            id: Option<String>,
+            start_time: Option<String>,
+        }
+        list.into_iter()
+            .filter_map(|raw| {
+                let head: Head = serde_json::from_str(raw.get()).ok()?;
+                let id = match self {
+                    Listing::Exercises => head.id?,
+                    _ => head.start_time?.chars().take(10).collect(),
+                };
+                Some((id, Entry::Raw(raw)))
+            })
+            .collect()
+    }
+
+    /// The entries of any other listing's answer, each with the id it names.
+    fn json_entries(self, mut answer: Value) -> Vec<(String, Entry)> {
+        let array = |v: Option<&mut Value>| match v.map(Value::take) {
+            Some(Value::Array(list)) => list,
+            _ => Vec::new(),
+        };
         let named = |list: Vec<Value>, id: &dyn Fn(&Value) -> Option<String>| {
             list.into_iter()
-                .filter_map(|v| id(&v).map(|id| (id, v)))
+                .filter_map(|v| id(&v).map(|id| (id, Entry::Json(v))))
                 .collect()
         };
         match self {
-            Listing::Exercises => named(array(Some(answer)), &|v| {
-                v.get("id").and_then(Value::as_str).map(String::from)
-            }),
-            Listing::Activities => named(array(Some(answer)), &|v| {
-                day(v.get("start_time").and_then(Value::as_str))
-            }),
-            Listing::Sleep => named(array(answer.get("available")), &|v| {
+            Listing::Sleep => named(array(answer.get_mut("available")), &|v| {
                 v.get("date").and_then(Value::as_str).map(String::from)
             }),
-            Listing::ContinuousHeartRate => named(array(answer.get("heart_rates")), &|v| {
+            Listing::ContinuousHeartRate => named(array(answer.get_mut("heart_rates")), &|v| {
                 let samples = v.get("heart_rate_samples").and_then(Value::as_array);
                 samples.filter(|s| !s.is_empty())?;
                 v.get("date").and_then(Value::as_str).map(String::from)
             }),
             Listing::PhysicalInfo if answer.is_object() => {
-                let id = data::identify(&self.kind(), UserId(0), answer, None).entity_id;
-                vec![(id, answer.clone())]
+                let id = data::identify(&self.kind(), UserId(0), &answer, None).entity_id;
+                vec![(id, Entry::Json(answer))]
             }
-            Listing::PhysicalInfo => Vec::new(),
+            Listing::Exercises | Listing::Activities | Listing::PhysicalInfo => Vec::new(),
         }
     }
 
     /// Where one entity's data is fetched, as a webhook's `url` would name it; `None` when the
-    /// listing's entry is the data itself.
+    /// listing's entry is the data itself: physical information, and an exercise, which
+    /// `GET /v3/exercises` lists whole, as `GET /v3/exercises/{id}` answers it (so a miss
+    /// costs no request beyond the listing).
     fn item_segments(self, id: &str) -> Option<Vec<&str>> {
         match self {
-            Listing::Exercises => Some(vec!["exercises", id]),
+            Listing::Exercises | Listing::PhysicalInfo => None,
             Listing::Activities => Some(vec!["users", "activities", id]),
             Listing::Sleep => Some(vec!["users", "sleep", id]),
             Listing::ContinuousHeartRate => Some(vec!["users", "continuous-heart-rate", id]),
-            Listing::PhysicalInfo => None,
+        }
+    }
+}
+
+/// One entry of a listing: raw text from an array listing, or JSON.
+enum Entry {
+    Raw(Box<RawValue>),
+    Json(Value),
+}
+
+impl Entry {
+    /// The entry as JSON (a raw entry parsed whole; `None` if it is not JSON after all).
+    fn into_value(self) -> Option<Value> {
+        match self {
+            Entry::Raw(raw) => serde_json::from_str(raw.get()).ok(),
+            Entry::Json(v) => Some(v),
         }
     }
 }
@@ -174,19 +215,25 @@ impl Poller {
     ) {
         let auth = Auth::Bearer(token);
         let url = self.client.url(&listing.path());
-        let answer = match self
-            .request(report, PollEndpoint::AuditList, Method::GET, &url, auth)
-            .await
-        {
-            Ok(v) => v.unwrap_or(Value::Null),
+        let endpoint = PollEndpoint::AuditList;
+        let answer = if listing.is_array() {
+            self.request::<Vec<Box<RawValue>>>(report, endpoint, Method::GET, &url, auth)
+                .await
+                .map(|list| listing.raw_entries(list.unwrap_or_default()))
+        } else {
+            self.request::<Value>(report, endpoint, Method::GET, &url, auth)
+                .await
+                .map(|v| listing.json_entries(v.unwrap_or(Value::Null)))
+        };
+        let entries = match answer {
+            Ok(entries) => entries,
             // Physical information answers 404 for a user who has none: nothing listed.
-            Err(e) if e.status() == Some(404) => Value::Null,
+            Err(e) if e.status() == Some(404) => Vec::new(),
             Err(e) => {
                 self.failed(report, Some(user), "an audit listing failed", &e);
                 return;
             }
         };
-        let entries = listing.entries(&answer);
         self.audit_plan.listed(user, listing);
         let kind = listing.kind();
         for (id, entry) in entries {
@@ -203,7 +250,7 @@ impl Poller {
                 continue;
             }
             let item = match listing.item_segments(&id) {
-                None => Some(entry),
+                None => entry.into_value(),
                 Some(segments) => {
                     let url = self.client.url_of(&segments);
                     match self

@@ -4,7 +4,10 @@
 //! The pace ([`Pace`]) is a pure function of what each cycle found ([`Evidence`]):
 //! - any evidence that webhooks are missing data sets the interval to `every` (the fastest);
 //! - a cycle with none returns it to `max_every` (the slowest), the bound on how late a lost
-//!   delivery's data is found while webhooks look healthy.
+//!   delivery's data is found while webhooks look healthy;
+//! - neither comes sooner than [`budget_floor`] allows: a cycle's requests, repeated all day,
+//!   must fit the net's share of AccessLink's daily limit (with many users, or many data types
+//!   each, that floor is the bound, and `/status`'s `poll.pace_reason` says so).
 //!
 //! Evidence: an entity the poll found that no delivery announced within [`GRACE`] of its
 //! availability (a webhook still in flight is not a miss: such an entity is checked again at the
@@ -38,14 +41,35 @@ const FETCH_RESERVE: f64 = 0.1;
 /// The shortest interval after a cycle that spent `requests` for the audits to stay within
 /// their share of a daily limit of `per_day` requests, sustained over days: an audit reads a
 /// listing per user, so with many users even the fast pace is set by the budget (10,000 users:
-/// about 14 minutes), not by `every`. The daemon's client enforces this by waiting when a
-/// window is spent; the what-if model, which has no client, paces its audits by it.
+/// about 14 minutes), not by `every`. The auditor waits at least this long after each cycle
+/// (before, a 65-minute overloaded soak spent 1,771 of the day's 10,000 requests, ahead of the
+/// day's pace, and the fetches paced over the day got none after minute 13); the what-if
+/// model paces its audits by it too.
 pub fn budget_floor(requests: u64, per_day: u64) -> Duration {
     if per_day == 0 {
         return Duration::ZERO;
     }
     let share = per_day as f64 * (1.0 - FETCH_RESERVE);
     Duration::from_secs_f64(requests as f64 * 86_400.0 / share)
+}
+
+/// The interval the day's budget sets after a cycle of `requests`, when the day's usage (the
+/// fetches' and the net's) is ahead of an even spread of the daily limit plus an hour's worth:
+/// then the net slows to [`budget_floor`], so the day is never spent before it ends. While the
+/// day is on pace (any short run, a quiet day) the evidence alone sets the pace.
+fn day_floor(rate: &crate::accesslink::rate::RateState, requests: u64) -> Option<Duration> {
+    let ((_, used), (_, limit), (_, resets_at)) = (rate.usage?, rate.limit?, rate.resets_at?);
+    let reset_in = resets_at.saturating_duration_since(tokio::time::Instant::now());
+    ahead_of_day_pace(used, limit, reset_in).then(|| budget_floor(requests, limit))
+}
+
+/// Whether `used` requests of a daily `limit` are ahead of the even spread (plus an hour's
+/// worth) with the window resetting in `reset_in`.
+fn ahead_of_day_pace(used: u64, limit: u64, reset_in: Duration) -> bool {
+    const DAY: f64 = crate::accesslink::rate::DAY_S as f64;
+    let elapsed = (DAY - reset_in.as_secs_f64()).max(0.0);
+    let allowed = limit as f64 * (elapsed + 3600.0) / DAY;
+    used as f64 > allowed
 }
 
 /// What one cycle (and the time since the previous) says about the webhooks.
@@ -252,12 +276,22 @@ impl Auditor {
         self.evidence.silent = d == self.last.0 && report.items > 0;
         self.evidence.webhook_unhealthy = active == Some(false) || seen > self.last.2;
         self.last = (d, f, seen);
-        let interval = self.pace.after(&self.evidence);
+        let paced = self.pace.after(&self.evidence);
         // The reason the log gives is the one `/status` shows (`poll.pace_reason`).
-        let reason = self
+        let mut reason = self
             .evidence
             .reason()
             .unwrap_or_else(|| "webhooks complete".to_string());
+        let floor = day_floor(&poller.client.rate_state(), report.requests);
+        let interval = paced.max(floor.unwrap_or_default());
+        if let Some(floor) = floor.filter(|f| *f > paced) {
+            reason.push_str(&format!(
+                "; the day's budget is ahead of its pace: a cycle of {} requests every {} s at most",
+                report.requests,
+                floor.as_secs()
+            ));
+        }
+        self.pace.interval = interval;
         if self.evidence.reason().is_some() || interval != self.pace.every {
             tracing::info!(
                 interval_s = interval.as_secs_f64(),
@@ -337,6 +371,26 @@ mod tests {
             None,
             "the first cycle runs at once"
         );
+    }
+
+    /// A 65-minute overloaded soak spent 1,771 of the day's 10,000 requests, 1,277 of them the
+    /// net's: ahead of the day's pace, which would have spent the day in 6 hours. Ahead of the
+    /// pace, a cycle is spaced by what the day can sustain; on pace, not at all.
+    #[test]
+    fn the_net_slows_only_when_the_day_is_ahead_of_its_pace() {
+        let hour = Duration::from_secs(3600);
+        let day = 10_000;
+        // 65 minutes into the day: an even spread plus an hour allows about 868.
+        let reset_in = Duration::from_secs(86_400) - hour - Duration::from_secs(300);
+        assert!(ahead_of_day_pace(1_771, day, reset_in));
+        assert!(!ahead_of_day_pace(800, day, reset_in));
+        // A fresh window: an hour's worth may go at once.
+        assert!(!ahead_of_day_pace(400, day, Duration::from_secs(86_400)));
+        assert!(ahead_of_day_pace(500, day, Duration::from_secs(86_400)));
+        // Late in the day nearly all of it may be used.
+        assert!(!ahead_of_day_pace(9_900, day, Duration::from_secs(60)));
+        // 100 listings a cycle (50 users, 2 data types) fit 9,000 a day once every 16 minutes.
+        assert_eq!(budget_floor(100, day), Duration::from_secs(960));
     }
 
     #[test]

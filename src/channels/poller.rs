@@ -176,14 +176,14 @@ impl Poller {
     }
 
     /// Sends a request counted under `endpoint`.
-    pub(super) async fn request(
+    pub(super) async fn request<T: serde::de::DeserializeOwned>(
         &self,
         report: &mut CycleReport,
         endpoint: PollEndpoint,
         method: Method,
         url: &str,
         auth: Auth<'_>,
-    ) -> Result<Option<Value>, ApiError> {
+    ) -> Result<Option<T>, ApiError> {
         let store = &self.store;
         let attempts = std::sync::atomic::AtomicU64::new(0);
         let observe = |o: Outcome| {
@@ -480,7 +480,7 @@ impl Poller {
             return Ok(Closed::LeftOpen);
         }
         match self
-            .request(report, PollEndpoint::Commit, Method::PUT, uri, auth)
+            .request::<Value>(report, PollEndpoint::Commit, Method::PUT, uri, auth)
             .await
         {
             Ok(_) => {}

@@ -41,8 +41,13 @@ pub struct Answer {
 }
 
 impl Answer {
-    /// The body as JSON; `what` names the request for the error.
-    pub fn json(&self, method: &Method, url: &str) -> Result<Value, ApiError> {
+    /// The body as JSON (a [`Value`], or any shape the caller names); `method` and `url` name
+    /// the request for the error.
+    pub fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &Method,
+        url: &str,
+    ) -> Result<T, ApiError> {
         serde_json::from_slice(&self.body).map_err(|e| ApiError::Decode {
             method: method.clone(),
             url: url.to_string(),

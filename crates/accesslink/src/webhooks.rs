@@ -162,7 +162,7 @@ pub async fn update(
             ApiError::Status { status: 404, .. } => WebhookError::NotFound(id.to_string()),
             e => ping_error(e, url.unwrap_or("")),
         })?;
-    let v = answer.json(&Method::PATCH, &path)?;
+    let v: Value = answer.json(&Method::PATCH, &path)?;
     webhooks_in(v.clone())?
         .into_iter()
         .next()

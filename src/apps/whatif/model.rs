@@ -8,8 +8,10 @@
 //! a transaction (create, list, one get per item, commit). The adaptive net runs the auditor's own
 //! pace code ([`crate::channels::auditor::Pace`]) on the evidence the model can see: an entity the
 //! poll found that no delivery announced; it spends what the net's audit spends
-//! (`channels::audit`): a listing per user and data type each cycle, and one get per entity no
-//! webhook had announced by then.
+//! (`channels::audit`): a listing per user and data type each cycle, and one get per day's data
+//! no webhook had announced by then (an exercise none: its listing carries it whole). Over the
+//! model's week the daemon's rule (slow to the budget's floor once the day is ahead of its pace)
+//! is the floor itself, which the model applies to every cycle.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -152,6 +154,9 @@ pub(crate) struct Arrivals {
     pub(crate) pollable: Vec<bool>,
     /// Whether the safety net's audit lists the item's data type (SleepWise it cannot).
     pub(crate) auditable: Vec<bool>,
+    /// Whether the listing carries the item whole (an exercise, physical information), so a
+    /// miss costs the audit no fetch; a day's data is fetched.
+    pub(crate) listed_whole: Vec<bool>,
     /// The listings an audit reads each cycle: per user, the data types they have.
     pub(crate) audit_listings: u64,
     pub(crate) horizon: f64,
@@ -202,7 +207,8 @@ fn arrivals(s: &Scenario) -> Arrivals {
     Arrivals {
         pollable: vec![true; items.len()],
         auditable: vec![true; items.len()],
-        // One data type: a listing per user.
+        // One data type, exercises: a listing per user, which carries them whole.
+        listed_whole: vec![true; items.len()],
         audit_listings: s.users,
         items,
         webhook_at,
@@ -283,18 +289,22 @@ fn poll(
             next += 1;
         }
         run.cycles += 1;
-        // The audit fetches (and finds) only what no delivery had announced by then.
-        let unannounced = found
+        // The audit finds only what no delivery had announced by then, and fetches what of it
+        // the listing does not carry whole.
+        let unannounced: Vec<usize> = found
             .iter()
-            .filter(|i| a.webhook_at[**i].is_none_or(|w| w > t))
-            .count() as u64;
+            .copied()
+            .filter(|i| a.webhook_at[*i].is_none_or(|w| w > t))
+            .collect();
+        let fetched = unannounced.iter().filter(|i| !a.listed_whole[**i]).count() as u64;
+        let unannounced = unannounced.len() as u64;
         run.empty += u64::from(if audit {
             unannounced == 0
         } else {
             found.is_empty()
         });
         let cost = match (audit, a.cost) {
-            (true, _) => a.audit_listings + unannounced,
+            (true, _) => a.audit_listings + fetched,
             (false, PollCost::Transactions) => 1 + by_user.values().map(|n| 3 + n).sum::<u64>(),
             (false, PollCost::List { users }) => users + found.len() as u64,
         };
@@ -430,7 +440,7 @@ pub(crate) fn adaptive_on(s: &Scenario, a: &Arrivals, every: Duration, max_every
             .iter()
             .filter(|i| a.webhook_at[**i].is_none_or(|w| w > now))
             .count() as u64;
-        // As the daemon's auditor: never faster than its share of the daily budget allows.
+        // As the daemon's auditor over days: never faster than its share of the daily budget.
         pace.after(&Evidence {
             missed,
             ..Evidence::default()

@@ -51,6 +51,7 @@ pub(crate) fn arrivals(trace: &Trace, mode: PollMode) -> (Scenario, Arrivals) {
     let mut webhook_at = Vec::with_capacity(trace.entities.len());
     let mut pollable = Vec::with_capacity(trace.entities.len());
     let mut auditable = Vec::with_capacity(trace.entities.len());
+    let mut listed_whole = Vec::with_capacity(trace.entities.len());
     // The listings an audit reads: per user, the listable data types they have.
     let mut listed: std::collections::BTreeSet<(&str, &str)> = Default::default();
     let (mut lo, mut hi) = (f64::INFINITY, 0.0f64);
@@ -68,6 +69,10 @@ pub(crate) fn arrivals(trace: &Trace, mode: PollMode) -> (Scenario, Arrivals) {
         pollable.push(read_by(mode, &e.kind));
         let listable = !e.kind.starts_with("SLEEP_WISE");
         auditable.push(listable);
+        listed_whole.push(matches!(
+            e.kind.as_str(),
+            "EXERCISE" | "PHYSICAL_INFORMATION"
+        ));
         if listable {
             listed.insert((&e.user, &e.kind));
         }
@@ -98,6 +103,7 @@ pub(crate) fn arrivals(trace: &Trace, mode: PollMode) -> (Scenario, Arrivals) {
         webhook_at,
         pollable,
         auditable,
+        listed_whole,
         audit_listings: listed.len() as u64,
         horizon: span,
         cost,
