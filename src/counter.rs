@@ -8,10 +8,11 @@ pub use crate::accesslink::error::Outcome;
 pub use crate::store::{CounterName, RecordCount};
 
 /// A counter. Its name on disk, and in the counters `/status` and `/metrics` read, is
-/// [`CounterName::name`]; the four families carry the part that varies (an outcome, an endpoint,
-/// a sink).
+/// [`CounterName::name`]; the three families carry the part that varies (an outcome, an
+/// endpoint). A notify sink's attempts, named by the configuration, are the notify sender's own
+/// count ([`crate::notify::SinkAttempts`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Counter<'a> {
+pub enum Counter {
     WebhookDeliveries,
     WebhookAccepted,
     WebhookDuplicates,
@@ -38,12 +39,9 @@ pub enum Counter<'a> {
     FetchOutcome(Outcome),
     /// Poll requests to one endpoint (`poll.requests.notifications`, …).
     PollRequests(PollEndpoint),
-    /// Attempts to send to one notify sink (`notify.attempts.app`, …): the one family named by
-    /// the configuration (a sink's `name`), so its part is a string.
-    NotifyAttempts(&'a str),
 }
 
-impl CounterName for Counter<'_> {
+impl CounterName for Counter {
     fn name(&self) -> std::borrow::Cow<'static, str> {
         match self {
             Counter::WebhookDeliveries => "webhook.deliveries".into(),
@@ -68,7 +66,6 @@ impl CounterName for Counter<'_> {
             Counter::PollOutcome(o) => format!("poll.outcome.{}", o.name()).into(),
             Counter::FetchOutcome(o) => format!("webhook.fetch_outcome.{}", o.name()).into(),
             Counter::PollRequests(e) => format!("poll.requests.{}", e.name()).into(),
-            Counter::NotifyAttempts(s) => format!("notify.attempts.{s}").into(),
         }
     }
 }

@@ -183,7 +183,7 @@ impl Auditor {
 
     /// Deliveries, failed fetches, and (whether the webhook is active, "deactivated" sightings).
     fn observed(&self, poller: &Poller) -> (u64, u64, u64) {
-        let count = |c: counter::Counter<'_>| poller.store.counter(c);
+        let count = |c: counter::Counter| poller.store.counter(c);
         (
             count(counter::Counter::WebhookAccepted) + count(counter::Counter::WebhookDuplicates),
             count(counter::Counter::WebhookFetchesFailed),

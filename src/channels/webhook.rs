@@ -180,10 +180,7 @@ where
 
 impl Outcome {
     /// The answer's status and text, and the counter of refusals it adds to.
-    fn answer(
-        &self,
-        state: &WebhookState,
-    ) -> (StatusCode, String, Option<counter::Counter<'static>>) {
+    fn answer(&self, state: &WebhookState) -> (StatusCode, String, Option<counter::Counter>) {
         match self {
             Outcome::Accepted => (StatusCode::OK, "ok\n".to_string(), None),
             Outcome::Duplicate => (StatusCode::OK, "ok (duplicate)\n".to_string(), None),

@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accesslink::identity::EntityKey;
 use crate::config::NotifyConfig;
-use crate::counter;
 use crate::retry::{self, Decision, Limit, RetryPolicy};
 use crate::store::{DueNotice, NoticeRoute, Store};
 
@@ -28,6 +27,18 @@ pub mod outbox;
 pub mod sink;
 
 pub use outbox::Outbox;
+
+/// Attempts to send to one sink (`notify.attempts.app`, …): the notify sender's own count, kept
+/// by the store like any other, and named by the configuration (a sink's `name`), so it is not
+/// one of the fixed [`counter::Counter`]s.
+#[derive(Debug, Clone, Copy)]
+pub struct SinkAttempts<'a>(pub &'a str);
+
+impl crate::store::CounterName for SinkAttempts<'_> {
+    fn name(&self) -> std::borrow::Cow<'static, str> {
+        format!("notify.attempts.{}", self.0).into()
+    }
+}
 pub use sink::{Attempt, Sink};
 
 /// An event's retries to a sink: up to 1 s, 2 s, 4 s, … (full jitter), at most an hour apart,
@@ -255,7 +266,7 @@ impl Sender {
         };
         let event = event::payload(&due.entity, &due.notice, item, sink.include_data);
         let id = event::event_id(key, name);
-        store.incr(counter::Counter::NotifyAttempts(name), 1);
+        store.incr(SinkAttempts(name), 1);
         match sink.send(&id, &event).await {
             Attempt::Delivered => {
                 let now = Utc::now();

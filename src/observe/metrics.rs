@@ -211,7 +211,7 @@ fn families<'a>(
 /// counter family.
 fn outcomes(
     get: &dyn Fn(&str) -> u64,
-    family: fn(counter::Outcome) -> counter::Counter<'static>,
+    family: fn(counter::Outcome) -> counter::Counter,
 ) -> Vec<(Labels, u64)> {
     counter::Outcome::ALL
         .into_iter()

@@ -341,7 +341,7 @@ pub struct RequestsPerEntity {
 }
 
 /// A counter's value by its name (0 when never counted).
-type Get<'a> = &'a dyn Fn(counter::Counter<'_>) -> u64;
+type Get<'a> = &'a dyn Fn(counter::Counter) -> u64;
 
 /// Builds the status document from the store, the consumers' queues and the race's figures.
 pub fn build(
@@ -351,7 +351,8 @@ pub fn build(
     rt: &Runtime,
 ) -> anyhow::Result<StatusDoc> {
     let c = store.counters()?;
-    let get = |counter: counter::Counter<'_>| c.get(&*counter.name()).copied().unwrap_or(0);
+    let count = |name: &dyn CounterName| c.get(&*name.name()).copied().unwrap_or(0);
+    let get = |counter: counter::Counter| count(&counter);
     let users = crate::credentials::all_users(store)?;
     let webhook = webhook_status(store, queues, summary, rt, &get);
     let poll = poll_status(summary, rt, &get);
@@ -370,7 +371,7 @@ pub fn build(
         schema_version: SCHEMA_VERSION,
         accesslink: None,
         listeners: listener_status(rt),
-        notify: notify_status(store, queues, rt, &get),
+        notify: notify_status(store, queues, rt, &|a| count(&a)),
         service: "hookrace".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         started_at: rt.started_at,
@@ -408,7 +409,7 @@ fn notify_status(
     store: &Store,
     queues: &super::Queues,
     rt: &Runtime,
-    get: Get<'_>,
+    attempts: &dyn Fn(crate::notify::SinkAttempts<'_>) -> u64,
 ) -> Vec<NotifyStatus> {
     rt.notify_sinks
         .iter()
@@ -420,7 +421,7 @@ fn notify_status(
                 kind: s.kind.clone(),
                 target: s.target.clone(),
                 sent: c.sent,
-                attempts: get(counter::Counter::NotifyAttempts(&s.name)),
+                attempts: attempts(crate::notify::SinkAttempts(&s.name)),
                 pending: c.pending,
                 retrying: c.retrying,
                 failed: c.failed,
