@@ -186,6 +186,17 @@ impl Plan {
         let mut plan = self.0.lock().unwrap_or_else(|p| p.into_inner());
         plan.insert((user, listing), tokio::time::Instant::now());
     }
+
+    /// The listings a cycle reads in the steady state: those of a data type the user has (the
+    /// others are rechecked hourly). A start reads every listing, so its cost is no measure of
+    /// the cycles that follow.
+    pub fn steady_listings(&self, store: &crate::store::Store) -> u64 {
+        let plan = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let has_data = |(user, listing): &&(UserId, Listing)| {
+            store.holds_any(&listing.kind(), *user).unwrap_or(true)
+        };
+        plan.keys().filter(has_data).count() as u64
+    }
 }
 
 impl Poller {
@@ -225,6 +236,7 @@ impl Poller {
                 .await
                 .map(|v| listing.json_entries(v.unwrap_or(Value::Null)))
         };
+        report.listings += 1;
         let entries = match answer {
             Ok(entries) => entries,
             // Physical information answers 404 for a user who has none: nothing listed.

@@ -282,7 +282,11 @@ impl Auditor {
             .evidence
             .reason()
             .unwrap_or_else(|| "webhooks complete".to_string());
-        let floor = day_floor(&poller.client.rate_state(), report.requests);
+        // What the next cycles will cost: this one's requests, but no more than the steady
+        // listings (a start reads every listing once) plus this cycle's fetches.
+        let fetches = report.requests.saturating_sub(report.listings);
+        let steady = poller.audit_plan.steady_listings(&poller.store) + fetches;
+        let floor = day_floor(&poller.client.rate_state(), report.requests.min(steady));
         let interval = paced.max(floor.unwrap_or_default());
         if let Some(floor) = floor.filter(|f| *f > paced) {
             reason.push_str(&format!(

@@ -30,6 +30,8 @@ use crate::store::{PollRecorded, Store};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CycleReport {
     pub requests: u64,
+    /// Of those, the safety net's listings (the rest of its requests are fetches).
+    pub listings: u64,
     pub items: u64,
     pub new_entities: u64,
     pub errors: u64,
