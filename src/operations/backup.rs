@@ -161,7 +161,7 @@ async fn to_file(store: Arc<Store>, path: &Path) -> anyhow::Result<()> {
     })
     .await
     .context("the backup task")?;
-    Store::close_shared(store)?;
+    store.close()?;
     written
 }
 

@@ -144,7 +144,7 @@ pub async fn save_webhook_secret(cfg: &Config, secret: &Secret) -> anyhow::Resul
     match target(cfg)? {
         Target::Store(store) => {
             let saved = crate::credentials::set_webhook_secret(&store, secret).await;
-            Store::close_shared(store)?;
+            store.close()?;
             saved?;
             Ok(format!("the store at {}", cfg.store.path.display()))
         }
@@ -167,7 +167,7 @@ pub async fn list_users(cfg: &Config) -> anyhow::Result<Vec<UserView>> {
     match existing_target(cfg)? {
         Target::Store(store) => {
             let users = crate::credentials::all_users(&store);
-            Store::close_shared(store)?;
+            store.close()?;
             Ok(users?.into_iter().map(UserView::from).collect())
         }
         Target::Daemon(admin) => Ok(admin
@@ -187,7 +187,7 @@ pub async fn remove_user_cmd(cfg: &Config, user_id: u64) -> anyhow::Result<bool>
                 Ok(client) => remove_user(&store, &client, UserId(user_id)).await,
                 Err(e) => Err(e),
             };
-            Store::close_shared(store)?;
+            store.close()?;
             removed
         }
         Target::Daemon(admin) => {

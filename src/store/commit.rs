@@ -317,26 +317,35 @@ pub static BENCHMARK_SKIP_FDATASYNC: AtomicBool = AtomicBool::new(false);
 /// A caller waiting for a commit, with what to commit.
 type Waiter = (oneshot::Sender<Result<(), CommitError>>, Arc<Durable>);
 
+/// What the committer is asked: a commit for a waiter, or, last, to end (the store is closing).
+enum Request {
+    Commit(Waiter),
+    End,
+}
+
 /// Group commit: callers queue a waiter; the committer takes every waiter queued so far, runs a
 /// single commit and answers them all.
 ///
 /// The committer is a task its owner runs and awaits ([`Store::committer`](super::Store::committer):
-/// the daemon takes it right after opening the store); it ends when the store is closed (the
-/// store holds the only sender). A store whose committer nobody took (a command that reads, a
-/// test) commits each `durable` call itself on the blocking pool. Either way every commit holds
-/// [`Durable`]'s commit lock, so commits run one at a time and publish in order.
+/// the daemon takes it right after opening the store); the store's close is its last request:
+/// it answers the waiters queued before, and ends. After the close no commit is made and no
+/// write accepted, whoever still holds the store. A store whose committer nobody took (a command
+/// that reads, a test) commits each `durable` call itself on the blocking pool. Either way every
+/// commit holds [`Durable`]'s commit lock, so commits run one at a time and publish in order.
 pub(super) struct GroupCommit {
-    queue: mpsc::UnboundedSender<Waiter>,
+    queue: mpsc::UnboundedSender<Request>,
     /// The committer's end of the queue, until its owner takes it.
-    unclaimed: Mutex<Option<mpsc::UnboundedReceiver<Waiter>>>,
+    unclaimed: Mutex<Option<mpsc::UnboundedReceiver<Request>>>,
     /// Set once the committer is taken: read on every `durable` call (the webhook route's path),
     /// so it is an atomic, not the mutex.
     claimed: AtomicBool,
+    /// Set by the close: no commit after it.
+    closed: AtomicBool,
 }
 
 /// The store's committer: run it (`run`) as a task its owner awaits.
 pub struct Committer {
-    rx: mpsc::UnboundedReceiver<Waiter>,
+    rx: mpsc::UnboundedReceiver<Request>,
 }
 
 impl Committer {
@@ -359,7 +368,28 @@ impl GroupCommit {
             queue,
             unclaimed: Mutex::new(Some(rx)),
             claimed: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the store closed and asks the committer, if one runs, to end once it has answered
+    /// the waiters queued before; whether the store was open.
+    pub(super) fn close(&self) -> bool {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        // A committer that already ended needs no request.
+        let _ = self.queue.send(Request::End);
+        true
+    }
+
+    /// An error once the store is closed: a write or a commit after the close would never be
+    /// made durable (nor counted), so it is refused.
+    pub(super) fn ensure_open(&self) -> anyhow::Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            anyhow::bail!("the store is closed");
+        }
+        Ok(())
     }
 
     /// The committer, the first time it is asked for.
@@ -376,6 +406,7 @@ impl GroupCommit {
     }
 
     pub(super) async fn wait(&self, durable: &Arc<Durable>) -> anyhow::Result<()> {
+        self.ensure_open()?;
         if self.unowned() {
             let durable = durable.clone();
             return tokio::task::spawn_blocking(move || durable.commit())
@@ -395,35 +426,57 @@ impl GroupCommit {
         &self,
         durable: &Arc<Durable>,
     ) -> anyhow::Result<oneshot::Receiver<Result<(), CommitError>>> {
+        self.ensure_open()?;
         let (tx, rx) = oneshot::channel();
         if self.unowned() {
             return Ok(rx);
         }
         self.queue
-            .send((tx, durable.clone()))
+            .send(Request::Commit((tx, durable.clone())))
             .map_err(|_| anyhow::anyhow!("the store's committer has stopped"))?;
         Ok(rx)
     }
 }
 
-async fn commit_loop(mut rx: mpsc::UnboundedReceiver<Waiter>) {
+async fn commit_loop(mut rx: mpsc::UnboundedReceiver<Request>) {
+    let mut requests: Vec<Request> = Vec::new();
     let mut batch: Vec<Waiter> = Vec::new();
-    // `recv_many` waits for at least one waiter, then takes all that are queued.
-    while rx.recv_many(&mut batch, usize::MAX).await > 0 {
-        let durable = batch[0].1.clone();
-        // One span per group commit: the writes of every waiter in it become durable together.
-        let span = tracing::debug_span!("commit", waiters = batch.len());
-        let result =
-            match tokio::task::spawn_blocking(move || span.in_scope(|| durable.commit())).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(CommitError(Arc::new(e))),
-                Err(e) => Err(CommitError(Arc::new(
-                    anyhow::Error::new(e).context("the commit task failed"),
-                ))),
-            };
-        for (waiter, _) in batch.drain(..) {
-            // A caller that went away (its request was cancelled) no longer needs the answer.
-            let _ = waiter.send(result.clone());
+    // `recv_many` waits for at least one request, then takes all that are queued.
+    while rx.recv_many(&mut requests, usize::MAX).await > 0 {
+        let mut end = false;
+        for request in requests.drain(..) {
+            match request {
+                Request::Commit(waiter) if !end => batch.push(waiter),
+                // Queued after the close: dropped, so its caller hears the committer stopped.
+                Request::Commit(_) => {}
+                Request::End => end = true,
+            }
         }
+        if !batch.is_empty() {
+            commit_batch(&mut batch).await;
+        }
+        if end {
+            tracing::debug!("the store is closed: the committer ends");
+            return;
+        }
+    }
+}
+
+/// One group commit for every waiter in `batch`, each answered.
+async fn commit_batch(batch: &mut Vec<Waiter>) {
+    let durable = batch[0].1.clone();
+    // One span per group commit: the writes of every waiter in it become durable together.
+    let span = tracing::debug_span!("commit", waiters = batch.len());
+    let result = match tokio::task::spawn_blocking(move || span.in_scope(|| durable.commit())).await
+    {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(CommitError(Arc::new(e))),
+        Err(e) => Err(CommitError(Arc::new(
+            anyhow::Error::new(e).context("the commit task failed"),
+        ))),
+    };
+    for (waiter, _) in batch.drain(..) {
+        // A caller that went away (its request was cancelled) no longer needs the answer.
+        let _ = waiter.send(result.clone());
     }
 }

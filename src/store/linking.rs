@@ -187,6 +187,7 @@ impl Store {
     }
 
     pub(super) fn put_data(&self, key: &str, data: &serde_json::Value) -> anyhow::Result<()> {
+        self.group_commit.ensure_open()?;
         self.data
             .insert(key.as_bytes(), serde_json::to_vec(data)?)
             .with_context(|| format!("storing data of {key}"))?;

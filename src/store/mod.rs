@@ -666,7 +666,15 @@ impl Store {
     /// tally's summary saved, and the "open" mark removed and committed, so the next open trusts
     /// the summary and the counters and recounts nothing. A store dropped without `close` (a
     /// crash, a forgotten handle) is recounted at its next open; that is safe, only slower.
-    pub fn close(self) -> anyhow::Result<()> {
+    ///
+    /// The close is the committer's last request (it answers the waiters queued before and
+    /// ends), and after it every write and every commit is refused, whoever still holds the
+    /// store: no handle needs to be let go of first. A second close does nothing.
+    pub fn close(&self) -> anyhow::Result<()> {
+        let _span = tracing::info_span!("close", store = %self.path.display()).entered();
+        if !self.group_commit.close() {
+            return Ok(());
+        }
         self.durable.commit()?;
         match self.journal.tally().map(|t| t.exact()) {
             Some(Some(summary)) => {
@@ -695,22 +703,6 @@ impl Store {
         self.durable.commit()?;
         tracing::info!(store = %self.path.display(), "store closed cleanly");
         Ok(())
-    }
-
-    /// [`Store::close`] for a store shared behind an `Arc`: an error if another holder remains.
-    pub fn close_shared(store: Arc<Store>) -> anyhow::Result<()> {
-        match Arc::try_unwrap(store) {
-            Ok(store) => store.close(),
-            Err(shared) => {
-                shared.flush()?;
-                anyhow::bail!(
-                    "the store at {} is still held by {} other handle(s) at close: everything is \
-                     committed, but it stays marked open and its next start recounts",
-                    shared.path.display(),
-                    Arc::strong_count(&shared) - 1
-                )
-            }
-        }
     }
 
     /// The last process had not closed the store (its summary was recounted at this open).

@@ -364,7 +364,7 @@ fn the_tally_counts_every_committed_write_and_survives_a_clean_close() {
             (100, 40),
             "60 + 80 - 40 merged"
         );
-        Store::close_shared(store).unwrap(); // closed cleanly: the summary is saved
+        store.close().unwrap(); // closed cleanly: the summary is saved
     }
     let store = reopen(dir.path());
     assert!(!store.unclean);
@@ -588,8 +588,10 @@ async fn a_commit_hands_the_consumers_only_the_work_it_made_durable() {
 }
 
 /// The committer is the caller's to run: taken once, it serves every waiter (concurrent callers
-/// share its commits) and ends when the store is closed; a store whose committer nobody took
-/// commits each call itself.
+/// share its commits) and ends with the close, its last request, while another handle is still
+/// held (before, a close with a second handle failed, and the daemon polled the handle count
+/// until it dropped); after the close that handle can neither write nor commit. A store whose
+/// committer nobody took commits each call itself.
 #[tokio::test]
 async fn the_committer_is_owned_and_ends_with_the_store() {
     let dir = tempfile::tempdir().unwrap();
@@ -611,11 +613,20 @@ async fn the_committer_is_owned_and_ends_with_the_store() {
         w.await.unwrap().unwrap();
     }
     assert!(!committer.is_finished(), "it runs while the store is open");
-    Arc::try_unwrap(store).ok().unwrap().close().unwrap();
+    let late = store.clone();
+    store.close().unwrap();
     tokio::time::timeout(std::time::Duration::from_secs(5), committer)
         .await
         .expect("the committer ends when the store is closed")
         .unwrap();
+    let (d, body) = delivery("late");
+    let refused = late
+        .record_delivery(&d, &body, Utc::now(), true)
+        .unwrap_err();
+    assert!(refused.to_string().contains("closed"), "{refused:#}");
+    assert!(late.durable().await.is_err(), "no commit after the close");
+    late.close().unwrap(); // a second close does nothing
+    drop((store, late));
     let store = reopen(dir.path());
     assert!(!store.found_unclean());
     assert_eq!(store.deliveries().unwrap().len(), 21);

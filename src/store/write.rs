@@ -43,6 +43,7 @@ impl Store {
         received_at: DateTime<Utc>,
         fetch: bool,
     ) -> anyhow::Result<DeliveryRecorded> {
+        self.group_commit.ensure_open()?;
         let r = delivery.entity();
         let natural = r.key();
         let mut body = Some(String::from_utf8_lossy(body).into_owned());
@@ -228,6 +229,7 @@ impl Store {
         key: &str,
         mut f: impl FnMut(Option<Record>) -> (Record, T),
     ) -> anyhow::Result<(String, T)> {
+        self.group_commit.ensure_open()?;
         loop {
             // Resolved on every try: a merge may have moved the record meanwhile.
             let key = self.resolve_key(key)?;
@@ -270,6 +272,7 @@ impl Store {
         key: &str,
         mut f: impl FnMut(&mut Record),
     ) -> anyhow::Result<String> {
+        self.group_commit.ensure_open()?;
         loop {
             let Some((key, old)) = self.record_bytes(key)? else {
                 anyhow::bail!("no entity {}", self.resolve_key(key)?);

@@ -66,7 +66,7 @@ pub(super) async fn shut_down(
         tracing::warn!("blocking work on the store is still running at the end of the grace");
     }
     let closed = close_store(store).await;
-    // The close dropped the store, and with it the committer's queue: the committer ends.
+    // The close was the committer's last request: it has ended, or ends now.
     stop_by(
         "store committer",
         tasks.committer,
@@ -76,23 +76,11 @@ pub(super) async fn shut_down(
     closed
 }
 
-/// Closes the store, which every other holder has let go of by now (an error says how many
-/// did not).
+/// Closes the store: the committer's last request. Whatever still holds a handle (a future
+/// being dropped, a blocking call returning) can no longer write or commit, so nothing waits
+/// for it to let go.
 pub(super) async fn close_store(store: Arc<Store>) -> anyhow::Result<()> {
-    // Every holder has been stopped; one may still be letting go (a future being dropped, a
-    // blocking call returning): a full test run saw "held by 0 other handle(s)" once. Give
-    // them a moment, and say so, before the close reports them.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while Arc::strong_count(&store) > 1 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    if Arc::strong_count(&store) > 1 {
-        tracing::warn!(
-            holders = Arc::strong_count(&store) - 1,
-            "the store is still held by stopped work at close"
-        );
-    }
-    tokio::task::spawn_blocking(move || Store::close_shared(store))
+    tokio::task::spawn_blocking(move || store.close())
         .await
         .context("the closing task panicked")?
         .context(

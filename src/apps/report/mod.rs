@@ -541,7 +541,6 @@ pub enum Format {
 /// the store open, the numbers come from its `/status` instead (the same document).
 pub async fn from_config(cfg: &crate::config::Config, format: Format) -> anyhow::Result<Report> {
     use crate::operations::manage::{Target, existing_target};
-    use crate::store::Store;
     use anyhow::Context;
     let mut sighted = Vec::new();
     let mut saved = None;
@@ -588,7 +587,7 @@ pub async fn from_config(cfg: &crate::config::Config, format: Format) -> anyhow:
                 }
                 Ok(Ok((doc, (chrono::Utc::now() - created).to_std().ok())))
             })();
-            Store::close_shared(store)?;
+            store.close()?;
             match read? {
                 Ok(status) => status,
                 Err(printed) => return Ok(printed),
