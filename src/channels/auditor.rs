@@ -5,9 +5,11 @@
 //! - any evidence that webhooks are missing data sets the interval to `every` (the fastest);
 //! - a cycle with none returns it to `max_every` (the slowest), the bound on how late a lost
 //!   delivery's data is found while webhooks look healthy;
-//! - neither comes sooner than [`budget_floor`] allows: a cycle's requests, repeated all day,
-//!   must fit the net's share of AccessLink's daily limit (with many users, or many data types
-//!   each, that floor is the bound, and `/status`'s `poll.pace_reason` says so).
+//! - neither comes sooner than the day's budget allows once the day's usage runs ahead of an
+//!   even spread of the daily limit: what is left of it is spread over what is left of the day
+//!   (before, a 65-minute overloaded soak spent 1,771 of the day's 10,000 requests, 1,277 of
+//!   them the net's, on course to spend the day in 6 hours; with many users, or many data types
+//!   each, this floor is the bound, and `/status`'s `poll.pace_reason` says so).
 //!
 //! Evidence: an entity the poll found that no delivery announced within [`GRACE`] of its
 //! availability (a webhook still in flight is not a miss: such an entity is checked again at the
@@ -41,10 +43,9 @@ const FETCH_RESERVE: f64 = 0.1;
 /// The shortest interval after a cycle that spent `requests` for the audits to stay within
 /// their share of a daily limit of `per_day` requests, sustained over days: an audit reads a
 /// listing per user, so with many users even the fast pace is set by the budget (10,000 users:
-/// about 14 minutes), not by `every`. The auditor waits at least this long after each cycle
-/// (before, a 65-minute overloaded soak spent 1,771 of the day's 10,000 requests, ahead of the
-/// day's pace, and the fetches paced over the day got none after minute 13); the what-if
-/// model paces its audits by it too.
+/// about 14 minutes), not by `every`. The what-if model paces its audits by it over its week;
+/// the daemon's auditor, which sees the day's usage, spreads what is left of the day instead
+/// once that usage runs ahead (`day_floor`).
 pub fn budget_floor(requests: u64, per_day: u64) -> Duration {
     if per_day == 0 {
         return Duration::ZERO;
@@ -55,12 +56,24 @@ pub fn budget_floor(requests: u64, per_day: u64) -> Duration {
 
 /// The interval the day's budget sets after a cycle of `requests`, when the day's usage (the
 /// fetches' and the net's) is ahead of an even spread of the daily limit plus an hour's worth:
-/// then the net slows to [`budget_floor`], so the day is never spent before it ends. While the
-/// day is on pace (any short run, a quiet day) the evidence alone sets the pace.
+/// then what remains of the day's limit is spread over what remains of the day, so the day is
+/// never spent before it ends (the net's requests would then wait in the client for the reset,
+/// and its bound with them). While the day is on pace (any short run, a quiet day) the evidence
+/// alone sets the pace.
 fn day_floor(rate: &crate::accesslink::rate::RateState, requests: u64) -> Option<Duration> {
     let ((_, used), (_, limit), (_, resets_at)) = (rate.usage?, rate.limit?, rate.resets_at?);
     let reset_in = resets_at.saturating_duration_since(tokio::time::Instant::now());
-    ahead_of_day_pace(used, limit, reset_in).then(|| budget_floor(requests, limit))
+    ahead_of_day_pace(used, limit, reset_in)
+        .then(|| spread(requests, limit - used.min(limit), reset_in))
+}
+
+/// The interval at which cycles of `requests` spend `left` requests evenly over `time` (all
+/// of it when nothing is left).
+fn spread(requests: u64, left: u64, time: Duration) -> Duration {
+    if left == 0 {
+        return time;
+    }
+    time.mul_f64((requests as f64 / left as f64).min(1.0))
 }
 
 /// Whether `used` requests of a daily `limit` are ahead of the even spread (plus an hour's
@@ -290,7 +303,7 @@ impl Auditor {
         let interval = paced.max(floor.unwrap_or_default());
         if let Some(floor) = floor.filter(|f| *f > paced) {
             reason.push_str(&format!(
-                "; the day's budget is ahead of its pace: a cycle of {} requests every {} s at most",
+                "; the day's usage is ahead of an even spread: what is left of it allows a cycle of {} requests every {} s",
                 report.requests,
                 floor.as_secs()
             ));
@@ -393,8 +406,16 @@ mod tests {
         assert!(ahead_of_day_pace(500, day, Duration::from_secs(86_400)));
         // Late in the day nearly all of it may be used.
         assert!(!ahead_of_day_pace(9_900, day, Duration::from_secs(60)));
-        // 100 listings a cycle (50 users, 2 data types) fit 9,000 a day once every 16 minutes.
-        assert_eq!(budget_floor(100, day), Duration::from_secs(960));
+        // 100 listings a cycle (50 users, 2 data types) with 9,405 of the day's 10,000 left
+        // and 23.75 hours to go: once every 909 s (the 15-minute bound nearly holds).
+        let left_day = Duration::from_secs(85_500);
+        assert_eq!(spread(100, 9_405, left_day).as_secs(), 909);
+        assert_eq!(
+            spread(100, 0, left_day),
+            left_day,
+            "spent: wait for the reset"
+        );
+        assert_eq!(spread(500, 100, left_day), left_day);
     }
 
     #[test]

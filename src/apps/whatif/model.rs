@@ -9,9 +9,9 @@
 //! pace code ([`crate::channels::auditor::Pace`]) on the evidence the model can see: an entity the
 //! poll found that no delivery announced; it spends what the net's audit spends
 //! (`channels::audit`): a listing per user and data type each cycle, and one get per day's data
-//! no webhook had announced by then (an exercise none: its listing carries it whole). Over the
-//! model's week the daemon's rule (slow to the budget's floor once the day is ahead of its pace)
-//! is the floor itself, which the model applies to every cycle.
+//! no webhook had announced by then (an exercise none: its listing carries it whole). The
+//! daemon spreads what is left of a day once the day's usage runs ahead; over the model's week
+//! that comes to the sustained share ([`budget_floor`]), which the model applies to every cycle.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
