@@ -316,3 +316,34 @@ async fn the_pace_reason_is_never_left_out() {
     .await;
     app.stop().await;
 }
+
+/// Once the day's usage runs ahead of an even spread of the daily limit, the net spreads what is
+/// left of the day's limit over what is left of the day: `/status` says why, and the interval
+/// grows far past `max_every`, so the day is not spent before it ends. (Before, the net kept
+/// its evidence's pace until a window was spent: a 65-minute overloaded soak was on course to
+/// spend the day in 6 hours.)
+#[tokio::test]
+async fn a_day_ahead_of_its_pace_slows_the_net() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = sim_config_json(dir.path(), 1, "transactions");
+    c["poller"] = json!({"enabled": true, "strategy": "adaptive", "every": "1s",
+        "max_every": "1s", "mode": "transactions"});
+    let app = spawn_with(common::config_from(c)).await;
+    // 60 requests a day: the first cycle's five listings already run ahead of an even spread
+    // (60 × 1 h / 24 h = 2.5 allowed by now). With an exercise stored, each cycle lists the
+    // user's exercises.
+    app.faults(json!({"rate_limit": [100000, 60]})).await;
+    let user = app.first_user().await;
+    app.inject(user, "EXERCISE").await;
+    let s = app
+        .status_until("the day's pace in the reason", |s| {
+            s["poll"]["pace_reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("ahead of an even spread"))
+        })
+        .await;
+    let interval_ms = s["poll"]["interval_ms"].as_u64().unwrap();
+    assert!(interval_ms > 600_000, "{interval_ms} ms: {s}");
+    assert_eq!(s["accesslink"]["rate_limit"]["answered_429"], 0, "{s}");
+    app.stop().await;
+}
