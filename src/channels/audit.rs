@@ -93,17 +93,19 @@ impl Listing {
     /// a 30-day listing of a busy user is the largest answer the net reads (hundreds of
     /// exercises), and only what no webhook announced is parsed whole.
     fn raw_entries(self, list: Vec<Box<RawValue>>) -> Vec<(String, Entry)> {
+        /// The fields that name an entry, of whatever type they come (an activity's `id` may be a
+        /// number: it must not make the entry unreadable).
         #[derive(serde::Deserialize)]
         struct Head {
-            id: Option<String>,
-            start_time: Option<String>,
+            id: Option<Value>,
+            start_time: Option<Value>,
         }
         list.into_iter()
             .filter_map(|raw| {
                 let head: Head = serde_json::from_str(raw.get()).ok()?;
                 let id = match self {
-                    Listing::Exercises => head.id?,
-                    _ => head.start_time?.chars().take(10).collect(),
+                    Listing::Exercises => head.id?.as_str()?.to_string(),
+                    _ => head.start_time?.as_str()?.chars().take(10).collect(),
                 };
                 Some((id, Entry::Raw(raw)))
             })
@@ -288,5 +290,38 @@ impl Poller {
                 self.store_found(report, user, &kind, &item, Some(&id));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(list: &str) -> Vec<Box<RawValue>> {
+        serde_json::from_str(list).unwrap()
+    }
+
+    /// An array listing names each entry by its id (an exercise) or its day (an activity, whose
+    /// own `id` may be a number), keeps it whole, and skips an entry that names nothing.
+    #[test]
+    fn array_listings_name_their_entries_and_keep_them_whole() {
+        let exercises = raw(
+            r#"[{"id":"aQlC83","sport":"RUNNING","duration":"PT45M"},{"sport":"no id"},{"id":7}]"#,
+        );
+        let named = Listing::Exercises.raw_entries(exercises);
+        assert_eq!(named.len(), 1);
+        let (id, entry) = named.into_iter().next().unwrap();
+        assert_eq!(id, "aQlC83");
+        assert_eq!(
+            entry.into_value().unwrap()["duration"],
+            "PT45M",
+            "the entry is the exercise, whole"
+        );
+        let activities = raw(
+            r#"[{"id":12345,"start_time":"2026-12-07T00:00:00","steps":9000},{"id":1,"steps":1}]"#,
+        );
+        let named = Listing::Activities.raw_entries(activities);
+        let days: Vec<&str> = named.iter().map(|(d, _)| d.as_str()).collect();
+        assert_eq!(days, ["2026-12-07"]);
     }
 }
