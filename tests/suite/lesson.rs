@@ -37,6 +37,7 @@ async fn measured_empty_polls_match_theory_while_data_is_made() {
         users: 3,
         exercise_every: Duration::from_secs(5),
         activity_every: Duration::from_secs(30),
+        seed: Some(1),
         ..DemoArgs::default()
     })
     .await;
@@ -66,6 +67,7 @@ async fn quiet_data_makes_almost_every_poll_empty() {
         poll_every: Duration::from_secs(1),
         exercise_every: Duration::from_secs(300),
         activity_every: Duration::from_secs(3600),
+        seed: Some(2),
         ..DemoArgs::default()
     })
     .await;
@@ -84,6 +86,7 @@ async fn a_rate_limit_paces_the_poller_and_the_report_says_so() {
         exercise_every: Duration::from_secs(5),
         rate_limit: Some("12,1000".into()),
         rate_window: Duration::from_secs(6),
+        seed: Some(3),
         ..DemoArgs::default()
     })
     .await;
