@@ -79,10 +79,7 @@ fn spread(requests: u64, left: u64, time: Duration) -> Duration {
 /// Whether `used` requests of a daily `limit` are ahead of the even spread (plus an hour's
 /// worth) with the window resetting in `reset_in`.
 fn ahead_of_day_pace(used: u64, limit: u64, reset_in: Duration) -> bool {
-    const DAY: f64 = crate::accesslink::rate::DAY_S as f64;
-    let elapsed = (DAY - reset_in.as_secs_f64()).max(0.0);
-    let allowed = limit as f64 * (elapsed + 3600.0) / DAY;
-    used as f64 > allowed
+    used as f64 > crate::accesslink::rate::spread_allows(limit, reset_in.as_secs())
 }
 
 /// What one cycle (and the time since the previous) says about the webhooks.

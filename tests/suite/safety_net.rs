@@ -293,15 +293,20 @@ async fn saving_a_webhook_secret_makes_the_watch_look_at_once() {
     app.stop().await;
 }
 
+/// A daemon on the simulator (one user) whose adaptive auditor runs every second.
+async fn fast_auditor(dir: &std::path::Path) -> common::App {
+    let mut c = sim_config_json(dir, 1, "transactions");
+    c["poller"] = json!({"enabled": true, "strategy": "adaptive", "every": "1s",
+        "max_every": "1s", "mode": "transactions"});
+    spawn_with(common::config_from(c)).await
+}
+
 /// `/status` gives the reason for the auditor's pace that the log gives: after a clean cycle,
 /// "webhooks complete" (it was null while the log said why).
 #[tokio::test]
 async fn the_pace_reason_is_never_left_out() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = sim_config_json(dir.path(), 1, "transactions");
-    c["poller"] = json!({"enabled": true, "strategy": "adaptive", "every": "1s",
-        "max_every": "1s", "mode": "transactions"});
-    let app = spawn_with(common::config_from(c)).await;
+    let app = fast_auditor(dir.path()).await;
     let s = app
         .status_until("the first cycle's reason", |s| {
             s["poll"]["pace_reason"]
@@ -325,10 +330,7 @@ async fn the_pace_reason_is_never_left_out() {
 #[tokio::test]
 async fn a_day_ahead_of_its_pace_slows_the_net() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = sim_config_json(dir.path(), 1, "transactions");
-    c["poller"] = json!({"enabled": true, "strategy": "adaptive", "every": "1s",
-        "max_every": "1s", "mode": "transactions"});
-    let app = spawn_with(common::config_from(c)).await;
+    let app = fast_auditor(dir.path()).await;
     // 60 requests a day: the first cycle's five listings already run ahead of an even spread
     // (60 × 1 h / 24 h = 2.5 allowed by now). With an exercise stored, each cycle lists the
     // user's exercises.

@@ -115,15 +115,21 @@ pub fn bulk_wait(
         ));
     }
     let per_s = daily as f64 / DAY_S as f64;
-    let elapsed = DAY_S.saturating_sub(reset_s.1) as f64;
-    let allowed = per_s * elapsed + per_s * 3600.0;
-    let ahead = usage.1 as f64 - allowed;
+    let ahead = usage.1 as f64 - spread_allows(daily, reset_s.1);
     (ahead > 0.0 && per_s > 0.0).then(|| {
         (
             Duration::from_secs_f64((ahead / per_s).min(DAY_S as f64)),
             BulkHold::Paced,
         )
     })
+}
+
+/// What an even spread of `daily` requests over the day allows by now, with an hour's worth
+/// to start with, the daily window resetting in `reset_s` seconds: the line the bulk lane keeps
+/// under, and past which the daemon's safety net slows.
+pub fn spread_allows(daily: u64, reset_s: u64) -> f64 {
+    let elapsed = DAY_S.saturating_sub(reset_s) as f64;
+    daily as f64 * (elapsed + 3600.0) / DAY_S as f64
 }
 
 /// A block in force, in wall-clock time: what a restart must not forget (a process that
